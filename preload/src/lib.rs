@@ -1,0 +1,1 @@
+//! liblumigo_preload.so (being written).

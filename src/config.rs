@@ -1,0 +1,473 @@
+//! Configuration: the environment, read once into a typed value.
+//!
+//! Every setting of lumigo-run comes from environment variables (the launcher
+//! turns its flags into variables), as with the Lumigo OpenTelemetry
+//! distributions. [`Config::from_lookup`] takes the lookup as a function so
+//! tests never touch the real environment. A broken value never fails: it
+//! falls back to the default and leaves a human-readable entry in
+//! [`Config::warnings`], which the launcher prints and the library shows
+//! under `LUMIGO_DEBUG`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Lumigo's OTLP/HTTP traces endpoint, used with `LUMIGO_TRACER_TOKEN`.
+pub const DEFAULT_LUMIGO_ENDPOINT: &str = "https://ga-otlp.lumigo-tracer-edge.golumigo.com/v1/traces";
+
+/// Lumigo's default secret patterns (matched case-insensitively against the
+/// whole name of a query parameter, header or JSON key).
+pub const DEFAULT_SECRET_PATTERNS: &[&str] = &[
+    ".*pass.*",
+    ".*key.*",
+    ".*secret.*",
+    ".*credential.*",
+    ".*passphrase.*",
+    ".*token.*",
+    "SessionToken",
+    "x-amz-security-token",
+    "Signature",
+    "Credential",
+    "Authorization",
+];
+
+/// One OTLP/HTTP destination: endpoint URL plus extra request headers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OtlpDestination {
+    pub endpoint: String,
+    pub headers: Vec<(String, String)>,
+}
+
+/// The batch span processor's settings (`OTEL_BSP_*`, SDK defaults).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchConfig {
+    /// `OTEL_BSP_MAX_QUEUE_SIZE`, default 2048.
+    pub max_queue_size: usize,
+    /// `OTEL_BSP_SCHEDULE_DELAY` in ms, default 5000.
+    pub schedule_delay: Duration,
+    /// `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`, default 512 (never above the queue size).
+    pub max_export_batch_size: usize,
+    /// `OTEL_BSP_EXPORT_TIMEOUT` in ms, default 30000.
+    pub export_timeout: Duration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            max_queue_size: 2048,
+            schedule_delay: Duration::from_millis(5000),
+            max_export_batch_size: 512,
+            export_timeout: Duration::from_millis(30_000),
+        }
+    }
+}
+
+/// Everything lumigo-run can be told, parsed and validated.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `LUMIGO_SWITCH_OFF=true`: trace nothing at all.
+    pub switch_off: bool,
+    /// `LUMIGO_DEBUG=true`: `#LUMIGO#` diagnostics on stderr.
+    pub debug: bool,
+    /// `OTEL_SERVICE_NAME`.
+    pub service_name: Option<String>,
+    /// `LUMIGO_TRACER_TOKEN`, trimmed.
+    pub token: Option<String>,
+    /// Where spans go over OTLP/HTTP: Lumigo (with a token) and/or the
+    /// endpoint named by `OTEL_EXPORTER_OTLP_*`.
+    pub destinations: Vec<OtlpDestination>,
+    /// `LUMIGO_DEBUG_SPANDUMP`: append every span as a JSON line to this file.
+    pub spandump: Option<PathBuf>,
+    /// `LUMIGO_FLUSH_TIMEOUT`: how long exit may wait for the last export.
+    pub flush_timeout: Duration,
+    pub batch: BatchConfig,
+    /// `OTEL_RESOURCE_ATTRIBUTES`, decoded.
+    pub resource_attributes: Vec<(String, String)>,
+    /// `LUMIGO_TAG` → resource attribute `lumigo.tag`.
+    pub tag: Option<String>,
+    /// Patterns whose matching query-parameter names get `****` values
+    /// (`LUMIGO_SECRET_MASKING_REGEX_HTTP_QUERY_PARAMS`, else
+    /// `LUMIGO_SECRET_MASKING_REGEX`, else the defaults).
+    pub query_secret_patterns: Vec<String>,
+    /// `LUMIGO_PROCESS_SPAN=true`: one INTERNAL span around the whole run.
+    pub process_span: bool,
+    /// Problems found while parsing, for the user's eyes.
+    pub warnings: Vec<String>,
+}
+
+/// Parses `true`/`false` the way the Lumigo distributions do (any case).
+fn parse_bool(name: &str, value: Option<String>, warnings: &mut Vec<String>) -> bool {
+    match value.as_deref().map(str::trim) {
+        None | Some("") => false,
+        Some(v) if v.eq_ignore_ascii_case("true") => true,
+        Some(v) if v.eq_ignore_ascii_case("false") => false,
+        Some(v) => {
+            warnings.push(format!("{name}={v:?} is not true or false; using false"));
+            false
+        }
+    }
+}
+
+/// A duration: plain numbers are in `default_unit_ms` units; `ms` and `s`
+/// suffixes are accepted.
+fn parse_duration(
+    name: &str,
+    value: Option<String>,
+    default: Duration,
+    plain_unit_ms: f64,
+    warnings: &mut Vec<String>,
+) -> Duration {
+    let Some(raw) = value else { return default };
+    let v = raw.trim();
+    if v.is_empty() {
+        return default;
+    }
+    let (number, unit_ms) = if let Some(n) = v.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1000.0)
+    } else {
+        (v, plain_unit_ms)
+    };
+    match number.trim().parse::<f64>() {
+        Ok(n) if n.is_finite() && n >= 0.0 && n * unit_ms < 1e12 => {
+            Duration::from_micros((n * unit_ms * 1000.0) as u64)
+        }
+        _ => {
+            warnings.push(format!(
+                "{name}={raw:?} is not a duration; using {}ms",
+                default.as_millis()
+            ));
+            default
+        }
+    }
+}
+
+fn parse_count(
+    name: &str,
+    value: Option<String>,
+    default: usize,
+    warnings: &mut Vec<String>,
+) -> usize {
+    let Some(raw) = value else { return default };
+    match raw.trim().parse::<usize>() {
+        Ok(n) if n > 0 => n,
+        _ if raw.trim().is_empty() => default,
+        _ => {
+            warnings.push(format!(
+                "{name}={raw:?} is not a positive whole number; using {default}"
+            ));
+            default
+        }
+    }
+}
+
+/// `key1=value1,key2=value2` with percent-decoding, as in the OTel
+/// specification for `OTEL_RESOURCE_ATTRIBUTES` and `OTEL_EXPORTER_OTLP_HEADERS`.
+pub fn parse_key_values(name: &str, raw: &str, warnings: &mut Vec<String>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for item in raw.split(',') {
+        if item.trim().is_empty() {
+            continue;
+        }
+        match item.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => {
+                out.push((percent_decode(k.trim()), percent_decode(v.trim())));
+            }
+            _ => warnings.push(format!("{name}: ignoring {item:?} (expected key=value)")),
+        }
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+            if let Some(b) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A JSON array of strings (`LUMIGO_SECRET_MASKING_REGEX`), or `all`.
+fn parse_pattern_list(name: &str, raw: &str, warnings: &mut Vec<String>) -> Option<Vec<String>> {
+    let raw = raw.trim();
+    if raw.eq_ignore_ascii_case("all") {
+        return Some(vec![".*".to_owned()]);
+    }
+    match serde_json::from_str::<Vec<String>>(raw) {
+        Ok(list) => {
+            let mut valid = Vec::new();
+            for p in list {
+                match regex_lite::Regex::new(&p) {
+                    Ok(_) => valid.push(p),
+                    Err(e) => warnings.push(format!("{name}: ignoring invalid regex {p:?}: {e}")),
+                }
+            }
+            Some(valid)
+        }
+        Err(_) => {
+            warnings.push(format!(
+                "{name}={raw:?} is not a JSON array of strings; using the default patterns"
+            ));
+            None
+        }
+    }
+}
+
+/// Joins an OTLP base endpoint with the traces path, as the OTel spec says
+/// for `OTEL_EXPORTER_OTLP_ENDPOINT`.
+fn traces_url(base: &str) -> String {
+    format!("{}/v1/traces", base.trim_end_matches('/'))
+}
+
+fn nonempty(v: Option<String>) -> Option<String> {
+    v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Config {
+        Config::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads configuration through `get`, which returns a variable's value.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Config {
+        let mut warnings = Vec::new();
+        let w = &mut warnings;
+
+        let switch_off = parse_bool("LUMIGO_SWITCH_OFF", get("LUMIGO_SWITCH_OFF"), w);
+        let debug = parse_bool("LUMIGO_DEBUG", get("LUMIGO_DEBUG"), w);
+        let token = nonempty(get("LUMIGO_TRACER_TOKEN"));
+
+        let mut destinations = Vec::new();
+        if let Some(token) = &token {
+            let endpoint = nonempty(get("LUMIGO_ENDPOINT"))
+                .unwrap_or_else(|| DEFAULT_LUMIGO_ENDPOINT.to_owned());
+            destinations.push(OtlpDestination {
+                endpoint,
+                headers: vec![("Authorization".to_owned(), format!("LumigoToken {token}"))],
+            });
+        }
+        let otlp_endpoint = nonempty(get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+            .or_else(|| nonempty(get("OTEL_EXPORTER_OTLP_ENDPOINT")).map(|b| traces_url(&b)));
+        if let Some(endpoint) = otlp_endpoint {
+            let mut headers = Vec::new();
+            for var in ["OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"] {
+                if let Some(raw) = get(var) {
+                    headers.extend(parse_key_values(var, &raw, w));
+                }
+            }
+            if !destinations.iter().any(|d| d.endpoint == endpoint) {
+                destinations.push(OtlpDestination { endpoint, headers });
+            }
+        }
+        for d in &destinations {
+            if !(d.endpoint.starts_with("http://") || d.endpoint.starts_with("https://")) {
+                w.push(format!(
+                    "OTLP endpoint {:?} is not an http:// or https:// URL; spans sent there will fail",
+                    d.endpoint
+                ));
+            }
+        }
+
+        let mut batch = BatchConfig::default();
+        batch.max_queue_size = parse_count(
+            "OTEL_BSP_MAX_QUEUE_SIZE",
+            get("OTEL_BSP_MAX_QUEUE_SIZE"),
+            batch.max_queue_size,
+            w,
+        );
+        batch.schedule_delay = parse_duration(
+            "OTEL_BSP_SCHEDULE_DELAY",
+            get("OTEL_BSP_SCHEDULE_DELAY"),
+            batch.schedule_delay,
+            1.0,
+            w,
+        );
+        batch.max_export_batch_size = parse_count(
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+            get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE"),
+            batch.max_export_batch_size,
+            w,
+        )
+        .min(batch.max_queue_size);
+        batch.export_timeout = parse_duration(
+            "OTEL_BSP_EXPORT_TIMEOUT",
+            get("OTEL_BSP_EXPORT_TIMEOUT"),
+            batch.export_timeout,
+            1.0,
+            w,
+        );
+
+        let flush_timeout = parse_duration(
+            "LUMIGO_FLUSH_TIMEOUT",
+            get("LUMIGO_FLUSH_TIMEOUT"),
+            Duration::from_secs(1),
+            1000.0,
+            w,
+        );
+
+        let resource_attributes = get("OTEL_RESOURCE_ATTRIBUTES")
+            .map(|raw| parse_key_values("OTEL_RESOURCE_ATTRIBUTES", &raw, w))
+            .unwrap_or_default();
+
+        let query_secret_patterns = nonempty(get("LUMIGO_SECRET_MASKING_REGEX_HTTP_QUERY_PARAMS"))
+            .and_then(|raw| {
+                parse_pattern_list("LUMIGO_SECRET_MASKING_REGEX_HTTP_QUERY_PARAMS", &raw, w)
+            })
+            .or_else(|| {
+                nonempty(get("LUMIGO_SECRET_MASKING_REGEX"))
+                    .and_then(|raw| parse_pattern_list("LUMIGO_SECRET_MASKING_REGEX", &raw, w))
+            })
+            .unwrap_or_else(|| DEFAULT_SECRET_PATTERNS.iter().map(|s| (*s).to_owned()).collect());
+
+        Config {
+            switch_off,
+            debug,
+            service_name: nonempty(get("OTEL_SERVICE_NAME")),
+            token,
+            destinations,
+            spandump: nonempty(get("LUMIGO_DEBUG_SPANDUMP")).map(PathBuf::from),
+            flush_timeout,
+            batch,
+            resource_attributes,
+            tag: nonempty(get("LUMIGO_TAG")),
+            query_secret_patterns,
+            process_span: parse_bool("LUMIGO_PROCESS_SPAN", get("LUMIGO_PROCESS_SPAN"), w),
+            warnings,
+        }
+    }
+
+    /// True when spans have somewhere to go.
+    pub fn has_destination(&self) -> bool {
+        !self.destinations.is_empty() || self.spandump.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Config {
+        let map: HashMap<String, String> =
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_have_no_destination() {
+        let c = config(&[]);
+        assert!(!c.switch_off && !c.debug);
+        assert!(!c.has_destination());
+        assert_eq!(c.flush_timeout, Duration::from_secs(1));
+        assert_eq!(c.batch, BatchConfig::default());
+        assert!(c.warnings.is_empty());
+    }
+
+    #[test]
+    fn switch_off_any_case() {
+        assert!(config(&[("LUMIGO_SWITCH_OFF", "TRUE")]).switch_off);
+        assert!(config(&[("LUMIGO_SWITCH_OFF", "True")]).switch_off);
+        let c = config(&[("LUMIGO_SWITCH_OFF", "yes please")]);
+        assert!(!c.switch_off);
+        assert_eq!(c.warnings.len(), 1);
+    }
+
+    #[test]
+    fn token_selects_lumigo_endpoint_with_auth_header() {
+        let c = config(&[("LUMIGO_TRACER_TOKEN", "  t_123 ")]);
+        assert_eq!(c.destinations.len(), 1);
+        assert_eq!(c.destinations[0].endpoint, DEFAULT_LUMIGO_ENDPOINT);
+        assert_eq!(
+            c.destinations[0].headers,
+            vec![("Authorization".to_owned(), "LumigoToken t_123".to_owned())]
+        );
+        let c = config(&[
+            ("LUMIGO_TRACER_TOKEN", "t"),
+            ("LUMIGO_ENDPOINT", "http://127.0.0.1:4318/v1/traces"),
+        ]);
+        assert_eq!(c.destinations[0].endpoint, "http://127.0.0.1:4318/v1/traces");
+    }
+
+    #[test]
+    fn otel_endpoints_and_headers() {
+        let c = config(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=a%20b, x=1,broken"),
+        ]);
+        assert_eq!(c.destinations[0].endpoint, "http://collector:4318/v1/traces");
+        assert_eq!(
+            c.destinations[0].headers,
+            vec![("api-key".into(), "a b".into()), ("x".into(), "1".into())]
+        );
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        let c = config(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a:4318"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://b:4318/custom"),
+        ]);
+        assert_eq!(c.destinations[0].endpoint, "http://b:4318/custom");
+    }
+
+    #[test]
+    fn durations_and_counts() {
+        let c = config(&[
+            ("LUMIGO_FLUSH_TIMEOUT", "2.5"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "100"),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "512"),
+        ]);
+        assert_eq!(c.flush_timeout, Duration::from_millis(2500));
+        assert_eq!(c.batch.schedule_delay, Duration::from_millis(200));
+        assert_eq!(c.batch.max_queue_size, 100);
+        assert_eq!(c.batch.max_export_batch_size, 100, "batch never exceeds the queue");
+        assert_eq!(
+            config(&[("LUMIGO_FLUSH_TIMEOUT", "300ms")]).flush_timeout,
+            Duration::from_millis(300)
+        );
+        let c = config(&[("LUMIGO_FLUSH_TIMEOUT", "soon"), ("OTEL_BSP_MAX_QUEUE_SIZE", "-3")]);
+        assert_eq!(c.flush_timeout, Duration::from_secs(1));
+        assert_eq!(c.batch.max_queue_size, 2048);
+        assert_eq!(c.warnings.len(), 2);
+    }
+
+    #[test]
+    fn resource_attributes_are_decoded() {
+        let c = config(&[("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=prod,team=a%2Cb")]);
+        assert_eq!(
+            c.resource_attributes,
+            vec![
+                ("deployment.environment".into(), "prod".into()),
+                ("team".into(), "a,b".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn masking_patterns_fall_back_in_order() {
+        assert_eq!(config(&[]).query_secret_patterns.len(), DEFAULT_SECRET_PATTERNS.len());
+        let c = config(&[("LUMIGO_SECRET_MASKING_REGEX", r#"["sid"]"#)]);
+        assert_eq!(c.query_secret_patterns, vec!["sid"]);
+        let c = config(&[
+            ("LUMIGO_SECRET_MASKING_REGEX", r#"["sid"]"#),
+            ("LUMIGO_SECRET_MASKING_REGEX_HTTP_QUERY_PARAMS", r#"["q.*"]"#),
+        ]);
+        assert_eq!(c.query_secret_patterns, vec!["q.*"]);
+        let c = config(&[("LUMIGO_SECRET_MASKING_REGEX", "not json")]);
+        assert_eq!(c.query_secret_patterns.len(), DEFAULT_SECRET_PATTERNS.len());
+        assert_eq!(c.warnings.len(), 1);
+        let c = config(&[("LUMIGO_SECRET_MASKING_REGEX", r#"["ok", "(unclosed"]"#)]);
+        assert_eq!(c.query_secret_patterns, vec!["ok"]);
+        assert_eq!(c.warnings.len(), 1);
+    }
+}

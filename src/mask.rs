@@ -1,0 +1,1 @@
+//! Secret masking. (Being written.)

@@ -1,0 +1,1 @@
+//! Resource detection. (Being written.)

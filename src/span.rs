@@ -1,0 +1,142 @@
+//! The span record: what a finished exchange becomes, before export.
+//!
+//! App threads build a [`SpanRecord`] (plain owned data, no OpenTelemetry
+//! machinery, no thread-locals) and hand it to the export pipeline; the
+//! export worker converts it to OTLP or to a span-dump line. Keeping the
+//! record independent of the SDK keeps the hook path cheap and lets the
+//! record be built in `atexit` handlers where SDK thread-locals may be gone.
+
+use std::time::SystemTime;
+
+/// A span's kind, as in the OpenTelemetry data model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpanKind {
+    Internal,
+    Server,
+    Client,
+    Producer,
+    Consumer,
+}
+
+impl SpanKind {
+    /// The spelling of the Lumigo Python distribution's span dump.
+    pub fn dump_name(self) -> &'static str {
+        match self {
+            SpanKind::Internal => "SpanKind.INTERNAL",
+            SpanKind::Server => "SpanKind.SERVER",
+            SpanKind::Client => "SpanKind.CLIENT",
+            SpanKind::Producer => "SpanKind.PRODUCER",
+            SpanKind::Consumer => "SpanKind.CONSUMER",
+        }
+    }
+}
+
+/// A span's status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SpanStatus {
+    Unset,
+    Ok,
+    Error(String),
+}
+
+/// An attribute value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AttrValue {
+    Str(String),
+    Int(i64),
+    Bool(bool),
+}
+
+impl From<String> for AttrValue {
+    fn from(v: String) -> Self {
+        AttrValue::Str(v)
+    }
+}
+impl From<&str> for AttrValue {
+    fn from(v: &str) -> Self {
+        AttrValue::Str(v.to_owned())
+    }
+}
+impl From<i64> for AttrValue {
+    fn from(v: i64) -> Self {
+        AttrValue::Int(v)
+    }
+}
+impl From<u16> for AttrValue {
+    fn from(v: u16) -> Self {
+        AttrValue::Int(i64::from(v))
+    }
+}
+impl From<u64> for AttrValue {
+    fn from(v: u64) -> Self {
+        AttrValue::Int(i64::try_from(v).unwrap_or(i64::MAX))
+    }
+}
+impl From<bool> for AttrValue {
+    fn from(v: bool) -> Self {
+        AttrValue::Bool(v)
+    }
+}
+
+/// Trace context of a span: ids, flags and the W3C `tracestate`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpanContext {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    /// W3C trace flags; bit 0 is "sampled".
+    pub trace_flags: u8,
+    /// The raw `tracestate` header value, carried along unchanged.
+    pub trace_state: Option<String>,
+}
+
+impl SpanContext {
+    pub fn is_sampled(&self) -> bool {
+        self.trace_flags & 1 == 1
+    }
+}
+
+/// A finished span, ready for export.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpanRecord {
+    pub name: String,
+    pub kind: SpanKind,
+    pub context: SpanContext,
+    pub parent_span_id: Option<[u8; 8]>,
+    /// True when the parent came from another process (a `traceparent`).
+    pub parent_is_remote: bool,
+    pub start: SystemTime,
+    pub end: SystemTime,
+    pub status: SpanStatus,
+    pub attributes: Vec<(&'static str, AttrValue)>,
+}
+
+impl SpanRecord {
+    /// The value of an attribute, for tests and filters.
+    pub fn attr(&self, key: &str) -> Option<&AttrValue> {
+        self.attributes
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v)
+    }
+}
+
+/// Lower-case hex of a byte string.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_is_lowercase_and_padded() {
+        assert_eq!(hex(&[0x00, 0x0a, 0xff]), "000aff");
+    }
+}
