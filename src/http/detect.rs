@@ -1,0 +1,319 @@
+//! Recognising HTTP/1.x on the first bytes of a message.
+//!
+//! A connection's first bytes decide whether it is traced as HTTP at all, so
+//! the answer must come early and cheaply: a known method followed by a space
+//! (`GET `) is HTTP after at most 8 bytes; a first byte that cannot start a
+//! method (lower case, a digit, binary, TLS's `0x16`) is not HTTP after one.
+//! Other upper-case tokens (WebDAV's `PROPFIND`, …) are accepted only once
+//! the whole request line has the shape `TOKEN SP target SP HTTP/1.x CRLF`,
+//! which also rejects HTTP/2's `PRI * HTTP/2.0` preface and line protocols
+//! such as Redis inline commands.
+//!
+//! The detectors are resumable state machines: bytes can arrive one call at
+//! a time and each byte is looked at once.
+
+use super::MAX_HEAD_BYTES;
+
+/// The verdict on a prefix of a byte stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Detect {
+    /// The prefix starts an HTTP/1.x request.
+    Http,
+    /// The prefix cannot start an HTTP/1.x request.
+    NotHttp,
+    /// Not decided yet: every byte so far fits; more are needed.
+    NeedMore,
+}
+
+/// Decides whether `prefix` starts an HTTP/1.x request.
+///
+/// ```
+/// use lumigo_core::http::{detect_request, Detect};
+/// assert_eq!(detect_request(b"G"), Detect::NeedMore);
+/// assert_eq!(detect_request(b"GET "), Detect::Http);
+/// assert_eq!(detect_request(b"PRI * HTTP/2.0\r\n"), Detect::NotHttp);
+/// assert_eq!(detect_request(&[0x16, 0x03, 0x01]), Detect::NotHttp);
+/// ```
+pub fn detect_request(prefix: &[u8]) -> Detect {
+    RequestDetector::new().push(prefix)
+}
+
+/// Methods recognised on their name alone (RFC 9110 plus PATCH).
+const KNOWN_METHODS: &[&[u8]] = &[
+    b"GET", b"POST", b"PUT", b"DELETE", b"HEAD", b"OPTIONS", b"PATCH", b"CONNECT", b"TRACE",
+];
+
+/// Longest method token accepted (`VERSION-CONTROL` is 15).
+const MAX_METHOD_LEN: usize = 20;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    Method,
+    Target,
+    /// Matching `HTTP/1.`; the field is how many of its bytes matched.
+    Version(u8),
+    Minor,
+    Cr,
+    Lf,
+    Decided(Detect),
+}
+
+/// Resumable [`detect_request`].
+#[derive(Clone, Debug)]
+pub(crate) struct RequestDetector {
+    step: Step,
+    method: [u8; MAX_METHOD_LEN],
+    method_len: usize,
+    /// Bytes of the request line looked at so far.
+    line_len: usize,
+}
+
+impl RequestDetector {
+    pub(crate) fn new() -> RequestDetector {
+        RequestDetector {
+            step: Step::Method,
+            method: [0; MAX_METHOD_LEN],
+            method_len: 0,
+            line_len: 0,
+        }
+    }
+
+    /// Looks at the next bytes of the stream; once decided, the verdict
+    /// stays and further bytes are not looked at.
+    pub(crate) fn push(&mut self, data: &[u8]) -> Detect {
+        for &b in data {
+            if let Step::Decided(_) = self.step {
+                break;
+            }
+            self.line_len += 1;
+            self.step = self.next(b);
+        }
+        match self.step {
+            Step::Decided(d) => d,
+            _ => Detect::NeedMore,
+        }
+    }
+
+    fn next(&mut self, b: u8) -> Step {
+        use Detect::{Http, NotHttp};
+        if self.line_len > MAX_HEAD_BYTES {
+            return Step::Decided(NotHttp);
+        }
+        match self.step {
+            Step::Decided(d) => Step::Decided(d),
+            Step::Method => {
+                let first = self.method_len == 0;
+                if b == b' ' && !first {
+                    let method = self.method.get(..self.method_len).unwrap_or_default();
+                    if KNOWN_METHODS.contains(&method) {
+                        Step::Decided(Http)
+                    } else {
+                        Step::Target
+                    }
+                } else if b.is_ascii_uppercase() || (!first && (b == b'-' || b == b'_')) {
+                    match self.method.get_mut(self.method_len) {
+                        Some(slot) => {
+                            *slot = b;
+                            self.method_len += 1;
+                            Step::Method
+                        }
+                        None => Step::Decided(NotHttp),
+                    }
+                } else {
+                    Step::Decided(NotHttp)
+                }
+            }
+            Step::Target => match b {
+                b' ' if self.target_started() => Step::Version(0),
+                0x21..=0x7e | 0x80..=0xff => Step::Target,
+                _ => Step::Decided(NotHttp),
+            },
+            Step::Version(n) => match b"HTTP/1.".get(usize::from(n)) {
+                Some(&want) if want == b => {
+                    if usize::from(n) + 1 == b"HTTP/1.".len() {
+                        Step::Minor
+                    } else {
+                        Step::Version(n + 1)
+                    }
+                }
+                _ => Step::Decided(NotHttp),
+            },
+            Step::Minor => match b {
+                b'0' | b'1' => Step::Cr,
+                _ => Step::Decided(NotHttp),
+            },
+            Step::Cr => match b {
+                b'\r' => Step::Lf,
+                b'\n' => Step::Decided(Http),
+                _ => Step::Decided(NotHttp),
+            },
+            Step::Lf => match b {
+                b'\n' => Step::Decided(Http),
+                _ => Step::Decided(NotHttp),
+            },
+        }
+    }
+
+    /// Whether at least one target byte follows the method and its space.
+    fn target_started(&self) -> bool {
+        self.line_len > self.method_len + 2
+    }
+}
+
+/// Resumable check that a response starts with `HTTP/1.` and a digit.
+#[derive(Clone, Debug)]
+pub(crate) struct ResponseDetector {
+    matched: usize,
+    verdict: Detect,
+}
+
+impl ResponseDetector {
+    const PREFIX: &'static [u8] = b"HTTP/1.";
+
+    pub(crate) fn new() -> ResponseDetector {
+        ResponseDetector {
+            matched: 0,
+            verdict: Detect::NeedMore,
+        }
+    }
+
+    /// As [`RequestDetector::push`].
+    pub(crate) fn push(&mut self, data: &[u8]) -> Detect {
+        for &b in data {
+            if self.verdict != Detect::NeedMore {
+                break;
+            }
+            let ok = match Self::PREFIX.get(self.matched) {
+                Some(&want) => want == b,
+                None => b.is_ascii_digit(),
+            };
+            self.matched += 1;
+            if !ok {
+                self.verdict = Detect::NotHttp;
+            } else if self.matched > Self::PREFIX.len() {
+                self.verdict = Detect::Http;
+            }
+        }
+        self.verdict
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Detect::{Http, NeedMore, NotHttp};
+
+    const REQUEST_CASES: &[(&[u8], Detect)] = &[
+        (b"", NeedMore),
+        (b"G", NeedMore),
+        (b"GE", NeedMore),
+        (b"GET", NeedMore),
+        (b"GET ", Http),
+        (b"GET / HTTP/1.1\r\n", Http),
+        (b"POST ", Http),
+        (b"PUT ", Http),
+        (b"DELETE ", Http),
+        (b"HEAD ", Http),
+        (b"OPTIONS * HTTP/1.1\r\n", Http),
+        (b"PATCH ", Http),
+        (b"CONNECT example.com:443 HTTP/1.1\r\n", Http),
+        (b"TRACE ", Http),
+        (b"X", NeedMore),
+        (b"x", NotHttp),
+        (b"get / HTTP/1.1\r\n", NotHttp),
+        (b"GET\r\n", NotHttp),
+        (b" GET", NotHttp),
+        (b"\x16\x03\x01\x02\x00", NotHttp),
+        (b"\x00\x00\x00\x08\x04\xd2\x16\x2f", NotHttp),
+        (b"*1\r\n$4\r\nPING\r\n", NotHttp),
+        (b"PING\r\n", NotHttp),
+        (b"SSH-2.0-OpenSSH_9.6\r\n", NotHttp),
+        (b"PRI", NeedMore),
+        (b"PRI * HTTP/2", NotHttp),
+        (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", NotHttp),
+        (b"PROPFIND", NeedMore),
+        (b"PROPFIND /dav", NeedMore),
+        (b"PROPFIND /dav HTTP/1.", NeedMore),
+        (b"PROPFIND /dav HTTP/1.1", NeedMore),
+        (b"PROPFIND /dav HTTP/1.1\r", NeedMore),
+        (b"PROPFIND /dav HTTP/1.1\r\n", Http),
+        (b"VERSION-CONTROL /x HTTP/1.0\n", Http),
+        (b"PROPFIND  /dav HTTP/1.1\r\n", NotHttp),
+        (b"PROPFIND /dav HTTP/1.2\r\n", NotHttp),
+        (b"PROPFIND /dav\tHTTP/1.1\r\n", NotHttp),
+        (b"PROPFIND /dav HTTP/1.1\rX", NotHttp),
+        (b"EHLO mail.example.com\r\n", NotHttp),
+        (b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", NotHttp),
+        (b"-GET ", NotHttp),
+    ];
+
+    #[test]
+    fn request_prefixes() {
+        for (input, want) in REQUEST_CASES {
+            assert_eq!(
+                detect_request(input),
+                *want,
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+    }
+
+    #[test]
+    fn request_detection_is_resumable_byte_by_byte() {
+        for (input, want) in REQUEST_CASES {
+            let mut d = RequestDetector::new();
+            let mut got = NeedMore;
+            for b in input.chunks(1) {
+                got = d.push(b);
+            }
+            assert_eq!(got, *want, "{:?}", String::from_utf8_lossy(input));
+        }
+    }
+
+    #[test]
+    fn verdicts_stick() {
+        let mut d = RequestDetector::new();
+        assert_eq!(d.push(b"GET "), Http);
+        assert_eq!(d.push(b"\x00garbage"), Http);
+        let mut d = RequestDetector::new();
+        assert_eq!(d.push(b"get"), NotHttp);
+        assert_eq!(d.push(b"GET "), NotHttp);
+        let mut d = ResponseDetector::new();
+        assert_eq!(d.push(b"HTTP/1.1"), Http);
+        assert_eq!(d.push(b"x"), Http);
+    }
+
+    #[test]
+    fn an_endless_request_line_is_not_http() {
+        let mut d = RequestDetector::new();
+        assert_eq!(d.push(b"PROPFIND /"), NeedMore);
+        let long = vec![b'a'; MAX_HEAD_BYTES];
+        assert_eq!(d.push(&long), NotHttp);
+    }
+
+    #[test]
+    fn response_prefixes() {
+        let cases: &[(&[u8], Detect)] = &[
+            (b"", NeedMore),
+            (b"H", NeedMore),
+            (b"HTTP/1.", NeedMore),
+            (b"HTTP/1.1", Http),
+            (b"HTTP/1.0 200 OK\r\n", Http),
+            (b"HTTP/2 200", NotHttp),
+            (b"http/1.1", NotHttp),
+            (b"\x16\x03\x03", NotHttp),
+            (b"HTTP/1.x", NotHttp),
+            (b"<html>", NotHttp),
+        ];
+        for (input, want) in cases {
+            assert_eq!(ResponseDetector::new().push(input), *want, "{input:?}");
+            let mut d = ResponseDetector::new();
+            let mut got = NeedMore;
+            for b in input.chunks(1) {
+                got = d.push(b);
+            }
+            assert_eq!(got, *want, "byte by byte {input:?}");
+        }
+    }
+}

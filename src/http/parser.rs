@@ -1,0 +1,524 @@
+//! Message heads: accumulating them across calls, and parsing them.
+//!
+//! A [`HeadReader`] collects one direction's head bytes until the empty line
+//! that ends the head, with at most [`MAX_HEAD_BYTES`] buffered. When a whole
+//! head arrives in one call it is parsed straight from the caller's slice,
+//! without copying. Blank lines before a head are skipped (RFC 9112 §2.2),
+//! and the first bytes of every head go through a detector, so garbage where
+//! a head should be is reported after a byte or a few instead of after the
+//! cap.
+//!
+//! Complete heads are parsed with `httparse` (lenient options, as peers are
+//! lenient) into owned [`RequestHead`]s and [`ResponseHead`]s that keep only
+//! what spans and body framing need. Heads that cannot be parsed (too long,
+//! malformed) are salvaged line by line for whatever they tell.
+
+use std::time::SystemTime;
+
+use httparse::{Header, ParserConfig, Status, EMPTY_HEADER};
+
+use super::body::{Body, Chunked, FramingError};
+use super::detect::{Detect, RequestDetector, ResponseDetector};
+use super::{capped_string, HttpExchange, MAX_HEAD_BYTES};
+
+/// Buffer capacity kept between heads; larger buffers are given back.
+const KEEP_CAPACITY: usize = 2048;
+
+/// Headers parsed without a heap allocation; heads with more retry on the heap.
+const STACK_HEADERS: usize = 64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HeadKind {
+    Request,
+    Response,
+}
+
+/// Where the search for the head's end stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scan {
+    /// Skipping blank lines before the head; nothing of it seen yet.
+    Leading,
+    /// Inside a line.
+    Line,
+    /// Just after a LF.
+    Lf,
+    /// After a LF and a CR.
+    LfCr,
+}
+
+#[derive(Clone, Debug)]
+enum Detector {
+    Request(RequestDetector),
+    Response(ResponseDetector),
+}
+
+/// One direction's head in progress.
+#[derive(Clone, Debug)]
+pub(crate) struct HeadReader {
+    kind: HeadKind,
+    buf: Vec<u8>,
+    scan: Scan,
+    detector: Detector,
+    verified: bool,
+    started: Option<SystemTime>,
+}
+
+/// The outcome of [`HeadReader::feed`].
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum HeadStep<'a> {
+    /// All the input was taken; the head is not complete yet.
+    Partial,
+    /// The head is complete: its bytes (from the first non-blank byte to the
+    /// empty line included) and how many bytes of the input it took.
+    Complete { head: &'a [u8], consumed: usize },
+    /// The head is longer than the cap; these are its first bytes.
+    TooLarge { head: &'a [u8] },
+    /// The first bytes of the head are not HTTP/1.x.
+    NotHttp,
+}
+
+impl HeadReader {
+    pub(crate) fn new(kind: HeadKind) -> HeadReader {
+        HeadReader {
+            kind,
+            buf: Vec::new(),
+            scan: Scan::Leading,
+            detector: Self::detector(kind),
+            verified: false,
+            started: None,
+        }
+    }
+
+    fn detector(kind: HeadKind) -> Detector {
+        match kind {
+            HeadKind::Request => Detector::Request(RequestDetector::new()),
+            HeadKind::Response => Detector::Response(ResponseDetector::new()),
+        }
+    }
+
+    /// Time of the call that brought the head's first byte, once one came.
+    pub(crate) fn started(&self) -> Option<SystemTime> {
+        self.started
+    }
+
+    /// Whether the head's first bytes were recognised as HTTP/1.x.
+    pub(crate) fn verified(&self) -> bool {
+        self.verified
+    }
+
+    /// Bytes held, for bounds checks.
+    #[cfg(test)]
+    pub(crate) fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The bytes of an unfinished head seen so far.
+    pub(crate) fn partial_head(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Forgets the head, ready for the next one.
+    pub(crate) fn reset(&mut self) {
+        self.buf.clear();
+        if self.buf.capacity() > KEEP_CAPACITY {
+            self.buf = Vec::new();
+        }
+        self.scan = Scan::Leading;
+        self.detector = Self::detector(self.kind);
+        self.verified = false;
+        self.started = None;
+    }
+
+    /// Forgets the head and frees the buffer.
+    pub(crate) fn release(&mut self) {
+        self.reset();
+        self.buf = Vec::new();
+    }
+
+    /// Takes head bytes from the front of `data`.
+    pub(crate) fn feed<'a>(&'a mut self, data: &'a [u8], now: SystemTime) -> HeadStep<'a> {
+        let mut skipped = 0;
+        if self.scan == Scan::Leading {
+            skipped = data
+                .iter()
+                .position(|&b| b != b'\r' && b != b'\n')
+                .unwrap_or(data.len());
+            if skipped == data.len() {
+                return HeadStep::Partial;
+            }
+            self.scan = Scan::Line;
+            self.started = Some(now);
+        }
+        let data = data.get(skipped..).unwrap_or_default();
+        if !self.verified {
+            let verdict = match &mut self.detector {
+                Detector::Request(d) => d.push(data),
+                Detector::Response(d) => d.push(data),
+            };
+            match verdict {
+                Detect::Http => self.verified = true,
+                Detect::NotHttp => return HeadStep::NotHttp,
+                Detect::NeedMore => {}
+            }
+        }
+        let room = MAX_HEAD_BYTES.saturating_sub(self.buf.len());
+        let window = data.get(..room).unwrap_or(data);
+        match self.find_end(window) {
+            Some(end) => {
+                let piece = window.get(..end).unwrap_or(window);
+                let consumed = skipped + piece.len();
+                if self.buf.is_empty() {
+                    HeadStep::Complete {
+                        head: piece,
+                        consumed,
+                    }
+                } else {
+                    self.buf.extend_from_slice(piece);
+                    HeadStep::Complete {
+                        head: &self.buf,
+                        consumed,
+                    }
+                }
+            }
+            None if data.len() > window.len() => {
+                self.buf.extend_from_slice(window);
+                HeadStep::TooLarge { head: &self.buf }
+            }
+            None => {
+                self.buf.extend_from_slice(data);
+                HeadStep::Partial
+            }
+        }
+    }
+
+    /// Advances the end-of-head search over `window`; returns the offset
+    /// just past the empty line if it is in there.
+    fn find_end(&mut self, window: &[u8]) -> Option<usize> {
+        let mut pos = 0;
+        while let Some(rest) = window.get(pos..).filter(|r| !r.is_empty()) {
+            match self.scan {
+                Scan::Leading | Scan::Line => {
+                    let i = rest.iter().position(|&b| b == b'\n')?;
+                    pos += i + 1;
+                    self.scan = Scan::Lf;
+                }
+                Scan::Lf | Scan::LfCr => {
+                    let b = rest.first().copied().unwrap_or_default();
+                    pos += 1;
+                    self.scan = match (self.scan, b) {
+                        (_, b'\n') => return Some(pos),
+                        (Scan::Lf, b'\r') => Scan::LfCr,
+                        _ => Scan::Line,
+                    };
+                }
+            }
+        }
+        None
+    }
+}
+
+/// A head `httparse` rejected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum InvalidHead {
+    Malformed,
+    TooManyHeaders,
+}
+
+/// A `Content-Length` verdict.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Length {
+    #[default]
+    Absent,
+    Valid(u64),
+    /// Not a number, or several different numbers.
+    Invalid,
+}
+
+/// What a head's framing headers say about the body after it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Framing {
+    length: Length,
+    /// A `Transfer-Encoding` header is present.
+    encoded: bool,
+    /// The last transfer coding is `chunked`.
+    chunked: bool,
+}
+
+impl Framing {
+    /// Records a framing header; false if `name` is not one.
+    fn header(&mut self, name: &[u8], value: &[u8]) -> bool {
+        if name.eq_ignore_ascii_case(b"content-length") {
+            for part in value.split(|&b| b == b',') {
+                self.length = match (self.length, parse_decimal(part.trim_ascii())) {
+                    (Length::Absent, Some(n)) => Length::Valid(n),
+                    (Length::Valid(m), Some(n)) if m == n => Length::Valid(n),
+                    _ => Length::Invalid,
+                };
+            }
+            true
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            self.encoded = true;
+            let last = value
+                .split(|&b| b == b',')
+                .map(<[u8]>::trim_ascii)
+                .rfind(|c| !c.is_empty());
+            self.chunked = last.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The body of a request (RFC 9112 §6.3): chunked, a length, or none.
+    pub(crate) fn request_body(&self) -> Result<Option<Body>, FramingError> {
+        if self.encoded {
+            return if self.chunked {
+                Ok(Some(Body::Chunked(Chunked::new())))
+            } else {
+                Err(FramingError)
+            };
+        }
+        match self.length {
+            Length::Absent | Length::Valid(0) => Ok(None),
+            Length::Valid(n) => Ok(Some(Body::Length(n))),
+            Length::Invalid => Err(FramingError),
+        }
+    }
+
+    /// The body of a response to `method` with `status` (RFC 9112 §6.3).
+    pub(crate) fn response_body(
+        &self,
+        method: &str,
+        status: u16,
+    ) -> Result<Option<Body>, FramingError> {
+        if method == "HEAD" || (100..200).contains(&status) || status == 204 || status == 304 {
+            return Ok(None);
+        }
+        if self.encoded {
+            let body = if self.chunked {
+                Body::Chunked(Chunked::new())
+            } else {
+                Body::UntilClose
+            };
+            return Ok(Some(body));
+        }
+        match self.length {
+            Length::Absent => Ok(Some(Body::UntilClose)),
+            Length::Valid(0) => Ok(None),
+            Length::Valid(n) => Ok(Some(Body::Length(n))),
+            Length::Invalid => Err(FramingError),
+        }
+    }
+}
+
+fn parse_decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &b| {
+        let d = b.checked_sub(b'0').filter(|d| *d < 10)?;
+        n.checked_mul(10)?.checked_add(u64::from(d))
+    })
+}
+
+/// What a request head tells spans and framing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct RequestHead {
+    pub method: String,
+    pub target: String,
+    pub version: Option<u8>,
+    pub host: Option<String>,
+    pub user_agent: Option<String>,
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
+    pub aws_sigv4: bool,
+    /// An `Upgrade` header: the connection may stop being HTTP.
+    pub upgrade: bool,
+    pub framing: Framing,
+}
+
+fn set_first(slot: &mut Option<String>, value: &[u8]) {
+    if slot.is_none() {
+        *slot = Some(capped_string(value));
+    }
+}
+
+impl RequestHead {
+    fn header(&mut self, name: &[u8], value: &[u8]) {
+        if self.framing.header(name, value) {
+            return;
+        }
+        let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+        if is(b"host") {
+            set_first(&mut self.host, value);
+        } else if is(b"user-agent") {
+            set_first(&mut self.user_agent, value);
+        } else if is(b"traceparent") {
+            set_first(&mut self.traceparent, value);
+        } else if is(b"tracestate") {
+            set_first(&mut self.tracestate, value);
+        } else if is(b"x-amz-content-sha256") {
+            self.aws_sigv4 = true;
+        } else if is(b"authorization") {
+            self.aws_sigv4 |= value.starts_with(b"AWS4-HMAC-SHA256");
+        } else if is(b"upgrade") {
+            self.upgrade = true;
+        }
+    }
+
+    /// The exchange this request starts.
+    pub(crate) fn into_exchange(self, seq: u64, start: SystemTime) -> HttpExchange {
+        HttpExchange {
+            method: self.method,
+            target: self.target,
+            version: self.version,
+            host: self.host,
+            user_agent: self.user_agent,
+            traceparent: self.traceparent,
+            tracestate: self.tracestate,
+            aws_sigv4: self.aws_sigv4,
+            ..HttpExchange::empty(seq, start)
+        }
+    }
+}
+
+/// What a response head tells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ResponseHead {
+    pub status: u16,
+    pub framing: Framing,
+}
+
+fn request_config() -> ParserConfig {
+    let mut config = ParserConfig::default();
+    config
+        .allow_multiple_spaces_in_request_line_delimiters(true)
+        .ignore_invalid_headers_in_requests(true);
+    config
+}
+
+fn response_config() -> ParserConfig {
+    let mut config = ParserConfig::default();
+    config
+        .allow_multiple_spaces_in_response_status_delimiters(true)
+        .allow_spaces_after_header_name_in_responses(true)
+        .allow_obsolete_multiline_headers_in_responses(true)
+        .ignore_invalid_headers_in_responses(true);
+    config
+}
+
+/// Runs `parse` with room for 64 headers on the stack, then, if the head has
+/// more, again with room for as many as it can hold.
+fn with_headers<T>(
+    head: &[u8],
+    parse: impl for<'b> Fn(&'b [u8], &mut [Header<'b>]) -> Result<T, InvalidHead>,
+) -> Result<T, InvalidHead> {
+    let mut stack = [EMPTY_HEADER; STACK_HEADERS];
+    match parse(head, &mut stack) {
+        Err(InvalidHead::TooManyHeaders) => {
+            // Every header line takes at least 3 bytes ("a:\n").
+            let mut heap = vec![EMPTY_HEADER; head.len() / 3 + 1];
+            parse(head, &mut heap)
+        }
+        other => other,
+    }
+}
+
+fn check(result: httparse::Result<usize>) -> Result<(), InvalidHead> {
+    match result {
+        Ok(Status::Complete(_)) => Ok(()),
+        Err(httparse::Error::TooManyHeaders) => Err(InvalidHead::TooManyHeaders),
+        Ok(Status::Partial) | Err(_) => Err(InvalidHead::Malformed),
+    }
+}
+
+/// Parses a complete request head.
+pub(crate) fn parse_request(head: &[u8]) -> Result<RequestHead, InvalidHead> {
+    with_headers(head, |head, headers| {
+        let mut req = httparse::Request::new(headers);
+        check(request_config().parse_request(&mut req, head))?;
+        let mut out = RequestHead {
+            method: capped_string(req.method.unwrap_or_default().as_bytes()),
+            target: capped_string(req.path.unwrap_or_default().as_bytes()),
+            version: req.version,
+            ..RequestHead::default()
+        };
+        for h in req.headers.iter() {
+            out.header(h.name.as_bytes(), h.value);
+        }
+        Ok(out)
+    })
+}
+
+/// Parses a complete response head.
+pub(crate) fn parse_response(head: &[u8]) -> Result<ResponseHead, InvalidHead> {
+    with_headers(head, |head, headers| {
+        let mut resp = httparse::Response::new(headers);
+        check(response_config().parse_response(&mut resp, head))?;
+        let mut framing = Framing::default();
+        for h in resp.headers.iter() {
+            framing.header(h.name.as_bytes(), h.value);
+        }
+        Ok(ResponseHead {
+            status: resp.code.unwrap_or_default(),
+            framing,
+        })
+    })
+}
+
+/// Complete lines of `head` (those ending in LF), without their line ends.
+fn complete_lines(head: &[u8]) -> impl Iterator<Item = &[u8]> {
+    head.split_inclusive(|&b| b == b'\n')
+        .filter_map(|line| line.strip_suffix(b"\n"))
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+}
+
+/// Whatever can be read from a request head that cannot be parsed (cut at
+/// the cap, or malformed): the request line's parts and the interesting
+/// headers among its complete lines.
+pub(crate) fn salvage_request(head: &[u8]) -> RequestHead {
+    let first_line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    let first_line = first_line.strip_suffix(b"\r").unwrap_or(first_line);
+    let mut parts = first_line.split(|&b| b == b' ').filter(|p| !p.is_empty());
+    let method = parts.next().filter(|m| {
+        m.iter()
+            .all(|b| b.is_ascii_uppercase() || *b == b'-' || *b == b'_')
+    });
+    let target = parts.next();
+    let version = match parts.next() {
+        Some(b"HTTP/1.0") => Some(0),
+        Some(b"HTTP/1.1") => Some(1),
+        _ => None,
+    };
+    let mut out = RequestHead {
+        method: capped_string(method.unwrap_or_default()),
+        target: capped_string(target.unwrap_or_default()),
+        version,
+        ..RequestHead::default()
+    };
+    for line in complete_lines(head).skip(1) {
+        if let Some(colon) = line.iter().position(|&b| b == b':') {
+            let (name, value) = line.split_at(colon);
+            out.header(
+                name.trim_ascii(),
+                value.get(1..).unwrap_or_default().trim_ascii(),
+            );
+        }
+    }
+    out
+}
+
+/// The status code of a response head that cannot be parsed, if its status
+/// line is readable.
+pub(crate) fn salvage_status(head: &[u8]) -> Option<u16> {
+    let rest = head.strip_prefix(b"HTTP/1.")?.get(1..)?.trim_ascii_start();
+    let digits = rest.get(..3)?;
+    let code = parse_decimal(digits)?;
+    let next = rest.get(3).copied();
+    (matches!(next, None | Some(b' ' | b'\r' | b'\n')) && (100..1000).contains(&code))
+        .then_some(code as u16)
+}
+
+#[cfg(test)]
+#[path = "parser_tests.rs"]
+mod tests;

@@ -1,0 +1,326 @@
+//! Tests of head reading and parsing: every input at every split, framing
+//! tables, malformed and oversized heads.
+
+use super::*;
+
+const T: SystemTime = SystemTime::UNIX_EPOCH;
+
+/// Feeds `input` in pieces of `step` bytes; returns the complete head (as
+/// owned bytes) and the bytes left after it, or the step that ended it.
+fn read(kind: HeadKind, input: &[u8], step: usize) -> Result<(Vec<u8>, Vec<u8>), String> {
+    let mut reader = HeadReader::new(kind);
+    let mut pos = 0;
+    while pos < input.len() {
+        let end = (pos + step).min(input.len());
+        let piece = &input[pos..end];
+        match reader.feed(piece, T) {
+            HeadStep::Partial => pos = end,
+            HeadStep::Complete { head, consumed } => {
+                return Ok((head.to_vec(), input[pos + consumed..].to_vec()));
+            }
+            HeadStep::TooLarge { head } => return Err(format!("too large at {}", head.len())),
+            HeadStep::NotHttp => return Err("not http".into()),
+        }
+        assert!(reader.buffered() <= MAX_HEAD_BYTES);
+    }
+    Err("partial".into())
+}
+
+#[test]
+fn heads_end_at_the_empty_line_whatever_the_split() {
+    /// Input, and the head and the bytes after it (or how reading ended).
+    type Row = (
+        HeadKind,
+        &'static [u8],
+        Result<(&'static [u8], &'static [u8]), &'static str>,
+    );
+    let cases: &[Row] = &[
+        (
+            HeadKind::Request,
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\nBODY",
+            Ok((b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", b"BODY")),
+        ),
+        (
+            HeadKind::Request,
+            b"\r\n\r\nGET / HTTP/1.1\n\nX",
+            Ok((b"GET / HTTP/1.1\n\n", b"X")),
+        ),
+        (
+            HeadKind::Request,
+            b"GET / HTTP/1.1\r\nHost: a\r\n",
+            Err("partial"),
+        ),
+        (
+            HeadKind::Request,
+            b"GET / HTTP/1.1\r\n\rX\r\n\r\n",
+            Ok((b"GET / HTTP/1.1\r\n\rX\r\n\r\n", b"")),
+        ),
+        (HeadKind::Request, b"\r\nhello\r\n\r\n", Err("not http")),
+        (
+            HeadKind::Response,
+            b"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1",
+            Ok((b"HTTP/1.1 204 No Content\r\n\r\n", b"HTTP/1.1")),
+        ),
+        (HeadKind::Response, b"SSH-2.0\r\n", Err("not http")),
+        (HeadKind::Response, b"\r\n", Err("partial")),
+    ];
+    for (kind, input, want) in cases {
+        for step in 1..=input.len() {
+            let got = read(*kind, input, step);
+            let want = want
+                .map(|(h, r)| (h.to_vec(), r.to_vec()))
+                .map_err(str::to_owned);
+            assert_eq!(
+                got,
+                want,
+                "{:?} in pieces of {step}",
+                String::from_utf8_lossy(input)
+            );
+        }
+    }
+}
+
+#[test]
+fn heads_past_the_cap_are_too_large() {
+    let mut big = b"GET / HTTP/1.1\r\nX-Big: ".to_vec();
+    big.resize(MAX_HEAD_BYTES + 100, b'a');
+    big.extend_from_slice(b"\r\n\r\n");
+    for step in [1, 7, 4096, big.len()] {
+        assert_eq!(
+            read(HeadKind::Request, &big, step),
+            Err(format!("too large at {MAX_HEAD_BYTES}"))
+        );
+    }
+    // A head of exactly the cap fits.
+    let mut exact = b"GET / HTTP/1.1\r\nX: ".to_vec();
+    exact.resize(MAX_HEAD_BYTES - 4, b'a');
+    exact.extend_from_slice(b"\r\n\r\n");
+    assert!(read(HeadKind::Request, &exact, 1000).is_ok());
+}
+
+#[test]
+fn a_whole_head_in_one_piece_is_not_copied() {
+    let mut reader = HeadReader::new(HeadKind::Request);
+    let data = b"GET / HTTP/1.1\r\n\r\n";
+    match reader.feed(data, T) {
+        HeadStep::Complete { head, .. } => assert_eq!(head.as_ptr(), data.as_ptr()),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(reader.buffered(), 0);
+}
+
+#[test]
+fn request_heads() {
+    let head = b"POST /up?x=1 HTTP/1.0\r\nhost: example.com:8080\r\nUser-Agent: curl/8\r\n\
+        TraceParent: 00-aa-bb-01\r\ntraceparent: second\r\ntracestate: k=v\r\n\
+        Content-Length: 12\r\n\r\n";
+    let req = parse_request(head).unwrap();
+    assert_eq!(req.method, "POST");
+    assert_eq!(req.target, "/up?x=1");
+    assert_eq!(req.version, Some(0));
+    assert_eq!(req.host.as_deref(), Some("example.com:8080"));
+    assert_eq!(req.user_agent.as_deref(), Some("curl/8"));
+    assert_eq!(req.traceparent.as_deref(), Some("00-aa-bb-01"));
+    assert_eq!(req.tracestate.as_deref(), Some("k=v"));
+    assert!(!req.aws_sigv4);
+    assert_eq!(req.framing.request_body(), Ok(Some(Body::Length(12))));
+}
+
+#[test]
+fn sigv4_and_upgrade_flags() {
+    let cases: &[(&[u8], bool, bool)] = &[
+        (
+            b"GET / HTTP/1.1\r\nX-Amz-Content-Sha256: UNSIGNED\r\n\r\n",
+            true,
+            false,
+        ),
+        (
+            b"GET / HTTP/1.1\r\nAuthorization: AWS4-HMAC-SHA256 Credential=x\r\n\r\n",
+            true,
+            false,
+        ),
+        (
+            b"GET / HTTP/1.1\r\nAuthorization: Bearer x\r\n\r\n",
+            false,
+            false,
+        ),
+        (
+            b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            false,
+            true,
+        ),
+    ];
+    for (head, sigv4, upgrade) in cases {
+        let req = parse_request(head).unwrap();
+        assert_eq!(
+            (req.aws_sigv4, req.upgrade),
+            (*sigv4, *upgrade),
+            "{}",
+            String::from_utf8_lossy(head)
+        );
+    }
+}
+
+#[test]
+fn request_framing() {
+    let chunked = || Ok(Some(Body::Chunked(Chunked::new())));
+    let cases: &[(&str, Result<Option<Body>, FramingError>)] = &[
+        ("", Ok(None)),
+        ("Content-Length: 0\r\n", Ok(None)),
+        ("Content-Length: 7\r\n", Ok(Some(Body::Length(7)))),
+        (
+            "Content-Length: 7, 7\r\nContent-Length: 7\r\n",
+            Ok(Some(Body::Length(7))),
+        ),
+        (
+            "Content-Length: 7\r\nContent-Length: 8\r\n",
+            Err(FramingError),
+        ),
+        ("Content-Length: -1\r\n", Err(FramingError)),
+        ("Content-Length: \r\n", Err(FramingError)),
+        (
+            "Content-Length: 99999999999999999999999\r\n",
+            Err(FramingError),
+        ),
+        ("Transfer-Encoding: chunked\r\n", chunked()),
+        (
+            "Transfer-Encoding: gzip, Chunked\r\nContent-Length: 5\r\n",
+            chunked(),
+        ),
+        ("Transfer-Encoding: chunked, gzip\r\n", Err(FramingError)),
+    ];
+    for (headers, want) in cases {
+        let head = format!("POST / HTTP/1.1\r\n{headers}\r\n");
+        let req = parse_request(head.as_bytes()).unwrap();
+        assert_eq!(req.framing.request_body(), *want, "{headers:?}");
+    }
+}
+
+#[test]
+fn response_framing() {
+    let chunked = || Ok(Some(Body::Chunked(Chunked::new())));
+    type Row = (
+        &'static str,
+        u16,
+        &'static str,
+        Result<Option<Body>, FramingError>,
+    );
+    let cases: &[Row] = &[
+        (
+            "GET",
+            200,
+            "Content-Length: 5\r\n",
+            Ok(Some(Body::Length(5))),
+        ),
+        ("HEAD", 200, "Content-Length: 5\r\n", Ok(None)),
+        ("GET", 204, "Content-Length: 5\r\n", Ok(None)),
+        ("GET", 304, "Transfer-Encoding: chunked\r\n", Ok(None)),
+        ("GET", 100, "", Ok(None)),
+        ("GET", 200, "", Ok(Some(Body::UntilClose))),
+        ("GET", 200, "Content-Length: 0\r\n", Ok(None)),
+        (
+            "GET",
+            200,
+            "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
+            chunked(),
+        ),
+        (
+            "GET",
+            200,
+            "Transfer-Encoding: gzip\r\n",
+            Ok(Some(Body::UntilClose)),
+        ),
+        ("GET", 200, "Content-Length: x\r\n", Err(FramingError)),
+        (
+            "GET",
+            200,
+            "Content-Length : 5\r\n",
+            Ok(Some(Body::Length(5))),
+        ),
+    ];
+    for (method, status, headers, want) in cases {
+        let head = format!("HTTP/1.1 {status} X\r\n{headers}\r\n");
+        let resp = parse_response(head.as_bytes()).unwrap();
+        assert_eq!(resp.status, *status);
+        assert_eq!(
+            resp.framing.response_body(method, *status),
+            *want,
+            "{method} {status} {headers:?}"
+        );
+    }
+}
+
+#[test]
+fn malformed_heads_are_rejected() {
+    let requests: &[&[u8]] = &[
+        b"GET / HTTP/2.0\r\n\r\n",
+        b"GET /\r\n\r\n",
+        b"GET / HTTP/1.1\r\n",
+    ];
+    for head in requests {
+        assert_eq!(
+            parse_request(head),
+            Err(InvalidHead::Malformed),
+            "{}",
+            String::from_utf8_lossy(head)
+        );
+    }
+    let responses: &[&[u8]] = &[
+        b"HTTP/1.1 2000 OK\r\n\r\n",
+        b"HTTP/1.1 OK\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n",
+    ];
+    for head in responses {
+        assert_eq!(
+            parse_response(head),
+            Err(InvalidHead::Malformed),
+            "{}",
+            String::from_utf8_lossy(head)
+        );
+    }
+}
+
+#[test]
+fn many_headers_parse_from_the_heap() {
+    let mut head = b"GET / HTTP/1.1\r\n".to_vec();
+    for i in 0..500 {
+        head.extend_from_slice(format!("X-{i}: {i}\r\n").as_bytes());
+    }
+    head.extend_from_slice(b"Host: last\r\n\r\n");
+    assert_eq!(parse_request(&head).unwrap().host.as_deref(), Some("last"));
+    let resp = head.splitn(2, |&b| b == b'\n').nth(1).unwrap();
+    let resp = [b"HTTP/1.1 200 OK\r\n".as_slice(), resp].concat();
+    assert_eq!(parse_response(&resp).unwrap().status, 200);
+}
+
+#[test]
+fn salvaging_broken_heads() {
+    let req = salvage_request(b"PUT /x?y HTTP/1.1\r\nHost: h\r\nUser-Agent: u\r\nX-Cut: aaa");
+    assert_eq!(
+        (req.method.as_str(), req.target.as_str(), req.version),
+        ("PUT", "/x?y", Some(1))
+    );
+    assert_eq!(
+        (req.host.as_deref(), req.user_agent.as_deref()),
+        (Some("h"), Some("u"))
+    );
+    let req = salvage_request(b"GET /very-long");
+    assert_eq!(
+        (req.method.as_str(), req.target.as_str(), req.version),
+        ("GET", "/very-long", None)
+    );
+    let req = salvage_request(b"\x00\x01 x");
+    assert_eq!(req.method, "");
+
+    let cases: &[(&[u8], Option<u16>)] = &[
+        (b"HTTP/1.1 200 OK\r\nX: aaaa", Some(200)),
+        (b"HTTP/1.0 404\r\n", Some(404)),
+        (b"HTTP/1.1 20", None),
+        (b"HTTP/1.1 2000", None),
+        (b"HTTP/1.1 099 x", None),
+        (b"garbage", None),
+    ];
+    for (head, want) in cases {
+        assert_eq!(salvage_status(head), *want, "{head:?}");
+    }
+}
