@@ -1,1 +1,288 @@
-//! Resource detection. (Being written.)
+//! Resource detection: the attributes that describe the traced process.
+//!
+//! [`detect`] runs once per export worker, on the worker thread, so its
+//! `/proc` reads and `gethostname` never happen on the app's threads (and
+//! are not traced: the worker is marked internal). The result is a plain
+//! list that both exporters use: OTLP as the `Resource`, the span dump as
+//! `resource.attributes`.
+//!
+//! Precedence follows the OpenTelemetry specification: detected values
+//! first, then `OTEL_RESOURCE_ATTRIBUTES` overrides them, then
+//! `OTEL_SERVICE_NAME` overrides `service.name`, then `LUMIGO_TAG` sets
+//! `lumigo.tag`.
+
+use crate::config::Config;
+use crate::span::AttrValue;
+
+/// Longest `process.command_line` we report, in bytes. Command lines can be
+/// megabytes long; the resource travels with every batch.
+const MAX_COMMAND_LINE: usize = 4096;
+
+/// Name of the distribution, as `telemetry.distro.name`.
+pub const DISTRO_NAME: &str = "lumigo-run";
+
+/// The resource attributes of this process, in a stable order, each key once.
+pub fn detect(config: &Config) -> Vec<(String, AttrValue)> {
+    let exe = std::fs::read_link("/proc/self/exe")
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned());
+    let cmdline = std::fs::read("/proc/self/cmdline").ok();
+    let facts = ProcessFacts {
+        pid: std::process::id(),
+        exe,
+        cmdline,
+        host_name: host_name(),
+    };
+    build(config, &facts)
+}
+
+/// What [`detect`] reads from the system; separate so the merge logic is testable.
+#[derive(Debug, Default)]
+struct ProcessFacts {
+    pid: u32,
+    /// Target of `/proc/self/exe`.
+    exe: Option<String>,
+    /// Raw `/proc/self/cmdline` (NUL-separated).
+    cmdline: Option<Vec<u8>>,
+    host_name: Option<String>,
+}
+
+fn build(config: &Config, facts: &ProcessFacts) -> Vec<(String, AttrValue)> {
+    let mut attrs = Attributes::default();
+    let exe_name = facts.exe.as_deref().map(executable_name);
+
+    attrs.set(
+        "service.name",
+        exe_name.map_or_else(|| "unknown_service".to_owned(), str::to_owned),
+    );
+    for (key, value) in telemetry_sdk() {
+        attrs.set(key, value);
+    }
+    attrs.set("telemetry.distro.name", DISTRO_NAME);
+    attrs.set("telemetry.distro.version", crate::VERSION);
+    attrs.set("lumigo.distro.version", crate::VERSION);
+    attrs.set("process.pid", i64::from(facts.pid));
+    if let Some(name) = exe_name {
+        attrs.set("process.executable.name", name);
+    }
+    if let Some(path) = &facts.exe {
+        attrs.set("process.executable.path", path.as_str());
+    }
+    if let Some(raw) = &facts.cmdline {
+        let line = command_line(raw);
+        if !line.is_empty() {
+            attrs.set("process.command_line", line);
+        }
+    }
+    if let Some(host) = &facts.host_name {
+        attrs.set("host.name", host.as_str());
+    }
+
+    for (key, value) in &config.resource_attributes {
+        attrs.set(key, value.as_str());
+    }
+    if let Some(service) = &config.service_name {
+        attrs.set("service.name", service.as_str());
+    }
+    if let Some(tag) = &config.tag {
+        attrs.set("lumigo.tag", tag.as_str());
+    }
+    attrs.0
+}
+
+/// An ordered list where setting an existing key replaces its value in place.
+#[derive(Default)]
+struct Attributes(Vec<(String, AttrValue)>);
+
+impl Attributes {
+    fn set(&mut self, key: &str, value: impl Into<AttrValue>) {
+        let value = value.into();
+        match self.0.iter_mut().find(|(k, _)| k == key) {
+            Some(slot) => slot.1 = value,
+            None => self.0.push((key.to_owned(), value)),
+        }
+    }
+}
+
+/// `telemetry.sdk.*` as the OpenTelemetry SDK that encodes and sends our
+/// spans reports them (name, language and its exact version), read from the
+/// SDK itself so the version can never drift from Cargo.lock.
+fn telemetry_sdk() -> Vec<(&'static str, AttrValue)> {
+    use opentelemetry::Key;
+    use opentelemetry_sdk::resource::{ResourceDetector, TelemetryResourceDetector};
+    let sdk = TelemetryResourceDetector.detect();
+    [
+        "telemetry.sdk.name",
+        "telemetry.sdk.language",
+        "telemetry.sdk.version",
+    ]
+    .into_iter()
+    .filter_map(|key| {
+        let value = sdk.get(&Key::from_static_str(key))?;
+        Some((key, AttrValue::Str(value.as_str().into_owned())))
+    })
+    .collect()
+}
+
+/// The file name of an executable path (`/usr/bin/python3.12` → `python3.12`),
+/// without the ` (deleted)` suffix the kernel adds for a replaced binary.
+fn executable_name(path: &str) -> &str {
+    let path = path.strip_suffix(" (deleted)").unwrap_or(path);
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// `/proc/self/cmdline` as one line: NUL separators become spaces, the
+/// trailing NUL goes, and the result is capped at [`MAX_COMMAND_LINE`] bytes
+/// (on a character boundary).
+fn command_line(raw: &[u8]) -> String {
+    let raw = raw.strip_suffix(b"\0").unwrap_or(raw);
+    let bytes: Vec<u8> = raw.iter().map(|&b| if b == 0 { b' ' } else { b }).collect();
+    let mut line = String::from_utf8_lossy(&bytes).into_owned();
+    if line.len() > MAX_COMMAND_LINE {
+        let mut cut = MAX_COMMAND_LINE;
+        while !line.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        line.truncate(cut);
+    }
+    line
+}
+
+fn host_name() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into our buffer.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name = String::from_utf8_lossy(&buf[..len]).into_owned();
+    (!name.is_empty()).then_some(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Config {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    fn facts() -> ProcessFacts {
+        ProcessFacts {
+            pid: 4242,
+            exe: Some("/usr/bin/python3.12".into()),
+            cmdline: Some(b"python3\0-m\0http.server\0".to_vec()),
+            host_name: Some("box-1".into()),
+        }
+    }
+
+    fn get<'a>(attrs: &'a [(String, AttrValue)], key: &str) -> Option<&'a AttrValue> {
+        attrs.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    fn s(v: &str) -> AttrValue {
+        AttrValue::Str(v.to_owned())
+    }
+
+    #[test]
+    fn detected_process_attributes() {
+        let attrs = build(&config(&[]), &facts());
+        assert_eq!(get(&attrs, "service.name"), Some(&s("python3.12")));
+        assert_eq!(get(&attrs, "process.pid"), Some(&AttrValue::Int(4242)));
+        assert_eq!(
+            get(&attrs, "process.executable.name"),
+            Some(&s("python3.12"))
+        );
+        assert_eq!(
+            get(&attrs, "process.executable.path"),
+            Some(&s("/usr/bin/python3.12"))
+        );
+        assert_eq!(
+            get(&attrs, "process.command_line"),
+            Some(&s("python3 -m http.server"))
+        );
+        assert_eq!(get(&attrs, "host.name"), Some(&s("box-1")));
+        assert_eq!(
+            get(&attrs, "lumigo.distro.version"),
+            Some(&s(crate::VERSION))
+        );
+        assert_eq!(get(&attrs, "telemetry.distro.name"), Some(&s("lumigo-run")));
+        assert_eq!(get(&attrs, "telemetry.sdk.name"), Some(&s("opentelemetry")));
+        assert_eq!(get(&attrs, "telemetry.sdk.language"), Some(&s("rust")));
+        assert!(
+            matches!(get(&attrs, "telemetry.sdk.version"), Some(AttrValue::Str(v)) if v.starts_with("0."))
+        );
+        assert_eq!(get(&attrs, "lumigo.tag"), None);
+    }
+
+    #[test]
+    fn otel_resource_attributes_override_but_service_name_wins() {
+        let c = config(&[
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "service.name=from-attrs,host.name=h2,team=a",
+            ),
+            ("LUMIGO_TAG", "blue"),
+        ]);
+        let attrs = build(&c, &facts());
+        assert_eq!(get(&attrs, "service.name"), Some(&s("from-attrs")));
+        assert_eq!(get(&attrs, "host.name"), Some(&s("h2")));
+        assert_eq!(get(&attrs, "team"), Some(&s("a")));
+        assert_eq!(get(&attrs, "lumigo.tag"), Some(&s("blue")));
+
+        let c = config(&[
+            ("OTEL_RESOURCE_ATTRIBUTES", "service.name=from-attrs"),
+            ("OTEL_SERVICE_NAME", "orders"),
+        ]);
+        let attrs = build(&c, &facts());
+        assert_eq!(get(&attrs, "service.name"), Some(&s("orders")));
+        let keys: Vec<_> = attrs.iter().map(|(k, _)| k.as_str()).collect();
+        let mut unique = keys.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(keys.len(), unique.len(), "every key once: {keys:?}");
+    }
+
+    #[test]
+    fn missing_facts_leave_attributes_out() {
+        let attrs = build(&config(&[]), &ProcessFacts::default());
+        assert_eq!(get(&attrs, "service.name"), Some(&s("unknown_service")));
+        assert_eq!(get(&attrs, "process.executable.path"), None);
+        assert_eq!(get(&attrs, "process.command_line"), None);
+        assert_eq!(get(&attrs, "host.name"), None);
+    }
+
+    #[test]
+    fn executable_names() {
+        assert_eq!(executable_name("/usr/sbin/nginx"), "nginx");
+        assert_eq!(executable_name("/tmp/app (deleted)"), "app");
+        assert_eq!(executable_name("app"), "app");
+    }
+
+    #[test]
+    fn command_lines_are_joined_and_capped() {
+        assert_eq!(command_line(b"curl\0-s\0http://x/\0"), "curl -s http://x/");
+        assert_eq!(command_line(b"a\0\0b"), "a  b");
+        assert_eq!(command_line(b""), "");
+        let long = "é".repeat(MAX_COMMAND_LINE);
+        let line = command_line(long.as_bytes());
+        assert!(line.len() <= MAX_COMMAND_LINE && line.len() >= MAX_COMMAND_LINE - 1);
+    }
+
+    #[test]
+    fn detect_reads_this_process() {
+        let attrs = detect(&config(&[]));
+        assert_eq!(
+            get(&attrs, "process.pid"),
+            Some(&AttrValue::Int(i64::from(std::process::id())))
+        );
+        assert!(get(&attrs, "process.executable.path").is_some());
+        assert!(get(&attrs, "host.name").is_some());
+    }
+}

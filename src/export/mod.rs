@@ -1,1 +1,557 @@
-//! The export pipeline. (Being written.)
+//! The export pipeline: a bounded queue in front of one lazily started worker
+//! thread that sends batches to every destination.
+//!
+//! App threads call [`Pipeline::submit`] from inside libc hooks. It takes a
+//! short lock to push onto a bounded queue (full → the span is dropped and
+//! counted), never waits for the worker or for I/O, and never panics. The
+//! first submit spawns the worker (with every signal blocked, so the app's
+//! signals never land on it). A process that never produces a span has no
+//! thread, socket or file of ours.
+//!
+//! The worker (`worker.rs`) sends batches of up to `max_export_batch_size`
+//! spans to every destination (OTLP/HTTP per endpoint: `otlp.rs`; the span
+//! dump: `spandump.rs`) when a batch is full, the schedule delay has passed
+//! since the first waiting span, or a flush is requested. A failed export is
+//! reported under `LUMIGO_DEBUG` and the batch is dropped there (the OTLP
+//! exporter retries once, within its timeout).
+//!
+//! Fork: nothing here needs its destructor to run. The preload
+//! `mem::forget`s the parent's pipeline in the child and creates a new one,
+//! whose worker starts with the child's first span. [`Pipeline::new`] does no
+//! I/O and starts nothing, so it may run in a `pthread_atfork` child handler.
+//!
+//! Exit: [`Pipeline::flush`] asks the worker to export everything queued and
+//! waits for it with a deadline; it touches no thread-local with a destructor.
+
+mod http_client;
+mod otlp;
+mod spandump;
+mod worker;
+
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::lumigo_debug;
+use crate::span::SpanRecord;
+
+pub use otlp::SCOPE_NAME;
+
+/// Name of the worker thread (as shown by `ps -L`, `top -H`).
+pub const WORKER_THREAD_NAME: &str = "lumigo-export";
+
+/// Stack of the worker: rustls handshakes and protobuf encoding are the
+/// deepest things it does. Giving it explicitly also keeps std from reading
+/// `RUST_MIN_STACK` from the environment on the app's thread.
+const WORKER_STACK_SIZE: usize = 2 << 20;
+
+const NOT_STARTED: u8 = 0;
+const RUNNING: u8 = 1;
+/// The worker could not start, has no exporter, or stopped: spans are dropped.
+const DISABLED: u8 = 2;
+
+/// One destination of the worker. Never called concurrently; must return
+/// within a bounded time.
+trait Exporter: Send {
+    fn export(&mut self, spans: &[SpanRecord]) -> Result<(), String>;
+    /// For diagnostics, without secrets.
+    fn describe(&self) -> String;
+}
+
+/// The bounded, lazily started batch exporter of one process.
+pub struct Pipeline {
+    config: Arc<Config>,
+    shared: Arc<Shared>,
+}
+
+/// State shared between app threads, flushers and the worker.
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Wakes the worker: a first span while idle, a full batch, a flush, close.
+    work: Condvar,
+    /// Wakes flushers when a flush generation completes or the worker stops.
+    flushed: Condvar,
+    worker: AtomicU8,
+    /// Set when the `Pipeline` is dropped: the worker exports what is queued
+    /// and exits.
+    closed: AtomicBool,
+    dropped: AtomicU64,
+    failed_exports: AtomicU64,
+    said_no_destination: AtomicBool,
+    said_queue_full: AtomicBool,
+}
+
+#[derive(Default)]
+struct Queue {
+    spans: VecDeque<SpanRecord>,
+    /// The worker sleeps until the next span arrives (no timer running).
+    worker_idle: bool,
+    /// Spans taken by the worker and not yet exported.
+    in_flight: usize,
+    /// Flush generations: requested by [`Pipeline::flush`], completed by the worker.
+    flush_requested: u64,
+    flush_done: u64,
+}
+
+/// Locks, ignoring poisoning: the queue holds plain data and stays
+/// consistent even if a holder panicked.
+fn lock(m: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Pipeline {
+    /// Cheap and side-effect free: no thread, no socket, no file. Safe to call
+    /// in a `pthread_atfork` child handler.
+    pub fn new(config: Arc<Config>) -> Pipeline {
+        Pipeline {
+            config,
+            shared: Arc::new(Shared {
+                queue: Mutex::new(Queue::default()),
+                work: Condvar::new(),
+                flushed: Condvar::new(),
+                worker: AtomicU8::new(NOT_STARTED),
+                closed: AtomicBool::new(false),
+                dropped: AtomicU64::new(0),
+                failed_exports: AtomicU64::new(0),
+                said_no_destination: AtomicBool::new(false),
+                said_queue_full: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Queues a finished span for export. Never blocks on the worker or on
+    /// I/O, never panics. The first call starts the worker. Without any
+    /// destination, or with a full queue, the span is dropped and counted.
+    pub fn submit(&self, span: SpanRecord) {
+        let shared = &*self.shared;
+        if !self.config.has_destination() {
+            shared.dropped.fetch_add(1, Ordering::Relaxed);
+            if !shared.said_no_destination.swap(true, Ordering::Relaxed) {
+                lumigo_debug!(
+                    "no destination for spans (set LUMIGO_TRACER_TOKEN, \
+                     OTEL_EXPORTER_OTLP_ENDPOINT or LUMIGO_DEBUG_SPANDUMP); spans are dropped"
+                );
+            }
+            return;
+        }
+        let batch_size = self.config.batch.max_export_batch_size.max(1);
+        let wake_worker = {
+            let mut queue = lock(&shared.queue);
+            // Checked under the lock: `disable` sets the state before it
+            // drains the queue, so no span can be stranded after the drain.
+            if shared.worker.load(Ordering::Acquire) == DISABLED {
+                drop(queue);
+                shared.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            if queue.spans.len() >= self.config.batch.max_queue_size {
+                drop(queue);
+                shared.dropped.fetch_add(1, Ordering::Relaxed);
+                if !shared.said_queue_full.swap(true, Ordering::Relaxed) {
+                    lumigo_debug!(
+                        "span queue full (OTEL_BSP_MAX_QUEUE_SIZE={}); dropping spans",
+                        self.config.batch.max_queue_size
+                    );
+                }
+                return; // `span` is freed here, outside the lock.
+            }
+            queue.spans.push_back(span);
+            let len = queue.spans.len();
+            // Wake the worker only on a transition, so a busy app does not
+            // pay a futex wake per span.
+            if queue.worker_idle && len == 1 {
+                queue.worker_idle = false;
+                true
+            } else {
+                len == batch_size
+            }
+        };
+        if shared.worker.load(Ordering::Acquire) == NOT_STARTED {
+            self.start_worker();
+        } else if wake_worker {
+            shared.work.notify_one();
+        }
+    }
+
+    /// Asks the worker to export everything queued and waits at most
+    /// `deadline`. True when every span submitted before the call has been
+    /// exported without an export failure. True at once if no worker was
+    /// ever started (nothing was queued).
+    pub fn flush(&self, deadline: Duration) -> bool {
+        let shared = &*self.shared;
+        match shared.worker.load(Ordering::Acquire) {
+            NOT_STARTED => return true,
+            DISABLED => return false,
+            _ => {}
+        }
+        let failures_before = shared.failed_exports.load(Ordering::Acquire);
+        let start = Instant::now();
+        let mut queue = lock(&shared.queue);
+        if queue.spans.is_empty() && queue.in_flight == 0 {
+            return true;
+        }
+        queue.flush_requested += 1;
+        let target = queue.flush_requested;
+        shared.work.notify_one();
+        while queue.flush_done < target {
+            if shared.worker.load(Ordering::Acquire) == DISABLED {
+                return false;
+            }
+            let Some(left) = deadline.checked_sub(start.elapsed()) else {
+                return false;
+            };
+            if left.is_zero() {
+                return false;
+            }
+            queue = shared
+                .flushed
+                .wait_timeout(queue, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        drop(queue);
+        shared.failed_exports.load(Ordering::Acquire) == failures_before
+    }
+
+    /// Spans dropped so far: queue full, no destination, or export disabled.
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Batches whose export to some destination failed (and were dropped there).
+    pub fn failed_exports(&self) -> u64 {
+        self.shared.failed_exports.load(Ordering::Relaxed)
+    }
+
+    /// True once the first span has started (or tried to start) the worker.
+    pub fn worker_started(&self) -> bool {
+        self.shared.worker.load(Ordering::Acquire) != NOT_STARTED
+    }
+
+    fn start_worker(&self) {
+        let won = self.shared.worker.compare_exchange(
+            NOT_STARTED,
+            RUNNING,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        if won.is_err() {
+            return;
+        }
+        let shared = Arc::clone(&self.shared);
+        let config = Arc::clone(&self.config);
+        if let Err(e) = spawn_with_signals_blocked(move || worker::run_worker(shared, config)) {
+            lumigo_debug!("cannot start the export thread ({e}); spans will be dropped");
+            self.shared.disable();
+        }
+    }
+}
+
+impl Drop for Pipeline {
+    /// Lets the worker finish what is queued and exit. Harmless if never run
+    /// (the preload forgets pipelines); never blocks, and never waits for a
+    /// lock that a thread lost in `fork` might hold.
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::Release);
+        // Taking the lock (when free) orders the flag before the worker's
+        // next look at it, so an idle worker cannot miss the wake-up.
+        drop(self.shared.queue.try_lock());
+        self.shared.work.notify_one();
+    }
+}
+
+impl Shared {
+    /// Stops accepting spans: the queue is dropped (and counted) and waiting
+    /// flushers are released.
+    fn disable(&self) {
+        self.worker.store(DISABLED, Ordering::Release);
+        let lost: Vec<SpanRecord> = {
+            let mut queue = lock(&self.queue);
+            queue.in_flight = 0;
+            queue.spans.drain(..).collect()
+        };
+        self.dropped.fetch_add(lost.len() as u64, Ordering::Relaxed);
+        self.flushed.notify_all();
+    }
+}
+
+/// Spawns the detached worker with all signals blocked in it: the mask is
+/// inherited from the spawning thread, so we block everything around the
+/// spawn and restore the caller's mask afterwards.
+fn spawn_with_signals_blocked(f: impl FnOnce() + Send + 'static) -> Result<(), String> {
+    // SAFETY: sigset_t is plain data; sigfillset initialises it fully, and
+    // pthread_sigmask only reads `all` and writes `old`, both valid locals.
+    let old = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        if libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old) != 0 {
+            return Err("pthread_sigmask failed".to_owned());
+        }
+        old
+    };
+    let spawned = catch_unwind(AssertUnwindSafe(|| {
+        std::thread::Builder::new()
+            .name(WORKER_THREAD_NAME.to_owned())
+            .stack_size(WORKER_STACK_SIZE)
+            .spawn(f)
+    }));
+    // SAFETY: restores the mask saved above; `old` is a valid sigset_t.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+    }
+    match spawned {
+        Ok(Ok(_detached)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("thread spawn panicked".to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::span::{AttrValue, SpanContext, SpanKind, SpanStatus};
+    use std::collections::HashMap;
+    use std::time::SystemTime;
+
+    fn config(vars: &[(&str, &str)]) -> Arc<Config> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Arc::new(Config::from_lookup(|k| map.get(k).cloned()))
+    }
+
+    fn span(i: u8) -> SpanRecord {
+        SpanRecord {
+            name: format!("GET {i}"),
+            kind: SpanKind::Server,
+            context: SpanContext {
+                trace_id: [i; 16],
+                span_id: [i; 8],
+                trace_flags: 1,
+                trace_state: None,
+            },
+            parent_span_id: None,
+            parent_is_remote: false,
+            start: SystemTime::now(),
+            end: SystemTime::now(),
+            status: SpanStatus::Unset,
+            attributes: vec![("n", AttrValue::Int(i64::from(i)))],
+        }
+    }
+
+    fn temp_path(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("lumigo-export-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        let _ = std::fs::remove_file(&path);
+        path
+    }
+
+    #[test]
+    fn new_starts_nothing_and_flush_is_immediate() {
+        let path = temp_path("never.jsonl");
+        let p = Pipeline::new(config(&[("LUMIGO_DEBUG_SPANDUMP", path.to_str().unwrap())]));
+        assert!(!p.worker_started());
+        let t = Instant::now();
+        assert!(p.flush(Duration::from_secs(5)));
+        assert!(t.elapsed() < Duration::from_millis(100));
+        assert!(!p.worker_started(), "flush alone starts nothing");
+        assert!(!path.exists(), "no file before the first span");
+    }
+
+    #[test]
+    fn no_destination_drops_without_a_thread() {
+        let p = Pipeline::new(config(&[]));
+        p.submit(span(1));
+        p.submit(span(2));
+        assert!(!p.worker_started());
+        assert_eq!(p.dropped(), 2);
+        assert!(p.flush(Duration::from_millis(10)));
+    }
+
+    #[test]
+    fn first_submit_starts_the_worker_and_flush_exports() {
+        let path = temp_path("flush.jsonl");
+        let p = Pipeline::new(config(&[
+            ("LUMIGO_DEBUG_SPANDUMP", path.to_str().unwrap()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "60000"),
+        ]));
+        for i in 0..5 {
+            p.submit(span(i));
+        }
+        assert!(p.worker_started());
+        assert!(p.flush(Duration::from_secs(10)));
+        let names: Vec<String> = std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .collect();
+        assert!(
+            names.iter().any(|n| n.trim() == WORKER_THREAD_NAME),
+            "{names:?}"
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 5);
+        assert!(
+            text.lines().next().unwrap().contains("\"name\":\"GET 0\""),
+            "FIFO order"
+        );
+        assert_eq!(p.dropped(), 0);
+    }
+
+    #[test]
+    fn full_batch_is_exported_without_waiting_for_the_delay() {
+        let path = temp_path("batch.jsonl");
+        let p = Pipeline::new(config(&[
+            ("LUMIGO_DEBUG_SPANDUMP", path.to_str().unwrap()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "60000"),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "4"),
+        ]));
+        for i in 0..8 {
+            p.submit(span(i));
+        }
+        let t = Instant::now();
+        while std::fs::read_to_string(&path).map_or(0, |s| s.lines().count()) < 8 {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "two full batches go out at once"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn schedule_delay_exports_a_partial_batch() {
+        let path = temp_path("delay.jsonl");
+        let p = Pipeline::new(config(&[
+            ("LUMIGO_DEBUG_SPANDUMP", path.to_str().unwrap()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "20"),
+        ]));
+        p.submit(span(1));
+        let t = Instant::now();
+        while std::fs::read_to_string(&path).map_or(0, |s| s.lines().count()) < 1 {
+            assert!(t.elapsed() < Duration::from_secs(10));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // The worker went idle; the next span must wake it again.
+        std::thread::sleep(Duration::from_millis(50));
+        p.submit(span(2));
+        while std::fs::read_to_string(&path).map_or(0, |s| s.lines().count()) < 2 {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "idle worker woken by a new span"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn full_queue_drops_and_counts_without_blocking() {
+        // The worker is wedged on a FIFO nobody reads, so the queue fills.
+        let path = temp_path("wedge.fifo");
+        let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        // SAFETY: valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        let p = Pipeline::new(config(&[
+            ("LUMIGO_DEBUG_SPANDUMP", path.to_str().unwrap()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "0"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "10"),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "1"),
+        ]));
+        p.submit(span(0)); // taken by the worker, which blocks opening the FIFO
+        let t = Instant::now();
+        while lock(&p.shared.queue).in_flight == 0 {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "the worker takes the span"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let t = Instant::now();
+        for i in 0..100 {
+            p.submit(span(i));
+        }
+        assert!(t.elapsed() < Duration::from_secs(1), "submit never waits");
+        assert_eq!(p.dropped(), 90);
+        let t = Instant::now();
+        assert!(
+            !p.flush(Duration::from_millis(50)),
+            "cannot export through a wedged sink"
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "flush honours its deadline"
+        );
+        // Unwedge the worker so the test leaves nothing blocked.
+        let reader = std::fs::File::open(&path).unwrap();
+        assert!(p.flush(Duration::from_secs(10)));
+        drop(reader);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn unopenable_spandump_fails_exports_but_never_panics() {
+        let p = Pipeline::new(config(&[(
+            "LUMIGO_DEBUG_SPANDUMP",
+            "/nonexistent-dir/x.jsonl",
+        )]));
+        p.submit(span(1));
+        assert!(!p.flush(Duration::from_secs(10)));
+        assert_eq!(p.failed_exports(), 1);
+        p.submit(span(2));
+        assert!(!p.flush(Duration::from_secs(10)));
+        assert_eq!(p.failed_exports(), 2);
+    }
+
+    #[test]
+    fn drop_lets_the_worker_finish_the_queue() {
+        let path = temp_path("drop.jsonl");
+        let p = Pipeline::new(config(&[
+            ("LUMIGO_DEBUG_SPANDUMP", path.to_str().unwrap()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "60000"),
+        ]));
+        p.submit(span(1));
+        p.submit(span(2));
+        drop(p);
+        let t = Instant::now();
+        while std::fs::read_to_string(&path).map_or(0, |s| s.lines().count()) < 2 {
+            assert!(t.elapsed() < Duration::from_secs(10));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn worker_runs_with_all_signals_blocked() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        spawn_with_signals_blocked(move || {
+            // SAFETY: reads the current mask into a zeroed sigset_t.
+            let blocked = unsafe {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::pthread_sigmask(libc::SIG_SETMASK, std::ptr::null(), &mut set);
+                [
+                    libc::SIGINT,
+                    libc::SIGTERM,
+                    libc::SIGUSR1,
+                    libc::SIGCHLD,
+                    libc::SIGPIPE,
+                ]
+                .iter()
+                .all(|&s| libc::sigismember(&set, s) == 1)
+            };
+            tx.send(blocked).unwrap();
+        })
+        .unwrap();
+        assert!(rx.recv_timeout(Duration::from_secs(10)).unwrap());
+        // SAFETY: as above, for the calling thread.
+        let caller_blocks_int = unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_SETMASK, std::ptr::null(), &mut set);
+            libc::sigismember(&set, libc::SIGINT) == 1
+        };
+        assert!(!caller_blocks_int, "the caller's mask is restored");
+    }
+}

@@ -1,0 +1,367 @@
+//! The span dump (`LUMIGO_DEBUG_SPANDUMP=PATH`): every span as one JSON line.
+//!
+//! The line has the shape of the Lumigo Python distribution's span dump
+//! (`ReadableSpan.to_json`), keys in the same order. Unlike Python, the file
+//! is appended to, never truncated: many processes (a prefork server, a
+//! shell script's children) can share one file. Each batch is written with
+//! one `write(2)` of one buffer to an `O_APPEND` file, so lines from
+//! different processes never interleave (short writes are retried; on a
+//! local file system they do not happen for regular files in practice).
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::Exporter;
+use crate::span::{hex, AttrValue, SpanRecord, SpanStatus};
+
+/// Appends JSON lines to the span dump file, opened at the first export.
+pub(crate) struct SpanDump {
+    path: PathBuf,
+    file: Option<File>,
+    /// The `"resource":{…}` member, rendered once.
+    resource_json: String,
+    said_open_failed: bool,
+}
+
+impl SpanDump {
+    pub(crate) fn new(path: PathBuf, resource: &[(String, AttrValue)]) -> SpanDump {
+        let mut resource_json = String::from("{\"attributes\":");
+        write_attributes(
+            &mut resource_json,
+            resource.iter().map(|(k, v)| (k.as_str(), v)),
+        );
+        resource_json.push_str(",\"schema_url\":\"\"}");
+        SpanDump {
+            path,
+            file: None,
+            resource_json,
+            said_open_failed: false,
+        }
+    }
+
+    fn open(&mut self) -> Result<&mut File, String> {
+        if self.file.is_none() {
+            let opened = OpenOptions::new()
+                .append(true)
+                .create(true)
+                .mode(0o600)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(&self.path);
+            match opened {
+                Ok(f) => self.file = Some(f),
+                Err(e) => {
+                    let msg = format!("cannot open span dump {}: {e}", self.path.display());
+                    if !std::mem::replace(&mut self.said_open_failed, true) {
+                        crate::lumigo_debug!("{msg}");
+                    }
+                    return Err(msg);
+                }
+            }
+        }
+        // The branch above either filled the slot or returned.
+        self.file
+            .as_mut()
+            .ok_or_else(|| "span dump not open".to_owned())
+    }
+}
+
+impl Exporter for SpanDump {
+    fn export(&mut self, spans: &[SpanRecord]) -> Result<(), String> {
+        let mut buf = String::with_capacity(spans.len() * 1024);
+        for span in spans {
+            write_line(&mut buf, span, &self.resource_json);
+        }
+        let path = self.path.display().to_string();
+        let file = self.open()?;
+        // `write_all` loops on short writes and EINTR; one buffer per batch
+        // keeps each line whole with respect to other appenders.
+        file.write_all(buf.as_bytes())
+            .map_err(|e| format!("cannot write span dump {path}: {e}"))
+    }
+
+    fn describe(&self) -> String {
+        format!("span dump {}", self.path.display())
+    }
+}
+
+/// Appends one span as a JSON line (with its `\n`) to `out`.
+pub(crate) fn write_line(out: &mut String, span: &SpanRecord, resource_json: &str) {
+    out.push_str("{\"name\":");
+    push_json_str(out, &span.name);
+    out.push_str(",\"context\":{\"trace_id\":\"0x");
+    out.push_str(&hex(&span.context.trace_id));
+    out.push_str("\",\"span_id\":\"0x");
+    out.push_str(&hex(&span.context.span_id));
+    out.push_str("\",\"trace_state\":");
+    push_json_str(out, span.context.trace_state.as_deref().unwrap_or(""));
+    out.push_str("},\"kind\":\"");
+    out.push_str(span.kind.dump_name());
+    out.push_str("\",\"parent_id\":");
+    match &span.parent_span_id {
+        Some(id) => {
+            out.push_str("\"0x");
+            out.push_str(&hex(id));
+            out.push('"');
+        }
+        None => out.push_str("null"),
+    }
+    out.push_str(",\"start_time\":\"");
+    out.push_str(&iso8601(span.start));
+    out.push_str("\",\"end_time\":\"");
+    out.push_str(&iso8601(span.end));
+    out.push_str("\",\"status\":{\"status_code\":");
+    match &span.status {
+        SpanStatus::Unset => out.push_str("\"UNSET\""),
+        SpanStatus::Ok => out.push_str("\"OK\""),
+        SpanStatus::Error(description) => {
+            out.push_str("\"ERROR\"");
+            if !description.is_empty() {
+                out.push_str(",\"description\":");
+                push_json_str(out, description);
+            }
+        }
+    }
+    out.push_str("},\"attributes\":");
+    write_attributes(out, span.attributes.iter().map(|(k, v)| (*k, v)));
+    out.push_str(",\"events\":[],\"links\":[],\"resource\":");
+    out.push_str(resource_json);
+    out.push_str("}\n");
+}
+
+/// A JSON object of attributes; a key given twice keeps its last value (as a
+/// Python dict would).
+fn write_attributes<'a>(out: &mut String, attrs: impl Iterator<Item = (&'a str, &'a AttrValue)>) {
+    let attrs: Vec<(&str, &AttrValue)> = attrs.collect();
+    out.push('{');
+    let mut first = true;
+    for (i, (key, value)) in attrs.iter().enumerate() {
+        if attrs[i + 1..].iter().any(|(later, _)| later == key) {
+            continue;
+        }
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        push_json_str(out, key);
+        out.push(':');
+        match value {
+            AttrValue::Str(s) => push_json_str(out, s),
+            AttrValue::Int(n) => out.push_str(&n.to_string()),
+            AttrValue::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        }
+    }
+    out.push('}');
+}
+
+/// A JSON string literal, escaped by serde_json.
+fn push_json_str(out: &mut String, s: &str) {
+    match serde_json::to_string(s) {
+        Ok(quoted) => out.push_str(&quoted),
+        // Serialising a &str cannot fail; keep the line valid JSON anyway.
+        Err(_) => out.push_str("\"\""),
+    }
+}
+
+/// ISO-8601 UTC with microseconds, as Python's `ns_to_iso_str`:
+/// `2026-11-21T13:05:01.123456Z`. Times before 1970 print as the epoch.
+pub(crate) fn iso8601(t: SystemTime) -> String {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (year, month, day) = civil_from_days(secs / 86_400);
+    let rem = secs % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since.subsec_micros()
+    )
+}
+
+/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian
+/// calendar (Howard Hinnant's `civil_from_days`, for non-negative days).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::span::{SpanContext, SpanKind};
+    use std::time::Duration;
+
+    fn at(secs: u64, nanos: u32) -> SystemTime {
+        UNIX_EPOCH + Duration::new(secs, nanos)
+    }
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(iso8601(UNIX_EPOCH), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(iso8601(at(951_782_400, 0)), "2000-02-29T00:00:00.000000Z");
+        assert_eq!(
+            iso8601(at(1_700_000_000, 123_456_789)),
+            "2023-11-14T22:13:20.123456Z"
+        );
+        assert_eq!(
+            iso8601(at(1_798_761_599, 999_999_999)),
+            "2026-12-31T23:59:59.999999Z"
+        );
+        assert_eq!(iso8601(at(4_107_542_400, 0)), "2100-03-01T00:00:00.000000Z");
+        assert_eq!(
+            iso8601(UNIX_EPOCH - Duration::from_secs(5)),
+            "1970-01-01T00:00:00.000000Z"
+        );
+    }
+
+    #[test]
+    fn civil_dates_match_a_day_by_day_walk() {
+        let (mut y, mut m, mut d) = (1970u64, 1u64, 1u64);
+        // `is_multiple_of` needs Rust 1.87; the workspace targets 1.85.
+        #[allow(clippy::manual_is_multiple_of)]
+        let leap = |y: u64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+        for days in 0..200_000 {
+            assert_eq!(civil_from_days(days), (y, m, d), "day {days}");
+            let len = match m {
+                2 if leap(y) => 29,
+                2 => 28,
+                4 | 6 | 9 | 11 => 30,
+                _ => 31,
+            };
+            d += 1;
+            if d > len {
+                d = 1;
+                m += 1;
+                if m > 12 {
+                    m = 1;
+                    y += 1;
+                }
+            }
+        }
+    }
+
+    fn sample() -> SpanRecord {
+        SpanRecord {
+            name: "GET".into(),
+            kind: SpanKind::Server,
+            context: SpanContext {
+                trace_id: [0xab; 16],
+                span_id: [0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08],
+                trace_flags: 1,
+                trace_state: Some("lumigo=1".into()),
+            },
+            parent_span_id: Some([0xcd; 8]),
+            parent_is_remote: true,
+            start: at(1_700_000_000, 1_000),
+            end: at(1_700_000_001, 500_000),
+            status: SpanStatus::Error("boom \"quoted\"".into()),
+            attributes: vec![
+                ("http.request.method", AttrValue::from("GET")),
+                ("http.response.status_code", AttrValue::Int(500)),
+                ("url.path", AttrValue::from("/a\nb")),
+                ("lumigo.truncated", AttrValue::Bool(false)),
+                ("http.request.method", AttrValue::from("POST")),
+            ],
+        }
+    }
+
+    #[test]
+    fn line_has_the_python_span_dump_shape() {
+        let resource = vec![
+            ("service.name".to_owned(), AttrValue::from("svc")),
+            ("process.pid".to_owned(), AttrValue::Int(7)),
+        ];
+        let dump = SpanDump::new(PathBuf::from("/nonexistent"), &resource);
+        let mut line = String::new();
+        write_line(&mut line, &sample(), &dump.resource_json);
+        assert!(
+            line.ends_with("}\n") && line.matches('\n').count() == 1,
+            "{line}"
+        );
+        assert!(
+            line.starts_with("{\"name\":\"GET\",\"context\":"),
+            "Python's key order: {line}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&line).expect("valid JSON");
+        let expected = serde_json::json!({
+            "name": "GET",
+            "context": {
+                "trace_id": format!("0x{}", "ab".repeat(16)),
+                "span_id": "0x0102030405060708",
+                "trace_state": "lumigo=1",
+            },
+            "kind": "SpanKind.SERVER",
+            "parent_id": format!("0x{}", "cd".repeat(8)),
+            "start_time": "2023-11-14T22:13:20.000001Z",
+            "end_time": "2023-11-14T22:13:21.000500Z",
+            "status": {"status_code": "ERROR", "description": "boom \"quoted\""},
+            "attributes": {
+                "http.request.method": "POST",
+                "http.response.status_code": 500,
+                "url.path": "/a\nb",
+                "lumigo.truncated": false,
+            },
+            "events": [],
+            "links": [],
+            "resource": {"attributes": {"service.name": "svc", "process.pid": 7}, "schema_url": ""},
+        });
+        assert_eq!(v, expected);
+    }
+
+    #[test]
+    fn root_span_and_plain_statuses() {
+        let mut span = sample();
+        span.parent_span_id = None;
+        span.context.trace_state = None;
+        span.status = SpanStatus::Unset;
+        span.kind = SpanKind::Client;
+        let mut line = String::new();
+        write_line(&mut line, &span, "{}");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["parent_id"], serde_json::Value::Null);
+        assert_eq!(v["context"]["trace_state"], "");
+        assert_eq!(v["kind"], "SpanKind.CLIENT");
+        assert_eq!(v["status"], serde_json::json!({"status_code": "UNSET"}));
+        span.status = SpanStatus::Ok;
+        line.clear();
+        write_line(&mut line, &span, "{}");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["status"], serde_json::json!({"status_code": "OK"}));
+    }
+
+    #[test]
+    fn appends_lines_with_mode_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("lumigo-spandump-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("spans.jsonl");
+        let _ = std::fs::remove_file(&path);
+        let mut dump = SpanDump::new(path.clone(), &[]);
+        dump.export(&[sample(), sample()]).unwrap();
+        let mut again = SpanDump::new(path.clone(), &[]);
+        again.export(&[sample()]).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 3, "appended, not truncated");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn unopenable_path_is_an_error_not_a_crash() {
+        let mut dump = SpanDump::new(PathBuf::from("/nonexistent-dir/x/spans.jsonl"), &[]);
+        assert!(dump.export(&[sample()]).is_err());
+        assert!(dump.export(&[sample()]).is_err());
+    }
+}
