@@ -12,7 +12,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// Lumigo's OTLP/HTTP traces endpoint, used with `LUMIGO_TRACER_TOKEN`.
-pub const DEFAULT_LUMIGO_ENDPOINT: &str = "https://ga-otlp.lumigo-tracer-edge.golumigo.com/v1/traces";
+pub const DEFAULT_LUMIGO_ENDPOINT: &str =
+    "https://ga-otlp.lumigo-tracer-edge.golumigo.com/v1/traces";
 
 /// Lumigo's default secret patterns (matched case-insensitively against the
 /// whole name of a query parameter, header or JSON key).
@@ -163,7 +164,11 @@ fn parse_count(
 
 /// `key1=value1,key2=value2` with percent-decoding, as in the OTel
 /// specification for `OTEL_RESOURCE_ATTRIBUTES` and `OTEL_EXPORTER_OTLP_HEADERS`.
-pub fn parse_key_values(name: &str, raw: &str, warnings: &mut Vec<String>) -> Vec<(String, String)> {
+pub fn parse_key_values(
+    name: &str,
+    raw: &str,
+    warnings: &mut Vec<String>,
+) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for item in raw.split(',') {
         if item.trim().is_empty() {
@@ -262,7 +267,10 @@ impl Config {
             .or_else(|| nonempty(get("OTEL_EXPORTER_OTLP_ENDPOINT")).map(|b| traces_url(&b)));
         if let Some(endpoint) = otlp_endpoint {
             let mut headers = Vec::new();
-            for var in ["OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"] {
+            for var in [
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+            ] {
                 if let Some(raw) = get(var) {
                     headers.extend(parse_key_values(var, &raw, w));
                 }
@@ -329,7 +337,12 @@ impl Config {
                 nonempty(get("LUMIGO_SECRET_MASKING_REGEX"))
                     .and_then(|raw| parse_pattern_list("LUMIGO_SECRET_MASKING_REGEX", &raw, w))
             })
-            .unwrap_or_else(|| DEFAULT_SECRET_PATTERNS.iter().map(|s| (*s).to_owned()).collect());
+            .unwrap_or_else(|| {
+                DEFAULT_SECRET_PATTERNS
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect()
+            });
 
         Config {
             switch_off,
@@ -360,8 +373,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn config(vars: &[(&str, &str)]) -> Config {
-        let map: HashMap<String, String> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_lookup(|k| map.get(k).cloned())
     }
 
@@ -397,7 +412,10 @@ mod tests {
             ("LUMIGO_TRACER_TOKEN", "t"),
             ("LUMIGO_ENDPOINT", "http://127.0.0.1:4318/v1/traces"),
         ]);
-        assert_eq!(c.destinations[0].endpoint, "http://127.0.0.1:4318/v1/traces");
+        assert_eq!(
+            c.destinations[0].endpoint,
+            "http://127.0.0.1:4318/v1/traces"
+        );
     }
 
     #[test]
@@ -406,7 +424,10 @@ mod tests {
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/"),
             ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=a%20b, x=1,broken"),
         ]);
-        assert_eq!(c.destinations[0].endpoint, "http://collector:4318/v1/traces");
+        assert_eq!(
+            c.destinations[0].endpoint,
+            "http://collector:4318/v1/traces"
+        );
         assert_eq!(
             c.destinations[0].headers,
             vec![("api-key".into(), "a b".into()), ("x".into(), "1".into())]
@@ -430,12 +451,18 @@ mod tests {
         assert_eq!(c.flush_timeout, Duration::from_millis(2500));
         assert_eq!(c.batch.schedule_delay, Duration::from_millis(200));
         assert_eq!(c.batch.max_queue_size, 100);
-        assert_eq!(c.batch.max_export_batch_size, 100, "batch never exceeds the queue");
+        assert_eq!(
+            c.batch.max_export_batch_size, 100,
+            "batch never exceeds the queue"
+        );
         assert_eq!(
             config(&[("LUMIGO_FLUSH_TIMEOUT", "300ms")]).flush_timeout,
             Duration::from_millis(300)
         );
-        let c = config(&[("LUMIGO_FLUSH_TIMEOUT", "soon"), ("OTEL_BSP_MAX_QUEUE_SIZE", "-3")]);
+        let c = config(&[
+            ("LUMIGO_FLUSH_TIMEOUT", "soon"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "-3"),
+        ]);
         assert_eq!(c.flush_timeout, Duration::from_secs(1));
         assert_eq!(c.batch.max_queue_size, 2048);
         assert_eq!(c.warnings.len(), 2);
@@ -443,7 +470,10 @@ mod tests {
 
     #[test]
     fn resource_attributes_are_decoded() {
-        let c = config(&[("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=prod,team=a%2Cb")]);
+        let c = config(&[(
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "deployment.environment=prod,team=a%2Cb",
+        )]);
         assert_eq!(
             c.resource_attributes,
             vec![
@@ -455,12 +485,18 @@ mod tests {
 
     #[test]
     fn masking_patterns_fall_back_in_order() {
-        assert_eq!(config(&[]).query_secret_patterns.len(), DEFAULT_SECRET_PATTERNS.len());
+        assert_eq!(
+            config(&[]).query_secret_patterns.len(),
+            DEFAULT_SECRET_PATTERNS.len()
+        );
         let c = config(&[("LUMIGO_SECRET_MASKING_REGEX", r#"["sid"]"#)]);
         assert_eq!(c.query_secret_patterns, vec!["sid"]);
         let c = config(&[
             ("LUMIGO_SECRET_MASKING_REGEX", r#"["sid"]"#),
-            ("LUMIGO_SECRET_MASKING_REGEX_HTTP_QUERY_PARAMS", r#"["q.*"]"#),
+            (
+                "LUMIGO_SECRET_MASKING_REGEX_HTTP_QUERY_PARAMS",
+                r#"["q.*"]"#,
+            ),
         ]);
         assert_eq!(c.query_secret_patterns, vec!["q.*"]);
         let c = config(&[("LUMIGO_SECRET_MASKING_REGEX", "not json")]);
