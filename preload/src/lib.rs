@@ -1,1 +1,23 @@
-//! liblumigo_preload.so (being written).
+//! liblumigo_preload.so: the library `lumigo-run` puts in `LD_PRELOAD`.
+//!
+//! This crate is the only unsafe layer of lumigo-run. It interposes libc's
+//! socket and I/O calls; every shim calls the real function with the app's
+//! arguments, returns its result untouched, and hands what moved on tracked
+//! TCP connections to safe code in `lumigo_core`.
+//!
+//! The exported ABI, in one place:
+//! - connection lifecycle ([`hooks::socket`]): `connect`, `accept`,
+//!   `accept4`, `close`, `close_range`, `dup`, `dup2`, `dup3`, `fcntl`,
+//!   `fcntl64`;
+//! - bytes ([`hooks::io`]): `read`, `__read_chk`, `write`, `readv`,
+//!   `writev`, `recv`, `__recv_chk`, `recvfrom`, `__recvfrom_chk`,
+//!   `recvmsg`, `send`, `sendto`, `sendmsg`, `sendfile`, `sendfile64`.
+//!
+//! The constructor ([`init`]) resolves the real functions, reads the
+//! configuration once and registers the `fork` and exit handlers.
+
+mod fdtable;
+mod hooks;
+mod init;
+mod real;
+mod runtime;

@@ -1,0 +1,303 @@
+//! Byte-moving calls: the read and write families and sendfile.
+//!
+//! Each shim calls the real function first, then, only if the fd is a
+//! tracked connection, hands the bytes that actually moved (the first `n`
+//! bytes of the app's buffers) to the runtime. MSG_PEEK reads are not
+//! consumed and are not fed; the same bytes come again in a later read.
+
+use libc::{c_int, c_void, iovec, msghdr, off_t, size_t, sockaddr, socklen_t, ssize_t};
+
+use super::call_real;
+use crate::fdtable;
+use crate::real;
+use crate::runtime::{self, traced, Direction};
+
+/// The first `n` bytes of a run of iovecs, as slices.
+///
+/// # Safety
+/// `iov` must point to `count` valid iovecs whose buffers are readable.
+unsafe fn iov_pieces<'a>(
+    iov: *const iovec,
+    count: usize,
+    mut n: usize,
+) -> impl Iterator<Item = &'a [u8]> {
+    let iovs: &[iovec] = if iov.is_null() || count == 0 {
+        &[]
+    } else {
+        // SAFETY: guaranteed by the caller.
+        unsafe { std::slice::from_raw_parts(iov, count) }
+    };
+    iovs.iter().filter_map(move |v| {
+        let take = v.iov_len.min(n);
+        if take == 0 || v.iov_base.is_null() {
+            return None;
+        }
+        n -= take;
+        // SAFETY: the kernel just read/wrote `take` bytes of this buffer.
+        Some(unsafe { std::slice::from_raw_parts(v.iov_base as *const u8, take) })
+    })
+}
+
+/// Feeds the result of a single-buffer transfer.
+fn after_buf(fd: c_int, dir: Direction, buf: *const c_void, requested: usize, n: ssize_t) {
+    if !fdtable::is_tracked(fd) {
+        return;
+    }
+    match usize::try_from(n) {
+        Ok(0) if requested > 0 && matches!(dir, Direction::Inbound) => {
+            traced(|rt| runtime::on_eof(rt, fd));
+        }
+        Ok(n) if n > 0 && !buf.is_null() => traced(|rt| {
+            // SAFETY: the real call transferred `n` bytes to/from `buf`,
+            // and `n` never exceeds the length the app gave.
+            let data = unsafe { std::slice::from_raw_parts(buf as *const u8, n.min(requested)) };
+            runtime::on_data(rt, fd, dir, &mut std::iter::once(data));
+        }),
+        _ => {}
+    }
+}
+
+/// Feeds the result of a scatter/gather transfer.
+fn after_iov(fd: c_int, dir: Direction, iov: *const iovec, count: c_int, n: ssize_t) {
+    if !fdtable::is_tracked(fd) {
+        return;
+    }
+    let total: usize = if iov.is_null() || count <= 0 {
+        0
+    } else {
+        // SAFETY: the app passed `count` iovecs to the real call.
+        unsafe { std::slice::from_raw_parts(iov, count as usize) }
+            .iter()
+            .fold(0usize, |acc, v| acc.saturating_add(v.iov_len))
+    };
+    match usize::try_from(n) {
+        Ok(0) if total > 0 && matches!(dir, Direction::Inbound) => {
+            traced(|rt| runtime::on_eof(rt, fd));
+        }
+        Ok(n) if n > 0 => traced(|rt| {
+            // SAFETY: the real call moved `n` bytes through these iovecs.
+            let mut pieces = unsafe { iov_pieces(iov, count.max(0) as usize, n) };
+            runtime::on_data(rt, fd, dir, &mut pieces);
+        }),
+        _ => {}
+    }
+}
+
+fn after_msg(fd: c_int, dir: Direction, msg: *const msghdr, flags: c_int, n: ssize_t) {
+    if msg.is_null() || flags & libc::MSG_PEEK != 0 {
+        return;
+    }
+    // SAFETY: the app passed a valid msghdr to the real call.
+    let (iov, count) = unsafe { ((*msg).msg_iov as *const iovec, (*msg).msg_iovlen) };
+    after_iov(fd, dir, iov, c_int::try_from(count).unwrap_or(0), n);
+}
+
+/// Receives flagged MSG_PEEK (data stays queued) or MSG_TRUNC (data not
+/// copied) must not be fed as bytes the app read.
+fn consumes(flags: c_int) -> bool {
+    flags & (libc::MSG_PEEK | libc::MSG_TRUNC) == 0
+}
+
+/// # Safety
+/// Called by the dynamic linker in place of libc's `read`.
+#[no_mangle]
+pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t {
+    let n = call_real!(real::READ, -1, fd, buf, count);
+    after_buf(fd, Direction::Inbound, buf, count, n);
+    n
+}
+
+/// # Safety
+/// Called by the dynamic linker in place of libc's `__read_chk`.
+#[no_mangle]
+pub unsafe extern "C" fn __read_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    count: size_t,
+    buflen: size_t,
+) -> ssize_t {
+    let n = call_real!(real::READ_CHK, -1, fd, buf, count, buflen);
+    after_buf(fd, Direction::Inbound, buf, count, n);
+    n
+}
+
+/// # Safety
+/// Called by the dynamic linker in place of libc's `write`.
+#[no_mangle]
+pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t {
+    let n = call_real!(real::WRITE, -1, fd, buf, count);
+    after_buf(fd, Direction::Outbound, buf, count, n);
+    n
+}
+
+/// # Safety
+/// Called by the dynamic linker in place of libc's `readv`.
+#[no_mangle]
+pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t {
+    let n = call_real!(real::READV, -1, fd, iov, count);
+    after_iov(fd, Direction::Inbound, iov, count, n);
+    n
+}
+
+/// # Safety
+/// Called by the dynamic linker in place of libc's `writev`.
+#[no_mangle]
+pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t {
+    let n = call_real!(real::WRITEV, -1, fd, iov, count);
+    after_iov(fd, Direction::Outbound, iov, count, n);
+    n
+}
+
+/// # Safety
+/// Called by the dynamic linker in place of libc's `recv`.
+#[no_mangle]
+pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
+    let n = call_real!(real::RECV, -1, fd, buf, len, flags);
+    if consumes(flags) {
+        after_buf(fd, Direction::Inbound, buf, len, n);
+    }
+    n
+}
+
+/// # Safety
+/// Called by the dynamic linker in place of libc's `__recv_chk`.
+#[no_mangle]
+pub unsafe extern "C" fn __recv_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    len: size_t,
+    buflen: size_t,
+    flags: c_int,
+) -> ssize_t {
+    let n = call_real!(real::RECV_CHK, -1, fd, buf, len, buflen, flags);
+    if consumes(flags) {
+        after_buf(fd, Direction::Inbound, buf, len, n);
+    }
+    n
+}
+
+/// # Safety
+/// Called by the dynamic linker in place of libc's `recvfrom`.
+#[no_mangle]
+pub unsafe extern "C" fn recvfrom(
+    fd: c_int,
+    buf: *mut c_void,
+    len: size_t,
+    flags: c_int,
+    addr: *mut sockaddr,
+    addrlen: *mut socklen_t,
+) -> ssize_t {
+    let n = call_real!(real::RECVFROM, -1, fd, buf, len, flags, addr, addrlen);
+    if consumes(flags) {
+        after_buf(fd, Direction::Inbound, buf, len, n);
+    }
+    n
+}
+
+/// # Safety
+/// Called by the dynamic linker in place of libc's `__recvfrom_chk`.
+#[no_mangle]
+pub unsafe extern "C" fn __recvfrom_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    len: size_t,
+    buflen: size_t,
+    flags: c_int,
+    addr: *mut sockaddr,
+    addrlen: *mut socklen_t,
+) -> ssize_t {
+    let n = call_real!(
+        real::RECVFROM_CHK,
+        -1,
+        fd,
+        buf,
+        len,
+        buflen,
+        flags,
+        addr,
+        addrlen
+    );
+    if consumes(flags) {
+        after_buf(fd, Direction::Inbound, buf, len, n);
+    }
+    n
+}
+
+/// # Safety
+/// Called by the dynamic linker in place of libc's `recvmsg`.
+#[no_mangle]
+pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
+    let n = call_real!(real::RECVMSG, -1, fd, msg, flags);
+    if consumes(flags) {
+        after_msg(fd, Direction::Inbound, msg, flags, n);
+    }
+    n
+}
+
+/// # Safety
+/// Called by the dynamic linker in place of libc's `send`.
+#[no_mangle]
+pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
+    let n = call_real!(real::SEND, -1, fd, buf, len, flags);
+    after_buf(fd, Direction::Outbound, buf, len, n);
+    n
+}
+
+/// # Safety
+/// Called by the dynamic linker in place of libc's `sendto`.
+#[no_mangle]
+pub unsafe extern "C" fn sendto(
+    fd: c_int,
+    buf: *const c_void,
+    len: size_t,
+    flags: c_int,
+    addr: *const sockaddr,
+    addrlen: socklen_t,
+) -> ssize_t {
+    let n = call_real!(real::SENDTO, -1, fd, buf, len, flags, addr, addrlen);
+    after_buf(fd, Direction::Outbound, buf, len, n);
+    n
+}
+
+/// # Safety
+/// Called by the dynamic linker in place of libc's `sendmsg`.
+#[no_mangle]
+pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
+    let n = call_real!(real::SENDMSG, -1, fd, msg, flags);
+    after_msg(fd, Direction::Outbound, msg, 0, n);
+    n
+}
+
+fn after_sendfile(out_fd: c_int, n: ssize_t) {
+    if n > 0 && fdtable::is_tracked(out_fd) {
+        traced(|rt| runtime::on_opaque_outbound(rt, out_fd, n as usize));
+    }
+}
+
+/// # Safety
+/// Called by the dynamic linker in place of libc's `sendfile`.
+#[no_mangle]
+pub unsafe extern "C" fn sendfile(
+    out_fd: c_int,
+    in_fd: c_int,
+    offset: *mut off_t,
+    count: size_t,
+) -> ssize_t {
+    let n = call_real!(real::SENDFILE, -1, out_fd, in_fd, offset, count);
+    after_sendfile(out_fd, n);
+    n
+}
+
+/// # Safety
+/// Called by the dynamic linker in place of libc's `sendfile64`.
+#[no_mangle]
+pub unsafe extern "C" fn sendfile64(
+    out_fd: c_int,
+    in_fd: c_int,
+    offset: *mut off_t,
+    count: size_t,
+) -> ssize_t {
+    let n = call_real!(real::SENDFILE64, -1, out_fd, in_fd, offset, count);
+    after_sendfile(out_fd, n);
+    n
+}

@@ -1,0 +1,242 @@
+//! Connection lifecycle: connect, accept, close and the calls that copy or
+//! replace file descriptors, so the fd table always matches the kernel's.
+
+use std::mem::{size_of, MaybeUninit};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+
+use libc::{c_int, c_uint, c_ulong, sockaddr, socklen_t};
+
+use super::call_real;
+use crate::fdtable;
+use crate::real;
+use crate::runtime::{self, traced};
+
+/// Reads an AF_INET/AF_INET6 socket address.
+///
+/// # Safety
+/// `addr` must be null or point to at least `len` readable bytes.
+unsafe fn read_sockaddr(addr: *const sockaddr, len: socklen_t) -> Option<SocketAddr> {
+    if addr.is_null() {
+        return None;
+    }
+    let len = len as usize;
+    // SAFETY (all reads below): the caller guarantees `len` readable bytes,
+    // and each branch checks `len` covers the structure it reads;
+    // read_unaligned copes with any alignment.
+    match i32::from(unsafe { (*addr).sa_family }) {
+        libc::AF_INET if len >= size_of::<libc::sockaddr_in>() => {
+            let a: libc::sockaddr_in = unsafe { std::ptr::read_unaligned(addr.cast()) };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                u16::from_be(a.sin_port),
+            )))
+        }
+        libc::AF_INET6 if len >= size_of::<libc::sockaddr_in6>() => {
+            let a: libc::sockaddr_in6 = unsafe { std::ptr::read_unaligned(addr.cast()) };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(a.sin6_addr.s6_addr),
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// Local or peer address of a socket via getsockname/getpeername.
+fn socket_addr(fd: c_int, peer: bool) -> Option<SocketAddr> {
+    let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
+    let mut len = size_of::<libc::sockaddr_storage>() as socklen_t;
+    let p = storage.as_mut_ptr().cast::<sockaddr>();
+    // SAFETY: the buffer is a zeroed sockaddr_storage of `len` bytes.
+    let r = unsafe {
+        if peer {
+            libc::getpeername(fd, p, &mut len)
+        } else {
+            libc::getsockname(fd, p, &mut len)
+        }
+    };
+    if r != 0 {
+        return None;
+    }
+    // SAFETY: the kernel filled at most `len` bytes of our buffer.
+    unsafe { read_sockaddr(p, len.min(size_of::<libc::sockaddr_storage>() as socklen_t)) }
+}
+
+/// True for a TCP socket.
+fn is_tcp(fd: c_int) -> bool {
+    let mut proto: c_int = 0;
+    let mut len = size_of::<c_int>() as socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `proto`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PROTOCOL,
+            (&mut proto as *mut c_int).cast(),
+            &mut len,
+        )
+    };
+    r == 0 && proto == libc::IPPROTO_TCP
+}
+
+/// # Safety
+/// Called by the dynamic linker in place of libc's `connect`.
+#[no_mangle]
+pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    let r = call_real!(real::CONNECT, -1, fd, addr, len);
+    // SAFETY: reading errno of this thread.
+    if r == 0 || unsafe { *libc::__errno_location() } == libc::EINPROGRESS {
+        traced(|rt| {
+            // SAFETY: the app passed `addr`/`len` to connect, which read them.
+            let Some(peer) = (unsafe { read_sockaddr(addr, len) }) else {
+                return;
+            };
+            if is_tcp(fd) {
+                runtime::on_connect(rt, fd, Some(peer), socket_addr(fd, false));
+            }
+        });
+    }
+    r
+}
+
+fn after_accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) {
+    traced(|rt| {
+        // SAFETY: on success accept wrote `*len` bytes (capped by the size the
+        // app gave) at `addr`; both are the app's valid pointers or null.
+        let peer = unsafe {
+            if addr.is_null() || len.is_null() {
+                None
+            } else {
+                read_sockaddr(addr, *len)
+            }
+        };
+        let peer = peer.or_else(|| socket_addr(fd, true));
+        if peer.is_none() || !is_tcp(fd) {
+            return;
+        }
+        runtime::on_accept(rt, fd, peer, socket_addr(fd, false));
+    });
+}
+
+/// # Safety
+/// Called by the dynamic linker in place of libc's `accept`.
+#[no_mangle]
+pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    let r = call_real!(real::ACCEPT, -1, fd, addr, len);
+    if r >= 0 {
+        after_accept(r, addr, len);
+    }
+    r
+}
+
+/// # Safety
+/// Called by the dynamic linker in place of libc's `accept4`.
+#[no_mangle]
+pub unsafe extern "C" fn accept4(
+    fd: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+    flags: c_int,
+) -> c_int {
+    let r = call_real!(real::ACCEPT4, -1, fd, addr, len, flags);
+    if r >= 0 {
+        after_accept(r, addr, len);
+    }
+    r
+}
+
+/// # Safety
+/// Called by the dynamic linker in place of libc's `close`.
+#[no_mangle]
+pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+    // Forget the connection before the number can be reused by another thread.
+    if fdtable::is_tracked(fd) {
+        traced(|rt| runtime::on_close(rt, fd));
+    }
+    call_real!(real::CLOSE, -1, fd)
+}
+
+/// # Safety
+/// Called by the dynamic linker in place of libc's `close_range`.
+#[no_mangle]
+pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
+    let r = call_real!(real::CLOSE_RANGE, -1, first, last, flags);
+    // CLOSE_RANGE_CLOEXEC only marks fds; anything else closed them.
+    if r == 0 && flags & libc::CLOSE_RANGE_CLOEXEC as c_int == 0 {
+        let end = (last as usize).min(fdtable::MAX_FDS - 1);
+        for fd in (first as usize)..=end {
+            if fdtable::is_tracked(fd as c_int) {
+                traced(|rt| runtime::on_close(rt, fd as c_int));
+            }
+        }
+    }
+    r
+}
+
+/// # Safety
+/// Called by the dynamic linker in place of libc's `dup`.
+#[no_mangle]
+pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
+    let r = call_real!(real::DUP, -1, fd);
+    if r >= 0 && fdtable::is_tracked(fd) {
+        traced(|rt| runtime::on_dup(rt, fd, r));
+    }
+    r
+}
+
+fn after_dup2(old: c_int, new: c_int, r: c_int) {
+    if r >= 0 && old != new && (fdtable::is_tracked(new) || fdtable::is_tracked(old)) {
+        traced(|rt| {
+            runtime::on_close(rt, new);
+            runtime::on_dup(rt, old, new);
+        });
+    }
+}
+
+/// # Safety
+/// Called by the dynamic linker in place of libc's `dup2`.
+#[no_mangle]
+pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
+    let r = call_real!(real::DUP2, -1, old, new);
+    after_dup2(old, new, r);
+    r
+}
+
+/// # Safety
+/// Called by the dynamic linker in place of libc's `dup3`.
+#[no_mangle]
+pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
+    let r = call_real!(real::DUP3, -1, old, new, flags);
+    after_dup2(old, new, r);
+    r
+}
+
+fn after_fcntl(fd: c_int, cmd: c_int, r: c_int) {
+    if r >= 0 && (cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC) && fdtable::is_tracked(fd) {
+        traced(|rt| runtime::on_dup(rt, fd, r));
+    }
+}
+
+// `fcntl` is variadic in C. Its optional third argument is an int or a
+// pointer, which the x86_64 and aarch64 Linux calling conventions pass in
+// the same register as a fixed unsigned long, so forwarding it as one is exact.
+
+/// # Safety
+/// Called by the dynamic linker in place of libc's `fcntl`.
+#[no_mangle]
+pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+    let r = call_real!(real::FCNTL, -1, fd, cmd, arg);
+    after_fcntl(fd, cmd, r);
+    r
+}
+
+/// # Safety
+/// Called by the dynamic linker in place of libc's `fcntl64`.
+#[no_mangle]
+pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+    let r = call_real!(real::FCNTL64, -1, fd, cmd, arg);
+    after_fcntl(fd, cmd, r);
+    r
+}

@@ -1,0 +1,349 @@
+//! The per-process tracing state and the safe operations hooks call.
+//!
+//! A [`Runtime`] holds the configuration, the tracked connections and the
+//! export pipeline. It is created by the constructor, replaced (never
+//! freed) in the child after `fork`, and lives for the rest of the process.
+//! Hooks reach it through [`traced`], which adds the reentrancy guard,
+//! `catch_unwind` and errno preservation around every piece of tracing work,
+//! so no hook can change what the app sees.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use lumigo_core::config::Config;
+use lumigo_core::connection::{CloseReason, Connection, Flow, Tracer};
+use lumigo_core::export::Pipeline;
+use lumigo_core::mask::Masker;
+use lumigo_core::{guard, lumigo_debug};
+
+use crate::fdtable;
+
+/// Set after an internal panic: from then on the process is not traced.
+static DISABLED: AtomicBool = AtomicBool::new(false);
+static RUNTIME: AtomicPtr<Runtime> = AtomicPtr::new(std::ptr::null_mut());
+
+/// The tracing state of this process.
+pub struct Runtime {
+    pid: u32,
+    config: Arc<Config>,
+    pipeline: Arc<Pipeline>,
+    tracer: Tracer,
+    conns: ConnTable,
+}
+
+impl Runtime {
+    fn new(config: Arc<Config>) -> Runtime {
+        let pipeline = Arc::new(Pipeline::new(config.clone()));
+        let masker = Masker::new(&config.query_secret_patterns);
+        Runtime {
+            pid: std::process::id(),
+            tracer: Tracer::new(masker, Box::new(pipeline.clone())),
+            pipeline,
+            config,
+            conns: ConnTable::default(),
+        }
+    }
+}
+
+/// The runtime, unless tracing is off for this process.
+#[inline]
+fn runtime() -> Option<&'static Runtime> {
+    if DISABLED.load(Ordering::Relaxed) {
+        return None;
+    }
+    let p = RUNTIME.load(Ordering::Acquire);
+    // SAFETY: a non-null RUNTIME points to a leaked Box that is never freed.
+    unsafe { p.as_ref() }
+}
+
+/// Installs the runtime (from the constructor).
+pub fn install(config: Config) {
+    let rt = Box::new(Runtime::new(Arc::new(config)));
+    RUNTIME.store(Box::into_raw(rt), Ordering::Release);
+}
+
+/// Runs tracing work `f` for a hook: never for our own calls, never when
+/// tracing is off; errno is preserved and a panic switches tracing off for
+/// the process instead of unwinding into the app.
+#[inline]
+pub fn traced(f: impl FnOnce(&'static Runtime)) {
+    if guard::is_internal() {
+        return;
+    }
+    let Some(rt) = runtime() else { return };
+    let saved = errno();
+    let _guard = guard::Internal::enter();
+    if std::panic::catch_unwind(AssertUnwindSafe(|| f(rt))).is_err() {
+        DISABLED.store(true, Ordering::Relaxed);
+        lumigo_debug!("internal error; tracing is switched off for this process");
+    }
+    set_errno(saved);
+}
+
+fn errno() -> i32 {
+    // SAFETY: __errno_location always returns a valid pointer for this thread.
+    unsafe { *libc::__errno_location() }
+}
+
+fn set_errno(v: i32) {
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = v }
+}
+
+/// A lock that survives a panic of a previous holder (the panic already
+/// switched tracing off; the data is only read to shut down).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+type Shared = Arc<Mutex<Connection>>;
+
+/// fd → connection. Sharded so that threads working on different sockets
+/// rarely meet on a lock; a connection reached through `dup` is shared.
+struct ConnTable {
+    shards: [Mutex<HashMap<i32, Shared, BuildHasherDefault<FdHasher>>>; SHARDS],
+}
+
+const SHARDS: usize = 32;
+
+impl Default for ConnTable {
+    fn default() -> Self {
+        ConnTable {
+            shards: std::array::from_fn(|_| Mutex::new(HashMap::default())),
+        }
+    }
+}
+
+impl ConnTable {
+    fn shard(&self, fd: i32) -> &Mutex<HashMap<i32, Shared, BuildHasherDefault<FdHasher>>> {
+        &self.shards[(fd as u32 as usize) % SHARDS]
+    }
+
+    fn insert(&self, fd: i32, conn: Shared) -> Option<Shared> {
+        if !fdtable::set(fd, true) {
+            return None;
+        }
+        lock(self.shard(fd)).insert(fd, conn)
+    }
+
+    fn get(&self, fd: i32) -> Option<Shared> {
+        lock(self.shard(fd)).get(&fd).cloned()
+    }
+
+    fn remove(&self, fd: i32) -> Option<Shared> {
+        fdtable::set(fd, false);
+        lock(self.shard(fd)).remove(&fd)
+    }
+
+    fn all(&self) -> Vec<Shared> {
+        let mut out = Vec::new();
+        for shard in &self.shards {
+            if let Ok(map) = shard.try_lock() {
+                out.extend(map.values().cloned());
+            }
+        }
+        out
+    }
+}
+
+/// File descriptors are already well spread: hash them as themselves.
+#[derive(Default)]
+struct FdHasher(u64);
+
+impl Hasher for FdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_i32(&mut self, i: i32) {
+        self.0 = i as u32 as u64;
+    }
+}
+
+// ---- operations called by the hooks (always inside `traced`) ----
+
+/// The app connected (or started connecting) a TCP socket.
+pub fn on_connect(rt: &Runtime, fd: i32, peer: Option<SocketAddr>, local: Option<SocketAddr>) {
+    if rt.conns.get(fd).is_some() {
+        // A repeated connect on a non-blocking socket: same connection.
+        return;
+    }
+    if peer.is_some_and(|p| is_excluded_peer(&p)) {
+        return;
+    }
+    finish(
+        rt,
+        rt.conns
+            .insert(fd, Arc::new(Mutex::new(Connection::client(peer, local)))),
+    );
+}
+
+/// The app accepted a TCP connection.
+pub fn on_accept(rt: &Runtime, fd: i32, peer: Option<SocketAddr>, local: Option<SocketAddr>) {
+    finish(
+        rt,
+        rt.conns
+            .insert(fd, Arc::new(Mutex::new(Connection::server(peer, local)))),
+    );
+}
+
+/// Cloud metadata services are never traced, as in the Lumigo distributions.
+fn is_excluded_peer(peer: &SocketAddr) -> bool {
+    match peer {
+        SocketAddr::V4(a) => a.ip().is_link_local(),
+        SocketAddr::V6(a) => a.ip().to_ipv4_mapped().is_some_and(|v4| v4.is_link_local()),
+    }
+}
+
+/// Which direction bytes went.
+#[derive(Clone, Copy)]
+pub enum Direction {
+    Outbound,
+    Inbound,
+}
+
+/// The app moved `data` over a tracked fd. Called once per contiguous piece.
+pub fn on_data(rt: &Runtime, fd: i32, dir: Direction, pieces: &mut dyn Iterator<Item = &[u8]>) {
+    let Some(conn) = rt.conns.get(fd) else {
+        fdtable::set(fd, false);
+        return;
+    };
+    let now = SystemTime::now();
+    let mut stop = false;
+    {
+        let mut c = lock(&conn);
+        for data in pieces {
+            let flow = match dir {
+                Direction::Outbound => c.on_outbound(data, now, &rt.tracer),
+                Direction::Inbound => c.on_inbound(data, now, &rt.tracer),
+            };
+            if let Flow::Stop = flow {
+                stop = true;
+                break;
+            }
+        }
+    }
+    if stop {
+        rt.conns.remove(fd);
+    }
+}
+
+/// The app sent `n` bytes we cannot see (sendfile).
+pub fn on_opaque_outbound(rt: &Runtime, fd: i32, n: usize) {
+    let Some(conn) = rt.conns.get(fd) else {
+        fdtable::set(fd, false);
+        return;
+    };
+    let flow = lock(&conn).on_outbound_opaque(n, SystemTime::now(), &rt.tracer);
+    if let Flow::Stop = flow {
+        rt.conns.remove(fd);
+    }
+}
+
+/// A read returned end-of-file.
+pub fn on_eof(rt: &Runtime, fd: i32) {
+    let Some(conn) = rt.conns.get(fd) else { return };
+    let mut c = lock(&conn);
+    // A server keeps answering after its client half-closes; only a client's
+    // view of the exchange ends here (a response framed by the close).
+    if c.role() == lumigo_core::http::Role::Client {
+        c.on_close(SystemTime::now(), CloseReason::PeerClosed, &rt.tracer);
+        drop(c);
+        rt.conns.remove(fd);
+    }
+}
+
+/// `fd` is about to be closed (or replaced by dup2/dup3).
+pub fn on_close(rt: &Runtime, fd: i32) {
+    if !same_process(rt) {
+        // A vfork child shares our memory: it must not touch the parent's state.
+        return;
+    }
+    if let Some(conn) = rt.conns.remove(fd) {
+        finish(rt, Some(conn));
+    }
+}
+
+/// `new_fd` now refers to the same socket as `old_fd`.
+pub fn on_dup(rt: &Runtime, old_fd: i32, new_fd: i32) {
+    if !same_process(rt) {
+        return;
+    }
+    if let Some(conn) = rt.conns.get(old_fd) {
+        finish(rt, rt.conns.insert(new_fd, conn));
+    }
+}
+
+/// Ends a connection that no fd refers to any more.
+fn finish(rt: &Runtime, conn: Option<Shared>) {
+    let Some(conn) = conn else { return };
+    // Other fds (dups) still use it: it lives on.
+    if Arc::strong_count(&conn) > 1 {
+        return;
+    }
+    lock(&conn).on_close(SystemTime::now(), CloseReason::Closed, &rt.tracer);
+}
+
+fn same_process(rt: &Runtime) -> bool {
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    pid as u32 == rt.pid
+}
+
+// ---- process lifecycle ----
+
+/// `pthread_atfork` child handler: the child starts with a fresh runtime.
+/// The parent's is leaked, never dropped: its worker thread does not exist
+/// here, and its locks may be held by threads that did not survive the fork.
+pub extern "C" fn after_fork_in_child() {
+    let _guard = guard::Internal::enter();
+    let result = std::panic::catch_unwind(|| {
+        lumigo_core::ids::reseed();
+        let old = RUNTIME.load(Ordering::Acquire);
+        // SAFETY: non-null RUNTIME values are leaked Boxes, valid forever.
+        if let Some(old) = unsafe { old.as_ref() } {
+            let fresh = Box::new(Runtime::new(old.config.clone()));
+            RUNTIME.store(Box::into_raw(fresh), Ordering::Release);
+        }
+    });
+    if result.is_err() {
+        DISABLED.store(true, Ordering::Relaxed);
+    }
+}
+
+/// `atexit` handler: requests still in flight become spans, then the
+/// pipeline gets a bounded time to export.
+pub extern "C" fn at_exit() {
+    let _guard = guard::Internal::enter();
+    let _ = std::panic::catch_unwind(|| {
+        let Some(rt) = runtime() else { return };
+        let now = SystemTime::now();
+        for conn in rt.conns.all() {
+            if let Ok(mut c) = conn.try_lock() {
+                if c.in_flight() > 0 {
+                    c.on_close(now, CloseReason::ProcessExit, &rt.tracer);
+                }
+            }
+        }
+        let flushed = rt.pipeline.flush(rt.config.flush_timeout);
+        if !flushed {
+            lumigo_debug!(
+                "exit: spans not exported within LUMIGO_FLUSH_TIMEOUT ({:?})",
+                rt.config.flush_timeout
+            );
+        }
+        let dropped = rt.pipeline.dropped();
+        if dropped > 0 {
+            lumigo_debug!("exit: {dropped} spans were dropped (queue full or no destination)");
+        }
+    });
+}
