@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what the tests, the demo and the benchmarks run against, on a
+# fresh Debian machine: nginx, curl, python3, wrk, hyperfine. Idempotent and
+# quiet when everything is already there.
+set -euo pipefail
+
+need=()
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v hyperfine >/dev/null 2>&1 || need+=(hyperfine)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+
+if [ "${#need[@]}" -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi

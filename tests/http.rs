@@ -1,0 +1,428 @@
+//! HTTP/1.x spans from real programs under the real launcher: Python's
+//! http.server and http.client, curl, nginx.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::*;
+
+const T: Duration = Duration::from_secs(30);
+
+fn app(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/apps")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+fn python_server(dump: &Path, port: u16) -> Server {
+    let mut cmd = traced("python3");
+    cmd.arg(app("http11_server.py")).arg(port.to_string());
+    cmd.env("LUMIGO_DEBUG_SPANDUMP", dump);
+    Server::spawn(cmd, port)
+}
+
+fn untraced_python_server(port: u16) -> Server {
+    let mut cmd = Command::new("python3");
+    cmd.arg(app("http11_server.py")).arg(port.to_string());
+    cmd.env_remove("LD_PRELOAD");
+    Server::spawn(cmd, port)
+}
+
+fn str_attr<'a>(span: &'a Value, key: &str) -> &'a str {
+    attr(span, key)
+        .as_str()
+        .unwrap_or_else(|| panic!("{key} missing in {span}"))
+}
+
+fn int_attr(span: &Value, key: &str) -> i64 {
+    attr(span, key)
+        .as_i64()
+        .unwrap_or_else(|| panic!("{key} missing in {span}"))
+}
+
+#[test]
+fn curl_client_span_is_exported_at_exit() {
+    let tmp = TempDir::new("curl");
+    let port = free_port();
+    let _server = untraced_python_server(port);
+    let dump = tmp.path("client.jsonl");
+    let mut cmd = traced("curl");
+    cmd.args(["-s", "-o", "/dev/null", "-A", "lumigo-test/1"])
+        .arg(format!("http://127.0.0.1:{port}/len/42?token=abc&x=1"))
+        .env("LUMIGO_DEBUG_SPANDUMP", &dump);
+    let out = run(cmd, T);
+    assert!(out.status.success(), "{out:?}");
+
+    // No waiting: the span must be in the file when curl has exited.
+    let spans = read_spandump(&dump);
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    let s = &spans[0];
+    assert_eq!(s["name"], "GET");
+    assert_eq!(kind(s), "SpanKind.CLIENT");
+    assert_eq!(int_attr(s, "http.response.status_code"), 200);
+    assert_eq!(str_attr(s, "http.request.method"), "GET");
+    assert_eq!(str_attr(s, "url.path"), "/len/42");
+    assert_eq!(str_attr(s, "url.query"), "token=****&x=1");
+    assert_eq!(
+        str_attr(s, "url.full"),
+        format!("http://127.0.0.1:{port}/len/42?token=****&x=1")
+    );
+    assert_eq!(str_attr(s, "url.scheme"), "http");
+    assert_eq!(str_attr(s, "server.address"), "127.0.0.1");
+    assert_eq!(int_attr(s, "server.port"), i64::from(port));
+    assert_eq!(str_attr(s, "network.peer.address"), "127.0.0.1");
+    assert_eq!(str_attr(s, "network.protocol.version"), "1.1");
+    assert_eq!(str_attr(s, "user_agent.original"), "lumigo-test/1");
+    assert_eq!(int_attr(s, "http.response.body.size"), 42);
+    assert_eq!(s["status"]["status_code"], "UNSET");
+    assert!(s["context"]["trace_id"].as_str().unwrap().starts_with("0x"));
+    assert_eq!(s["context"]["trace_id"].as_str().unwrap().len(), 34);
+    assert_eq!(s["resource"]["attributes"]["service.name"], "curl");
+    assert!(s["start_time"].as_str().unwrap() <= s["end_time"].as_str().unwrap());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&dump).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "span dump must be private");
+    }
+}
+
+#[test]
+fn python_server_spans_for_curl_requests() {
+    let tmp = TempDir::new("pyserver");
+    let port = free_port();
+    let dump = tmp.path("server.jsonl");
+    let mut server = python_server(&dump, port);
+
+    for path in ["/len/10?password=hunter2", "/status/404", "/status/500"] {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-s", "-o", "/dev/null"])
+            .arg(format!("http://127.0.0.1:{port}{path}"));
+        assert!(run(cmd, T).status.success());
+    }
+    let spans = wait_spans(&dump, T, |s| s.len() >= 3);
+    server.stop();
+    let servers = of_kind(&spans, "SpanKind.SERVER");
+    assert_eq!(servers.len(), 3, "{spans:#?}");
+    let by_status = |code: i64| {
+        servers
+            .iter()
+            .find(|s| int_attr(s, "http.response.status_code") == code)
+            .unwrap_or_else(|| panic!("no span with status {code}: {servers:#?}"))
+    };
+    let ok = by_status(200);
+    assert_eq!(str_attr(ok, "url.path"), "/len/10");
+    assert_eq!(str_attr(ok, "url.query"), "password=****");
+    assert_eq!(str_attr(ok, "client.address"), "127.0.0.1");
+    assert!(int_attr(ok, "client.port") > 0);
+    assert_eq!(int_attr(ok, "server.port"), i64::from(port));
+    assert_eq!(ok["status"]["status_code"], "UNSET");
+    assert!(ok["parent_id"].is_null());
+    // On servers, 4xx is the client's fault: not an error. 5xx is.
+    assert_eq!(by_status(404)["status"]["status_code"], "UNSET");
+    let err = by_status(500);
+    assert_eq!(err["status"]["status_code"], "ERROR");
+    assert_eq!(str_attr(err, "error.type"), "500");
+}
+
+#[test]
+fn keep_alive_chunked_and_post_over_one_connection() {
+    let tmp = TempDir::new("keepalive");
+    let port = free_port();
+    let server_dump = tmp.path("server.jsonl");
+    let client_dump = tmp.path("client.jsonl");
+    let mut server = python_server(&server_dump, port);
+
+    let mut cmd = traced("python3");
+    cmd.arg(app("keepalive_client.py"))
+        .arg(port.to_string())
+        .env("LUMIGO_DEBUG_SPANDUMP", &client_dump);
+    let out = run(cmd, T);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "200 100\n200 50\n200 11\n503 0\n",
+        "the app must read exactly what it would without tracing"
+    );
+
+    let clients = read_spandump(&client_dump);
+    assert_eq!(clients.len(), 4, "{clients:#?}");
+    let paths: Vec<&str> = clients.iter().map(|s| str_attr(s, "url.path")).collect();
+    assert_eq!(paths, ["/len/100", "/chunked/50", "/echo", "/status/503"]);
+    assert_eq!(int_attr(&clients[0], "http.response.body.size"), 100);
+    assert_eq!(int_attr(&clients[1], "http.response.body.size"), 50);
+    assert_eq!(int_attr(&clients[2], "http.request.body.size"), 11);
+    assert_eq!(str_attr(&clients[2], "http.request.method"), "POST");
+    assert_eq!(clients[3]["status"]["status_code"], "ERROR");
+    // One connection: the same client port on every span.
+    let ports: Vec<i64> = {
+        let servers = wait_spans(&server_dump, T, |s| s.len() >= 4);
+        assert_eq!(servers.len(), 4, "{servers:#?}");
+        servers.iter().map(|s| int_attr(s, "client.port")).collect()
+    };
+    assert!(
+        ports.iter().all(|p| *p == ports[0]),
+        "keep-alive used one connection: {ports:?}"
+    );
+    server.stop();
+}
+
+#[test]
+fn forked_child_exports_its_own_spans_once() {
+    let tmp = TempDir::new("fork");
+    let port = free_port();
+    let _server = untraced_python_server(port);
+    let dump = tmp.path("fork.jsonl");
+    let mut cmd = traced("python3");
+    cmd.arg(app("fork_client.py"))
+        .arg(port.to_string())
+        .env("LUMIGO_DEBUG_SPANDUMP", &dump);
+    let out = run(cmd, T);
+    assert!(out.status.success(), "{out:?}");
+    let spans = read_spandump(&dump);
+    let mut queries: Vec<&str> = spans.iter().map(|s| str_attr(s, "url.query")).collect();
+    queries.sort();
+    assert_eq!(
+        queries,
+        ["who=child", "who=parent-after", "who=parent-before"],
+        "{spans:#?}"
+    );
+    let pid_of = |q: &str| {
+        spans
+            .iter()
+            .find(|s| str_attr(s, "url.query") == q)
+            .map(|s| s["resource"]["attributes"]["process.pid"].clone())
+            .unwrap()
+    };
+    assert_ne!(pid_of("who=child"), pid_of("who=parent-after"));
+    assert_eq!(pid_of("who=parent-before"), pid_of("who=parent-after"));
+    let ids: std::collections::HashSet<&str> = spans
+        .iter()
+        .map(|s| s["context"]["span_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 3, "span ids must be unique across fork");
+}
+
+#[test]
+fn large_bodies_pass_unchanged_through_traced_client_and_server() {
+    let tmp = TempDir::new("transparent");
+    let port = free_port();
+    let dump = tmp.path("both.jsonl");
+    let mut server = python_server(&dump, port);
+    let payload = tmp.path("payload.bin");
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&payload, &data).unwrap();
+    let echoed = tmp.path("echoed.bin");
+
+    let mut cmd = traced("curl");
+    cmd.args(["-s", "--data-binary"])
+        .arg(format!("@{}", payload.display()))
+        .arg("-o")
+        .arg(&echoed)
+        .arg(format!("http://127.0.0.1:{port}/echo"))
+        .env("LUMIGO_DEBUG_SPANDUMP", &dump);
+    let out = run(cmd, T);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        std::fs::read(&echoed).unwrap() == data,
+        "echoed body differs"
+    );
+    let spans = wait_spans(&dump, T, |s| s.len() >= 2);
+    server.stop();
+    for s in &spans {
+        assert_eq!(int_attr(s, "http.request.body.size"), 3_000_000, "{s}");
+        assert_eq!(int_attr(s, "http.response.body.size"), 3_000_000, "{s}");
+    }
+    assert_eq!(of_kind(&spans, "SpanKind.CLIENT").len(), 1);
+    assert_eq!(of_kind(&spans, "SpanKind.SERVER").len(), 1);
+}
+
+#[test]
+fn garbage_on_a_socket_is_left_alone() {
+    let tmp = TempDir::new("garbage");
+    let port = free_port();
+    let dump = tmp.path("server.jsonl");
+    let mut server = python_server(&dump, port);
+    {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"\x00\xff\x16\x03 not http at all\r\n\r\n")
+            .unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+    }
+    // The server still serves, and traces, the next client.
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-o", "/dev/null"])
+        .arg(format!("http://127.0.0.1:{port}/len/1"));
+    assert!(run(cmd, T).status.success());
+    let spans = wait_spans(&dump, T, |s| !s.is_empty());
+    server.stop();
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    assert_eq!(str_attr(&spans[0], "url.path"), "/len/1");
+}
+
+#[test]
+fn a_process_that_never_speaks_http_starts_no_thread_and_writes_no_file() {
+    let tmp = TempDir::new("lazy");
+    let dump = tmp.path("never.jsonl");
+    let mut cmd = traced("python3");
+    cmd.args([
+        "-c",
+        "import os, socket; s = socket.socket(); s.close(); print(len(os.listdir('/proc/self/task')))",
+    ])
+    .env("LUMIGO_DEBUG_SPANDUMP", &dump);
+    let out = run(cmd, T);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "1",
+        "no thread of ours"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).len() < 4);
+    assert!(!dump.exists(), "no span, so no span dump file");
+    assert!(
+        out.stderr.is_empty(),
+        "the library prints nothing without LUMIGO_DEBUG"
+    );
+}
+
+#[test]
+fn switch_off_runs_the_command_untouched() {
+    let tmp = TempDir::new("off");
+    let dump = tmp.path("off.jsonl");
+    let port = free_port();
+    let _server = untraced_python_server(port);
+    let mut cmd = traced("sh");
+    cmd.args([
+        "-c",
+        &format!("echo \"[$LD_PRELOAD]\"; curl -s -o /dev/null http://127.0.0.1:{port}/len/1"),
+    ])
+    .env("LUMIGO_SWITCH_OFF", "True")
+    .env("LUMIGO_DEBUG_SPANDUMP", &dump);
+    let out = run(cmd, T);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "[]\n");
+    assert!(!dump.exists());
+
+    // With LD_PRELOAD set by hand, the library honours the switch itself.
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-o", "/dev/null"])
+        .arg(format!("http://127.0.0.1:{port}/len/1"))
+        .env("LD_PRELOAD", &binaries().library)
+        .env("LUMIGO_SWITCH_OFF", "true")
+        .env("LUMIGO_DEBUG_SPANDUMP", &dump);
+    assert!(run(cmd, T).status.success());
+    assert!(!dump.exists());
+}
+
+#[test]
+fn ld_preload_by_hand_traces_without_the_launcher() {
+    let tmp = TempDir::new("byhand");
+    let dump = tmp.path("byhand.jsonl");
+    let port = free_port();
+    let _server = untraced_python_server(port);
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-o", "/dev/null"])
+        .arg(format!("http://127.0.0.1:{port}/len/5"))
+        .env("LD_PRELOAD", &binaries().library)
+        .env("OTEL_SERVICE_NAME", "by-hand")
+        .env("LUMIGO_DEBUG_SPANDUMP", &dump);
+    assert!(run(cmd, T).status.success());
+    let spans = read_spandump(&dump);
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    assert_eq!(
+        spans[0]["resource"]["attributes"]["service.name"],
+        "by-hand"
+    );
+}
+
+/// nginx, master + worker (prefork), keep-alive: one span per request, from
+/// the worker process.
+#[test]
+fn nginx_keep_alive_requests_each_get_a_span() {
+    if !have("nginx") {
+        panic!("nginx is not installed (scripts/install-deps.sh installs it)");
+    }
+    let tmp = TempDir::new("nginx");
+    let port = free_port();
+    let root = tmp.path("www");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("index.html"), "hello from nginx\n").unwrap();
+    std::fs::write(root.join("big.bin"), vec![b'z'; 200_000]).unwrap();
+    let conf = tmp.path("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off;\nuser root;\nmaster_process on;\nworker_processes 1;\npid {pid};\nerror_log {err} warn;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{\n  access_log off;\n  sendfile on;\n  keepalive_timeout 30;\n\
+               client_body_temp_path {tmp}/body;\n  proxy_temp_path {tmp}/proxy;\n  fastcgi_temp_path {tmp}/fcgi;\n\
+               uwsgi_temp_path {tmp}/uwsgi;\n  scgi_temp_path {tmp}/scgi;\n\
+               server {{ listen 127.0.0.1:{port}; root {root}; }}\n}}\n",
+            pid = tmp.path("nginx.pid").display(),
+            err = tmp.path("error.log").display(),
+            tmp = tmp.0.display(),
+            root = root.display(),
+        ),
+    )
+    .unwrap();
+    let dump = tmp.path("nginx.jsonl");
+    let mut cmd = traced("nginx");
+    cmd.arg("-c").arg(&conf).arg("-p").arg(&tmp.0);
+    cmd.env("LUMIGO_DEBUG_SPANDUMP", &dump);
+    let mut server = Server::spawn(cmd, port);
+
+    let base = format!("http://127.0.0.1:{port}");
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-s",
+        "-o",
+        "/dev/null",
+        "-o",
+        "/dev/null",
+        "-o",
+        "/dev/null",
+        "-o",
+        "/dev/null",
+    ])
+    .arg(format!("{base}/index.html"))
+    .arg(format!("{base}/big.bin"))
+    .arg(format!("{base}/missing"))
+    .arg(format!("{base}/index.html"));
+    let out = run(cmd, T);
+    assert!(out.status.success(), "{out:?}");
+
+    let spans = wait_spans(&dump, T, |s| s.len() >= 4);
+    server.stop();
+    assert_eq!(spans.len(), 4, "{spans:#?}");
+    let statuses: Vec<i64> = spans
+        .iter()
+        .map(|s| int_attr(s, "http.response.status_code"))
+        .collect();
+    assert_eq!(statuses, [200, 200, 404, 200]);
+    assert_eq!(
+        int_attr(&spans[1], "http.response.body.size"),
+        200_000,
+        "sendfile body counted"
+    );
+    let client_ports: Vec<i64> = spans.iter().map(|s| int_attr(s, "client.port")).collect();
+    assert!(
+        client_ports.iter().all(|p| *p == client_ports[0]),
+        "one keep-alive connection"
+    );
+    let worker_pid = &spans[0]["resource"]["attributes"]["process.pid"];
+    assert_ne!(
+        worker_pid.as_i64(),
+        Some(i64::from(server.child.id())),
+        "spans come from the worker"
+    );
+    assert_eq!(spans[0]["resource"]["attributes"]["service.name"], "nginx");
+}

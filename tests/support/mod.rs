@@ -1,0 +1,247 @@
+//! Helpers for the integration tests: building lumigo-run, running real
+//! programs under it, waiting for servers, reading span dumps.
+#![allow(dead_code)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// `target/<profile>/`, where cargo put the test binary's siblings.
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe path");
+    // target/<profile>/deps/<test>-<hash>
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target profile dir")
+        .to_path_buf()
+}
+
+/// Paths of the built launcher and preload library (built once per test run).
+pub struct Binaries {
+    pub launcher: PathBuf,
+    pub library: PathBuf,
+}
+
+pub fn binaries() -> &'static Binaries {
+    static BINS: OnceLock<Binaries> = OnceLock::new();
+    BINS.get_or_init(|| {
+        let dir = target_dir();
+        let profile = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("debug")
+            .to_owned();
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "-q", "-p", "lumigo-run", "-p", "lumigo-preload"]);
+        if profile == "release" {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(
+            status.success(),
+            "building lumigo-run and the preload library failed"
+        );
+        let b = Binaries {
+            launcher: dir.join("lumigo-run"),
+            library: dir.join("liblumigo_preload.so"),
+        };
+        assert!(b.launcher.exists(), "{} missing", b.launcher.display());
+        assert!(b.library.exists(), "{} missing", b.library.display());
+        b
+    })
+}
+
+/// True if a program is on PATH.
+pub fn have(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// A fresh temporary directory, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("lumigo-test-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A TCP port free right now on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Waits until something listens on 127.0.0.1:port.
+pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    false
+}
+
+/// A `lumigo-run` command with a clean, test-controlled tracing environment.
+pub fn traced(program: &str) -> Command {
+    let b = binaries();
+    let mut cmd = Command::new(&b.launcher);
+    for var in [
+        "LD_PRELOAD",
+        "LUMIGO_TRACER_TOKEN",
+        "LUMIGO_ENDPOINT",
+        "LUMIGO_DEBUG_SPANDUMP",
+        "LUMIGO_SWITCH_OFF",
+        "LUMIGO_DEBUG",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_SERVICE_NAME",
+        "TRACEPARENT",
+        "TRACESTATE",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("OTEL_BSP_SCHEDULE_DELAY", "100");
+    cmd.arg("--").arg(program);
+    cmd
+}
+
+/// Runs a command to completion with a time limit; panics on timeout.
+pub fn run(mut cmd: Command, timeout: Duration) -> Output {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().expect("spawn");
+    wait_output(child, timeout)
+}
+
+pub fn wait_output(mut child: Child, timeout: Duration) -> Output {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => return child.wait_with_output().expect("output"),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let out = child.wait_with_output().expect("output");
+                panic!(
+                    "command timed out; stderr: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    }
+}
+
+/// A child process killed (SIGTERM, then SIGKILL) when dropped.
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl Server {
+    pub fn spawn(mut cmd: Command, port: u16) -> Server {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn server");
+        if !wait_for_port(port, Duration::from_secs(15)) {
+            let _ = child.kill();
+            let out = child.wait_with_output().ok();
+            panic!(
+                "server did not listen on {port}; stderr: {}",
+                out.map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+                    .unwrap_or_default()
+            );
+        }
+        Server { child, port }
+    }
+
+    /// Stops the server gracefully (SIGTERM) and waits for it.
+    pub fn stop(&mut self) {
+        // SAFETY: sending a signal to our own child process.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every span in a span-dump file (one JSON object per line).
+pub fn read_spandump(path: &Path) -> Vec<Value> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("bad span dump line {l:?}: {e}"))
+        })
+        .collect()
+}
+
+/// Polls a span dump until `pred` holds or the timeout passes.
+pub fn wait_spans(path: &Path, timeout: Duration, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let spans = read_spandump(path);
+        if pred(&spans) || Instant::now() >= deadline {
+            return spans;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn attr<'a>(span: &'a Value, key: &str) -> &'a Value {
+    &span["attributes"][key]
+}
+
+pub fn kind(span: &Value) -> &str {
+    span["kind"].as_str().unwrap_or("")
+}
+
+/// The spans of one kind.
+pub fn of_kind<'a>(spans: &'a [Value], k: &str) -> Vec<&'a Value> {
+    spans.iter().filter(|s| kind(s) == k).collect()
+}
