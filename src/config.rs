@@ -91,6 +91,11 @@ pub struct Config {
     pub query_secret_patterns: Vec<String>,
     /// `LUMIGO_PROCESS_SPAN=true`: one INTERNAL span around the whole run.
     pub process_span: bool,
+    /// `TRACEPARENT` (the OpenTelemetry environment carrier): the process's
+    /// root spans become children of this remote context.
+    pub env_parent: Option<crate::propagation::Traceparent>,
+    /// `TRACESTATE`, carried along with `env_parent`.
+    pub env_tracestate: Option<String>,
     /// Problems found while parsing, for the user's eyes.
     pub warnings: Vec<String>,
 }
@@ -344,7 +349,22 @@ impl Config {
                     .collect()
             });
 
+        let env_parent = nonempty(get("TRACEPARENT")).and_then(|raw| {
+            let parsed = crate::propagation::parse_traceparent(&raw);
+            if parsed.is_none() {
+                w.push(format!(
+                    "TRACEPARENT={raw:?} is not a valid W3C traceparent; starting new traces"
+                ));
+            }
+            parsed
+        });
+        let env_tracestate = env_parent
+            .and(get("TRACESTATE"))
+            .and_then(|raw| crate::propagation::sanitize_tracestate(&raw));
+
         Config {
+            env_parent,
+            env_tracestate,
             switch_off,
             debug,
             service_name: nonempty(get("OTEL_SERVICE_NAME")),
@@ -466,6 +486,20 @@ mod tests {
         assert_eq!(c.flush_timeout, Duration::from_secs(1));
         assert_eq!(c.batch.max_queue_size, 2048);
         assert_eq!(c.warnings.len(), 2);
+    }
+
+    #[test]
+    fn environment_carrier() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let c = config(&[("TRACEPARENT", tp), ("TRACESTATE", "k=v")]);
+        assert_eq!(
+            c.env_parent.unwrap().span_id,
+            [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]
+        );
+        assert_eq!(c.env_tracestate.as_deref(), Some("k=v"));
+        let c = config(&[("TRACEPARENT", "garbage"), ("TRACESTATE", "k=v")]);
+        assert!(c.env_parent.is_none() && c.env_tracestate.is_none());
+        assert_eq!(c.warnings.len(), 1);
     }
 
     #[test]

@@ -7,11 +7,15 @@
 //! preload stops looking at the fd at all (one array lookup per call).
 //! Finished exchanges become [`SpanRecord`]s and go to the [`Tracer`]'s sink.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::SystemTime;
 
-use crate::http::{self, Detect, HttpConnection, HttpExchange, Role};
+use crate::context;
+use crate::http::inject::{find_insertion, header_lines};
+use crate::http::{self, Detect, HttpConnection, HttpExchange, Role, MAX_HEAD_BYTES};
 use crate::mask::Masker;
+use crate::propagation::{format_traceparent, parse_traceparent, sanitize_tracestate, Traceparent};
 use crate::span::{SpanContext, SpanRecord};
 
 pub use crate::http::{CloseReason, Flow};
@@ -33,42 +37,162 @@ impl<T: SpanSink + ?Sized> SpanSink for std::sync::Arc<T> {
     }
 }
 
-/// What every connection of a process shares: masking rules and the sink.
+/// What every connection of a process shares: masking rules, the sink and
+/// the process's root context.
 pub struct Tracer {
     masker: Masker,
     sink: Box<dyn SpanSink>,
+    /// Parent of spans that have no other: `TRACEPARENT` from the environment.
+    root: Option<(Traceparent, Option<String>)>,
+    /// Insert `traceparent` into outbound requests.
+    inject: bool,
+}
+
+/// The identity of a span and of its parent, decided when the span starts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Assigned {
+    pub context: SpanContext,
+    pub parent: Option<[u8; 8]>,
+    pub parent_is_remote: bool,
 }
 
 impl Tracer {
     pub fn new(masker: Masker, sink: Box<dyn SpanSink>) -> Tracer {
-        Tracer { masker, sink }
+        Tracer {
+            masker,
+            sink,
+            root: None,
+            inject: true,
+        }
+    }
+
+    /// Makes root spans children of `parent` (the environment carrier).
+    pub fn with_root(mut self, parent: Option<Traceparent>, tracestate: Option<String>) -> Tracer {
+        self.root = parent.map(|p| (p, tracestate));
+        self
     }
 
     pub fn sink(&self) -> &dyn SpanSink {
         &*self.sink
     }
 
-    /// Turns a finished HTTP exchange into a span and submits it.
-    fn emit_http(&self, ex: &HttpExchange, role: Role, ends: &http::Endpoints) {
+    /// A new span under a remote parent.
+    fn child_of_remote(tp: &Traceparent, tracestate: Option<String>) -> Assigned {
+        Assigned {
+            context: SpanContext {
+                trace_id: tp.trace_id,
+                span_id: crate::ids::span_id(),
+                trace_flags: tp.flags & 1,
+                trace_state: tracestate,
+            },
+            parent: Some(tp.span_id),
+            parent_is_remote: true,
+        }
+    }
+
+    /// A span with no parent of its own: under the process root, if any.
+    pub fn root_span(&self) -> Assigned {
+        match &self.root {
+            Some((tp, state)) => Self::child_of_remote(tp, state.clone()),
+            None => Assigned {
+                context: SpanContext {
+                    trace_id: crate::ids::trace_id(),
+                    span_id: crate::ids::span_id(),
+                    trace_flags: 1,
+                    trace_state: None,
+                },
+                parent: None,
+                parent_is_remote: false,
+            },
+        }
+    }
+
+    /// A SERVER span continues the trace its request names, if valid.
+    fn server_span(&self, traceparent: Option<&str>, tracestate: Option<&str>) -> Assigned {
+        match traceparent.and_then(parse_traceparent) {
+            Some(tp) => Self::child_of_remote(&tp, tracestate.and_then(sanitize_tracestate)),
+            None => self.root_span(),
+        }
+    }
+
+    /// A CLIENT span: child of the app's own `traceparent` if it sent one,
+    /// else of the request the thread is serving, else a root span.
+    fn client_span(&self, traceparent: Option<&str>, tracestate: Option<&str>) -> Assigned {
+        if let Some(tp) = traceparent.and_then(parse_traceparent) {
+            let mut a = Self::child_of_remote(&tp, tracestate.and_then(sanitize_tracestate));
+            // The app's instrumentation made that span in this process.
+            a.parent_is_remote = false;
+            return a;
+        }
+        match context::active() {
+            Some(parent) => Assigned {
+                context: SpanContext {
+                    trace_id: parent.trace_id,
+                    span_id: crate::ids::span_id(),
+                    trace_flags: parent.trace_flags,
+                    trace_state: parent.trace_state,
+                },
+                parent: Some(parent.span_id),
+                parent_is_remote: false,
+            },
+            None => self.root_span(),
+        }
+    }
+
+    /// Turns a finished HTTP exchange into a span and submits it (unless
+    /// its trace is not sampled).
+    fn emit_http(&self, ex: &HttpExchange, role: Role, ends: &http::Endpoints, who: Assigned) {
+        if !who.context.is_sampled() {
+            return;
+        }
         let parts = http::span_parts(ex, role, ends, &self.masker);
-        let context = SpanContext {
-            trace_id: crate::ids::trace_id(),
-            span_id: crate::ids::span_id(),
-            trace_flags: 1,
-            trace_state: None,
-        };
         self.sink.submit(SpanRecord {
             name: parts.name,
             kind: parts.kind,
-            context,
-            parent_span_id: None,
-            parent_is_remote: false,
+            context: who.context,
+            parent_span_id: who.parent,
+            parent_is_remote: who.parent_is_remote,
             start: ex.start,
             end: ex.end,
             status: parts.status,
             attributes: parts.attributes,
         });
     }
+}
+
+/// Bytes to insert into one outbound write, planned before the real call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboundPlan {
+    /// App bytes of this write that go before the inserted bytes.
+    pub at: usize,
+    /// The bytes to insert (what is left of them after a partial write).
+    pub insert: Vec<u8>,
+    /// Outbound stream position when planned.
+    offset: u64,
+}
+
+impl OutboundPlan {
+    /// Of `sent` bytes the kernel took from the combined write: the app's
+    /// bytes, and the inserted ones.
+    pub fn split_sent(&self, sent: usize) -> (usize, usize) {
+        let (k, m) = (self.at, self.insert.len());
+        if sent <= k {
+            (sent, 0)
+        } else if sent < k + m {
+            (k, sent - k)
+        } else {
+            (sent - m, m)
+        }
+    }
+}
+
+/// A `traceparent` line on its way into the outbound stream.
+struct Injection {
+    /// Stream position (in app bytes) where it goes.
+    at: u64,
+    line: Vec<u8>,
+    /// How many of its bytes the kernel has taken.
+    sent: usize,
 }
 
 /// Bytes kept while the protocol is not yet known (a method token is short).
@@ -93,6 +217,15 @@ pub struct Connection {
     /// Reused buffer for finished exchanges, so a call that finishes nothing
     /// allocates nothing.
     done: Vec<HttpExchange>,
+    /// Span identities of requests in flight, by exchange sequence number.
+    assigned: VecDeque<(u64, Assigned)>,
+    /// Sequence number of the next request to get an identity.
+    next_seq: u64,
+    /// Identity chosen for the outbound request head being written.
+    planned: Option<Assigned>,
+    /// App bytes sent so far.
+    out_offset: u64,
+    injection: Option<Injection>,
 }
 
 impl Connection {
@@ -109,16 +242,17 @@ impl Connection {
     fn new(role: Role, peer: Option<SocketAddr>, local: Option<SocketAddr>) -> Connection {
         Connection {
             role,
-            ends: http::Endpoints {
-                peer,
-                local,
-                scheme: "http",
-            },
+            ends: http::Endpoints::new(peer, local),
             protocol: Protocol::Detecting {
                 prefix: [0; DETECT_PREFIX],
                 len: 0,
             },
             done: Vec::new(),
+            assigned: VecDeque::new(),
+            next_seq: 0,
+            planned: None,
+            out_offset: 0,
+            injection: None,
         }
     }
 
@@ -128,6 +262,7 @@ impl Connection {
 
     /// The app sent `data` (bytes the kernel accepted).
     pub fn on_outbound(&mut self, data: &[u8], now: SystemTime, tracer: &Tracer) -> Flow {
+        self.out_offset += data.len() as u64;
         let requests_outbound = self.role == Role::Client;
         self.feed(data, requests_outbound, now, tracer, |h, d, now, done| {
             h.on_outbound(d, now, done)
@@ -231,10 +366,133 @@ impl Connection {
         flow
     }
 
+    /// Gives every request whose head just became known its span identity,
+    /// then reports the finished exchanges.
     fn flush(&mut self, tracer: &Tracer) {
-        for ex in self.done.drain(..) {
-            tracer.emit_http(&ex, self.role, &self.ends);
+        if let Protocol::Http(h) = &self.protocol {
+            for ex in h.pending() {
+                if ex.seq >= self.next_seq {
+                    self.next_seq = ex.seq + 1;
+                    let who = identity_for(self.role, &mut self.planned, ex, tracer);
+                    if self.role == Role::Server {
+                        context::set_active(&who.context);
+                    }
+                    self.assigned.push_back((ex.seq, who));
+                }
+            }
         }
+        let mut done = std::mem::take(&mut self.done);
+        for ex in done.drain(..) {
+            let who = match self.assigned.iter().position(|(seq, _)| *seq == ex.seq) {
+                Some(i) => self.assigned.remove(i).map(|(_, who)| who),
+                None => None,
+            };
+            let who = match who {
+                Some(who) => who,
+                None => {
+                    self.next_seq = self.next_seq.max(ex.seq + 1);
+                    identity_for(self.role, &mut self.planned, &ex, tracer)
+                }
+            };
+            if self.role == Role::Server {
+                context::clear_active(who.context.span_id);
+            }
+            tracer.emit_http(&ex, self.role, &self.ends, who);
+        }
+        self.done = done;
+    }
+
+    /// Before the app's bytes go out on a client connection: the bytes to
+    /// insert into this write, if a request head ends in it (or if an
+    /// earlier partial write left part of an inserted line unsent).
+    pub fn plan_outbound(&mut self, pieces: &[&[u8]], tracer: &Tracer) -> Option<OutboundPlan> {
+        if self.role != Role::Client || !tracer.inject {
+            return None;
+        }
+        let total: usize = pieces.iter().map(|p| p.len()).sum();
+        if total == 0 {
+            return None;
+        }
+        if let Some(inj) = &self.injection {
+            if inj.sent < inj.line.len() && inj.at >= self.out_offset {
+                let at = inj.at - self.out_offset;
+                return (at < total as u64).then(|| OutboundPlan {
+                    at: at as usize,
+                    insert: inj.line[inj.sent..].to_vec(),
+                    offset: self.out_offset,
+                });
+            }
+            if inj.sent == inj.line.len() && inj.at >= self.out_offset {
+                // The line is out; the app's bytes after it are not yet.
+                return None;
+            }
+            // Past it (or writes that do not add up: another thread wrote).
+            self.injection = None;
+        }
+        let head_so_far: &[u8] = match &self.protocol {
+            Protocol::Http(h) => h.outbound_request_head()?,
+            Protocol::Detecting { prefix, len } => {
+                let mut probe = [0u8; DETECT_PREFIX];
+                let mut n = *len;
+                probe[..n].copy_from_slice(&prefix[..n]);
+                for p in pieces {
+                    let take = p.len().min(DETECT_PREFIX - n);
+                    probe[n..n + take].copy_from_slice(&p[..take]);
+                    n += take;
+                }
+                if http::detect_request(&probe[..n]) != Detect::Http {
+                    return None;
+                }
+                &prefix[..*len]
+            }
+            Protocol::Ignored => return None,
+        };
+        let found = find_insertion(head_so_far, pieces, MAX_HEAD_BYTES)?;
+        let who = tracer.client_span(found.traceparent.as_deref(), found.tracestate.as_deref());
+        let line = (!found.leave_alone).then(|| {
+            let tp = format_traceparent(&who.context);
+            header_lines(&tp, who.context.trace_state.as_deref(), found.crlf)
+        });
+        self.planned = Some(who);
+        let line = line?;
+        self.injection = Some(Injection {
+            at: self.out_offset + found.offset as u64,
+            line: line.clone(),
+            sent: 0,
+        });
+        Some(OutboundPlan {
+            at: found.offset,
+            insert: line,
+            offset: self.out_offset,
+        })
+    }
+
+    /// After the real call for `plan` accepted `sent` bytes in all: how many
+    /// of them were the app's. The caller then feeds those app bytes.
+    pub fn commit_outbound(&mut self, plan: &OutboundPlan, sent: usize) -> usize {
+        let (app, inserted) = plan.split_sent(sent);
+        match &mut self.injection {
+            Some(inj) if plan.offset == self.out_offset => inj.sent += inserted,
+            _ => self.injection = None,
+        }
+        app
+    }
+}
+
+/// The span identity of a request whose head is known: a server continues
+/// the request's trace; a client takes what was planned when its head was
+/// written, or decides now.
+fn identity_for(
+    role: Role,
+    planned: &mut Option<Assigned>,
+    ex: &HttpExchange,
+    tracer: &Tracer,
+) -> Assigned {
+    match role {
+        Role::Server => tracer.server_span(ex.traceparent.as_deref(), ex.tracestate.as_deref()),
+        Role::Client => planned.take().unwrap_or_else(|| {
+            tracer.client_span(ex.traceparent.as_deref(), ex.tracestate.as_deref())
+        }),
     }
 }
 
@@ -325,5 +583,128 @@ mod tests {
         let spans = spans.0.lock().unwrap();
         assert_eq!(spans.len(), 1);
         assert!(spans[0].attr("error.type").is_some());
+    }
+
+    const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn server_continues_the_request_trace_and_client_calls_become_children() {
+        let (t, spans) = tracer();
+        let now = SystemTime::now();
+        let mut server = Connection::server(addr("127.0.0.1:40000"), addr("127.0.0.1:8000"));
+        let req = format!("GET /in HTTP/1.1\r\ntraceparent: {TP}\r\ntracestate: k=v\r\n\r\n");
+        let _ = server.on_inbound(req.as_bytes(), now, &t);
+
+        // While serving, this thread calls downstream.
+        let mut client = Connection::client(addr("127.0.0.1:9000"), None);
+        let head = b"GET /down HTTP/1.1\r\nHost: d\r\n\r\n";
+        let plan = client.plan_outbound(&[head], &t).expect("inject");
+        assert_eq!(plan.at, head.len() - 2);
+        let line = String::from_utf8(plan.insert.clone()).unwrap();
+        assert!(
+            line.starts_with("traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+            "{line}"
+        );
+        assert!(line.ends_with("-01\r\ntracestate: k=v\r\n"), "{line}");
+        assert_eq!(
+            client.commit_outbound(&plan, head.len() + plan.insert.len()),
+            head.len()
+        );
+        let _ = client.on_outbound(head, now, &t);
+        let _ = client.on_inbound(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", now, &t);
+        let _ = server.on_outbound(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", now, &t);
+        assert_eq!(
+            context::active(),
+            None,
+            "the response ends the active request"
+        );
+
+        let spans = spans.0.lock().unwrap();
+        let (c, s) = (&spans[0], &spans[1]);
+        assert_eq!(s.kind, crate::span::SpanKind::Server);
+        assert_eq!(
+            crate::span::hex(&s.context.trace_id),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(
+            s.parent_span_id.map(|p| crate::span::hex(&p)).as_deref(),
+            Some("00f067aa0ba902b7")
+        );
+        assert!(s.parent_is_remote);
+        assert_eq!(c.context.trace_id, s.context.trace_id);
+        assert_eq!(c.parent_span_id, Some(s.context.span_id));
+        let injected_span = &line[49..65];
+        assert_eq!(
+            injected_span,
+            crate::span::hex(&c.context.span_id),
+            "the line names the client span"
+        );
+    }
+
+    #[test]
+    fn partial_writes_send_the_line_exactly_once() {
+        let (t, _) = tracer();
+        let mut c = Connection::client(addr("127.0.0.1:9000"), None);
+        let head: &[u8] = b"GET / HTTP/1.1\r\nHost: d\r\n\r\n";
+        let plan = c.plan_outbound(&[head], &t).unwrap();
+        let (k, m) = (plan.at, plan.insert.len());
+        // The kernel takes the app bytes before the line and 10 line bytes.
+        assert_eq!(c.commit_outbound(&plan, k + 10), k);
+        let _ = c.on_outbound(&head[..k], SystemTime::now(), &t);
+        // The app retries with the rest: the rest of the line goes first.
+        let plan2 = c.plan_outbound(&[&head[k..]], &t).unwrap();
+        assert_eq!(plan2.at, 0);
+        assert_eq!(plan2.insert, plan.insert[10..]);
+        assert_eq!(c.commit_outbound(&plan2, m - 10), 0);
+        let plan3 = c.plan_outbound(&[&head[k..]], &t);
+        assert_eq!(plan3, None, "the whole line is out: nothing more to insert");
+    }
+
+    #[test]
+    fn an_apps_own_traceparent_is_kept_and_becomes_the_parent() {
+        let (t, spans) = tracer();
+        let now = SystemTime::now();
+        let mut c = Connection::client(addr("127.0.0.1:9000"), None);
+        let head = format!("GET / HTTP/1.1\r\nTRACEPARENT: {TP}\r\n\r\n");
+        assert_eq!(c.plan_outbound(&[head.as_bytes()], &t), None);
+        let _ = c.on_outbound(head.as_bytes(), now, &t);
+        let _ = c.on_inbound(b"HTTP/1.1 204 No Content\r\n\r\n", now, &t);
+        let spans = spans.0.lock().unwrap();
+        assert_eq!(
+            crate::span::hex(&spans[0].parent_span_id.unwrap()),
+            "00f067aa0ba902b7"
+        );
+    }
+
+    #[test]
+    fn unsampled_traces_are_not_exported_but_propagate() {
+        let (t, spans) = tracer();
+        let now = SystemTime::now();
+        let mut s = Connection::server(addr("127.0.0.1:40000"), None);
+        let tp = TP.replace("-01", "-00");
+        let _ = s.on_inbound(
+            format!("GET / HTTP/1.1\r\ntraceparent: {tp}\r\n\r\n").as_bytes(),
+            now,
+            &t,
+        );
+        let mut c = Connection::client(addr("127.0.0.1:9000"), None);
+        let plan = c.plan_outbound(&[b"GET / HTTP/1.1\r\n\r\n"], &t).unwrap();
+        assert!(String::from_utf8_lossy(&plan.insert).contains("-00\r\n"));
+        let _ = s.on_outbound(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", now, &t);
+        assert!(spans.0.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn environment_parent_adopts_root_spans() {
+        let c = Collect::default();
+        let t = Tracer::new(Masker::lumigo_defaults(), Box::new(c.clone()))
+            .with_root(parse_traceparent(TP), Some("e=1".into()));
+        let a = t.root_span();
+        assert_eq!(
+            crate::span::hex(&a.context.trace_id),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert!(a.parent_is_remote);
+        assert_eq!(a.context.trace_state.as_deref(), Some("e=1"));
     }
 }

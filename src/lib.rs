@@ -10,12 +10,14 @@
 
 pub mod config;
 pub mod connection;
+pub mod context;
 pub mod export;
 pub mod guard;
 pub mod http;
 pub mod ids;
 pub mod log;
 pub mod mask;
+pub mod propagation;
 pub mod resource;
 pub mod span;
 

@@ -186,6 +186,17 @@ impl HttpConnection {
         self.pending.iter()
     }
 
+    /// On a client connection whose next outbound bytes belong to a request
+    /// head: the bytes of that head already sent (empty at a head's start).
+    /// `None` inside a request body, on a server connection, or once
+    /// tracing stopped: no head starts there.
+    pub fn outbound_request_head(&self) -> Option<&[u8]> {
+        let at_head = self.role == Role::Client
+            && self.phase != Phase::Stopped
+            && matches!(self.request, RequestState::Head);
+        at_head.then(|| self.request_head.partial_head())
+    }
+
     fn on_requests(
         &mut self,
         mut data: &[u8],

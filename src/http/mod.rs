@@ -35,6 +35,7 @@
 mod body;
 mod detect;
 mod exchange;
+pub mod inject;
 mod parser;
 pub mod span;
 

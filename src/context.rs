@@ -1,0 +1,133 @@
+//! In-process correlation: which inbound request a thread is serving.
+//!
+//! When a thread reads a complete request head on an accepted connection,
+//! that request's SERVER span becomes the thread's *active* context, until
+//! its response is complete or the thread reads another request head.
+//! CLIENT spans the thread starts meanwhile (and children it execs) become
+//! its children.
+//!
+//! This is exact for thread-per-request servers (a thread reads a request,
+//! calls downstream, answers). For event-loop servers (Node.js, asyncio,
+//! nginx), one thread interleaves requests: the rule then picks the request
+//! whose head was read most recently, which is right when a handler calls
+//! downstream before the loop reads another request, and wrong when
+//! requests overlap. See README, "Propagation".
+//!
+//! The slot is a `const`-initialised thread-local with no destructor (it
+//! must be usable during thread teardown and at exit) and a fixed buffer
+//! for `tracestate`, so setting it never allocates.
+
+use std::cell::RefCell;
+
+use crate::propagation::MAX_TRACESTATE;
+use crate::span::SpanContext;
+
+struct Slot {
+    present: bool,
+    trace_id: [u8; 16],
+    span_id: [u8; 8],
+    flags: u8,
+    state_len: usize,
+    state: [u8; MAX_TRACESTATE],
+}
+
+thread_local! {
+    static ACTIVE: RefCell<Slot> = const {
+        RefCell::new(Slot {
+            present: false,
+            trace_id: [0; 16],
+            span_id: [0; 8],
+            flags: 0,
+            state_len: 0,
+            state: [0; MAX_TRACESTATE],
+        })
+    };
+}
+
+/// Makes `ctx` the calling thread's active context.
+pub fn set_active(ctx: &SpanContext) {
+    let _ = ACTIVE.try_with(|slot| {
+        if let Ok(mut s) = slot.try_borrow_mut() {
+            s.present = true;
+            s.trace_id = ctx.trace_id;
+            s.span_id = ctx.span_id;
+            s.flags = ctx.trace_flags;
+            let state = ctx.trace_state.as_deref().unwrap_or("").as_bytes();
+            let n = if state.len() <= MAX_TRACESTATE {
+                state.len()
+            } else {
+                0
+            };
+            s.state[..n].copy_from_slice(&state[..n]);
+            s.state_len = n;
+        }
+    });
+}
+
+/// Clears the active context if it is the span `span_id`.
+pub fn clear_active(span_id: [u8; 8]) {
+    let _ = ACTIVE.try_with(|slot| {
+        if let Ok(mut s) = slot.try_borrow_mut() {
+            if s.present && s.span_id == span_id {
+                s.present = false;
+            }
+        }
+    });
+}
+
+/// The calling thread's active context, if it is serving a request.
+pub fn active() -> Option<SpanContext> {
+    ACTIVE
+        .try_with(|slot| {
+            let s = slot.try_borrow().ok()?;
+            s.present.then(|| SpanContext {
+                trace_id: s.trace_id,
+                span_id: s.span_id,
+                trace_flags: s.flags,
+                trace_state: (s.state_len > 0)
+                    .then(|| String::from_utf8_lossy(&s.state[..s.state_len]).into_owned()),
+            })
+        })
+        .ok()
+        .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(id: u8, state: Option<&str>) -> SpanContext {
+        SpanContext {
+            trace_id: [id; 16],
+            span_id: [id; 8],
+            trace_flags: 1,
+            trace_state: state.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn set_replace_and_clear() {
+        assert_eq!(active(), None);
+        set_active(&ctx(1, Some("a=b")));
+        assert_eq!(active(), Some(ctx(1, Some("a=b"))));
+        set_active(&ctx(2, None));
+        assert_eq!(active(), Some(ctx(2, None)));
+        clear_active([1; 8]);
+        assert_eq!(
+            active(),
+            Some(ctx(2, None)),
+            "only the active span clears it"
+        );
+        clear_active([2; 8]);
+        assert_eq!(active(), None);
+    }
+
+    #[test]
+    fn threads_do_not_share_the_slot() {
+        set_active(&ctx(3, None));
+        std::thread::spawn(|| assert_eq!(active(), None))
+            .join()
+            .unwrap();
+        clear_active([3; 8]);
+    }
+}
