@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use lumigo_core::config::Config;
-use lumigo_core::connection::{CloseReason, Connection, Flow, Tracer};
+use lumigo_core::connection::{CloseReason, Connection, Flow, OutboundPlan, Tracer};
 use lumigo_core::export::Pipeline;
 use lumigo_core::mask::Masker;
 use lumigo_core::{guard, lumigo_debug};
@@ -42,7 +42,8 @@ impl Runtime {
         let masker = Masker::new(&config.query_secret_patterns);
         Runtime {
             pid: std::process::id(),
-            tracer: Tracer::new(masker, Box::new(pipeline.clone())),
+            tracer: Tracer::new(masker, Box::new(pipeline.clone()))
+                .with_root(config.env_parent, config.env_tracestate.clone()),
             pipeline,
             config,
             conns: ConnTable::default(),
@@ -83,6 +84,14 @@ pub fn traced(f: impl FnOnce(&'static Runtime)) {
         lumigo_debug!("internal error; tracing is switched off for this process");
     }
     set_errno(saved);
+}
+
+/// Like [`traced`], for work that returns a value (`None` when skipped).
+#[inline]
+pub fn traced_value<R>(f: impl FnOnce(&'static Runtime) -> Option<R>) -> Option<R> {
+    let mut out = None;
+    traced(|rt| out = f(rt));
+    out
 }
 
 fn errno() -> i32 {
@@ -234,6 +243,21 @@ pub fn on_data(rt: &Runtime, fd: i32, dir: Direction, pieces: &mut dyn Iterator<
     }
     if stop {
         rt.conns.remove(fd);
+    }
+}
+
+/// Before a write on a tracked fd: bytes to insert into it, if any.
+pub fn plan_outbound(rt: &Runtime, fd: i32, pieces: &[&[u8]]) -> Option<OutboundPlan> {
+    let conn = rt.conns.get(fd)?;
+    let plan = lock(&conn).plan_outbound(pieces, &rt.tracer);
+    plan
+}
+
+/// After the real call carrying `plan` accepted `sent` bytes: records how
+/// much of the inserted bytes went out.
+pub fn commit_outbound(rt: &Runtime, fd: i32, plan: &OutboundPlan, sent: usize) {
+    if let Some(conn) = rt.conns.get(fd) {
+        let _ = lock(&conn).commit_outbound(plan, sent);
     }
 }
 

@@ -8,6 +8,7 @@
 use libc::{c_int, c_void, iovec, msghdr, off_t, size_t, sockaddr, socklen_t, ssize_t};
 
 use super::call_real;
+use super::inject::{write_with_insertion, Sender};
 use crate::fdtable;
 use crate::real;
 use crate::runtime::{self, traced, Direction};
@@ -36,6 +37,13 @@ unsafe fn iov_pieces<'a>(
         // SAFETY: the kernel just read/wrote `take` bytes of this buffer.
         Some(unsafe { std::slice::from_raw_parts(v.iov_base as *const u8, take) })
     })
+}
+
+fn one_iovec(buf: *const c_void, len: size_t) -> iovec {
+    iovec {
+        iov_base: buf as *mut c_void,
+        iov_len: len,
+    }
 }
 
 /// Feeds the result of a single-buffer transfer.
@@ -125,6 +133,13 @@ pub unsafe extern "C" fn __read_chk(
 /// Called by the dynamic linker in place of libc's `write`.
 #[no_mangle]
 pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t {
+    if fdtable::is_tracked(fd) {
+        let iov = [one_iovec(buf, count)];
+        // SAFETY: the app's buffer, as it passed it to write.
+        if let Some(r) = unsafe { write_with_insertion(fd, &iov, Sender::Plain) } {
+            return r;
+        }
+    }
     let n = call_real!(real::WRITE, -1, fd, buf, count);
     after_buf(fd, Direction::Outbound, buf, count, n);
     n
@@ -143,6 +158,14 @@ pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, count: c_int) -> ss
 /// Called by the dynamic linker in place of libc's `writev`.
 #[no_mangle]
 pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t {
+    if fdtable::is_tracked(fd) && !iov.is_null() && count > 0 {
+        // SAFETY: the app's iovecs, as it passed them to writev.
+        let iovs = unsafe { std::slice::from_raw_parts(iov, count as usize) };
+        // SAFETY: as above.
+        if let Some(r) = unsafe { write_with_insertion(fd, iovs, Sender::Plain) } {
+            return r;
+        }
+    }
     let n = call_real!(real::WRITEV, -1, fd, iov, count);
     after_iov(fd, Direction::Outbound, iov, count, n);
     n
@@ -238,6 +261,17 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
 /// Called by the dynamic linker in place of libc's `send`.
 #[no_mangle]
 pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
+    if fdtable::is_tracked(fd) {
+        let iov = [one_iovec(buf, len)];
+        let how = Sender::Socket {
+            flags,
+            msg: std::ptr::null(),
+        };
+        // SAFETY: the app's buffer, as it passed it to send.
+        if let Some(r) = unsafe { write_with_insertion(fd, &iov, how) } {
+            return r;
+        }
+    }
     let n = call_real!(real::SEND, -1, fd, buf, len, flags);
     after_buf(fd, Direction::Outbound, buf, len, n);
     n
@@ -254,6 +288,18 @@ pub unsafe extern "C" fn sendto(
     addr: *const sockaddr,
     addrlen: socklen_t,
 ) -> ssize_t {
+    if fdtable::is_tracked(fd) {
+        let iov = [one_iovec(buf, len)];
+        // SAFETY: an all-zero msghdr is a valid empty header.
+        let mut m: msghdr = unsafe { std::mem::MaybeUninit::zeroed().assume_init() };
+        m.msg_name = addr as *mut c_void;
+        m.msg_namelen = addrlen;
+        let how = Sender::Socket { flags, msg: &m };
+        // SAFETY: the app's buffer and address, as it passed them to sendto.
+        if let Some(r) = unsafe { write_with_insertion(fd, &iov, how) } {
+            return r;
+        }
+    }
     let n = call_real!(real::SENDTO, -1, fd, buf, len, flags, addr, addrlen);
     after_buf(fd, Direction::Outbound, buf, len, n);
     n
@@ -263,6 +309,20 @@ pub unsafe extern "C" fn sendto(
 /// Called by the dynamic linker in place of libc's `sendmsg`.
 #[no_mangle]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
+    if fdtable::is_tracked(fd) && !msg.is_null() {
+        // SAFETY: the app's message header, as it passed it to sendmsg.
+        let (iov, count) = unsafe { ((*msg).msg_iov as *const iovec, (*msg).msg_iovlen) };
+        if !iov.is_null() && count > 0 {
+            // SAFETY: `count` iovecs described by the app's header.
+            let iovs = unsafe { std::slice::from_raw_parts(iov, count as usize) };
+            // SAFETY: as above.
+            if let Some(r) =
+                unsafe { write_with_insertion(fd, iovs, Sender::Socket { flags, msg }) }
+            {
+                return r;
+            }
+        }
+    }
     let n = call_real!(real::SENDMSG, -1, fd, msg, flags);
     after_msg(fd, Direction::Outbound, msg, 0, n);
     n

@@ -1,0 +1,168 @@
+//! Writes that carry an inserted `traceparent` line.
+//!
+//! For a tracked client connection, the runtime is asked before the real
+//! call whether a request head ends in the bytes being written. If so, the
+//! app's buffers are split at the insertion point and sent with the line in
+//! between, in one `writev`/`sendmsg` with the app's flags. The count
+//! returned to the app covers only its own bytes: if the kernel took part of
+//! the line, the app is told its bytes up to the insertion point went out,
+//! and when it retries, the rest of the line is sent first, on its own, so
+//! the line is sent exactly once and the app never sees a count of 0 for a
+//! non-empty write. Failures (EAGAIN, EINTR, EPIPE…) are the real call's,
+//! returned untouched, with nothing committed.
+
+use std::mem::MaybeUninit;
+
+use libc::{c_int, c_void, iovec, msghdr, ssize_t};
+
+use super::call_real;
+use crate::real;
+use crate::runtime::{self, traced, traced_value, Direction};
+
+/// The most iovecs one call may take (`IOV_MAX` on Linux).
+const IOV_MAX: usize = 1024;
+
+/// How the app's write reaches the kernel, so the inserted bytes travel the
+/// same way and with the same flags.
+#[derive(Clone, Copy)]
+pub enum Sender {
+    /// write / writev: no flags.
+    Plain,
+    /// send / sendto / sendmsg, with the app's flags and, for sendto and
+    /// sendmsg, its message header (name, control data).
+    Socket { flags: c_int, msg: *const msghdr },
+}
+
+impl Sender {
+    /// The same call without the app's message header (for sending the rest
+    /// of an inserted line alone: the app's control data goes with its bytes).
+    fn bare(self) -> Sender {
+        match self {
+            Sender::Plain => Sender::Plain,
+            Sender::Socket { flags, .. } => Sender::Socket {
+                flags,
+                msg: std::ptr::null(),
+            },
+        }
+    }
+}
+
+/// Handles a write on a tracked fd if bytes must be inserted into it.
+/// `None` means: nothing to insert, do the plain real call.
+///
+/// # Safety
+/// `iovs` must describe the app's readable buffers for this call.
+pub unsafe fn write_with_insertion(fd: c_int, iovs: &[iovec], how: Sender) -> Option<ssize_t> {
+    if iovs.len() + 2 > IOV_MAX {
+        return None;
+    }
+    // SAFETY: guaranteed by the caller.
+    let pieces = unsafe { pieces(iovs) };
+    let mut plan = traced_value(|rt| runtime::plan_outbound(rt, fd, &pieces))?;
+
+    // What is left of a line a partial write cut: send it first, alone.
+    while plan.at == 0 {
+        let r = send_bytes(fd, &plan.insert, how.bare());
+        if r < 0 {
+            return Some(r);
+        }
+        traced(|rt| runtime::commit_outbound(rt, fd, &plan, r as usize));
+        match traced_value(|rt| runtime::plan_outbound(rt, fd, &pieces)) {
+            Some(next) => plan = next,
+            None => return None,
+        }
+    }
+
+    // App bytes before the insertion point, the line, the rest.
+    let mut out: Vec<iovec> = Vec::with_capacity(iovs.len() + 2);
+    let mut left = plan.at;
+    let mut inserted = false;
+    for v in iovs {
+        if !inserted && left < v.iov_len {
+            if left > 0 {
+                out.push(iovec {
+                    iov_base: v.iov_base,
+                    iov_len: left,
+                });
+            }
+            out.push(iovec {
+                iov_base: plan.insert.as_ptr() as *mut c_void,
+                iov_len: plan.insert.len(),
+            });
+            out.push(iovec {
+                // SAFETY: `left < iov_len`, so the offset stays inside the buffer.
+                iov_base: unsafe { (v.iov_base as *mut u8).add(left) }.cast(),
+                iov_len: v.iov_len - left,
+            });
+            inserted = true;
+        } else {
+            out.push(*v);
+            left = left.saturating_sub(v.iov_len);
+        }
+    }
+    if !inserted {
+        return None;
+    }
+    let r = send_iovs(fd, &out, how);
+    if r < 0 {
+        return Some(r);
+    }
+    let (app, _) = plan.split_sent(r as usize);
+    traced(|rt| {
+        runtime::commit_outbound(rt, fd, &plan, r as usize);
+        let mut remaining = app;
+        let mut fed = pieces.iter().map_while(|p| {
+            if remaining == 0 {
+                return None;
+            }
+            let take = remaining.min(p.len());
+            remaining -= take;
+            Some(&p[..take])
+        });
+        runtime::on_data(rt, fd, Direction::Outbound, &mut fed);
+    });
+    Some(app as ssize_t)
+}
+
+/// The app's buffers as slices.
+///
+/// # Safety
+/// Each iovec must describe a readable buffer.
+unsafe fn pieces(iovs: &[iovec]) -> Vec<&[u8]> {
+    iovs.iter()
+        .filter(|v| v.iov_len > 0 && !v.iov_base.is_null())
+        // SAFETY: the app handed these buffers to a write call.
+        .map(|v| unsafe { std::slice::from_raw_parts(v.iov_base as *const u8, v.iov_len) })
+        .collect()
+}
+
+fn send_bytes(fd: c_int, bytes: &[u8], how: Sender) -> ssize_t {
+    let iov = [iovec {
+        iov_base: bytes.as_ptr() as *mut c_void,
+        iov_len: bytes.len(),
+    }];
+    send_iovs(fd, &iov, how)
+}
+
+/// One real `writev` or `sendmsg` of `iovs`, as the app's call would have
+/// been made.
+fn send_iovs(fd: c_int, iovs: &[iovec], how: Sender) -> ssize_t {
+    match how {
+        Sender::Plain => call_real!(real::WRITEV, -1, fd, iovs.as_ptr(), iovs.len() as c_int),
+        Sender::Socket { flags, msg } => {
+            // SAFETY: an all-zero msghdr is a valid empty header.
+            let mut m: msghdr = unsafe { MaybeUninit::zeroed().assume_init() };
+            if !msg.is_null() {
+                // SAFETY: the app passed this header to sendto/sendmsg.
+                let orig = unsafe { &*msg };
+                m.msg_name = orig.msg_name;
+                m.msg_namelen = orig.msg_namelen;
+                m.msg_control = orig.msg_control;
+                m.msg_controllen = orig.msg_controllen;
+            }
+            m.msg_iov = iovs.as_ptr() as *mut iovec;
+            m.msg_iovlen = iovs.len() as _;
+            call_real!(real::SENDMSG, -1, fd, &m, flags)
+        }
+    }
+}
