@@ -141,22 +141,31 @@ pub fn run(mut cmd: Command, timeout: Duration) -> Output {
     wait_output(child, timeout)
 }
 
-pub fn wait_output(mut child: Child, timeout: Duration) -> Output {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => return child.wait_with_output().expect("output"),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            _ => {
-                let _ = child.kill();
-                let out = child.wait_with_output().expect("output");
-                panic!(
-                    "command timed out; stderr: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
+/// Collects a child's output (reading its pipes as it runs, so a chatty
+/// child never blocks), killing it if it outlives `timeout`.
+pub fn wait_output(child: Child, timeout: Duration) -> Output {
+    let pid = child.id() as i32;
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if done_rx.recv_timeout(timeout).is_err() {
+            // SAFETY: signalling our own child; it is still unreaped, so the
+            // pid cannot have been reused.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
             }
+            return true;
         }
-    }
+        false
+    });
+    let out = child.wait_with_output().expect("output");
+    let _ = done_tx.send(());
+    let timed_out = watchdog.join().unwrap_or(false);
+    assert!(
+        !timed_out,
+        "command timed out after {timeout:?}; stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 /// A child process killed (SIGTERM, then SIGKILL) when dropped.

@@ -1,0 +1,295 @@
+//! W3C trace context across real processes in three runtimes, the
+//! transparency of the inserted `traceparent`, and in-process correlation
+//! under concurrent load.
+
+mod support;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::*;
+
+const T: Duration = Duration::from_secs(60);
+
+fn app(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/apps")
+        .join(name)
+}
+
+fn s<'a>(span: &'a Value, key: &str) -> &'a str {
+    span[key].as_str().unwrap_or("")
+}
+fn trace_id(span: &Value) -> &str {
+    span["context"]["trace_id"].as_str().unwrap()
+}
+fn span_id(span: &Value) -> &str {
+    span["context"]["span_id"].as_str().unwrap()
+}
+fn parent_id(span: &Value) -> Option<&str> {
+    span["parent_id"].as_str()
+}
+fn service(span: &Value) -> &str {
+    span["resource"]["attributes"]["service.name"]
+        .as_str()
+        .unwrap_or("")
+}
+
+/// curl → Python service → Node.js service, all traced: one trace whose
+/// parent chain is client → server → client → server, checked by ids.
+fn three_runtime_chain(traceparent: Option<&str>) -> Vec<Value> {
+    assert!(have("node"), "node is required for this test");
+    let tmp = TempDir::new("chain");
+    let dump = tmp.path("chain.jsonl");
+    let (node_port, py_port) = (free_port(), free_port());
+
+    let mut node = traced("node");
+    node.arg(app("node_service.js")).arg(node_port.to_string());
+    node.env("LUMIGO_DEBUG_SPANDUMP", &dump)
+        .env("OTEL_SERVICE_NAME", "node-svc");
+    let mut node = Server::spawn(node, node_port);
+
+    let mut py = traced("python3");
+    py.arg(app("py_service.py"))
+        .arg(py_port.to_string())
+        .arg(node_port.to_string());
+    py.env("LUMIGO_DEBUG_SPANDUMP", &dump)
+        .env("OTEL_SERVICE_NAME", "py-svc");
+    let mut py = Server::spawn(py, py_port);
+
+    let mut curl = traced("curl");
+    curl.args(["-s", "-f"])
+        .arg(format!("http://127.0.0.1:{py_port}/hop"));
+    curl.env("LUMIGO_DEBUG_SPANDUMP", &dump);
+    if let Some(tp) = traceparent {
+        curl.env("TRACEPARENT", tp);
+    }
+    let out = run(curl, T);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "node ok\n");
+
+    let spans = wait_spans(&dump, T, |s| s.len() >= 4);
+    py.stop();
+    node.stop();
+    assert_eq!(spans.len(), 4, "{spans:#?}");
+    let find = |svc: &str, k: &str| -> Value {
+        spans
+            .iter()
+            .find(|x| service(x) == svc && s(x, "kind") == k)
+            .unwrap_or_else(|| panic!("no {k} span from {svc}: {spans:#?}"))
+            .clone()
+    };
+    let curl_client = find("curl", "SpanKind.CLIENT");
+    let py_server = find("py-svc", "SpanKind.SERVER");
+    let py_client = find("py-svc", "SpanKind.CLIENT");
+    let node_server = find("node-svc", "SpanKind.SERVER");
+
+    let trace = trace_id(&curl_client);
+    for sp in [&py_server, &py_client, &node_server] {
+        assert_eq!(trace_id(sp), trace, "one trace: {spans:#?}");
+    }
+    assert_eq!(parent_id(&py_server), Some(span_id(&curl_client)));
+    assert_eq!(parent_id(&py_client), Some(span_id(&py_server)));
+    assert_eq!(parent_id(&node_server), Some(span_id(&py_client)));
+    assert_eq!(node_server["attributes"]["url.path"], "/downstream/hop");
+    vec![curl_client, py_server, py_client, node_server]
+}
+
+#[test]
+fn one_trace_across_curl_python_and_node() {
+    let chain = three_runtime_chain(None);
+    assert_eq!(parent_id(&chain[0]), None, "curl's span is the root");
+}
+
+#[test]
+fn traceparent_in_the_environment_joins_an_existing_trace() {
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let chain = three_runtime_chain(Some(tp));
+    assert_eq!(trace_id(&chain[0]), "0x4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(parent_id(&chain[0]), Some("0x00f067aa0ba902b7"));
+}
+
+/// Removes the one `traceparent` line a captured request must carry and
+/// checks where it was.
+fn strip_traceparent(captured: &[u8]) -> Vec<u8> {
+    let text = captured;
+    let needle = b"\r\ntraceparent: 00-";
+    let starts: Vec<usize> = text
+        .windows(needle.len())
+        .enumerate()
+        .filter(|(_, w)| w.eq_ignore_ascii_case(needle))
+        .map(|(i, _)| i + 2)
+        .collect();
+    assert_eq!(
+        starts.len(),
+        1,
+        "exactly one traceparent line: {}",
+        String::from_utf8_lossy(captured)
+    );
+    let start = starts[0];
+    let len = "traceparent: 00-".len() + 32 + 1 + 16 + 1 + 2 + 2;
+    let line = &text[start..start + len];
+    assert!(line.ends_with(b"\r\n"), "{}", String::from_utf8_lossy(line));
+    assert_eq!(
+        &text[start + len..start + len + 2],
+        b"\r\n",
+        "the line goes just before the empty line ending the head"
+    );
+    let mut out = text[..start].to_vec();
+    out.extend_from_slice(&text[start + len..]);
+    out
+}
+
+fn write_pattern(mode: &str, server_delay: &str) -> (Vec<Vec<u8>>, Vec<Vec<u8>>, String) {
+    let tmp = TempDir::new(&format!("patterns-{mode}"));
+    let log = tmp.path("captured.jsonl");
+    let port = free_port();
+    let mut cmd = Command::new("python3");
+    cmd.arg(app("capture_server.py"))
+        .arg(port.to_string())
+        .arg(&log)
+        .arg(server_delay);
+    let mut server = Server::spawn(cmd, port);
+
+    let mut client = traced("python3");
+    client
+        .arg(app("write_patterns.py"))
+        .arg(port.to_string())
+        .arg(mode);
+    let out = run(client, T);
+    assert!(out.status.success(), "{out:?}");
+    server.stop();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let sent: Vec<Vec<u8>> = stdout
+        .lines()
+        .filter(|l| !l.contains('='))
+        .map(|l| hex_decode(l))
+        .collect();
+    let captured: Vec<Vec<u8>> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            hex_decode(v["bytes"].as_str().unwrap())
+        })
+        // wait_for_port's probe connection sends nothing.
+        .filter(|c| !c.is_empty())
+        .collect();
+    (sent, captured, stdout)
+}
+
+fn hex_decode(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[test]
+fn head_split_at_every_offset_gets_exactly_one_traceparent() {
+    let (sent, captured, _) = write_pattern("split", "0");
+    assert!(sent.len() > 60, "one request per split offset");
+    assert_eq!(sent.len(), captured.len());
+    let mut captured_clean: Vec<Vec<u8>> = captured.iter().map(|c| strip_traceparent(c)).collect();
+    captured_clean.sort();
+    let mut sent = sent;
+    sent.sort();
+    assert!(
+        captured_clean == sent,
+        "the peer got the app's bytes plus the line, nothing else"
+    );
+}
+
+#[test]
+fn writev_with_many_small_buffers_gets_exactly_one_traceparent() {
+    let (sent, captured, _) = write_pattern("writev", "0");
+    assert_eq!(captured.len(), 1);
+    assert!(strip_traceparent(&captured[0]) == sent[0]);
+}
+
+#[test]
+fn non_blocking_socket_with_a_full_send_buffer_gets_exactly_one_traceparent() {
+    let (sent, captured, stdout) = write_pattern("nonblock", "0.5");
+    assert_eq!(captured.len(), 1);
+    assert!(
+        strip_traceparent(&captured[0]) == sent[0],
+        "2 MB body intact"
+    );
+    let stats = stdout.lines().last().unwrap();
+    let eagain: u64 = stats
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("eagain="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(eagain > 0, "the test must really hit EAGAIN: {stats}");
+}
+
+/// A threaded Python service calling downstream on every request, under
+/// concurrent load: every CLIENT span lands under the SERVER span of the
+/// request that made it.
+#[test]
+fn threaded_server_client_spans_land_under_the_right_server_span() {
+    let tmp = TempDir::new("threaded");
+    let dump = tmp.path("svc.jsonl");
+    let (down_port, svc_port) = (free_port(), free_port());
+    let mut down = Command::new("python3");
+    down.arg(app("http11_server.py")).arg(down_port.to_string());
+    // The downstream answers /downstream/... with 404 quickly; fine for timing.
+    let mut down = Server::spawn(down, down_port);
+    let mut svc = traced("python3");
+    svc.arg(app("py_service.py"))
+        .arg(svc_port.to_string())
+        .arg(down_port.to_string());
+    svc.env("LUMIGO_DEBUG_SPANDUMP", &dump);
+    let mut svc = Server::spawn(svc, svc_port);
+
+    // 40 requests, 8 at a time, each with its own trace.
+    let script = format!(
+        r#"
+import http.client, concurrent.futures
+def one(i):
+    c = http.client.HTTPConnection("127.0.0.1", {svc_port}, timeout=20)
+    c.request("GET", "/r%d" % i, headers={{"traceparent": "00-%032x-%016x-01" % (i + 1, i + 1)}})
+    c.getresponse().read()
+    c.close()
+with concurrent.futures.ThreadPoolExecutor(8) as ex:
+    list(ex.map(one, range(40)))
+"#
+    );
+    let mut load = Command::new("python3");
+    load.args(["-c", &script]);
+    let out = run(load, T);
+    assert!(out.status.success(), "{out:?}");
+    let spans = wait_spans(&dump, T, |s| s.len() >= 80);
+    svc.stop();
+    down.stop();
+    assert_eq!(spans.len(), 80, "40 server + 40 client spans");
+
+    let servers: HashMap<&str, &Value> = spans
+        .iter()
+        .filter(|x| s(x, "kind") == "SpanKind.SERVER")
+        .map(|x| (span_id(x), x))
+        .collect();
+    assert_eq!(servers.len(), 40);
+    for client in spans.iter().filter(|x| s(x, "kind") == "SpanKind.CLIENT") {
+        let parent = parent_id(client).expect("client span has a parent");
+        let server = servers
+            .get(parent)
+            .unwrap_or_else(|| panic!("parent is not a server span: {client}"));
+        assert_eq!(trace_id(client), trace_id(server));
+        // The request path tells which inbound request made the call.
+        let inbound = server["attributes"]["url.path"].as_str().unwrap();
+        let outbound = client["attributes"]["url.path"].as_str().unwrap();
+        assert_eq!(outbound, format!("/downstream{inbound}"));
+        let n: u64 = inbound.trim_start_matches("/r").parse().unwrap();
+        assert_eq!(
+            trace_id(server),
+            format!("0x{:032x}", n + 1),
+            "server continues its request's trace"
+        );
+    }
+}
