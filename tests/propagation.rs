@@ -166,7 +166,7 @@ fn write_pattern(mode: &str, server_delay: &str) -> (Vec<Vec<u8>>, Vec<Vec<u8>>,
     let sent: Vec<Vec<u8>> = stdout
         .lines()
         .filter(|l| !l.contains('='))
-        .map(|l| hex_decode(l))
+        .map(hex_decode)
         .collect();
     let captured: Vec<Vec<u8>> = std::fs::read_to_string(&log)
         .unwrap()
