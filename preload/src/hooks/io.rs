@@ -314,7 +314,7 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
         let (iov, count) = unsafe { ((*msg).msg_iov as *const iovec, (*msg).msg_iovlen) };
         if !iov.is_null() && count > 0 {
             // SAFETY: `count` iovecs described by the app's header.
-            let iovs = unsafe { std::slice::from_raw_parts(iov, count as usize) };
+            let iovs = unsafe { std::slice::from_raw_parts(iov, count) };
             // SAFETY: as above.
             if let Some(r) =
                 unsafe { write_with_insertion(fd, iovs, Sender::Socket { flags, msg }) }
