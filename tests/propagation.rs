@@ -293,3 +293,41 @@ with concurrent.futures.ThreadPoolExecutor(8) as ex:
         );
     }
 }
+
+/// A child process started while serving a request (subprocess → curl)
+/// gets the request's context through TRACEPARENT and joins the trace.
+#[test]
+fn subprocess_started_while_serving_joins_the_trace() {
+    let tmp = TempDir::new("subprocess");
+    let dump = tmp.path("sub.jsonl");
+    let (down_port, svc_port) = (free_port(), free_port());
+    let mut down = Command::new("python3");
+    down.arg(app("http11_server.py")).arg(down_port.to_string());
+    let mut down = Server::spawn(down, down_port);
+    let mut svc = traced("python3");
+    svc.arg(app("subprocess_service.py"))
+        .arg(svc_port.to_string())
+        .arg(down_port.to_string());
+    svc.env("LUMIGO_DEBUG_SPANDUMP", &dump)
+        .env("OTEL_SERVICE_NAME", "parent-svc");
+    let mut svc = Server::spawn(svc, svc_port);
+
+    let mut curl = Command::new("curl");
+    curl.args(["-s", "-f", "-o", "/dev/null"])
+        .arg(format!("http://127.0.0.1:{svc_port}/work"));
+    assert!(run(curl, T).status.success());
+    let spans = wait_spans(&dump, T, |s| s.len() >= 2);
+    svc.stop();
+    down.stop();
+    let server = spans
+        .iter()
+        .find(|x| s(x, "kind") == "SpanKind.SERVER")
+        .expect("server span");
+    let child = spans
+        .iter()
+        .find(|x| x["resource"]["attributes"]["process.executable.name"] == "curl")
+        .expect("the child curl's span");
+    assert_eq!(s(child, "kind"), "SpanKind.CLIENT");
+    assert_eq!(trace_id(child), trace_id(server));
+    assert_eq!(parent_id(child), Some(span_id(server)));
+}

@@ -11,7 +11,10 @@
 //!   `fcntl64`;
 //! - bytes ([`hooks::io`]): `read`, `__read_chk`, `write`, `readv`,
 //!   `writev`, `recv`, `__recv_chk`, `recvfrom`, `__recvfrom_chk`,
-//!   `recvmsg`, `send`, `sendto`, `sendmsg`, `sendfile`, `sendfile64`.
+//!   `recvmsg`, `send`, `sendto`, `sendmsg`, `sendfile`, `sendfile64`
+//!   (writes may carry an inserted `traceparent`: [`hooks::inject`]);
+//! - starting programs ([`hooks::exec`]): `execve`, `execv`, `execvp`,
+//!   `execvpe`, `posix_spawn`, `posix_spawnp`.
 //!
 //! The constructor ([`init`]) resolves the real functions, reads the
 //! configuration once and registers the `fork` and exit handlers.

@@ -10,7 +10,8 @@ use std::ffi::CStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use libc::{
-    c_int, c_uint, c_ulong, c_void, iovec, msghdr, off_t, size_t, sockaddr, socklen_t, ssize_t,
+    c_char, c_int, c_uint, c_ulong, c_void, iovec, msghdr, off_t, pid_t,
+    posix_spawn_file_actions_t, posix_spawnattr_t, size_t, sockaddr, socklen_t, ssize_t,
 };
 
 /// One lazily resolved function pointer of type `F`.
@@ -101,6 +102,24 @@ pub type SendtoFn = unsafe extern "C" fn(
 pub type SendmsgFn = unsafe extern "C" fn(c_int, *const msghdr, c_int) -> ssize_t;
 pub type SendfileFn = unsafe extern "C" fn(c_int, c_int, *mut off_t, size_t) -> ssize_t;
 
+pub type ExecveFn =
+    unsafe extern "C" fn(*const c_char, *const *const c_char, *const *const c_char) -> c_int;
+pub type ExecvFn = unsafe extern "C" fn(*const c_char, *const *const c_char) -> c_int;
+pub type PosixSpawnFn = unsafe extern "C" fn(
+    *mut pid_t,
+    *const c_char,
+    *const posix_spawn_file_actions_t,
+    *const posix_spawnattr_t,
+    *const *mut c_char,
+    *const *mut c_char,
+) -> c_int;
+
+pub static EXECVE: Real<ExecveFn> = Real::new(c"execve");
+pub static EXECV: Real<ExecvFn> = Real::new(c"execv");
+pub static EXECVP: Real<ExecvFn> = Real::new(c"execvp");
+pub static EXECVPE: Real<ExecveFn> = Real::new(c"execvpe");
+pub static POSIX_SPAWN: Real<PosixSpawnFn> = Real::new(c"posix_spawn");
+pub static POSIX_SPAWNP: Real<PosixSpawnFn> = Real::new(c"posix_spawnp");
 pub static CONNECT: Real<ConnectFn> = Real::new(c"connect");
 pub static ACCEPT: Real<AcceptFn> = Real::new(c"accept");
 pub static ACCEPT4: Real<Accept4Fn> = Real::new(c"accept4");
@@ -129,6 +148,12 @@ pub static SENDFILE64: Real<SendfileFn> = Real::new(c"sendfile64");
 
 /// Resolves every slot now (called from the constructor).
 pub fn resolve_all() {
+    EXECVE.resolve();
+    EXECV.resolve();
+    EXECVP.resolve();
+    EXECVPE.resolve();
+    POSIX_SPAWN.resolve();
+    POSIX_SPAWNP.resolve();
     CONNECT.resolve();
     ACCEPT.resolve();
     ACCEPT4.resolve();

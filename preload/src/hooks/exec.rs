@@ -1,0 +1,174 @@
+//! Starting programs: the execve family and posix_spawn.
+//!
+//! A thread that starts a program while serving a request passes that
+//! request's context to it in `TRACEPARENT` (and `TRACESTATE`), the
+//! OpenTelemetry environment carrier, so work done through `sh -c`, cron-style
+//! jobs or subprocesses joins the trace. Otherwise the call is passed
+//! through untouched. The variadic `execl*` functions cannot be interposed
+//! from Rust and are not covered.
+
+use std::ffi::{CStr, CString};
+
+use libc::{c_char, c_int, pid_t, posix_spawn_file_actions_t, posix_spawnattr_t};
+
+use super::call_real;
+use crate::real;
+use crate::runtime::traced_value;
+
+extern "C" {
+    static environ: *const *const c_char;
+}
+
+/// An environment with the thread's active context in it.
+struct ChildEnv {
+    _owned: [CString; 2],
+    ptrs: Vec<*const c_char>,
+}
+
+/// `envp` plus the active context, or `None` when the thread serves no
+/// request (then the environment is passed on as it is).
+///
+/// # Safety
+/// `envp` must be null or a null-terminated array of C strings.
+unsafe fn with_active_context(envp: *const *const c_char) -> Option<ChildEnv> {
+    let ctx = traced_value(|_| lumigo_core::context::active())?;
+    let tp = CString::new(format!(
+        "TRACEPARENT={}",
+        lumigo_core::propagation::format_traceparent(&ctx)
+    ))
+    .ok()?;
+    let ts = CString::new(format!(
+        "TRACESTATE={}",
+        ctx.trace_state.as_deref().unwrap_or("")
+    ))
+    .ok()?;
+    let mut ptrs = Vec::new();
+    if !envp.is_null() {
+        let mut i = 0;
+        loop {
+            // SAFETY: a null-terminated array, as the caller guarantees.
+            let entry = unsafe { *envp.add(i) };
+            if entry.is_null() {
+                break;
+            }
+            // SAFETY: each entry is a C string.
+            let bytes = unsafe { CStr::from_ptr(entry) }.to_bytes();
+            if !bytes.starts_with(b"TRACEPARENT=") && !bytes.starts_with(b"TRACESTATE=") {
+                ptrs.push(entry);
+            }
+            i += 1;
+        }
+    }
+    ptrs.push(tp.as_ptr());
+    if ctx.trace_state.is_some() {
+        ptrs.push(ts.as_ptr());
+    }
+    ptrs.push(std::ptr::null());
+    Some(ChildEnv {
+        _owned: [tp, ts],
+        ptrs,
+    })
+}
+
+/// # Safety
+/// Called by the dynamic linker in place of libc's `execve`.
+#[no_mangle]
+pub unsafe extern "C" fn execve(
+    path: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    // SAFETY: the app's environment array.
+    let env = unsafe { with_active_context(envp) };
+    let envp = env.as_ref().map_or(envp, |e| e.ptrs.as_ptr());
+    call_real!(real::EXECVE, -1, path, argv, envp)
+}
+
+/// # Safety
+/// Called by the dynamic linker in place of libc's `execv`.
+#[no_mangle]
+pub unsafe extern "C" fn execv(path: *const c_char, argv: *const *const c_char) -> c_int {
+    // SAFETY: `environ` is the process's environment array.
+    match unsafe { with_active_context(environ) } {
+        Some(env) => call_real!(real::EXECVE, -1, path, argv, env.ptrs.as_ptr()),
+        None => call_real!(real::EXECV, -1, path, argv),
+    }
+}
+
+/// # Safety
+/// Called by the dynamic linker in place of libc's `execvp`.
+#[no_mangle]
+pub unsafe extern "C" fn execvp(file: *const c_char, argv: *const *const c_char) -> c_int {
+    // SAFETY: `environ` is the process's environment array.
+    match unsafe { with_active_context(environ) } {
+        Some(env) => call_real!(real::EXECVPE, -1, file, argv, env.ptrs.as_ptr()),
+        None => call_real!(real::EXECVP, -1, file, argv),
+    }
+}
+
+/// # Safety
+/// Called by the dynamic linker in place of libc's `execvpe`.
+#[no_mangle]
+pub unsafe extern "C" fn execvpe(
+    file: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    // SAFETY: the app's environment array.
+    let env = unsafe { with_active_context(envp) };
+    let envp = env.as_ref().map_or(envp, |e| e.ptrs.as_ptr());
+    call_real!(real::EXECVPE, -1, file, argv, envp)
+}
+
+/// # Safety
+/// Called by the dynamic linker in place of libc's `posix_spawn`.
+#[no_mangle]
+pub unsafe extern "C" fn posix_spawn(
+    pid: *mut pid_t,
+    path: *const c_char,
+    actions: *const posix_spawn_file_actions_t,
+    attr: *const posix_spawnattr_t,
+    argv: *const *mut c_char,
+    envp: *const *mut c_char,
+) -> c_int {
+    // SAFETY: the app's environment array.
+    let env = unsafe { with_active_context(envp.cast()) };
+    let envp = env.as_ref().map_or(envp, |e| e.ptrs.as_ptr().cast());
+    // posix_spawn reports errors as its return value, not errno.
+    call_real!(
+        real::POSIX_SPAWN,
+        libc::ENOSYS,
+        pid,
+        path,
+        actions,
+        attr,
+        argv,
+        envp
+    )
+}
+
+/// # Safety
+/// Called by the dynamic linker in place of libc's `posix_spawnp`.
+#[no_mangle]
+pub unsafe extern "C" fn posix_spawnp(
+    pid: *mut pid_t,
+    file: *const c_char,
+    actions: *const posix_spawn_file_actions_t,
+    attr: *const posix_spawnattr_t,
+    argv: *const *mut c_char,
+    envp: *const *mut c_char,
+) -> c_int {
+    // SAFETY: the app's environment array.
+    let env = unsafe { with_active_context(envp.cast()) };
+    let envp = env.as_ref().map_or(envp, |e| e.ptrs.as_ptr().cast());
+    call_real!(
+        real::POSIX_SPAWNP,
+        libc::ENOSYS,
+        pid,
+        file,
+        actions,
+        attr,
+        argv,
+        envp
+    )
+}
