@@ -18,6 +18,7 @@ pub mod ids;
 pub mod log;
 pub mod mask;
 pub mod propagation;
+pub mod protocol;
 pub mod resource;
 pub mod span;
 
