@@ -44,6 +44,8 @@ pub struct Tracer {
     sink: Box<dyn SpanSink>,
     /// Parent of spans that have no other: `TRACEPARENT` from the environment.
     root: Option<(Traceparent, Option<String>)>,
+    /// The process span, when there is one: parent of every root span.
+    process: Option<SpanContext>,
     /// Insert `traceparent` into outbound requests.
     inject: bool,
 }
@@ -62,8 +64,28 @@ impl Tracer {
             masker,
             sink,
             root: None,
+            process: None,
             inject: true,
         }
+    }
+
+    /// Starts a process span (a child of the environment's context, if
+    /// any) under which every root span of this process will go. Returns
+    /// its identity, for the span reported at exit.
+    pub fn start_process_span(&mut self) -> Assigned {
+        let who = self.root_span();
+        self.process = Some(who.context.clone());
+        who
+    }
+
+    /// Adopts a process span started by the parent process (after fork).
+    pub fn adopt_process_span(&mut self, ctx: Option<SpanContext>) {
+        self.process = ctx;
+    }
+
+    /// The process span's context, if there is one.
+    pub fn process_context(&self) -> Option<&SpanContext> {
+        self.process.as_ref()
     }
 
     /// Makes root spans children of `parent` (the environment carrier).
@@ -90,8 +112,21 @@ impl Tracer {
         }
     }
 
-    /// A span with no parent of its own: under the process root, if any.
+    /// A span with no parent of its own: under the process span or the
+    /// environment's context, if any.
     pub fn root_span(&self) -> Assigned {
+        if let Some(p) = &self.process {
+            return Assigned {
+                context: SpanContext {
+                    trace_id: p.trace_id,
+                    span_id: crate::ids::span_id(),
+                    trace_flags: p.trace_flags,
+                    trace_state: p.trace_state.clone(),
+                },
+                parent: Some(p.span_id),
+                parent_is_remote: false,
+            };
+        }
         match &self.root {
             Some((tp, state)) => Self::child_of_remote(tp, state.clone()),
             None => Assigned {

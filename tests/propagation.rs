@@ -331,3 +331,44 @@ fn subprocess_started_while_serving_joins_the_trace() {
     assert_eq!(trace_id(child), trace_id(server));
     assert_eq!(parent_id(child), Some(span_id(server)));
 }
+
+/// `--process-span` wraps a run in an INTERNAL span that ends at exit with
+/// the exit status; programs it starts join it. The shell ends through
+/// `_exit`, which must still export.
+#[test]
+fn process_span_wraps_a_run_and_its_children() {
+    let tmp = TempDir::new("process-span");
+    let dump = tmp.path("ps.jsonl");
+    let port = free_port();
+    let mut down = Command::new("python3");
+    down.arg(app("http11_server.py")).arg(port.to_string());
+    let mut down = Server::spawn(down, port);
+    let mut cmd = Command::new(&binaries().launcher);
+    cmd.args(["--process-span", "--spandump"])
+        .arg(&dump)
+        .args(["--", "sh", "-c"])
+        .arg(format!(
+            "curl -s -o /dev/null http://127.0.0.1:{port}/len/1; exit 3"
+        ))
+        .env_remove("LD_PRELOAD")
+        .env_remove("TRACEPARENT");
+    let out = run(cmd, T);
+    down.stop();
+    assert_eq!(out.status.code(), Some(3));
+    let spans = read_spandump(&dump);
+    assert_eq!(spans.len(), 3, "{spans:#?}");
+    let by_name = |n: &str| {
+        spans
+            .iter()
+            .find(|x| s(x, "name") == n)
+            .unwrap_or_else(|| panic!("{n}"))
+    };
+    let (sh, curl, get) = (by_name("sh"), by_name("curl"), by_name("GET"));
+    assert_eq!(s(sh, "kind"), "SpanKind.INTERNAL");
+    assert_eq!(sh["status"]["status_code"], "ERROR");
+    assert_eq!(sh["attributes"]["process.exit.code"], 3);
+    assert_eq!(parent_id(sh), None);
+    assert_eq!(parent_id(curl), Some(span_id(sh)));
+    assert_eq!(parent_id(get), Some(span_id(curl)));
+    assert!(spans.iter().all(|x| trace_id(x) == trace_id(sh)));
+}

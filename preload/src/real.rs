@@ -114,6 +114,9 @@ pub type PosixSpawnFn = unsafe extern "C" fn(
     *const *mut c_char,
 ) -> c_int;
 
+pub type ExitFn = unsafe extern "C" fn(c_int) -> !;
+pub static EXIT: Real<ExitFn> = Real::new(c"exit");
+pub static UNDERSCORE_EXIT: Real<ExitFn> = Real::new(c"_exit");
 pub static EXECVE: Real<ExecveFn> = Real::new(c"execve");
 pub static EXECV: Real<ExecvFn> = Real::new(c"execv");
 pub static EXECVP: Real<ExecvFn> = Real::new(c"execvp");
@@ -148,6 +151,8 @@ pub static SENDFILE64: Real<SendfileFn> = Real::new(c"sendfile64");
 
 /// Resolves every slot now (called from the constructor).
 pub fn resolve_all() {
+    EXIT.resolve();
+    UNDERSCORE_EXIT.resolve();
     EXECVE.resolve();
     EXECV.resolve();
     EXECVP.resolve();

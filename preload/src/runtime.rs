@@ -11,14 +11,15 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use lumigo_core::config::Config;
-use lumigo_core::connection::{CloseReason, Connection, Flow, OutboundPlan, Tracer};
+use lumigo_core::connection::{Assigned, CloseReason, Connection, Flow, OutboundPlan, Tracer};
 use lumigo_core::export::Pipeline;
 use lumigo_core::mask::Masker;
+use lumigo_core::span::{AttrValue, SpanContext, SpanKind, SpanRecord, SpanStatus};
 use lumigo_core::{guard, lumigo_debug};
 
 use crate::fdtable;
@@ -34,20 +35,91 @@ pub struct Runtime {
     pipeline: Arc<Pipeline>,
     tracer: Tracer,
     conns: ConnTable,
+    /// The process span this process reports at exit (`LUMIGO_PROCESS_SPAN`).
+    process: Option<ProcessSpan>,
+    shut_down: AtomicBool,
 }
 
+struct ProcessSpan {
+    who: Assigned,
+    start: SystemTime,
+    name: String,
+}
+
+/// `exit`'s status, for the process span (unknown when `main` returns, as
+/// glibc calls exit internally then).
+static EXIT_STATUS: AtomicI64 = AtomicI64::new(i64::MIN);
+
 impl Runtime {
-    fn new(config: Arc<Config>) -> Runtime {
+    /// `inherited`: the parent's process span, in a forked child.
+    fn new(config: Arc<Config>, inherited: Option<Option<SpanContext>>) -> Runtime {
         let pipeline = Arc::new(Pipeline::new(config.clone()));
         let masker = Masker::new(&config.query_secret_patterns);
+        let mut tracer = Tracer::new(masker, Box::new(pipeline.clone()))
+            .with_root(config.env_parent, config.env_tracestate.clone());
+        let process = match inherited {
+            Some(parent_process) => {
+                tracer.adopt_process_span(parent_process);
+                None
+            }
+            None if config.process_span => Some(ProcessSpan {
+                who: tracer.start_process_span(),
+                start: SystemTime::now(),
+                name: std::env::args_os()
+                    .next()
+                    .and_then(|a| {
+                        std::path::Path::new(&a)
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                    })
+                    .unwrap_or_else(|| "process".to_owned()),
+            }),
+            None => None,
+        };
         Runtime {
             pid: std::process::id(),
-            tracer: Tracer::new(masker, Box::new(pipeline.clone()))
-                .with_root(config.env_parent, config.env_tracestate.clone()),
+            tracer,
             pipeline,
             config,
             conns: ConnTable::default(),
+            process,
+            shut_down: AtomicBool::new(false),
         }
+    }
+
+    /// The context children of this process should join when no request
+    /// is being served: the process span's.
+    pub fn process_context(&self) -> Option<SpanContext> {
+        self.tracer.process_context().cloned()
+    }
+}
+
+/// Records the status passed to `exit`.
+pub fn record_exit_status(status: i32) {
+    EXIT_STATUS.store(i64::from(status), Ordering::Relaxed);
+}
+
+/// The process span, ended now.
+fn process_span_record(p: &ProcessSpan) -> SpanRecord {
+    let status = EXIT_STATUS.load(Ordering::Relaxed);
+    let mut attributes = Vec::new();
+    let mut span_status = SpanStatus::Unset;
+    if status != i64::MIN {
+        attributes.push(("process.exit.code", AttrValue::Int(status)));
+        if status != 0 {
+            span_status = SpanStatus::Error(format!("exit status {status}"));
+        }
+    }
+    SpanRecord {
+        name: p.name.clone(),
+        kind: SpanKind::Internal,
+        context: p.who.context.clone(),
+        parent_span_id: p.who.parent,
+        parent_is_remote: p.who.parent_is_remote,
+        start: p.start,
+        end: SystemTime::now(),
+        status: span_status,
+        attributes,
     }
 }
 
@@ -64,7 +136,7 @@ fn runtime() -> Option<&'static Runtime> {
 
 /// Installs the runtime (from the constructor).
 pub fn install(config: Config) {
-    let rt = Box::new(Runtime::new(Arc::new(config)));
+    let rt = Box::new(Runtime::new(Arc::new(config), None));
     RUNTIME.store(Box::into_raw(rt), Ordering::Release);
 }
 
@@ -335,7 +407,8 @@ pub extern "C" fn after_fork_in_child() {
         let old = RUNTIME.load(Ordering::Acquire);
         // SAFETY: non-null RUNTIME values are leaked Boxes, valid forever.
         if let Some(old) = unsafe { old.as_ref() } {
-            let fresh = Box::new(Runtime::new(old.config.clone()));
+            let inherited = old.tracer.process_context().cloned();
+            let fresh = Box::new(Runtime::new(old.config.clone(), Some(inherited)));
             RUNTIME.store(Box::into_raw(fresh), Ordering::Release);
         }
     });
@@ -344,30 +417,52 @@ pub extern "C" fn after_fork_in_child() {
     }
 }
 
-/// `atexit` handler: requests still in flight become spans, then the
-/// pipeline gets a bounded time to export.
+/// `atexit` handler: see [`shut_down`].
 pub extern "C" fn at_exit() {
-    let _guard = guard::Internal::enter();
-    let _ = std::panic::catch_unwind(|| {
-        let Some(rt) = runtime() else { return };
-        let now = SystemTime::now();
-        for conn in rt.conns.all() {
-            if let Ok(mut c) = conn.try_lock() {
-                if c.in_flight() > 0 {
-                    c.on_close(now, CloseReason::ProcessExit, &rt.tracer);
-                }
-            }
-        }
-        let flushed = rt.pipeline.flush(rt.config.flush_timeout);
-        if !flushed {
-            lumigo_debug!(
-                "exit: spans not exported within LUMIGO_FLUSH_TIMEOUT ({:?})",
-                rt.config.flush_timeout
-            );
-        }
-        let dropped = rt.pipeline.dropped();
-        if dropped > 0 {
-            lumigo_debug!("exit: {dropped} spans were dropped (queue full or no destination)");
+    traced(shut_down);
+}
+
+/// `_exit` was called: shut down as at exit, unless this is a vfork child
+/// (it shares the parent's memory and must not touch its state).
+pub fn at_underscore_exit() {
+    traced(|rt| {
+        if same_process(rt) {
+            shut_down(rt);
         }
     });
+}
+
+/// The process is ending: requests still in flight become spans, the
+/// process span ends, and the pipeline gets a bounded time to export. Runs
+/// once. Never from inside our own code on this thread (`traced` checks):
+/// a signal handler calling exit there could otherwise wait on a lock its
+/// own thread holds.
+fn shut_down(rt: &'static Runtime) {
+    if rt.shut_down.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let now = SystemTime::now();
+    for conn in rt.conns.all() {
+        if let Ok(mut c) = conn.try_lock() {
+            if c.in_flight() > 0 {
+                c.on_close(now, CloseReason::ProcessExit, &rt.tracer);
+            }
+        }
+    }
+    if let Some(p) = &rt.process {
+        if p.who.context.is_sampled() {
+            rt.pipeline.submit(process_span_record(p));
+        }
+    }
+    let flushed = rt.pipeline.flush(rt.config.flush_timeout);
+    if !flushed {
+        lumigo_debug!(
+            "exit: spans not exported within LUMIGO_FLUSH_TIMEOUT ({:?})",
+            rt.config.flush_timeout
+        );
+    }
+    let dropped = rt.pipeline.dropped();
+    if dropped > 0 {
+        lumigo_debug!("exit: {dropped} spans were dropped (queue full or no destination)");
+    }
 }

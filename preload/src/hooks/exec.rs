@@ -4,7 +4,8 @@
 //! request's context to it in `TRACEPARENT` (and `TRACESTATE`), the
 //! OpenTelemetry environment carrier, so work done through `sh -c`, cron-style
 //! jobs or subprocesses joins the trace. Otherwise the call is passed
-//! through untouched. The variadic `execl*` functions cannot be interposed
+//! through untouched. With a process span (`LUMIGO_PROCESS_SPAN`), programs
+//! started outside any request join the process span's trace. The variadic `execl*` functions cannot be interposed
 //! from Rust and are not covered.
 
 use std::ffi::{CStr, CString};
@@ -31,7 +32,7 @@ struct ChildEnv {
 /// # Safety
 /// `envp` must be null or a null-terminated array of C strings.
 unsafe fn with_active_context(envp: *const *const c_char) -> Option<ChildEnv> {
-    let ctx = traced_value(|_| lumigo_core::context::active())?;
+    let ctx = traced_value(|rt| lumigo_core::context::active().or_else(|| rt.process_context()))?;
     let tp = CString::new(format!(
         "TRACEPARENT={}",
         lumigo_core::propagation::format_traceparent(&ctx)
@@ -68,6 +69,50 @@ unsafe fn with_active_context(envp: *const *const c_char) -> Option<ChildEnv> {
         _owned: [tp, ts],
         ptrs,
     })
+}
+
+/// Records the exit status for the process span, then exits.
+///
+/// # Safety
+/// Called by the dynamic linker in place of libc's `exit`.
+#[no_mangle]
+pub unsafe extern "C" fn exit(status: c_int) -> ! {
+    crate::runtime::record_exit_status(status);
+    match real::EXIT.get() {
+        // SAFETY: libc's exit, with the app's status.
+        Some(f) => unsafe { f(status) },
+        // SAFETY: our `_exit`, only if libc had no `exit`.
+        None => unsafe { _exit(status) },
+    }
+}
+
+/// Records the status and exports what is pending (bounded by
+/// `LUMIGO_FLUSH_TIMEOUT`), as at exit: forked workers and children often
+/// end with `_exit`.
+///
+/// # Safety
+/// Called by the dynamic linker in place of libc's `_exit`.
+#[no_mangle]
+pub unsafe extern "C" fn _exit(status: c_int) -> ! {
+    crate::runtime::record_exit_status(status);
+    crate::runtime::at_underscore_exit();
+    match real::UNDERSCORE_EXIT.get() {
+        // SAFETY: libc's _exit, with the app's status.
+        Some(f) => unsafe { f(status) },
+        // SAFETY: the raw system call, if libc had no `_exit`.
+        None => unsafe {
+            libc::syscall(libc::SYS_exit_group, status);
+            std::hint::unreachable_unchecked()
+        },
+    }
+}
+
+/// # Safety
+/// Called by the dynamic linker in place of libc's `_Exit`.
+#[no_mangle]
+pub unsafe extern "C" fn _Exit(status: c_int) -> ! {
+    // SAFETY: the same contract as `_exit`.
+    unsafe { _exit(status) }
 }
 
 /// # Safety
