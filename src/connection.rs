@@ -295,6 +295,22 @@ impl Connection {
         self.role
     }
 
+    /// Marks the connection's bytes as the plaintext inside TLS: spans say
+    /// `https`, and `server_name` (SNI) names the server when the request
+    /// does not.
+    pub fn set_tls(&mut self, server_name: Option<String>) {
+        self.ends.scheme = "https";
+        if server_name.is_some() {
+            self.ends.server_name = server_name;
+        }
+    }
+
+    /// Fills in addresses learnt after the connection was created.
+    pub fn set_addresses(&mut self, peer: Option<SocketAddr>, local: Option<SocketAddr>) {
+        self.ends.peer = self.ends.peer.or(peer);
+        self.ends.local = self.ends.local.or(local);
+    }
+
     /// The app sent `data` (bytes the kernel accepted).
     pub fn on_outbound(&mut self, data: &[u8], now: SystemTime, tracer: &Tracer) -> Flow {
         self.out_offset += data.len() as u64;

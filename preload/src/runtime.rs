@@ -35,6 +35,8 @@ pub struct Runtime {
     pipeline: Arc<Pipeline>,
     tracer: Tracer,
     conns: ConnTable,
+    /// TLS connections, by `SSL*`: their plaintext.
+    tls: Table<usize, TlsConn>,
     /// The process span this process reports at exit (`LUMIGO_PROCESS_SPAN`).
     process: Option<ProcessSpan>,
     shut_down: AtomicBool,
@@ -82,6 +84,7 @@ impl Runtime {
             pipeline,
             config,
             conns: ConnTable::default(),
+            tls: Table::default(),
             process,
             shut_down: AtomicBool::new(false),
         }
@@ -183,6 +186,71 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 type Shared = Arc<Mutex<Connection>>;
+
+/// A sharded map from a key to shared, separately locked state.
+struct Table<K, V> {
+    shards: [Mutex<HashMap<K, Arc<Mutex<V>>, BuildHasherDefault<FdHasher>>>; SHARDS],
+}
+
+impl<K, V> Default for Table<K, V> {
+    fn default() -> Self {
+        Table {
+            shards: std::array::from_fn(|_| Mutex::new(HashMap::default())),
+        }
+    }
+}
+
+impl<V> Table<usize, V> {
+    fn shard(
+        &self,
+        key: usize,
+    ) -> &Mutex<HashMap<usize, Arc<Mutex<V>>, BuildHasherDefault<FdHasher>>> {
+        // SSL* values are heap pointers: skip the always-zero low bits.
+        &self.shards[(key >> 4) % SHARDS]
+    }
+
+    fn get_or_insert_with(&self, key: usize, make: impl FnOnce() -> V) -> Arc<Mutex<V>> {
+        lock(self.shard(key))
+            .entry(key)
+            .or_insert_with(|| Arc::new(Mutex::new(make())))
+            .clone()
+    }
+
+    fn remove(&self, key: usize) -> Option<Arc<Mutex<V>>> {
+        lock(self.shard(key)).remove(&key)
+    }
+
+    fn all(&self) -> Vec<Arc<Mutex<V>>> {
+        let mut out = Vec::new();
+        for shard in &self.shards {
+            if let Ok(map) = shard.try_lock() {
+                out.extend(map.values().cloned());
+            }
+        }
+        out
+    }
+}
+
+/// The plaintext side of one `SSL*`.
+pub struct TlsConn {
+    conn: Connection,
+    partial_writes: bool,
+    /// A write carrying inserted bytes that OpenSSL has not taken yet: it
+    /// must be retried with this very buffer.
+    pending: Option<PendingWrite>,
+}
+
+struct PendingWrite {
+    buf: Vec<u8>,
+    plan: OutboundPlan,
+    app_len: usize,
+}
+
+/// A buffer to hand to the real SSL_write in place of the app's.
+pub struct Combined {
+    pub ptr: *const u8,
+    pub len: usize,
+}
 
 /// fd → connection. Sharded so that threads working on different sockets
 /// rarely meet on a lock; a connection reached through `dup` is shared.
@@ -318,6 +386,110 @@ pub fn on_data(rt: &Runtime, fd: i32, dir: Direction, pieces: &mut dyn Iterator<
     }
 }
 
+// ---- TLS (called by the OpenSSL hooks, keyed by the SSL* address) ----
+
+fn tls_conn(rt: &Runtime, ssl: usize) -> Arc<Mutex<TlsConn>> {
+    rt.tls.get_or_insert_with(ssl, || {
+        let facts = crate::hooks::tls::facts(ssl as *mut libc::c_void);
+        let (peer, local) = match facts.fd {
+            Some(fd) => (
+                crate::hooks::socket::socket_addr(fd, true),
+                crate::hooks::socket::socket_addr(fd, false),
+            ),
+            None => (None, None),
+        };
+        let mut conn = if facts.server {
+            Connection::server(peer, local)
+        } else {
+            Connection::client(peer, local)
+        };
+        conn.set_tls(None);
+        TlsConn {
+            conn,
+            partial_writes: facts.partial_writes,
+            pending: None,
+        }
+    })
+}
+
+/// Plaintext moved through `ssl`.
+pub fn tls_data(rt: &Runtime, ssl: usize, dir: Direction, data: &[u8]) {
+    let t = tls_conn(rt, ssl);
+    let mut t = lock(&t);
+    let now = SystemTime::now();
+    let _ = match dir {
+        Direction::Outbound => t.conn.on_outbound(data, now, &rt.tracer),
+        Direction::Inbound => t.conn.on_inbound(data, now, &rt.tracer),
+    };
+}
+
+/// Before an SSL write: the buffer to write instead of the app's, when
+/// bytes are inserted (or a write with inserted bytes is being retried).
+pub fn tls_before_write(rt: &Runtime, ssl: usize, app: &[u8]) -> Option<Combined> {
+    let t = tls_conn(rt, ssl);
+    let mut t = lock(&t);
+    if let Some(p) = &t.pending {
+        if p.app_len == app.len() {
+            return Some(Combined {
+                ptr: p.buf.as_ptr(),
+                len: p.buf.len(),
+            });
+        }
+        // A different write: the app gave up on the one we changed.
+        t.pending = None;
+    }
+    if t.partial_writes || app.is_empty() {
+        return None;
+    }
+    let plan = t.conn.plan_outbound(&[app], &rt.tracer)?;
+    let mut buf = Vec::with_capacity(app.len() + plan.insert.len());
+    buf.extend_from_slice(&app[..plan.at]);
+    buf.extend_from_slice(&plan.insert);
+    buf.extend_from_slice(&app[plan.at..]);
+    let combined = Combined {
+        ptr: buf.as_ptr(),
+        len: buf.len(),
+    };
+    t.pending = Some(PendingWrite {
+        buf,
+        plan,
+        app_len: app.len(),
+    });
+    Some(combined)
+}
+
+/// The combined write went out (`sent` bytes of it): the app's count.
+pub fn tls_after_combined(rt: &Runtime, ssl: usize, sent: usize) -> Option<usize> {
+    let t = tls_conn(rt, ssl);
+    let mut t = lock(&t);
+    let p = t.pending.take()?;
+    let app = t.conn.commit_outbound(&p.plan, sent);
+    let (at, m) = (p.plan.at, p.plan.insert.len());
+    let now = SystemTime::now();
+    let before = &p.buf[..at.min(app)];
+    let _ = t.conn.on_outbound(before, now, &rt.tracer);
+    if app > at {
+        let after = &p.buf[at + m..at + m + (app - at)];
+        let _ = t.conn.on_outbound(after, now, &rt.tracer);
+    }
+    Some(app)
+}
+
+/// The client asked for this server name (SNI).
+pub fn tls_server_name(rt: &Runtime, ssl: usize, name: String) {
+    let t = tls_conn(rt, ssl);
+    lock(&t).conn.set_tls(Some(name));
+}
+
+/// `ssl` is shut down or freed.
+pub fn tls_end(rt: &Runtime, ssl: usize) {
+    if let Some(t) = rt.tls.remove(ssl) {
+        lock(&t)
+            .conn
+            .on_close(SystemTime::now(), CloseReason::Closed, &rt.tracer);
+    }
+}
+
 /// Before a write on a tracked fd: bytes to insert into it, if any.
 pub fn plan_outbound(rt: &Runtime, fd: i32, pieces: &[&[u8]]) -> Option<OutboundPlan> {
     let conn = rt.conns.get(fd)?;
@@ -446,6 +618,13 @@ fn shut_down(rt: &'static Runtime) {
         if let Ok(mut c) = conn.try_lock() {
             if c.in_flight() > 0 {
                 c.on_close(now, CloseReason::ProcessExit, &rt.tracer);
+            }
+        }
+    }
+    for t in rt.tls.all() {
+        if let Ok(mut t) = t.try_lock() {
+            if t.conn.in_flight() > 0 {
+                t.conn.on_close(now, CloseReason::ProcessExit, &rt.tracer);
             }
         }
     }

@@ -29,12 +29,15 @@ use crate::mask::Masker;
 use crate::span::{AttrValue, SpanKind, SpanStatus};
 
 /// The two ends of the connection an exchange ran on, and its URL scheme.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoints {
     pub peer: Option<SocketAddr>,
     pub local: Option<SocketAddr>,
     /// `"http"`, or `"https"` when the bytes came from inside TLS.
     pub scheme: &'static str,
+    /// The TLS server name (SNI) a client asked for: `server.address` when
+    /// the request names no host.
+    pub server_name: Option<String>,
 }
 
 impl Endpoints {
@@ -44,6 +47,7 @@ impl Endpoints {
             peer,
             local,
             scheme: "http",
+            server_name: None,
         }
     }
 }
@@ -106,7 +110,10 @@ pub fn span_parts(
 
     let host_header = ex.host.as_deref().map(str::trim).filter(|h| !h.is_empty());
     let named = match role {
-        Role::Client => target.authority.or(host_header),
+        Role::Client => target
+            .authority
+            .or(host_header)
+            .or(ends.server_name.as_deref()),
         Role::Server => host_header.or(target.authority),
     };
     let socket = match role {

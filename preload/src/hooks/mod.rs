@@ -7,6 +7,7 @@ pub mod exec;
 pub mod inject;
 pub mod io;
 pub mod socket;
+pub mod tls;
 
 /// Calls the real function, or fails with ENOSYS if the C library lacks it
 /// (which cannot happen for a symbol the app itself linked against).

@@ -45,7 +45,7 @@ unsafe fn read_sockaddr(addr: *const sockaddr, len: socklen_t) -> Option<SocketA
 }
 
 /// Local or peer address of a socket via getsockname/getpeername.
-fn socket_addr(fd: c_int, peer: bool) -> Option<SocketAddr> {
+pub(crate) fn socket_addr(fd: c_int, peer: bool) -> Option<SocketAddr> {
     let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
     let mut len = size_of::<libc::sockaddr_storage>() as socklen_t;
     let p = storage.as_mut_ptr().cast::<sockaddr>();

@@ -1,0 +1,222 @@
+//! HTTPS through OpenSSL: spans and propagation from the plaintext at
+//! SSL_write/SSL_read, with certificates made at test time by `openssl`.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::*;
+
+const T: Duration = Duration::from_secs(60);
+
+fn app(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/apps")
+        .join(name)
+}
+
+/// A self-signed certificate for localhost: (cert, key).
+fn certificate(tmp: &TempDir) -> (PathBuf, PathBuf) {
+    let (cert, key) = (tmp.path("cert.pem"), tmp.path("key.pem"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
+fn a<'a>(span: &'a Value, key: &str) -> &'a Value {
+    &span["attributes"][key]
+}
+
+fn tls_python_server(tmp: &TempDir, dump: &Path, port: u16) -> Server {
+    let (cert, key) = certificate(tmp);
+    let mut cmd = traced("python3");
+    cmd.arg(app("tls_server.py"))
+        .arg(port.to_string())
+        .arg(cert)
+        .arg(key);
+    cmd.env("LUMIGO_DEBUG_SPANDUMP", dump)
+        .env("OTEL_SERVICE_NAME", "tls-server");
+    Server::spawn(cmd, port)
+}
+
+fn check_pair(spans: &[Value], client_service: &str, path: &str, status: i64, port: u16) {
+    let client = spans
+        .iter()
+        .find(|s| {
+            s["kind"] == "SpanKind.CLIENT"
+                && s["resource"]["attributes"]["service.name"] == client_service
+        })
+        .unwrap_or_else(|| panic!("no client span from {client_service}: {spans:#?}"));
+    assert_eq!(a(client, "url.scheme"), "https");
+    assert_eq!(
+        a(client, "url.full"),
+        format!("https://localhost:{port}{path}").as_str()
+    );
+    assert_eq!(a(client, "http.response.status_code"), status);
+    let server = spans
+        .iter()
+        .find(|s| s["kind"] == "SpanKind.SERVER" && s["parent_id"] == client["context"]["span_id"])
+        .unwrap_or_else(|| {
+            panic!("no server span under {client_service}'s client span: {spans:#?}")
+        });
+    assert_eq!(
+        server["context"]["trace_id"], client["context"]["trace_id"],
+        "one trace"
+    );
+    assert_eq!(a(server, "url.scheme"), "https");
+    assert_eq!(a(server, "url.path"), path.split('?').next().unwrap());
+    assert_eq!(a(server, "http.response.status_code"), status);
+}
+
+#[test]
+fn curl_and_python_https_clients_against_a_traced_python_tls_server() {
+    let tmp = TempDir::new("tls-py");
+    let dump = tmp.path("tls.jsonl");
+    let port = free_port();
+    let mut server = tls_python_server(&tmp, &dump, port);
+
+    let mut curl = traced("curl");
+    curl.args(["-sk", "-o", "/dev/null"])
+        .arg(format!("https://localhost:{port}/len/5"))
+        .env("LUMIGO_DEBUG_SPANDUMP", &dump);
+    assert!(run(curl, T).status.success());
+
+    let script = format!(
+        r#"
+import http.client, ssl, urllib.request, urllib.error
+ctx = ssl._create_unverified_context()
+try:
+    urllib.request.urlopen("https://localhost:{port}/status/503", context=ctx)
+except urllib.error.HTTPError as e:
+    print(e.code)
+c = http.client.HTTPSConnection("localhost", {port}, context=ctx)
+c.request("POST", "/echo", body=b"secret payload")
+print(c.getresponse().read().decode())
+"#
+    );
+    let mut py = traced("python3");
+    py.args(["-c", &script])
+        .env("LUMIGO_DEBUG_SPANDUMP", &dump)
+        .env("OTEL_SERVICE_NAME", "py-client");
+    let out = run(py, T);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "503\nsecret payload\n"
+    );
+
+    let spans = wait_spans(&dump, T, |s| s.len() >= 6);
+    server.stop();
+    assert_eq!(
+        spans.len(),
+        6,
+        "one span per exchange per side, none from ciphertext: {spans:#?}"
+    );
+    check_pair(&spans, "curl", "/len/5", 200, port);
+    let py_clients: Vec<&Value> = spans
+        .iter()
+        .filter(|s| {
+            s["kind"] == "SpanKind.CLIENT"
+                && s["resource"]["attributes"]["service.name"] == "py-client"
+        })
+        .collect();
+    assert_eq!(py_clients.len(), 2);
+    assert_eq!(a(py_clients[0], "http.response.status_code"), 503);
+    assert_eq!(py_clients[0]["status"]["status_code"], "ERROR");
+    assert_eq!(a(py_clients[1], "http.request.method"), "POST");
+    assert_eq!(a(py_clients[1], "http.request.body.size"), 14);
+    for c in py_clients {
+        assert_eq!(
+            a(c, "network.peer.address"),
+            "127.0.0.1",
+            "Python's SSL* has a socket fd"
+        );
+        let server = spans
+            .iter()
+            .find(|s| s["parent_id"] == c["context"]["span_id"])
+            .expect("server span under the Python client span");
+        assert_eq!(server["context"]["trace_id"], c["context"]["trace_id"]);
+    }
+}
+
+#[test]
+fn nginx_with_ssl_gives_one_https_span_per_request() {
+    assert!(
+        have("nginx"),
+        "nginx is required (scripts/install-deps.sh installs it)"
+    );
+    let tmp = TempDir::new("tls-nginx");
+    let (cert, key) = certificate(&tmp);
+    let port = free_port();
+    let root = tmp.path("www");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("index.html"), "hello over tls\n").unwrap();
+    let conf = tmp.path("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off;\nuser root;\nmaster_process on;\nworker_processes 1;\npid {t}/nginx.pid;\n\
+             error_log {t}/error.log warn;\nevents {{ worker_connections 64; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {t}/body;\n  proxy_temp_path {t}/proxy;\n\
+               fastcgi_temp_path {t}/fcgi;\n  uwsgi_temp_path {t}/uwsgi;\n  scgi_temp_path {t}/scgi;\n\
+               server {{ listen 127.0.0.1:{port} ssl; ssl_certificate {cert}; ssl_certificate_key {key};\n\
+                 root {root}; }}\n}}\n",
+            t = tmp.0.display(),
+            cert = cert.display(),
+            key = key.display(),
+            root = root.display(),
+        ),
+    )
+    .unwrap();
+    let dump = tmp.path("nginx.jsonl");
+    let mut cmd = traced("nginx");
+    cmd.arg("-c").arg(&conf).arg("-p").arg(&tmp.0);
+    cmd.env("LUMIGO_DEBUG_SPANDUMP", &dump);
+    let mut server = Server::spawn(cmd, port);
+
+    // Two keep-alive requests from a traced curl: two client spans, two
+    // server spans, paired by propagation inside TLS.
+    let mut curl = traced("curl");
+    curl.args(["-sk", "-o", "/dev/null", "-o", "/dev/null"])
+        .arg(format!("https://localhost:{port}/index.html"))
+        .arg(format!("https://localhost:{port}/nope"))
+        .env("LUMIGO_DEBUG_SPANDUMP", &dump);
+    assert!(run(curl, T).status.success());
+    let spans = wait_spans(&dump, T, |s| s.len() >= 4);
+    server.stop();
+    assert_eq!(spans.len(), 4, "{spans:#?}");
+    check_pair(&spans, "curl", "/index.html", 200, port);
+    check_pair(&spans, "curl", "/nope", 404, port);
+    for s in spans.iter().filter(|s| s["kind"] == "SpanKind.SERVER") {
+        assert_eq!(s["resource"]["attributes"]["service.name"], "nginx");
+        assert_eq!(
+            a(s, "client.address"),
+            "127.0.0.1",
+            "nginx's SSL* has its socket fd"
+        );
+    }
+}
