@@ -48,4 +48,31 @@ fn start() {
         libc::atexit(runtime::at_exit);
     }
     lumigo_debug!("tracing {}", std::env::args().next().unwrap_or_default());
+    if lumigo_core::log::debug_enabled() {
+        report_static_openssl();
+    }
+}
+
+/// Under debug: says when the program defines OpenSSL's `SSL_write` itself
+/// (Node.js links OpenSSL statically): its TLS calls never reach our hooks,
+/// so its HTTPS traffic is not traced (plain HTTP still is).
+fn report_static_openssl() {
+    // SAFETY: dlsym with a valid name; dladdr fills a plain struct.
+    unsafe {
+        let found = libc::dlsym(libc::RTLD_DEFAULT, c"SSL_write".as_ptr());
+        let ours = crate::hooks::tls::SSL_write as *const () as *mut libc::c_void;
+        if found.is_null() || found == ours {
+            return;
+        }
+        let mut info: libc::Dl_info = std::mem::zeroed();
+        let name = if libc::dladdr(found, &mut info) != 0 && !info.dli_fname.is_null() {
+            std::ffi::CStr::from_ptr(info.dli_fname).to_string_lossy().into_owned()
+        } else {
+            "the program".to_owned()
+        };
+        let name = if name.is_empty() { "the program".to_owned() } else { name };
+        lumigo_debug!(
+            "OpenSSL is linked into {name} ahead of lumigo-run (as in Node.js): its HTTPS traffic cannot be traced; plain HTTP is"
+        );
+    }
 }
