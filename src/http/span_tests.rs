@@ -52,7 +52,7 @@ fn cases() -> Vec<Case> {
             name: "client, Host with port, masked query",
             ex: exchange("GET", "/a?b=1&token=x", Some("example.com:8080"), Some(200)),
             role: Role::Client,
-            ends: client_ends,
+            ends: client_ends.clone(),
             want: vec![
                 ("http.request.method", s("GET")),
                 ("url.path", s("/a")),
@@ -103,7 +103,7 @@ fn cases() -> Vec<Case> {
             name: "client, Host without port: the scheme's default",
             ex: exchange("POST", "/p?", Some("example.com"), Some(201)),
             role: Role::Client,
-            ends: client_ends,
+            ends: client_ends.clone(),
             want: vec![
                 ("url.full", s("http://example.com/p")),
                 ("server.port", i(80)),
@@ -115,7 +115,7 @@ fn cases() -> Vec<Case> {
             name: "client, IPv6 Host",
             ex: exchange("GET", "/v6", Some("[2001:db8::1]:8443"), Some(200)),
             role: Role::Client,
-            ends: client_ends,
+            ends: client_ends.clone(),
             want: vec![
                 ("url.full", s("http://[2001:db8::1]:8443/v6")),
                 ("server.address", s("2001:db8::1")),
@@ -148,7 +148,7 @@ fn cases() -> Vec<Case> {
             name: "client, absolute form without a path",
             ex: exchange("GET", "HTTPS://[::1]:9443", None, Some(200)),
             role: Role::Client,
-            ends: client_ends,
+            ends: client_ends.clone(),
             want: vec![
                 ("url.full", s("https://[::1]:9443/")),
                 ("url.path", s("/")),
@@ -166,7 +166,7 @@ fn cases() -> Vec<Case> {
                 Some(200),
             ),
             role: Role::Client,
-            ends: client_ends,
+            ends: client_ends.clone(),
             want: vec![
                 ("url.path", None),
                 ("url.full", s("http://example.com:443")),
@@ -178,14 +178,14 @@ fn cases() -> Vec<Case> {
             name: "client OPTIONS *",
             ex: exchange("OPTIONS", "*", Some("h:81"), Some(200)),
             role: Role::Client,
-            ends: client_ends,
+            ends: client_ends.clone(),
             want: vec![("url.path", s("*")), ("url.full", s("http://h:81"))],
         },
         Case {
             name: "client 404 is an error",
             ex: exchange("GET", "/missing", Some("h"), Some(404)),
             role: Role::Client,
-            ends: client_ends,
+            ends: client_ends.clone(),
             want: vec![
                 ("error.type", s("404")),
                 ("http.response.status_code", i(404)),
@@ -195,7 +195,7 @@ fn cases() -> Vec<Case> {
             name: "server, IPv6 Host",
             ex: exchange("GET", "/s?q=2", Some("[::1]:8080"), Some(200)),
             role: Role::Server,
-            ends: server_ends,
+            ends: server_ends.clone(),
             want: vec![
                 ("url.full", None),
                 ("url.path", s("/s")),
@@ -212,28 +212,28 @@ fn cases() -> Vec<Case> {
             name: "server, no Host: the local address",
             ex: exchange("GET", "/", None, Some(200)),
             role: Role::Server,
-            ends: server_ends,
+            ends: server_ends.clone(),
             want: vec![("server.address", s("10.0.0.2")), ("server.port", i(8000))],
         },
         Case {
             name: "server 404 is not an error",
             ex: exchange("GET", "/", Some("h"), Some(404)),
             role: Role::Server,
-            ends: server_ends,
+            ends: server_ends.clone(),
             want: vec![("error.type", None)],
         },
         Case {
             name: "server 503 is an error",
             ex: exchange("GET", "/", Some("h"), Some(503)),
             role: Role::Server,
-            ends: server_ends,
+            ends: server_ends.clone(),
             want: vec![("error.type", s("503"))],
         },
         Case {
             name: "unknown method",
             ex: exchange("PROPFIND", "/dav", Some("h"), Some(207)),
             role: Role::Server,
-            ends: server_ends,
+            ends: server_ends.clone(),
             want: vec![
                 ("http.request.method", s("_OTHER")),
                 ("http.request.method_original", s("PROPFIND")),
@@ -262,7 +262,7 @@ fn cases() -> Vec<Case> {
                 ..exchange("POST", "/", Some("h"), Some(200))
             },
             role: Role::Server,
-            ends: server_ends,
+            ends: server_ends.clone(),
             want: vec![
                 ("http.request.body.size", i(3)),
                 ("http.response.body.size", i(5)),
