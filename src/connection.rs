@@ -142,6 +142,12 @@ impl Tracer {
         }
     }
 
+    /// The identity of a CLIENT span that is not an HTTP request (a name
+    /// lookup): child of the request the thread serves, else a root span.
+    pub fn client_identity(&self) -> Assigned {
+        self.client_span(None, None)
+    }
+
     /// A SERVER span continues the trace its request names, if valid.
     fn server_span(&self, traceparent: Option<&str>, tracestate: Option<&str>) -> Assigned {
         match traceparent.and_then(parse_traceparent) {

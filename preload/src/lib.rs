@@ -13,6 +13,11 @@
 //!   `writev`, `recv`, `__recv_chk`, `recvfrom`, `__recvfrom_chk`,
 //!   `recvmsg`, `send`, `sendto`, `sendmsg`, `sendfile`, `sendfile64`
 //!   (writes may carry an inserted `traceparent`: [`hooks::inject`]);
+//! - name lookups ([`hooks::dns`]): `getaddrinfo`, `gethostbyname`,
+//!   `gethostbyname_r`;
+//! - OpenSSL ([`hooks::tls`]): `SSL_write`, `SSL_write_ex`, `SSL_read`,
+//!   `SSL_read_ex`, `SSL_shutdown`, `SSL_free`, `SSL_ctrl`;
+//! - process end ([`hooks::exec`]): `exit`, `_exit`, `_Exit`;
 //! - starting programs ([`hooks::exec`]): `execve`, `execv`, `execvp`,
 //!   `execvpe`, `posix_spawn`, `posix_spawnp`.
 //!

@@ -154,6 +154,25 @@ pub type PosixSpawnFn = unsafe extern "C" fn(
     *const *mut c_char,
 ) -> c_int;
 
+pub type GetaddrinfoFn = unsafe extern "C" fn(
+    *const c_char,
+    *const c_char,
+    *const libc::addrinfo,
+    *mut *mut libc::addrinfo,
+) -> c_int;
+pub type GethostbynameFn = unsafe extern "C" fn(*const c_char) -> *mut libc::hostent;
+pub type GethostbynameRFn = unsafe extern "C" fn(
+    *const c_char,
+    *mut libc::hostent,
+    *mut c_char,
+    size_t,
+    *mut *mut libc::hostent,
+    *mut c_int,
+) -> c_int;
+pub static GETADDRINFO: Real<GetaddrinfoFn> = Real::new(c"getaddrinfo");
+pub static GETHOSTBYNAME: Real<GethostbynameFn> = Real::new(c"gethostbyname");
+pub static GETHOSTBYNAME_R: Real<GethostbynameRFn> = Real::new(c"gethostbyname_r");
+
 pub type ExitFn = unsafe extern "C" fn(c_int) -> !;
 pub static EXIT: Real<ExitFn> = Real::new(c"exit");
 pub static UNDERSCORE_EXIT: Real<ExitFn> = Real::new(c"_exit");
@@ -192,6 +211,9 @@ pub static SENDFILE64: Real<SendfileFn> = Real::new(c"sendfile64");
 /// Resolves every slot now (called from the constructor).
 pub fn resolve_all() {
     EXIT.resolve();
+    GETADDRINFO.resolve();
+    GETHOSTBYNAME.resolve();
+    GETHOSTBYNAME_R.resolve();
     UNDERSCORE_EXIT.resolve();
     EXECVE.resolve();
     EXECV.resolve();

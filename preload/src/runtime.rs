@@ -386,6 +386,15 @@ pub fn on_data(rt: &Runtime, fd: i32, dir: Direction, pieces: &mut dyn Iterator<
     }
 }
 
+/// The app looked up `name` (DNS hooks): a CLIENT span.
+pub fn on_lookup(rt: &Runtime, name: &str, start: SystemTime, outcome: Result<usize, &'static str>) {
+    let who = rt.tracer.client_identity();
+    if who.context.is_sampled() {
+        let span = lumigo_core::dns::lookup_span(who, name, start, SystemTime::now(), outcome);
+        rt.tracer.sink().submit(span);
+    }
+}
+
 // ---- TLS (called by the OpenSSL hooks, keyed by the SSL* address) ----
 
 fn tls_conn(rt: &Runtime, ssl: usize) -> Arc<Mutex<TlsConn>> {

@@ -3,6 +3,7 @@
 //! untouched; tracing work happens afterwards inside
 //! [`crate::runtime::traced`] and only for fds the table says are tracked.
 
+pub mod dns;
 pub mod exec;
 pub mod inject;
 pub mod io;
