@@ -69,8 +69,9 @@ fn check_pair(spans: &[Value], client_service: &str, path: &str, status: i64, po
         .find(|s| {
             s["kind"] == "SpanKind.CLIENT"
                 && s["resource"]["attributes"]["service.name"] == client_service
+                && s["attributes"]["url.path"] == path
         })
-        .unwrap_or_else(|| panic!("no client span from {client_service}: {spans:#?}"));
+        .unwrap_or_else(|| panic!("no client span for {path} from {client_service}: {spans:#?}"));
     assert_eq!(a(client, "url.scheme"), "https");
     assert_eq!(
         a(client, "url.full"),
@@ -129,13 +130,24 @@ print(c.getresponse().read().decode())
         "503\nsecret payload\n"
     );
 
-    let spans = wait_spans(&dump, T, |s| s.len() >= 6);
+    let is_http = |s: &Value| !s["attributes"]["http.request.method"].is_null();
+    let all = wait_spans(&dump, T, |s| s.iter().filter(|x| is_http(x)).count() >= 6);
     server.stop();
+    let spans: Vec<Value> = all.iter().filter(|x| is_http(x)).cloned().collect();
     assert_eq!(
         spans.len(),
         6,
-        "one span per exchange per side, none from ciphertext: {spans:#?}"
+        "one span per exchange per side, none from ciphertext: {all:#?}"
     );
+    // Python resolved "localhost" twice (curl answers "localhost" itself).
+    let lookups: Vec<&Value> = all
+        .iter()
+        .filter(|x| x["name"] == "DNS localhost")
+        .collect();
+    assert_eq!(lookups.len(), 2, "{all:#?}");
+    assert!(lookups
+        .iter()
+        .all(|l| l["attributes"]["dns.answers.count"].as_i64() > Some(0)));
     check_pair(&spans, "curl", "/len/5", 200, port);
     let py_clients: Vec<&Value> = spans
         .iter()

@@ -17,12 +17,20 @@ extern "C" {
     fn __h_errno_location() -> *mut c_int;
 }
 
+/// The name looked up, unless there is none or it is an address literal
+/// (`getaddrinfo("127.0.0.1")` parses; it asks no resolver).
 fn question(name: *const c_char) -> Option<String> {
     if name.is_null() {
         return None;
     }
     // SAFETY: the app's NUL-terminated host name.
-    Some(unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned())
+    let name = unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned();
+    let literal = name.parse::<std::net::IpAddr>().is_ok()
+        || name
+            .strip_prefix('[')
+            .and_then(|n| n.strip_suffix(']'))
+            .is_some_and(|n| n.parse::<std::net::Ipv6Addr>().is_ok());
+    (!literal && !name.is_empty()).then_some(name)
 }
 
 /// # Safety
@@ -35,7 +43,14 @@ pub unsafe extern "C" fn getaddrinfo(
     res: *mut *mut addrinfo,
 ) -> c_int {
     let start = SystemTime::now();
-    let r = call_real!(real::GETADDRINFO, libc::EAI_SYSTEM, node, service, hints, res);
+    let r = call_real!(
+        real::GETADDRINFO,
+        libc::EAI_SYSTEM,
+        node,
+        service,
+        hints,
+        res
+    );
     traced(|rt| {
         let Some(name) = question(node) else { return };
         let outcome = if r == 0 && !res.is_null() {
@@ -66,7 +81,9 @@ pub unsafe extern "C" fn gethostbyname(name: *const c_char) -> *mut hostent {
         let Some(q) = question(name) else { return };
         let outcome = if r.is_null() {
             // SAFETY: h_errno of this thread.
-            Err(lumigo_core::dns::h_errno_name(unsafe { *__h_errno_location() }))
+            Err(lumigo_core::dns::h_errno_name(unsafe {
+                *__h_errno_location()
+            }))
         } else {
             // SAFETY: a valid hostent until the next call on this thread.
             Ok(unsafe { count_addresses(r) })
@@ -88,7 +105,16 @@ pub unsafe extern "C" fn gethostbyname_r(
     h_errnop: *mut c_int,
 ) -> c_int {
     let start = SystemTime::now();
-    let r = call_real!(real::GETHOSTBYNAME_R, libc::ENOSYS, name, ret, buf, buflen, result, h_errnop);
+    let r = call_real!(
+        real::GETHOSTBYNAME_R,
+        libc::ENOSYS,
+        name,
+        ret,
+        buf,
+        buflen,
+        result,
+        h_errnop
+    );
     // ERANGE asks the caller to retry with a bigger buffer: not a lookup result.
     if r == libc::ERANGE {
         return r;
@@ -96,7 +122,11 @@ pub unsafe extern "C" fn gethostbyname_r(
     traced(|rt| {
         let Some(q) = question(name) else { return };
         // SAFETY: out-parameters the real call filled.
-        let found = if result.is_null() { std::ptr::null_mut() } else { unsafe { *result } };
+        let found = if result.is_null() {
+            std::ptr::null_mut()
+        } else {
+            unsafe { *result }
+        };
         let outcome = if r == 0 && !found.is_null() {
             // SAFETY: `found` points to the app's hostent, filled by the call.
             Ok(unsafe { count_addresses(found) })
