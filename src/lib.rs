@@ -11,6 +11,7 @@
 pub mod config;
 pub mod connection;
 pub mod context;
+pub mod dns;
 pub mod export;
 pub mod guard;
 pub mod http;
