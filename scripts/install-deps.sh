@@ -12,10 +12,25 @@ command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v hyperfine >/dev/null 2>&1 || need+=(hyperfine)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 
+command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
+command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
+command -v mariadb >/dev/null 2>&1 || need+=(mariadb-client)
+
 if [ "${#need[@]}" -gt 0 ]; then
   echo "installing: ${need[*]}"
   SUDO=""
   [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# Python drivers the database tests drive (redis-py, psycopg2 on libpq,
+# PyMySQL), installed for this user only when missing.
+pymods=()
+python3 -c "import redis" 2>/dev/null || pymods+=(redis)
+python3 -c "import psycopg2" 2>/dev/null || pymods+=(psycopg2-binary)
+python3 -c "import pymysql" 2>/dev/null || pymods+=(pymysql)
+if [ "${#pymods[@]}" -gt 0 ]; then
+  echo "pip installing: ${pymods[*]}"
+  python3 -m pip install -q --disable-pip-version-check "${pymods[@]}"
 fi

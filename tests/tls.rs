@@ -232,3 +232,36 @@ fn nginx_with_ssl_gives_one_https_span_per_request() {
         );
     }
 }
+
+/// Regression: a Python wheel with its own private libssl
+/// (psycopg2-binary's libssl-<hash>.so.3) beside the system's libssl (loaded
+/// by `import ssl`). Each call must reach the caller's own copy; routing it
+/// to the other copy crashed the app.
+#[test]
+fn a_bundled_libssl_beside_the_system_one_keeps_working() {
+    ensure_service("postgresql", 5432);
+    assert!(
+        python_has("psycopg2"),
+        "psycopg2 is required (scripts/install-deps.sh)"
+    );
+    let script = r#"
+import ssl, psycopg2
+c = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres", sslmode="require")
+cur = c.cursor()
+cur.execute("select 40 + 2")
+print(cur.fetchone()[0], c.info.ssl_in_use)
+"#;
+    let mut plain = Command::new("python3");
+    plain.args(["-c", script]);
+    let out = run(plain, T);
+    assert!(
+        out.status.success(),
+        "untraced run failed (is ssl on in PostgreSQL?): {out:?}"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "42 True\n");
+    let mut cmd = traced("python3");
+    cmd.args(["-c", script]);
+    let out = run(cmd, T);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "42 True\n");
+}

@@ -66,11 +66,17 @@ fn report_static_openssl() {
         }
         let mut info: libc::Dl_info = std::mem::zeroed();
         let name = if libc::dladdr(found, &mut info) != 0 && !info.dli_fname.is_null() {
-            std::ffi::CStr::from_ptr(info.dli_fname).to_string_lossy().into_owned()
+            std::ffi::CStr::from_ptr(info.dli_fname)
+                .to_string_lossy()
+                .into_owned()
         } else {
             "the program".to_owned()
         };
-        let name = if name.is_empty() { "the program".to_owned() } else { name };
+        let name = if name.is_empty() {
+            "the program".to_owned()
+        } else {
+            name
+        };
         lumigo_debug!(
             "OpenSSL is linked into {name} ahead of lumigo-run (as in Node.js): its HTTPS traffic cannot be traced; plain HTTP is"
         );

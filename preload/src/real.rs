@@ -57,46 +57,6 @@ impl<F: Copy> Real<F> {
     }
 }
 
-/// A libssl function, found on first use: through `RTLD_NEXT`, or, when
-/// libssl was loaded later with RTLD_LOCAL (as by Python's `_ssl`), through
-/// a handle to the already-loaded library. Never loads libssl itself.
-pub struct SslReal<F>(Real<F>);
-
-/// Sonames of OpenSSL's libssl, newest first.
-const LIBSSL_NAMES: [&CStr; 3] = [c"libssl.so.3", c"libssl.so.1.1", c"libssl.so"];
-
-impl<F: Copy> SslReal<F> {
-    pub const fn new(name: &'static CStr) -> Self {
-        SslReal(Real::new(name))
-    }
-
-    #[inline]
-    pub fn get(&self) -> Option<F> {
-        if let Some(f) = self.0.get() {
-            return Some(f);
-        }
-        for lib in LIBSSL_NAMES {
-            // SAFETY: RTLD_NOLOAD only returns a handle to a library that
-            // is already loaded; dlsym with a valid name.
-            let addr = unsafe {
-                let handle = libc::dlopen(lib.as_ptr(), libc::RTLD_LAZY | libc::RTLD_NOLOAD);
-                if handle.is_null() {
-                    continue;
-                }
-                let addr = libc::dlsym(handle, self.0.name.as_ptr());
-                // Drop the reference NOLOAD took; the library stays loaded.
-                libc::dlclose(handle);
-                addr as usize
-            };
-            if addr != 0 {
-                self.0.addr.store(addr, Ordering::Relaxed);
-                return self.0.get();
-            }
-        }
-        None
-    }
-}
-
 pub type ConnectFn = unsafe extern "C" fn(c_int, *const sockaddr, socklen_t) -> c_int;
 pub type AcceptFn = unsafe extern "C" fn(c_int, *mut sockaddr, *mut socklen_t) -> c_int;
 pub type Accept4Fn = unsafe extern "C" fn(c_int, *mut sockaddr, *mut socklen_t, c_int) -> c_int;

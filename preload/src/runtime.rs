@@ -23,6 +23,7 @@ use lumigo_core::span::{AttrValue, SpanContext, SpanKind, SpanRecord, SpanStatus
 use lumigo_core::{guard, lumigo_debug};
 
 use crate::fdtable;
+use crate::hooks::libssl::SslLib;
 
 /// Set after an internal panic: from then on the process is not traced.
 static DISABLED: AtomicBool = AtomicBool::new(false);
@@ -187,9 +188,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 type Shared = Arc<Mutex<Connection>>;
 
-/// A sharded map from a key to shared, separately locked state.
+const SHARDS: usize = 32;
+
+/// One shard: key → shared, separately locked state.
+type Shard<K, V> = Mutex<HashMap<K, Arc<Mutex<V>>, BuildHasherDefault<KeyHasher>>>;
+
+/// A sharded map, so threads working on different connections rarely meet
+/// on a lock.
 struct Table<K, V> {
-    shards: [Mutex<HashMap<K, Arc<Mutex<V>>, BuildHasherDefault<FdHasher>>>; SHARDS],
+    shards: [Shard<K, V>; SHARDS],
 }
 
 impl<K, V> Default for Table<K, V> {
@@ -200,26 +207,50 @@ impl<K, V> Default for Table<K, V> {
     }
 }
 
-impl<V> Table<usize, V> {
-    fn shard(
-        &self,
-        key: usize,
-    ) -> &Mutex<HashMap<usize, Arc<Mutex<V>>, BuildHasherDefault<FdHasher>>> {
-        // SSL* values are heap pointers: skip the always-zero low bits.
-        &self.shards[(key >> 4) % SHARDS]
+/// Keys spread over the shards: fds as they are; pointers without their
+/// always-zero low bits.
+trait ShardKey: Copy + Eq + std::hash::Hash {
+    fn shard(self) -> usize;
+}
+
+impl ShardKey for i32 {
+    fn shard(self) -> usize {
+        self as u32 as usize
+    }
+}
+
+impl ShardKey for usize {
+    fn shard(self) -> usize {
+        self >> 4
+    }
+}
+
+impl<K: ShardKey, V> Table<K, V> {
+    fn shard(&self, key: K) -> &Shard<K, V> {
+        &self.shards[key.shard() % SHARDS]
     }
 
-    fn get_or_insert_with(&self, key: usize, make: impl FnOnce() -> V) -> Arc<Mutex<V>> {
+    fn insert(&self, key: K, value: Arc<Mutex<V>>) -> Option<Arc<Mutex<V>>> {
+        lock(self.shard(key)).insert(key, value)
+    }
+
+    fn get(&self, key: K) -> Option<Arc<Mutex<V>>> {
+        lock(self.shard(key)).get(&key).cloned()
+    }
+
+    fn get_or_insert_with(&self, key: K, make: impl FnOnce() -> V) -> Arc<Mutex<V>> {
         lock(self.shard(key))
             .entry(key)
             .or_insert_with(|| Arc::new(Mutex::new(make())))
             .clone()
     }
 
-    fn remove(&self, key: usize) -> Option<Arc<Mutex<V>>> {
+    fn remove(&self, key: K) -> Option<Arc<Mutex<V>>> {
         lock(self.shard(key)).remove(&key)
     }
 
+    /// Every entry whose shard is not busy right now (used at exit, where
+    /// waiting on a lock is not an option).
     fn all(&self) -> Vec<Arc<Mutex<V>>> {
         let mut out = Vec::new();
         for shard in &self.shards {
@@ -252,61 +283,41 @@ pub struct Combined {
     pub len: usize,
 }
 
-/// fd → connection. Sharded so that threads working on different sockets
-/// rarely meet on a lock; a connection reached through `dup` is shared.
-struct ConnTable {
-    shards: [Mutex<HashMap<i32, Shared, BuildHasherDefault<FdHasher>>>; SHARDS],
-}
-
-const SHARDS: usize = 32;
-
-impl Default for ConnTable {
-    fn default() -> Self {
-        ConnTable {
-            shards: std::array::from_fn(|_| Mutex::new(HashMap::default())),
-        }
-    }
-}
+/// fd → connection: a [`Table`] kept in step with the hot-path fd table. A
+/// connection reached through `dup` is shared by both fds.
+#[derive(Default)]
+struct ConnTable(Table<i32, Connection>);
 
 impl ConnTable {
-    fn shard(&self, fd: i32) -> &Mutex<HashMap<i32, Shared, BuildHasherDefault<FdHasher>>> {
-        &self.shards[(fd as u32 as usize) % SHARDS]
-    }
-
     fn insert(&self, fd: i32, conn: Shared) -> Option<Shared> {
         if !fdtable::set(fd, true) {
             return None;
         }
-        lock(self.shard(fd)).insert(fd, conn)
+        self.0.insert(fd, conn)
     }
 
     fn get(&self, fd: i32) -> Option<Shared> {
-        lock(self.shard(fd)).get(&fd).cloned()
+        self.0.get(fd)
     }
 
     fn remove(&self, fd: i32) -> Option<Shared> {
         fdtable::set(fd, false);
-        lock(self.shard(fd)).remove(&fd)
+        self.0.remove(fd)
     }
 
     fn all(&self) -> Vec<Shared> {
-        let mut out = Vec::new();
-        for shard in &self.shards {
-            if let Ok(map) = shard.try_lock() {
-                out.extend(map.values().cloned());
-            }
-        }
-        out
+        self.0.all()
     }
 }
 
-/// File descriptors are already well spread: hash them as themselves.
+/// Keys are small integers or pointers: one multiply spreads them well
+/// enough, with no per-map random state (std's needs a thread-local).
 #[derive(Default)]
-struct FdHasher(u64);
+struct KeyHasher(u64);
 
-impl Hasher for FdHasher {
+impl Hasher for KeyHasher {
     fn finish(&self) -> u64 {
-        self.0
+        self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15)
     }
     fn write(&mut self, bytes: &[u8]) {
         for &b in bytes {
@@ -315,6 +326,9 @@ impl Hasher for FdHasher {
     }
     fn write_i32(&mut self, i: i32) {
         self.0 = i as u32 as u64;
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.0 = i as u64;
     }
 }
 
@@ -387,7 +401,12 @@ pub fn on_data(rt: &Runtime, fd: i32, dir: Direction, pieces: &mut dyn Iterator<
 }
 
 /// The app looked up `name` (DNS hooks): a CLIENT span.
-pub fn on_lookup(rt: &Runtime, name: &str, start: SystemTime, outcome: Result<usize, &'static str>) {
+pub fn on_lookup(
+    rt: &Runtime,
+    name: &str,
+    start: SystemTime,
+    outcome: Result<usize, &'static str>,
+) {
     let who = rt.tracer.client_identity();
     if who.context.is_sampled() {
         let span = lumigo_core::dns::lookup_span(who, name, start, SystemTime::now(), outcome);
@@ -397,9 +416,9 @@ pub fn on_lookup(rt: &Runtime, name: &str, start: SystemTime, outcome: Result<us
 
 // ---- TLS (called by the OpenSSL hooks, keyed by the SSL* address) ----
 
-fn tls_conn(rt: &Runtime, ssl: usize) -> Arc<Mutex<TlsConn>> {
+fn tls_conn(rt: &Runtime, lib: &SslLib, ssl: usize) -> Arc<Mutex<TlsConn>> {
     rt.tls.get_or_insert_with(ssl, || {
-        let facts = crate::hooks::tls::facts(ssl as *mut libc::c_void);
+        let facts = crate::hooks::tls::facts(lib, ssl as *mut libc::c_void);
         let (peer, local) = match facts.fd {
             Some(fd) => (
                 crate::hooks::socket::socket_addr(fd, true),
@@ -422,8 +441,8 @@ fn tls_conn(rt: &Runtime, ssl: usize) -> Arc<Mutex<TlsConn>> {
 }
 
 /// Plaintext moved through `ssl`.
-pub fn tls_data(rt: &Runtime, ssl: usize, dir: Direction, data: &[u8]) {
-    let t = tls_conn(rt, ssl);
+pub fn tls_data(rt: &Runtime, lib: &SslLib, ssl: usize, dir: Direction, data: &[u8]) {
+    let t = tls_conn(rt, lib, ssl);
     let mut t = lock(&t);
     let now = SystemTime::now();
     let _ = match dir {
@@ -434,8 +453,8 @@ pub fn tls_data(rt: &Runtime, ssl: usize, dir: Direction, data: &[u8]) {
 
 /// Before an SSL write: the buffer to write instead of the app's, when
 /// bytes are inserted (or a write with inserted bytes is being retried).
-pub fn tls_before_write(rt: &Runtime, ssl: usize, app: &[u8]) -> Option<Combined> {
-    let t = tls_conn(rt, ssl);
+pub fn tls_before_write(rt: &Runtime, lib: &SslLib, ssl: usize, app: &[u8]) -> Option<Combined> {
+    let t = tls_conn(rt, lib, ssl);
     let mut t = lock(&t);
     if let Some(p) = &t.pending {
         if p.app_len == app.len() {
@@ -468,8 +487,8 @@ pub fn tls_before_write(rt: &Runtime, ssl: usize, app: &[u8]) -> Option<Combined
 }
 
 /// The combined write went out (`sent` bytes of it): the app's count.
-pub fn tls_after_combined(rt: &Runtime, ssl: usize, sent: usize) -> Option<usize> {
-    let t = tls_conn(rt, ssl);
+pub fn tls_after_combined(rt: &Runtime, lib: &SslLib, ssl: usize, sent: usize) -> Option<usize> {
+    let t = tls_conn(rt, lib, ssl);
     let mut t = lock(&t);
     let p = t.pending.take()?;
     let app = t.conn.commit_outbound(&p.plan, sent);
@@ -485,8 +504,8 @@ pub fn tls_after_combined(rt: &Runtime, ssl: usize, sent: usize) -> Option<usize
 }
 
 /// The client asked for this server name (SNI).
-pub fn tls_server_name(rt: &Runtime, ssl: usize, name: String) {
-    let t = tls_conn(rt, ssl);
+pub fn tls_server_name(rt: &Runtime, lib: &SslLib, ssl: usize, name: String) {
+    let t = tls_conn(rt, lib, ssl);
     lock(&t).conn.set_tls(Some(name));
 }
 

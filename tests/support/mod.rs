@@ -254,3 +254,39 @@ pub fn kind(span: &Value) -> &str {
 pub fn of_kind<'a>(spans: &'a [Value], k: &str) -> Vec<&'a Value> {
     spans.iter().filter(|s| kind(s) == k).collect()
 }
+
+/// Makes sure a local service answers on 127.0.0.1:`port`, starting it with
+/// the machine's own command when it is not running (a fresh CI machine may
+/// not have it up). Panics with the reason if it cannot be started.
+pub fn ensure_service(name: &str, port: u16) {
+    if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        return;
+    }
+    let start = match name {
+        "redis" => "redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save '' \
+                    --appendonly no --dir /tmp --logfile /tmp/lumigo-test-redis.log",
+        "postgresql" => "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql | head -1) main start",
+        "mariadb" => "start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --user=mysql",
+        other => panic!("unknown service {other}"),
+    };
+    let out = Command::new("sh")
+        .args(["-c", start])
+        .output()
+        .expect("run sh");
+    assert!(
+        wait_for_port(port, Duration::from_secs(30)),
+        "{name} is not running on port {port} and could not be started ({}): {}",
+        start,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// True if python3 can import `module`.
+pub fn python_has(module: &str) -> bool {
+    Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}

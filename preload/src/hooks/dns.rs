@@ -24,7 +24,9 @@ fn question(name: *const c_char) -> Option<String> {
         return None;
     }
     // SAFETY: the app's NUL-terminated host name.
-    let name = unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned();
+    let name = unsafe { CStr::from_ptr(name) }
+        .to_string_lossy()
+        .into_owned();
     let literal = name.parse::<std::net::IpAddr>().is_ok()
         || name
             .strip_prefix('[')

@@ -7,6 +7,7 @@ pub mod dns;
 pub mod exec;
 pub mod inject;
 pub mod io;
+pub mod libssl;
 pub mod socket;
 pub mod tls;
 

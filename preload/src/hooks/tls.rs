@@ -14,19 +14,26 @@
 //! of its own bytes. On an SSL with `SSL_MODE_ENABLE_PARTIAL_WRITE`, nothing
 //! is inserted.
 //!
-//! The real functions are found only when first called: a process without
-//! libssl resolves nothing, and one that loads it later (Python's `_ssl`,
-//! loaded with RTLD_LOCAL) is found through `dlopen(RTLD_NOLOAD)`.
+//! The real functions are those of the caller's own libssl, found on the
+//! first call from each call site ([`super::libssl`]): a process without
+//! libssl resolves nothing, and processes holding several OpenSSL copies
+//! (a wheel's private one beside the system's) call each copy's own
+//! functions. Each exported symbol is a two-instruction trampoline that
+//! passes the return address on to the hook (x86_64 and aarch64; on other
+//! architectures OpenSSL is not hooked).
 
 #![allow(non_snake_case)]
 
 use libc::{c_char, c_int, c_long, c_void, size_t};
 
-use crate::real::SslReal;
+use super::libssl::{self, SslLib};
 use crate::runtime::{self, traced, traced_value, Direction};
 
 /// `SSL_CTRL_SET_TLSEXT_HOSTNAME`: `SSL_set_tlsext_host_name`.
 const SET_TLSEXT_HOSTNAME: c_int = 55;
+/// `SSL_CTRL_MODE`, and its partial-write bit.
+const CTRL_MODE: c_int = 33;
+const MODE_ENABLE_PARTIAL_WRITE: c_long = 1;
 
 pub type SslWriteFn = unsafe extern "C" fn(*mut c_void, *const c_void, c_int) -> c_int;
 pub type SslReadFn = unsafe extern "C" fn(*mut c_void, *mut c_void, c_int) -> c_int;
@@ -37,15 +44,46 @@ pub type SslFn = unsafe extern "C" fn(*mut c_void) -> c_int;
 pub type SslFreeFn = unsafe extern "C" fn(*mut c_void);
 pub type SslCtrlFn = unsafe extern "C" fn(*mut c_void, c_int, c_long, *mut c_void) -> c_long;
 
-pub static SSL_WRITE: SslReal<SslWriteFn> = SslReal::new(c"SSL_write");
-pub static SSL_READ: SslReal<SslReadFn> = SslReal::new(c"SSL_read");
-pub static SSL_WRITE_EX: SslReal<SslWriteExFn> = SslReal::new(c"SSL_write_ex");
-pub static SSL_READ_EX: SslReal<SslReadExFn> = SslReal::new(c"SSL_read_ex");
-pub static SSL_SHUTDOWN: SslReal<SslFn> = SslReal::new(c"SSL_shutdown");
-pub static SSL_FREE: SslReal<SslFreeFn> = SslReal::new(c"SSL_free");
-pub static SSL_CTRL: SslReal<SslCtrlFn> = SslReal::new(c"SSL_ctrl");
-pub static SSL_GET_FD: SslReal<SslFn> = SslReal::new(c"SSL_get_fd");
-pub static SSL_IS_SERVER: SslReal<SslFn> = SslReal::new(c"SSL_is_server");
+/// An exported symbol that jumps to `$imp` with the return address as an
+/// extra last argument (in register `$x86` / `$arm`). The stack is left as
+/// the caller made it, so `$imp` returns straight to the caller.
+macro_rules! trampoline {
+    ($name:ident => $imp:ident, $x86:literal, $arm:literal) => {
+        #[cfg(target_arch = "x86_64")]
+        #[unsafe(naked)]
+        #[no_mangle]
+        pub unsafe extern "C" fn $name() {
+            core::arch::naked_asm!(concat!("mov ", $x86, ", [rsp]"), "jmp {imp}", imp = sym $imp)
+        }
+        #[cfg(target_arch = "aarch64")]
+        #[unsafe(naked)]
+        #[no_mangle]
+        pub unsafe extern "C" fn $name() {
+            core::arch::naked_asm!(concat!("mov ", $arm, ", x30"), "b {imp}", imp = sym $imp)
+        }
+    };
+}
+
+trampoline!(SSL_write => ssl_write, "rcx", "x3");
+trampoline!(SSL_read => ssl_read, "rcx", "x3");
+trampoline!(SSL_write_ex => ssl_write_ex, "r8", "x4");
+trampoline!(SSL_read_ex => ssl_read_ex, "r8", "x4");
+trampoline!(SSL_shutdown => ssl_shutdown, "rsi", "x1");
+trampoline!(SSL_free => ssl_free, "rsi", "x1");
+trampoline!(SSL_ctrl => ssl_ctrl, "r8", "x4");
+
+/// Addresses of our own exported hooks, never to be taken for libssl's.
+pub fn our_hooks() -> [usize; 7] {
+    [
+        SSL_write as *const () as usize,
+        SSL_read as *const () as usize,
+        SSL_write_ex as *const () as usize,
+        SSL_read_ex as *const () as usize,
+        SSL_shutdown as *const () as usize,
+        SSL_free as *const () as usize,
+        SSL_ctrl as *const () as usize,
+    ]
+}
 
 /// What the runtime needs to know about an `SSL*` it has not seen before.
 pub struct SslFacts {
@@ -54,19 +92,15 @@ pub struct SslFacts {
     pub partial_writes: bool,
 }
 
-/// Asks OpenSSL about `ssl` (only through the real functions).
-pub fn facts(ssl: *mut c_void) -> SslFacts {
-    // SAFETY (all three): `ssl` is a live SSL* the app passed to an SSL
-    // call we are inside of; these are read-only queries.
-    let fd = SSL_GET_FD
-        .get()
-        .map(|f| unsafe { f(ssl) })
-        .filter(|fd| *fd >= 0);
-    let server = SSL_IS_SERVER.get().is_some_and(|f| unsafe { f(ssl) } == 1);
-    // SSL_CTRL_MODE (33) with larg 0 reads the mode; bit 1 is partial writes.
-    let partial_writes = SSL_CTRL
-        .get()
-        .is_some_and(|f| unsafe { f(ssl, 33, 0, std::ptr::null_mut()) } & 1 != 0);
+/// Asks the `SSL*`'s own libssl about it.
+pub fn facts(lib: &SslLib, ssl: *mut c_void) -> SslFacts {
+    // SAFETY (all three): `ssl` is a live SSL* of this library that the app
+    // passed to an SSL call we are inside of; these are read-only queries.
+    let fd = lib.get_fd.map(|f| unsafe { f(ssl) }).filter(|fd| *fd >= 0);
+    let server = lib.is_server.is_some_and(|f| unsafe { f(ssl) } == 1);
+    let partial_writes = lib.ctrl.is_some_and(
+        |f| unsafe { f(ssl, CTRL_MODE, 0, std::ptr::null_mut()) } & MODE_ENABLE_PARTIAL_WRITE != 0,
+    );
     SslFacts {
         fd,
         server,
@@ -74,24 +108,27 @@ pub fn facts(ssl: *mut c_void) -> SslFacts {
     }
 }
 
-/// Fails like OpenSSL does for a call it cannot make (never expected: the
-/// caller linked against libssl, so the symbol exists).
+/// What OpenSSL's functions return for failure, should the caller's libssl
+/// lack one (never expected: the caller linked against it).
 const FAIL: c_int = -1;
 
-/// # Safety
-/// Called by the dynamic linker in place of libssl's `SSL_write`.
-#[no_mangle]
-pub unsafe extern "C" fn SSL_write(ssl: *mut c_void, buf: *const c_void, num: c_int) -> c_int {
-    let Some(real) = SSL_WRITE.get() else {
+unsafe extern "C" fn ssl_write(
+    ssl: *mut c_void,
+    buf: *const c_void,
+    num: c_int,
+    ret: usize,
+) -> c_int {
+    let Some(lib) = libssl::for_caller(ret) else {
         return FAIL;
     };
+    let Some(real) = lib.write else { return FAIL };
     let app: &[u8] = if buf.is_null() || num <= 0 {
         &[]
     } else {
         // SAFETY: the app's buffer of `num` bytes.
         unsafe { std::slice::from_raw_parts(buf.cast(), num as usize) }
     };
-    match traced_value(|rt| runtime::tls_before_write(rt, ssl as usize, app)) {
+    match traced_value(|rt| runtime::tls_before_write(rt, lib, ssl as usize, app)) {
         Some(combined) => {
             let len = c_int::try_from(combined.len).unwrap_or(c_int::MAX);
             // SAFETY: `combined` stays alive in the runtime until committed.
@@ -100,7 +137,7 @@ pub unsafe extern "C" fn SSL_write(ssl: *mut c_void, buf: *const c_void, num: c_
                 return r;
             }
             let app_count =
-                traced_value(|rt| runtime::tls_after_combined(rt, ssl as usize, r as usize))
+                traced_value(|rt| runtime::tls_after_combined(rt, lib, ssl as usize, r as usize))
                     .unwrap_or(app.len());
             c_int::try_from(app_count).unwrap_or(num)
         }
@@ -109,32 +146,33 @@ pub unsafe extern "C" fn SSL_write(ssl: *mut c_void, buf: *const c_void, num: c_
             let r = unsafe { real(ssl, buf, num) };
             if r > 0 {
                 let n = (r as usize).min(app.len());
-                traced(|rt| runtime::tls_data(rt, ssl as usize, Direction::Outbound, &app[..n]));
+                traced(|rt| {
+                    runtime::tls_data(rt, lib, ssl as usize, Direction::Outbound, &app[..n])
+                });
             }
             r
         }
     }
 }
 
-/// # Safety
-/// Called by the dynamic linker in place of libssl's `SSL_write_ex`.
-#[no_mangle]
-pub unsafe extern "C" fn SSL_write_ex(
+unsafe extern "C" fn ssl_write_ex(
     ssl: *mut c_void,
     buf: *const c_void,
     num: size_t,
     written: *mut size_t,
+    ret: usize,
 ) -> c_int {
-    let Some(real) = SSL_WRITE_EX.get() else {
+    let Some(lib) = libssl::for_caller(ret) else {
         return 0;
     };
+    let Some(real) = lib.write_ex else { return 0 };
     let app: &[u8] = if buf.is_null() || num == 0 {
         &[]
     } else {
         // SAFETY: the app's buffer of `num` bytes.
         unsafe { std::slice::from_raw_parts(buf.cast(), num) }
     };
-    match traced_value(|rt| runtime::tls_before_write(rt, ssl as usize, app)) {
+    match traced_value(|rt| runtime::tls_before_write(rt, lib, ssl as usize, app)) {
         Some(combined) => {
             let mut ours: size_t = 0;
             // SAFETY: `combined` stays alive in the runtime until committed.
@@ -142,8 +180,9 @@ pub unsafe extern "C" fn SSL_write_ex(
             if ok != 1 {
                 return ok;
             }
-            let app_count = traced_value(|rt| runtime::tls_after_combined(rt, ssl as usize, ours))
-                .unwrap_or(app.len());
+            let app_count =
+                traced_value(|rt| runtime::tls_after_combined(rt, lib, ssl as usize, ours))
+                    .unwrap_or(app.len());
             if !written.is_null() {
                 // SAFETY: the app's out-parameter.
                 unsafe { *written = app_count };
@@ -156,44 +195,43 @@ pub unsafe extern "C" fn SSL_write_ex(
             if ok == 1 && !written.is_null() {
                 // SAFETY: set by the real call.
                 let n = unsafe { *written }.min(app.len());
-                traced(|rt| runtime::tls_data(rt, ssl as usize, Direction::Outbound, &app[..n]));
+                traced(|rt| {
+                    runtime::tls_data(rt, lib, ssl as usize, Direction::Outbound, &app[..n])
+                });
             }
             ok
         }
     }
 }
 
-/// # Safety
-/// Called by the dynamic linker in place of libssl's `SSL_read`.
-#[no_mangle]
-pub unsafe extern "C" fn SSL_read(ssl: *mut c_void, buf: *mut c_void, num: c_int) -> c_int {
-    let Some(real) = SSL_READ.get() else {
+unsafe extern "C" fn ssl_read(ssl: *mut c_void, buf: *mut c_void, num: c_int, ret: usize) -> c_int {
+    let Some(lib) = libssl::for_caller(ret) else {
         return FAIL;
     };
+    let Some(real) = lib.read else { return FAIL };
     // SAFETY: the app's own call.
     let r = unsafe { real(ssl, buf, num) };
     if r > 0 && !buf.is_null() {
         traced(|rt| {
             // SAFETY: the real call filled `r` bytes of the app's buffer.
             let data = unsafe { std::slice::from_raw_parts(buf as *const u8, r as usize) };
-            runtime::tls_data(rt, ssl as usize, Direction::Inbound, data);
+            runtime::tls_data(rt, lib, ssl as usize, Direction::Inbound, data);
         });
     }
     r
 }
 
-/// # Safety
-/// Called by the dynamic linker in place of libssl's `SSL_read_ex`.
-#[no_mangle]
-pub unsafe extern "C" fn SSL_read_ex(
+unsafe extern "C" fn ssl_read_ex(
     ssl: *mut c_void,
     buf: *mut c_void,
     num: size_t,
     readbytes: *mut size_t,
+    ret: usize,
 ) -> c_int {
-    let Some(real) = SSL_READ_EX.get() else {
+    let Some(lib) = libssl::for_caller(ret) else {
         return 0;
     };
+    let Some(real) = lib.read_ex else { return 0 };
     // SAFETY: the app's own call.
     let ok = unsafe { real(ssl, buf, num, readbytes) };
     if ok == 1 && !buf.is_null() && !readbytes.is_null() {
@@ -201,17 +239,17 @@ pub unsafe extern "C" fn SSL_read_ex(
             // SAFETY: the real call set `*readbytes` and filled that much.
             let n = unsafe { *readbytes }.min(num);
             let data = unsafe { std::slice::from_raw_parts(buf as *const u8, n) };
-            runtime::tls_data(rt, ssl as usize, Direction::Inbound, data);
+            runtime::tls_data(rt, lib, ssl as usize, Direction::Inbound, data);
         });
     }
     ok
 }
 
-/// # Safety
-/// Called by the dynamic linker in place of libssl's `SSL_shutdown`.
-#[no_mangle]
-pub unsafe extern "C" fn SSL_shutdown(ssl: *mut c_void) -> c_int {
-    let Some(real) = SSL_SHUTDOWN.get() else {
+unsafe extern "C" fn ssl_shutdown(ssl: *mut c_void, ret: usize) -> c_int {
+    let Some(lib) = libssl::for_caller(ret) else {
+        return FAIL;
+    };
+    let Some(real) = lib.shutdown else {
         return FAIL;
     };
     traced(|rt| runtime::tls_end(rt, ssl as usize));
@@ -219,35 +257,33 @@ pub unsafe extern "C" fn SSL_shutdown(ssl: *mut c_void) -> c_int {
     unsafe { real(ssl) }
 }
 
-/// # Safety
-/// Called by the dynamic linker in place of libssl's `SSL_free`.
-#[no_mangle]
-pub unsafe extern "C" fn SSL_free(ssl: *mut c_void) {
+unsafe extern "C" fn ssl_free(ssl: *mut c_void, ret: usize) {
     // The pointer may be reused by the next SSL_new: forget it first.
     traced(|rt| runtime::tls_end(rt, ssl as usize));
-    if let Some(real) = SSL_FREE.get() {
+    if let Some(real) = libssl::for_caller(ret).and_then(|lib| lib.free) {
         // SAFETY: the app's own call.
         unsafe { real(ssl) }
     }
 }
 
-/// # Safety
-/// Called by the dynamic linker in place of libssl's `SSL_ctrl`.
-#[no_mangle]
-pub unsafe extern "C" fn SSL_ctrl(
+unsafe extern "C" fn ssl_ctrl(
     ssl: *mut c_void,
     cmd: c_int,
     larg: c_long,
     parg: *mut c_void,
+    ret: usize,
 ) -> c_long {
-    let Some(real) = SSL_CTRL.get() else { return 0 };
+    let Some(lib) = libssl::for_caller(ret) else {
+        return 0;
+    };
+    let Some(real) = lib.ctrl else { return 0 };
     // SAFETY: the app's own call.
     let r = unsafe { real(ssl, cmd, larg, parg) };
     if cmd == SET_TLSEXT_HOSTNAME && larg == 0 && !parg.is_null() && r == 1 {
         traced(|rt| {
             // SAFETY: for this command `parg` is the host name, a C string.
             let name = unsafe { std::ffi::CStr::from_ptr(parg as *const c_char) };
-            runtime::tls_server_name(rt, ssl as usize, name.to_string_lossy().into_owned());
+            runtime::tls_server_name(rt, lib, ssl as usize, name.to_string_lossy().into_owned());
         });
     }
     r
