@@ -1,0 +1,168 @@
+//! Recognising a MySQL / MariaDB server on the first bytes it sends.
+//!
+//! The server speaks first: a packet with sequence id 0 holding the initial
+//! handshake, protocol version 10 then a NUL-terminated, printable version
+//! string (`8.0.36`, `5.5.5-10.11.19-MariaDB-0+deb12u1`). A server that
+//! refuses the client outright (`Host '…' is not allowed to connect`) sends
+//! an ERR packet instead: `0xff`, a two-byte error code, a message. Either
+//! is decided within [`MAX_DETECT_BYTES`]; anything else is rejected as soon
+//! as a byte does not fit.
+
+use super::Detect;
+
+/// Longest server version string accepted.
+const MAX_VERSION_LEN: usize = 64;
+
+/// Bytes after which [`detect_greeting`] has always decided: the packet
+/// header, the protocol version, the longest version string and its NUL.
+pub const MAX_DETECT_BYTES: usize = 4 + 1 + MAX_VERSION_LEN + 1;
+
+/// Fields after the version string that a handshake of protocol 10 always
+/// has: thread id (4), scramble part 1 (8), filler (1), capabilities (2).
+const MIN_AFTER_VERSION: usize = 15;
+
+/// Largest initial packet believed: real greetings are about 100 bytes, and
+/// a refusal's message a few hundred.
+const MAX_GREETING_LEN: usize = 4096;
+
+/// Decides whether `first_inbound` (the first bytes a client connection
+/// received) is a MySQL / MariaDB server's greeting. [`Detect::Http`] is the
+/// shared enum's "yes".
+///
+/// ```
+/// use lumigo_core::mysql::detect_greeting;
+/// use lumigo_core::protocol::Detect;
+/// assert_eq!(detect_greeting(b"\x4a\x00\x00\x00\x0a8.0"), Detect::NeedMore);
+/// assert_eq!(detect_greeting(b"\x4a\x00\x00\x00\x0a8.0.36\x00"), Detect::Http);
+/// assert_eq!(detect_greeting(b"HTTP/1.1 200 OK\r\n"), Detect::NotHttp);
+/// ```
+pub fn detect_greeting(first_inbound: &[u8]) -> Detect {
+    let Some(header) = first_inbound.get(..4) else {
+        return Detect::NeedMore;
+    };
+    let len = usize::from(header[0]) | usize::from(header[1]) << 8 | usize::from(header[2]) << 16;
+    if header[3] != 0 || len == 0 || len > MAX_GREETING_LEN {
+        return Detect::NotHttp;
+    }
+    let payload = first_inbound.get(4..).unwrap_or_default();
+    let payload = payload.get(..len).unwrap_or(payload);
+    match payload.first() {
+        None => Detect::NeedMore,
+        Some(10) => handshake_v10(len, payload.get(1..).unwrap_or_default()),
+        Some(0xff) => refusal(len, payload.get(1..).unwrap_or_default()),
+        Some(_) => Detect::NotHttp,
+    }
+}
+
+/// After the protocol version byte: the version string.
+fn handshake_v10(len: usize, rest: &[u8]) -> Detect {
+    for (i, &b) in rest.iter().enumerate() {
+        if b == 0 {
+            // A version, and room in the packet for the fixed fields.
+            let fits = i > 0 && len >= 1 + i + 1 + MIN_AFTER_VERSION;
+            return if fits { Detect::Http } else { Detect::NotHttp };
+        }
+        if !(0x20..0x7f).contains(&b) || i >= MAX_VERSION_LEN {
+            return Detect::NotHttp;
+        }
+    }
+    if rest.len() + 1 >= len {
+        return Detect::NotHttp; // The packet ended without the NUL.
+    }
+    Detect::NeedMore
+}
+
+/// After `0xff`: an error code (MySQL's and MariaDB's are 1000–9999) and
+/// the first byte of a printable message.
+fn refusal(len: usize, rest: &[u8]) -> Detect {
+    if len < 4 {
+        return Detect::NotHttp;
+    }
+    let (Some(&lo), Some(&hi)) = (rest.first(), rest.get(1)) else {
+        return Detect::NeedMore;
+    };
+    let code = u16::from(lo) | u16::from(hi) << 8;
+    if !(1000..=9999).contains(&code) {
+        return Detect::NotHttp;
+    }
+    match rest.get(2) {
+        None => Detect::NeedMore,
+        Some(b) if (0x20..0x7f).contains(b) => Detect::Http,
+        Some(_) => Detect::NotHttp,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts() {
+        let mariadb: &[u8] = b"\x64\x00\x00\x00\x0a5.5.5-10.11.19-MariaDB\x00\x0c\x00";
+        let refused: &[u8] = b"\x44\x00\x00\x00\xff\x6a\x04Host '10.0.0.1' is not allowed";
+        let cases: &[(&[u8], Detect)] = &[
+            (b"", Detect::NeedMore),
+            (b"\x64\x00\x00", Detect::NeedMore),
+            (b"\x64\x00\x00\x00", Detect::NeedMore),
+            (b"\x64\x00\x00\x00\x0a", Detect::NeedMore),
+            (b"\x64\x00\x00\x00\x0a5.5", Detect::NeedMore),
+            (mariadb, Detect::Http),
+            (b"\x64\x00\x00\x00\x0a8.0.36\x00", Detect::Http),
+            (refused, Detect::Http),
+            (b"\x44\x00\x00\x00\xff", Detect::NeedMore),
+            (b"\x44\x00\x00\x00\xff\x6a\x04", Detect::NeedMore),
+            // Sequence id not 0, empty or huge packet, other protocol versions.
+            (b"\x64\x00\x00\x01\x0a8.0\x00", Detect::NotHttp),
+            (b"\x00\x00\x00\x00", Detect::NotHttp),
+            (b"\xff\xff\xff\x00\x0a", Detect::NotHttp),
+            (b"\x64\x00\x00\x00\x09", Detect::NotHttp),
+            // Empty or unprintable version, no NUL within the packet.
+            (b"\x64\x00\x00\x00\x0a\x00", Detect::NotHttp),
+            (b"\x64\x00\x00\x00\x0a8.0\x01", Detect::NotHttp),
+            (b"\x05\x00\x00\x00\x0a8.0.", Detect::NotHttp),
+            // A greeting too short for the fields after the version.
+            (b"\x08\x00\x00\x00\x0a8.0.3\x00\x00", Detect::NotHttp),
+            // Error codes out of range, unprintable messages.
+            (b"\x44\x00\x00\x00\xff\x01\x00H", Detect::NotHttp),
+            (b"\x44\x00\x00\x00\xff\x6a\x04\x00", Detect::NotHttp),
+            (b"\x02\x00\x00\x00\xff\x6a", Detect::NotHttp),
+            // Other protocols.
+            (b"HTTP/1.1 200 OK\r\n", Detect::NotHttp),
+            (b"+OK\r\n", Detect::NotHttp),
+            (b"\x16\x03\x01\x02\x00", Detect::NotHttp),
+            (b"SSH-2.0-OpenSSH_9.2\r\n", Detect::NotHttp),
+        ];
+        for (input, want) in cases {
+            assert_eq!(detect_greeting(input), *want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn long_versions_are_decided_within_the_bound() {
+        let mut g = b"\x64\x00\x00\x00\x0a".to_vec();
+        g.extend(std::iter::repeat_n(b'9', MAX_VERSION_LEN));
+        assert_eq!(detect_greeting(&g), Detect::NeedMore);
+        g.push(b'9');
+        assert_eq!(g.len(), MAX_DETECT_BYTES);
+        assert_eq!(detect_greeting(&g), Detect::NotHttp);
+        g.pop();
+        g.push(0);
+        assert_eq!(detect_greeting(&g), Detect::Http);
+    }
+
+    #[test]
+    fn any_prefix_is_decided_the_same_once_decided() {
+        // Once a verdict is reached, more bytes never change it.
+        let g: &[u8] = b"\x64\x00\x00\x00\x0a8.0.36\x00\x0c\x00\x00\x00abcdefgh\x00";
+        let mut seen = None;
+        for end in 0..=g.len() {
+            let d = detect_greeting(&g[..end]);
+            if let Some(prev) = seen {
+                assert_eq!(d, prev, "at {end}");
+            } else if d != Detect::NeedMore {
+                seen = Some(d);
+            }
+        }
+        assert_eq!(seen, Some(Detect::Http));
+    }
+}
