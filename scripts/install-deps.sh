@@ -24,12 +24,14 @@ if [ "${#need[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-# Python drivers the database tests drive (redis-py, psycopg2 on libpq,
-# PyMySQL), installed for this user only when missing.
+# Python drivers the database tests drive (redis-py, psycopg2 and psycopg 3,
+# PyMySQL, mysql-connector-python), installed only when missing.
 pymods=()
 python3 -c "import redis" 2>/dev/null || pymods+=(redis)
 python3 -c "import psycopg2" 2>/dev/null || pymods+=(psycopg2-binary)
 python3 -c "import pymysql" 2>/dev/null || pymods+=(pymysql)
+python3 -c "import psycopg" 2>/dev/null || pymods+=("psycopg[binary]")
+python3 -c "import mysql.connector" 2>/dev/null || pymods+=(mysql-connector-python)
 if [ "${#pymods[@]}" -gt 0 ]; then
   echo "pip installing: ${pymods[*]}"
   python3 -m pip install -q --disable-pip-version-check "${pymods[@]}"

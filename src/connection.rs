@@ -14,192 +14,12 @@ use std::time::SystemTime;
 use crate::context;
 use crate::http::inject::{find_insertion, header_lines};
 use crate::http::{self, Detect, HttpConnection, HttpExchange, Role, MAX_HEAD_BYTES};
-use crate::mask::Masker;
-use crate::propagation::{format_traceparent, parse_traceparent, sanitize_tracestate, Traceparent};
-use crate::span::{SpanContext, SpanRecord};
+use crate::propagation::format_traceparent;
+use crate::protocol::Operation;
+
+pub use crate::tracer::{Assigned, SpanSink, Tracer};
 
 pub use crate::http::{CloseReason, Flow};
-
-/// Where finished spans go. The export pipeline implements it; tests collect.
-pub trait SpanSink: Send + Sync {
-    fn submit(&self, span: SpanRecord);
-}
-
-impl SpanSink for crate::export::Pipeline {
-    fn submit(&self, span: SpanRecord) {
-        crate::export::Pipeline::submit(self, span)
-    }
-}
-
-impl<T: SpanSink + ?Sized> SpanSink for std::sync::Arc<T> {
-    fn submit(&self, span: SpanRecord) {
-        (**self).submit(span)
-    }
-}
-
-/// What every connection of a process shares: masking rules, the sink and
-/// the process's root context.
-pub struct Tracer {
-    masker: Masker,
-    sink: Box<dyn SpanSink>,
-    /// Parent of spans that have no other: `TRACEPARENT` from the environment.
-    root: Option<(Traceparent, Option<String>)>,
-    /// The process span, when there is one: parent of every root span.
-    process: Option<SpanContext>,
-    /// Insert `traceparent` into outbound requests.
-    inject: bool,
-}
-
-/// The identity of a span and of its parent, decided when the span starts.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Assigned {
-    pub context: SpanContext,
-    pub parent: Option<[u8; 8]>,
-    pub parent_is_remote: bool,
-}
-
-impl Tracer {
-    pub fn new(masker: Masker, sink: Box<dyn SpanSink>) -> Tracer {
-        Tracer {
-            masker,
-            sink,
-            root: None,
-            process: None,
-            inject: true,
-        }
-    }
-
-    /// Starts a process span (a child of the environment's context, if
-    /// any) under which every root span of this process will go. Returns
-    /// its identity, for the span reported at exit.
-    pub fn start_process_span(&mut self) -> Assigned {
-        let who = self.root_span();
-        self.process = Some(who.context.clone());
-        who
-    }
-
-    /// Adopts a process span started by the parent process (after fork).
-    pub fn adopt_process_span(&mut self, ctx: Option<SpanContext>) {
-        self.process = ctx;
-    }
-
-    /// The process span's context, if there is one.
-    pub fn process_context(&self) -> Option<&SpanContext> {
-        self.process.as_ref()
-    }
-
-    /// Makes root spans children of `parent` (the environment carrier).
-    pub fn with_root(mut self, parent: Option<Traceparent>, tracestate: Option<String>) -> Tracer {
-        self.root = parent.map(|p| (p, tracestate));
-        self
-    }
-
-    pub fn sink(&self) -> &dyn SpanSink {
-        &*self.sink
-    }
-
-    /// A new span under a remote parent.
-    fn child_of_remote(tp: &Traceparent, tracestate: Option<String>) -> Assigned {
-        Assigned {
-            context: SpanContext {
-                trace_id: tp.trace_id,
-                span_id: crate::ids::span_id(),
-                trace_flags: tp.flags & 1,
-                trace_state: tracestate,
-            },
-            parent: Some(tp.span_id),
-            parent_is_remote: true,
-        }
-    }
-
-    /// A span with no parent of its own: under the process span or the
-    /// environment's context, if any.
-    pub fn root_span(&self) -> Assigned {
-        if let Some(p) = &self.process {
-            return Assigned {
-                context: SpanContext {
-                    trace_id: p.trace_id,
-                    span_id: crate::ids::span_id(),
-                    trace_flags: p.trace_flags,
-                    trace_state: p.trace_state.clone(),
-                },
-                parent: Some(p.span_id),
-                parent_is_remote: false,
-            };
-        }
-        match &self.root {
-            Some((tp, state)) => Self::child_of_remote(tp, state.clone()),
-            None => Assigned {
-                context: SpanContext {
-                    trace_id: crate::ids::trace_id(),
-                    span_id: crate::ids::span_id(),
-                    trace_flags: 1,
-                    trace_state: None,
-                },
-                parent: None,
-                parent_is_remote: false,
-            },
-        }
-    }
-
-    /// The identity of a CLIENT span that is not an HTTP request (a name
-    /// lookup): child of the request the thread serves, else a root span.
-    pub fn client_identity(&self) -> Assigned {
-        self.client_span(None, None)
-    }
-
-    /// A SERVER span continues the trace its request names, if valid.
-    fn server_span(&self, traceparent: Option<&str>, tracestate: Option<&str>) -> Assigned {
-        match traceparent.and_then(parse_traceparent) {
-            Some(tp) => Self::child_of_remote(&tp, tracestate.and_then(sanitize_tracestate)),
-            None => self.root_span(),
-        }
-    }
-
-    /// A CLIENT span: child of the app's own `traceparent` if it sent one,
-    /// else of the request the thread is serving, else a root span.
-    fn client_span(&self, traceparent: Option<&str>, tracestate: Option<&str>) -> Assigned {
-        if let Some(tp) = traceparent.and_then(parse_traceparent) {
-            let mut a = Self::child_of_remote(&tp, tracestate.and_then(sanitize_tracestate));
-            // The app's instrumentation made that span in this process.
-            a.parent_is_remote = false;
-            return a;
-        }
-        match context::active() {
-            Some(parent) => Assigned {
-                context: SpanContext {
-                    trace_id: parent.trace_id,
-                    span_id: crate::ids::span_id(),
-                    trace_flags: parent.trace_flags,
-                    trace_state: parent.trace_state,
-                },
-                parent: Some(parent.span_id),
-                parent_is_remote: false,
-            },
-            None => self.root_span(),
-        }
-    }
-
-    /// Turns a finished HTTP exchange into a span and submits it (unless
-    /// its trace is not sampled).
-    fn emit_http(&self, ex: &HttpExchange, role: Role, ends: &http::Endpoints, who: Assigned) {
-        if !who.context.is_sampled() {
-            return;
-        }
-        let parts = http::span_parts(ex, role, ends, &self.masker);
-        self.sink.submit(SpanRecord {
-            name: parts.name,
-            kind: parts.kind,
-            context: who.context,
-            parent_span_id: who.parent,
-            parent_is_remote: who.parent_is_remote,
-            start: ex.start,
-            end: ex.end,
-            status: parts.status,
-            attributes: parts.attributes,
-        });
-    }
-}
 
 /// Bytes to insert into one outbound write, planned before the real call.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -236,18 +56,115 @@ struct Injection {
     sent: usize,
 }
 
-/// Bytes kept while the protocol is not yet known (a method token is short).
-const DETECT_PREFIX: usize = 16;
+/// Bytes kept while the protocol is not yet known (enough for a method
+/// token, a startup message or a server greeting's version).
+const DETECT_PREFIX: usize = 64;
 
 enum Protocol {
-    /// Nothing seen yet, or too little to tell.
+    /// Nothing seen yet, or too little to tell. `outbound`: which direction
+    /// the first bytes went.
     Detecting {
         prefix: [u8; DETECT_PREFIX],
         len: usize,
+        outbound: bool,
     },
     Http(Box<HttpConnection>),
+    /// A database or cache protocol (client side).
+    Db(Box<dyn DbWire>),
     /// Not ours: the caller should already have stopped feeding us.
     Ignored,
+}
+
+/// The client-side database and cache parsers, seen alike.
+trait DbWire: Send {
+    fn outbound(&mut self, data: &[u8], now: SystemTime, done: &mut Vec<Operation>) -> Flow;
+    fn inbound(&mut self, data: &[u8], now: SystemTime, done: &mut Vec<Operation>) -> Flow;
+    fn close(&mut self, now: SystemTime, reason: CloseReason, done: &mut Vec<Operation>);
+    fn in_flight(&self) -> usize;
+    /// The connection moved to TLS: its raw bytes are ciphertext from now
+    /// on (the plaintext comes through the TLS hooks, as a new connection).
+    fn now_tls(&self) -> bool {
+        false
+    }
+}
+
+macro_rules! db_wire {
+    ($t:ty, $tls:ident) => {
+        impl DbWire for $t {
+            fn outbound(&mut self, d: &[u8], now: SystemTime, done: &mut Vec<Operation>) -> Flow {
+                self.on_outbound(d, now, done)
+            }
+            fn inbound(&mut self, d: &[u8], now: SystemTime, done: &mut Vec<Operation>) -> Flow {
+                self.on_inbound(d, now, done)
+            }
+            fn close(&mut self, now: SystemTime, reason: CloseReason, done: &mut Vec<Operation>) {
+                self.on_close(now, reason, done)
+            }
+            fn in_flight(&self) -> usize {
+                <$t>::in_flight(self)
+            }
+            fn now_tls(&self) -> bool {
+                db_wire!(@tls self, $tls)
+            }
+        }
+    };
+    (@tls $self:ident, none) => { false };
+    (@tls $self:ident, $m:ident) => { $self.$m() };
+}
+
+db_wire!(crate::redis::RedisConnection, none);
+db_wire!(crate::postgres::PgConnection, tls_accepted);
+db_wire!(crate::mysql::MysqlConnection, tls_requested);
+
+/// Which protocol a connection's first bytes start, if any is sure yet.
+enum Recognised {
+    NeedMore,
+    Not,
+    Is(Protocol),
+}
+
+/// A protocol's recogniser, and how to start its parser.
+type Candidate = (fn(&[u8]) -> Detect, fn(Role) -> Protocol);
+
+/// Recognises the protocol from the first bytes, in the direction they went.
+fn recognise(role: Role, first: &[u8], outbound: bool) -> Recognised {
+    let requests_outbound = role == Role::Client;
+    if outbound != requests_outbound && role == Role::Server {
+        return Recognised::Not;
+    }
+    let candidates: &[Candidate] = match (role, outbound) {
+        (Role::Server, _) => &[(http::detect_request, |r| {
+            Protocol::Http(Box::new(HttpConnection::new(r)))
+        })],
+        (Role::Client, true) => &[
+            (http::detect_request, |r| {
+                Protocol::Http(Box::new(HttpConnection::new(r)))
+            }),
+            (crate::redis::detect, |_| {
+                Protocol::Db(Box::new(crate::redis::RedisConnection::new()))
+            }),
+            (crate::postgres::detect, |_| {
+                Protocol::Db(Box::new(crate::postgres::PgConnection::new()))
+            }),
+        ],
+        // The server spoke first.
+        (Role::Client, false) => &[(crate::mysql::detect_greeting, |_| {
+            Protocol::Db(Box::new(crate::mysql::MysqlConnection::new()))
+        })],
+    };
+    let mut undecided = false;
+    for (detect, make) in candidates {
+        match detect(first) {
+            Detect::Http => return Recognised::Is(make(role)),
+            Detect::NeedMore => undecided = true,
+            Detect::NotHttp => {}
+        }
+    }
+    if undecided && first.len() < DETECT_PREFIX {
+        Recognised::NeedMore
+    } else {
+        Recognised::Not
+    }
 }
 
 /// One tracked TCP connection, from connect/accept to close.
@@ -258,6 +175,8 @@ pub struct Connection {
     /// Reused buffer for finished exchanges, so a call that finishes nothing
     /// allocates nothing.
     done: Vec<HttpExchange>,
+    /// The same, for database operations.
+    ops: Vec<Operation>,
     /// Span identities of requests in flight, by exchange sequence number.
     assigned: VecDeque<(u64, Assigned)>,
     /// Sequence number of the next request to get an identity.
@@ -287,8 +206,10 @@ impl Connection {
             protocol: Protocol::Detecting {
                 prefix: [0; DETECT_PREFIX],
                 len: 0,
+                outbound: true,
             },
             done: Vec::new(),
+            ops: Vec::new(),
             assigned: VecDeque::new(),
             next_seq: 0,
             planned: None,
@@ -320,18 +241,12 @@ impl Connection {
     /// The app sent `data` (bytes the kernel accepted).
     pub fn on_outbound(&mut self, data: &[u8], now: SystemTime, tracer: &Tracer) -> Flow {
         self.out_offset += data.len() as u64;
-        let requests_outbound = self.role == Role::Client;
-        self.feed(data, requests_outbound, now, tracer, |h, d, now, done| {
-            h.on_outbound(d, now, done)
-        })
+        self.feed(data, true, now, tracer)
     }
 
     /// The app received `data`.
     pub fn on_inbound(&mut self, data: &[u8], now: SystemTime, tracer: &Tracer) -> Flow {
-        let requests_inbound = self.role == Role::Server;
-        self.feed(data, requests_inbound, now, tracer, |h, d, now, done| {
-            h.on_inbound(d, now, done)
-        })
+        self.feed(data, false, now, tracer)
     }
 
     /// The app sent `n` bytes we cannot see (`sendfile`).
@@ -352,10 +267,12 @@ impl Connection {
 
     /// The connection ended: the peer closed, the app closed, or the process exits.
     pub fn on_close(&mut self, now: SystemTime, reason: CloseReason, tracer: &Tracer) {
-        if let Protocol::Http(h) = &mut self.protocol {
-            h.on_close(now, reason, &mut self.done);
-            self.flush(tracer);
+        match &mut self.protocol {
+            Protocol::Http(h) => h.on_close(now, reason, &mut self.done),
+            Protocol::Db(p) => p.close(now, reason, &mut self.ops),
+            _ => {}
         }
+        self.flush(tracer);
         self.protocol = Protocol::Ignored;
     }
 
@@ -363,64 +280,72 @@ impl Connection {
     pub fn in_flight(&self) -> usize {
         match &self.protocol {
             Protocol::Http(h) => h.in_flight(),
+            Protocol::Db(p) => p.in_flight(),
             _ => 0,
         }
     }
 
-    fn feed(
-        &mut self,
-        data: &[u8],
-        request_direction: bool,
-        now: SystemTime,
-        tracer: &Tracer,
-        step: impl FnOnce(&mut HttpConnection, &[u8], SystemTime, &mut Vec<HttpExchange>) -> Flow,
-    ) -> Flow {
+    fn feed(&mut self, data: &[u8], outbound: bool, now: SystemTime, tracer: &Tracer) -> Flow {
         if data.is_empty() {
             return Flow::Continue;
         }
-        if let Protocol::Detecting { prefix, len } = &mut self.protocol {
-            if !request_direction {
-                // The other side spoke first: not a protocol we parse.
+        if let Protocol::Detecting {
+            prefix,
+            len,
+            outbound: first_outbound,
+        } = &mut self.protocol
+        {
+            if *len > 0 && *first_outbound != outbound {
+                // Bytes went both ways before the protocol was clear.
                 self.protocol = Protocol::Ignored;
                 return Flow::Stop;
             }
+            *first_outbound = outbound;
             let seen = *len;
             let take = data.len().min(DETECT_PREFIX - seen);
             prefix[seen..seen + take].copy_from_slice(&data[..take]);
-            match http::detect_request(&prefix[..seen + take]) {
-                Detect::NeedMore => {
+            let earlier = *prefix;
+            match recognise(self.role, &prefix[..seen + take], outbound) {
+                Recognised::NeedMore => {
                     *len = seen + take;
                     return Flow::Continue;
                 }
-                Detect::NotHttp => {
+                Recognised::Not => {
                     self.protocol = Protocol::Ignored;
                     return Flow::Stop;
                 }
-                Detect::Http => {
-                    let earlier = *prefix;
-                    let mut h = Box::new(HttpConnection::new(self.role));
-                    if seen > 0 {
-                        let flow =
-                            step_earlier(&mut h, self.role, &earlier[..seen], now, &mut self.done);
-                        if let Flow::Stop = flow {
-                            self.flush(tracer);
-                            self.protocol = Protocol::Ignored;
-                            return Flow::Stop;
-                        }
+                Recognised::Is(protocol) => {
+                    self.protocol = protocol;
+                    if seen > 0 && self.step(&earlier[..seen], outbound, now) == Flow::Stop {
+                        self.flush(tracer);
+                        self.protocol = Protocol::Ignored;
+                        return Flow::Stop;
                     }
-                    self.protocol = Protocol::Http(h);
                 }
             }
         }
-        let flow = match &mut self.protocol {
-            Protocol::Http(h) => step(h, data, now, &mut self.done),
-            _ => return Flow::Stop,
-        };
+        let mut flow = self.step(data, outbound, now);
+        if let Protocol::Db(p) = &self.protocol {
+            if p.now_tls() {
+                flow = Flow::Stop;
+            }
+        }
         self.flush(tracer);
-        if let Flow::Stop = flow {
+        if flow == Flow::Stop {
             self.protocol = Protocol::Ignored;
         }
         flow
+    }
+
+    /// Hands bytes to the connection's parser.
+    fn step(&mut self, data: &[u8], outbound: bool, now: SystemTime) -> Flow {
+        match (&mut self.protocol, outbound) {
+            (Protocol::Http(h), true) => h.on_outbound(data, now, &mut self.done),
+            (Protocol::Http(h), false) => h.on_inbound(data, now, &mut self.done),
+            (Protocol::Db(p), true) => p.outbound(data, now, &mut self.ops),
+            (Protocol::Db(p), false) => p.inbound(data, now, &mut self.ops),
+            _ => Flow::Stop,
+        }
     }
 
     /// Gives every request whose head just became known its span identity,
@@ -437,6 +362,9 @@ impl Connection {
                     self.assigned.push_back((ex.seq, who));
                 }
             }
+        }
+        for op in self.ops.drain(..) {
+            tracer.emit_operation(op, &self.ends);
         }
         let mut done = std::mem::take(&mut self.done);
         for ex in done.drain(..) {
@@ -488,7 +416,11 @@ impl Connection {
         }
         let head_so_far: &[u8] = match &self.protocol {
             Protocol::Http(h) => h.outbound_request_head()?,
-            Protocol::Detecting { prefix, len } => {
+            Protocol::Detecting {
+                prefix,
+                len,
+                outbound: true,
+            } => {
                 let mut probe = [0u8; DETECT_PREFIX];
                 let mut n = *len;
                 probe[..n].copy_from_slice(&prefix[..n]);
@@ -497,12 +429,15 @@ impl Connection {
                     probe[n..n + take].copy_from_slice(&p[..take]);
                     n += take;
                 }
-                if http::detect_request(&probe[..n]) != Detect::Http {
+                if !matches!(
+                    recognise(self.role, &probe[..n], true),
+                    Recognised::Is(Protocol::Http(_))
+                ) {
                     return None;
                 }
                 &prefix[..*len]
             }
-            Protocol::Ignored => return None,
+            _ => return None,
         };
         let found = find_insertion(head_so_far, pieces, MAX_HEAD_BYTES)?;
         let who = tracer.client_span(found.traceparent.as_deref(), found.tracestate.as_deref());
@@ -553,23 +488,12 @@ fn identity_for(
     }
 }
 
-/// Feeds the bytes held back during detection, in the request direction.
-fn step_earlier(
-    h: &mut HttpConnection,
-    role: Role,
-    bytes: &[u8],
-    now: SystemTime,
-    done: &mut Vec<HttpExchange>,
-) -> Flow {
-    match role {
-        Role::Client => h.on_outbound(bytes, now, done),
-        Role::Server => h.on_inbound(bytes, now, done),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mask::Masker;
+    use crate::propagation::parse_traceparent;
+    use crate::span::SpanRecord;
     use std::sync::{Arc, Mutex};
 
     #[derive(Default, Clone)]
@@ -616,8 +540,12 @@ mod tests {
     #[test]
     fn server_speaking_first_is_not_http() {
         let (t, spans) = tracer();
-        let mut c = Connection::client(addr("127.0.0.1:3306"), None);
-        let flow = c.on_inbound(b"\x4a\x00\x00\x00\x0a5.5.5-MariaDB", SystemTime::now(), &t);
+        let mut c = Connection::client(addr("127.0.0.1:25"), None);
+        let flow = c.on_inbound(
+            b"220 mail.example.com ESMTP ready\r\n",
+            SystemTime::now(),
+            &t,
+        );
         assert!(matches!(flow, Flow::Stop));
         assert!(spans.0.lock().unwrap().is_empty());
     }

@@ -18,10 +18,15 @@ pub mod http;
 pub mod ids;
 pub mod log;
 pub mod mask;
+pub mod mysql;
+pub mod postgres;
 pub mod propagation;
 pub mod protocol;
+pub mod redis;
 pub mod resource;
 pub mod span;
+pub mod sql;
+pub mod tracer;
 
 /// Version reported as `lumigo.distro.version` and by `lumigo-run --version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,246 @@
+//! The tracer: span identities and where finished spans go.
+//!
+//! Every connection of a process shares one [`Tracer`]: it decides the
+//! identity of each span (a new trace, a child of the request the thread
+//! serves, of an inbound `traceparent`, of the environment's `TRACEPARENT`
+//! or of the process span) and hands finished spans to the [`SpanSink`].
+
+use crate::context;
+use crate::http::{self, HttpExchange, Role};
+use crate::mask::Masker;
+use crate::propagation::{parse_traceparent, sanitize_tracestate, Traceparent};
+use crate::protocol::Operation;
+use crate::span::{AttrValue, SpanContext, SpanRecord};
+
+/// Where finished spans go. The export pipeline implements it; tests collect.
+pub trait SpanSink: Send + Sync {
+    fn submit(&self, span: SpanRecord);
+}
+
+impl SpanSink for crate::export::Pipeline {
+    fn submit(&self, span: SpanRecord) {
+        crate::export::Pipeline::submit(self, span)
+    }
+}
+
+impl<T: SpanSink + ?Sized> SpanSink for std::sync::Arc<T> {
+    fn submit(&self, span: SpanRecord) {
+        (**self).submit(span)
+    }
+}
+
+/// What every connection of a process shares: masking rules, the sink and
+/// the process's root context.
+pub struct Tracer {
+    masker: Masker,
+    sink: Box<dyn SpanSink>,
+    /// Parent of spans that have no other: `TRACEPARENT` from the environment.
+    root: Option<(Traceparent, Option<String>)>,
+    /// The process span, when there is one: parent of every root span.
+    process: Option<SpanContext>,
+    /// Insert `traceparent` into outbound requests.
+    pub(crate) inject: bool,
+}
+
+/// The identity of a span and of its parent, decided when the span starts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Assigned {
+    pub context: SpanContext,
+    pub parent: Option<[u8; 8]>,
+    pub parent_is_remote: bool,
+}
+
+impl Tracer {
+    pub fn new(masker: Masker, sink: Box<dyn SpanSink>) -> Tracer {
+        Tracer {
+            masker,
+            sink,
+            root: None,
+            process: None,
+            inject: true,
+        }
+    }
+
+    /// Starts a process span (a child of the environment's context, if
+    /// any) under which every root span of this process will go. Returns
+    /// its identity, for the span reported at exit.
+    pub fn start_process_span(&mut self) -> Assigned {
+        let who = self.root_span();
+        self.process = Some(who.context.clone());
+        who
+    }
+
+    /// Adopts a process span started by the parent process (after fork).
+    pub fn adopt_process_span(&mut self, ctx: Option<SpanContext>) {
+        self.process = ctx;
+    }
+
+    /// The process span's context, if there is one.
+    pub fn process_context(&self) -> Option<&SpanContext> {
+        self.process.as_ref()
+    }
+
+    /// Makes root spans children of `parent` (the environment carrier).
+    pub fn with_root(mut self, parent: Option<Traceparent>, tracestate: Option<String>) -> Tracer {
+        self.root = parent.map(|p| (p, tracestate));
+        self
+    }
+
+    pub fn sink(&self) -> &dyn SpanSink {
+        &*self.sink
+    }
+
+    /// A new span under a remote parent.
+    fn child_of_remote(tp: &Traceparent, tracestate: Option<String>) -> Assigned {
+        Assigned {
+            context: SpanContext {
+                trace_id: tp.trace_id,
+                span_id: crate::ids::span_id(),
+                trace_flags: tp.flags & 1,
+                trace_state: tracestate,
+            },
+            parent: Some(tp.span_id),
+            parent_is_remote: true,
+        }
+    }
+
+    /// A span with no parent of its own: under the process span or the
+    /// environment's context, if any.
+    pub fn root_span(&self) -> Assigned {
+        if let Some(p) = &self.process {
+            return Assigned {
+                context: SpanContext {
+                    trace_id: p.trace_id,
+                    span_id: crate::ids::span_id(),
+                    trace_flags: p.trace_flags,
+                    trace_state: p.trace_state.clone(),
+                },
+                parent: Some(p.span_id),
+                parent_is_remote: false,
+            };
+        }
+        match &self.root {
+            Some((tp, state)) => Self::child_of_remote(tp, state.clone()),
+            None => Assigned {
+                context: SpanContext {
+                    trace_id: crate::ids::trace_id(),
+                    span_id: crate::ids::span_id(),
+                    trace_flags: 1,
+                    trace_state: None,
+                },
+                parent: None,
+                parent_is_remote: false,
+            },
+        }
+    }
+
+    /// The identity of a CLIENT span that is not an HTTP request (a name
+    /// lookup): child of the request the thread serves, else a root span.
+    pub fn client_identity(&self) -> Assigned {
+        self.client_span(None, None)
+    }
+
+    /// A SERVER span continues the trace its request names, if valid.
+    pub(crate) fn server_span(
+        &self,
+        traceparent: Option<&str>,
+        tracestate: Option<&str>,
+    ) -> Assigned {
+        match traceparent.and_then(parse_traceparent) {
+            Some(tp) => Self::child_of_remote(&tp, tracestate.and_then(sanitize_tracestate)),
+            None => self.root_span(),
+        }
+    }
+
+    /// A CLIENT span: child of the app's own `traceparent` if it sent one,
+    /// else of the request the thread is serving, else a root span.
+    pub(crate) fn client_span(
+        &self,
+        traceparent: Option<&str>,
+        tracestate: Option<&str>,
+    ) -> Assigned {
+        if let Some(tp) = traceparent.and_then(parse_traceparent) {
+            let mut a = Self::child_of_remote(&tp, tracestate.and_then(sanitize_tracestate));
+            // The app's instrumentation made that span in this process.
+            a.parent_is_remote = false;
+            return a;
+        }
+        match context::active() {
+            Some(parent) => Assigned {
+                context: SpanContext {
+                    trace_id: parent.trace_id,
+                    span_id: crate::ids::span_id(),
+                    trace_flags: parent.trace_flags,
+                    trace_state: parent.trace_state,
+                },
+                parent: Some(parent.span_id),
+                parent_is_remote: false,
+            },
+            None => self.root_span(),
+        }
+    }
+
+    /// Turns a finished HTTP exchange into a span and submits it (unless
+    /// its trace is not sampled).
+    pub(crate) fn emit_http(
+        &self,
+        ex: &HttpExchange,
+        role: Role,
+        ends: &http::Endpoints,
+        who: Assigned,
+    ) {
+        if !who.context.is_sampled() {
+            return;
+        }
+        let parts = http::span_parts(ex, role, ends, &self.masker);
+        self.sink.submit(SpanRecord {
+            name: parts.name,
+            kind: parts.kind,
+            context: who.context,
+            parent_span_id: who.parent,
+            parent_is_remote: who.parent_is_remote,
+            start: ex.start,
+            end: ex.end,
+            status: parts.status,
+            attributes: parts.attributes,
+        });
+    }
+}
+
+impl Tracer {
+    /// Reports a finished non-HTTP operation (a database command), as a
+    /// child of the request the thread serves, with the connection's
+    /// network attributes.
+    pub(crate) fn emit_operation(&self, op: Operation, ends: &http::Endpoints) {
+        let who = self.client_identity();
+        if !who.context.is_sampled() {
+            return;
+        }
+        let mut attributes = op.attributes;
+        if let Some(peer) = ends.peer {
+            let ip = match peer.ip() {
+                std::net::IpAddr::V6(v6) => v6
+                    .to_ipv4_mapped()
+                    .map(std::net::IpAddr::V4)
+                    .unwrap_or(std::net::IpAddr::V6(v6)),
+                v4 => v4,
+            };
+            let port = i64::from(peer.port());
+            attributes.push(("server.address", AttrValue::Str(ip.to_string())));
+            attributes.push(("server.port", AttrValue::Int(port)));
+            attributes.push(("network.peer.address", AttrValue::Str(ip.to_string())));
+            attributes.push(("network.peer.port", AttrValue::Int(port)));
+        }
+        self.sink.submit(SpanRecord {
+            name: op.name,
+            kind: op.kind,
+            context: who.context,
+            parent_span_id: who.parent,
+            parent_is_remote: who.parent_is_remote,
+            start: op.start,
+            end: op.end,
+            status: op.status,
+            attributes,
+        });
+    }
+}

@@ -1,0 +1,320 @@
+//! Databases, caches and DNS from the wire: real clients (redis-cli,
+//! redis-py, psql, psycopg, the mariadb client, PyMySQL,
+//! mysql-connector-python, curl) against the real servers on this machine.
+//! Each test starts the service it needs when it is not running.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::*;
+
+const T: Duration = Duration::from_secs(60);
+
+fn a<'a>(span: &'a Value, key: &str) -> &'a Value {
+    &span["attributes"][key]
+}
+
+/// Runs a traced command and returns its spans (DNS lookups left out).
+fn traced_spans(program: &str, args: &[&str]) -> Vec<Value> {
+    let tmp = TempDir::new("db");
+    let dump = tmp.path("db.jsonl");
+    let mut cmd = traced(program);
+    cmd.args(args).env("LUMIGO_DEBUG_SPANDUMP", &dump);
+    let out = run(cmd, T);
+    assert!(out.status.success(), "{program} {args:?}: {out:?}");
+    read_spandump(&dump)
+        .into_iter()
+        .filter(|s| a(s, "dns.question.name").is_null())
+        .collect()
+}
+
+fn clients_script(mode: &str) -> Vec<String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps/db_clients.py");
+    vec![script.display().to_string(), mode.to_owned()]
+}
+
+fn py(mode: &str) -> Vec<Value> {
+    let args = clients_script(mode);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    traced_spans("python3", &args)
+}
+
+fn named<'a>(spans: &'a [Value], name: &str) -> Vec<&'a Value> {
+    spans.iter().filter(|s| s["name"] == name).collect()
+}
+
+#[test]
+fn redis_cli_commands_and_an_error() {
+    ensure_service("redis", 6379);
+    let set = traced_spans(
+        "redis-cli",
+        &["-h", "127.0.0.1", "set", "lumigo:cli", "secret-value"],
+    );
+    assert_eq!(set.len(), 1, "{set:#?}");
+    let s = &set[0];
+    assert_eq!(s["kind"], "SpanKind.CLIENT");
+    assert_eq!(s["name"], "SET");
+    assert_eq!(a(s, "db.system.name"), "redis");
+    assert_eq!(a(s, "db.operation.name"), "SET");
+    assert_eq!(
+        a(s, "db.query.text"),
+        "SET lumigo:cli ?",
+        "values never recorded"
+    );
+    assert_eq!(a(s, "db.namespace"), "0");
+    assert_eq!(a(s, "server.address"), "127.0.0.1");
+    assert_eq!(a(s, "server.port"), 6379);
+    assert_eq!(s["status"]["status_code"], "UNSET");
+
+    // INCR on a string value: an error reply.
+    let err = traced_spans("redis-cli", &["-h", "127.0.0.1", "incr", "lumigo:cli"]);
+    let incr = named(&err, "INCR");
+    assert_eq!(incr.len(), 1, "{err:#?}");
+    assert_eq!(incr[0]["status"]["status_code"], "ERROR");
+    assert_eq!(a(incr[0], "error.type"), "ERR");
+
+    // redis-cli -n 2 sends SELECT 2 first: the namespace follows it.
+    let db2 = traced_spans(
+        "redis-cli",
+        &["-h", "127.0.0.1", "-n", "2", "get", "lumigo:cli"],
+    );
+    let get = named(&db2, "GET");
+    assert_eq!(get.len(), 1, "{db2:#?}");
+    assert_eq!(a(get[0], "db.namespace"), "2");
+}
+
+#[test]
+fn redis_py_pipeline_gives_each_command_its_span() {
+    ensure_service("redis", 6379);
+    let spans = py("redis-pipeline");
+    let names: Vec<&str> = spans
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .filter(|n| !n.starts_with("CLIENT"))
+        .collect();
+    assert_eq!(
+        names,
+        ["SET", "GET", "INCRBY", "LPUSH", "DEL"],
+        "{spans:#?}"
+    );
+    let del = named(&spans, "DEL")[0];
+    assert_eq!(a(del, "db.query.text"), "DEL lumigo:t:a lumigo:t:l");
+}
+
+#[test]
+fn redis_pubsub_publish_is_a_producer_and_messages_are_consumers() {
+    ensure_service("redis", 6379);
+    let spans = py("redis-pubsub");
+    let producers: Vec<&Value> = spans
+        .iter()
+        .filter(|s| s["kind"] == "SpanKind.PRODUCER")
+        .collect();
+    let consumers: Vec<&Value> = spans
+        .iter()
+        .filter(|s| s["kind"] == "SpanKind.CONSUMER")
+        .collect();
+    assert_eq!(producers.len(), 2, "{spans:#?}");
+    assert_eq!(consumers.len(), 2, "{spans:#?}");
+    for s in producers.iter().chain(&consumers) {
+        assert_eq!(a(s, "messaging.destination.name"), "lumigo-chan");
+        assert_eq!(a(s, "messaging.system"), "redis");
+    }
+    assert_eq!(named(&spans, "SUBSCRIBE").len(), 1);
+}
+
+#[test]
+fn psql_simple_queries_and_an_error_in_plain_text_and_over_tls() {
+    ensure_service("postgresql", 5432);
+    for sslmode in ["disable", "require"] {
+        let conn = format!("host=127.0.0.1 user=postgres dbname=test sslmode={sslmode}");
+        let spans = traced_spans(
+            "psql",
+            &[
+                &conn,
+                "-tA",
+                "-c",
+                "select count(*) from pg_class where relname = 'lumigo'",
+            ],
+        );
+        let ok = spans
+            .iter()
+            .find(|s| s["name"] == "SELECT pg_class")
+            .unwrap_or_else(|| panic!("sslmode={sslmode}: {spans:#?}"));
+        assert_eq!(a(ok, "db.system.name"), "postgresql");
+        assert_eq!(a(ok, "db.namespace"), "test");
+        assert_eq!(a(ok, "db.collection.name"), "pg_class");
+        assert_eq!(
+            a(ok, "db.query.text"),
+            "select count(*) from pg_class where relname = ?"
+        );
+        assert_eq!(a(ok, "server.port"), 5432);
+        assert_eq!(spans.len(), 1, "one span, none from ciphertext: {spans:#?}");
+
+        let tmp = TempDir::new("psql-err");
+        let dump = tmp.path("e.jsonl");
+        let mut cmd = traced("psql");
+        cmd.args([&conn, "-tA", "-c", "select * from lumigo_missing_table"])
+            .env("LUMIGO_DEBUG_SPANDUMP", &dump);
+        let out = run(cmd, T);
+        assert!(!out.status.success(), "psql reports the error itself");
+        let spans = read_spandump(&dump);
+        assert_eq!(spans.len(), 1, "{spans:#?}");
+        assert_eq!(a(&spans[0], "error.type"), "42P01");
+        assert_eq!(spans[0]["status"]["status_code"], "ERROR");
+    }
+}
+
+#[test]
+fn psycopg_extended_protocol_gives_a_span_per_execution() {
+    ensure_service("postgresql", 5432);
+    assert!(
+        python_has("psycopg"),
+        "psycopg 3 is required (scripts/install-deps.sh)"
+    );
+    let spans = py("pg-extended");
+    let selects: Vec<&Value> = spans
+        .iter()
+        .filter(|s| a(s, "db.query.text") == "select $1::int + ? as x")
+        .collect();
+    assert_eq!(
+        selects.len(),
+        2,
+        "a prepared statement executed twice: {spans:#?}"
+    );
+    let missing = spans
+        .iter()
+        .find(|s| s["name"] == "SELECT lumigo_missing_table")
+        .expect("error span");
+    assert_eq!(a(missing, "error.type"), "42P01");
+    assert_eq!(a(missing, "db.response.status_code"), "42P01");
+}
+
+#[test]
+fn mariadb_client_query_and_an_error() {
+    ensure_service("mariadb", 3306);
+    let tmp = TempDir::new("mariadb");
+    let dump = tmp.path("m.jsonl");
+    let mut cmd = traced("mariadb");
+    cmd.args([
+        "-h127.0.0.1",
+        "-uroot",
+        "test",
+        "-e",
+        "select 'x' as a; select * from lumigo_missing_table",
+    ])
+    .env("LUMIGO_DEBUG_SPANDUMP", &dump);
+    let out = run(cmd, T);
+    assert!(!out.status.success(), "the second statement fails");
+    let spans = read_spandump(&dump);
+    let ok = named(&spans, "SELECT");
+    assert_eq!(ok.len(), 1, "{spans:#?}");
+    assert_eq!(a(ok[0], "db.system.name"), "mariadb");
+    assert_eq!(a(ok[0], "db.namespace"), "test");
+    assert_eq!(a(ok[0], "db.query.text"), "select ? as a");
+    let err = named(&spans, "SELECT lumigo_missing_table");
+    assert_eq!(err.len(), 1, "{spans:#?}");
+    assert_eq!(a(err[0], "error.type"), "1146");
+    assert_eq!(err[0]["status"]["status_code"], "ERROR");
+}
+
+#[test]
+fn pymysql_and_a_server_side_prepared_statement() {
+    ensure_service("mariadb", 3306);
+    let spans = py("mysql-pymysql");
+    let q = spans
+        .iter()
+        .find(|s| a(s, "db.query.text") == "select ? + ?")
+        .unwrap_or_else(|| panic!("{spans:#?}"));
+    assert_eq!(q["status"]["status_code"], "UNSET");
+    assert_eq!(named(&spans, "SELECT lumigo_missing_table").len(), 1);
+
+    assert!(
+        python_has("mysql.connector"),
+        "mysql-connector-python is required"
+    );
+    let spans = py("mysql-prepared");
+    let prepare = named(&spans, "PREPARE");
+    assert_eq!(prepare.len(), 1, "{spans:#?}");
+    let execute = spans
+        .iter()
+        .find(|s| s["name"] == "SELECT" && a(s, "db.query.text") == "select ? + ?")
+        .expect("the execute span carries the prepared text");
+    assert_eq!(a(execute, "db.operation.name"), "SELECT");
+}
+
+#[test]
+fn name_lookups_from_python_and_curl() {
+    let host = String::from_utf8(Command::new("hostname").output().unwrap().stdout).unwrap();
+    let host = host.trim();
+    let tmp = TempDir::new("dns");
+    let dump = tmp.path("dns.jsonl");
+    let mut cmd = traced("python3");
+    cmd.args([
+        "-c",
+        &format!(
+            "import socket\nsocket.getaddrinfo('{host}', 80)\ntry:\n    socket.getaddrinfo('no-such-host.invalid', 80)\nexcept socket.gaierror:\n    pass"
+        ),
+    ])
+    .env("LUMIGO_DEBUG_SPANDUMP", &dump);
+    assert!(run(cmd, T).status.success());
+    let mut curl = traced("curl");
+    curl.args(["-s", "-o", "/dev/null", &format!("http://{host}:9/")])
+        .env("LUMIGO_DEBUG_SPANDUMP", &dump);
+    let _ = run(curl, T); // connection refused: the lookup still happened
+    let spans = read_spandump(&dump);
+    let ok: Vec<&Value> = spans
+        .iter()
+        .filter(|s| a(s, "dns.question.name") == host)
+        .collect();
+    assert_eq!(
+        ok.len(),
+        2,
+        "one lookup from python, one from curl: {spans:#?}"
+    );
+    assert!(ok
+        .iter()
+        .all(|s| a(s, "dns.answers.count").as_i64() >= Some(1)));
+    let bad = spans
+        .iter()
+        .find(|s| a(s, "dns.question.name") == "no-such-host.invalid")
+        .expect("failed lookup span");
+    assert_eq!(a(bad, "error.type"), "EAI_NONAME");
+    assert_eq!(bad["status"]["status_code"], "ERROR");
+}
+
+#[test]
+fn a_query_made_while_serving_a_request_is_a_child_of_its_server_span() {
+    ensure_service("redis", 6379);
+    let tmp = TempDir::new("served");
+    let dump = tmp.path("served.jsonl");
+    let port = free_port();
+    let args = clients_script("served-redis");
+    let mut cmd = traced("python3");
+    cmd.args(&args)
+        .arg(port.to_string())
+        .env("LUMIGO_DEBUG_SPANDUMP", &dump);
+    let mut server = Server::spawn(cmd, port);
+    let mut curl = Command::new("curl");
+    curl.args(["-s", "-o", "/dev/null"])
+        .arg(format!("http://127.0.0.1:{port}/q"));
+    assert!(run(curl, T).status.success());
+    let spans = wait_spans(&dump, T, |s| {
+        s.iter()
+            .any(|x| x["name"] == "GET" && x["kind"] == "SpanKind.SERVER")
+    });
+    server.stop();
+    let srv = spans
+        .iter()
+        .find(|s| s["kind"] == "SpanKind.SERVER")
+        .expect("server span");
+    let get = spans
+        .iter()
+        .find(|s| a(s, "db.system.name") == "redis" && s["name"] == "GET")
+        .unwrap_or_else(|| panic!("{spans:#?}"));
+    assert_eq!(get["parent_id"], srv["context"]["span_id"]);
+    assert_eq!(get["context"]["trace_id"], srv["context"]["trace_id"]);
+}
