@@ -91,6 +91,9 @@ pub struct Config {
     pub query_secret_patterns: Vec<String>,
     /// `LUMIGO_PROCESS_SPAN=true`: one INTERNAL span around the whole run.
     pub process_span: bool,
+    /// W3C trace context in and out (`OTEL_PROPAGATORS` names
+    /// `tracecontext`, or is unset); `none` turns propagation off.
+    pub propagate: bool,
     /// `TRACEPARENT` (the OpenTelemetry environment carrier): the process's
     /// root spans become children of this remote context.
     pub env_parent: Option<crate::propagation::Traceparent>,
@@ -377,6 +380,10 @@ impl Config {
             tag: nonempty(get("LUMIGO_TAG")),
             query_secret_patterns,
             process_span: parse_bool("LUMIGO_PROCESS_SPAN", get("LUMIGO_PROCESS_SPAN"), w),
+            propagate: nonempty(get("OTEL_PROPAGATORS")).is_none_or(|v| {
+                v.split(',')
+                    .any(|p| p.trim().eq_ignore_ascii_case("tracecontext"))
+            }),
             warnings,
         }
     }
@@ -486,6 +493,14 @@ mod tests {
         assert_eq!(c.flush_timeout, Duration::from_secs(1));
         assert_eq!(c.batch.max_queue_size, 2048);
         assert_eq!(c.warnings.len(), 2);
+    }
+
+    #[test]
+    fn propagators() {
+        assert!(config(&[]).propagate);
+        assert!(config(&[("OTEL_PROPAGATORS", "baggage, tracecontext")]).propagate);
+        assert!(!config(&[("OTEL_PROPAGATORS", "none")]).propagate);
+        assert!(!config(&[("OTEL_PROPAGATORS", "b3")]).propagate);
     }
 
     #[test]

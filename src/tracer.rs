@@ -80,6 +80,13 @@ impl Tracer {
         self.process.as_ref()
     }
 
+    /// Turns W3C propagation on or off: with it off, no `traceparent` is
+    /// read from requests or inserted into them.
+    pub fn with_propagation(mut self, on: bool) -> Tracer {
+        self.inject = on;
+        self
+    }
+
     /// Makes root spans children of `parent` (the environment carrier).
     pub fn with_root(mut self, parent: Option<Traceparent>, tracestate: Option<String>) -> Tracer {
         self.root = parent.map(|p| (p, tracestate));
@@ -146,6 +153,7 @@ impl Tracer {
         traceparent: Option<&str>,
         tracestate: Option<&str>,
     ) -> Assigned {
+        let traceparent = traceparent.filter(|_| self.inject);
         match traceparent.and_then(parse_traceparent) {
             Some(tp) => Self::child_of_remote(&tp, tracestate.and_then(sanitize_tracestate)),
             None => self.root_span(),

@@ -144,6 +144,14 @@ fn strip_traceparent(captured: &[u8]) -> Vec<u8> {
 }
 
 fn write_pattern(mode: &str, server_delay: &str) -> (Vec<Vec<u8>>, Vec<Vec<u8>>, String) {
+    write_pattern_with(mode, server_delay, &[])
+}
+
+fn write_pattern_with(
+    mode: &str,
+    server_delay: &str,
+    env: &[(&str, &str)],
+) -> (Vec<Vec<u8>>, Vec<Vec<u8>>, String) {
     let tmp = TempDir::new(&format!("patterns-{mode}"));
     let log = tmp.path("captured.jsonl");
     let port = free_port();
@@ -158,7 +166,8 @@ fn write_pattern(mode: &str, server_delay: &str) -> (Vec<Vec<u8>>, Vec<Vec<u8>>,
     client
         .arg(app("write_patterns.py"))
         .arg(port.to_string())
-        .arg(mode);
+        .arg(mode)
+        .envs(env.iter().copied());
     let out = run(client, T);
     assert!(out.status.success(), "{out:?}");
     server.stop();
@@ -371,4 +380,12 @@ fn process_span_wraps_a_run_and_its_children() {
     assert_eq!(parent_id(curl), Some(span_id(sh)));
     assert_eq!(parent_id(get), Some(span_id(curl)));
     assert!(spans.iter().all(|x| trace_id(x) == trace_id(sh)));
+}
+
+/// `OTEL_PROPAGATORS=none`: requests go out exactly as the app wrote them.
+#[test]
+fn propagation_off_sends_the_apps_bytes_untouched() {
+    let (sent, captured, _) = write_pattern_with("writev", "0", &[("OTEL_PROPAGATORS", "none")]);
+    assert_eq!(captured.len(), 1);
+    assert!(captured[0] == sent[0], "no traceparent inserted");
 }

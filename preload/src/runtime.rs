@@ -59,7 +59,8 @@ impl Runtime {
         let pipeline = Arc::new(Pipeline::new(config.clone()));
         let masker = Masker::new(&config.query_secret_patterns);
         let mut tracer = Tracer::new(masker, Box::new(pipeline.clone()))
-            .with_root(config.env_parent, config.env_tracestate.clone());
+            .with_root(config.env_parent, config.env_tracestate.clone())
+            .with_propagation(config.propagate);
         let process = match inherited {
             Some(parent_process) => {
                 tracer.adopt_process_span(parent_process);
