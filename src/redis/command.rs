@@ -26,7 +26,7 @@ const PEEK_BYTES: usize = 8;
 /// Most arguments in one command, as Redis allows.
 const MAX_ARGC: i64 = i32::MAX as i64;
 
-/// A class of pub/sub subscription: each has its own count on the server.
+/// A class of pub/sub subscription (shard channels are counted apart).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Class {
     Channel,

@@ -61,13 +61,13 @@ impl Subscriptions {
     }
 
     fn any(&self) -> bool {
-        self.channels + self.patterns + self.shards > 0
+        self.channels > 0 || self.patterns > 0 || self.shards > 0
     }
 
     /// A confirmation says `count` subscriptions remain. For channels and
     /// patterns the count is of both together, so the change tells which.
     fn update(&mut self, class: Class, subscribe: bool, count: u64) {
-        let total = self.channels + self.patterns;
+        let total = self.channels.saturating_add(self.patterns);
         let field = match class {
             Class::Shard => {
                 self.shards = count;

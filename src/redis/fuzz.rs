@@ -149,3 +149,34 @@ fn random_input_never_panics_and_stays_bounded() {
         "{reported} reported, {answered} answered, {consumed} consumed"
     );
 }
+
+#[test]
+fn random_bytes_after_a_valid_start_never_panic() {
+    const ALPHABET: &[u8] = b"*$:+-%>|_\r\n0123456789?";
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    for _ in 0..2000 {
+        let mut conn = RedisConnection::new();
+        let mut done = Vec::new();
+        let t = SystemTime::UNIX_EPOCH;
+        let _ = conn.on_outbound(&resp(&["GET", "k"]), t, &mut done);
+        for _ in 0..(1 + rng.below(10)) {
+            let n = rng.below(64);
+            // Bytes from the RESP alphabet are likelier to go deep.
+            let data: Vec<u8> = (0..n)
+                .map(|_| match rng.below(4) {
+                    0 => ALPHABET[rng.below(ALPHABET.len())],
+                    _ => rng.next() as u8,
+                })
+                .collect();
+            let _ = crate::redis::detect(&data);
+            if rng.below(2) == 0 {
+                let _ = conn.on_outbound(&data, t, &mut done);
+            } else {
+                let _ = conn.on_inbound(&data, t, &mut done);
+            }
+            assert!(conn.buffered() <= 2 * MAX_HEAD_BYTES + MAX_IN_FLIGHT * 1024);
+        }
+        conn.on_close(t, CloseReason::Closed, &mut done);
+        assert_eq!(conn.in_flight(), 0);
+    }
+}
