@@ -11,14 +11,15 @@ DUMP=$(mktemp -t lumigo-demo-XXXXXX.jsonl)
 PORT=${PORT:-18080}
 
 echo "== lumigo-run python3 -m http.server $PORT"
-$RUN --service-name demo-server --spandump "$DUMP" -- python3 -m http.server "$PORT" --bind 127.0.0.1 >/dev/null 2>&1 &
+# The server is stopped with SIGTERM, which skips exit handlers: export often.
+OTEL_BSP_SCHEDULE_DELAY=200 $RUN --service-name demo-server --spandump "$DUMP" -- python3 -m http.server "$PORT" --bind 127.0.0.1 >/dev/null 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
 for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$PORT/" && break; sleep 0.05; done
 
 echo "== lumigo-run curl http://127.0.0.1:$PORT/README.md?api_key=secret"
 $RUN --service-name demo-client --spandump "$DUMP" -- curl -s -o /dev/null -w 'curl got HTTP %{http_code}\n' "http://127.0.0.1:$PORT/README.md?api_key=secret"
-sleep 0.5
+sleep 1
 kill -TERM $SERVER; wait $SERVER 2>/dev/null || true
 trap - EXIT
 
