@@ -26,6 +26,8 @@ pub mod redis;
 pub mod resource;
 pub mod span;
 pub mod sql;
+#[cfg(test)]
+pub(crate) mod testkit;
 pub mod tracer;
 
 /// Version reported as `lumigo.distro.version` and by `lumigo-run --version`.

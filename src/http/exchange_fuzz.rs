@@ -4,9 +4,9 @@
 
 use std::time::SystemTime;
 
-use super::tests::Rng;
 use super::*;
 use crate::http::{MAX_FIELD_BYTES, MAX_HEAD_BYTES, MAX_IN_FLIGHT};
+use crate::testkit::Rng;
 
 /// Pieces that look enough like HTTP to reach deep states, mixed with noise.
 const FRAGMENTS: &[&[u8]] = &[

@@ -6,8 +6,11 @@ use std::time::{Duration, SystemTime};
 
 use super::*;
 use crate::http::{MAX_HEAD_BYTES, MAX_IN_FLIGHT};
+use crate::testkit::{Split, StopWatch};
 
-/// One call on the connection.
+/// One call on the connection. Not the shared [`crate::testkit::Ev`]: these
+/// tables borrow most of their bytes from constants, and also send bytes
+/// the tracer cannot see (`sendfile`).
 #[derive(Clone, Debug)]
 enum Ev {
     Out(&'static [u8]),
@@ -18,27 +21,6 @@ enum Ev {
     Close(CloseReason),
 }
 use Ev::*;
-
-#[derive(Clone, Copy, Debug)]
-enum Split {
-    Whole,
-    Bytes,
-    Random(u64),
-}
-
-/// A tiny xorshift generator: deterministic, no dependency.
-pub(super) struct Rng(pub(super) u64);
-impl Rng {
-    pub(super) fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    pub(super) fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
 
 /// An exchange in one line: `METHOD target status req=N resp=N error`.
 fn summary(ex: &HttpExchange) -> String {
@@ -55,32 +37,20 @@ fn summary(ex: &HttpExchange) -> String {
 fn run(role: Role, events: &[Ev], split: Split) -> (Vec<String>, Option<usize>) {
     let mut conn = HttpConnection::new(role);
     let mut done = Vec::new();
-    let mut stopped_at = None;
+    let mut stop = StopWatch::default();
     let now = SystemTime::UNIX_EPOCH;
-    let mut rng = match split {
-        Split::Random(seed) => Rng(seed | 1),
-        _ => Rng(1),
-    };
+    let mut cutter = split.cutter(9);
     for (i, ev) in events.iter().enumerate() {
         let reported = done.len();
         let mut flows = Vec::new();
         let mut feed =
             |data: &[u8], out: bool, conn: &mut HttpConnection, done: &mut Vec<HttpExchange>| {
-                let mut pos = 0;
-                while pos < data.len() {
-                    let n = match split {
-                        Split::Whole => data.len(),
-                        Split::Bytes => 1,
-                        Split::Random(_) => 1 + rng.below(9),
-                    };
-                    let end = (pos + n).min(data.len());
-                    let piece = &data[pos..end];
+                for piece in cutter.pieces(data) {
                     flows.push(if out {
                         conn.on_outbound(piece, now, done)
                     } else {
                         conn.on_inbound(piece, now, done)
                     });
-                    pos = end;
                 }
             };
         match ev {
@@ -91,16 +61,11 @@ fn run(role: Role, events: &[Ev], split: Split) -> (Vec<String>, Option<usize>) 
             OutOpaque(n) => flows.push(conn.on_outbound_opaque(*n, now, &mut done)),
             Close(reason) => conn.on_close(now, *reason, &mut done),
         }
-        if stopped_at.is_some() {
-            assert_eq!(done.len(), reported, "nothing is reported after Stop");
-            assert!(flows.iter().all(|f| *f == Flow::Stop), "Stop is sticky");
-        } else if flows.contains(&Flow::Stop) {
-            stopped_at = Some(i);
-        }
+        stop.note(i, &flows, reported, done.len());
         assert!(conn.buffered() <= 2 * MAX_HEAD_BYTES);
         assert!(conn.pending.len() <= MAX_IN_FLIGHT);
     }
-    (done.iter().map(summary).collect(), stopped_at)
+    (done.iter().map(summary).collect(), stop.at)
 }
 
 const GET_A: &[u8] = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n";

@@ -4,9 +4,10 @@
 //! statements), with the harness of `tests.rs`.
 
 use super::handshake::caps;
-use super::tests::Ev::*;
 use super::tests::*;
 use super::*;
+use crate::testkit::Ev::{self, *};
+use crate::testkit::{at, Rng, Split};
 
 #[test]
 fn authentication_rounds_make_no_spans() {

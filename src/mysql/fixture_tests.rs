@@ -3,8 +3,9 @@
 //! chunk is one event, replayed as recorded, byte by byte and at random
 //! splits, and once with each direction's consecutive chunks merged.
 
-use super::tests::{run, run_all_splits, summaries, Ev, Split};
+use super::tests::{run, run_all_splits, summaries};
 use super::*;
+use crate::testkit::{at, Ev, Split};
 
 /// Parses a capture: `>` lines are the client's outbound bytes, `<` lines
 /// its inbound bytes, in hex; `#` lines are comments.
@@ -81,7 +82,7 @@ fn mariadb_cli_create_insert_select() {
     assert_eq!(attr(select, "db.operation.name"), Some("SELECT"));
     assert_eq!(attr(select, "db.collection.name"), Some("lumigo_fx_cli"));
     // The query is chunk 7, its result set chunk 8.
-    assert_eq!((select.start, select.end), (tests::at(7), tests::at(8)));
+    assert_eq!((select.start, select.end), (at(7), at(8)));
 }
 
 #[test]

@@ -4,8 +4,9 @@
 
 use std::time::SystemTime;
 
-use super::tests::{command, greeting, login, pkt, Rng, COLUMN, EOF, OK, OK_FE};
+use super::tests::{command, greeting, login, pkt, COLUMN, EOF, OK, OK_FE};
 use super::*;
+use crate::testkit::Rng;
 
 /// Client packets that reach deep states.
 fn client_fragment(rng: &mut Rng) -> Vec<u8> {

@@ -4,46 +4,11 @@
 //! closes, bounds) are in `edge_tests.rs`; captured traffic of real clients
 //! is replayed in `fixture_tests.rs`.
 
-use std::time::{Duration, SystemTime};
-
 use super::handshake::caps;
 use super::*;
 use crate::span::{AttrValue, SpanStatus};
-
-/// One call on the connection.
-#[derive(Clone, Debug)]
-pub(super) enum Ev {
-    Out(Vec<u8>),
-    In(Vec<u8>),
-    Close(CloseReason),
-}
-use Ev::*;
-
-#[derive(Clone, Copy, Debug)]
-pub(super) enum Split {
-    Whole,
-    Bytes,
-    Random(u64),
-}
-
-/// A tiny xorshift generator: deterministic, no dependency.
-pub(super) struct Rng(pub(super) u64);
-impl Rng {
-    pub(super) fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    pub(super) fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
-/// The time of event `i`: every event has its own second.
-pub(super) fn at(i: usize) -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_secs(i as u64)
-}
+use crate::testkit::Ev::{self, *};
+use crate::testkit::{at, Split, StopWatch};
 
 /// What a run produced.
 #[derive(Debug, PartialEq)]
@@ -58,11 +23,8 @@ pub(super) struct Outcome {
 pub(super) fn run(events: &[Ev], split: Split) -> Outcome {
     let mut conn = MysqlConnection::new();
     let mut done = Vec::new();
-    let mut stopped_at = None;
-    let mut rng = match split {
-        Split::Random(seed) => Rng(seed | 1),
-        _ => Rng(1),
-    };
+    let mut stop = StopWatch::default();
+    let mut cutter = split.cutter(12);
     for (i, ev) in events.iter().enumerate() {
         let now = at(i);
         let reported = done.len();
@@ -75,34 +37,20 @@ pub(super) fn run(events: &[Ev], split: Split) -> Outcome {
                 continue;
             }
         };
-        let mut pos = 0;
-        while pos < data.len() {
-            let n = match split {
-                Split::Whole => data.len(),
-                Split::Bytes => 1,
-                Split::Random(_) => 1 + rng.below(12),
-            };
-            let end = (pos + n).min(data.len());
-            let piece = &data[pos..end];
+        for piece in cutter.pieces(data) {
             flows.push(if out {
                 conn.on_outbound(piece, now, &mut done)
             } else {
                 conn.on_inbound(piece, now, &mut done)
             });
-            pos = end;
         }
-        if stopped_at.is_some() {
-            assert_eq!(done.len(), reported, "nothing is reported after Stop");
-            assert!(flows.iter().all(|f| *f == Flow::Stop), "Stop is sticky");
-        } else if flows.contains(&Flow::Stop) {
-            stopped_at = Some(i);
-        }
+        stop.note(i, &flows, reported, done.len());
         assert!(conn.in_flight() <= MAX_IN_FLIGHT);
         assert!(conn.buffered() <= 2 * (1 + 256 + MAX_QUERY_BYTES) + MAX_STATEMENT_BYTES);
     }
     Outcome {
         ops: done,
-        stopped_at,
+        stopped_at: stop.at,
         tls: conn.tls_requested(),
     }
 }

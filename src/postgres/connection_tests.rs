@@ -5,6 +5,8 @@ use std::time::SystemTime;
 
 use super::harness::*;
 use super::*;
+use crate::testkit::Ev::*;
+use crate::testkit::Split;
 
 #[test]
 fn simple_query_with_rows() {

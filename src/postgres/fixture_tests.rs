@@ -2,7 +2,8 @@
 //! `tests/fixtures/postgres/record.sh`) replayed through [`PgConnection`]:
 //! whole, byte by byte and at random splits, with identical results.
 
-use super::harness::{check, run, Ev, Split};
+use super::harness::{check, run};
+use crate::testkit::{Ev, Split};
 
 /// Parses a fixture: `> hex` (client sent), `< hex` (client received),
 /// `#` comments.

@@ -5,8 +5,9 @@
 
 use std::time::SystemTime;
 
-use super::harness::{auth_ok, cat, complete, error, msg, query, ready, startup, summary, Rng};
+use super::harness::{auth_ok, cat, complete, error, msg, query, ready, startup, summary};
 use super::*;
+use crate::testkit::Rng;
 
 /// Client messages, whole, valid or nearly.
 fn client_pieces() -> Vec<Vec<u8>> {

@@ -2,41 +2,13 @@
 //! of an operation, and a replay that feeds events whole, byte by byte or at
 //! random splits and checks the results agree.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use super::*;
 use crate::protocol::Operation;
 use crate::span::{AttrValue, SpanStatus};
-
-/// One call on the connection.
-#[derive(Clone, Debug)]
-pub(super) enum Ev {
-    Out(Vec<u8>),
-    In(Vec<u8>),
-    Close(CloseReason),
-}
-pub(super) use Ev::*;
-
-#[derive(Clone, Copy, Debug)]
-pub(super) enum Split {
-    Whole,
-    Bytes,
-    Random(u64),
-}
-
-/// A tiny xorshift generator: deterministic, no dependency.
-pub(super) struct Rng(pub(super) u64);
-impl Rng {
-    pub(super) fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    pub(super) fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
+use crate::testkit::Ev::{self, *};
+use crate::testkit::{at, Split, StopWatch};
 
 /// An operation in one line: `name [status] t=start-end key=value…`, times
 /// in seconds (event `i` happens at second `i`), `db.system.name` left out.
@@ -94,47 +66,30 @@ pub(super) struct Outcome {
 pub(super) fn run(events: &[Ev], split: Split) -> Outcome {
     let mut conn = PgConnection::new();
     let mut done = Vec::new();
-    let mut stopped_at = None;
-    let mut rng = match split {
-        Split::Random(seed) => Rng(seed | 1),
-        _ => Rng(1),
-    };
+    let mut stop = StopWatch::default();
+    let mut cutter = split.cutter(12);
     for (i, ev) in events.iter().enumerate() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(i as u64);
+        let now = at(i);
         let reported = done.len();
         let mut flows = Vec::new();
         match ev {
             Out(d) | In(d) => {
-                let mut pos = 0;
-                while pos < d.len() {
-                    let n = match split {
-                        Split::Whole => d.len(),
-                        Split::Bytes => 1,
-                        Split::Random(_) => 1 + rng.below(12),
-                    };
-                    let end = (pos + n).min(d.len());
-                    let piece = &d[pos..end];
+                for piece in cutter.pieces(d) {
                     flows.push(match ev {
                         Out(_) => conn.on_outbound(piece, now, &mut done),
                         _ => conn.on_inbound(piece, now, &mut done),
                     });
-                    pos = end;
                 }
             }
             Close(reason) => conn.on_close(now, *reason, &mut done),
         }
-        if stopped_at.is_some() {
-            assert_eq!(done.len(), reported, "nothing is reported after Stop");
-            assert!(flows.iter().all(|f| *f == Flow::Stop), "Stop is sticky");
-        } else if flows.contains(&Flow::Stop) {
-            stopped_at = Some(i);
-        }
+        stop.note(i, &flows, reported, done.len());
         assert!(conn.buffered() <= 2 * MAX_MESSAGE_BYTES);
         assert!(conn.pending_len() <= MAX_PENDING);
     }
     Outcome {
         ops: done.iter().map(summary).collect(),
-        stopped_at,
+        stopped_at: stop.at,
         tls: conn.tls_accepted(),
     }
 }

@@ -2,41 +2,13 @@
 //! byte by byte and at random splits (the results must not differ). Event
 //! `i` happens at second `i`, so each summary also checks timing.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use super::*;
 use crate::redis::MAX_IN_FLIGHT;
 use crate::span::{AttrValue, SpanKind, SpanStatus};
-
-/// One call on the connection.
-#[derive(Clone, Debug)]
-pub(super) enum Ev {
-    Out(Vec<u8>),
-    In(Vec<u8>),
-    Close(CloseReason),
-}
-use Ev::*;
-
-#[derive(Clone, Copy, Debug)]
-pub(super) enum Split {
-    Whole,
-    Bytes,
-    Random(u64),
-}
-
-/// A tiny xorshift generator: deterministic, no dependency.
-pub(super) struct Rng(pub(super) u64);
-impl Rng {
-    pub(super) fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    pub(super) fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
+use crate::testkit::Ev::{self, *};
+use crate::testkit::{at, Split, StopWatch};
 
 /// A command as a RESP array of bulk strings.
 pub(super) fn resp(args: &[&str]) -> Vec<u8> {
@@ -102,48 +74,28 @@ pub(super) fn summary(op: &Operation) -> String {
 pub(super) fn run_ops(events: &[Ev], split: Split) -> (Vec<Operation>, Option<usize>) {
     let mut conn = RedisConnection::new();
     let mut done = Vec::new();
-    let mut stopped_at = None;
-    let mut rng = match split {
-        Split::Random(seed) => Rng(seed | 1),
-        _ => Rng(1),
-    };
+    let mut stop = StopWatch::default();
+    let mut cutter = split.cutter(9);
     for (i, ev) in events.iter().enumerate() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(i as u64);
+        let now = at(i);
         let reported = done.len();
         let mut flows = Vec::new();
-        let mut feed =
-            |data: &[u8], outbound: bool, conn: &mut RedisConnection, done: &mut Vec<Operation>| {
-                let mut pos = 0;
-                while pos < data.len() {
-                    let n = match split {
-                        Split::Whole => data.len(),
-                        Split::Bytes => 1,
-                        Split::Random(_) => 1 + rng.below(9),
-                    };
-                    let end = (pos + n).min(data.len());
-                    flows.push(if outbound {
-                        conn.on_outbound(&data[pos..end], now, done)
-                    } else {
-                        conn.on_inbound(&data[pos..end], now, done)
-                    });
-                    pos = end;
-                }
-            };
         match ev {
-            Out(d) => feed(d, true, &mut conn, &mut done),
-            In(d) => feed(d, false, &mut conn, &mut done),
+            Out(d) | In(d) => {
+                for piece in cutter.pieces(d) {
+                    flows.push(match ev {
+                        Out(_) => conn.on_outbound(piece, now, &mut done),
+                        _ => conn.on_inbound(piece, now, &mut done),
+                    });
+                }
+            }
             Close(reason) => conn.on_close(now, *reason, &mut done),
         }
-        if stopped_at.is_some() {
-            assert_eq!(done.len(), reported, "nothing is reported after Stop");
-            assert!(flows.iter().all(|f| *f == Flow::Stop), "Stop is sticky");
-        } else if flows.contains(&Flow::Stop) {
-            stopped_at = Some(i);
-        }
+        stop.note(i, &flows, reported, done.len());
         assert!(conn.buffered() <= 2 * crate::redis::MAX_HEAD_BYTES + 64 * 1024);
         assert!(conn.pending.len() <= MAX_IN_FLIGHT);
     }
-    (done, stopped_at)
+    (done, stop.at)
 }
 
 pub(super) fn run(events: &[Ev], split: Split) -> (Vec<String>, Option<usize>) {

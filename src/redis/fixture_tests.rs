@@ -6,8 +6,9 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::tests::{summary, Rng};
+use super::tests::summary;
 use super::*;
+use crate::testkit::Rng;
 
 /// One recorded chunk: outbound or not, seconds since accept, bytes.
 type Chunk = (bool, f64, Vec<u8>);

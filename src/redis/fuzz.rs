@@ -4,9 +4,10 @@
 
 use std::time::SystemTime;
 
-use super::tests::{resp, Rng};
+use super::tests::resp;
 use super::*;
 use crate::redis::{MAX_HEAD_BYTES, MAX_IN_FLIGHT, MAX_QUERY_TEXT_BYTES};
+use crate::testkit::Rng;
 
 /// Reply pieces that reach deep states, mixed with noise.
 const REPLY_FRAGMENTS: &[&[u8]] = &[
