@@ -18,11 +18,12 @@ use std::time::SystemTime;
 use lumigo_core::config::Config;
 use lumigo_core::connection::{Assigned, CloseReason, Connection, Flow, OutboundPlan, Tracer};
 use lumigo_core::export::Pipeline;
+use lumigo_core::http::Role;
 use lumigo_core::mask::Masker;
 use lumigo_core::span::{AttrValue, SpanContext, SpanKind, SpanRecord, SpanStatus};
 use lumigo_core::{guard, lumigo_debug};
 
-use crate::fdtable;
+use crate::fdtable::{self, Mark};
 use crate::hooks::libssl::SslLib;
 
 /// Set after an internal panic: from then on the process is not traced.
@@ -291,7 +292,11 @@ struct ConnTable(Table<i32, Connection>);
 
 impl ConnTable {
     fn insert(&self, fd: i32, conn: Shared) -> Option<Shared> {
-        if !fdtable::set(fd, true) {
+        let mark = match lock(&conn).role() {
+            Role::Client => Mark::Client,
+            Role::Server => Mark::Server,
+        };
+        if !fdtable::set(fd, mark) {
             return None;
         }
         self.0.insert(fd, conn)
@@ -302,7 +307,7 @@ impl ConnTable {
     }
 
     fn remove(&self, fd: i32) -> Option<Shared> {
-        fdtable::set(fd, false);
+        fdtable::set(fd, Mark::Untracked);
         self.0.remove(fd)
     }
 
@@ -378,7 +383,7 @@ pub enum Direction {
 /// The app moved `data` over a tracked fd. Called once per contiguous piece.
 pub fn on_data(rt: &Runtime, fd: i32, dir: Direction, pieces: &mut dyn Iterator<Item = &[u8]>) {
     let Some(conn) = rt.conns.get(fd) else {
-        fdtable::set(fd, false);
+        fdtable::set(fd, Mark::Untracked);
         return;
     };
     let now = SystemTime::now();
@@ -537,7 +542,7 @@ pub fn commit_outbound(rt: &Runtime, fd: i32, plan: &OutboundPlan, sent: usize) 
 /// The app sent `n` bytes we cannot see (sendfile).
 pub fn on_opaque_outbound(rt: &Runtime, fd: i32, n: usize) {
     let Some(conn) = rt.conns.get(fd) else {
-        fdtable::set(fd, false);
+        fdtable::set(fd, Mark::Untracked);
         return;
     };
     let flow = lock(&conn).on_outbound_opaque(n, SystemTime::now(), &rt.tracer);
@@ -552,7 +557,7 @@ pub fn on_eof(rt: &Runtime, fd: i32) {
     let mut c = lock(&conn);
     // A server keeps answering after its client half-closes; only a client's
     // view of the exchange ends here (a response framed by the close).
-    if c.role() == lumigo_core::http::Role::Client {
+    if c.role() == Role::Client {
         c.on_close(SystemTime::now(), CloseReason::PeerClosed, &rt.tracer);
         drop(c);
         rt.conns.remove(fd);

@@ -133,7 +133,7 @@ pub unsafe extern "C" fn __read_chk(
 /// Called by the dynamic linker in place of libc's `write`.
 #[no_mangle]
 pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t {
-    if fdtable::is_tracked(fd) {
+    if fdtable::is_client(fd) {
         let iov = [one_iovec(buf, count)];
         // SAFETY: the app's buffer, as it passed it to write.
         if let Some(r) = unsafe { write_with_insertion(fd, &iov, Sender::Plain) } {
@@ -158,7 +158,7 @@ pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, count: c_int) -> ss
 /// Called by the dynamic linker in place of libc's `writev`.
 #[no_mangle]
 pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t {
-    if fdtable::is_tracked(fd) && !iov.is_null() && count > 0 {
+    if fdtable::is_client(fd) && !iov.is_null() && count > 0 {
         // SAFETY: the app's iovecs, as it passed them to writev.
         let iovs = unsafe { std::slice::from_raw_parts(iov, count as usize) };
         // SAFETY: as above.
@@ -261,7 +261,7 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
 /// Called by the dynamic linker in place of libc's `send`.
 #[no_mangle]
 pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
-    if fdtable::is_tracked(fd) {
+    if fdtable::is_client(fd) {
         let iov = [one_iovec(buf, len)];
         let how = Sender::Socket {
             flags,
@@ -288,7 +288,7 @@ pub unsafe extern "C" fn sendto(
     addr: *const sockaddr,
     addrlen: socklen_t,
 ) -> ssize_t {
-    if fdtable::is_tracked(fd) {
+    if fdtable::is_client(fd) {
         let iov = [one_iovec(buf, len)];
         // SAFETY: an all-zero msghdr is a valid empty header.
         let mut m: msghdr = unsafe { std::mem::MaybeUninit::zeroed().assume_init() };
@@ -309,7 +309,7 @@ pub unsafe extern "C" fn sendto(
 /// Called by the dynamic linker in place of libc's `sendmsg`.
 #[no_mangle]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
-    if fdtable::is_tracked(fd) && !msg.is_null() {
+    if fdtable::is_client(fd) && !msg.is_null() {
         // SAFETY: the app's message header, as it passed it to sendmsg.
         let (iov, count) = unsafe { ((*msg).msg_iov as *const iovec, (*msg).msg_iovlen) };
         if !iov.is_null() && count > 0 {
