@@ -17,6 +17,8 @@
 
 use std::borrow::Cow;
 
+use std::sync::OnceLock;
+
 use regex_lite::{Regex, RegexBuilder};
 
 use crate::config::DEFAULT_SECRET_PATTERNS;
@@ -24,26 +26,36 @@ use crate::config::DEFAULT_SECRET_PATTERNS;
 /// What a secret value is replaced with.
 pub const MASK: &str = "****";
 
-/// A compiled set of secret-name patterns.
+/// A set of secret-name patterns, compiled on first use: every traced
+/// process builds one at start-up, and most never mask anything.
 #[derive(Clone, Debug, Default)]
 pub struct Masker {
-    patterns: Vec<Regex>,
+    sources: Vec<String>,
+    compiled: OnceLock<Vec<Regex>>,
 }
 
 impl Masker {
-    /// Compiles `patterns`, each anchored to match a whole name, ignoring
-    /// case. Invalid patterns are skipped.
+    /// Keeps `patterns`, each to be anchored to match a whole name, ignoring
+    /// case. Invalid patterns are skipped when compiled.
     pub fn new(patterns: &[String]) -> Masker {
-        let patterns = patterns
-            .iter()
-            .filter_map(|p| {
-                RegexBuilder::new(&format!("^(?:{p})$"))
-                    .case_insensitive(true)
-                    .build()
-                    .ok()
-            })
-            .collect();
-        Masker { patterns }
+        Masker {
+            sources: patterns.to_vec(),
+            compiled: OnceLock::new(),
+        }
+    }
+
+    fn patterns(&self) -> &[Regex] {
+        self.compiled.get_or_init(|| {
+            self.sources
+                .iter()
+                .filter_map(|p| {
+                    RegexBuilder::new(&format!("^(?:{p})$"))
+                        .case_insensitive(true)
+                        .build()
+                        .ok()
+                })
+                .collect()
+        })
     }
 
     /// Lumigo's default patterns ([`DEFAULT_SECRET_PATTERNS`]).
@@ -57,7 +69,7 @@ impl Masker {
 
     /// Whether a value named `name` is secret.
     pub fn is_secret(&self, name: &str) -> bool {
-        self.patterns.iter().any(|re| re.is_match(name))
+        self.patterns().iter().any(|re| re.is_match(name))
     }
 
     /// Masks the values of secret parameters in a query string
@@ -67,7 +79,7 @@ impl Masker {
     /// value have nothing to hide and are kept too. Borrows when nothing
     /// changed.
     pub fn mask_query<'q>(&self, query: &'q str) -> Cow<'q, str> {
-        if self.patterns.is_empty() {
+        if self.sources.is_empty() || !query.contains('=') {
             return Cow::Borrowed(query);
         }
         let mut out: Option<String> = None;

@@ -46,11 +46,20 @@ fn one_iovec(buf: *const c_void, len: size_t) -> iovec {
     }
 }
 
+// The `after_*` functions are inlined into every hook: for an fd that is
+// not a tracked connection, one table load is all they cost. The work for
+// tracked fds lives out of line.
+
 /// Feeds the result of a single-buffer transfer.
+#[inline(always)]
 fn after_buf(fd: c_int, dir: Direction, buf: *const c_void, requested: usize, n: ssize_t) {
-    if !fdtable::is_tracked(fd) {
-        return;
+    if fdtable::is_tracked(fd) {
+        feed_buf(fd, dir, buf, requested, n);
     }
+}
+
+#[inline(never)]
+fn feed_buf(fd: c_int, dir: Direction, buf: *const c_void, requested: usize, n: ssize_t) {
     match usize::try_from(n) {
         Ok(0) if requested > 0 && matches!(dir, Direction::Inbound) => {
             traced(|rt| runtime::on_eof(rt, fd));
@@ -66,10 +75,15 @@ fn after_buf(fd: c_int, dir: Direction, buf: *const c_void, requested: usize, n:
 }
 
 /// Feeds the result of a scatter/gather transfer.
+#[inline(always)]
 fn after_iov(fd: c_int, dir: Direction, iov: *const iovec, count: c_int, n: ssize_t) {
-    if !fdtable::is_tracked(fd) {
-        return;
+    if fdtable::is_tracked(fd) {
+        feed_iov(fd, dir, iov, count, n);
     }
+}
+
+#[inline(never)]
+fn feed_iov(fd: c_int, dir: Direction, iov: *const iovec, count: c_int, n: ssize_t) {
     let total: usize = if iov.is_null() || count <= 0 {
         0
     } else {
@@ -91,8 +105,9 @@ fn after_iov(fd: c_int, dir: Direction, iov: *const iovec, count: c_int, n: ssiz
     }
 }
 
+#[inline(always)]
 fn after_msg(fd: c_int, dir: Direction, msg: *const msghdr, flags: c_int, n: ssize_t) {
-    if msg.is_null() || flags & libc::MSG_PEEK != 0 {
+    if !fdtable::is_tracked(fd) || msg.is_null() || flags & libc::MSG_PEEK != 0 {
         return;
     }
     // SAFETY: the app passed a valid msghdr to the real call.
