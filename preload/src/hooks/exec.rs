@@ -13,7 +13,7 @@ use std::ffi::{CStr, CString};
 use libc::{c_char, c_int, pid_t, posix_spawn_file_actions_t, posix_spawnattr_t};
 
 use super::call_real;
-use crate::real;
+use crate::real::{self, ExecveFn, PosixSpawnFn, Real};
 use crate::runtime::traced_value;
 
 extern "C" {
@@ -123,10 +123,8 @@ pub unsafe extern "C" fn execve(
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> c_int {
-    // SAFETY: the app's environment array.
-    let env = unsafe { with_active_context(envp) };
-    let envp = env.as_ref().map_or(envp, |e| e.ptrs.as_ptr());
-    call_real!(real::EXECVE, -1, path, argv, envp)
+    // SAFETY: forwarding the app's own arguments.
+    unsafe { exec_with(&real::EXECVE, path, argv, envp) }
 }
 
 /// # Safety
@@ -159,10 +157,8 @@ pub unsafe extern "C" fn execvpe(
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> c_int {
-    // SAFETY: the app's environment array.
-    let env = unsafe { with_active_context(envp) };
-    let envp = env.as_ref().map_or(envp, |e| e.ptrs.as_ptr());
-    call_real!(real::EXECVPE, -1, file, argv, envp)
+    // SAFETY: forwarding the app's own arguments.
+    unsafe { exec_with(&real::EXECVPE, file, argv, envp) }
 }
 
 /// # Safety
@@ -176,20 +172,8 @@ pub unsafe extern "C" fn posix_spawn(
     argv: *const *mut c_char,
     envp: *const *mut c_char,
 ) -> c_int {
-    // SAFETY: the app's environment array.
-    let env = unsafe { with_active_context(envp.cast()) };
-    let envp = env.as_ref().map_or(envp, |e| e.ptrs.as_ptr().cast());
-    // posix_spawn reports errors as its return value, not errno.
-    call_real!(
-        real::POSIX_SPAWN,
-        libc::ENOSYS,
-        pid,
-        path,
-        actions,
-        attr,
-        argv,
-        envp
-    )
+    // SAFETY: forwarding the app's own arguments.
+    unsafe { spawn_with(&real::POSIX_SPAWN, pid, path, actions, attr, argv, envp) }
 }
 
 /// # Safety
@@ -203,17 +187,42 @@ pub unsafe extern "C" fn posix_spawnp(
     argv: *const *mut c_char,
     envp: *const *mut c_char,
 ) -> c_int {
+    // SAFETY: forwarding the app's own arguments.
+    unsafe { spawn_with(&real::POSIX_SPAWNP, pid, file, actions, attr, argv, envp) }
+}
+
+/// `execve`/`execvpe` with the active context added to `envp`.
+///
+/// # Safety
+/// The arguments must be valid for the real call.
+unsafe fn exec_with(
+    real: &Real<ExecveFn>,
+    file: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    // SAFETY: the app's environment array.
+    let env = unsafe { with_active_context(envp) };
+    let envp = env.as_ref().map_or(envp, |e| e.ptrs.as_ptr());
+    call_real!(real, -1, file, argv, envp)
+}
+
+/// `posix_spawn`/`posix_spawnp` with the active context added to `envp`.
+/// Errors come back as the return value, not in errno.
+///
+/// # Safety
+/// The arguments must be valid for the real call.
+unsafe fn spawn_with(
+    real: &Real<PosixSpawnFn>,
+    pid: *mut pid_t,
+    file: *const c_char,
+    actions: *const posix_spawn_file_actions_t,
+    attr: *const posix_spawnattr_t,
+    argv: *const *mut c_char,
+    envp: *const *mut c_char,
+) -> c_int {
     // SAFETY: the app's environment array.
     let env = unsafe { with_active_context(envp.cast()) };
     let envp = env.as_ref().map_or(envp, |e| e.ptrs.as_ptr().cast());
-    call_real!(
-        real::POSIX_SPAWNP,
-        libc::ENOSYS,
-        pid,
-        file,
-        actions,
-        attr,
-        argv,
-        envp
-    )
+    call_real!(real, libc::ENOSYS, pid, file, actions, attr, argv, envp)
 }
