@@ -91,6 +91,56 @@ pub fn sanitize_tracestate(value: &str) -> Option<String> {
     ok.then(|| v.to_owned())
 }
 
+/// True when `value` is a well-formed W3C `tracestate` list: at most 32
+/// members (empty ones between commas allowed), each `key=value` with the
+/// specification's key grammar (`simple` or `tenant@system`) and a value of
+/// 1 to 256 printable characters that does not end in a space and holds no
+/// `,` or `=`. Export drops a list that fails this, as a vendor must.
+pub fn valid_tracestate(value: &str) -> bool {
+    fn key_char(b: u8) -> bool {
+        b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-*/".contains(&b)
+    }
+    fn valid_key(key: &[u8]) -> bool {
+        match key.iter().position(|&b| b == b'@') {
+            None => {
+                (1..=256).contains(&key.len())
+                    && key[0].is_ascii_lowercase()
+                    && key.iter().all(|&b| key_char(b))
+            }
+            Some(at) => {
+                let (tenant, system) = (&key[..at], &key[at + 1..]);
+                (1..=241).contains(&tenant.len())
+                    && (tenant[0].is_ascii_lowercase() || tenant[0].is_ascii_digit())
+                    && tenant.iter().all(|&b| key_char(b))
+                    && (1..=14).contains(&system.len())
+                    && system[0].is_ascii_lowercase()
+                    && system.iter().all(|&b| key_char(b))
+            }
+        }
+    }
+    fn valid_value(v: &[u8]) -> bool {
+        (1..=256).contains(&v.len())
+            && v.last() != Some(&b' ')
+            && v.iter()
+                .all(|&b| (0x20..=0x7e).contains(&b) && b != b',' && b != b'=')
+    }
+    let mut members = 0;
+    for member in value.split(',') {
+        let member = member.trim_matches(|c| c == ' ' || c == '\t').as_bytes();
+        if member.is_empty() {
+            continue;
+        }
+        members += 1;
+        let Some(eq) = member.iter().position(|&b| b == b'=') else {
+            return false;
+        };
+        if members > 32 || !valid_key(&member[..eq]) || !valid_value(&member[eq + 1..]) {
+            return false;
+        }
+    }
+    members > 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,6 +201,49 @@ mod tests {
             (tp.trace_id, tp.span_id, tp.flags),
             (ctx.trace_id, ctx.span_id, 1)
         );
+    }
+
+    #[test]
+    fn tracestate_grammar() {
+        for ok in [
+            "congo=t61rcWkgMzE",
+            "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7",
+            " a=1 ,, b=2 ",
+            "fw529a3039@dt=00f067aa0ba902b7",
+            "0tenant@sys-1=x y",
+            "k=trailing ",
+        ] {
+            assert!(valid_tracestate(ok), "{ok}");
+        }
+        let too_many = (0..33)
+            .map(|i| format!("k{i}=v"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let thirty_two = (0..32)
+            .map(|i| format!("k{i}=v"))
+            .collect::<Vec<_>>()
+            .join(",");
+        assert!(valid_tracestate(&thirty_two));
+        for bad in [
+            "",
+            ",",
+            "not a valid=tracestate,,=",
+            "Upper=1",
+            "1digit=1",
+            "k=",
+            "k",
+            "k=a=b",
+            "k=\u{7f}",
+            "@sys=1",
+            "tenant@=1",
+            "tenant@Sys=1",
+            "tenant@waytoolongsystemid=1",
+            too_many.as_str(),
+        ] {
+            assert!(!valid_tracestate(bad), "{bad:?}");
+        }
+        assert!(valid_tracestate(&format!("k={}", "v".repeat(256))));
+        assert!(!valid_tracestate(&format!("k={}", "v".repeat(257))));
     }
 
     #[test]

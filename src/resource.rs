@@ -104,24 +104,15 @@ impl Attributes {
     }
 }
 
-/// `telemetry.sdk.*` as the OpenTelemetry SDK that encodes and sends our
-/// spans reports them (name, language and its exact version), read from the
-/// SDK itself so the version can never drift from Cargo.lock.
-fn telemetry_sdk() -> Vec<(&'static str, AttrValue)> {
-    use opentelemetry::Key;
-    use opentelemetry_sdk::resource::{ResourceDetector, TelemetryResourceDetector};
-    let sdk = TelemetryResourceDetector.detect();
+/// `telemetry.sdk.*`: the code that encodes and sends our spans is our own
+/// (`export/proto.rs`), not the OpenTelemetry SDK, and the semantic
+/// conventions reserve the name `opentelemetry` for the official SDKs.
+fn telemetry_sdk() -> [(&'static str, AttrValue); 3] {
     [
-        "telemetry.sdk.name",
-        "telemetry.sdk.language",
-        "telemetry.sdk.version",
+        ("telemetry.sdk.name", AttrValue::from(DISTRO_NAME)),
+        ("telemetry.sdk.language", AttrValue::from("rust")),
+        ("telemetry.sdk.version", AttrValue::from(crate::VERSION)),
     ]
-    .into_iter()
-    .filter_map(|key| {
-        let value = sdk.get(&Key::from_static_str(key))?;
-        Some((key, AttrValue::Str(value.as_str().into_owned())))
-    })
-    .collect()
 }
 
 /// The file name of an executable path (`/usr/bin/python3.12` → `python3.12`),
@@ -213,10 +204,11 @@ mod tests {
             Some(&s(crate::VERSION))
         );
         assert_eq!(get(&attrs, "telemetry.distro.name"), Some(&s("lumigo-run")));
-        assert_eq!(get(&attrs, "telemetry.sdk.name"), Some(&s("opentelemetry")));
+        assert_eq!(get(&attrs, "telemetry.sdk.name"), Some(&s("lumigo-run")));
         assert_eq!(get(&attrs, "telemetry.sdk.language"), Some(&s("rust")));
-        assert!(
-            matches!(get(&attrs, "telemetry.sdk.version"), Some(AttrValue::Str(v)) if v.starts_with("0."))
+        assert_eq!(
+            get(&attrs, "telemetry.sdk.version"),
+            Some(&s(crate::VERSION))
         );
         assert_eq!(get(&attrs, "lumigo.tag"), None);
     }

@@ -1,29 +1,26 @@
-//! A blocking `opentelemetry_http::HttpClient` on `ureq`: OTLP/HTTP without
-//! an async runtime in the traced process.
+//! The HTTP side of OTLP/HTTP: a blocking `ureq` agent that POSTs encoded
+//! requests to one endpoint, on the export worker thread only.
 //!
-//! The export worker drives the OTLP exporter's future with a tiny
-//! `block_on`; this client does its I/O synchronously inside that future.
-//! It only runs on the export worker thread, which is marked internal, so
-//! its sockets, DNS lookups and certificate reads are never traced.
+//! The worker thread is marked internal, so this client's sockets, DNS
+//! lookups and certificate reads are never traced. No async runtime, no
+//! thread of its own: a request runs on the worker, bounded by per-phase
+//! timeouts.
 //!
-//! The client owns the request headers of its destination. The
-//! opentelemetry-otlp builder merges `OTEL_EXPORTER_OTLP_HEADERS` from the
-//! environment into every exporter it builds, which would send a collector's
-//! API key to Lumigo (or replace the `Authorization: LumigoToken` header).
-//! So the request we send carries only the body's own headers
-//! (`Content-Type`, `Content-Encoding`, `User-Agent`) plus the headers the
-//! configuration assigned to this destination.
+//! The client owns the request headers of its destination: the body's own
+//! (`Content-Type`, `User-Agent`) plus exactly the headers the configuration
+//! assigned to this destination. Nothing is read from the environment here,
+//! so a collector's API key in `OTEL_EXPORTER_OTLP_HEADERS` can never reach
+//! Lumigo, and a proxy variable cannot divert spans.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, USER_AGENT};
-use opentelemetry_http::{HttpClient, HttpError, Request, Response};
+use http::header::{HeaderName, HeaderValue};
 
 /// Largest response body we read (OTLP responses are a few bytes).
 const MAX_RESPONSE_BODY: u64 = 1 << 20;
+
+/// `User-Agent` of our export requests.
+const USER_AGENT: &str = concat!("lumigo-run/", env!("CARGO_PKG_VERSION"));
 
 /// One destination's HTTP client: a ureq agent (keep-alive pool, TLS with the
 /// platform's certificates, no proxy from the environment, no redirects).
@@ -87,44 +84,28 @@ impl UreqClient {
         (client, problems)
     }
 
-    fn send(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
-        let (parts, body) = request.into_parts();
-        let mut out = http::Request::builder()
-            .method(parts.method)
-            .uri(parts.uri)
-            .body(&body[..])?;
-        let headers = out.headers_mut();
-        for name in [CONTENT_TYPE, CONTENT_ENCODING, USER_AGENT] {
-            if let Some(value) = parts.headers.get(&name) {
-                headers.insert(name, value.clone());
-            }
-        }
+    /// POSTs a protobuf body to `url` and returns the response status
+    /// (any status: deciding what a 4xx or 5xx means is the caller's job).
+    /// The response body is read, within a limit, so the connection can be
+    /// kept alive.
+    pub(crate) fn post(&self, url: &str, body: &[u8]) -> Result<u16, String> {
+        let mut request = self
+            .agent
+            .post(url)
+            .header("content-type", "application/x-protobuf")
+            .header("user-agent", USER_AGENT);
         for (name, value) in &self.headers {
-            headers.insert(name.clone(), value.clone());
+            request = request.header(name, value);
         }
-        let response = self.agent.run(out)?;
-        let (parts, body) = response.into_parts();
-        let body = body
-            .into_with_config()
+        let mut response = request.send(body).map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        // A body that cannot be read only costs the kept-alive connection.
+        let _ = response
+            .body_mut()
+            .with_config()
             .limit(MAX_RESPONSE_BODY)
-            .read_to_vec()?;
-        Ok(Response::from_parts(parts, Bytes::from(body)))
-    }
-}
-
-// The trait is declared with `#[async_trait]`; this is its expansion, written
-// by hand to avoid a dependency for one method. The work is done when the
-// future is polled, on the worker thread.
-impl HttpClient for UreqClient {
-    fn send_bytes<'life0, 'async_trait>(
-        &'life0 self,
-        request: Request<Bytes>,
-    ) -> Pin<Box<dyn Future<Output = Result<Response<Bytes>, HttpError>> + Send + 'async_trait>>
-    where
-        'life0: 'async_trait,
-        Self: 'async_trait,
-    {
-        Box::pin(async move { self.send(request) })
+            .read_to_vec();
+        Ok(status)
     }
 }
 
@@ -156,12 +137,8 @@ mod tests {
         (url, handle)
     }
 
-    fn block_on<F: Future>(f: F) -> F::Output {
-        super::super::otlp::block_on(f)
-    }
-
     #[test]
-    fn sends_configured_headers_not_foreign_ones() {
+    fn sends_configured_headers_and_the_body() {
         let (url, server) = serve_once(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
         let (client, problems) = UreqClient::new(
             &[
@@ -171,27 +148,19 @@ mod tests {
             Duration::from_secs(5),
         );
         assert_eq!(problems.len(), 1);
-        let request = http::Request::builder()
-            .method("POST")
-            .uri(&url)
-            .header("content-type", "application/x-protobuf")
-            .header("authorization", "Bearer from-env")
-            .header("x-from-env", "1")
-            .body(Bytes::from_static(b"BODY"))
-            .unwrap();
-        let response = block_on(client.send_bytes(request)).unwrap();
-        assert_eq!(response.status(), 200);
-        assert_eq!(&response.body()[..], b"ok");
+        assert_eq!(client.post(&url, b"BODY"), Ok(200));
         let raw = String::from_utf8(server.join().unwrap())
             .unwrap()
             .to_ascii_lowercase();
         assert!(raw.starts_with("post /v1/traces http/1.1\r\n"), "{raw}");
         assert!(raw.contains("authorization: lumigotoken t\r\n"), "{raw}");
-        assert!(!raw.contains("from-env"), "{raw}");
         assert!(
             raw.contains("content-type: application/x-protobuf\r\n"),
             "{raw}"
         );
+        assert!(raw.contains("user-agent: lumigo-run/"), "{raw}");
+        assert!(raw.contains("content-length: 4\r\n"), "{raw}");
+        assert!(raw.ends_with("\r\n\r\nbody"), "{raw}");
         assert!(
             !format!("{client:?}").contains("LumigoToken"),
             "no secrets in Debug"
@@ -199,16 +168,10 @@ mod tests {
     }
 
     #[test]
-    fn error_statuses_are_responses_not_errors() {
+    fn error_statuses_are_statuses_not_errors() {
         let (url, server) = serve_once(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n");
         let (client, _) = UreqClient::new(&[], Duration::from_secs(5));
-        let request = http::Request::builder()
-            .method("POST")
-            .uri(&url)
-            .body(Bytes::from_static(b"BODY"))
-            .unwrap();
-        let response = block_on(client.send_bytes(request)).unwrap();
-        assert_eq!(response.status(), 503);
+        assert_eq!(client.post(&url, b"BODY"), Ok(503));
         server.join().unwrap();
     }
 
@@ -219,11 +182,8 @@ mod tests {
             l.local_addr().unwrap().port()
         };
         let (client, _) = UreqClient::new(&[], Duration::from_secs(2));
-        let request = http::Request::builder()
-            .method("POST")
-            .uri(format!("http://127.0.0.1:{port}/v1/traces"))
-            .body(Bytes::from_static(b"x"))
-            .unwrap();
-        assert!(block_on(client.send_bytes(request)).is_err());
+        assert!(client
+            .post(&format!("http://127.0.0.1:{port}/v1/traces"), b"x")
+            .is_err());
     }
 }

@@ -25,6 +25,7 @@
 
 mod http_client;
 mod otlp;
+mod proto;
 mod spandump;
 mod worker;
 

@@ -44,17 +44,12 @@ fn build_exporters(config: &Config) -> Vec<Box<dyn Exporter>> {
     let attrs = resource::detect(config);
     let mut exporters: Vec<Box<dyn Exporter>> = Vec::new();
     if !config.destinations.is_empty() {
-        let resource = otlp::resource(&attrs);
         for destination in &config.destinations {
-            match otlp::OtlpExporter::new(destination, &config.batch, &resource) {
-                Ok((exporter, problems)) => {
-                    for p in problems {
-                        lumigo_debug!("{}: {p}", exporter.describe());
-                    }
-                    exporters.push(Box::new(exporter));
-                }
-                Err(e) => lumigo_debug!("{e}; spans will not be sent there"),
+            let (exporter, problems) = otlp::OtlpExporter::new(destination, &config.batch, &attrs);
+            for p in problems {
+                lumigo_debug!("{}: {p}", exporter.describe());
             }
+            exporters.push(Box::new(exporter));
         }
     }
     if let Some(path) = &config.spandump {
