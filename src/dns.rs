@@ -64,7 +64,7 @@ pub fn lookup_span(
         }
     };
     SpanRecord {
-        name: format!("DNS {name}"),
+        name: format!("DNS {name}").into(),
         kind: SpanKind::Client,
         context: who.context,
         parent_span_id: who.parent,

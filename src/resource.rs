@@ -178,7 +178,7 @@ mod tests {
     }
 
     fn s(v: &str) -> AttrValue {
-        AttrValue::Str(v.to_owned())
+        AttrValue::from(v)
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! record independent of the SDK keeps the hook path cheap and lets the
 //! record be built in `atexit` handlers where SDK thread-locals may be gone.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 /// A span's kind, as in the OpenTelemetry data model.
@@ -39,22 +40,109 @@ pub enum SpanStatus {
     Error(String),
 }
 
+/// The text of a string attribute, without a copy where one can be avoided:
+/// constants (method names, schemes) are borrowed for the program's life,
+/// and text shared by every span of a connection (the peer's address) is
+/// reference-counted. Compares, hashes and prints as the `str` it holds.
+#[derive(Clone)]
+pub enum Text {
+    Static(&'static str),
+    Owned(String),
+    Shared(Arc<str>),
+}
+
+impl Text {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Text::Static(s) => s,
+            Text::Owned(s) => s,
+            Text::Shared(s) => s,
+        }
+    }
+}
+
+impl std::ops::Deref for Text {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for Text {
+    fn eq(&self, other: &Text) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+impl Eq for Text {}
+
+impl PartialEq<str> for Text {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+impl PartialEq<&str> for Text {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl From<String> for Text {
+    fn from(s: String) -> Text {
+        Text::Owned(s)
+    }
+}
+impl From<&'static str> for Text {
+    fn from(s: &'static str) -> Text {
+        Text::Static(s)
+    }
+}
+
+impl Default for Text {
+    fn default() -> Text {
+        Text::Static("")
+    }
+}
+
+impl std::fmt::Debug for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// An attribute value.
 #[derive(Clone, Debug, PartialEq)]
 pub enum AttrValue {
-    Str(String),
+    Str(Text),
     Int(i64),
     Bool(bool),
 }
 
+impl AttrValue {
+    /// A constant string, stored without a copy.
+    pub const fn from_static(s: &'static str) -> AttrValue {
+        AttrValue::Str(Text::Static(s))
+    }
+
+    /// A reference-counted string, shared without a copy.
+    pub fn shared(s: &Arc<str>) -> AttrValue {
+        AttrValue::Str(Text::Shared(Arc::clone(s)))
+    }
+}
+
 impl From<String> for AttrValue {
     fn from(v: String) -> Self {
-        AttrValue::Str(v)
+        AttrValue::Str(Text::Owned(v))
     }
 }
 impl From<&str> for AttrValue {
     fn from(v: &str) -> Self {
-        AttrValue::Str(v.to_owned())
+        AttrValue::Str(Text::Owned(v.to_owned()))
     }
 }
 impl From<i64> for AttrValue {
@@ -98,7 +186,7 @@ impl SpanContext {
 /// A finished span, ready for export.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SpanRecord {
-    pub name: String,
+    pub name: Text,
     pub kind: SpanKind,
     pub context: SpanContext,
     pub parent_span_id: Option<[u8; 8]>,

@@ -225,22 +225,15 @@ impl Tracer {
             return;
         }
         let mut attributes = op.attributes;
-        if let Some(peer) = ends.peer {
-            let ip = match peer.ip() {
-                std::net::IpAddr::V6(v6) => v6
-                    .to_ipv4_mapped()
-                    .map(std::net::IpAddr::V4)
-                    .unwrap_or(std::net::IpAddr::V6(v6)),
-                v4 => v4,
-            };
+        if let Some((peer, ip)) = ends.peer.zip(ends.peer_ip()) {
             let port = i64::from(peer.port());
-            attributes.push(("server.address", AttrValue::Str(ip.to_string())));
+            attributes.push(("server.address", AttrValue::shared(ip)));
             attributes.push(("server.port", AttrValue::Int(port)));
-            attributes.push(("network.peer.address", AttrValue::Str(ip.to_string())));
+            attributes.push(("network.peer.address", AttrValue::shared(ip)));
             attributes.push(("network.peer.port", AttrValue::Int(port)));
         }
         self.sink.submit(SpanRecord {
-            name: op.name,
+            name: op.name.into(),
             kind: op.kind,
             context: who.context,
             parent_span_id: who.parent,

@@ -117,7 +117,7 @@ fn process_span_record(p: &ProcessSpan) -> SpanRecord {
         }
     }
     SpanRecord {
-        name: p.name.clone(),
+        name: p.name.clone().into(),
         kind: SpanKind::Internal,
         context: p.who.context.clone(),
         parent_span_id: p.who.parent,

@@ -328,7 +328,7 @@ mod tests {
 
     fn span(i: u8) -> SpanRecord {
         SpanRecord {
-            name: format!("GET {i}"),
+            name: format!("GET {i}").into(),
             kind: SpanKind::Server,
             context: SpanContext {
                 trace_id: [i; 16],

@@ -362,8 +362,8 @@ mod tests {
             0usize, 1, 100, 127, 128, 129, 16_383, 16_384, 70_000, 2_100_000,
         ] {
             let big = "x".repeat(len);
-            let mut r = record(vec![("big", AttrValue::Str(big.clone()))]);
-            r.name = big.clone();
+            let mut r = record(vec![("big", AttrValue::from(big.clone()))]);
+            r.name = big.clone().into();
             let req = decode(&[r.clone(), r]);
             let spans = &req.resource_spans[0].scope_spans[0].spans;
             assert_eq!(spans.len(), 2, "len {len}");

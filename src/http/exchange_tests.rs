@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use super::*;
 use crate::http::{MAX_HEAD_BYTES, MAX_IN_FLIGHT};
+use crate::span::Text;
 use crate::testkit::{Split, StopWatch};
 
 /// One call on the connection. Not the shared [`crate::testkit::Ev`]: these
@@ -418,7 +419,7 @@ fn exchanges_carry_the_request_headers() {
         .pending()
         .map(|ex| (ex.seq, ex.method.clone()))
         .collect();
-    assert_eq!(pending, vec![(0, "GET".to_owned())]);
+    assert_eq!(pending, vec![(0, Text::Static("GET"))]);
     assert_eq!(
         conn.on_outbound(
             b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n",

@@ -41,6 +41,8 @@ pub mod span;
 
 use std::time::SystemTime;
 
+use crate::span::Text;
+
 pub use detect::{detect_request, Detect};
 pub use exchange::HttpConnection;
 pub use span::{span_parts, Endpoints, HttpSpanParts};
@@ -123,7 +125,7 @@ pub struct HttpExchange {
     pub seq: u64,
     /// Request method as sent (`GET`, `PROPFIND`, …); empty if unknown (a
     /// truncated or garbled request line).
-    pub method: String,
+    pub method: Text,
     /// Request-target as sent: origin form (`/a?b`), absolute form
     /// (`http://host/a`), authority form (`host:443`) or `*`.
     pub target: String,
@@ -169,7 +171,7 @@ impl HttpExchange {
     pub(crate) fn empty(seq: u64, start: SystemTime) -> HttpExchange {
         HttpExchange {
             seq,
-            method: String::new(),
+            method: Text::default(),
             target: String::new(),
             version: None,
             host: None,

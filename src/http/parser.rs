@@ -20,6 +20,7 @@ use httparse::{Header, ParserConfig, Status, EMPTY_HEADER};
 use super::body::{Body, Chunked, FramingError};
 use super::detect::{Detect, RequestDetector, ResponseDetector};
 use super::{capped_string, HttpExchange, MAX_HEAD_BYTES};
+use crate::span::Text;
 
 /// Buffer capacity kept between heads; larger buffers are given back.
 const KEEP_CAPACITY: usize = 2048;
@@ -198,7 +199,7 @@ impl HeadReader {
         while let Some(rest) = window.get(pos..).filter(|r| !r.is_empty()) {
             match self.scan {
                 Scan::Leading | Scan::Line => {
-                    let i = rest.iter().position(|&b| b == b'\n')?;
+                    let i = memchr::memchr(b'\n', rest)?;
                     pos += i + 1;
                     self.scan = Scan::Lf;
                 }
@@ -321,10 +322,28 @@ fn parse_decimal(digits: &[u8]) -> Option<u64> {
     })
 }
 
+/// The methods of RFC 9110 and PATCH, kept without a copy.
+const STANDARD_METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
+/// A request method: a constant for a standard one, else a (capped) copy.
+pub(crate) fn method_text(method: &[u8]) -> Text {
+    match STANDARD_METHODS.iter().find(|m| m.as_bytes() == method) {
+        Some(m) => Text::Static(m),
+        None => Text::Owned(capped_string(method)),
+    }
+}
+
+/// True for the methods of RFC 9110 and PATCH.
+pub(crate) fn is_standard_method(method: &str) -> bool {
+    STANDARD_METHODS.contains(&method)
+}
+
 /// What a request head tells spans and framing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct RequestHead {
-    pub method: String,
+    pub method: Text,
     pub target: String,
     pub version: Option<u8>,
     pub host: Option<String>,
@@ -438,7 +457,7 @@ pub(crate) fn parse_request(head: &[u8]) -> Result<RequestHead, InvalidHead> {
         let mut req = httparse::Request::new(headers);
         check(request_config().parse_request(&mut req, head))?;
         let mut out = RequestHead {
-            method: capped_string(req.method.unwrap_or_default().as_bytes()),
+            method: method_text(req.method.unwrap_or_default().as_bytes()),
             target: capped_string(req.path.unwrap_or_default().as_bytes()),
             version: req.version,
             ..RequestHead::default()
@@ -491,7 +510,7 @@ pub(crate) fn salvage_request(head: &[u8]) -> RequestHead {
         _ => None,
     };
     let mut out = RequestHead {
-        method: capped_string(method.unwrap_or_default()),
+        method: method_text(method.unwrap_or_default()),
         target: capped_string(target.unwrap_or_default()),
         version,
         ..RequestHead::default()

@@ -22,11 +22,13 @@
 //!   for failures (>= 400 on clients, >= 500 on servers); those are exactly
 //!   the spans with status Error.
 
+use std::cell::OnceCell;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use super::{HttpExchange, Role};
 use crate::mask::Masker;
-use crate::span::{AttrValue, SpanKind, SpanStatus};
+use crate::span::{AttrValue, SpanKind, SpanStatus, Text};
 
 /// The two ends of the connection an exchange ran on, and its URL scheme.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,6 +40,10 @@ pub struct Endpoints {
     /// The TLS server name (SNI) a client asked for: `server.address` when
     /// the request names no host.
     pub server_name: Option<String>,
+    /// The addresses as text, formatted by the first span that needs them
+    /// and shared by every later span of the connection.
+    peer_text: OnceCell<Arc<str>>,
+    local_text: OnceCell<Arc<str>>,
 }
 
 impl Endpoints {
@@ -48,7 +54,51 @@ impl Endpoints {
             local,
             scheme: "http",
             server_name: None,
+            peer_text: OnceCell::new(),
+            local_text: OnceCell::new(),
         }
+    }
+
+    /// The peer's IP address as text (IPv4-mapped IPv6 shown as IPv4).
+    pub fn peer_ip(&self) -> Option<&Arc<str>> {
+        let peer = self.peer?;
+        Some(self.peer_text.get_or_init(|| ip_text(peer.ip())))
+    }
+
+    /// The local IP address as text (IPv4-mapped IPv6 shown as IPv4).
+    pub fn local_ip(&self) -> Option<&Arc<str>> {
+        let local = self.local?;
+        Some(self.local_text.get_or_init(|| ip_text(local.ip())))
+    }
+}
+
+/// An IP address as text: dotted quad for IPv4 (and IPv4-mapped IPv6),
+/// RFC 5952 for IPv6.
+fn ip_text(ip: IpAddr) -> Arc<str> {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let mut buf = [0u8; 15];
+            let mut n = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[n] = b'.';
+                    n += 1;
+                }
+                if octet >= 100 {
+                    buf[n] = b'0' + octet / 100;
+                    n += 1;
+                }
+                if octet >= 10 {
+                    buf[n] = b'0' + octet / 10 % 10;
+                    n += 1;
+                }
+                buf[n] = b'0' + octet % 10;
+                n += 1;
+            }
+            // Only ASCII digits and dots were written.
+            Arc::from(std::str::from_utf8(&buf[..n]).unwrap_or_default())
+        }
+        IpAddr::V6(v6) => Arc::from(v6.to_string()),
     }
 }
 
@@ -61,15 +111,11 @@ impl Default for Endpoints {
 /// Everything of a span that comes from the exchange.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HttpSpanParts {
-    pub name: String,
+    pub name: Text,
     pub kind: SpanKind,
     pub status: SpanStatus,
     pub attributes: Vec<(&'static str, AttrValue)>,
 }
-
-const KNOWN_METHODS: &[&str] = &[
-    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
-];
 
 /// Builds the span of an exchange seen from `role`.
 pub fn span_parts(
@@ -79,18 +125,21 @@ pub fn span_parts(
     masker: &Masker,
 ) -> HttpSpanParts {
     let mut attrs: Vec<(&'static str, AttrValue)> = Vec::with_capacity(20);
-    let known = KNOWN_METHODS.contains(&ex.method.as_str());
+    let known = super::parser::is_standard_method(&ex.method);
     let name = if known {
         ex.method.clone()
     } else {
-        "HTTP".to_owned()
+        Text::Static("HTTP")
     };
     if known {
-        attrs.push(("http.request.method", ex.method.as_str().into()));
+        attrs.push(("http.request.method", AttrValue::Str(ex.method.clone())));
     } else {
-        attrs.push(("http.request.method", "_OTHER".into()));
+        attrs.push(("http.request.method", AttrValue::from_static("_OTHER")));
         if !ex.method.is_empty() {
-            attrs.push(("http.request.method_original", ex.method.as_str().into()));
+            attrs.push((
+                "http.request.method_original",
+                AttrValue::Str(ex.method.clone()),
+            ));
         }
     }
 
@@ -106,7 +155,7 @@ pub fn span_parts(
     if let Some(query) = &query {
         attrs.push(("url.query", query.as_ref().into()));
     }
-    attrs.push(("url.scheme", scheme.into()));
+    attrs.push(("url.scheme", AttrValue::from_static(scheme)));
 
     let host_header = ex.host.as_deref().map(str::trim).filter(|h| !h.is_empty());
     let named = match role {
@@ -116,36 +165,37 @@ pub fn span_parts(
             .or(ends.server_name.as_deref()),
         Role::Server => host_header.or(target.authority),
     };
-    let socket = match role {
-        Role::Client => ends.peer,
-        Role::Server => ends.local,
+    let (socket, socket_ip) = match role {
+        Role::Client => (ends.peer, ends.peer_ip()),
+        Role::Server => (ends.local, ends.local_ip()),
     };
     // The server as (host, port, authority for url.full).
     let server = match named {
         Some(authority) => {
             let (host, port) = split_host_port(authority);
             Some((
-                host.to_owned(),
+                AttrValue::from(host),
                 port.or_else(|| default_port(scheme)),
-                authority.to_owned(),
+                Some(authority),
             ))
         }
-        None => socket.map(|addr| {
-            let ip = canonical_ip(addr.ip());
-            (
-                ip.to_string(),
-                Some(addr.port()),
-                authority_of(ip, addr.port(), scheme),
-            )
-        }),
+        None => socket
+            .zip(socket_ip)
+            .map(|(addr, ip)| (AttrValue::shared(ip), Some(addr.port()), None)),
     };
-    if let Some((host, port, authority)) = &server {
+    if let Some((host, port, authority)) = server {
         if role == Role::Client {
-            let mut url = format!("{scheme}://");
+            let mut url = String::with_capacity(64);
+            url.push_str(scheme);
+            url.push_str("://");
             if target.has_userinfo {
                 url.push_str("REDACTED:REDACTED@");
             }
-            url.push_str(authority);
+            match (authority, socket) {
+                (Some(authority), _) => url.push_str(authority),
+                (None, Some(addr)) => push_authority(&mut url, addr, socket_ip, scheme),
+                (None, None) => {}
+            }
             if let Some(path) = target.path.filter(|p| p.starts_with('/')) {
                 url.push_str(path);
             }
@@ -155,25 +205,24 @@ pub fn span_parts(
             }
             attrs.push(("url.full", url.into()));
         }
-        if !host.is_empty() {
-            attrs.push(("server.address", host.as_str().into()));
+        if !matches!(&host, AttrValue::Str(h) if h.is_empty()) {
+            attrs.push(("server.address", host));
         }
         if let Some(port) = port {
-            attrs.push(("server.port", (*port).into()));
+            attrs.push(("server.port", port.into()));
         }
     }
 
-    if let Some(peer) = ends.peer {
-        let ip = canonical_ip(peer.ip()).to_string();
+    if let Some((peer, ip)) = ends.peer.zip(ends.peer_ip()) {
         if role == Role::Server {
-            attrs.push(("client.address", ip.as_str().into()));
+            attrs.push(("client.address", AttrValue::shared(ip)));
             attrs.push(("client.port", peer.port().into()));
         }
-        attrs.push(("network.peer.address", ip.into()));
+        attrs.push(("network.peer.address", AttrValue::shared(ip)));
         attrs.push(("network.peer.port", peer.port().into()));
     }
     if let Some(version) = ex.protocol_version() {
-        attrs.push(("network.protocol.version", version.into()));
+        attrs.push(("network.protocol.version", AttrValue::from_static(version)));
     }
     if let Some(status) = ex.status {
         attrs.push(("http.response.status_code", status.into()));
@@ -303,21 +352,20 @@ fn default_port(scheme: &str) -> Option<u16> {
     }
 }
 
-/// IPv4 addresses seen through a dual-stack socket (`::ffff:1.2.3.4`) as IPv4.
-fn canonical_ip(ip: IpAddr) -> IpAddr {
-    ip.to_canonical()
-}
-
-/// `host[:port]` for a URL, with brackets around IPv6 and no default port.
-fn authority_of(ip: IpAddr, port: u16, scheme: &str) -> String {
-    let host = match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("[{v6}]"),
-    };
-    if default_port(scheme) == Some(port) {
-        host
+/// Appends `host[:port]` of a socket address (`ip` is its address as text)
+/// for a URL: brackets around IPv6, no default port.
+fn push_authority(url: &mut String, addr: SocketAddr, ip: Option<&Arc<str>>, scheme: &str) {
+    use std::fmt::Write as _;
+    let ip = ip.map_or("", |ip| ip);
+    if ip.contains(':') {
+        url.push('[');
+        url.push_str(ip);
+        url.push(']');
     } else {
-        format!("{host}:{port}")
+        url.push_str(ip);
+    }
+    if default_port(scheme) != Some(addr.port()) {
+        let _ = write!(url, ":{}", addr.port());
     }
 }
 

@@ -7,7 +7,7 @@ use super::*;
 
 fn exchange(method: &str, target: &str, host: Option<&str>, status: Option<u16>) -> HttpExchange {
     HttpExchange {
-        method: method.to_owned(),
+        method: Text::Owned(method.to_owned()),
         target: target.to_owned(),
         version: Some(1),
         host: host.map(str::to_owned),
@@ -21,7 +21,7 @@ fn addr(s: &str) -> Option<SocketAddr> {
 }
 
 fn s(v: &str) -> Option<AttrValue> {
-    Some(AttrValue::Str(v.to_owned()))
+    Some(AttrValue::from(v))
 }
 
 fn i(v: i64) -> Option<AttrValue> {
@@ -477,4 +477,39 @@ fn odd_targets_and_hosts_never_panic() {
             assert_eq!(parts.name, "GET");
         }
     }
+}
+
+#[test]
+fn ip_text_matches_the_standard_formatting() {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    for v4 in [
+        Ipv4Addr::new(0, 0, 0, 0),
+        Ipv4Addr::new(255, 255, 255, 255),
+        Ipv4Addr::new(10, 0, 100, 9),
+        Ipv4Addr::new(127, 0, 0, 1),
+        Ipv4Addr::new(1, 20, 199, 200),
+    ] {
+        assert_eq!(&*ip_text(IpAddr::V4(v4)), v4.to_string());
+        assert_eq!(
+            &*ip_text(IpAddr::V6(v4.to_ipv6_mapped())),
+            v4.to_string(),
+            "mapped shown as IPv4"
+        );
+    }
+    let v6: Ipv6Addr = "2001:db8::8a2e:370:7334".parse().unwrap();
+    assert_eq!(&*ip_text(IpAddr::V6(v6)), "2001:db8::8a2e:370:7334");
+}
+
+#[test]
+fn endpoint_texts_are_formatted_once_and_shared() {
+    let ends = Endpoints::new(
+        Some("10.1.2.3:5000".parse().unwrap()),
+        Some("[::1]:80".parse().unwrap()),
+    );
+    let a = ends.peer_ip().unwrap().clone();
+    let b = ends.peer_ip().unwrap().clone();
+    assert!(Arc::ptr_eq(&a, &b));
+    assert_eq!(&*a, "10.1.2.3");
+    assert_eq!(ends.local_ip().map(|s| &**s), Some("::1"));
+    assert_eq!(Endpoints::default().peer_ip(), None);
 }

@@ -29,7 +29,7 @@ fn inb(bytes: &[u8]) -> Ev {
 
 pub(super) fn attr(op: &Operation, key: &str) -> String {
     match op.attributes.iter().find(|(k, _)| *k == key) {
-        Some((_, AttrValue::Str(s))) => s.clone(),
+        Some((_, AttrValue::Str(s))) => s.to_string(),
         Some((_, AttrValue::Int(i))) => i.to_string(),
         Some((_, AttrValue::Bool(b))) => b.to_string(),
         None => "-".to_owned(),
