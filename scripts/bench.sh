@@ -76,8 +76,9 @@ if [ -x "$VENV/bin/python" ] && [ "$(cat "$STAMP" 2>/dev/null)" != "${PKGS[*]}" 
 fi
 
 # ---- build ---------------------------------------------------------------
-say "cargo build --release --workspace"
+say "cargo build --release --workspace; scripts/package.sh (the installable layout)"
 cargo build --release --workspace --quiet
+bash scripts/package.sh >&2
 
 # ---- run -----------------------------------------------------------------
 exec python3 scripts/bench/run.py "$@"

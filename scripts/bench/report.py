@@ -28,7 +28,8 @@ def report(res):
              "total %ss." % (
                  m["nproc"], m["cpu"], m["memory"], m["kernel"], m["load_before"], res.get("load_after", "?"),
                  m["commit"], m["nginx"], m["wrk"], m["hyperfine"].replace("hyperfine ", ""), m["python"],
-                 "%.1f MiB on disk (release with debug info)" % (m["lib_size"] / MIB) if m["lib_size"] else "?",
+                 "%.1f MiB on disk; binaries: %s" % (m["lib_size"] / MIB, m.get("layout", "?"))
+                 if m["lib_size"] else "?",
                  res["mode"], res["pairs"], res["duration_s"], res.get("elapsed_s", "?")))
     L.append("")
     L.append("| # | benchmark | untraced | traced | traced/untraced (median of pairs; range) | target | verdict |")

@@ -44,8 +44,18 @@ class Bench:
         self.pairs = args.pairs or (1 if args.smoke else 5)
         self.duration = args.duration or (1 if args.smoke else 5)
         self.warmup = 1
-        self.run_bin = os.path.join(args.target, "lumigo-run")
-        self.lib = os.path.join(args.target, "liblumigo_preload.so")
+        # The packaged layout (scripts/package.sh: static launcher, library
+        # without debug sections) is what users install; fall back to the
+        # cargo build when it is missing.
+        if os.path.exists(os.path.join(args.dist, "bin", "lumigo-run")):
+            self.run_bin = os.path.join(args.dist, "bin", "lumigo-run")
+            self.lib = os.path.join(args.dist, "lib", "lumigo", "liblumigo_preload.so")
+            self.layout = "packaged (`scripts/package.sh`: static-pie launcher, library without debug sections)"
+        else:
+            self.run_bin = os.path.join(args.target, "lumigo-run")
+            self.lib = os.path.join(args.target, "liblumigo_preload.so")
+            self.layout = "cargo build (dynamic launcher, library with debug info)"
+        log("binaries: %s" % self.layout)
         self.venv = args.venv
         self.work = tempfile.mkdtemp(prefix="lumigo-bench-")
         if args.keep:
@@ -597,6 +607,7 @@ def machine(b):
         "hyperfine": cmd_out(["hyperfine", "--version"]),
         "python": platform.python_version(),
         "lib_size": os.path.getsize(b.lib) if os.path.exists(b.lib) else None,
+        "layout": b.layout,
     }
 
 
@@ -609,6 +620,8 @@ def main():
     p.add_argument("--profile", action="store_true", help="also perf-record the traced nginx worker")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, configs)")
     p.add_argument("--target", default=os.path.join(ROOT, "target", "release"))
+    p.add_argument("--dist", default=os.path.join(ROOT, "target", "dist", "lumigo-run"),
+                   help="packaged layout to measure (scripts/package.sh); --target is used when it is missing")
     p.add_argument("--venv", default=os.path.join(ROOT, "target", "bench-venv"))
     p.add_argument("--out", help="Markdown file to write (default BENCHMARKS.md; smoke: target/bench/BENCHMARKS.smoke.md)")
     p.add_argument("--outdir", default=os.path.join(ROOT, "target", "bench"))
