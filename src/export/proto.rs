@@ -117,20 +117,40 @@ impl<'a> Writer<'a> {
         self.buf[at..at + n].copy_from_slice(&encoded[..n]);
     }
 
-    /// `KeyValue { key = 1; AnyValue value = 2 }` as field `field`.
+    /// `KeyValue { key = 1; AnyValue value = 2 }` as field `field`. The most
+    /// frequent message by far, so its lengths are computed up front rather
+    /// than patched in after the body.
     pub(crate) fn key_value(&mut self, field: u32, key: &str, value: &AttrValue) {
-        let kv = self.open(field);
-        self.string(1, key);
-        let any = self.open(2);
+        // int64 is a two's-complement varint: negative values take 10 bytes.
+        let any_body = match value {
+            AttrValue::Str(s) => 1 + varint_len(s.len() as u64) + s.len(),
+            AttrValue::Bool(_) => 2,
+            AttrValue::Int(n) => 1 + varint_len(*n as u64),
+        };
+        let kv_body = 1
+            + varint_len(key.len() as u64)
+            + key.len()
+            + 1
+            + varint_len(any_body as u64)
+            + any_body;
+        self.buf.reserve(kv_body + 6);
+        self.tag(field, WIRE_LEN);
+        self.varint(kv_body as u64);
+        self.bytes(1, key.as_bytes());
+        self.tag(2, WIRE_LEN);
+        self.varint(any_body as u64);
         match value {
             AttrValue::Str(s) => self.string(1, s),
             AttrValue::Bool(b) => self.uint(2, u64::from(*b)),
-            // int64 is a two's-complement varint: negative values take 10 bytes.
             AttrValue::Int(n) => self.uint(3, *n as u64),
         }
-        self.close(any);
-        self.close(kv);
     }
+}
+
+/// Bytes of `v` as a varint.
+fn varint_len(v: u64) -> usize {
+    // 1 byte per started group of 7 bits; 0 takes one byte.
+    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
 }
 
 /// `Resource { repeated KeyValue attributes = 1 }`, encoded as field 1 of
@@ -386,6 +406,26 @@ mod tests {
         for (i, s) in spans.iter().enumerate() {
             assert_eq!(s.span_id, (i as u64).to_be_bytes());
             assert_eq!(value(&s.attributes[0]), Value::IntValue(i as i64));
+        }
+    }
+
+    #[test]
+    fn varint_lengths() {
+        for (v, n) in [
+            (0u64, 1usize),
+            (1, 1),
+            (127, 1),
+            (128, 2),
+            (16_383, 2),
+            (16_384, 3),
+            (u64::from(u32::MAX), 5),
+            (i64::MAX as u64, 9),
+            (u64::MAX, 10),
+        ] {
+            assert_eq!(varint_len(v), n, "{v}");
+            let mut buf = Vec::new();
+            Writer::new(&mut buf).varint(v);
+            assert_eq!(buf.len(), n, "{v}");
         }
     }
 
