@@ -30,7 +30,7 @@ STATIC_TARGET=target/static
 cargo build --release --quiet -p lumigo-preload
 # With an explicit --target, RUSTFLAGS reach only the target's crates, not
 # build scripts or proc-macros (clap's derive), which must stay dynamic.
-RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR="$STATIC_TARGET" \
+RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" CARGO_TARGET_DIR="$STATIC_TARGET" \
   cargo build --release --quiet -p lumigo-run --target "$HOST"
 
 rm -rf "$DIST"

@@ -34,7 +34,7 @@ cannot be traced; they run untraced, with a warning.";
 
 /// Runs COMMAND with no-code OpenTelemetry tracing (HTTP and more), by
 /// preloading liblumigo_preload.so into it.
-#[derive(Debug, Parser)]
+#[derive(Debug, PartialEq, Parser)]
 #[command(
     name = "lumigo-run",
     version = lumigo_core::VERSION,
@@ -53,7 +53,7 @@ pub struct Cli {
 }
 
 /// The options that become environment variables for the command.
-#[derive(Debug, Default, Clone, Args)]
+#[derive(Debug, Default, Clone, PartialEq, Args)]
 pub struct Flags {
     /// Service name of the spans [sets OTEL_SERVICE_NAME]
     #[arg(long, value_name = "NAME")]
@@ -80,10 +80,69 @@ pub struct Flags {
     pub process_span: bool,
 }
 
+/// The command line without clap when it has no option of ours: `COMMAND
+/// ...` or `-- COMMAND ...`, by far the most common forms (a Dockerfile's
+/// `ENTRYPOINT ["lumigo-run", "--"]`, a prefixed command). Building clap's
+/// parser costs page faults and allocations on every traced start; the
+/// result is the same as clap's (checked in the tests). `None` for anything
+/// else, which clap then parses.
+pub fn without_options(args: impl IntoIterator<Item = OsString>) -> Option<Cli> {
+    let mut args = args.into_iter().skip(1).peekable();
+    let first = args.peek()?;
+    if first == "--" {
+        args.next();
+    } else if first.as_encoded_bytes().starts_with(b"-") {
+        return None;
+    }
+    let command: Vec<OsString> = args.collect();
+    (!command.is_empty()).then(|| Cli {
+        flags: Flags::default(),
+        command,
+    })
+}
+
+/// The command line: [`without_options`] when it applies, else clap (which
+/// exits with 2 on a usage error, 0 after `--help`/`--version`).
+pub fn parse_command_line() -> Cli {
+    without_options(std::env::args_os()).unwrap_or_else(Cli::parse)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn the_short_path_agrees_with_clap() {
+        let cases: &[&[&str]] = &[
+            &["curl", "-v", "x"],
+            &["--", "curl", "-v"],
+            &["--", "--debug"],
+            &["--", "-"],
+            &["sh", "--", "--debug"],
+            &["python3", "app.py"],
+            &["./a b", ""],
+        ];
+        for case in cases {
+            let argv = || std::iter::once("lumigo-run").chain(case.iter().copied());
+            let short = without_options(argv().map(OsString::from))
+                .unwrap_or_else(|| panic!("short path for {case:?}"));
+            assert_eq!(Some(&short), parse(case).ok().as_ref(), "{case:?}");
+        }
+        // Everything else is clap's.
+        let others: &[&[&str]] = &[
+            &[],
+            &["--"],
+            &["--debug", "x"],
+            &["-"],
+            &["--help"],
+            &["-x", "y"],
+        ];
+        for case in others {
+            let argv = std::iter::once("lumigo-run").chain(case.iter().copied());
+            assert_eq!(without_options(argv.map(OsString::from)), None, "{case:?}");
+        }
+    }
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("lumigo-run").chain(args.iter().copied()))

@@ -26,15 +26,13 @@ mod target;
 #[cfg(test)]
 mod testutil;
 
-/// Parses the command line (clap exits with 2 on a usage error, 0 after
-/// `--help`/`--version`) and runs the command; returns only if the command
-/// could not be started.
+/// Parses the command line (see [`cli::parse_command_line`]) and runs the
+/// command; returns only if the command could not be started.
 #[cfg(not(test))]
 #[no_mangle]
 pub extern "C" fn main(
     _argc: std::ffi::c_int,
     _argv: *const *const std::ffi::c_char,
 ) -> std::ffi::c_int {
-    use clap::Parser;
-    launch::run(cli::Cli::parse())
+    launch::run(cli::parse_command_line())
 }

@@ -150,7 +150,7 @@ impl<'a> Writer<'a> {
 /// Bytes of `v` as a varint.
 fn varint_len(v: u64) -> usize {
     // 1 byte per started group of 7 bits; 0 takes one byte.
-    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 /// `Resource { repeated KeyValue attributes = 1 }`, encoded as field 1 of
