@@ -103,6 +103,7 @@ pub fn without_options(args: impl IntoIterator<Item = OsString>) -> Option<Cli> 
 
 /// The command line: [`without_options`] when it applies, else clap (which
 /// exits with 2 on a usage error, 0 after `--help`/`--version`).
+#[cfg_attr(test, allow(dead_code))]
 pub fn parse_command_line() -> Cli {
     without_options(std::env::args_os()).unwrap_or_else(Cli::parse)
 }
