@@ -8,14 +8,20 @@
 //! a head should be is reported after a byte or a few instead of after the
 //! cap.
 //!
-//! Complete heads are parsed with `httparse` (lenient options, as peers are
-//! lenient) into owned [`RequestHead`]s and [`ResponseHead`]s that keep only
-//! what spans and body framing need. Heads that cannot be parsed (too long,
+//! Complete heads are parsed into owned [`RequestHead`]s and
+//! [`ResponseHead`]s that keep only what spans and body framing need. A head
+//! whose start line has the usual shape takes a quick path that reads only
+//! the header lines it needs (two for a response, nine names for a request)
+//! and skips the rest unread; anything out of the ordinary on a line that
+//! matters goes to `httparse` (lenient options, as peers are lenient). The
+//! tests hold both paths to the same answers. Heads that cannot be parsed (too long,
 //! malformed) are salvaged line by line for whatever they tell.
 
+use std::sync::LazyLock;
 use std::time::SystemTime;
 
 use httparse::{Header, ParserConfig, Status, EMPTY_HEADER};
+use memchr::memmem;
 
 use super::body::{Body, Chunked, FramingError};
 use super::detect::{Detect, RequestDetector, ResponseDetector};
@@ -195,6 +201,16 @@ impl HeadReader {
     /// Advances the end-of-head search over `window`; returns the offset
     /// just past the empty line if it is in there.
     fn find_end(&mut self, window: &[u8]) -> Option<usize> {
+        if self.scan == Scan::Line {
+            // The usual case, the rest of the head in one piece: one SIMD
+            // search per terminator instead of a search per line. Otherwise
+            // the line scan below keeps its state for the next piece.
+            let lf_lf = END_LF_LF.find(window).map(|i| i + 2);
+            let lf_crlf = END_LF_CRLF.find(window).map(|i| i + 3);
+            if let Some(end) = lf_lf.into_iter().chain(lf_crlf).min() {
+                return Some(end);
+            }
+        }
         let mut pos = 0;
         while let Some(rest) = window.get(pos..).filter(|r| !r.is_empty()) {
             match self.scan {
@@ -216,6 +232,39 @@ impl HeadReader {
         }
         None
     }
+}
+
+/// The two ways a head ends: an empty line after a LF or a CRLF.
+static END_LF_LF: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(b"\n\n"));
+static END_LF_CRLF: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(b"\n\r\n"));
+
+/// Offset of the first LF in `hay`, eight bytes at a time (header lines are
+/// short: a call of a general SIMD search costs more than the line).
+fn find_lf(hay: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    const LFS: u64 = ONES * b'\n' as u64;
+    let mut chunks = hay.chunks_exact(8);
+    let mut offset = 0;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word) ^ LFS;
+        // A zero byte of x (a LF in the chunk) sets its high bit here; the
+        // lowest set bit is the first LF.
+        let found = x.wrapping_sub(ONES) & !x & HIGHS;
+        if found != 0 {
+            return Some(offset + found.trailing_zeros() as usize / 8);
+        }
+        offset += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b == b'\n')
+        .map(|i| offset + i)
 }
 
 /// A head `httparse` rejected.
@@ -451,8 +500,150 @@ fn check(result: httparse::Result<usize>) -> Result<(), InvalidHead> {
     }
 }
 
-/// Parses a complete request head.
+/// Header names a request's span or framing uses (lower case).
+const REQUEST_HEADERS: &[&[u8]] = &[
+    b"content-length",
+    b"transfer-encoding",
+    b"host",
+    b"user-agent",
+    b"traceparent",
+    b"tracestate",
+    b"x-amz-content-sha256",
+    b"authorization",
+    b"upgrade",
+];
+
+/// Header names a response's framing uses (lower case).
+const RESPONSE_HEADERS: &[&[u8]] = &[b"content-length", b"transfer-encoding"];
+
+/// The quick path's scan of the header lines of a complete head, from
+/// `start` (just past the start line): calls `f(name, value)` for each line
+/// whose name is one of `wanted`, in order, with the value trimmed; every
+/// other line is skipped unread, as httparse (configured to ignore invalid
+/// header lines) would skip or merely collect it. `None` whenever a line
+/// that matters is out of the ordinary (a folded line, blanks before the
+/// colon where `blanks_before_colon` is false, a control byte in a wanted
+/// value) or the head has no empty line: httparse then decides.
+fn quick_headers(
+    head: &[u8],
+    start: usize,
+    wanted: &[&'static [u8]],
+    blanks_before_colon: bool,
+    mut f: impl FnMut(&'static [u8], &[u8]),
+) -> Option<()> {
+    let mut rest = head.get(start..)?;
+    while let Some(end) = find_lf(rest) {
+        let line = &rest[..end];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        rest = &rest[end + 1..];
+        let first = match line.first() {
+            None => return Some(()),
+            Some(b' ' | b'\t') => return None,
+            Some(&b) => b.to_ascii_lowercase(),
+        };
+        let Some(name) = wanted.iter().copied().find(|name| {
+            name.first() == Some(&first)
+                && line
+                    .get(..name.len())
+                    .is_some_and(|n| n.eq_ignore_ascii_case(name))
+        }) else {
+            continue;
+        };
+        let rest = &line[name.len()..];
+        let colon = match rest.iter().position(|&b| b != b' ' && b != b'\t') {
+            Some(0) if rest[0] != b':' => continue, // a longer name: not ours
+            Some(i) if i > 0 && !blanks_before_colon => return None,
+            Some(i) if rest[i] == b':' => i,
+            _ => return None,
+        };
+        let value = &rest[colon + 1..];
+        if !value
+            .iter()
+            .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+        {
+            return None;
+        }
+        f(name, value.trim_ascii());
+    }
+    None
+}
+
+/// The start line of a head and where the header lines begin.
+fn start_line(head: &[u8]) -> Option<(&[u8], usize)> {
+    let end = memchr::memchr(b'\n', head)?;
+    let line = &head[..end];
+    Some((line.strip_suffix(b"\r").unwrap_or(line), end + 1))
+}
+
+/// A request head whose request line has the usual shape (`METHOD SP
+/// target SP HTTP/1.x`, a token method, a target of visible ASCII), read
+/// without httparse; `None` for anything else.
+fn quick_request(head: &[u8]) -> Option<RequestHead> {
+    let (line, start) = start_line(head)?;
+    let sp1 = memchr::memchr(b' ', line)?;
+    let sp2 = sp1 + 1 + memchr::memchr(b' ', &line[sp1 + 1..])?;
+    let (method, target) = (&line[..sp1], &line[sp1 + 1..sp2]);
+    let version = match &line[sp2 + 1..] {
+        b"HTTP/1.0" => 0,
+        b"HTTP/1.1" => 1,
+        _ => return None,
+    };
+    let token = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
+    if method.is_empty()
+        || !method.iter().all(token)
+        || target.is_empty()
+        || !target.iter().all(|&b| (0x21..0x7f).contains(&b))
+    {
+        return None;
+    }
+    let mut out = RequestHead {
+        method: method_text(method),
+        target: capped_string(target),
+        version: Some(version),
+        ..RequestHead::default()
+    };
+    quick_headers(head, start, REQUEST_HEADERS, false, |name, value| {
+        out.header(name, value)
+    })?;
+    Some(out)
+}
+
+/// A response head whose status line has the usual shape (`HTTP/1.x NNN`
+/// and a printable reason), read without httparse; `None` for anything
+/// else.
+fn quick_response(head: &[u8]) -> Option<ResponseHead> {
+    let (line, start) = start_line(head)?;
+    if !matches!(line.get(..9)?, b"HTTP/1.0 " | b"HTTP/1.1 ") {
+        return None;
+    }
+    let code = line.get(9..12)?;
+    let reason = &line[12..];
+    if !code.iter().all(u8::is_ascii_digit)
+        || !(reason.is_empty() || reason[0] == b' ')
+        || !reason
+            .iter()
+            .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+    {
+        return None;
+    }
+    let status = code.iter().fold(0u16, |n, &d| n * 10 + u16::from(d - b'0'));
+    let mut framing = Framing::default();
+    quick_headers(head, start, RESPONSE_HEADERS, true, |name, value| {
+        framing.header(name, value);
+    })?;
+    Some(ResponseHead { status, framing })
+}
+
+/// Parses a complete request head: the quick path, or httparse.
 pub(crate) fn parse_request(head: &[u8]) -> Result<RequestHead, InvalidHead> {
+    match quick_request(head) {
+        Some(out) => Ok(out),
+        None => parse_request_httparse(head),
+    }
+}
+
+/// Parses a complete request head with httparse.
+fn parse_request_httparse(head: &[u8]) -> Result<RequestHead, InvalidHead> {
     with_headers(head, |head, headers| {
         let mut req = httparse::Request::new(headers);
         check(request_config().parse_request(&mut req, head))?;
@@ -469,8 +660,16 @@ pub(crate) fn parse_request(head: &[u8]) -> Result<RequestHead, InvalidHead> {
     })
 }
 
-/// Parses a complete response head.
+/// Parses a complete response head: the quick path, or httparse.
 pub(crate) fn parse_response(head: &[u8]) -> Result<ResponseHead, InvalidHead> {
+    match quick_response(head) {
+        Some(out) => Ok(out),
+        None => parse_response_httparse(head),
+    }
+}
+
+/// Parses a complete response head with httparse.
+fn parse_response_httparse(head: &[u8]) -> Result<ResponseHead, InvalidHead> {
     with_headers(head, |head, headers| {
         let mut resp = httparse::Response::new(headers);
         check(response_config().parse_response(&mut resp, head))?;

@@ -324,3 +324,156 @@ fn salvaging_broken_heads() {
         assert_eq!(salvage_status(head), *want, "{head:?}");
     }
 }
+
+/// Heads of the usual shape, as real clients and servers send them.
+const USUAL_REQUESTS: &[&str] = &[
+    "GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: curl/7.88.1\r\nAccept: */*\r\n\r\n",
+    "GET /index.html HTTP/1.1\r\nHost: localhost\r\nAccept-Encoding: identity\r\n\r\n",
+    "POST /pay?x=1&api_key=s HTTP/1.0\r\nhost: h\r\ncontent-length: 5\r\n\r\n",
+    "PUT http://u:p@proxy.example:3128/a HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+    "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+    "OPTIONS * HTTP/1.1\r\nHost: h\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\nTraceState: a=1\r\n\r\n",
+    "PROPFIND /dav HTTP/1.1\nHost: h\nUpgrade: websocket\nX-Empty:\nAuthorization: AWS4-HMAC-SHA256 Credential=x\n\n",
+    "GET / HTTP/1.1\r\nHost:   spaced  \r\nUser-Agent:\tTabbed\t\r\nContent-Length: 3, 3\r\nX-Amz-Content-Sha256: UNSIGNED\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: first\r\nHost: second\r\nHostile: x\r\nUser-Agent: caf\u{e9}\r\n\r\n",
+];
+
+const USUAL_RESPONSES: &[&str] = &[
+    "HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Sat, 21 Nov 2026 14:00:00 GMT\r\nContent-Type: text/html\r\nContent-Length: 139\r\nConnection: keep-alive\r\nETag: \"6570-8b\"\r\nAccept-Ranges: bytes\r\n\r\n",
+    "HTTP/1.0 404 File not found\r\nServer: SimpleHTTP/0.6 Python/3.11.7\r\nContent-Length: 0\r\n\r\n",
+    "HTTP/1.1 204\r\n\r\n",
+    "HTTP/1.1 200 \r\nTransfer-Encoding: chunked\r\n\r\n",
+    "HTTP/1.1 101 Switching Protocols\nUpgrade: websocket\nConnection: Upgrade\n\n",
+    "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+    "HTTP/1.1 200 OK\r\nContent-Length : 5\r\nContent-Lengthy: 7\r\n\r\n",
+    "HTTP/1.1 500 Internal Server Error\r\ntransfer-encoding: gzip\r\nX-Empty:\r\n\r\n",
+];
+
+#[test]
+fn usual_heads_take_the_quick_path_and_agree_with_httparse() {
+    for head in USUAL_REQUESTS {
+        let quick = quick_request(head.as_bytes()).unwrap_or_else(|| panic!("{head:?}"));
+        assert_eq!(
+            Ok(quick),
+            parse_request_httparse(head.as_bytes()),
+            "{head:?}"
+        );
+    }
+    for head in USUAL_RESPONSES {
+        let quick = quick_response(head.as_bytes()).unwrap_or_else(|| panic!("{head:?}"));
+        assert_eq!(
+            Ok(quick),
+            parse_response_httparse(head.as_bytes()),
+            "{head:?}"
+        );
+    }
+}
+
+#[test]
+fn unusual_heads_go_to_httparse() {
+    for head in [
+        "GET  / HTTP/1.1\r\n\r\n",
+        "GET / HTTP/1.1 \r\n\r\n",
+        "GET /caf\u{e9} HTTP/1.1\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost : h\r\n\r\n",
+        "GET / HTTP/1.1\r\nX: a\r\n folded\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\u{1}b\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost h\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: h\r\n",
+        "GET / HTTP/2.0\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost:\rh\r\n\r\n",
+    ] {
+        assert_eq!(quick_request(head.as_bytes()), None, "{head:?}");
+    }
+    for head in [
+        "HTTP/1.1  200 OK\r\n\r\n",
+        "HTTP/1.1 200 OK\u{7}\r\n\r\n",
+        "HTTP/2.0 200 OK\r\n\r\n",
+        "HTTP/1.1 2000 OK\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nX: a\r\n\tfolded\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: 5\u{0}\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n",
+    ] {
+        assert_eq!(quick_response(head.as_bytes()), None, "{head:?}");
+    }
+}
+
+/// Differential check: heads mutated at random (a byte replaced, inserted or
+/// removed, one to three times, thousands of seeds). Whenever httparse
+/// accepts a head the quick path must give the same answer or defer; where
+/// httparse rejects a head the quick path may read it (it ignores lines it
+/// does not need), but then it must read the lines it needs the same way.
+#[test]
+fn quick_path_never_contradicts_httparse_on_mutated_heads() {
+    const ALPHABET: &[u8] = b" \t\r\n:/-.0123456789aZ\x00\x7f\xe9,;\"";
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let (mut agreed, mut lenient) = (0, 0);
+    for round in 0..20_000 {
+        let requests = round % 2 == 0;
+        let base = if requests {
+            USUAL_REQUESTS[round / 2 % USUAL_REQUESTS.len()]
+        } else {
+            USUAL_RESPONSES[round / 2 % USUAL_RESPONSES.len()]
+        };
+        let mut head = base.as_bytes().to_vec();
+        for _ in 0..1 + next() % 3 {
+            let at = (next() as usize) % head.len();
+            let byte = ALPHABET[(next() as usize) % ALPHABET.len()];
+            match next() % 3 {
+                0 => head[at] = byte,
+                1 => head.insert(at, byte),
+                _ => {
+                    head.remove(at);
+                }
+            }
+        }
+        let shown = String::from_utf8_lossy(&head).into_owned();
+        if requests {
+            match (quick_request(&head), parse_request_httparse(&head)) {
+                (Some(q), Ok(h)) => {
+                    assert_eq!(q, h, "{shown:?}");
+                    agreed += 1;
+                }
+                (Some(_), Err(_)) => lenient += 1,
+                (None, _) => {}
+            }
+        } else {
+            match (quick_response(&head), parse_response_httparse(&head)) {
+                (Some(q), Ok(h)) => {
+                    assert_eq!(q, h, "{shown:?}");
+                    agreed += 1;
+                }
+                (Some(_), Err(_)) => lenient += 1,
+                (None, _) => {}
+            }
+        }
+    }
+    assert!(agreed > 5000, "the quick path was exercised: {agreed}");
+    assert!(lenient < agreed / 10, "lenient {lenient} of {agreed}");
+}
+
+#[test]
+fn find_lf_matches_a_plain_search() {
+    let mut state: u64 = 7;
+    for len in 0..70 {
+        for _ in 0..50 {
+            let hay: Vec<u8> = (0..len)
+                .map(|_| {
+                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    [b'\n', b'\r', b'a', 0x8a, 0x0b, 0x09, 0xff][(state >> 33) as usize % 7]
+                })
+                .collect();
+            assert_eq!(
+                find_lf(&hay),
+                hay.iter().position(|&b| b == b'\n'),
+                "{hay:?}"
+            );
+        }
+    }
+}
