@@ -31,6 +31,7 @@ pub(super) fn run_worker(shared: Arc<Shared>, config: Arc<Config>) {
             shared: &shared,
             config: &config,
             exporters,
+            batch: Vec::new(),
         }
         .run();
     }));
@@ -65,13 +66,17 @@ struct Worker<'a> {
     shared: &'a Shared,
     config: &'a Config,
     exporters: Vec<Box<dyn Exporter>>,
+    /// The batch being exported; its allocation is kept for the next one.
+    batch: Vec<SpanRecord>,
 }
 
 impl Worker<'_> {
     fn run(mut self) {
-        while let Some((batch, flush_target)) = self.next_batch() {
+        while let Some(flush_target) = self.next_batch() {
+            let batch = std::mem::take(&mut self.batch);
             self.export(&batch);
-            drop(batch);
+            self.batch = batch;
+            self.batch.clear();
             let mut queue = lock(&self.shared.queue);
             queue.in_flight = 0;
             if queue.spans.is_empty() && flush_target > queue.flush_done {
@@ -81,9 +86,10 @@ impl Worker<'_> {
         }
     }
 
-    /// Waits for the next batch; `None` when the pipeline is closed and empty.
-    /// Also returns the flush generation the batch belongs to.
-    fn next_batch(&self) -> Option<(Vec<SpanRecord>, u64)> {
+    /// Waits for the next batch and moves it into `self.batch`; returns the
+    /// flush generation it belongs to, or `None` when the pipeline is closed
+    /// and empty.
+    fn next_batch(&mut self) -> Option<u64> {
         let shared = self.shared;
         let batch_size = self.config.batch.max_export_batch_size.max(1);
         let delay = self.config.batch.schedule_delay;
@@ -123,9 +129,9 @@ impl Worker<'_> {
                 .0;
         }
         let n = queue.spans.len().min(batch_size);
-        let batch: Vec<SpanRecord> = queue.spans.drain(..n).collect();
+        self.batch.extend(queue.spans.drain(..n));
         queue.in_flight = n;
-        Some((batch, queue.flush_requested))
+        Some(queue.flush_requested)
     }
 
     fn export(&mut self, batch: &[SpanRecord]) {
