@@ -124,7 +124,10 @@ pub fn span_parts(
     ends: &Endpoints,
     masker: &Masker,
 ) -> HttpSpanParts {
-    let mut attrs: Vec<(&'static str, AttrValue)> = Vec::with_capacity(20);
+    // Room for the attributes of a usual span (12 to 15); the rare span
+    // with every optional attribute (19 at most) grows it once. Queued spans
+    // hold this memory until exported, so it is not sized for the worst case.
+    let mut attrs: Vec<(&'static str, AttrValue)> = Vec::with_capacity(16);
     let known = super::parser::is_standard_method(&ex.method);
     let name = if known {
         ex.method.clone()
