@@ -541,12 +541,11 @@ fn quick_headers(
             Some(b' ' | b'\t') => return None,
             Some(&b) => b.to_ascii_lowercase(),
         };
-        let Some(name) = wanted.iter().copied().find(|name| {
-            name.first() == Some(&first)
-                && line
-                    .get(..name.len())
-                    .is_some_and(|n| n.eq_ignore_ascii_case(name))
-        }) else {
+        let Some(name) = wanted
+            .iter()
+            .copied()
+            .find(|name| name.first() == Some(&first) && starts_with_name(line, name))
+        else {
             continue;
         };
         let rest = &line[name.len()..];
@@ -566,6 +565,27 @@ fn quick_headers(
         f(name, value.trim_ascii());
     }
     None
+}
+
+/// True when `line` starts with `name` (lower case: letters, digits, `-`)
+/// in any case. Compares eight bytes at a time with the case bit set (which
+/// leaves digits and `-` alone), then confirms a match byte by byte: the
+/// case bit would also turn a CR into `-`.
+fn starts_with_name(line: &[u8], name: &[u8]) -> bool {
+    const CASE: u64 = 0x2020_2020_2020_2020;
+    let Some(head) = line.get(..name.len()) else {
+        return false;
+    };
+    let words = |b: &[u8]| {
+        let mut w = [0u8; 8];
+        w[..b.len()].copy_from_slice(b);
+        u64::from_le_bytes(w)
+    };
+    let quick = head
+        .chunks(8)
+        .zip(name.chunks(8))
+        .all(|(h, n)| words(h) | CASE == words(n) | CASE);
+    quick && head.eq_ignore_ascii_case(name)
 }
 
 /// The start line of a head and where the header lines begin.

@@ -477,3 +477,28 @@ fn find_lf_matches_a_plain_search() {
         }
     }
 }
+
+#[test]
+fn header_names_match_in_any_case_and_nothing_else() {
+    for (line, name, want) in [
+        (&b"Content-Length: 5"[..], &b"content-length"[..], true),
+        (b"CONTENT-LENGTH:5", b"content-length", true),
+        (b"content-lengtH", b"content-length", true),
+        (b"Content\rLength: 5", b"content-length", false),
+        (b"Content-Lengt", b"content-length", false),
+        (b"Content-Type: x", b"content-length", false),
+        (b"X-Amz-Content-SHA256: x", b"x-amz-content-sha256", true),
+        (b"x-amz-content-sha257", b"x-amz-content-sha256", false),
+        (b"Host", b"host", true),
+        (b"Hos", b"host", false),
+        (b"H\xcfst", b"host", false),
+    ] {
+        assert_eq!(
+            starts_with_name(line, name),
+            want,
+            "{:?} {:?}",
+            String::from_utf8_lossy(line),
+            String::from_utf8_lossy(name)
+        );
+    }
+}
