@@ -30,6 +30,19 @@ impl<F: Copy> Real<F> {
         }
     }
 
+    /// The real function if it is already resolved (the constructor
+    /// resolves every slot), without ever calling `dlsym`: for the shims'
+    /// fast paths, which must not need a stack frame.
+    #[inline(always)]
+    pub fn resolved(&self) -> Option<F> {
+        let addr = self.addr.load(Ordering::Relaxed);
+        if addr == 0 {
+            return None;
+        }
+        // SAFETY: as in `get`.
+        Some(unsafe { std::mem::transmute_copy::<usize, F>(&addr) })
+    }
+
     /// The real function, or `None` if the C library has no such symbol.
     #[inline]
     pub fn get(&self) -> Option<F> {
@@ -47,6 +60,8 @@ impl<F: Copy> Real<F> {
         Some(unsafe { std::mem::transmute_copy::<usize, F>(&addr) })
     }
 
+    #[cold]
+    #[inline(never)]
     pub fn resolve(&self) -> usize {
         const { assert!(std::mem::size_of::<F>() == std::mem::size_of::<usize>()) };
         // SAFETY: dlsym with a valid NUL-terminated name; RTLD_NEXT finds the

@@ -1,9 +1,12 @@
 //! Byte-moving calls: the read and write families and sendfile.
 //!
-//! Each shim calls the real function first, then, only if the fd is a
-//! tracked connection, hands the bytes that actually moved (the first `n`
-//! bytes of the app's buffers) to the runtime. MSG_PEEK reads are not
-//! consumed and are not fed; the same bytes come again in a later read.
+//! Each shim first looks the fd up in the fd table: for anything that is
+//! not a tracked connection (files, pipes, terminals, untraced sockets) it
+//! tail-calls the real function and is done, a handful of instructions.
+//! For a tracked connection it calls the real function, then hands the
+//! bytes that actually moved (the first `n` bytes of the app's buffers) to
+//! the runtime. MSG_PEEK reads are not consumed and are not fed; the same
+//! bytes come again in a later read.
 
 use libc::{c_int, c_void, iovec, msghdr, off_t, size_t, sockaddr, socklen_t, ssize_t};
 
@@ -12,6 +15,15 @@ use super::inject::{write_with_insertion, Sender};
 use crate::fdtable;
 use crate::real;
 use crate::runtime::{self, traced, Direction};
+
+/// Runs the work for a tracked fd out of line, so that the shims' common
+/// path (an untracked fd: a table load and a tail call to libc) needs no
+/// stack frame.
+#[cold]
+#[inline(never)]
+fn out_of_line<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
 
 /// The first `n` bytes of a run of iovecs, as slices.
 ///
@@ -125,9 +137,18 @@ fn consumes(flags: c_int) -> bool {
 /// Called by the dynamic linker in place of libc's `read`.
 #[no_mangle]
 pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t {
-    let n = call_real!(real::READ, -1, fd, buf, count);
-    after_buf(fd, Direction::Inbound, buf, count, n);
-    n
+    if !fdtable::is_tracked(fd) {
+        if let Some(real) = real::READ.resolved() {
+            // SAFETY: the app's own arguments, unchanged, to the libc
+            // function it meant to call.
+            return unsafe { real(fd, buf, count) };
+        }
+    }
+    out_of_line(move || {
+        let n = call_real!(real::READ, -1, fd, buf, count);
+        after_buf(fd, Direction::Inbound, buf, count, n);
+        n
+    })
 }
 
 /// # Safety
@@ -139,62 +160,107 @@ pub unsafe extern "C" fn __read_chk(
     count: size_t,
     buflen: size_t,
 ) -> ssize_t {
-    let n = call_real!(real::READ_CHK, -1, fd, buf, count, buflen);
-    after_buf(fd, Direction::Inbound, buf, count, n);
-    n
+    if !fdtable::is_tracked(fd) {
+        if let Some(real) = real::READ_CHK.resolved() {
+            // SAFETY: the app's own arguments, unchanged, to the libc
+            // function it meant to call.
+            return unsafe { real(fd, buf, count, buflen) };
+        }
+    }
+    out_of_line(move || {
+        let n = call_real!(real::READ_CHK, -1, fd, buf, count, buflen);
+        after_buf(fd, Direction::Inbound, buf, count, n);
+        n
+    })
 }
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `write`.
 #[no_mangle]
 pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t {
-    if fdtable::is_client(fd) {
-        let iov = [one_iovec(buf, count)];
-        // SAFETY: the app's buffer, as it passed it to write.
-        if let Some(r) = unsafe { write_with_insertion(fd, &iov, Sender::Plain) } {
-            return r;
+    if !fdtable::is_tracked(fd) {
+        if let Some(real) = real::WRITE.resolved() {
+            // SAFETY: the app's own arguments, unchanged, to the libc
+            // function it meant to call.
+            return unsafe { real(fd, buf, count) };
         }
     }
-    let n = call_real!(real::WRITE, -1, fd, buf, count);
-    after_buf(fd, Direction::Outbound, buf, count, n);
-    n
+    out_of_line(move || {
+        if fdtable::is_client(fd) {
+            let iov = [one_iovec(buf, count)];
+            // SAFETY: the app's buffer, as it passed it to write.
+            if let Some(r) = unsafe { write_with_insertion(fd, &iov, Sender::Plain) } {
+                return r;
+            }
+        }
+        let n = call_real!(real::WRITE, -1, fd, buf, count);
+        after_buf(fd, Direction::Outbound, buf, count, n);
+        n
+    })
 }
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `readv`.
 #[no_mangle]
 pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t {
-    let n = call_real!(real::READV, -1, fd, iov, count);
-    after_iov(fd, Direction::Inbound, iov, count, n);
-    n
+    if !fdtable::is_tracked(fd) {
+        if let Some(real) = real::READV.resolved() {
+            // SAFETY: the app's own arguments, unchanged, to the libc
+            // function it meant to call.
+            return unsafe { real(fd, iov, count) };
+        }
+    }
+    out_of_line(move || {
+        let n = call_real!(real::READV, -1, fd, iov, count);
+        after_iov(fd, Direction::Inbound, iov, count, n);
+        n
+    })
 }
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `writev`.
 #[no_mangle]
 pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t {
-    if fdtable::is_client(fd) && !iov.is_null() && count > 0 {
-        // SAFETY: the app's iovecs, as it passed them to writev.
-        let iovs = unsafe { std::slice::from_raw_parts(iov, count as usize) };
-        // SAFETY: as above.
-        if let Some(r) = unsafe { write_with_insertion(fd, iovs, Sender::Plain) } {
-            return r;
+    if !fdtable::is_tracked(fd) {
+        if let Some(real) = real::WRITEV.resolved() {
+            // SAFETY: the app's own arguments, unchanged, to the libc
+            // function it meant to call.
+            return unsafe { real(fd, iov, count) };
         }
     }
-    let n = call_real!(real::WRITEV, -1, fd, iov, count);
-    after_iov(fd, Direction::Outbound, iov, count, n);
-    n
+    out_of_line(move || {
+        if fdtable::is_client(fd) && !iov.is_null() && count > 0 {
+            // SAFETY: the app's iovecs, as it passed them to writev.
+            let iovs = unsafe { std::slice::from_raw_parts(iov, count as usize) };
+            // SAFETY: as above.
+            if let Some(r) = unsafe { write_with_insertion(fd, iovs, Sender::Plain) } {
+                return r;
+            }
+        }
+        let n = call_real!(real::WRITEV, -1, fd, iov, count);
+        after_iov(fd, Direction::Outbound, iov, count, n);
+        n
+    })
 }
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `recv`.
 #[no_mangle]
 pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
-    let n = call_real!(real::RECV, -1, fd, buf, len, flags);
-    if consumes(flags) {
-        after_buf(fd, Direction::Inbound, buf, len, n);
+    if !fdtable::is_tracked(fd) {
+        if let Some(real) = real::RECV.resolved() {
+            // SAFETY: the app's own arguments, unchanged, to the libc
+            // function it meant to call.
+            return unsafe { real(fd, buf, len, flags) };
+        }
     }
-    n
+    out_of_line(move || {
+        let n = call_real!(real::RECV, -1, fd, buf, len, flags);
+        if consumes(flags) {
+            after_buf(fd, Direction::Inbound, buf, len, n);
+        }
+        n
+    })
 }
 
 /// # Safety
@@ -207,11 +273,20 @@ pub unsafe extern "C" fn __recv_chk(
     buflen: size_t,
     flags: c_int,
 ) -> ssize_t {
-    let n = call_real!(real::RECV_CHK, -1, fd, buf, len, buflen, flags);
-    if consumes(flags) {
-        after_buf(fd, Direction::Inbound, buf, len, n);
+    if !fdtable::is_tracked(fd) {
+        if let Some(real) = real::RECV_CHK.resolved() {
+            // SAFETY: the app's own arguments, unchanged, to the libc
+            // function it meant to call.
+            return unsafe { real(fd, buf, len, buflen, flags) };
+        }
     }
-    n
+    out_of_line(move || {
+        let n = call_real!(real::RECV_CHK, -1, fd, buf, len, buflen, flags);
+        if consumes(flags) {
+            after_buf(fd, Direction::Inbound, buf, len, n);
+        }
+        n
+    })
 }
 
 /// # Safety
@@ -225,11 +300,20 @@ pub unsafe extern "C" fn recvfrom(
     addr: *mut sockaddr,
     addrlen: *mut socklen_t,
 ) -> ssize_t {
-    let n = call_real!(real::RECVFROM, -1, fd, buf, len, flags, addr, addrlen);
-    if consumes(flags) {
-        after_buf(fd, Direction::Inbound, buf, len, n);
+    if !fdtable::is_tracked(fd) {
+        if let Some(real) = real::RECVFROM.resolved() {
+            // SAFETY: the app's own arguments, unchanged, to the libc
+            // function it meant to call.
+            return unsafe { real(fd, buf, len, flags, addr, addrlen) };
+        }
     }
-    n
+    out_of_line(move || {
+        let n = call_real!(real::RECVFROM, -1, fd, buf, len, flags, addr, addrlen);
+        if consumes(flags) {
+            after_buf(fd, Direction::Inbound, buf, len, n);
+        }
+        n
+    })
 }
 
 /// # Safety
@@ -244,52 +328,79 @@ pub unsafe extern "C" fn __recvfrom_chk(
     addr: *mut sockaddr,
     addrlen: *mut socklen_t,
 ) -> ssize_t {
-    let n = call_real!(
-        real::RECVFROM_CHK,
-        -1,
-        fd,
-        buf,
-        len,
-        buflen,
-        flags,
-        addr,
-        addrlen
-    );
-    if consumes(flags) {
-        after_buf(fd, Direction::Inbound, buf, len, n);
+    if !fdtable::is_tracked(fd) {
+        if let Some(real) = real::RECVFROM_CHK.resolved() {
+            // SAFETY: the app's own arguments, unchanged, to the libc
+            // function it meant to call.
+            return unsafe { real(fd, buf, len, buflen, flags, addr, addrlen) };
+        }
     }
-    n
+    out_of_line(move || {
+        let n = call_real!(
+            real::RECVFROM_CHK,
+            -1,
+            fd,
+            buf,
+            len,
+            buflen,
+            flags,
+            addr,
+            addrlen
+        );
+        if consumes(flags) {
+            after_buf(fd, Direction::Inbound, buf, len, n);
+        }
+        n
+    })
 }
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `recvmsg`.
 #[no_mangle]
 pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
-    let n = call_real!(real::RECVMSG, -1, fd, msg, flags);
-    if consumes(flags) {
-        after_msg(fd, Direction::Inbound, msg, flags, n);
+    if !fdtable::is_tracked(fd) {
+        if let Some(real) = real::RECVMSG.resolved() {
+            // SAFETY: the app's own arguments, unchanged, to the libc
+            // function it meant to call.
+            return unsafe { real(fd, msg, flags) };
+        }
     }
-    n
+    out_of_line(move || {
+        let n = call_real!(real::RECVMSG, -1, fd, msg, flags);
+        if consumes(flags) {
+            after_msg(fd, Direction::Inbound, msg, flags, n);
+        }
+        n
+    })
 }
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `send`.
 #[no_mangle]
 pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
-    if fdtable::is_client(fd) {
-        let iov = [one_iovec(buf, len)];
-        let how = Sender::Socket {
-            flags,
-            msg: std::ptr::null(),
-        };
-        // SAFETY: the app's buffer, as it passed it to send.
-        if let Some(r) = unsafe { write_with_insertion(fd, &iov, how) } {
-            return r;
+    if !fdtable::is_tracked(fd) {
+        if let Some(real) = real::SEND.resolved() {
+            // SAFETY: the app's own arguments, unchanged, to the libc
+            // function it meant to call.
+            return unsafe { real(fd, buf, len, flags) };
         }
     }
-    let n = call_real!(real::SEND, -1, fd, buf, len, flags);
-    after_buf(fd, Direction::Outbound, buf, len, n);
-    n
+    out_of_line(move || {
+        if fdtable::is_client(fd) {
+            let iov = [one_iovec(buf, len)];
+            let how = Sender::Socket {
+                flags,
+                msg: std::ptr::null(),
+            };
+            // SAFETY: the app's buffer, as it passed it to send.
+            if let Some(r) = unsafe { write_with_insertion(fd, &iov, how) } {
+                return r;
+            }
+        }
+        let n = call_real!(real::SEND, -1, fd, buf, len, flags);
+        after_buf(fd, Direction::Outbound, buf, len, n);
+        n
+    })
 }
 
 /// # Safety
@@ -303,44 +414,62 @@ pub unsafe extern "C" fn sendto(
     addr: *const sockaddr,
     addrlen: socklen_t,
 ) -> ssize_t {
-    if fdtable::is_client(fd) {
-        let iov = [one_iovec(buf, len)];
-        // SAFETY: an all-zero msghdr is a valid empty header.
-        let mut m: msghdr = unsafe { std::mem::MaybeUninit::zeroed().assume_init() };
-        m.msg_name = addr as *mut c_void;
-        m.msg_namelen = addrlen;
-        let how = Sender::Socket { flags, msg: &m };
-        // SAFETY: the app's buffer and address, as it passed them to sendto.
-        if let Some(r) = unsafe { write_with_insertion(fd, &iov, how) } {
-            return r;
+    if !fdtable::is_tracked(fd) {
+        if let Some(real) = real::SENDTO.resolved() {
+            // SAFETY: the app's own arguments, unchanged, to the libc
+            // function it meant to call.
+            return unsafe { real(fd, buf, len, flags, addr, addrlen) };
         }
     }
-    let n = call_real!(real::SENDTO, -1, fd, buf, len, flags, addr, addrlen);
-    after_buf(fd, Direction::Outbound, buf, len, n);
-    n
+    out_of_line(move || {
+        if fdtable::is_client(fd) {
+            let iov = [one_iovec(buf, len)];
+            // SAFETY: an all-zero msghdr is a valid empty header.
+            let mut m: msghdr = unsafe { std::mem::MaybeUninit::zeroed().assume_init() };
+            m.msg_name = addr as *mut c_void;
+            m.msg_namelen = addrlen;
+            let how = Sender::Socket { flags, msg: &m };
+            // SAFETY: the app's buffer and address, as it passed them to sendto.
+            if let Some(r) = unsafe { write_with_insertion(fd, &iov, how) } {
+                return r;
+            }
+        }
+        let n = call_real!(real::SENDTO, -1, fd, buf, len, flags, addr, addrlen);
+        after_buf(fd, Direction::Outbound, buf, len, n);
+        n
+    })
 }
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `sendmsg`.
 #[no_mangle]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
-    if fdtable::is_client(fd) && !msg.is_null() {
-        // SAFETY: the app's message header, as it passed it to sendmsg.
-        let (iov, count) = unsafe { ((*msg).msg_iov as *const iovec, (*msg).msg_iovlen) };
-        if !iov.is_null() && count > 0 {
-            // SAFETY: `count` iovecs described by the app's header.
-            let iovs = unsafe { std::slice::from_raw_parts(iov, count) };
-            // SAFETY: as above.
-            if let Some(r) =
-                unsafe { write_with_insertion(fd, iovs, Sender::Socket { flags, msg }) }
-            {
-                return r;
-            }
+    if !fdtable::is_tracked(fd) {
+        if let Some(real) = real::SENDMSG.resolved() {
+            // SAFETY: the app's own arguments, unchanged, to the libc
+            // function it meant to call.
+            return unsafe { real(fd, msg, flags) };
         }
     }
-    let n = call_real!(real::SENDMSG, -1, fd, msg, flags);
-    after_msg(fd, Direction::Outbound, msg, 0, n);
-    n
+    out_of_line(move || {
+        if fdtable::is_client(fd) && !msg.is_null() {
+            // SAFETY: the app's message header, as it passed it to sendmsg.
+            let (iov, count) = unsafe { ((*msg).msg_iov as *const iovec, (*msg).msg_iovlen) };
+            if !iov.is_null() && count > 0 {
+                // SAFETY: `count` iovecs described by the app's header.
+                let iovs = unsafe { std::slice::from_raw_parts(iov, count) };
+                // SAFETY: as above.
+                if let Some(r) =
+                    unsafe { write_with_insertion(fd, iovs, Sender::Socket { flags, msg }) }
+                {
+                    return r;
+                }
+            }
+        }
+        let n = call_real!(real::SENDMSG, -1, fd, msg, flags);
+        after_msg(fd, Direction::Outbound, msg, 0, n);
+        n
+    })
 }
 
 fn after_sendfile(out_fd: c_int, n: ssize_t) {
@@ -358,9 +487,18 @@ pub unsafe extern "C" fn sendfile(
     offset: *mut off_t,
     count: size_t,
 ) -> ssize_t {
-    let n = call_real!(real::SENDFILE, -1, out_fd, in_fd, offset, count);
-    after_sendfile(out_fd, n);
-    n
+    if !fdtable::is_tracked(out_fd) {
+        if let Some(real) = real::SENDFILE.resolved() {
+            // SAFETY: the app's own arguments, unchanged, to the libc
+            // function it meant to call.
+            return unsafe { real(out_fd, in_fd, offset, count) };
+        }
+    }
+    out_of_line(move || {
+        let n = call_real!(real::SENDFILE, -1, out_fd, in_fd, offset, count);
+        after_sendfile(out_fd, n);
+        n
+    })
 }
 
 /// # Safety
@@ -372,7 +510,16 @@ pub unsafe extern "C" fn sendfile64(
     offset: *mut off_t,
     count: size_t,
 ) -> ssize_t {
-    let n = call_real!(real::SENDFILE64, -1, out_fd, in_fd, offset, count);
-    after_sendfile(out_fd, n);
-    n
+    if !fdtable::is_tracked(out_fd) {
+        if let Some(real) = real::SENDFILE64.resolved() {
+            // SAFETY: the app's own arguments, unchanged, to the libc
+            // function it meant to call.
+            return unsafe { real(out_fd, in_fd, offset, count) };
+        }
+    }
+    out_of_line(move || {
+        let n = call_real!(real::SENDFILE64, -1, out_fd, in_fd, offset, count);
+        after_sendfile(out_fd, n);
+        n
+    })
 }
