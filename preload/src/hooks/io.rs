@@ -16,6 +16,22 @@ use crate::fdtable;
 use crate::real;
 use crate::runtime::{self, traced, Direction};
 
+/// The common path of every shim: for an fd that is not a tracked
+/// connection, return what the real function returns, by a tail call (no
+/// stack frame). Falls through when the fd is tracked, or when the real
+/// function is not resolved yet (the out-of-line path resolves it).
+macro_rules! untracked_fast_path {
+    ($fd:expr, $slot:expr, $($arg:expr),* $(,)?) => {
+        if !fdtable::is_tracked($fd) {
+            if let Some(real) = $slot.resolved() {
+                // SAFETY: the app's own arguments, unchanged, to the libc
+                // function it meant to call.
+                return unsafe { real($($arg),*) };
+            }
+        }
+    };
+}
+
 /// Runs the work for a tracked fd out of line, so that the shims' common
 /// path (an untracked fd: a table load and a tail call to libc) needs no
 /// stack frame.
@@ -137,13 +153,7 @@ fn consumes(flags: c_int) -> bool {
 /// Called by the dynamic linker in place of libc's `read`.
 #[no_mangle]
 pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t {
-    if !fdtable::is_tracked(fd) {
-        if let Some(real) = real::READ.resolved() {
-            // SAFETY: the app's own arguments, unchanged, to the libc
-            // function it meant to call.
-            return unsafe { real(fd, buf, count) };
-        }
-    }
+    untracked_fast_path!(fd, real::READ, fd, buf, count);
     out_of_line(move || {
         let n = call_real!(real::READ, -1, fd, buf, count);
         after_buf(fd, Direction::Inbound, buf, count, n);
@@ -160,13 +170,7 @@ pub unsafe extern "C" fn __read_chk(
     count: size_t,
     buflen: size_t,
 ) -> ssize_t {
-    if !fdtable::is_tracked(fd) {
-        if let Some(real) = real::READ_CHK.resolved() {
-            // SAFETY: the app's own arguments, unchanged, to the libc
-            // function it meant to call.
-            return unsafe { real(fd, buf, count, buflen) };
-        }
-    }
+    untracked_fast_path!(fd, real::READ_CHK, fd, buf, count, buflen);
     out_of_line(move || {
         let n = call_real!(real::READ_CHK, -1, fd, buf, count, buflen);
         after_buf(fd, Direction::Inbound, buf, count, n);
@@ -178,13 +182,7 @@ pub unsafe extern "C" fn __read_chk(
 /// Called by the dynamic linker in place of libc's `write`.
 #[no_mangle]
 pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t {
-    if !fdtable::is_tracked(fd) {
-        if let Some(real) = real::WRITE.resolved() {
-            // SAFETY: the app's own arguments, unchanged, to the libc
-            // function it meant to call.
-            return unsafe { real(fd, buf, count) };
-        }
-    }
+    untracked_fast_path!(fd, real::WRITE, fd, buf, count);
     out_of_line(move || {
         if fdtable::is_client(fd) {
             let iov = [one_iovec(buf, count)];
@@ -203,13 +201,7 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, count: size_t) -> 
 /// Called by the dynamic linker in place of libc's `readv`.
 #[no_mangle]
 pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t {
-    if !fdtable::is_tracked(fd) {
-        if let Some(real) = real::READV.resolved() {
-            // SAFETY: the app's own arguments, unchanged, to the libc
-            // function it meant to call.
-            return unsafe { real(fd, iov, count) };
-        }
-    }
+    untracked_fast_path!(fd, real::READV, fd, iov, count);
     out_of_line(move || {
         let n = call_real!(real::READV, -1, fd, iov, count);
         after_iov(fd, Direction::Inbound, iov, count, n);
@@ -221,13 +213,7 @@ pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, count: c_int) -> ss
 /// Called by the dynamic linker in place of libc's `writev`.
 #[no_mangle]
 pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t {
-    if !fdtable::is_tracked(fd) {
-        if let Some(real) = real::WRITEV.resolved() {
-            // SAFETY: the app's own arguments, unchanged, to the libc
-            // function it meant to call.
-            return unsafe { real(fd, iov, count) };
-        }
-    }
+    untracked_fast_path!(fd, real::WRITEV, fd, iov, count);
     out_of_line(move || {
         if fdtable::is_client(fd) && !iov.is_null() && count > 0 {
             // SAFETY: the app's iovecs, as it passed them to writev.
@@ -247,13 +233,7 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, count: c_int) -> s
 /// Called by the dynamic linker in place of libc's `recv`.
 #[no_mangle]
 pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
-    if !fdtable::is_tracked(fd) {
-        if let Some(real) = real::RECV.resolved() {
-            // SAFETY: the app's own arguments, unchanged, to the libc
-            // function it meant to call.
-            return unsafe { real(fd, buf, len, flags) };
-        }
-    }
+    untracked_fast_path!(fd, real::RECV, fd, buf, len, flags);
     out_of_line(move || {
         let n = call_real!(real::RECV, -1, fd, buf, len, flags);
         if consumes(flags) {
@@ -273,13 +253,7 @@ pub unsafe extern "C" fn __recv_chk(
     buflen: size_t,
     flags: c_int,
 ) -> ssize_t {
-    if !fdtable::is_tracked(fd) {
-        if let Some(real) = real::RECV_CHK.resolved() {
-            // SAFETY: the app's own arguments, unchanged, to the libc
-            // function it meant to call.
-            return unsafe { real(fd, buf, len, buflen, flags) };
-        }
-    }
+    untracked_fast_path!(fd, real::RECV_CHK, fd, buf, len, buflen, flags);
     out_of_line(move || {
         let n = call_real!(real::RECV_CHK, -1, fd, buf, len, buflen, flags);
         if consumes(flags) {
@@ -300,13 +274,7 @@ pub unsafe extern "C" fn recvfrom(
     addr: *mut sockaddr,
     addrlen: *mut socklen_t,
 ) -> ssize_t {
-    if !fdtable::is_tracked(fd) {
-        if let Some(real) = real::RECVFROM.resolved() {
-            // SAFETY: the app's own arguments, unchanged, to the libc
-            // function it meant to call.
-            return unsafe { real(fd, buf, len, flags, addr, addrlen) };
-        }
-    }
+    untracked_fast_path!(fd, real::RECVFROM, fd, buf, len, flags, addr, addrlen);
     out_of_line(move || {
         let n = call_real!(real::RECVFROM, -1, fd, buf, len, flags, addr, addrlen);
         if consumes(flags) {
@@ -328,13 +296,17 @@ pub unsafe extern "C" fn __recvfrom_chk(
     addr: *mut sockaddr,
     addrlen: *mut socklen_t,
 ) -> ssize_t {
-    if !fdtable::is_tracked(fd) {
-        if let Some(real) = real::RECVFROM_CHK.resolved() {
-            // SAFETY: the app's own arguments, unchanged, to the libc
-            // function it meant to call.
-            return unsafe { real(fd, buf, len, buflen, flags, addr, addrlen) };
-        }
-    }
+    untracked_fast_path!(
+        fd,
+        real::RECVFROM_CHK,
+        fd,
+        buf,
+        len,
+        buflen,
+        flags,
+        addr,
+        addrlen
+    );
     out_of_line(move || {
         let n = call_real!(
             real::RECVFROM_CHK,
@@ -358,13 +330,7 @@ pub unsafe extern "C" fn __recvfrom_chk(
 /// Called by the dynamic linker in place of libc's `recvmsg`.
 #[no_mangle]
 pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
-    if !fdtable::is_tracked(fd) {
-        if let Some(real) = real::RECVMSG.resolved() {
-            // SAFETY: the app's own arguments, unchanged, to the libc
-            // function it meant to call.
-            return unsafe { real(fd, msg, flags) };
-        }
-    }
+    untracked_fast_path!(fd, real::RECVMSG, fd, msg, flags);
     out_of_line(move || {
         let n = call_real!(real::RECVMSG, -1, fd, msg, flags);
         if consumes(flags) {
@@ -378,13 +344,7 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
 /// Called by the dynamic linker in place of libc's `send`.
 #[no_mangle]
 pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
-    if !fdtable::is_tracked(fd) {
-        if let Some(real) = real::SEND.resolved() {
-            // SAFETY: the app's own arguments, unchanged, to the libc
-            // function it meant to call.
-            return unsafe { real(fd, buf, len, flags) };
-        }
-    }
+    untracked_fast_path!(fd, real::SEND, fd, buf, len, flags);
     out_of_line(move || {
         if fdtable::is_client(fd) {
             let iov = [one_iovec(buf, len)];
@@ -414,13 +374,7 @@ pub unsafe extern "C" fn sendto(
     addr: *const sockaddr,
     addrlen: socklen_t,
 ) -> ssize_t {
-    if !fdtable::is_tracked(fd) {
-        if let Some(real) = real::SENDTO.resolved() {
-            // SAFETY: the app's own arguments, unchanged, to the libc
-            // function it meant to call.
-            return unsafe { real(fd, buf, len, flags, addr, addrlen) };
-        }
-    }
+    untracked_fast_path!(fd, real::SENDTO, fd, buf, len, flags, addr, addrlen);
     out_of_line(move || {
         if fdtable::is_client(fd) {
             let iov = [one_iovec(buf, len)];
@@ -444,13 +398,7 @@ pub unsafe extern "C" fn sendto(
 /// Called by the dynamic linker in place of libc's `sendmsg`.
 #[no_mangle]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
-    if !fdtable::is_tracked(fd) {
-        if let Some(real) = real::SENDMSG.resolved() {
-            // SAFETY: the app's own arguments, unchanged, to the libc
-            // function it meant to call.
-            return unsafe { real(fd, msg, flags) };
-        }
-    }
+    untracked_fast_path!(fd, real::SENDMSG, fd, msg, flags);
     out_of_line(move || {
         if fdtable::is_client(fd) && !msg.is_null() {
             // SAFETY: the app's message header, as it passed it to sendmsg.
@@ -487,13 +435,7 @@ pub unsafe extern "C" fn sendfile(
     offset: *mut off_t,
     count: size_t,
 ) -> ssize_t {
-    if !fdtable::is_tracked(out_fd) {
-        if let Some(real) = real::SENDFILE.resolved() {
-            // SAFETY: the app's own arguments, unchanged, to the libc
-            // function it meant to call.
-            return unsafe { real(out_fd, in_fd, offset, count) };
-        }
-    }
+    untracked_fast_path!(out_fd, real::SENDFILE, out_fd, in_fd, offset, count);
     out_of_line(move || {
         let n = call_real!(real::SENDFILE, -1, out_fd, in_fd, offset, count);
         after_sendfile(out_fd, n);
@@ -510,13 +452,7 @@ pub unsafe extern "C" fn sendfile64(
     offset: *mut off_t,
     count: size_t,
 ) -> ssize_t {
-    if !fdtable::is_tracked(out_fd) {
-        if let Some(real) = real::SENDFILE64.resolved() {
-            // SAFETY: the app's own arguments, unchanged, to the libc
-            // function it meant to call.
-            return unsafe { real(out_fd, in_fd, offset, count) };
-        }
-    }
+    untracked_fast_path!(out_fd, real::SENDFILE64, out_fd, in_fd, offset, count);
     out_of_line(move || {
         let n = call_real!(real::SENDFILE64, -1, out_fd, in_fd, offset, count);
         after_sendfile(out_fd, n);
