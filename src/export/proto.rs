@@ -134,16 +134,67 @@ impl<'a> Writer<'a> {
             + varint_len(any_body as u64)
             + any_body;
         self.buf.reserve(kv_body + 6);
-        self.tag(field, WIRE_LEN);
-        self.varint(kv_body as u64);
-        self.bytes(1, key.as_bytes());
-        self.tag(2, WIRE_LEN);
-        self.varint(any_body as u64);
+        // The framing bytes before the key, then before the value, are
+        // assembled on the stack and appended at once.
+        let mut head = Scratch::default();
+        head.varint(u64::from(field << 3 | WIRE_LEN));
+        head.varint(kv_body as u64);
+        head.varint(u64::from(1 << 3 | WIRE_LEN));
+        head.varint(key.len() as u64);
+        head.append_to(self.buf);
+        self.buf.extend_from_slice(key.as_bytes());
+        let mut head = Scratch::default();
+        head.varint(u64::from(2 << 3 | WIRE_LEN));
+        head.varint(any_body as u64);
         match value {
-            AttrValue::Str(s) => self.string(1, s),
-            AttrValue::Bool(b) => self.uint(2, u64::from(*b)),
-            AttrValue::Int(n) => self.uint(3, *n as u64),
+            AttrValue::Str(s) => {
+                head.varint(u64::from(1 << 3 | WIRE_LEN));
+                head.varint(s.len() as u64);
+                head.append_to(self.buf);
+                self.buf.extend_from_slice(s.as_bytes());
+            }
+            AttrValue::Bool(b) => {
+                head.varint(u64::from(2 << 3 | WIRE_VARINT));
+                head.varint(u64::from(*b));
+                head.append_to(self.buf);
+            }
+            AttrValue::Int(n) => {
+                head.varint(u64::from(3 << 3 | WIRE_VARINT));
+                head.varint(*n as u64);
+                head.append_to(self.buf);
+            }
         }
+    }
+}
+
+/// Up to four varints (at most 22 bytes here), built on the stack and appended to a
+/// buffer with one fixed-size copy (which the compiler turns into a few
+/// vector stores, unlike a call to `memcpy`) and a truncation.
+#[derive(Default)]
+struct Scratch {
+    bytes: [u8; 32],
+    len: usize,
+}
+
+impl Scratch {
+    fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            if let Some(b) = self.bytes.get_mut(self.len) {
+                *b = (v as u8) | 0x80;
+            }
+            self.len += 1;
+            v >>= 7;
+        }
+        if let Some(b) = self.bytes.get_mut(self.len) {
+            *b = v as u8;
+        }
+        self.len += 1;
+    }
+
+    fn append_to(&self, buf: &mut Vec<u8>) {
+        let end = buf.len() + self.len.min(self.bytes.len());
+        buf.extend_from_slice(&self.bytes);
+        buf.truncate(end);
     }
 }
 
