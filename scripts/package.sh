@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # Builds the installable layout of lumigo-run:
 #
-#   target/dist/lumigo-run/bin/lumigo-run                      (static-pie launcher)
+#   target/dist/lumigo-run/bin/lumigo-run                      (static launcher)
 #   target/dist/lumigo-run/lib/lumigo/liblumigo_preload.so     (the preload library)
 #
 # Copy the tree anywhere (e.g. `COPY target/dist/lumigo-run /opt/lumigo-run` in a
 # Dockerfile): the launcher finds the library at ../lib/lumigo beside itself.
 #
-# The launcher is linked statically (glibc static-pie): it runs once per
-# traced command, and a static executable skips the dynamic loader, which on
-# the project's machine saves about 0.3 ms on every start (BENCHMARKS.md, row
-# 4). The library cannot be static: it is loaded into dynamically linked
-# programs. Both copies in the package lose their debug sections (the ones
+# The launcher is linked statically (glibc) and not position-independent: it
+# runs once per traced command, a static executable skips the dynamic loader
+# and a non-PIE one its own relocation, which on the project's machine saves
+# about 0.2 ms on every start (BENCHMARKS.md, row 4). Its address is then not
+# randomized, which matters little for a program that only sets variables
+# and execs. The library cannot be static: it is loaded into dynamically
+# linked programs. Both copies in the package lose their debug sections (the ones
 # under target/ keep them, for profiling).
 #
 #   bash scripts/package.sh           # build the tree

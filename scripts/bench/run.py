@@ -50,7 +50,7 @@ class Bench:
         if os.path.exists(os.path.join(args.dist, "bin", "lumigo-run")):
             self.run_bin = os.path.join(args.dist, "bin", "lumigo-run")
             self.lib = os.path.join(args.dist, "lib", "lumigo", "liblumigo_preload.so")
-            self.layout = "packaged (`scripts/package.sh`: static-pie launcher, library without debug sections)"
+            self.layout = "packaged (`scripts/package.sh`: static launcher, library without debug sections)"
         else:
             self.run_bin = os.path.join(args.target, "lumigo-run")
             self.lib = os.path.join(args.target, "liblumigo_preload.so")
