@@ -426,3 +426,35 @@ fn nginx_keep_alive_requests_each_get_a_span() {
     );
     assert_eq!(spans[0]["resource"]["attributes"]["service.name"], "nginx");
 }
+
+#[test]
+fn multipath_tcp_connections_are_traced_like_tcp() {
+    let tmp = TempDir::new("mptcp");
+    let dump = tmp.path("spans.jsonl");
+    let mut cmd = traced("python3");
+    cmd.arg(app("mptcp_exchange.py"))
+        .arg(free_port().to_string())
+        .env("LUMIGO_DEBUG_SPANDUMP", &dump);
+    let out = run(cmd, T);
+    if out.status.code() == Some(77) {
+        eprintln!("SKIPPED: this kernel has no Multipath TCP (net.mptcp.enabled)");
+        return;
+    }
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "HTTP/1.1 200 OK"
+    );
+    let spans = read_spandump(&dump);
+    let client = of_kind(&spans, "SpanKind.CLIENT");
+    let server = of_kind(&spans, "SpanKind.SERVER");
+    assert_eq!((client.len(), server.len()), (1, 1), "{spans:#?}");
+    for span in [client[0], server[0]] {
+        assert_eq!(str_attr(span, "url.path"), "/over-mptcp");
+        assert_eq!(int_attr(span, "http.response.status_code"), 200);
+    }
+    assert_eq!(
+        server[0]["context"]["trace_id"], client[0]["context"]["trace_id"],
+        "the inserted traceparent joins the two"
+    );
+}

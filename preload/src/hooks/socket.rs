@@ -64,7 +64,10 @@ pub(crate) fn socket_addr(fd: c_int, peer: bool) -> Option<SocketAddr> {
     unsafe { read_sockaddr(p, len.min(size_of::<libc::sockaddr_storage>() as socklen_t)) }
 }
 
-/// True for a TCP socket.
+/// `IPPROTO_MPTCP` (Linux 5.6+): Multipath TCP, a stream of bytes like TCP.
+const IPPROTO_MPTCP: c_int = 262;
+
+/// True for a TCP or Multipath TCP socket: the byte streams we parse.
 fn is_tcp(fd: c_int) -> bool {
     let mut proto: c_int = 0;
     let mut len = size_of::<c_int>() as socklen_t;
@@ -78,7 +81,7 @@ fn is_tcp(fd: c_int) -> bool {
             &mut len,
         )
     };
-    r == 0 && proto == libc::IPPROTO_TCP
+    r == 0 && (proto == libc::IPPROTO_TCP || proto == IPPROTO_MPTCP)
 }
 
 /// # Safety
