@@ -88,8 +88,27 @@ impl Drop for TempDir {
     }
 }
 
-/// A TCP port free right now on 127.0.0.1.
+/// A TCP port free right now on 127.0.0.1, for a server the test starts.
+///
+/// Taken above the kernel's ephemeral range (`ip_local_port_range`, 32768 to
+/// 60999 by default), so that between this call and the server's `bind` no
+/// other socket of a concurrent test (a client's `connect`, a `bind` to port
+/// 0) can be given the same port; each port is handed out once per test
+/// process. Falls back to a kernel-chosen port if that range is exhausted.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const FIRST: u16 = 61_000;
+    const SPAN: u16 = 4_000;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    // Start where another test binary of this run is unlikely to be.
+    let offset = (std::process::id() % u32::from(SPAN)) as u16;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = FIRST + (offset + n % SPAN) % SPAN;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
