@@ -82,20 +82,22 @@ pub fn format_traceparent(ctx: &SpanContext) -> String {
 /// at 512 characters).
 pub const MAX_TRACESTATE: usize = 512;
 
-/// A `tracestate` value worth carrying: printable ASCII, at most
-/// [`MAX_TRACESTATE`] bytes, not empty. Anything else is dropped.
+/// A `tracestate` value worth carrying: a well-formed list (see
+/// [`valid_tracestate`]) of at most [`MAX_TRACESTATE`] bytes, blanks around
+/// it removed. Anything else is dropped whole, as the W3C specification asks
+/// of a vendor that cannot parse the header. Every `tracestate` we take in
+/// (request headers, the `TRACESTATE` variable) goes through here, so what
+/// we propagate and what we export are always valid.
 pub fn sanitize_tracestate(value: &str) -> Option<String> {
     let v = value.trim_matches(|c| c == ' ' || c == '\t');
-    let ok =
-        !v.is_empty() && v.len() <= MAX_TRACESTATE && v.bytes().all(|b| (0x20..0x7f).contains(&b));
-    ok.then(|| v.to_owned())
+    (v.len() <= MAX_TRACESTATE && valid_tracestate(v)).then(|| v.to_owned())
 }
 
 /// True when `value` is a well-formed W3C `tracestate` list: at most 32
 /// members (empty ones between commas allowed), each `key=value` with the
 /// specification's key grammar (`simple` or `tenant@system`) and a value of
 /// 1 to 256 printable characters that does not end in a space and holds no
-/// `,` or `=`. Export drops a list that fails this, as a vendor must.
+/// `,` or `=`.
 pub fn valid_tracestate(value: &str) -> bool {
     fn key_char(b: u8) -> bool {
         b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-*/".contains(&b)
@@ -255,5 +257,10 @@ mod tests {
         assert_eq!(sanitize_tracestate(""), None);
         assert_eq!(sanitize_tracestate("a=\u{7f}"), None);
         assert_eq!(sanitize_tracestate(&"a".repeat(513)), None);
+        let long = format!("k={}", "v".repeat(256));
+        assert_eq!(sanitize_tracestate(&long), Some(long.clone()));
+        // Printable but not a tracestate list: dropped whole.
+        assert_eq!(sanitize_tracestate("not a valid=tracestate,,="), None);
+        assert_eq!(sanitize_tracestate("Upper=1,rojo=2"), None);
     }
 }

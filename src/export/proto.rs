@@ -20,7 +20,6 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::propagation::valid_tracestate;
 use crate::span::{AttrValue, SpanKind, SpanRecord, SpanStatus};
 
 const WIRE_VARINT: u32 = 0;
@@ -47,12 +46,10 @@ impl<'a> Writer<'a> {
         Writer { buf }
     }
 
-    fn varint(&mut self, mut v: u64) {
-        while v >= 0x80 {
-            self.buf.push((v as u8) | 0x80);
-            v >>= 7;
-        }
-        self.buf.push(v as u8);
+    fn varint(&mut self, v: u64) {
+        let mut encoded = Scratch::default();
+        encoded.varint(v);
+        encoded.append_to(self.buf);
     }
 
     fn tag(&mut self, field: u32, wire: u32) {
@@ -101,20 +98,13 @@ impl<'a> Writer<'a> {
             self.buf[at] = len as u8;
             return;
         }
-        let mut encoded = [0u8; 10];
-        let mut n = 0;
-        let mut v = len as u64;
-        while v >= 0x80 {
-            encoded[n] = (v as u8) | 0x80;
-            v >>= 7;
-            n += 1;
-        }
-        encoded[n] = v as u8;
-        n += 1;
+        let mut encoded = Scratch::default();
+        encoded.varint(len as u64);
+        let n = encoded.len;
         let old_end = self.buf.len();
         self.buf.resize(old_end + n - 1, 0);
         self.buf.copy_within(body_start..old_end, at + n);
-        self.buf[at..at + n].copy_from_slice(&encoded[..n]);
+        self.buf[at..at + n].copy_from_slice(&encoded.bytes[..n]);
     }
 
     /// `KeyValue { key = 1; AnyValue value = 2 }` as field `field`. The most
@@ -167,9 +157,10 @@ impl<'a> Writer<'a> {
     }
 }
 
-/// Up to four varints (at most 22 bytes here), built on the stack and appended to a
-/// buffer with one fixed-size copy (which the compiler turns into a few
-/// vector stores, unlike a call to `memcpy`) and a truncation.
+/// The one varint encoder: up to 32 bytes of varints (one to four at the
+/// call sites), built on the stack and appended to a buffer with one
+/// fixed-size copy (which the compiler turns into a few vector stores,
+/// unlike a call to `memcpy`) and a truncation.
 #[derive(Default)]
 struct Scratch {
     bytes: [u8; 32],
@@ -261,8 +252,9 @@ fn encode_span(w: &mut Writer<'_>, span: &SpanRecord) {
     let s = w.open(2);
     w.bytes(1, &ctx.trace_id);
     w.bytes(2, &ctx.span_id);
-    // An invalid `tracestate` is dropped, as the W3C specification asks.
-    if let Some(state) = ctx.trace_state.as_deref().filter(|s| valid_tracestate(s)) {
+    // Valid by construction: every tracestate comes through
+    // `propagation::sanitize_tracestate`.
+    if let Some(state) = ctx.trace_state.as_deref() {
         w.string(3, state);
     }
     if let Some(parent) = &span.parent_span_id {
@@ -402,11 +394,11 @@ mod tests {
     }
 
     #[test]
-    fn roots_local_parents_ok_status_and_bad_tracestate() {
+    fn roots_local_parents_ok_status_and_no_tracestate() {
         let mut root = record(vec![]);
         root.parent_span_id = None;
         root.context.trace_flags = 0;
-        root.context.trace_state = Some("not a valid=tracestate,,=".into());
+        root.context.trace_state = None;
         root.status = SpanStatus::Ok;
         root.kind = SpanKind::Server;
         let mut local = record(vec![]);
@@ -417,7 +409,7 @@ mod tests {
         let spans = &req.resource_spans[0].scope_spans[0].spans;
         assert_eq!(spans.len(), 2);
         assert!(spans[0].parent_span_id.is_empty());
-        assert_eq!(spans[0].trace_state, "", "invalid tracestate dropped");
+        assert_eq!(spans[0].trace_state, "", "no tracestate, none sent");
         assert_eq!(spans[0].flags, 0x100, "unsampled, no remote parent");
         assert_eq!(spans[0].status.as_ref().unwrap().code, 1);
         assert_eq!(spans[0].kind, 2);
