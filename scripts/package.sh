@@ -52,6 +52,11 @@ if command -v file >/dev/null 2>&1; then
   file "$DIST/bin/lumigo-run" | grep -q "static" || fail "the launcher is not statically linked"
 fi
 "$DIST/bin/lumigo-run" --version >/dev/null || fail "lumigo-run --version"
+# The library carries its own unwinder (preload/build.rs): no libgcc_s to load.
+if command -v readelf >/dev/null 2>&1; then
+  ! readelf -d "$DIST/lib/lumigo/liblumigo_preload.so" | grep -q "libgcc_s" ||
+    fail "the preload library needs libgcc_s.so.1"
+fi
 # No LUMIGO_PRELOAD_PATH: the library must be found through ../lib/lumigo.
 unset LUMIGO_PRELOAD_PATH LD_PRELOAD
 seen=$("$DIST/bin/lumigo-run" -- /bin/sh -c 'echo "$LD_PRELOAD"')

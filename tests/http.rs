@@ -46,6 +46,47 @@ fn int_attr(span: &Value, key: &str) -> i64 {
         .unwrap_or_else(|| panic!("{key} missing in {span}"))
 }
 
+/// A panic in tracing work is caught inside the library: the app's request
+/// completes with the bytes it would have had, tracing switches itself off
+/// for the process, and the debug log says why. The library carries its own
+/// unwinder (preload/build.rs), so this also checks that unwinder works.
+#[test]
+fn a_panic_in_tracing_work_is_caught_and_the_app_goes_on() {
+    let library = std::fs::read(&binaries().library).unwrap();
+    assert!(
+        !library.windows(13).any(|w| w == b"libgcc_s.so.1"),
+        "the preload library should not need libgcc_s.so.1"
+    );
+    let tmp = TempDir::new("panic");
+    let port = free_port();
+    let _server = untraced_python_server(port);
+    let dump = tmp.path("spans.jsonl");
+    let mut cmd = traced("curl");
+    cmd.args(["-s", "-w", " %{http_code}"])
+        .arg(format!("http://127.0.0.1:{port}/len/5"))
+        .env("LUMIGO_DEBUG_SPANDUMP", &dump)
+        .env("LUMIGO_DEBUG", "true")
+        .env("LUMIGO_RUN_TEST_PANIC", "1");
+    let out = run(cmd, T);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "xxxxx 200",
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("internal panic: panicked at")
+            && stderr.contains("LUMIGO_RUN_TEST_PANIC is set"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("internal error; tracing is switched off for this process"),
+        "{stderr}"
+    );
+    assert!(read_spandump(&dump).is_empty());
+}
+
 #[test]
 fn curl_client_span_is_exported_at_exit() {
     let tmp = TempDir::new("curl");

@@ -25,6 +25,11 @@ fn start() {
         lumigo_debug!("internal panic: {info}");
     }));
 
+    #[cfg(debug_assertions)]
+    runtime::TEST_PANIC.store(
+        std::env::var_os("LUMIGO_RUN_TEST_PANIC").is_some_and(|v| v == "1"),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let config = Config::from_env();
     log::set_debug(config.debug);
     if config.switch_off {

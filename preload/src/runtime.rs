@@ -129,6 +129,13 @@ fn process_span_record(p: &ProcessSpan) -> SpanRecord {
     }
 }
 
+/// Debug builds only (`LUMIGO_RUN_TEST_PANIC=1`): every piece of tracing
+/// work panics, so a test can see a panic caught inside the library, with
+/// its statically linked unwinder (build.rs), and tracing switched off
+/// without the app noticing.
+#[cfg(debug_assertions)]
+pub static TEST_PANIC: AtomicBool = AtomicBool::new(false);
+
 /// The runtime, unless tracing is off for this process.
 #[inline]
 fn runtime() -> Option<&'static Runtime> {
@@ -157,7 +164,14 @@ pub fn traced(f: impl FnOnce(&'static Runtime)) {
     let Some(rt) = runtime() else { return };
     let saved = errno();
     let _guard = guard::Internal::enter();
-    if std::panic::catch_unwind(AssertUnwindSafe(|| f(rt))).is_err() {
+    let work = || {
+        #[cfg(debug_assertions)]
+        if TEST_PANIC.load(Ordering::Relaxed) {
+            panic!("LUMIGO_RUN_TEST_PANIC is set");
+        }
+        f(rt)
+    };
+    if std::panic::catch_unwind(AssertUnwindSafe(work)).is_err() {
         DISABLED.store(true, Ordering::Relaxed);
         lumigo_debug!("internal error; tracing is switched off for this process");
     }
