@@ -3,9 +3,12 @@
 #
 #   target/dist/lumigo-run/bin/lumigo-run                      (static launcher)
 #   target/dist/lumigo-run/lib/lumigo/liblumigo_preload.so     (the preload library)
+#   target/dist/lumigo-run/lib/lumigo/liblumigo_transport.so   (OTLP's HTTP client and TLS,
+#                                                               loaded when first exporting)
 #
 # Copy the tree anywhere (e.g. `COPY target/dist/lumigo-run /opt/lumigo-run` in a
-# Dockerfile): the launcher finds the library at ../lib/lumigo beside itself.
+# Dockerfile): the launcher finds the library at ../lib/lumigo beside itself,
+# and the library finds the transport library beside itself.
 #
 # The launcher is linked statically (glibc) and not position-independent: it
 # runs once per traced command, a static executable skips the dynamic loader
@@ -29,7 +32,7 @@ HOST=$(rustc -vV | sed -n 's/^host: //p')
 DIST=target/dist/lumigo-run
 STATIC_TARGET=target/static
 
-cargo build --release --quiet -p lumigo-preload
+cargo build --release --quiet -p lumigo-preload -p lumigo-transport
 # With an explicit --target, RUSTFLAGS reach only the target's crates, not
 # build scripts or proc-macros (clap's derive), which must stay dynamic.
 RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" CARGO_TARGET_DIR="$STATIC_TARGET" \
@@ -38,9 +41,10 @@ RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" CARGO_TARGE
 rm -rf "$DIST"
 mkdir -p "$DIST/bin" "$DIST/lib/lumigo"
 cp "$STATIC_TARGET/$HOST/release/lumigo-run" "$DIST/bin/lumigo-run"
-cp target/release/liblumigo_preload.so "$DIST/lib/lumigo/liblumigo_preload.so"
+cp target/release/liblumigo_preload.so target/release/liblumigo_transport.so "$DIST/lib/lumigo/"
 if command -v strip >/dev/null 2>&1; then
-  strip --strip-debug "$DIST/bin/lumigo-run" "$DIST/lib/lumigo/liblumigo_preload.so"
+  strip --strip-debug "$DIST/bin/lumigo-run" "$DIST/lib/lumigo/liblumigo_preload.so" \
+    "$DIST/lib/lumigo/liblumigo_transport.so"
 fi
 echo "packaged: $DIST ($(du -sh "$DIST" | cut -f1))"
 

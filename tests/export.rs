@@ -9,17 +9,37 @@ use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lumigo_core::config::Config;
-use lumigo_core::export::Pipeline;
+use lumigo_core::export::{set_transport_factory, Pipeline, TransportAbi, TRANSPORT_ABI_VERSION};
 use lumigo_core::span::{hex, AttrValue, SpanContext, SpanKind, SpanRecord, SpanStatus};
 use otlp_receiver::{OtlpReceiver, SPAN_KIND_CLIENT, SPAN_KIND_SERVER, STATUS_ERROR, STATUS_UNSET};
 
 const WAIT: Duration = Duration::from_secs(10);
 
+/// The transport library's C entry points, linked in here; a traced
+/// process reaches the same functions through `dlopen` and `dlsym`.
+static TRANSPORT: LazyLock<TransportAbi> = LazyLock::new(|| {
+    assert_eq!(
+        lumigo_transport::lumigo_transport_abi(),
+        TRANSPORT_ABI_VERSION
+    );
+    // SAFETY: the three entry points of one linked transport library whose
+    // ABI version was just checked.
+    unsafe {
+        TransportAbi::new(
+            lumigo_transport::lumigo_transport_new,
+            lumigo_transport::lumigo_transport_post,
+            lumigo_transport::lumigo_transport_free,
+        )
+    }
+});
+
+/// The configuration of a test pipeline, with the transport installed.
 fn config(vars: &[(&str, &str)]) -> Arc<Config> {
+    set_transport_factory(|headers, timeout| TRANSPORT.client(headers, timeout));
     let map: HashMap<String, String> = vars
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))

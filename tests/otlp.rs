@@ -113,3 +113,47 @@ fn lumigo_token_sends_the_authorization_header() {
     assert_eq!(spans[0].header("authorization"), Some("LumigoToken t_abc"));
     assert_eq!(spans[0].resource_attr("service.name"), Some("svc"));
 }
+
+/// A preload library installed without its transport library still traces
+/// and writes the span dump; OTLP export is refused with a diagnostic that
+/// names the missing file, and the launcher warns before starting the app.
+#[test]
+fn missing_transport_library_is_reported_and_the_span_dump_still_works() {
+    let receiver = OtlpReceiver::start();
+    let port = free_port();
+    let mut server = http11_server(port, None);
+    let tmp = TempDir::new("no-transport");
+    let b = binaries();
+    let library = tmp.path("liblumigo_preload.so");
+    let launcher = tmp.path("lumigo-run");
+    std::fs::copy(&b.library, &library).unwrap();
+    std::fs::copy(&b.launcher, &launcher).unwrap();
+    let missing = tmp.path("liblumigo_transport.so");
+    let dump = tmp.path("spans.jsonl");
+
+    let mut cmd = Command::new(&launcher);
+    cmd.args(["--", "curl", "-s", "-w", "%{http_code}"])
+        .arg(format!("http://127.0.0.1:{port}/len/3"))
+        .env_remove("LD_PRELOAD")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.base_url())
+        .env("LUMIGO_DEBUG_SPANDUMP", &dump)
+        .env("LUMIGO_DEBUG", "true");
+    let out = run(cmd, T);
+    server.stop();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "xxx200", "{stderr}");
+    assert!(
+        stderr.contains(&format!("warning: {} is missing", missing.display())),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("cannot load {}", missing.display())),
+        "{stderr}"
+    );
+    let spans = read_spandump(&dump);
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    assert_eq!(spans[0]["attributes"]["http.response.status_code"], 200);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(receiver.spans().is_empty());
+}

@@ -102,6 +102,15 @@ fn decide(word: &OsStr, path: &Path, current: &Env, cwd: &Path, debug: bool) -> 
         Err(e) => return untraced(&e),
     };
     diag::debug(debug, format_args!("library: {}", library.display()));
+    let transport = library.with_file_name(library::TRANSPORT_FILE_NAME);
+    if !transport.is_file() {
+        diag::warn(format_args!(
+            "{} is missing: spans cannot be sent over OTLP (a span dump still works); \
+             install it beside {}",
+            transport.display(),
+            library::LIBRARY_FILE_NAME
+        ));
+    }
 
     let verdict = target::check(path, &machine);
     if let Some((program, obstacle)) = &verdict.obstacle {

@@ -14,6 +14,10 @@ use crate::env::absolute;
 
 pub const LIBRARY_FILE_NAME: &str = "liblumigo_preload.so";
 
+/// OTLP's HTTP client, which the preload library loads from beside itself
+/// when it first exports.
+pub const TRANSPORT_FILE_NAME: &str = "liblumigo_transport.so";
+
 /// A library the loader can preload.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Library {

@@ -73,6 +73,10 @@ impl Sandbox {
             .arg(&src)
             .status();
         if matches!(status, Ok(s) if s.success()) {
+            // A complete install: the transport library beside the preload.
+            if out.file_name().is_some_and(|n| n == "liblumigo_preload.so") {
+                std::fs::write(out.with_file_name("liblumigo_transport.so"), b"").unwrap();
+            }
             Some(out)
         } else {
             eprintln!("SKIPPED: no working C compiler to build a stand-in library");
@@ -96,6 +100,10 @@ impl Sandbox {
             .arg(&src)
             .status();
         if matches!(status, Ok(s) if s.success()) {
+            // A complete install: the transport library beside the preload.
+            if out.file_name().is_some_and(|n| n == "liblumigo_preload.so") {
+                std::fs::write(out.with_file_name("liblumigo_transport.so"), b"").unwrap();
+            }
             Some(out)
         } else {
             eprintln!("SKIPPED: gcc -static is not available");
@@ -391,6 +399,21 @@ fn library_next_to_the_launcher_is_preloaded_first() {
     let (value, o) = child_var(&s, &[], &[], "LD_PRELOAD");
     assert_eq!(value, lib.to_str().unwrap(), "{}", stderr(&o));
     assert_eq!(stderr(&o), "", "no warnings when all is well");
+
+    // Without the transport library beside it: traced, with a warning.
+    let transport = lib.with_file_name("liblumigo_transport.so");
+    std::fs::remove_file(&transport).unwrap();
+    let (value, o) = child_var(&s, &[], &[], "LD_PRELOAD");
+    assert_eq!(value, lib.to_str().unwrap());
+    assert!(
+        stderr(&o).contains(&format!(
+            "warning: {} is missing: spans cannot be sent over OTLP",
+            transport.display()
+        )),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::write(&transport, b"").unwrap();
 
     // Existing entries are kept, after ours.
     let Some(other) = s.shared_library("other/libother.so") else {

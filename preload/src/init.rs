@@ -45,6 +45,7 @@ fn start() {
         );
     }
     lumigo_core::ids::reseed();
+    lumigo_core::export::set_transport_factory(crate::transport::factory);
     runtime::install(config);
 
     // SAFETY: registering plain `extern "C"` handlers that never unwind.

@@ -29,3 +29,4 @@ mod hooks;
 mod init;
 mod real;
 mod runtime;
+mod transport;

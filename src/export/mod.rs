@@ -23,10 +23,10 @@
 //! Exit: [`Pipeline::flush`] asks the worker to export everything queued and
 //! waits for it with a deadline; it touches no thread-local with a destructor.
 
-mod http_client;
 mod otlp;
 mod proto;
 mod spandump;
+mod transport;
 mod worker;
 
 use std::collections::VecDeque;
@@ -40,6 +40,10 @@ use crate::lumigo_debug;
 use crate::span::SpanRecord;
 
 pub use otlp::SCOPE_NAME;
+pub use transport::{
+    encode_headers, set_transport_factory, FreeFn, NewFn, PostFn, Transport, TransportAbi,
+    TransportFactory, TRANSPORT_ABI_VERSION,
+};
 
 /// Name of the worker thread (as shown by `ps -L`, `top -H`).
 pub const WORKER_THREAD_NAME: &str = "lumigo-export";

@@ -2,7 +2,7 @@
 //!
 //! A batch is encoded straight from our [`SpanRecord`]s into a buffer kept
 //! across batches (`proto.rs`) and POSTed by a blocking client
-//! (`http_client.rs`) on the worker thread. The request follows the OTLP/HTTP
+//! (`transport.rs`) on the worker thread. The request follows the OTLP/HTTP
 //! specification: `POST` of an `ExportTraceServiceRequest` with
 //! `Content-Type: application/x-protobuf`; any 2xx is success. A throttled or
 //! unavailable endpoint (429, 502, 503, 504) or a transport error is retried
@@ -15,7 +15,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::http_client::UreqClient;
+use super::transport::{new_transport, Transport};
 use super::{proto, Exporter};
 use crate::config::{BatchConfig, OtlpDestination};
 use crate::span::{AttrValue, SpanRecord};
@@ -33,7 +33,7 @@ const KEEP_BUFFER_BYTES: usize = 4 << 20;
 /// Sends batches to one OTLP/HTTP endpoint.
 pub(crate) struct OtlpExporter {
     endpoint: String,
-    client: UreqClient,
+    client: Box<dyn Transport>,
     timeout: Duration,
     /// `ResourceSpans.resource`, encoded once.
     resource: Vec<u8>,
@@ -45,13 +45,14 @@ pub(crate) struct OtlpExporter {
 
 impl OtlpExporter {
     /// Builds the exporter; the returned strings are non-fatal problems
-    /// (e.g. an invalid header that was skipped).
+    /// (e.g. an invalid header that was skipped). Fails when no transport
+    /// can be made (the transport library cannot be loaded).
     pub(crate) fn new(
         destination: &OtlpDestination,
         batch: &BatchConfig,
         resource: &[(String, AttrValue)],
-    ) -> (OtlpExporter, Vec<String>) {
-        let (client, problems) = UreqClient::new(&destination.headers, batch.export_timeout);
+    ) -> Result<(OtlpExporter, Vec<String>), String> {
+        let (client, problems) = new_transport(&destination.headers, batch.export_timeout)?;
         let exporter = OtlpExporter {
             endpoint: destination.endpoint.clone(),
             client,
@@ -60,7 +61,7 @@ impl OtlpExporter {
             scope: proto::scope_field(SCOPE_NAME, crate::VERSION),
             body: Vec::new(),
         };
-        (exporter, problems)
+        Ok((exporter, problems))
     }
 
     fn post_with_retry(&self) -> Result<(), String> {

@@ -46,11 +46,18 @@ fn build_exporters(config: &Config) -> Vec<Box<dyn Exporter>> {
     let mut exporters: Vec<Box<dyn Exporter>> = Vec::new();
     if !config.destinations.is_empty() {
         for destination in &config.destinations {
-            let (exporter, problems) = otlp::OtlpExporter::new(destination, &config.batch, &attrs);
-            for p in problems {
-                lumigo_debug!("{}: {p}", exporter.describe());
+            match otlp::OtlpExporter::new(destination, &config.batch, &attrs) {
+                Ok((exporter, problems)) => {
+                    for p in problems {
+                        lumigo_debug!("{}: {p}", exporter.describe());
+                    }
+                    exporters.push(Box::new(exporter));
+                }
+                Err(e) => lumigo_debug!(
+                    "cannot export to OTLP endpoint {}: {e}; its spans will be dropped",
+                    destination.endpoint
+                ),
             }
-            exporters.push(Box::new(exporter));
         }
     }
     if let Some(path) = &config.spandump {

@@ -37,6 +37,7 @@ pub fn binaries() -> &'static Binaries {
             .to_owned();
         let mut cmd = Command::new(env!("CARGO"));
         cmd.args(["build", "-q", "-p", "lumigo-run", "-p", "lumigo-preload"]);
+        cmd.args(["-p", "lumigo-transport"]);
         if profile == "release" {
             cmd.arg("--release");
         }
@@ -51,6 +52,8 @@ pub fn binaries() -> &'static Binaries {
         };
         assert!(b.launcher.exists(), "{} missing", b.launcher.display());
         assert!(b.library.exists(), "{} missing", b.library.display());
+        let transport = dir.join("liblumigo_transport.so");
+        assert!(transport.exists(), "{} missing", transport.display());
         b
     })
 }

@@ -1,8 +1,8 @@
 //! The HTTP side of OTLP/HTTP: a blocking `ureq` agent that POSTs encoded
 //! requests to one endpoint, on the export worker thread only.
 //!
-//! The worker thread is marked internal, so this client's sockets, DNS
-//! lookups and certificate reads are never traced. No async runtime, no
+//! The worker thread is marked internal by the preload library, so this
+//! client's sockets, DNS lookups and certificate reads are never traced. No async runtime, no
 //! thread of its own: a request runs on the worker, bounded by per-phase
 //! timeouts.
 //!
@@ -24,7 +24,7 @@ const USER_AGENT: &str = concat!("lumigo-run/", env!("CARGO_PKG_VERSION"));
 
 /// One destination's HTTP client: a ureq agent (keep-alive pool, TLS with the
 /// platform's certificates, no proxy from the environment, no redirects).
-pub(crate) struct UreqClient {
+pub struct UreqClient {
     agent: ureq::Agent,
     headers: Vec<(HeaderName, HeaderValue)>,
 }
@@ -42,10 +42,7 @@ impl std::fmt::Debug for UreqClient {
 impl UreqClient {
     /// `headers` are the destination's configured headers; invalid names or
     /// values are skipped (and reported in the returned list of problems).
-    pub(crate) fn new(
-        headers: &[(String, String)],
-        timeout: Duration,
-    ) -> (UreqClient, Vec<String>) {
+    pub fn new(headers: &[(String, String)], timeout: Duration) -> (UreqClient, Vec<String>) {
         let mut problems = Vec::new();
         let mut valid = Vec::new();
         for (name, value) in headers {
@@ -88,7 +85,7 @@ impl UreqClient {
     /// (any status: deciding what a 4xx or 5xx means is the caller's job).
     /// The response body is read, within a limit, so the connection can be
     /// kept alive.
-    pub(crate) fn post(&self, url: &str, body: &[u8]) -> Result<u16, String> {
+    pub fn post(&self, url: &str, body: &[u8]) -> Result<u16, String> {
         let mut request = self
             .agent
             .post(url)

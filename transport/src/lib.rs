@@ -1,0 +1,233 @@
+//! The HTTP(S) client of OTLP export, in a library of its own.
+//!
+//! The TLS stack (rustls, ring, the platform verifier) and the HTTP client
+//! are most of the code, relocations and data pages we would otherwise ask
+//! the dynamic loader to map into every traced process at start-up, whether
+//! or not it ever exports a span. So they live here, in
+//! `liblumigo_transport.so` beside `liblumigo_preload.so`, and the preload
+//! library's export thread `dlopen`s this library when it builds its first
+//! OTLP exporter: never on an app thread, never in a process without spans.
+//!
+//! The boundary is a small C ABI (the two libraries each carry their own
+//! copy of std, so no Rust type crosses it): create a client from the
+//! destination's headers and timeout, POST a body and get the status or an
+//! error text, free the client. [`ABI_VERSION`] is checked on load. Every
+//! entry point catches panics and reports them as errors.
+//!
+//! The crate is also an rlib, so the core library's tests use
+//! [`UreqClient`] directly.
+
+mod client;
+
+use std::ffi::c_void;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Duration;
+
+pub use client::UreqClient;
+
+/// Version of the C ABI below; bumped on any change to it.
+pub const ABI_VERSION: u32 = 1;
+
+/// Headers as passed to [`lumigo_transport_new`]: each name and value as a
+/// little-endian `u32` length followed by its bytes (the preload library
+/// writes them with `lumigo_core::export::encode_headers`). `None` when the
+/// buffer is malformed.
+fn decode_headers(mut buf: &[u8]) -> Option<Vec<(String, String)>> {
+    fn take(buf: &mut &[u8]) -> Option<String> {
+        let len = u32::from_le_bytes(buf.get(..4)?.try_into().ok()?) as usize;
+        let bytes = buf.get(4..4usize.checked_add(len)?)?;
+        let text = String::from_utf8(bytes.to_vec()).ok();
+        *buf = &buf[4 + len..];
+        text
+    }
+    let mut headers = Vec::new();
+    while !buf.is_empty() {
+        let name = take(&mut buf)?;
+        let value = take(&mut buf)?;
+        headers.push((name, value));
+    }
+    Some(headers)
+}
+
+/// Copies `text` into the caller's buffer (cut at a character boundary
+/// when it does not fit) and stores the length written.
+///
+/// # Safety
+/// `buf` must be valid for `cap` bytes of writes and `len` for one write
+/// (either may be null when `cap` is 0 / no length is wanted).
+unsafe fn write_text(text: &str, buf: *mut u8, cap: usize, len: *mut usize) {
+    let mut n = text.len().min(cap);
+    while !text.is_char_boundary(n) {
+        n -= 1;
+    }
+    if n > 0 && !buf.is_null() {
+        // SAFETY: the caller guarantees `buf` holds `cap` >= `n` bytes.
+        unsafe { std::ptr::copy_nonoverlapping(text.as_ptr(), buf, n) };
+    }
+    if !len.is_null() {
+        // SAFETY: the caller guarantees `len` is writable.
+        unsafe { *len = if buf.is_null() { 0 } else { n } };
+    }
+}
+
+/// # Safety
+/// `ptr` must be valid for `len` bytes of reads (or `len` must be 0).
+unsafe fn slice<'a>(ptr: *const u8, len: usize) -> &'a [u8] {
+    if len == 0 || ptr.is_null() {
+        &[]
+    } else {
+        // SAFETY: guaranteed by the caller.
+        unsafe { std::slice::from_raw_parts(ptr, len) }
+    }
+}
+
+/// [`ABI_VERSION`] of this build.
+#[no_mangle]
+pub extern "C" fn lumigo_transport_abi() -> u32 {
+    ABI_VERSION
+}
+
+/// A client for one destination: `headers` as read by [`decode_headers`],
+/// per-phase timeout in milliseconds. Problems (invalid headers, skipped)
+/// are written to `problems`, one per line. Null on failure.
+///
+/// # Safety
+/// `headers` valid for `headers_len` bytes; `problems` valid for
+/// `problems_cap` bytes of writes; `problems_len` writable or null.
+#[no_mangle]
+pub unsafe extern "C" fn lumigo_transport_new(
+    headers: *const u8,
+    headers_len: usize,
+    timeout_ms: u64,
+    problems: *mut u8,
+    problems_cap: usize,
+    problems_len: *mut usize,
+) -> *mut c_void {
+    // SAFETY: guaranteed by the caller.
+    let raw = unsafe { slice(headers, headers_len) };
+    let made = catch_unwind(|| {
+        let headers = decode_headers(raw)?;
+        Some(UreqClient::new(&headers, Duration::from_millis(timeout_ms)))
+    });
+    let (client, found) = match made {
+        Ok(Some(made)) => made,
+        Ok(None) => {
+            // SAFETY: guaranteed by the caller.
+            unsafe {
+                write_text(
+                    "malformed header list",
+                    problems,
+                    problems_cap,
+                    problems_len,
+                )
+            };
+            return std::ptr::null_mut();
+        }
+        Err(_) => {
+            // SAFETY: guaranteed by the caller.
+            unsafe { write_text("internal error", problems, problems_cap, problems_len) };
+            return std::ptr::null_mut();
+        }
+    };
+    // SAFETY: guaranteed by the caller.
+    unsafe { write_text(&found.join("\n"), problems, problems_cap, problems_len) };
+    Box::into_raw(Box::new(client)).cast()
+}
+
+/// POSTs `body` to `url`: the response status (any status), or -1 with the
+/// error written to `error`.
+///
+/// # Safety
+/// `client` from [`lumigo_transport_new`], not freed, used by one thread at
+/// a time; `url` and `body` valid for their lengths; `error` valid for
+/// `error_cap` bytes of writes; `error_len` writable or null.
+#[no_mangle]
+pub unsafe extern "C" fn lumigo_transport_post(
+    client: *const c_void,
+    url: *const u8,
+    url_len: usize,
+    body: *const u8,
+    body_len: usize,
+    error: *mut u8,
+    error_cap: usize,
+    error_len: *mut usize,
+) -> i32 {
+    // SAFETY: guaranteed by the caller.
+    let (client, url, body) = unsafe {
+        (
+            client.cast::<UreqClient>().as_ref(),
+            slice(url, url_len),
+            slice(body, body_len),
+        )
+    };
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        let client = client.ok_or("no client")?;
+        let url = std::str::from_utf8(url).map_err(|_| "the URL is not UTF-8")?;
+        client.post(url, body).map_err(|e| e.to_string())
+    }))
+    .unwrap_or_else(|_| Err("internal error".to_owned()));
+    match outcome {
+        Ok(status) => i32::from(status),
+        Err(e) => {
+            // SAFETY: guaranteed by the caller.
+            unsafe { write_text(&e, error, error_cap, error_len) };
+            -1
+        }
+    }
+}
+
+/// Frees a client (null is ignored).
+///
+/// # Safety
+/// `client` from [`lumigo_transport_new`], not used after this call.
+#[no_mangle]
+pub unsafe extern "C" fn lumigo_transport_free(client: *mut c_void) {
+    if !client.is_null() {
+        // SAFETY: a Box made by lumigo_transport_new, freed once.
+        let client = unsafe { Box::from_raw(client.cast::<UreqClient>()) };
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(client)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_header_lists_are_refused() {
+        assert_eq!(decode_headers(b""), Some(vec![]));
+        let mut ok = Vec::new();
+        for s in ["a", "bc"] {
+            ok.extend_from_slice(&(s.len() as u32).to_le_bytes());
+            ok.extend_from_slice(s.as_bytes());
+        }
+        assert_eq!(decode_headers(&ok), Some(vec![("a".into(), "bc".into())]));
+        for cut in 1..ok.len() {
+            assert_eq!(decode_headers(&ok[..cut]), None, "cut at {cut}");
+        }
+        let mut bad_utf8 = ok.clone();
+        bad_utf8[4] = 0xff;
+        assert_eq!(decode_headers(&bad_utf8), None);
+
+        let mut problems = [0u8; 64];
+        let mut len = 0;
+        // SAFETY: valid buffers of the stated sizes.
+        let client = unsafe {
+            lumigo_transport_new(ok.as_ptr(), 3, 1000, problems.as_mut_ptr(), 64, &mut len)
+        };
+        assert!(client.is_null());
+        assert_eq!(&problems[..len], b"malformed header list");
+    }
+
+    #[test]
+    fn error_text_is_cut_at_a_character_boundary() {
+        let mut buf = [0u8; 4];
+        let mut len = 99;
+        // SAFETY: valid buffers of the stated sizes.
+        unsafe { write_text("ab\u{e9}\u{e9}", buf.as_mut_ptr(), 3, &mut len) };
+        assert_eq!(&buf[..len], b"ab");
+        // SAFETY: as above.
+        unsafe { write_text("abc", buf.as_mut_ptr(), 4, &mut len) };
+        assert_eq!(&buf[..len], b"abc");
+    }
+}
