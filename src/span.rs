@@ -43,20 +43,67 @@ pub enum SpanStatus {
 /// The text of a string attribute, without a copy where one can be avoided:
 /// constants (method names, schemes) are borrowed for the program's life,
 /// and text shared by every span of a connection (the peer's address) is
-/// reference-counted. Compares, hashes and prints as the `str` it holds.
+/// reference-counted; short copies (a path, a host name) are held inline, so
+/// a span does not allocate for them. Compares, hashes and prints as the
+/// `str` it holds.
 #[derive(Clone)]
 pub enum Text {
     Static(&'static str),
     Owned(String),
     Shared(Arc<str>),
+    Inline(InlineText),
 }
 
+/// Up to [`InlineText::CAPACITY`] bytes of text stored in place: as large
+/// as fits beside the enum's tag without making a [`Text`] bigger than a
+/// `String` plus its tag.
+#[derive(Clone, Copy)]
+pub struct InlineText {
+    len: u8,
+    bytes: [u8; InlineText::CAPACITY],
+}
+
+impl InlineText {
+    pub const CAPACITY: usize = 30;
+
+    /// `None` when `s` is too long.
+    pub fn new(s: &str) -> Option<InlineText> {
+        if s.len() > Self::CAPACITY {
+            return None;
+        }
+        let mut bytes = [0u8; Self::CAPACITY];
+        bytes[..s.len()].copy_from_slice(s.as_bytes());
+        Some(InlineText {
+            len: s.len() as u8,
+            bytes,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        let bytes = &self.bytes[..usize::from(self.len)];
+        // SAFETY: `new` is the only constructor and copies the first `len`
+        // bytes from a `str`, so they are valid UTF-8.
+        unsafe { std::str::from_utf8_unchecked(bytes) }
+    }
+}
+
+const _: () = assert!(std::mem::size_of::<Text>() == 32);
+
 impl Text {
+    /// A copy of `s`: inline when short, else on the heap.
+    pub fn copy(s: &str) -> Text {
+        match InlineText::new(s) {
+            Some(inline) => Text::Inline(inline),
+            None => Text::Owned(s.to_owned()),
+        }
+    }
+
     pub fn as_str(&self) -> &str {
         match self {
             Text::Static(s) => s,
             Text::Owned(s) => s,
             Text::Shared(s) => s,
+            Text::Inline(s) => s.as_str(),
         }
     }
 }
@@ -142,7 +189,7 @@ impl From<String> for AttrValue {
 }
 impl From<&str> for AttrValue {
     fn from(v: &str) -> Self {
-        AttrValue::Str(Text::Owned(v.to_owned()))
+        AttrValue::Str(Text::copy(v))
     }
 }
 impl From<i64> for AttrValue {
@@ -165,6 +212,14 @@ impl From<bool> for AttrValue {
         AttrValue::Bool(v)
     }
 }
+
+/// The attributes of a span, in the order they were set.
+pub type Attributes = Vec<(&'static str, AttrValue)>;
+
+/// Room for the attributes of a usual span (12 to 15 for HTTP); the rare
+/// span with more grows its vector once. Queued spans hold this memory until
+/// exported, so it is not sized for the worst case.
+pub const ATTRIBUTES_CAPACITY: usize = 16;
 
 /// Trace context of a span: ids, flags and the W3C `tracestate`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -195,7 +250,7 @@ pub struct SpanRecord {
     pub start: SystemTime,
     pub end: SystemTime,
     pub status: SpanStatus,
-    pub attributes: Vec<(&'static str, AttrValue)>,
+    pub attributes: Attributes,
 }
 
 impl SpanRecord {
@@ -222,6 +277,27 @@ pub fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_copies_are_inline_and_read_back_exactly() {
+        let fits = "/index.html?a=1&b=2&c=3&d=45xy";
+        assert_eq!(fits.len(), InlineText::CAPACITY);
+        for s in ["", "a", "é/ü ☃", fits] {
+            let t = Text::copy(s);
+            assert!(matches!(t, Text::Inline(_)), "{s:?}");
+            assert_eq!(t.as_str(), s);
+            assert_eq!(t, Text::Owned(s.to_owned()));
+            assert_eq!(
+                AttrValue::from(s),
+                AttrValue::Str(Text::Owned(s.to_owned()))
+            );
+        }
+        let long = format!("{fits}z");
+        let t = Text::copy(&long);
+        assert!(matches!(t, Text::Owned(_)));
+        assert_eq!(t, long.as_str());
+        assert_eq!(format!("{:?}", Text::copy("a\"b")), format!("{:?}", "a\"b"));
+    }
 
     #[test]
     fn hex_is_lowercase_and_padded() {

@@ -10,22 +10,36 @@ use crate::http::{self, HttpExchange, Role};
 use crate::mask::Masker;
 use crate::propagation::{parse_traceparent, sanitize_tracestate, Traceparent};
 use crate::protocol::Operation;
-use crate::span::{AttrValue, SpanContext, SpanRecord};
+use crate::span::{AttrValue, Attributes, SpanContext, SpanRecord, ATTRIBUTES_CAPACITY};
 
 /// Where finished spans go. The export pipeline implements it; tests collect.
 pub trait SpanSink: Send + Sync {
     fn submit(&self, span: SpanRecord);
+
+    /// An empty attribute vector for a new span: one of an exported span's
+    /// when the sink keeps them, else a new one.
+    fn attributes(&self) -> Attributes {
+        Vec::with_capacity(ATTRIBUTES_CAPACITY)
+    }
 }
 
 impl SpanSink for crate::export::Pipeline {
     fn submit(&self, span: SpanRecord) {
         crate::export::Pipeline::submit(self, span)
     }
+
+    fn attributes(&self) -> Attributes {
+        crate::export::Pipeline::attributes(self)
+    }
 }
 
 impl<T: SpanSink + ?Sized> SpanSink for std::sync::Arc<T> {
     fn submit(&self, span: SpanRecord) {
         (**self).submit(span)
+    }
+
+    fn attributes(&self) -> Attributes {
+        (**self).attributes()
     }
 }
 
@@ -200,7 +214,7 @@ impl Tracer {
         if !who.context.is_sampled() {
             return;
         }
-        let parts = http::span_parts(ex, role, ends, &self.masker);
+        let parts = http::span_parts(ex, role, ends, &self.masker, self.sink.attributes());
         self.sink.submit(SpanRecord {
             name: parts.name,
             kind: parts.kind,

@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::lumigo_debug;
-use crate::span::SpanRecord;
+use crate::span::{Attributes, SpanRecord, ATTRIBUTES_CAPACITY};
 
 pub use otlp::SCOPE_NAME;
 pub use transport::{
@@ -87,7 +87,15 @@ struct Shared {
     failed_exports: AtomicU64,
     said_no_destination: AtomicBool,
     said_queue_full: AtomicBool,
+    /// Emptied attribute vectors of exported spans, for new spans: a span
+    /// then costs its app thread no allocation for them, and the export
+    /// thread no free. Only ever `try_lock`ed, by both sides: a busy or
+    /// poisoned pool means allocating (or freeing) as usual, never waiting.
+    spare: Mutex<Vec<Attributes>>,
 }
+
+/// Spare attribute vectors kept at most (of 16 entries, 640 bytes each).
+const MAX_SPARE: usize = 512;
 
 #[derive(Default)]
 struct Queue {
@@ -123,8 +131,20 @@ impl Pipeline {
                 failed_exports: AtomicU64::new(0),
                 said_no_destination: AtomicBool::new(false),
                 said_queue_full: AtomicBool::new(false),
+                spare: Mutex::new(Vec::new()),
             }),
         }
+    }
+
+    /// An empty attribute vector for a new span, reused from an exported
+    /// span when one is spare. Never waits.
+    pub fn attributes(&self) -> Attributes {
+        if let Ok(mut spare) = self.shared.spare.try_lock() {
+            if let Some(v) = spare.pop() {
+                return v;
+            }
+        }
+        Vec::with_capacity(ATTRIBUTES_CAPACITY)
     }
 
     /// Queues a finished span for export. Never blocks on the worker or on
@@ -269,6 +289,28 @@ impl Drop for Pipeline {
 }
 
 impl Shared {
+    /// Drops the exported spans of `batch`, keeping their attribute vectors
+    /// (emptied) as spares where there is room. Vectors that grew past the
+    /// usual size are freed, so the pool holds at most
+    /// `MAX_SPARE` × 640 bytes.
+    fn recycle(&self, batch: &mut Vec<SpanRecord>) {
+        // The values are freed before the lock is taken, not under it.
+        for span in batch.iter_mut() {
+            span.attributes.clear();
+        }
+        if let Ok(mut spare) = self.spare.try_lock() {
+            for span in batch.iter_mut() {
+                if spare.len() >= MAX_SPARE {
+                    break;
+                }
+                if span.attributes.capacity() == ATTRIBUTES_CAPACITY {
+                    spare.push(std::mem::take(&mut span.attributes));
+                }
+            }
+        }
+        batch.clear();
+    }
+
     /// Stops accepting spans: the queue is dropped (and counted) and waiting
     /// flushers are released.
     fn disable(&self) {
@@ -367,6 +409,46 @@ mod tests {
         assert!(t.elapsed() < Duration::from_millis(100));
         assert!(!p.worker_started(), "flush alone starts nothing");
         assert!(!path.exists(), "no file before the first span");
+    }
+
+    #[test]
+    fn attribute_vectors_of_exported_spans_are_reused_empty_and_bounded() {
+        let path = temp_path("spare.jsonl");
+        let p = Pipeline::new(config(&[("LUMIGO_DEBUG_SPANDUMP", path.to_str().unwrap())]));
+        let mut usual = p.attributes();
+        assert!(usual.is_empty());
+        assert_eq!(usual.capacity(), ATTRIBUTES_CAPACITY);
+        usual.push(("a", AttrValue::from("text")));
+        let kept = usual.as_ptr();
+        let mut grown = p.attributes();
+        for i in 0..=ATTRIBUTES_CAPACITY as i64 {
+            grown.push(("n", AttrValue::Int(i)));
+        }
+        let (mut a, mut b) = (span(1), span(2));
+        a.attributes = usual;
+        b.attributes = grown;
+        p.submit(a);
+        p.submit(b);
+        assert!(p.flush(Duration::from_secs(5)));
+        assert_eq!(
+            p.shared.spare.lock().unwrap().len(),
+            1,
+            "the grown one is freed"
+        );
+        let reused = p.attributes();
+        assert_eq!(reused.as_ptr(), kept);
+        assert!(reused.is_empty());
+        assert_eq!(reused.capacity(), ATTRIBUTES_CAPACITY);
+
+        for _ in 0..MAX_SPARE + 10 {
+            let mut s = span(3);
+            s.attributes = Vec::with_capacity(ATTRIBUTES_CAPACITY);
+            p.submit(s);
+        }
+        assert!(p.flush(Duration::from_secs(5)));
+        assert_eq!(p.shared.spare.lock().unwrap().len(), MAX_SPARE);
+        let written = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(written.lines().count(), MAX_SPARE + 12);
     }
 
     #[test]

@@ -83,7 +83,7 @@ impl Worker<'_> {
             let batch = std::mem::take(&mut self.batch);
             self.export(&batch);
             self.batch = batch;
-            self.batch.clear();
+            self.shared.recycle(&mut self.batch);
             let mut queue = lock(&self.shared.queue);
             queue.in_flight = 0;
             if queue.spans.is_empty() && flush_target > queue.flush_done {

@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use super::{HttpExchange, Role};
 use crate::mask::Masker;
-use crate::span::{AttrValue, SpanKind, SpanStatus, Text};
+use crate::span::{AttrValue, Attributes, SpanKind, SpanStatus, Text};
 
 /// The two ends of the connection an exchange ran on, and its URL scheme.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,20 +114,20 @@ pub struct HttpSpanParts {
     pub name: Text,
     pub kind: SpanKind,
     pub status: SpanStatus,
-    pub attributes: Vec<(&'static str, AttrValue)>,
+    pub attributes: Attributes,
 }
 
-/// Builds the span of an exchange seen from `role`.
+/// Builds the span of an exchange seen from `role`, its attributes in
+/// `attrs` (an empty vector, usually with room for 16: a span with every
+/// optional attribute, 19 at most, grows it once).
 pub fn span_parts(
     ex: &HttpExchange,
     role: Role,
     ends: &Endpoints,
     masker: &Masker,
+    mut attrs: Attributes,
 ) -> HttpSpanParts {
-    // Room for the attributes of a usual span (12 to 15); the rare span
-    // with every optional attribute (19 at most) grows it once. Queued spans
-    // hold this memory until exported, so it is not sized for the worst case.
-    let mut attrs: Vec<(&'static str, AttrValue)> = Vec::with_capacity(16);
+    attrs.clear();
     let known = super::parser::is_standard_method(&ex.method);
     let name = if known {
         ex.method.clone()

@@ -295,7 +295,7 @@ fn cases() -> Vec<Case> {
 fn attributes_per_situation() {
     let masker = Masker::lumigo_defaults();
     for case in cases() {
-        let parts = span_parts(&case.ex, case.role, &case.ends, &masker);
+        let parts = span_parts(&case.ex, case.role, &case.ends, &masker, Vec::new());
         for (key, want) in &case.want {
             assert_eq!(attr(&parts, key), want.as_ref(), "{}: {key}", case.name);
         }
@@ -391,7 +391,7 @@ fn name_kind_and_status() {
             error: *error,
             ..exchange(method, "/", None, *status)
         };
-        let parts = span_parts(&ex, *role, &ends, &masker);
+        let parts = span_parts(&ex, *role, &ends, &masker, Vec::new());
         assert_eq!(parts.name, *name, "{method} {status:?}");
         assert_eq!(parts.status, *want, "{method} {status:?} {role:?}");
         let kind = if *role == Role::Client {
@@ -473,7 +473,13 @@ fn odd_targets_and_hosts_never_panic() {
             None,
         );
         for role in [Role::Client, Role::Server] {
-            let parts = span_parts(&ex, role, &Endpoints::new(addr("[::1]:1"), None), &masker);
+            let parts = span_parts(
+                &ex,
+                role,
+                &Endpoints::new(addr("[::1]:1"), None),
+                &masker,
+                Vec::new(),
+            );
             assert_eq!(parts.name, "GET");
         }
     }
