@@ -201,7 +201,13 @@ pub(crate) fn capped_string(bytes: &[u8]) -> String {
             backed += 1;
         }
     }
-    String::from_utf8_lossy(bytes.get(..cut).unwrap_or_default()).into_owned()
+    let bytes = bytes.get(..cut).unwrap_or_default();
+    // Valid UTF-8 (nearly always ASCII) is checked much faster than it is
+    // converted lossily.
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+    }
 }
 
 #[cfg(test)]

@@ -55,6 +55,16 @@ fn heads_end_at_the_empty_line_whatever_the_split() {
             b"GET / HTTP/1.1\r\n\rX\r\n\r\n",
             Ok((b"GET / HTTP/1.1\r\n\rX\r\n\r\n", b"")),
         ),
+        (
+            HeadKind::Request,
+            b"GET / HTTP/1.1\nA: b\n\r\nZ\r\n\r\n",
+            Ok((b"GET / HTTP/1.1\nA: b\n\r\n", b"Z\r\n\r\n")),
+        ),
+        (
+            HeadKind::Request,
+            b"GET / HTTP/1.1\r\nA: b\r\n\nZ\r\n\r\n",
+            Ok((b"GET / HTTP/1.1\r\nA: b\r\n\n", b"Z\r\n\r\n")),
+        ),
         (HeadKind::Request, b"\r\nhello\r\n\r\n", Err("not http")),
         (
             HeadKind::Response,
