@@ -157,3 +157,35 @@ fn missing_transport_library_is_reported_and_the_span_dump_still_works() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(receiver.spans().is_empty());
 }
+
+/// The transport library (HTTP client, TLS) is not mapped into a traced
+/// process at start-up; the export thread loads it once there is a span to
+/// send to an OTLP endpoint.
+#[test]
+fn the_transport_library_is_loaded_only_when_there_is_a_span_to_send() {
+    let receiver = OtlpReceiver::start();
+    let port = free_port();
+    let mut server = http11_server(port, None);
+    let script = format!(
+        r#"
+import time, urllib.request
+def mapped():
+    return "liblumigo_transport.so" in open("/proc/self/maps").read()
+before = mapped()
+urllib.request.urlopen("http://127.0.0.1:{port}/len/2").read()
+deadline = time.time() + 10
+while not mapped() and time.time() < deadline:
+    time.sleep(0.02)
+print(before, mapped())
+"#
+    );
+    let mut cmd = traced("python3");
+    cmd.args(["-c", &script])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.base_url());
+    let out = run(cmd, T);
+    server.stop();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "False True");
+    let spans = receiver.wait_for(|s| !s.is_empty(), T);
+    assert_eq!(spans[0].attr("url.path"), Some("/len/2"));
+}
