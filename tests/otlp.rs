@@ -189,3 +189,85 @@ print(before, mapped())
     let spans = receiver.wait_for(|s| !s.is_empty(), T);
     assert_eq!(spans[0].attr("url.path"), Some("/len/2"));
 }
+
+/// Children forked while the parent's export thread is loading the
+/// transport library (the parent forks right after its first request)
+/// export their own spans: a fork waits for a load in progress instead of
+/// handing the child a half-loaded library or a lock nobody will release.
+#[test]
+fn children_forked_while_the_transport_loads_still_export() {
+    let receiver = OtlpReceiver::start();
+    let port = free_port();
+    let mut server = http11_server(port, None);
+    let script = format!(
+        r#"
+import os, sys, time, urllib.request
+def get(who):
+    urllib.request.urlopen("http://127.0.0.1:{port}/len/1?who=" + who).read()
+get("parent")
+children = []
+for i in range(24):
+    pid = os.fork()
+    if pid == 0:
+        get("child")
+        sys.exit(0)
+    children.append(pid)
+    time.sleep(0.0003)
+started = time.time()
+codes = [os.waitpid(pid, 0)[1] for pid in children]
+print(all(c == 0 for c in codes), round(time.time() - started, 1))
+"#
+    );
+    let mut cmd = traced("python3");
+    cmd.args(["-c", &script])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.base_url())
+        .env("LUMIGO_DEBUG", "true");
+    let out = run(cmd, T);
+    server.stop();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("True "), "{stdout} {stderr}");
+    let spans = receiver.wait_for(|s| s.len() >= 25, T);
+    let children = spans
+        .iter()
+        .filter(|s| s.attr("url.query") == Some("who=child"))
+        .count();
+    assert_eq!(children, 24, "{stderr}");
+    assert!(!stderr.contains("OTLP export is off"), "{stderr}");
+}
+
+/// `LD_PRELOAD` set by hand to a relative path, and a program that changes
+/// directory before its first span: the transport library is still found
+/// (its location is fixed when the library is loaded).
+#[test]
+fn a_relative_ld_preload_entry_survives_a_chdir() {
+    let receiver = OtlpReceiver::start();
+    let port = free_port();
+    let mut server = http11_server(port, None);
+    let library = &binaries().library;
+    let dir = library.parent().unwrap();
+    let script = format!(
+        r#"
+import os, urllib.request
+os.chdir("/")
+urllib.request.urlopen("http://127.0.0.1:{port}/len/1").read()
+"#
+    );
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", &script])
+        .current_dir(dir)
+        .env("LD_PRELOAD", "./liblumigo_preload.so")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.base_url())
+        .env("LUMIGO_DEBUG", "true");
+    let out = run(cmd, T);
+    server.stop();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stderr.contains("#LUMIGO#"),
+        "the library was not preloaded: {stderr}"
+    );
+    let spans = receiver.wait_for(|s| !s.is_empty(), T);
+    assert_eq!(spans.len(), 1, "{stderr}");
+}

@@ -46,11 +46,17 @@ fn start() {
     }
     lumigo_core::ids::reseed();
     lumigo_core::export::set_transport_factory(crate::transport::factory);
+    crate::transport::remember_location();
     runtime::install(config);
 
     // SAFETY: registering plain `extern "C"` handlers that never unwind.
     unsafe {
         libc::pthread_atfork(None, None, Some(runtime::after_fork_in_child));
+        libc::pthread_atfork(
+            Some(crate::transport::before_fork),
+            Some(crate::transport::after_fork_in_parent),
+            Some(crate::transport::after_fork_in_child),
+        );
         libc::atexit(runtime::at_exit);
     }
     lumigo_debug!("tracing {}", std::env::args().next().unwrap_or_default());

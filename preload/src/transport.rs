@@ -6,13 +6,24 @@
 //! while building its exporters), so `dlopen` never runs on an app thread,
 //! inside one of its hooks or signal handlers, and never in a process that
 //! has no span to send. The outcome, loaded or not, is kept for the life of
-//! the process (a forked child inherits the mapping with the rest of its
-//! memory). The library is opened `RTLD_LOCAL`: none of its symbols can
+//! the process. The library is opened `RTLD_LOCAL`: none of its symbols can
 //! interpose on the app's.
+//!
+//! Fork: a child must never inherit a load that was half done (the loader's
+//! own lists would hold a library whose relocation another thread, absent
+//! from the child, was in the middle of). The load runs under `LOAD_LOCK`,
+//! and a `pthread_atfork` prepare handler takes that lock before any fork,
+//! so the child sees the library either not loaded (its own export thread
+//! loads it) or loaded. The handler waits at most [`FORK_WAIT`]; a load
+//! still running then (a `dlopen` takes about a millisecond) leaves the
+//! child without OTLP export, said under `LUMIGO_DEBUG`, rather than keep
+//! the app's `fork` waiting longer.
 
+use std::cell::UnsafeCell;
 use std::ffi::{c_void, CStr, CString, OsStr};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -21,21 +32,101 @@ use lumigo_core::export::{FreeFn, NewFn, PostFn, Transport, TransportAbi, TRANSP
 /// File name of the transport library, beside `liblumigo_preload.so`.
 pub const LIBRARY_NAME: &str = "liblumigo_transport.so";
 
+/// Longest a `fork` waits for a load in progress.
+const FORK_WAIT: Duration = Duration::from_millis(20);
+
+const IDLE: u8 = 0;
+const LOADING: u8 = 1;
+const DONE: u8 = 2;
+
+static STATE: AtomicU8 = AtomicU8::new(IDLE);
 static LOADED: OnceLock<Result<TransportAbi, String>> = OnceLock::new();
+/// Where to load it from, fixed by the constructor (see [`remember_location`]).
+static LOCATION: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+
+/// A plain pthread mutex: usable from `pthread_atfork` handlers and
+/// re-initialisable in a child.
+struct RawMutex(UnsafeCell<libc::pthread_mutex_t>);
+// SAFETY: a pthread mutex is made to be shared between threads; it is only
+// touched through pthread calls, and re-initialised only in a fork child,
+// where one thread exists.
+unsafe impl Sync for RawMutex {}
+static LOAD_LOCK: RawMutex = RawMutex(UnsafeCell::new(libc::PTHREAD_MUTEX_INITIALIZER));
+/// The prepare handler holds `LOAD_LOCK` across this fork.
+static HELD_FOR_FORK: AtomicBool = AtomicBool::new(false);
 
 /// The [`lumigo_core::export::TransportFactory`] of a traced process.
 pub fn factory(
     headers: &[(String, String)],
     timeout: Duration,
 ) -> Result<(Box<dyn Transport>, Vec<String>), String> {
-    match LOADED.get_or_init(load) {
-        Ok(abi) => abi.client(headers, timeout),
-        Err(e) => Err(e.clone()),
+    if LOADED.get().is_none() {
+        // SAFETY: a valid, initialised mutex, unlocked below.
+        unsafe { libc::pthread_mutex_lock(LOAD_LOCK.0.get()) };
+        if STATE.load(Ordering::Acquire) == IDLE {
+            STATE.store(LOADING, Ordering::Release);
+            let _ = LOADED.set(load());
+            STATE.store(DONE, Ordering::Release);
+        }
+        // SAFETY: locked above by this thread.
+        unsafe { libc::pthread_mutex_unlock(LOAD_LOCK.0.get()) };
+    }
+    match LOADED.get() {
+        Some(Ok(abi)) => abi.client(headers, timeout),
+        Some(Err(e)) => Err(e.clone()),
+        None => Err(format!(
+            "this process was forked while its parent was still loading {LIBRARY_NAME}; \
+             OTLP export is off in this process"
+        )),
     }
 }
 
+/// Called by the constructor: fixes the transport library's path while the
+/// working directory is still the one a relative `LD_PRELOAD` entry means.
+/// An absolute entry (what the launcher sets) costs no system call.
+pub fn remember_location() {
+    LOCATION.get_or_init(library_path);
+}
+
+/// Registered with `pthread_atfork` by the constructor.
+pub extern "C" fn before_fork() {
+    let mut deadline = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec; the mutex is valid.
+    let locked = unsafe {
+        libc::clock_gettime(libc::CLOCK_REALTIME, &mut deadline);
+        deadline.tv_nsec += FORK_WAIT.as_nanos() as libc::c_long;
+        if deadline.tv_nsec >= 1_000_000_000 {
+            deadline.tv_sec += 1;
+            deadline.tv_nsec -= 1_000_000_000;
+        }
+        libc::pthread_mutex_timedlock(LOAD_LOCK.0.get(), &deadline) == 0
+    };
+    HELD_FOR_FORK.store(locked, Ordering::Relaxed);
+}
+
+/// Registered with `pthread_atfork` by the constructor.
+pub extern "C" fn after_fork_in_parent() {
+    if HELD_FOR_FORK.swap(false, Ordering::Relaxed) {
+        // SAFETY: locked by this thread in `before_fork`.
+        unsafe { libc::pthread_mutex_unlock(LOAD_LOCK.0.get()) };
+    }
+}
+
+/// Registered with `pthread_atfork` by the constructor. Whoever held the
+/// lock in the parent does not exist here: the child starts with a fresh
+/// one. A load cut short stays `LOADING`, which [`factory`] reports.
+pub extern "C" fn after_fork_in_child() {
+    HELD_FOR_FORK.store(false, Ordering::Relaxed);
+    // SAFETY: the child has one thread, so nothing else can be using the
+    // mutex while it is overwritten with a fresh one.
+    unsafe { std::ptr::write(LOAD_LOCK.0.get(), libc::PTHREAD_MUTEX_INITIALIZER) };
+}
+
 fn load() -> Result<TransportAbi, String> {
-    let path = library_path()?;
+    let path = LOCATION.get_or_init(library_path).clone()?;
     let display = path.display().to_string();
     let c_path = CString::new(path.into_os_string().into_encoded_bytes())
         .map_err(|_| format!("{display}: the path holds a NUL byte"))?;
@@ -81,7 +172,8 @@ fn load() -> Result<TransportAbi, String> {
 }
 
 /// `liblumigo_transport.so` in the directory of the file this code was
-/// loaded from (as the loader names it: the `LD_PRELOAD` entry).
+/// loaded from (as the loader names it: the `LD_PRELOAD` entry, made
+/// absolute if it is not).
 fn library_path() -> Result<PathBuf, String> {
     // SAFETY: dladdr fills a plain struct; dli_fname points into the
     // loader's own, permanent data.
@@ -93,7 +185,15 @@ fn library_path() -> Result<PathBuf, String> {
         }
         PathBuf::from(OsStr::from_bytes(CStr::from_ptr(info.dli_fname).to_bytes()))
     };
-    Ok(ours.parent().unwrap_or(Path::new(".")).join(LIBRARY_NAME))
+    let dir = ours.parent().unwrap_or(Path::new("."));
+    let dir = if dir.is_absolute() {
+        dir.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(|e| format!("cannot resolve {}: {e}", ours.display()))?
+            .join(dir)
+    };
+    Ok(dir.join(LIBRARY_NAME))
 }
 
 fn dl_error() -> String {
