@@ -1,8 +1,9 @@
 //! The HTTP side of OTLP/HTTP: a blocking `ureq` agent that POSTs encoded
 //! requests to one endpoint, on the export worker thread only.
 //!
-//! The worker thread is marked internal by the preload library, so this
-//! client's sockets, DNS lookups and certificate reads are never traced. No async runtime, no
+//! The export worker thread marks itself internal (lumigo-core's
+//! `guard`), so this client's sockets, DNS lookups and certificate reads
+//! are never traced. No async runtime, no
 //! thread of its own: a request runs on the worker, bounded by per-phase
 //! timeouts.
 //!
@@ -19,8 +20,12 @@ use http::header::{HeaderName, HeaderValue};
 /// Largest response body we read (OTLP responses are a few bytes).
 const MAX_RESPONSE_BODY: u64 = 1 << 20;
 
-/// Size of each of the connection's input and output buffers.
-const BUFFER_BYTES: usize = 16 << 10;
+/// The connection's input buffer, which must hold a response head.
+const INPUT_BUFFER_BYTES: usize = 32 << 10;
+
+/// The connection's output buffer at least, which must hold the request
+/// head (it grows with the configured headers).
+const OUTPUT_BUFFER_BYTES: usize = 16 << 10;
 
 /// `User-Agent` of our export requests.
 const USER_AGENT: &str = concat!("lumigo-run/", env!("CARGO_PKG_VERSION"));
@@ -65,6 +70,11 @@ impl UreqClient {
         // Resolution therefore blocks the worker for at most the resolver's
         // own timeouts, which is acceptable off the app's threads.
         let timeout = Some(timeout);
+        let header_bytes: usize = valid
+            .iter()
+            .map(|(n, v): &(HeaderName, HeaderValue)| n.as_str().len() + v.len() + 4)
+            .sum();
+        let output_buffer = OUTPUT_BUFFER_BYTES.max(header_bytes + 4096);
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .proxy(None)
@@ -76,12 +86,13 @@ impl UreqClient {
             .timeout_send_body(timeout)
             .timeout_recv_response(timeout)
             .timeout_recv_body(timeout)
-            // ureq zero-fills 128 KiB for each of these per connection; an
-            // OTLP response is a few hundred bytes and a request body is
-            // sent through the buffer in pieces, so 16 KiB each keeps 224
-            // KiB out of the traced process's memory for nothing lost.
-            .input_buffer_size(BUFFER_BYTES)
-            .output_buffer_size(BUFFER_BYTES)
+            // ureq zero-fills 128 KiB for each of these per connection. An
+            // OTLP response is a few hundred bytes, and a request body goes
+            // through the output buffer in pieces; only the request head
+            // must fit in it whole, so it is sized for the configured
+            // headers. This keeps about 200 KiB out of the traced process.
+            .input_buffer_size(INPUT_BUFFER_BYTES)
+            .output_buffer_size(output_buffer)
             .build();
         let client = UreqClient {
             agent: config.into(),
@@ -171,6 +182,20 @@ mod tests {
             !format!("{client:?}").contains("LumigoToken"),
             "no secrets in Debug"
         );
+    }
+
+    #[test]
+    fn large_configured_headers_still_fit_the_output_buffer() {
+        let (url, server) = serve_once(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        let big = "t".repeat(40 << 10);
+        let (client, problems) = UreqClient::new(
+            &[("Authorization".into(), big.clone())],
+            Duration::from_secs(5),
+        );
+        assert!(problems.is_empty());
+        assert_eq!(client.post(&url, b"BODY"), Ok(200));
+        let raw = String::from_utf8(server.join().unwrap()).unwrap();
+        assert!(raw.contains(&format!("authorization: {big}\r\n")));
     }
 
     #[test]

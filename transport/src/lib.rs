@@ -19,8 +19,10 @@
 
 mod client;
 
+use std::any::Any;
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Once;
 use std::time::Duration;
 
 pub use client::UreqClient;
@@ -81,9 +83,29 @@ unsafe fn slice<'a>(ptr: *const u8, len: usize) -> &'a [u8] {
     }
 }
 
-/// [`ABI_VERSION`] of this build.
+/// This library has its own copy of std, so its own panic hook: std's
+/// default would print to the app's stderr. Panics are caught at every
+/// entry point and their message returned as the error instead.
+fn quiet_panics() {
+    static QUIET: Once = Once::new();
+    QUIET.call_once(|| std::panic::set_hook(Box::new(|_| {})));
+}
+
+/// The error text of a caught panic.
+fn panic_text(payload: &(dyn Any + Send)) -> String {
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message");
+    format!("internal error in the transport library: {message}")
+}
+
+/// [`ABI_VERSION`] of this build. The first call the preload library
+/// makes after loading this one.
 #[no_mangle]
 pub extern "C" fn lumigo_transport_abi() -> u32 {
+    quiet_panics();
     ABI_VERSION
 }
 
@@ -103,6 +125,7 @@ pub unsafe extern "C" fn lumigo_transport_new(
     problems_cap: usize,
     problems_len: *mut usize,
 ) -> *mut c_void {
+    quiet_panics();
     // SAFETY: guaranteed by the caller.
     let raw = unsafe { slice(headers, headers_len) };
     let made = catch_unwind(|| {
@@ -123,9 +146,10 @@ pub unsafe extern "C" fn lumigo_transport_new(
             };
             return std::ptr::null_mut();
         }
-        Err(_) => {
+        Err(payload) => {
+            let text = panic_text(&*payload);
             // SAFETY: guaranteed by the caller.
-            unsafe { write_text("internal error", problems, problems_cap, problems_len) };
+            unsafe { write_text(&text, problems, problems_cap, problems_len) };
             return std::ptr::null_mut();
         }
     };
@@ -165,7 +189,7 @@ pub unsafe extern "C" fn lumigo_transport_post(
         let url = std::str::from_utf8(url).map_err(|_| "the URL is not UTF-8")?;
         client.post(url, body).map_err(|e| e.to_string())
     }))
-    .unwrap_or_else(|_| Err("internal error".to_owned()));
+    .unwrap_or_else(|payload| Err(panic_text(&*payload)));
     match outcome {
         Ok(status) => i32::from(status),
         Err(e) => {
@@ -217,6 +241,17 @@ mod tests {
         };
         assert!(client.is_null());
         assert_eq!(&problems[..len], b"malformed header list");
+    }
+
+    #[test]
+    fn panics_become_error_text() {
+        let caught = catch_unwind(|| panic!("boom {}", 1)).unwrap_err();
+        assert_eq!(
+            panic_text(&*caught),
+            "internal error in the transport library: boom 1"
+        );
+        let caught = catch_unwind(|| std::panic::panic_any(7u8)).unwrap_err();
+        assert!(panic_text(&*caught).ends_with("no message"));
     }
 
     #[test]
