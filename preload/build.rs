@@ -20,10 +20,19 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn main() {
-    println!("cargo:rerun-if-changed=build.rs");
+    // Cargo reruns a build script when its own source changes; besides that
+    // only the compiler matters. (A `rerun-if-changed=build.rs` would name a
+    // file that does not exist for the transport crate, which shares this
+    // script, and make it rebuild every time.)
+    println!("cargo:rerun-if-env-changed=CC");
     let os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     let target_env = env::var("CARGO_CFG_TARGET_ENV").unwrap_or_default();
     if os != "linux" || target_env != "gnu" {
+        return;
+    }
+    // `cc` is the host's compiler, whose libgcc_eh.a would not link into a
+    // cross-compiled library: there, leave the default alone.
+    if env::var("TARGET").ok() != env::var("HOST").ok() {
         return;
     }
     let Some(libgcc_eh) = static_unwinder() else {

@@ -1,8 +1,10 @@
-//! Core of lumigo-run: everything that can be written in safe Rust and tested
-//! without `LD_PRELOAD`.
+//! Core of lumigo-run: everything that can be tested without `LD_PRELOAD`.
+//! Its `unsafe` is confined to a few libc calls (signal masks, clocks,
+//! `getrandom`), one UTF-8 shortcut in `span::InlineText`, and calls
+//! through the transport library's C entry points (`export::TransportAbi`).
 //!
-//! The preload library (`preload/`) owns the `extern "C"` hooks and nothing
-//! else; it hands the bytes of tracked TCP connections to [`connection`],
+//! The preload library (`preload/`) owns the `extern "C"` hooks and the
+//! loading of the transport library, and nothing else; it hands the bytes of tracked TCP connections to [`connection`],
 //! which recognises the protocol, parses it incrementally ([`http`]), builds
 //! spans ([`span`]) and submits them to the bounded, lazily started export
 //! pipeline ([`export`]). Configuration is read once into a typed

@@ -94,7 +94,9 @@ struct Shared {
     spare: Mutex<Vec<Attributes>>,
 }
 
-/// Spare attribute vectors kept at most (of 16 entries, 640 bytes each).
+/// Spare attribute vectors kept at most: one default batch's worth, 384
+/// KiB at most (16 entries of 48 bytes each). The pool is this pipeline's:
+/// a forked child starts with a new, empty one.
 const MAX_SPARE: usize = 512;
 
 #[derive(Default)]
@@ -291,8 +293,7 @@ impl Drop for Pipeline {
 impl Shared {
     /// Drops the exported spans of `batch`, keeping their attribute vectors
     /// (emptied) as spares where there is room. Vectors that grew past the
-    /// usual size are freed, so the pool holds at most
-    /// `MAX_SPARE` × 640 bytes.
+    /// usual size are freed, so the pool holds at most `MAX_SPARE` vectors.
     fn recycle(&self, batch: &mut Vec<SpanRecord>) {
         // The values are freed before the lock is taken, not under it.
         for span in batch.iter_mut() {

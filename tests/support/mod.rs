@@ -159,7 +159,19 @@ pub fn run(mut cmd: Command, timeout: Duration) -> Output {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let child = cmd.spawn().expect("spawn");
+    // A test that copies an executable and runs it can meet ETXTBSY: another
+    // test thread's fork inherited the copy's write descriptor until its
+    // exec. That passes in moments; retry.
+    let mut tries = 0;
+    let child = loop {
+        match cmd.spawn() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => break other.expect("spawn"),
+        }
+    };
     wait_output(child, timeout)
 }
 
