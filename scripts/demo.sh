@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/sbin:/sbin"
 bash scripts/install-deps.sh
-cargo build --release --quiet
+cargo build --release --quiet --workspace
 RUN=target/release/lumigo-run
 DUMP=$(mktemp -t lumigo-demo-XXXXXX.jsonl)
 PORT=${PORT:-18080}
@@ -26,7 +26,10 @@ trap - EXIT
 echo "== spans in $DUMP"
 python3 - "$DUMP" <<'PY'
 import json, sys
-for line in open(sys.argv[1]):
+lines = open(sys.argv[1]).read().splitlines()
+if not lines:
+    sys.exit("demo failed: no spans in the dump")
+for line in lines:
     s = json.loads(line)
     a = s["attributes"]
     print(f'{s["kind"]:<16} {s["name"]:<5} {a.get("url.full") or a.get("url.path")}  '
