@@ -29,6 +29,14 @@ fn http11_server(port: u16, traced_with: Option<&OtlpReceiver>) -> Server {
     Server::spawn(cmd, port)
 }
 
+/// An OTLP receiver, and an untraced HTTP server for traced clients to call.
+fn receiver_and_untraced_server() -> (OtlpReceiver, u16, Server) {
+    let receiver = OtlpReceiver::start();
+    let port = free_port();
+    let server = http11_server(port, None);
+    (receiver, port, server)
+}
+
 #[test]
 fn curl_and_python_server_spans_reach_an_otlp_receiver() {
     let receiver = OtlpReceiver::start();
@@ -87,9 +95,7 @@ fn curl_and_python_server_spans_reach_an_otlp_receiver() {
 
 #[test]
 fn lumigo_token_sends_the_authorization_header() {
-    let receiver = OtlpReceiver::start();
-    let port = free_port();
-    let mut server = http11_server(port, None);
+    let (receiver, port, mut server) = receiver_and_untraced_server();
     // Our flags go before the command word; everything after it is curl's.
     let mut cmd2 = Command::new(&binaries().launcher);
     cmd2.args([
@@ -119,9 +125,7 @@ fn lumigo_token_sends_the_authorization_header() {
 /// names the missing file, and the launcher warns before starting the app.
 #[test]
 fn missing_transport_library_is_reported_and_the_span_dump_still_works() {
-    let receiver = OtlpReceiver::start();
-    let port = free_port();
-    let mut server = http11_server(port, None);
+    let (receiver, port, mut server) = receiver_and_untraced_server();
     let tmp = TempDir::new("no-transport");
     let b = binaries();
     let library = tmp.path("liblumigo_preload.so");
@@ -163,9 +167,7 @@ fn missing_transport_library_is_reported_and_the_span_dump_still_works() {
 /// send to an OTLP endpoint.
 #[test]
 fn the_transport_library_is_loaded_only_when_there_is_a_span_to_send() {
-    let receiver = OtlpReceiver::start();
-    let port = free_port();
-    let mut server = http11_server(port, None);
+    let (receiver, port, mut server) = receiver_and_untraced_server();
     let script = format!(
         r#"
 import time, urllib.request
@@ -196,9 +198,7 @@ print(before, mapped())
 /// handing the child a half-loaded library or a lock nobody will release.
 #[test]
 fn children_forked_while_the_transport_loads_still_export() {
-    let receiver = OtlpReceiver::start();
-    let port = free_port();
-    let mut server = http11_server(port, None);
+    let (receiver, port, mut server) = receiver_and_untraced_server();
     let script = format!(
         r#"
 import os, sys, time, urllib.request
@@ -242,9 +242,7 @@ print(all(c == 0 for c in codes), round(time.time() - started, 1))
 /// (its location is fixed when the library is loaded).
 #[test]
 fn a_relative_ld_preload_entry_survives_a_chdir() {
-    let receiver = OtlpReceiver::start();
-    let port = free_port();
-    let mut server = http11_server(port, None);
+    let (receiver, port, mut server) = receiver_and_untraced_server();
     let library = &binaries().library;
     let dir = library.parent().unwrap();
     let script = format!(

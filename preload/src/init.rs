@@ -46,7 +46,10 @@ fn start() {
     }
     lumigo_core::ids::reseed();
     lumigo_core::export::set_transport_factory(crate::transport::factory);
-    crate::transport::remember_location();
+    if !config.destinations.is_empty() {
+        // Only OTLP export ever loads the transport library.
+        crate::transport::remember_location();
+    }
     runtime::install(config);
 
     // SAFETY: registering plain `extern "C"` handlers that never unwind.
