@@ -13,6 +13,9 @@ try:
 except OSError:
     sys.exit(77)
 port = int(sys.argv[1])
+# As every server here does: a port with TIME_WAIT leftovers of an earlier
+# test process (free_port checks with SO_REUSEADDR) is still bindable.
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 srv.bind(("127.0.0.1", port))
 srv.listen(1)
 
