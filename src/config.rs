@@ -103,14 +103,29 @@ pub struct Config {
     pub warnings: Vec<String>,
 }
 
-/// Parses `true`/`false` the way the Lumigo distributions do (any case).
+/// Words read as "on" in a boolean variable (any case): `true` as in the
+/// Lumigo distributions, and the usual shell spellings.
+const TRUE_WORDS: [&str; 4] = ["true", "1", "yes", "on"];
+/// Words read as "off" (any case).
+const FALSE_WORDS: [&str; 4] = ["false", "0", "no", "off"];
+
+/// Whether a boolean variable's value means "on" (`true`, `1`, `yes`,
+/// `on`, any case, surrounding blanks ignored).
+pub fn is_true(value: &str) -> bool {
+    let v = value.trim();
+    TRUE_WORDS.iter().any(|w| v.eq_ignore_ascii_case(w))
+}
+
+/// Parses a boolean variable: [`TRUE_WORDS`] and [`FALSE_WORDS`], any case.
 fn parse_bool(name: &str, value: Option<String>, warnings: &mut Vec<String>) -> bool {
     match value.as_deref().map(str::trim) {
         None | Some("") => false,
-        Some(v) if v.eq_ignore_ascii_case("true") => true,
-        Some(v) if v.eq_ignore_ascii_case("false") => false,
+        Some(v) if is_true(v) => true,
+        Some(v) if FALSE_WORDS.iter().any(|w| v.eq_ignore_ascii_case(w)) => false,
         Some(v) => {
-            warnings.push(format!("{name}={v:?} is not true or false; using false"));
+            warnings.push(format!(
+                "{name}={v:?} is not true/1/yes/on or false/0/no/off; using false"
+            ));
             false
         }
     }
@@ -424,6 +439,22 @@ mod tests {
         let c = config(&[("LUMIGO_SWITCH_OFF", "yes please")]);
         assert!(!c.switch_off);
         assert_eq!(c.warnings.len(), 1);
+    }
+
+    #[test]
+    fn switch_off_accepts_1_yes_on_in_any_case() {
+        for on in ["1", "yes", "YES", "On", " on ", "tRuE"] {
+            let c = config(&[("LUMIGO_SWITCH_OFF", on)]);
+            assert!(c.switch_off, "{on:?}");
+            assert!(c.warnings.is_empty(), "{on:?}: {:?}", c.warnings);
+        }
+        for off in ["0", "no", "OFF", "false", ""] {
+            let c = config(&[("LUMIGO_SWITCH_OFF", off)]);
+            assert!(!c.switch_off, "{off:?}");
+            assert!(c.warnings.is_empty(), "{off:?}: {:?}", c.warnings);
+        }
+        assert!(config(&[("LUMIGO_DEBUG", "1")]).debug);
+        assert!(is_true(" Yes") && !is_true("2") && !is_true(""));
     }
 
     #[test]

@@ -17,6 +17,12 @@ use crate::env::{self, lookup, Env, Tracing};
 use crate::library::{self, Library};
 use crate::{command, diag, exec, target};
 
+/// Said once, by the launcher (the library stays silent without
+/// `LUMIGO_DEBUG`), when a traced command's spans have nowhere to go.
+const NO_DESTINATION: &str = "no destination set, so spans go nowhere; \
+     set LUMIGO_TRACER_TOKEN (Lumigo), OTEL_EXPORTER_OTLP_ENDPOINT (an OTLP collector) \
+     or --spandump FILE";
+
 /// Runs the command; returns the exit status only if it could not be
 /// started.
 pub fn run(cli: Cli) -> i32 {
@@ -45,7 +51,7 @@ pub fn run(cli: Cli) -> i32 {
     let tracing = if config.switch_off {
         // The flags are ignored too, `--debug` included.
         let debug = lookup(&current, "LUMIGO_DEBUG")
-            .is_some_and(|v| v.to_string_lossy().trim().eq_ignore_ascii_case("true"));
+            .is_some_and(|v| lumigo_core::config::is_true(&v.to_string_lossy()));
         diag::debug(
             debug,
             format_args!(
@@ -67,7 +73,11 @@ pub fn run(cli: Cli) -> i32 {
         for warning in &config.warnings {
             diag::warn(warning);
         }
-        decide(word, &path, &current, &cwd, debug)
+        let tracing = decide(word, &path, &current, &cwd, debug);
+        if matches!(tracing, Tracing::Preload(_)) && !config.has_destination() {
+            diag::warn(NO_DESTINATION);
+        }
+        tracing
     };
 
     let child = env::child_env(current, &cli.flags, &cwd, &tracing);

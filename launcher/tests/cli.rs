@@ -130,6 +130,10 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// A destination for spans, so that the launcher has nothing to say about
+/// where they go.
+const DESTINATION: (&str, &str) = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318");
+
 /// One line of `sh -c` output: the child's view of `$NAME`.
 fn child_var(
     sandbox: &Sandbox,
@@ -396,7 +400,7 @@ fn library_next_to_the_launcher_is_preloaded_first() {
     let Some(lib) = s.shared_library("bin/liblumigo_preload.so") else {
         return;
     };
-    let (value, o) = child_var(&s, &[], &[], "LD_PRELOAD");
+    let (value, o) = child_var(&s, &[], &[DESTINATION], "LD_PRELOAD");
     assert_eq!(value, lib.to_str().unwrap(), "{}", stderr(&o));
     assert_eq!(stderr(&o), "", "no warnings when all is well");
 
@@ -527,7 +531,7 @@ fn debug_tells_what_was_decided() {
         "{}",
         stderr(&o)
     );
-    let o = output(&mut s.run(&["true"]));
+    let o = output(s.run(&["true"]).env(DESTINATION.0, DESTINATION.1));
     assert_eq!(stderr(&o), "");
 }
 
@@ -610,4 +614,70 @@ fn closed_stdin_stays_closed() {
             .env("PATH", std::env::var_os("PATH").unwrap()),
     );
     assert_eq!(stdout(&o), "closed\n", "{}", stderr(&o));
+}
+
+#[test]
+fn switch_off_accepts_1_yes_on_in_any_case() {
+    let s = Sandbox::new();
+    let Some(_) = s.shared_library("bin/liblumigo_preload.so") else {
+        return;
+    };
+    for on in ["1", "yes", "ON", "True"] {
+        let (value, o) = child_var(&s, &[], &[("LUMIGO_SWITCH_OFF", on)], "LD_PRELOAD");
+        assert_eq!(value, "", "LUMIGO_SWITCH_OFF={on}: {}", stderr(&o));
+        assert_eq!(stderr(&o), "", "LUMIGO_SWITCH_OFF={on}");
+        // The switched-off launcher's own debug check reads the same words.
+        let o = output(
+            s.run(&["true"])
+                .env("LUMIGO_SWITCH_OFF", on)
+                .env("LUMIGO_DEBUG", on),
+        );
+        assert!(
+            stderr(&o).contains("#LUMIGO# lumigo-run: LUMIGO_SWITCH_OFF is set"),
+            "LUMIGO_SWITCH_OFF={on}: {}",
+            stderr(&o)
+        );
+    }
+    let (value, _) = child_var(
+        &s,
+        &[],
+        &[("LUMIGO_SWITCH_OFF", "0"), DESTINATION],
+        "LD_PRELOAD",
+    );
+    assert!(!value.is_empty(), "LUMIGO_SWITCH_OFF=0 traces");
+}
+
+#[test]
+fn no_destination_says_once_that_spans_go_nowhere() {
+    let s = Sandbox::new();
+    let Some(_) = s.shared_library("bin/liblumigo_preload.so") else {
+        return;
+    };
+    let o = output(&mut s.run(&["true"]));
+    assert!(o.status.success());
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("spans go nowhere"), "{err}");
+    for how in [
+        "LUMIGO_TRACER_TOKEN",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "--spandump",
+    ] {
+        assert!(err.contains(how), "{err}");
+    }
+    // Any destination silences it: a token, an endpoint, a span dump.
+    let dump = s.path("spans.jsonl");
+    let dump = dump.to_str().unwrap();
+    for args in [
+        vec!["--token", "t_1", "true"],
+        vec!["--spandump", dump, "true"],
+    ] {
+        let o = output(&mut s.run(&args));
+        assert_eq!(stderr(&o), "", "{args:?}");
+    }
+    let o = output(s.run(&["true"]).env(DESTINATION.0, DESTINATION.1));
+    assert_eq!(stderr(&o), "");
+    // Switched off, nothing is traced and nothing is said.
+    let o = output(s.run(&["true"]).env("LUMIGO_SWITCH_OFF", "yes"));
+    assert_eq!(stderr(&o), "");
 }
