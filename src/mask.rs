@@ -108,6 +108,218 @@ impl Masker {
     }
 }
 
+/// Command lines: the same secret names, in the places programs take them.
+impl Masker {
+    /// Masks secrets in a program's arguments (`argv`, one element each),
+    /// with the rules of [`Masker::mask_argument`] and one more: the
+    /// argument after a flag whose name is secret (`--password X`,
+    /// `--api-key X`) becomes `****`. An argument holding a whole command
+    /// (`sh -c '…'`) is split into shell words, quotes respected, and its
+    /// words are masked the same way.
+    pub fn mask_args<'a>(&self, args: &[&'a str]) -> Vec<Cow<'a, str>> {
+        let mut out = Vec::with_capacity(args.len());
+        let mut hide_next = false;
+        for (i, &arg) in args.iter().enumerate() {
+            if std::mem::take(&mut hide_next) && !arg.is_empty() {
+                out.push(Cow::Owned(MASK.to_owned()));
+                continue;
+            }
+            if let Some(name) = flag_name(arg) {
+                hide_next = self.is_secret(name);
+                out.push(Cow::Borrowed(arg));
+                continue;
+            }
+            if i > 0 && arg.contains(char::is_whitespace) && !is_one_value(arg) {
+                out.push(self.mask_words(arg));
+            } else {
+                out.push(self.mask_argument(arg));
+            }
+        }
+        out
+    }
+
+    /// Masks secrets in one argument:
+    /// - `name=value` and `--name=value` whose name is secret: `name=****`;
+    /// - query values in URLs and in `a=1&password=x` chains, as
+    ///   [`Masker::mask_query`], and the password of a URL's user info
+    ///   (`https://user:****@host/`);
+    /// - header-like `Name: value` whose name is secret: `Name: ****`.
+    pub fn mask_argument<'a>(&self, arg: &'a str) -> Cow<'a, str> {
+        if self.sources.is_empty() {
+            return Cow::Borrowed(arg);
+        }
+        let body = arg.trim_start_matches('-');
+        let dashes = &arg[..arg.len() - body.len()];
+        if let Some((name, value)) = body.split_once('=') {
+            if is_name(name) {
+                if self.is_secret(name) {
+                    return if value.is_empty() {
+                        Cow::Borrowed(arg)
+                    } else {
+                        Cow::Owned(format!("{dashes}{name}={MASK}"))
+                    };
+                }
+                let masked = if looks_like_url(value) || header(value).is_some() {
+                    self.mask_value(value)
+                } else {
+                    // `a=1&password=x`, `data=user=a&token=b`.
+                    return match self.mask_query(body) {
+                        Cow::Borrowed(_) => Cow::Borrowed(arg),
+                        Cow::Owned(q) => Cow::Owned(format!("{dashes}{q}")),
+                    };
+                };
+                return match masked {
+                    Cow::Borrowed(_) => Cow::Borrowed(arg),
+                    Cow::Owned(v) => Cow::Owned(format!("{dashes}{name}={v}")),
+                };
+            }
+        }
+        self.mask_value(arg)
+    }
+
+    /// A URL, or a header-like `Name: value`.
+    fn mask_value<'a>(&self, value: &'a str) -> Cow<'a, str> {
+        if looks_like_url(value) {
+            return self.mask_url(value);
+        }
+        match header(value) {
+            Some((name, sep)) if self.is_secret(name) && value.len() > sep => {
+                Cow::Owned(format!("{}{MASK}", &value[..sep]))
+            }
+            _ => Cow::Borrowed(value),
+        }
+    }
+
+    /// The user-info password and the query values of a URL.
+    fn mask_url<'a>(&self, url: &'a str) -> Cow<'a, str> {
+        let mut out: Cow<'a, str> = Cow::Borrowed(url);
+        if let Some(scheme_end) = url.find("://") {
+            let start = scheme_end + 3;
+            let authority_end = url[start..]
+                .find(['/', '?', '#'])
+                .map_or(url.len(), |i| start + i);
+            if let Some(at) = url[start..authority_end].rfind('@') {
+                if let Some(colon) = url[start..start + at].find(':') {
+                    let (pw_start, pw_end) = (start + colon + 1, start + at);
+                    if pw_end > pw_start {
+                        out = Cow::Owned(format!("{}{MASK}{}", &url[..pw_start], &url[pw_end..]));
+                    }
+                }
+            }
+        }
+        let Some(q) = out.find('?') else { return out };
+        let end = out[q..].find('#').map_or(out.len(), |i| q + i);
+        match self.mask_query(&out[q + 1..end]) {
+            Cow::Borrowed(_) => out,
+            Cow::Owned(query) => Cow::Owned(format!("{}{query}{}", &out[..=q], &out[end..])),
+        }
+    }
+
+    /// The shell words of a command held in one argument, masked as
+    /// arguments are; quotes stay where they were.
+    fn mask_words<'a>(&self, line: &'a str) -> Cow<'a, str> {
+        let words = shell_words(line);
+        let texts: Vec<&str> = words.iter().map(|&(s, e)| &line[s..e]).collect();
+        let masked = self.mask_args(&texts);
+        if masked.iter().all(|m| matches!(m, Cow::Borrowed(_))) {
+            return Cow::Borrowed(line);
+        }
+        let mut out = String::with_capacity(line.len());
+        let mut copied = 0;
+        for (&(s, e), m) in words.iter().zip(&masked) {
+            if let Cow::Owned(m) = m {
+                out.push_str(&line[copied..s]);
+                out.push_str(m);
+                copied = e;
+            }
+        }
+        out.push_str(&line[copied..]);
+        Cow::Owned(out)
+    }
+}
+
+/// The name of a flag that takes its value in the next argument: `--name`
+/// or `-name` (no `=`).
+fn flag_name(arg: &str) -> Option<&str> {
+    let name = arg.strip_prefix('-')?;
+    let name = name.strip_prefix('-').unwrap_or(name);
+    is_name(name).then_some(name)
+}
+
+/// A parameter or flag name: letters, digits, `_`, `-`, `.`.
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// An argument that is one value even with blanks in it: a header-like
+/// `Name: value`, bare or as `--flag=Name: value`.
+fn is_one_value(arg: &str) -> bool {
+    let body = arg.trim_start_matches('-');
+    let value = match body.split_once('=') {
+        Some((name, value)) if is_name(name) => value,
+        _ => body,
+    };
+    header(value).is_some()
+}
+
+fn looks_like_url(s: &str) -> bool {
+    s.contains("://") || s.contains('?')
+}
+
+/// A header-like `Name: value` (or `Name:value`): the name, and where the
+/// value starts.
+fn header(s: &str) -> Option<(&str, usize)> {
+    let (name, rest) = s.split_once(':')?;
+    if !is_name(name) {
+        return None;
+    }
+    let blanks = rest.len() - rest.trim_start().len();
+    Some((name, name.len() + 1 + blanks))
+}
+
+/// Byte ranges of the words of a shell command line: split on unquoted
+/// blanks; a word wholly inside one pair of quotes is given without them.
+fn shell_words(line: &str) -> Vec<(usize, usize)> {
+    let bytes = line.as_bytes();
+    let mut words = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i].is_ascii_whitespace() {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        let mut quote: Option<u8> = None;
+        while i < bytes.len() {
+            let b = bytes[i];
+            match quote {
+                Some(q) if b == q => quote = None,
+                Some(b'"') if b == b'\\' => i += 1,
+                Some(_) => {}
+                None if b == b'\'' || b == b'"' => quote = Some(b),
+                None if b == b'\\' => i += 1,
+                None if b.is_ascii_whitespace() => break,
+                None => {}
+            }
+            i += 1;
+        }
+        let end = i.min(bytes.len());
+        let word = &bytes[start..end];
+        let quoted = word.len() >= 2
+            && matches!(word[0], b'\'' | b'"')
+            && word[word.len() - 1] == word[0]
+            && !word[1..word.len() - 1].contains(&word[0]);
+        words.push(if quoted {
+            (start + 1, end - 1)
+        } else {
+            (start, end)
+        });
+    }
+    words
+}
+
 /// `application/x-www-form-urlencoded` decoding of a name: `%XX` escapes
 /// and `+` for space; malformed escapes are kept as they are.
 fn percent_decode(s: &str) -> Cow<'_, str> {
@@ -231,6 +443,98 @@ mod tests {
         assert_eq!(masker(&[".*"]).mask_query("x=1&y"), "x=****&y");
         assert_eq!(masker(&[]).mask_query("password=1"), "password=1");
         assert_eq!(Masker::default().mask_query("password=1"), "password=1");
+    }
+
+    fn mask_args(m: &Masker, args: &[&str]) -> Vec<String> {
+        m.mask_args(args).into_iter().map(Cow::into_owned).collect()
+    }
+
+    #[test]
+    fn command_line_secrets_are_masked() {
+        let m = Masker::lumigo_defaults();
+        let cases: &[(&[&str], &[&str])] = &[
+            (
+                &[
+                    "curl",
+                    "-H",
+                    "Authorization: Bearer X",
+                    "http://h/?password=Y&api_key=Z&q=1",
+                ],
+                &[
+                    "curl",
+                    "-H",
+                    "Authorization: ****",
+                    "http://h/?password=****&api_key=****&q=1",
+                ],
+            ),
+            (
+                &["app", "--password", "X", "--user", "bob", "--api-key", "Y", "-v"],
+                &["app", "--password", "****", "--user", "bob", "--api-key", "****", "-v"],
+            ),
+            (
+                &["app", "--password=X", "token=Y", "-Dsecret.key=Z", "--name=x=1"],
+                &["app", "--password=****", "token=****", "-Dsecret.key=****", "--name=x=1"],
+            ),
+            (
+                &["curl", "-d", "user=a&password=b", "--data=q=1&token=t#x"],
+                &["curl", "-d", "user=a&password=****", "--data=q=1&token=****"],
+            ),
+            (
+                &["curl", "https://bob:hunter2@h:8/p?x=1#frag", "ftp://anon@h/"],
+                &["curl", "https://bob:****@h:8/p?x=1#frag", "ftp://anon@h/"],
+            ),
+            (
+                &["x", "--url=http://h/?token=T", "--header=X-Api-Key: K", "x-token:T"],
+                &["x", "--url=http://h/?token=****", "--header=X-Api-Key: ****", "x-token:****"],
+            ),
+            (
+                &[
+                    "sh",
+                    "-c",
+                    "curl -H 'Authorization: Bearer X' \"http://h/?password=Y&api_key=Z\" --token T",
+                ],
+                &[
+                    "sh",
+                    "-c",
+                    "curl -H 'Authorization: ****' \"http://h/?password=****&api_key=****\" --token ****",
+                ],
+            ),
+            // Nothing secret: unchanged, including look-alikes.
+            (
+                &["python3", "-m", "http.server", "8080", "--bind", "127.0.0.1"],
+                &["python3", "-m", "http.server", "8080", "--bind", "127.0.0.1"],
+            ),
+            (
+                &["curl", "-s", "http://h/a?b=1", "Host: x", "--password"],
+                &["curl", "-s", "http://h/a?b=1", "Host: x", "--password"],
+            ),
+        ];
+        for (args, want) in cases {
+            assert_eq!(mask_args(&m, args), *want, "{args:?}");
+        }
+        // The configured patterns are the ones used.
+        let custom = masker(&["sid"]);
+        assert_eq!(
+            mask_args(&custom, &["a", "--sid", "1", "--password", "2", "u?sid=3"]),
+            ["a", "--sid", "****", "--password", "2", "u?sid=****"]
+        );
+        assert_eq!(
+            mask_args(&Masker::default(), &["--password", "2"]),
+            ["--password", "2"]
+        );
+    }
+
+    #[test]
+    fn shell_words_respect_quotes() {
+        let line = r#"a 'b c' "d \" e" f\ g h'i j'"#;
+        let words: Vec<&str> = shell_words(line)
+            .iter()
+            .map(|&(s, e)| &line[s..e])
+            .collect();
+        // (A quoted word with an escaped quote inside keeps its quotes.)
+        assert_eq!(words, ["a", "b c", r#""d \" e""#, r"f\ g", "h'i j'"]);
+        assert!(shell_words("  ").is_empty());
+        assert_eq!(shell_words("'unterminated x"), [(0, 15)]);
     }
 
     #[test]

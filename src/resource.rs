@@ -6,13 +6,32 @@
 //! list that both exporters use: OTLP as the `Resource`, the span dump as
 //! `resource.attributes`.
 //!
+//! `service.name` defaults to the name of the command as it was run
+//! (`argv[0]`'s file name: `sh`, not the `dash` it resolves to), taken when
+//! the library starts ([`remember_program`]), before a server can rewrite
+//! its `argv` (nginx's "nginx: worker process"). `process.command_line`
+//! has its secrets masked with the same rules as `url.query`.
+//!
 //! Precedence follows the OpenTelemetry specification: detected values
 //! first, then `OTEL_RESOURCE_ATTRIBUTES` overrides them, then
 //! `OTEL_SERVICE_NAME` overrides `service.name`, then `LUMIGO_TAG` sets
 //! `lumigo.tag`.
 
+use std::borrow::Cow;
+use std::sync::OnceLock;
+
 use crate::config::Config;
+use crate::mask::Masker;
 use crate::span::AttrValue;
+
+/// `argv[0]` of this process, as it was when the library started.
+static PROGRAM: OnceLock<String> = OnceLock::new();
+
+/// Records `argv[0]` (call once, at start-up: programs may rewrite their
+/// `argv` later). Later calls are ignored.
+pub fn remember_program(argv0: &str) {
+    let _ = PROGRAM.set(argv0.to_owned());
+}
 
 /// Longest `process.command_line` we report, in bytes. Command lines can be
 /// megabytes long; the resource travels with every batch.
@@ -29,6 +48,7 @@ pub fn detect(config: &Config) -> Vec<(String, AttrValue)> {
     let cmdline = std::fs::read("/proc/self/cmdline").ok();
     let facts = ProcessFacts {
         pid: std::process::id(),
+        argv0: PROGRAM.get().cloned(),
         exe,
         cmdline,
         host_name: host_name(),
@@ -40,6 +60,8 @@ pub fn detect(config: &Config) -> Vec<(String, AttrValue)> {
 #[derive(Debug, Default)]
 struct ProcessFacts {
     pid: u32,
+    /// `argv[0]` at start-up, if known.
+    argv0: Option<String>,
     /// Target of `/proc/self/exe`.
     exe: Option<String>,
     /// Raw `/proc/self/cmdline` (NUL-separated).
@@ -50,10 +72,24 @@ struct ProcessFacts {
 fn build(config: &Config, facts: &ProcessFacts) -> Vec<(String, AttrValue)> {
     let mut attrs = Attributes::default();
     let exe_name = facts.exe.as_deref().map(executable_name);
+    // The command as the user ran it: argv[0] at start-up, else as
+    // /proc/self/cmdline has it now, else the executable's name.
+    let first_arg = facts.cmdline.as_deref().and_then(|raw| {
+        raw.split(|&b| b == 0)
+            .next()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+    });
+    let program = facts
+        .argv0
+        .as_deref()
+        .or(first_arg.as_deref())
+        .and_then(program_name);
 
     attrs.set(
         "service.name",
-        exe_name.map_or_else(|| "unknown_service".to_owned(), str::to_owned),
+        program
+            .or(exe_name)
+            .map_or_else(|| "unknown_service".to_owned(), str::to_owned),
     );
     for (key, value) in telemetry_sdk() {
         attrs.set(key, value);
@@ -69,7 +105,7 @@ fn build(config: &Config, facts: &ProcessFacts) -> Vec<(String, AttrValue)> {
         attrs.set("process.executable.path", path.as_str());
     }
     if let Some(raw) = &facts.cmdline {
-        let line = command_line(raw);
+        let line = command_line(raw, &Masker::new(&config.query_secret_patterns));
         if !line.is_empty() {
             attrs.set("process.command_line", line);
         }
@@ -122,13 +158,26 @@ fn executable_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
-/// `/proc/self/cmdline` as one line: NUL separators become spaces, the
-/// trailing NUL goes, and the result is capped at [`MAX_COMMAND_LINE`] bytes
-/// (on a character boundary).
-fn command_line(raw: &[u8]) -> String {
+/// The file name of a command as run (`/usr/bin/python3` → `python3`,
+/// `-bash` for a login shell → `bash`); `None` if nothing is left.
+fn program_name(argv0: &str) -> Option<&str> {
+    let name = argv0.rsplit('/').next().unwrap_or(argv0);
+    let name = name.trim_start_matches('-');
+    (!name.is_empty()).then_some(name)
+}
+
+/// `/proc/self/cmdline` as one line: the arguments with their secrets
+/// masked (`masker`, as `url.query`), joined by spaces; the trailing NUL
+/// goes, and the result is capped at [`MAX_COMMAND_LINE`] bytes (on a
+/// character boundary).
+fn command_line(raw: &[u8], masker: &Masker) -> String {
     let raw = raw.strip_suffix(b"\0").unwrap_or(raw);
-    let bytes: Vec<u8> = raw.iter().map(|&b| if b == 0 { b' ' } else { b }).collect();
-    let mut line = String::from_utf8_lossy(&bytes).into_owned();
+    let args: Vec<Cow<'_, str>> = raw
+        .split(|&b| b == 0)
+        .map(String::from_utf8_lossy)
+        .collect();
+    let args: Vec<&str> = args.iter().map(|a| a.as_ref()).collect();
+    let mut line = masker.mask_args(&args).join(" ");
     if line.len() > MAX_COMMAND_LINE {
         let mut cut = MAX_COMMAND_LINE;
         while !line.is_char_boundary(cut) {
@@ -167,6 +216,7 @@ mod tests {
     fn facts() -> ProcessFacts {
         ProcessFacts {
             pid: 4242,
+            argv0: None,
             exe: Some("/usr/bin/python3.12".into()),
             cmdline: Some(b"python3\0-m\0http.server\0".to_vec()),
             host_name: Some("box-1".into()),
@@ -184,7 +234,7 @@ mod tests {
     #[test]
     fn detected_process_attributes() {
         let attrs = build(&config(&[]), &facts());
-        assert_eq!(get(&attrs, "service.name"), Some(&s("python3.12")));
+        assert_eq!(get(&attrs, "service.name"), Some(&s("python3")));
         assert_eq!(get(&attrs, "process.pid"), Some(&AttrValue::Int(4242)));
         assert_eq!(
             get(&attrs, "process.executable.name"),
@@ -259,12 +309,76 @@ mod tests {
 
     #[test]
     fn command_lines_are_joined_and_capped() {
-        assert_eq!(command_line(b"curl\0-s\0http://x/\0"), "curl -s http://x/");
-        assert_eq!(command_line(b"a\0\0b"), "a  b");
-        assert_eq!(command_line(b""), "");
+        let m = Masker::lumigo_defaults();
+        assert_eq!(
+            command_line(b"curl\0-s\0http://x/\0", &m),
+            "curl -s http://x/"
+        );
+        assert_eq!(command_line(b"a\0\0b", &m), "a  b");
+        assert_eq!(command_line(b"", &m), "");
         let long = "é".repeat(MAX_COMMAND_LINE);
-        let line = command_line(long.as_bytes());
+        let line = command_line(long.as_bytes(), &m);
         assert!(line.len() <= MAX_COMMAND_LINE && line.len() >= MAX_COMMAND_LINE - 1);
+    }
+
+    #[test]
+    fn secrets_in_the_command_line_are_masked() {
+        let raw =
+            b"curl\0-H\0Authorization: Bearer X\0http://h/?password=Y&api_key=Z\0--token\0T\0";
+        let facts = ProcessFacts {
+            cmdline: Some(raw.to_vec()),
+            ..facts()
+        };
+        let attrs = build(&config(&[]), &facts);
+        assert_eq!(
+            get(&attrs, "process.command_line"),
+            Some(&s(
+                "curl -H Authorization: **** http://h/?password=****&api_key=**** --token ****"
+            ))
+        );
+        // The configured patterns, as for url.query.
+        let c = config(&[("LUMIGO_SECRET_MASKING_REGEX", r#"["sid"]"#)]);
+        let facts = ProcessFacts {
+            cmdline: Some(b"app\0--sid\0S\0--password\0P\0".to_vec()),
+            ..facts
+        };
+        assert_eq!(
+            get(&build(&c, &facts), "process.command_line"),
+            Some(&s("app --sid **** --password P"))
+        );
+    }
+
+    #[test]
+    fn service_name_is_the_command_as_run() {
+        // `sh` runs dash; python3 runs python3.11: the name typed wins.
+        for (argv0, exe, want) in [
+            ("sh", "/usr/bin/dash", "sh"),
+            ("python3", "/usr/bin/python3.11", "python3"),
+            ("/usr/local/bin/app", "/opt/app-1.2", "app"),
+            ("-bash", "/usr/bin/bash", "bash"),
+            ("", "/usr/bin/dash", "dash"),
+        ] {
+            let facts = ProcessFacts {
+                argv0: Some(argv0.into()),
+                exe: Some(exe.into()),
+                cmdline: Some(b"nginx: worker process\0".to_vec()),
+                ..facts()
+            };
+            let attrs = build(&config(&[]), &facts);
+            assert_eq!(get(&attrs, "service.name"), Some(&s(want)), "{argv0}");
+            let exe_name = exe.rsplit('/').next().unwrap();
+            assert_eq!(get(&attrs, "process.executable.name"), Some(&s(exe_name)));
+        }
+        // Without the start-up argv[0]: the command line's first word.
+        let facts = ProcessFacts {
+            cmdline: Some(b"/bin/sh\0-c\0true\0".to_vec()),
+            exe: Some("/usr/bin/dash".into()),
+            ..facts()
+        };
+        let attrs = build(&config(&[]), &facts);
+        assert_eq!(get(&attrs, "service.name"), Some(&s("sh")));
+        let c = config(&[("OTEL_SERVICE_NAME", "orders")]);
+        assert_eq!(get(&build(&c, &facts), "service.name"), Some(&s("orders")));
     }
 
     #[test]

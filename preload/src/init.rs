@@ -50,6 +50,10 @@ fn start() {
         // Only OTLP export ever loads the transport library.
         crate::transport::remember_location();
     }
+    if let Some(argv0) = std::env::args_os().next() {
+        // Now, before the program can rewrite its argv (nginx does).
+        lumigo_core::resource::remember_program(&argv0.to_string_lossy());
+    }
     runtime::install(config);
 
     // SAFETY: registering plain `extern "C"` handlers that never unwind.

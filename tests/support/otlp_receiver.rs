@@ -100,6 +100,8 @@ pub struct ReceivedRequest {
     /// Lower-case names.
     pub headers: BTreeMap<String, String>,
     pub body_len: usize,
+    /// The request body as it arrived (protobuf bytes).
+    pub body: Vec<u8>,
     pub span_count: usize,
     /// The status the receiver answered with.
     pub status: u16,
@@ -307,6 +309,7 @@ fn handle(request: &Request, state: &State) -> u16 {
         path: request.path.clone(),
         headers: request.headers.clone(),
         body_len: request.body.len(),
+        body: request.body.clone(),
         span_count: spans.len(),
         status,
     });
