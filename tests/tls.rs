@@ -265,3 +265,32 @@ print(cur.fetchone()[0], c.info.ssl_in_use)
     assert!(out.status.success(), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "42 True\n");
 }
+
+/// Regression: README promises that under LUMIGO_DEBUG the library says
+/// Node's OpenSSL is built in; it said nothing, because the address of our
+/// own `SSL_write` bound to Node's exported one and the two compared equal.
+#[test]
+fn node_built_in_openssl_is_reported_under_debug() {
+    assert!(
+        have("node"),
+        "node is required (scripts/install-deps.sh installs it)"
+    );
+    let said = |program: &str, args: &[&str]| {
+        let mut cmd = traced(program);
+        cmd.args(args).env("LUMIGO_DEBUG", "true");
+        let out = run(cmd, T);
+        assert!(out.status.success(), "{out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(stderr.contains("#LUMIGO#"), "not traced: {stderr}");
+        stderr
+            .lines()
+            .find(|l| l.contains("OpenSSL is built into"))
+            .map(str::to_owned)
+    };
+    let node = said("node", &["-e", "1"]);
+    let line = node.expect("node: the built-in OpenSSL is reported");
+    assert!(line.contains("HTTPS traffic cannot be traced"), "{line}");
+    // Programs using the system's libssl: nothing to report.
+    assert_eq!(said("python3", &["-c", "import ssl"]), None);
+    assert_eq!(said("curl", &["-s", "file:///dev/null"]), None);
+}

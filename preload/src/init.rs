@@ -73,23 +73,36 @@ fn start() {
 }
 
 /// Under debug: says when the program defines OpenSSL's `SSL_write` itself
-/// (Node.js links OpenSSL statically): its TLS calls never reach our hooks,
-/// so its HTTPS traffic is not traced (plain HTTP still is).
+/// (Node.js links OpenSSL statically and exports its symbols): its TLS calls
+/// never reach our hooks, so its HTTPS traffic is not traced (plain HTTP
+/// still is).
+///
+/// The first `SSL_write` in the global scope is compared with ours by the
+/// object defining it, not by address: the address of our own exported
+/// `SSL_write`, taken here, goes through the GOT and binds to that same
+/// first definition (Node's), so the two always compared equal.
 fn report_static_openssl() {
-    // SAFETY: dlsym with a valid name; dladdr fills a plain struct.
+    // SAFETY: dlsym with a valid name; dladdr only fills plain structs.
     unsafe {
         let found = libc::dlsym(libc::RTLD_DEFAULT, c"SSL_write".as_ptr());
-        let ours = crate::hooks::tls::SSL_write as *const () as *mut libc::c_void;
-        if found.is_null() || found == ours {
+        if found.is_null() {
             return;
         }
-        let mut info: libc::Dl_info = std::mem::zeroed();
-        let name = if libc::dladdr(found, &mut info) != 0 && !info.dli_fname.is_null() {
-            std::ffi::CStr::from_ptr(info.dli_fname)
+        let mut theirs: libc::Dl_info = std::mem::zeroed();
+        let mut ours: libc::Dl_info = std::mem::zeroed();
+        let here = report_static_openssl as *const () as *const libc::c_void;
+        if libc::dladdr(found, &mut theirs) == 0
+            || libc::dladdr(here, &mut ours) == 0
+            || theirs.dli_fbase == ours.dli_fbase
+        {
+            return;
+        }
+        let name = if theirs.dli_fname.is_null() {
+            String::new()
+        } else {
+            std::ffi::CStr::from_ptr(theirs.dli_fname)
                 .to_string_lossy()
                 .into_owned()
-        } else {
-            "the program".to_owned()
         };
         let name = if name.is_empty() {
             "the program".to_owned()
@@ -97,7 +110,7 @@ fn report_static_openssl() {
             name
         };
         lumigo_debug!(
-            "OpenSSL is linked into {name} ahead of lumigo-run (as in Node.js): its HTTPS traffic cannot be traced; plain HTTP is"
+            "OpenSSL is built into {name}, not loaded from libssl: its HTTPS traffic cannot be traced; plain HTTP is"
         );
     }
 }
