@@ -15,6 +15,10 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
 command -v mariadb >/dev/null 2>&1 || need+=(mariadb-client)
+# HTTPS clients of the TLS tests: Perl's HTTP::Tiny, a C client built there.
+perl -MIO::Socket::SSL -e 1 >/dev/null 2>&1 || need+=(libio-socket-ssl-perl)
+command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+[ -f /usr/include/openssl/ssl.h ] || need+=(libssl-dev)
 
 if [ "${#need[@]}" -gt 0 ]; then
   echo "installing: ${need[*]}"

@@ -294,3 +294,133 @@ fn node_built_in_openssl_is_reported_under_debug() {
     assert_eq!(said("python3", &["-c", "import ssl"]), None);
     assert_eq!(said("curl", &["-s", "file:///dev/null"]), None);
 }
+
+/// Builds tests/apps/tls_method_client.c (a `TLS_method()` client that sets
+/// SNI before its handshake) with the C compiler and the system's libssl.
+fn tls_method_client(tmp: &TempDir) -> PathBuf {
+    let exe = tmp.path("tls_method_client");
+    let out = Command::new("cc")
+        .arg("-O1")
+        .arg("-o")
+        .arg(&exe)
+        .arg(app("tls_method_client.c"))
+        .args(["-lssl", "-lcrypto"])
+        .output()
+        .expect("run cc (scripts/install-deps.sh installs gcc and libssl-dev)");
+    assert!(
+        out.status.success(),
+        "cc tls_method_client.c: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    exe
+}
+
+/// Regression (Ruby `Net::HTTP`, Perl `HTTP::Tiny`): a client with a
+/// generic `TLS_method()` context that sets SNI before its handshake was
+/// filed as a server (`SSL_is_server()` says 1 until the role is set): no
+/// CLIENT span, no `traceparent`. Every way of starting the handshake is
+/// tried: `SSL_connect`, `SSL_set_connect_state` + `SSL_do_handshake`,
+/// `SSL_set_connect_state` + the handshake inside `SSL_write`, and
+/// `SSL_connect` with partial writes on (Ruby's and Net::SSLeay's mode)
+/// and a body larger than one TLS record.
+#[test]
+fn tls_method_client_with_sni_before_the_handshake_is_a_client() {
+    let tmp = TempDir::new("tls-method");
+    let client = tls_method_client(&tmp);
+    let dump = tmp.path("tls.jsonl");
+    let port = free_port();
+    let mut server = tls_python_server(&tmp, &dump, port);
+    let modes = [
+        ("connect", "/len/5"),
+        ("state", "/len/5"),
+        ("implicit", "/len/5"),
+        ("partial", "/echo"),
+    ];
+    for (mode, path) in modes {
+        let mut cmd = traced(client.to_str().unwrap());
+        cmd.arg(port.to_string())
+            .arg(path)
+            .arg(mode)
+            .env("LUMIGO_DEBUG_SPANDUMP", &dump)
+            .env("OTEL_SERVICE_NAME", format!("c-{mode}"));
+        let out = run(cmd, T);
+        assert!(out.status.success(), "{mode}: {out:?}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.starts_with("HTTP/1.1 200 OK\n"), "{mode}: {stdout}");
+        if mode == "partial" {
+            assert!(stdout.ends_with(" echo=same\n"), "{stdout}");
+        }
+    }
+    let spans = wait_spans(&dump, T, |s| s.len() >= 2 * modes.len());
+    server.stop();
+    assert_eq!(spans.len(), 2 * modes.len(), "{spans:#?}");
+    for (mode, path) in modes {
+        check_pair(&spans, &format!("c-{mode}"), path, 200, port);
+    }
+    let partial = spans
+        .iter()
+        .find(|s| s["resource"]["attributes"]["service.name"] == "c-partial")
+        .unwrap();
+    assert_eq!(a(partial, "http.request.body.size"), 40000);
+    assert_eq!(a(partial, "http.response.body.size"), 40000);
+}
+
+/// Regression: Perl `HTTP::Tiny` (IO::Socket::SSL) and Ruby `Net::HTTP`
+/// over HTTPS gave no span and no `traceparent`: a generic context with SNI
+/// set before `SSL_connect`, and partial writes on.
+#[test]
+fn perl_and_ruby_https_clients_get_client_spans_and_propagate() {
+    let perl_ok = Command::new("perl")
+        .args(["-MIO::Socket::SSL", "-MHTTP::Tiny", "-e", "1"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        perl_ok,
+        "perl with IO::Socket::SSL is required (scripts/install-deps.sh installs it)"
+    );
+    let tmp = TempDir::new("tls-perl-ruby");
+    let dump = tmp.path("tls.jsonl");
+    let port = free_port();
+    let mut server = tls_python_server(&tmp, &dump, port);
+    let url = format!("https://localhost:{port}/len/5");
+    let mut perl = traced("perl");
+    perl.args([
+        "-MHTTP::Tiny",
+        "-e",
+        "my $r = HTTP::Tiny->new(verify_SSL => 0)->get($ARGV[0]); print \"$r->{status}\\n\"",
+        &url,
+    ])
+    .env("LUMIGO_DEBUG_SPANDUMP", &dump)
+    .env("OTEL_SERVICE_NAME", "perl-client");
+    let out = run(perl, T);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200\n");
+    let mut clients = vec!["perl-client"];
+    if have("ruby") {
+        let mut ruby = traced("ruby");
+        ruby.args([
+            "-rnet/http",
+            "-ropenssl",
+            "-e",
+            "h = Net::HTTP.new('localhost', ARGV[0].to_i); h.use_ssl = true; \
+             h.verify_mode = OpenSSL::SSL::VERIFY_NONE; puts h.get('/len/5').code",
+            &port.to_string(),
+        ])
+        .env("LUMIGO_DEBUG_SPANDUMP", &dump)
+        .env("OTEL_SERVICE_NAME", "ruby-client");
+        let out = run(ruby, T);
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "200\n");
+        clients.push("ruby-client");
+    }
+    let is_http = |s: &Value| !s["attributes"]["http.request.method"].is_null();
+    let all = wait_spans(&dump, T, |s| {
+        s.iter().filter(|x| is_http(x)).count() >= 2 * clients.len()
+    });
+    server.stop();
+    let spans: Vec<Value> = all.iter().filter(|x| is_http(x)).cloned().collect();
+    assert_eq!(spans.len(), 2 * clients.len(), "{all:#?}");
+    for client in clients {
+        check_pair(&spans, client, "/len/5", 200, port);
+    }
+}

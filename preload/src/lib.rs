@@ -16,7 +16,9 @@
 //! - name lookups ([`hooks::dns`]): `getaddrinfo`, `gethostbyname`,
 //!   `gethostbyname_r`;
 //! - OpenSSL ([`hooks::tls`]): `SSL_write`, `SSL_write_ex`, `SSL_read`,
-//!   `SSL_read_ex`, `SSL_shutdown`, `SSL_free`, `SSL_ctrl`;
+//!   `SSL_read_ex`, `SSL_shutdown`, `SSL_free`, `SSL_ctrl`, and for the
+//!   connection's role `SSL_connect`, `SSL_accept`, `SSL_do_handshake`,
+//!   `SSL_set_connect_state`, `SSL_set_accept_state`;
 //! - process end ([`hooks::exec`]): `exit`, `_exit`, `_Exit`;
 //! - starting programs ([`hooks::exec`]): `execve`, `execv`, `execvp`,
 //!   `execvpe`, `posix_spawn`, `posix_spawnp`.

@@ -281,6 +281,13 @@ impl<K: ShardKey, V> Table<K, V> {
 /// The plaintext side of one `SSL*`.
 pub struct TlsConn {
     conn: Connection,
+    /// Set once the program showed its side (`SSL_connect`, `SSL_accept`,
+    /// `SSL_set_*_state`, a handshake): the role is no longer a guess.
+    role_known: bool,
+    /// Plaintext moved: the connection is never re-filed after that.
+    seen_data: bool,
+    /// The SNI name, kept to re-file the connection.
+    server_name: Option<String>,
     partial_writes: bool,
     /// A write carrying inserted bytes that OpenSSL has not taken yet: it
     /// must be retried with this very buffer.
@@ -437,39 +444,85 @@ pub fn on_lookup(
 // ---- TLS (called by the OpenSSL hooks, keyed by the SSL* address) ----
 
 fn tls_conn(rt: &Runtime, lib: &SslLib, ssl: usize) -> Arc<Mutex<TlsConn>> {
-    rt.tls.get_or_insert_with(ssl, || {
-        let facts = crate::hooks::tls::facts(lib, ssl as *mut libc::c_void);
-        let (peer, local) = match facts.fd {
-            Some(fd) => (
-                crate::hooks::socket::socket_addr(fd, true),
-                crate::hooks::socket::socket_addr(fd, false),
-            ),
-            None => (None, None),
-        };
-        let mut conn = if facts.server {
-            Connection::server(peer, local)
+    rt.tls
+        .get_or_insert_with(ssl, || new_tls_conn(lib, ssl, None, None))
+}
+
+/// A TLS connection as `ssl` is now: `role` if known, else from its socket
+/// or `SSL_is_server` ([`crate::hooks::tls::facts`]).
+fn new_tls_conn(
+    lib: &SslLib,
+    ssl: usize,
+    role: Option<Role>,
+    server_name: Option<String>,
+) -> TlsConn {
+    let facts = crate::hooks::tls::facts(lib, ssl as *mut libc::c_void);
+    let (peer, local) = match facts.fd {
+        Some(fd) => (
+            crate::hooks::socket::socket_addr(fd, true),
+            crate::hooks::socket::socket_addr(fd, false),
+        ),
+        None => (None, None),
+    };
+    let server = match role {
+        Some(role) => role == Role::Server,
+        None => facts.server,
+    };
+    let mut conn = if server {
+        Connection::server(peer, local)
+    } else {
+        Connection::client(peer, local)
+    };
+    conn.set_tls(server_name.clone());
+    TlsConn {
+        conn,
+        role_known: false,
+        seen_data: false,
+        server_name,
+        partial_writes: facts.partial_writes,
+        pending: None,
+    }
+}
+
+/// The program showed `ssl`'s side: `role`, or `None` at a handshake,
+/// where the socket (or `SSL_is_server`, correct by then) tells. A
+/// connection filed under a guess (at SNI) is re-filed while no plaintext
+/// has moved; one not seen yet is filed at its first read or write.
+pub fn tls_role(rt: &Runtime, lib: &SslLib, ssl: usize, role: Option<Role>) {
+    let Some(t) = rt.tls.get(ssl) else { return };
+    let mut t = lock(&t);
+    if role.is_none() && t.role_known {
+        return;
+    }
+    let role = role.unwrap_or_else(|| {
+        if crate::hooks::tls::facts(lib, ssl as *mut libc::c_void).server {
+            Role::Server
         } else {
-            Connection::client(peer, local)
-        };
-        conn.set_tls(None);
-        TlsConn {
-            conn,
-            partial_writes: facts.partial_writes,
-            pending: None,
+            Role::Client
         }
-    })
+    });
+    if t.conn.role() != role && !t.seen_data {
+        let server_name = t.server_name.take();
+        *t = new_tls_conn(lib, ssl, Some(role), server_name);
+    }
+    t.role_known = true;
 }
 
 /// Plaintext moved through `ssl`.
 pub fn tls_data(rt: &Runtime, lib: &SslLib, ssl: usize, dir: Direction, data: &[u8]) {
     let t = tls_conn(rt, lib, ssl);
     let mut t = lock(&t);
+    t.seen_data = true;
     let now = SystemTime::now();
     let _ = match dir {
         Direction::Outbound => t.conn.on_outbound(data, now, &rt.tracer),
         Direction::Inbound => t.conn.on_inbound(data, now, &rt.tracer),
     };
 }
+
+/// The smallest TLS record OpenSSL can be told to send
+/// (`SSL_set_max_send_fragment`'s lower bound).
+const MIN_TLS_RECORD: usize = 512;
 
 /// Before an SSL write: the buffer to write instead of the app's, when
 /// bytes are inserted (or a write with inserted bytes is being retried).
@@ -486,10 +539,19 @@ pub fn tls_before_write(rt: &Runtime, lib: &SslLib, ssl: usize, app: &[u8]) -> O
         // A different write: the app gave up on the one we changed.
         t.pending = None;
     }
-    if t.partial_writes || app.is_empty() {
+    t.seen_data = true;
+    if app.is_empty() {
         return None;
     }
     let plan = t.conn.plan_outbound(&[app], &rt.tracer)?;
+    if t.partial_writes && plan.at == 0 && plan.insert.len() >= MIN_TLS_RECORD {
+        // With partial writes, OpenSSL may report one record's worth: were
+        // that all inserted bytes, the app would be told 0 (an error). A
+        // record holds at least MIN_TLS_RECORD bytes, so a shorter line
+        // (a traceparent is ~70 bytes) or app bytes before it rule that
+        // out. Otherwise the request goes as it is (the span is still made).
+        return None;
+    }
     let mut buf = Vec::with_capacity(app.len() + plan.insert.len());
     buf.extend_from_slice(&app[..plan.at]);
     buf.extend_from_slice(&plan.insert);
@@ -523,10 +585,17 @@ pub fn tls_after_combined(rt: &Runtime, lib: &SslLib, ssl: usize, sent: usize) -
     Some(app)
 }
 
-/// The client asked for this server name (SNI).
+/// The client asked for this server name (SNI). Only a client sends one:
+/// a connection first seen here is filed as a client, whatever
+/// `SSL_is_server` says before the role is set (a generic `TLS_method()`
+/// context says "server").
 pub fn tls_server_name(rt: &Runtime, lib: &SslLib, ssl: usize, name: String) {
-    let t = tls_conn(rt, lib, ssl);
-    lock(&t).conn.set_tls(Some(name));
+    let t = rt
+        .tls
+        .get_or_insert_with(ssl, || new_tls_conn(lib, ssl, Some(Role::Client), None));
+    let mut t = lock(&t);
+    t.conn.set_tls(Some(name.clone()));
+    t.server_name = Some(name);
 }
 
 /// `ssl` is shut down or freed.

@@ -20,7 +20,9 @@ use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 use libc::c_void;
 
-use super::tls::{SslCtrlFn, SslFn, SslFreeFn, SslReadExFn, SslReadFn, SslWriteExFn, SslWriteFn};
+use super::tls::{
+    SslCtrlFn, SslFn, SslFreeFn, SslReadExFn, SslReadFn, SslVoidFn, SslWriteExFn, SslWriteFn,
+};
 
 /// The functions of one libssl copy that the hooks call.
 pub struct SslLib {
@@ -33,6 +35,11 @@ pub struct SslLib {
     pub ctrl: Option<SslCtrlFn>,
     pub get_fd: Option<SslFn>,
     pub is_server: Option<SslFn>,
+    pub connect: Option<SslFn>,
+    pub accept: Option<SslFn>,
+    pub do_handshake: Option<SslFn>,
+    pub set_connect_state: Option<SslVoidFn>,
+    pub set_accept_state: Option<SslVoidFn>,
 }
 
 /// Call sites seen so far: (return address, library).
@@ -161,6 +168,11 @@ fn from_lookup(lookup: impl Fn(&CStr) -> usize) -> Option<SslLib> {
         ctrl: f!(c"SSL_ctrl"),
         get_fd: f!(c"SSL_get_fd"),
         is_server: f!(c"SSL_is_server"),
+        connect: f!(c"SSL_connect"),
+        accept: f!(c"SSL_accept"),
+        do_handshake: f!(c"SSL_do_handshake"),
+        set_connect_state: f!(c"SSL_set_connect_state"),
+        set_accept_state: f!(c"SSL_set_accept_state"),
     };
     (lib.write.is_some() && lib.read.is_some() && lib.free.is_some()).then_some(lib)
 }

@@ -11,8 +11,20 @@
 //! unless partial writes are enabled. So when bytes are inserted, the
 //! combined buffer is kept until a call with it succeeds, and every retry of
 //! the app's write is made with that same buffer; the app is told the count
-//! of its own bytes. On an SSL with `SSL_MODE_ENABLE_PARTIAL_WRITE`, nothing
-//! is inserted.
+//! of its own bytes. With `SSL_MODE_ENABLE_PARTIAL_WRITE` (Ruby, Perl's
+//! Net::SSLeay) a write may take part of the combined buffer: the app is
+//! told how many of its bytes went, and the rest of an inserted line goes
+//! first in its next write, as on a plain socket.
+//!
+//! A connection's role (client or server) comes from what the program does:
+//! `SSL_connect`, `SSL_accept`, `SSL_set_connect_state`,
+//! `SSL_set_accept_state`; at `SSL_do_handshake` and the first read or
+//! write, from whether its socket was connected or accepted, then from
+//! `SSL_is_server`. Never from the context's method alone: a generic
+//! `TLS_method()` context says "server" until the role is set, and Ruby and
+//! Perl set the server name (SNI, which only a client sends) before
+//! `SSL_connect`. A connection first seen at SNI is filed as a client and
+//! re-filed if the program then accepts on it.
 //!
 //! The real functions are those of the caller's own libssl, found on the
 //! first call from each call site ([`super::libssl`]): a process without
@@ -26,7 +38,10 @@
 
 use libc::{c_char, c_int, c_long, c_void, size_t};
 
+use lumigo_core::http::Role;
+
 use super::libssl::{self, SslLib};
+use crate::fdtable;
 use crate::runtime::{self, traced, traced_value, Direction};
 
 /// `SSL_CTRL_SET_TLSEXT_HOSTNAME`: `SSL_set_tlsext_host_name`.
@@ -42,6 +57,8 @@ pub type SslWriteExFn =
 pub type SslReadExFn = unsafe extern "C" fn(*mut c_void, *mut c_void, size_t, *mut size_t) -> c_int;
 pub type SslFn = unsafe extern "C" fn(*mut c_void) -> c_int;
 pub type SslFreeFn = unsafe extern "C" fn(*mut c_void);
+/// `SSL_set_connect_state`, `SSL_set_accept_state`.
+pub type SslVoidFn = unsafe extern "C" fn(*mut c_void);
 pub type SslCtrlFn = unsafe extern "C" fn(*mut c_void, c_int, c_long, *mut c_void) -> c_long;
 
 /// An exported symbol that jumps to `$imp` with the return address as an
@@ -71,9 +88,14 @@ trampoline!(SSL_read_ex => ssl_read_ex, "r8", "x4");
 trampoline!(SSL_shutdown => ssl_shutdown, "rsi", "x1");
 trampoline!(SSL_free => ssl_free, "rsi", "x1");
 trampoline!(SSL_ctrl => ssl_ctrl, "r8", "x4");
+trampoline!(SSL_connect => ssl_connect, "rsi", "x1");
+trampoline!(SSL_accept => ssl_accept, "rsi", "x1");
+trampoline!(SSL_do_handshake => ssl_do_handshake, "rsi", "x1");
+trampoline!(SSL_set_connect_state => ssl_set_connect_state, "rsi", "x1");
+trampoline!(SSL_set_accept_state => ssl_set_accept_state, "rsi", "x1");
 
 /// Addresses of our own exported hooks, never to be taken for libssl's.
-pub fn our_hooks() -> [usize; 7] {
+pub fn our_hooks() -> [usize; 12] {
     [
         SSL_write as *const () as usize,
         SSL_read as *const () as usize,
@@ -82,12 +104,19 @@ pub fn our_hooks() -> [usize; 7] {
         SSL_shutdown as *const () as usize,
         SSL_free as *const () as usize,
         SSL_ctrl as *const () as usize,
+        SSL_connect as *const () as usize,
+        SSL_accept as *const () as usize,
+        SSL_do_handshake as *const () as usize,
+        SSL_set_connect_state as *const () as usize,
+        SSL_set_accept_state as *const () as usize,
     ]
 }
 
 /// What the runtime needs to know about an `SSL*` it has not seen before.
 pub struct SslFacts {
     pub fd: Option<c_int>,
+    /// The socket's side when our fd table still tracks it (connected:
+    /// client, accepted: server), else `SSL_is_server`.
     pub server: bool,
     pub partial_writes: bool,
 }
@@ -97,7 +126,10 @@ pub fn facts(lib: &SslLib, ssl: *mut c_void) -> SslFacts {
     // SAFETY (all three): `ssl` is a live SSL* of this library that the app
     // passed to an SSL call we are inside of; these are read-only queries.
     let fd = lib.get_fd.map(|f| unsafe { f(ssl) }).filter(|fd| *fd >= 0);
-    let server = lib.is_server.is_some_and(|f| unsafe { f(ssl) } == 1);
+    let server = match fd {
+        Some(fd) if fdtable::is_tracked(fd) => !fdtable::is_client(fd),
+        _ => lib.is_server.is_some_and(|f| unsafe { f(ssl) } == 1),
+    };
     let partial_writes = lib.ctrl.is_some_and(
         |f| unsafe { f(ssl, CTRL_MODE, 0, std::ptr::null_mut()) } & MODE_ENABLE_PARTIAL_WRITE != 0,
     );
@@ -287,4 +319,54 @@ unsafe extern "C" fn ssl_ctrl(
         });
     }
     r
+}
+
+/// `SSL_connect`, `SSL_accept`, `SSL_do_handshake`: the role (known, or
+/// `None` to work it out from the socket), then the real call.
+fn handshake(
+    ssl: *mut c_void,
+    ret: usize,
+    role: Option<Role>,
+    pick: fn(&SslLib) -> Option<SslFn>,
+) -> c_int {
+    let Some(lib) = libssl::for_caller(ret) else {
+        return FAIL;
+    };
+    let Some(real) = pick(lib) else { return FAIL };
+    traced(|rt| runtime::tls_role(rt, lib, ssl as usize, role));
+    // SAFETY: the app's own call.
+    unsafe { real(ssl) }
+}
+
+unsafe extern "C" fn ssl_connect(ssl: *mut c_void, ret: usize) -> c_int {
+    handshake(ssl, ret, Some(Role::Client), |lib| lib.connect)
+}
+
+unsafe extern "C" fn ssl_accept(ssl: *mut c_void, ret: usize) -> c_int {
+    handshake(ssl, ret, Some(Role::Server), |lib| lib.accept)
+}
+
+unsafe extern "C" fn ssl_do_handshake(ssl: *mut c_void, ret: usize) -> c_int {
+    handshake(ssl, ret, None, |lib| lib.do_handshake)
+}
+
+/// `SSL_set_connect_state`, `SSL_set_accept_state`: the real call, then
+/// the role it set.
+fn set_state(ssl: *mut c_void, ret: usize, role: Role, pick: fn(&SslLib) -> Option<SslVoidFn>) {
+    let Some(lib) = libssl::for_caller(ret) else {
+        return;
+    };
+    if let Some(real) = pick(lib) {
+        // SAFETY: the app's own call.
+        unsafe { real(ssl) };
+        traced(|rt| runtime::tls_role(rt, lib, ssl as usize, Some(role)));
+    }
+}
+
+unsafe extern "C" fn ssl_set_connect_state(ssl: *mut c_void, ret: usize) {
+    set_state(ssl, ret, Role::Client, |lib| lib.set_connect_state);
+}
+
+unsafe extern "C" fn ssl_set_accept_state(ssl: *mut c_void, ret: usize) {
+    set_state(ssl, ret, Role::Server, |lib| lib.set_accept_state);
 }
