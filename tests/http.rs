@@ -503,3 +503,24 @@ fn multipath_tcp_connections_are_traced_like_tcp() {
         "the inserted traceparent joins the two"
     );
 }
+
+/// Issue 11 item 10: with no destination (no token, no endpoint, no span
+/// dump) the launcher says so in one line; the library, which has spans to
+/// drop, says nothing without LUMIGO_DEBUG.
+#[test]
+fn no_destination_is_one_launcher_line_and_a_silent_library() {
+    let mut server = untraced_python_server(free_port());
+    let mut cmd = traced("curl");
+    cmd.args(["-s", "-o", "/dev/null"])
+        .arg(format!("http://127.0.0.1:{}/", server.port));
+    let out = run(cmd, T);
+    server.stop();
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].starts_with("lumigo-run: ") && lines[0].contains("spans go nowhere"),
+        "{stderr}"
+    );
+}
