@@ -172,6 +172,10 @@ fn program_name(argv0: &str) -> Option<&str> {
 /// character boundary).
 fn command_line(raw: &[u8], masker: &Masker) -> String {
     let raw = raw.strip_suffix(b"\0").unwrap_or(raw);
+    // Only what can be shown is masked (bounded work on a huge command
+    // line). A prefix is masked as safely as the whole: a cut leaves the
+    // name before its value, never a value without its name.
+    let raw = &raw[..raw.len().min(2 * MAX_COMMAND_LINE)];
     let args: Vec<Cow<'_, str>> = raw
         .split(|&b| b == 0)
         .map(String::from_utf8_lossy)
