@@ -304,6 +304,24 @@ struct PendingWrite {
 pub struct Combined {
     pub ptr: *const u8,
     pub len: usize,
+    /// Where the inserted bytes are in it, and how many.
+    at: usize,
+    inserted: usize,
+}
+
+impl Combined {
+    /// Of `sent` bytes of this buffer, how many were the app's: the
+    /// fallback should tracing stop between the call and its commit (with
+    /// partial writes, `sent` may be any part of the buffer).
+    pub fn app_count(&self, sent: usize) -> usize {
+        if sent <= self.at {
+            sent
+        } else if sent < self.at + self.inserted {
+            self.at
+        } else {
+            sent - self.inserted
+        }
+    }
 }
 
 /// fd → connection: a [`Table`] kept in step with the hot-path fd table. A
@@ -534,6 +552,8 @@ pub fn tls_before_write(rt: &Runtime, lib: &SslLib, ssl: usize, app: &[u8]) -> O
             return Some(Combined {
                 ptr: p.buf.as_ptr(),
                 len: p.buf.len(),
+                at: p.plan.at,
+                inserted: p.plan.insert.len(),
             });
         }
         // A different write: the app gave up on the one we changed.
@@ -559,6 +579,8 @@ pub fn tls_before_write(rt: &Runtime, lib: &SslLib, ssl: usize, app: &[u8]) -> O
     let combined = Combined {
         ptr: buf.as_ptr(),
         len: buf.len(),
+        at: plan.at,
+        inserted: plan.insert.len(),
     };
     t.pending = Some(PendingWrite {
         buf,

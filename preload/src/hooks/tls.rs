@@ -170,7 +170,7 @@ unsafe extern "C" fn ssl_write(
             }
             let app_count =
                 traced_value(|rt| runtime::tls_after_combined(rt, lib, ssl as usize, r as usize))
-                    .unwrap_or(app.len());
+                    .unwrap_or_else(|| combined.app_count(r as usize));
             c_int::try_from(app_count).unwrap_or(num)
         }
         None => {
@@ -214,7 +214,7 @@ unsafe extern "C" fn ssl_write_ex(
             }
             let app_count =
                 traced_value(|rt| runtime::tls_after_combined(rt, lib, ssl as usize, ours))
-                    .unwrap_or(app.len());
+                    .unwrap_or_else(|| combined.app_count(ours));
             if !written.is_null() {
                 // SAFETY: the app's out-parameter.
                 unsafe { *written = app_count };
