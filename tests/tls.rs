@@ -320,9 +320,10 @@ fn tls_method_client(tmp: &TempDir) -> PathBuf {
 /// filed as a server (`SSL_is_server()` says 1 until the role is set): no
 /// CLIENT span, no `traceparent`. Every way of starting the handshake is
 /// tried: `SSL_connect`, `SSL_set_connect_state` + `SSL_do_handshake`,
-/// `SSL_set_connect_state` + the handshake inside `SSL_write`, and
+/// `SSL_set_connect_state` + the handshake inside `SSL_write`,
 /// `SSL_connect` with partial writes on (Ruby's and Net::SSLeay's mode)
-/// and a body larger than one TLS record.
+/// and a body larger than one TLS record, and partial writes with 512-byte
+/// records that cut the inserted line in two.
 #[test]
 fn tls_method_client_with_sni_before_the_handshake_is_a_client() {
     let tmp = TempDir::new("tls-method");
@@ -335,6 +336,7 @@ fn tls_method_client_with_sni_before_the_handshake_is_a_client() {
         ("state", "/len/5"),
         ("implicit", "/len/5"),
         ("partial", "/echo"),
+        ("fragment", "/len/5"),
     ];
     for (mode, path) in modes {
         let mut cmd = traced(client.to_str().unwrap());
@@ -349,6 +351,11 @@ fn tls_method_client_with_sni_before_the_handshake_is_a_client() {
         assert!(stdout.starts_with("HTTP/1.1 200 OK\n"), "{mode}: {stdout}");
         if mode == "partial" {
             assert!(stdout.ends_with(" echo=same\n"), "{stdout}");
+        }
+        if mode == "fragment" {
+            // The first 512-byte record ended inside the inserted line: the
+            // app was told it wrote fewer bytes and wrote again.
+            assert!(stdout.ends_with("head=500 writes=2\n"), "{stdout}");
         }
     }
     let spans = wait_spans(&dump, T, |s| s.len() >= 2 * modes.len());

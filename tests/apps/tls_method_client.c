@@ -9,6 +9,9 @@
  *   MODE "partial": SSL_connect with SSL_MODE_ENABLE_PARTIAL_WRITE (as Ruby
  *     and Net::SSLeay set it); POSTs a 40,000-byte body to PATH in one
  *     buffer, looping over partial writes, and checks the echo
+ *   MODE "fragment": partial writes and 512-byte records, with a request
+ *     head of 500 bytes: a line inserted before its end is cut by the
+ *     first record, and the rest must go first in the next write
  * Prints the response's status line (and, for "partial", the number of
  * SSL_write calls and whether the echo matched). */
 #include <arpa/inet.h>
@@ -32,7 +35,9 @@ int main(int argc, char **argv) {
 
     SSL_CTX *ctx = SSL_CTX_new(TLS_method());
     int partial = strcmp(mode, "partial") == 0;
-    if (partial) SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE);
+    int fragment = strcmp(mode, "fragment") == 0;
+    if (partial || fragment) SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE);
+    if (fragment) SSL_CTX_set_max_send_fragment(ctx, 512);
     SSL *ssl = SSL_new(ctx);
     SSL_set_fd(ssl, fd);
     SSL_set_tlsext_host_name(ssl, "localhost");
@@ -52,7 +57,16 @@ int main(int argc, char **argv) {
     static char req[BODY + 512];
     int n = snprintf(req, 512, "%s %s HTTP/1.1\r\nHost: localhost:%s\r\nConnection: close\r\n",
                      partial ? "POST" : "GET", argv[2], argv[1]);
-    if (partial) {
+    if (fragment) {
+        int pad = 500 - n - (int)strlen("X-Pad: \r\n\r\n");
+        n += snprintf(req + n, 512, "X-Pad: %.*s\r\n\r\n", pad,
+                      "ppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppp"
+                      "ppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppp"
+                      "ppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppp"
+                      "ppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppp"
+                      "ppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppp"
+                      "ppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppp");
+    } else if (partial) {
         n += snprintf(req + n, 512, "Content-Length: %d\r\n\r\n", BODY);
         for (int i = 0; i < BODY; i++) req[n + i] = (char)('a' + i % 26);
         n += BODY;
@@ -76,6 +90,7 @@ int main(int argc, char **argv) {
     char *eol = strstr(buf, "\r\n");
     if (eol) *eol = 0;
     printf("%s\n", buf);
+    if (fragment) printf("head=%d writes=%d\n", n, calls);
     if (partial) {
         int same = body && got - (size_t)(body + 4 - buf) == BODY &&
                    memcmp(body + 4, req + n - BODY, BODY) == 0;
