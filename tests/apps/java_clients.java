@@ -3,7 +3,7 @@
 //
 // urlconnection PLAIN_BASE TLS_BASE CERT: two GETs with HttpURLConnection
 //   (keep-alive), then one over HTTPS (JSSE) trusting CERT.
-// httpclient PLAIN_BASE: java.net.http.HttpClient, HTTP/1.1, four clients
+// httpclient PLAIN_BASE: java.net.http.HttpClient, HTTP/1.1, eight clients
 //   of three keep-alive GETs each (the response is read on another thread
 //   than the one that wrote the request).
 import java.io.FileInputStream;
@@ -39,7 +39,7 @@ public class JavaClients {
             s.setSSLSocketFactory(ctx.getSocketFactory());
             System.out.println(s.getResponseCode() + " " + s.getInputStream().readAllBytes().length);
         } else {
-            for (int client = 0; client < 4; client++) {
+            for (int client = 0; client < 8; client++) {
                 HttpClient c = HttpClient.newBuilder().version(HttpClient.Version.HTTP_1_1).build();
                 for (int i = 1; i <= 3; i++) {
                     URI uri = URI.create(args[1] + "/len/" + (client * 3 + i));
