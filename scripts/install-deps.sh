@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests, the demo and the benchmarks run against, on a
-# fresh Debian machine: nginx, curl, python3, wrk, hyperfine. Idempotent and
+# fresh Debian machine: nginx, curl, python3, wrk, hyperfine, database
+# clients, and the runtimes of README's runtime table. Idempotent and
 # quiet when everything is already there.
 set -euo pipefail
 
@@ -20,6 +21,15 @@ perl -MIO::Socket::SSL -e 1 >/dev/null 2>&1 || need+=(libio-socket-ssl-perl)
 command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 [ -f /usr/include/openssl/ssl.h ] || need+=(libssl-dev)
 
+# The runtimes tests/runtimes.rs drives (README's runtime table).
+command -v wget >/dev/null 2>&1 || need+=(wget)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v java >/dev/null 2>&1 || need+=(openjdk-17-jdk-headless)
+command -v ruby >/dev/null 2>&1 || need+=(ruby)
+command -v php >/dev/null 2>&1 || need+=(php-cli)
+{ command -v php >/dev/null 2>&1 && php -m 2>/dev/null | grep -qx curl; } || need+=(php-curl)
+perl -MIO::Socket::SSL -e 1 2>/dev/null || need+=(libio-socket-ssl-perl)
+
 if [ "${#need[@]}" -gt 0 ]; then
   echo "installing: ${need[*]}"
   SUDO=""
@@ -29,13 +39,15 @@ if [ "${#need[@]}" -gt 0 ]; then
 fi
 
 # Python drivers the database tests drive (redis-py, psycopg2 and psycopg 3,
-# PyMySQL, mysql-connector-python), installed only when missing.
+# PyMySQL, mysql-connector-python) and requests (tests/runtimes.rs),
+# installed only when missing.
 pymods=()
 python3 -c "import redis" 2>/dev/null || pymods+=(redis)
 python3 -c "import psycopg2" 2>/dev/null || pymods+=(psycopg2-binary)
 python3 -c "import pymysql" 2>/dev/null || pymods+=(pymysql)
 python3 -c "import psycopg" 2>/dev/null || pymods+=("psycopg[binary]")
 python3 -c "import mysql.connector" 2>/dev/null || pymods+=(mysql-connector-python)
+python3 -c "import requests" 2>/dev/null || pymods+=(requests)
 if [ "${#pymods[@]}" -gt 0 ]; then
   echo "pip installing: ${pymods[*]}"
   python3 -m pip install -q --disable-pip-version-check "${pymods[@]}"

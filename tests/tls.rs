@@ -18,35 +18,6 @@ fn app(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// A self-signed certificate for localhost: (cert, key).
-fn certificate(tmp: &TempDir) -> (PathBuf, PathBuf) {
-    let (cert, key) = (tmp.path("cert.pem"), tmp.path("key.pem"));
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (cert, key)
-}
-
 fn a<'a>(span: &'a Value, key: &str) -> &'a Value {
     &span["attributes"][key]
 }

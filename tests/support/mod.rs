@@ -324,3 +324,139 @@ pub fn python_has(module: &str) -> bool {
         .map(|s| s.success())
         .unwrap_or(false)
 }
+
+/// A self-signed certificate for `localhost` and 127.0.0.1, made at test
+/// time: (cert, key). It is its own CA, so a client trusts it by taking the
+/// cert file as its CA file (Python `cafile`, Ruby `ca_file`, curl
+/// `--cacert`...), and hostname checks pass on either name.
+pub fn certificate(tmp: &TempDir) -> (PathBuf, PathBuf) {
+    let (cert, key) = (tmp.path("cert.pem"), tmp.path("key.pem"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
+pub fn span_id(span: &Value) -> &str {
+    span["context"]["span_id"].as_str().unwrap_or("")
+}
+
+pub fn trace_id(span: &Value) -> &str {
+    span["context"]["trace_id"].as_str().unwrap_or("")
+}
+
+pub fn parent_id(span: &Value) -> Option<&str> {
+    span["parent_id"].as_str()
+}
+
+pub fn service(span: &Value) -> &str {
+    span["resource"]["attributes"]["service.name"]
+        .as_str()
+        .unwrap_or("")
+}
+
+/// HTTP spans only (DNS lookups and database spans left out).
+pub fn http_spans(spans: &[Value]) -> Vec<&Value> {
+    spans
+        .iter()
+        .filter(|s| !attr(s, "http.request.method").is_null())
+        .collect()
+}
+
+/// One traced HTTP exchange seen from both ends: the CLIENT span `service`
+/// made for `method url_full`, and the SERVER span it caused. Checks the
+/// client's method, URL, scheme and status, that the server span is the
+/// client span's child by ids in the same trace (so the `traceparent` got
+/// through), and that both ends agree on path and status. Returns
+/// (client, server).
+pub fn http_pair<'a>(
+    spans: &'a [Value],
+    service_name: &str,
+    method: &str,
+    url_full: &str,
+    status: i64,
+) -> (&'a Value, &'a Value) {
+    let client = spans
+        .iter()
+        .find(|s| {
+            kind(s) == "SpanKind.CLIENT"
+                && service(s) == service_name
+                && attr(s, "url.full") == url_full
+        })
+        .unwrap_or_else(|| panic!("no CLIENT span from {service_name} for {url_full}: {spans:#?}"));
+    let scheme = url_full.split(':').next().unwrap_or("");
+    assert_eq!(attr(client, "http.request.method"), method, "{client}");
+    assert_eq!(attr(client, "url.scheme"), scheme, "{client}");
+    assert_eq!(
+        attr(client, "http.response.status_code"),
+        status,
+        "{client}"
+    );
+    let server = spans
+        .iter()
+        .find(|s| kind(s) == "SpanKind.SERVER" && parent_id(s) == Some(span_id(client)))
+        .unwrap_or_else(|| {
+            panic!("no SERVER span under {service_name}'s CLIENT span for {url_full}: {spans:#?}")
+        });
+    assert_eq!(trace_id(server), trace_id(client), "one trace");
+    assert_eq!(attr(server, "http.request.method"), method, "{server}");
+    assert_eq!(attr(server, "url.scheme"), scheme, "{server}");
+    assert_eq!(
+        attr(server, "url.path"),
+        attr(client, "url.path"),
+        "{server}"
+    );
+    assert_eq!(
+        attr(server, "http.response.status_code"),
+        status,
+        "{server}"
+    );
+    (client, server)
+}
+
+/// Writes an nginx configuration into `tmp` (one worker, everything nginx
+/// writes kept inside `tmp`, running as root as the tests do) with the given
+/// `server { ... }` blocks, and returns its path. Start it with
+/// `traced("nginx")` and `-c <conf> -p <tmp>`.
+pub fn nginx_config(tmp: &TempDir, servers: &str) -> PathBuf {
+    assert!(
+        have("nginx"),
+        "nginx is required (scripts/install-deps.sh installs it)"
+    );
+    let conf = tmp.path("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off;\nuser root;\nmaster_process on;\nworker_processes 1;\npid {t}/nginx.pid;\n\
+             error_log {t}/error.log warn;\nevents {{ worker_connections 64; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {t}/body;\n  proxy_temp_path {t}/proxy;\n\
+               fastcgi_temp_path {t}/fcgi;\n  uwsgi_temp_path {t}/uwsgi;\n  scgi_temp_path {t}/scgi;\n\
+               {servers}\n}}\n",
+            t = tmp.0.display(),
+        ),
+    )
+    .expect("write nginx.conf");
+    conf
+}
