@@ -10,8 +10,10 @@
 //!
 //! The worker (`worker.rs`) sends batches of up to `max_export_batch_size`
 //! spans to every destination (OTLP/HTTP per endpoint: `otlp.rs`; the span
-//! dump: `spandump.rs`) when a batch is full, the schedule delay has passed
-//! since the first waiting span, or a flush is requested. A failed export is
+//! dump: `spandump.rs`) when a batch is full, when it is due, or when a
+//! flush is requested. A batch is due 100 ms after its first span, but no
+//! sooner than the schedule delay after the previous export: light traffic
+//! leaves at once, a busy process exports once per schedule delay. A failed export is
 //! reported under `LUMIGO_DEBUG` and the batch is dropped there (the OTLP
 //! exporter retries once, within its timeout).
 //!

@@ -2,7 +2,7 @@
 //!
 //! It marks itself internal (its I/O bypasses our hooks), detects the
 //! resource, builds one exporter per destination, then loops: wait for a
-//! full batch, the schedule delay or a flush; take up to
+//! full batch, the batch's due time (see [`due_time`]) or a flush; take up to
 //! `max_export_batch_size` spans; export them to every destination; tell
 //! waiting flushers when the queue is drained. Whatever ends the loop (the
 //! pipeline was dropped, no exporter could be built, a panic), the pipeline
@@ -11,7 +11,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{lock, otlp, spandump, Exporter, Shared};
 use crate::config::Config;
@@ -32,6 +32,7 @@ pub(super) fn run_worker(shared: Arc<Shared>, config: Arc<Config>) {
             config: &config,
             exporters,
             batch: Vec::new(),
+            last_export: None,
         }
         .run();
     }));
@@ -75,6 +76,30 @@ struct Worker<'a> {
     exporters: Vec<Box<dyn Exporter>>,
     /// The batch being exported; its allocation is kept for the next one.
     batch: Vec<SpanRecord>,
+    /// When the last export started.
+    last_export: Option<Instant>,
+}
+
+/// How long the first span after a quiet spell waits for company.
+const LIGHT_TRAFFIC_DELAY: Duration = Duration::from_millis(100);
+
+/// When a partial batch whose first span the worker saw at `first` goes
+/// out: `quick` after it, but never sooner than `delay` after the previous
+/// export (`OTEL_BSP_SCHEDULE_DELAY` is the interval between two exports).
+/// Light traffic thus leaves within ~100 ms (a kill, even SIGKILL, loses
+/// little), while a busy process still exports once per schedule delay.
+fn due_time(
+    first: Instant,
+    last_export: Option<Instant>,
+    quick: Duration,
+    delay: Duration,
+) -> Instant {
+    let soonest = first.checked_add(quick).unwrap_or(first);
+    let latest = first.checked_add(delay).unwrap_or(first);
+    match last_export.and_then(|t| t.checked_add(delay)) {
+        Some(spaced) => spaced.clamp(soonest, latest),
+        None => soonest,
+    }
 }
 
 impl Worker<'_> {
@@ -100,6 +125,8 @@ impl Worker<'_> {
         let shared = self.shared;
         let batch_size = self.config.batch.max_export_batch_size.max(1);
         let delay = self.config.batch.schedule_delay;
+        let quick = delay.min(LIGHT_TRAFFIC_DELAY);
+        let last_export = self.last_export;
         let mut deadline: Option<Instant> = None;
         let mut queue = lock(&shared.queue);
         loop {
@@ -125,7 +152,7 @@ impl Worker<'_> {
                 break;
             }
             let now = Instant::now();
-            let due = *deadline.get_or_insert_with(|| now.checked_add(delay).unwrap_or(now));
+            let due = *deadline.get_or_insert_with(|| due_time(now, last_export, quick, delay));
             if now >= due {
                 break;
             }
@@ -142,6 +169,7 @@ impl Worker<'_> {
     }
 
     fn export(&mut self, batch: &[SpanRecord]) {
+        self.last_export = Some(Instant::now());
         for exporter in &mut self.exporters {
             let result = catch_unwind(AssertUnwindSafe(|| exporter.export(batch)));
             let error = match result {
@@ -156,5 +184,33 @@ impl Worker<'_> {
                 exporter.describe()
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_span_after_a_quiet_spell_leaves_quickly_busy_ones_wait_for_the_delay() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let (quick, delay) = (ms(100), ms(5000));
+        assert_eq!(
+            due_time(t0, None, quick, delay),
+            t0 + quick,
+            "first batch ever"
+        );
+        let long_ago = t0.checked_sub(ms(6000));
+        if let Some(long_ago) = long_ago {
+            assert_eq!(due_time(t0, Some(long_ago), quick, delay), t0 + quick);
+        }
+        // The previous export was 1 s ago: wait until the delay since it.
+        let recent = t0.checked_sub(ms(1000)).unwrap_or(t0);
+        assert_eq!(due_time(t0, Some(recent), quick, delay), recent + delay);
+        // Never later than the delay after the first span.
+        assert_eq!(due_time(t0, Some(t0 + ms(10)), quick, delay), t0 + delay);
+        // A delay shorter than the quick one wins.
+        assert_eq!(due_time(t0, None, ms(20), ms(20)), t0 + ms(20));
     }
 }
