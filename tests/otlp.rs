@@ -309,3 +309,46 @@ fn impossible_endpoint_port_is_rejected_not_sent_to_port_80() {
         assert!(l.accept().is_err(), "something connected to port 80");
     }
 }
+
+/// Spans lost to an endpoint answering 503 used to give one debug line per
+/// failed batch and no count. Now the first failure is told once and the
+/// exit line sums up every lost span by reason.
+#[test]
+fn lost_spans_are_not_counted_by_reason_at_exit() {
+    let (receiver, port, mut server) = receiver_and_untraced_server();
+    receiver.set_status(503);
+    let script = format!(
+        r#"
+import time, urllib.request
+for i in range(6):
+    urllib.request.urlopen("http://127.0.0.1:{port}/len/1").read()
+    if i == 2:
+        time.sleep(0.5)  # two batches: one before the pause, one at exit
+"#
+    );
+    let mut cmd = Command::new(&binaries().launcher);
+    cmd.args(["--debug", "--"])
+        .args(["python3", "-c", &script])
+        .env_remove("LD_PRELOAD")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.base_url())
+        .env_remove("LUMIGO_DEBUG_SPANDUMP")
+        .env("LUMIGO_FLUSH_TIMEOUT", "5");
+    let out = run(cmd, T);
+    server.stop();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{out:?}");
+    let exit_lines: Vec<&str> = stderr.lines().filter(|l| l.contains("exit:")).collect();
+    assert_eq!(exit_lines.len(), 1, "{stderr}");
+    assert!(
+        exit_lines[0].ends_with("exit: 6 spans lost: 6 HTTP 503"),
+        "{stderr}"
+    );
+    let failures = stderr.lines().filter(|l| l.contains("failed")).count();
+    assert_eq!(
+        failures, 1,
+        "one failure message, not one per batch: {stderr}"
+    );
+    let batches = receiver.requests().len();
+    assert!(batches >= 4, "two batches, each tried twice: {batches}");
+    assert!(receiver.spans().is_empty());
+}

@@ -681,15 +681,10 @@ fn shut_down(rt: &'static Runtime) {
             rt.pipeline.submit(process_span_record(p));
         }
     }
-    let flushed = rt.pipeline.flush(rt.config.flush_timeout);
-    if !flushed {
-        lumigo_debug!(
-            "exit: spans not exported within LUMIGO_FLUSH_TIMEOUT ({:?})",
-            rt.config.flush_timeout
-        );
-    }
-    let dropped = rt.pipeline.dropped();
-    if dropped > 0 {
-        lumigo_debug!("exit: {dropped} spans were dropped (queue full or no destination)");
+    // Spans still queued when LUMIGO_FLUSH_TIMEOUT runs out count as
+    // "deadline" in the summary.
+    let _ = rt.pipeline.flush(rt.config.flush_timeout);
+    if let Some(lost) = rt.pipeline.loss_summary() {
+        lumigo_debug!("exit: {lost}");
     }
 }

@@ -14,8 +14,9 @@
 //! flush is requested. A batch is due 100 ms after its first span, but no
 //! sooner than the schedule delay after the previous export: light traffic
 //! leaves at once, a busy process exports once per schedule delay. A failed export is
-//! reported under `LUMIGO_DEBUG` and the batch is dropped there (the OTLP
-//! exporter retries once, within its timeout).
+//! dropped there (the OTLP exporter retries once, within its timeout);
+//! lost spans are counted by reason (`loss.rs`) and summed up in one line at
+//! exit under `LUMIGO_DEBUG`.
 //!
 //! Fork: nothing here needs its destructor to run. The preload
 //! `mem::forget`s the parent's pipeline in the child and creates a new one,
@@ -25,6 +26,7 @@
 //! Exit: [`Pipeline::flush`] asks the worker to export everything queued and
 //! waits for it with a deadline; it touches no thread-local with a destructor.
 
+mod loss;
 mod otlp;
 mod proto;
 mod spandump;
@@ -40,7 +42,9 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 use crate::lumigo_debug;
 use crate::span::{Attributes, SpanRecord, ATTRIBUTES_CAPACITY};
+use loss::Losses;
 
+pub use loss::Loss;
 pub use otlp::SCOPE_NAME;
 pub use transport::{
     encode_headers, set_transport_factory, FreeFn, NewFn, PostFn, Transport, TransportAbi,
@@ -64,6 +68,10 @@ const DISABLED: u8 = 2;
 /// within a bounded time.
 trait Exporter: Send {
     fn export(&mut self, spans: &[SpanRecord]) -> Result<(), String>;
+    /// Why the last failed export failed (for the loss summary).
+    fn failure(&self) -> Loss {
+        Loss::Write
+    }
     /// For diagnostics, without secrets.
     fn describe(&self) -> String;
 }
@@ -87,6 +95,8 @@ struct Shared {
     closed: AtomicBool,
     dropped: AtomicU64,
     failed_exports: AtomicU64,
+    /// Lost spans by reason (the `dropped` ones and failed exports).
+    losses: Losses,
     said_no_destination: AtomicBool,
     said_queue_full: AtomicBool,
     /// Emptied attribute vectors of exported spans, for new spans: a span
@@ -133,6 +143,7 @@ impl Pipeline {
                 closed: AtomicBool::new(false),
                 dropped: AtomicU64::new(0),
                 failed_exports: AtomicU64::new(0),
+                losses: Losses::default(),
                 said_no_destination: AtomicBool::new(false),
                 said_queue_full: AtomicBool::new(false),
                 spare: Mutex::new(Vec::new()),
@@ -157,7 +168,7 @@ impl Pipeline {
     pub fn submit(&self, span: SpanRecord) {
         let shared = &*self.shared;
         if !self.config.has_destination() {
-            shared.dropped.fetch_add(1, Ordering::Relaxed);
+            shared.lose(Loss::NoDestination, 1);
             if !shared.said_no_destination.swap(true, Ordering::Relaxed) {
                 lumigo_debug!(
                     "no destination for spans (set LUMIGO_TRACER_TOKEN, \
@@ -173,12 +184,12 @@ impl Pipeline {
             // drains the queue, so no span can be stranded after the drain.
             if shared.worker.load(Ordering::Acquire) == DISABLED {
                 drop(queue);
-                shared.dropped.fetch_add(1, Ordering::Relaxed);
+                shared.lose(Loss::Disabled, 1);
                 return;
             }
             if queue.spans.len() >= self.config.batch.max_queue_size {
                 drop(queue);
-                shared.dropped.fetch_add(1, Ordering::Relaxed);
+                shared.lose(Loss::QueueFull, 1);
                 if !shared.said_queue_full.swap(true, Ordering::Relaxed) {
                     lumigo_debug!(
                         "span queue full (OTEL_BSP_MAX_QUEUE_SIZE={}); dropping spans",
@@ -229,10 +240,11 @@ impl Pipeline {
             if shared.worker.load(Ordering::Acquire) == DISABLED {
                 return false;
             }
-            let Some(left) = deadline.checked_sub(start.elapsed()) else {
-                return false;
-            };
+            let left = deadline.saturating_sub(start.elapsed());
             if left.is_zero() {
+                // What is still queued or being sent will not make it out.
+                let behind = queue.spans.len() + queue.in_flight;
+                shared.losses.set_deadline(behind as u64);
                 return false;
             }
             queue = shared
@@ -248,6 +260,14 @@ impl Pipeline {
     /// Spans dropped so far: queue full, no destination, or export disabled.
     pub fn dropped(&self) -> u64 {
         self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// `12 spans lost: 10 HTTP 503, 2 deadline`: every span lost so far, by
+    /// reason (a span lost at two destinations counts twice); `None` when
+    /// none was. Spans still queued when a [`flush`](Self::flush) ran out
+    /// of time count as `deadline`.
+    pub fn loss_summary(&self) -> Option<String> {
+        self.shared.losses.summary()
     }
 
     /// Batches whose export to some destination failed (and were dropped there).
@@ -293,6 +313,12 @@ impl Drop for Pipeline {
 }
 
 impl Shared {
+    /// Counts spans dropped before reaching any exporter.
+    fn lose(&self, why: Loss, n: u64) {
+        self.dropped.fetch_add(n, Ordering::Relaxed);
+        self.losses.add(why, n);
+    }
+
     /// Drops the exported spans of `batch`, keeping their attribute vectors
     /// (emptied) as spares where there is room. Vectors that grew past the
     /// usual size are freed, so the pool holds at most `MAX_SPARE` vectors.
@@ -323,7 +349,7 @@ impl Shared {
             queue.in_flight = 0;
             queue.spans.drain(..).collect()
         };
-        self.dropped.fetch_add(lost.len() as u64, Ordering::Relaxed);
+        self.lose(Loss::Disabled, lost.len() as u64);
         self.flushed.notify_all();
     }
 }
@@ -575,6 +601,11 @@ mod tests {
         assert!(
             t.elapsed() < Duration::from_secs(2),
             "flush honours its deadline"
+        );
+        assert_eq!(
+            p.loss_summary().as_deref(),
+            Some("101 spans lost: 90 queue full, 11 deadline"),
+            "10 queued and 1 in flight when the deadline passed"
         );
         // Unwedge the worker so the test leaves nothing blocked.
         let reader = std::fs::File::open(&path).unwrap();

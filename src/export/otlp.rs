@@ -16,7 +16,7 @@
 use std::time::{Duration, Instant};
 
 use super::transport::{new_transport, Transport};
-use super::{proto, Exporter};
+use super::{proto, Exporter, Loss};
 use crate::config::{BatchConfig, OtlpDestination};
 use crate::span::{AttrValue, SpanRecord};
 
@@ -41,6 +41,8 @@ pub(crate) struct OtlpExporter {
     scope: Vec<u8>,
     /// The request body, reused from batch to batch.
     body: Vec<u8>,
+    /// Why the last failed export failed.
+    failure: Loss,
 }
 
 impl OtlpExporter {
@@ -60,11 +62,12 @@ impl OtlpExporter {
             resource: proto::resource_field(resource),
             scope: proto::scope_field(SCOPE_NAME, crate::VERSION),
             body: Vec::new(),
+            failure: Loss::Transport,
         };
         Ok((exporter, problems))
     }
 
-    fn post_with_retry(&self) -> Result<(), String> {
+    fn post_with_retry(&mut self) -> Result<(), String> {
         let start = Instant::now();
         let mut outcome = self.client.post(&self.endpoint, &self.body);
         let retryable = match &outcome {
@@ -75,9 +78,16 @@ impl OtlpExporter {
             std::thread::sleep(RETRY_DELAY);
             outcome = self.client.post(&self.endpoint, &self.body);
         }
-        match outcome? {
-            200..=299 => Ok(()),
-            status => Err(format!("the endpoint answered HTTP {status}")),
+        match outcome {
+            Ok(200..=299) => Ok(()),
+            Ok(status) => {
+                self.failure = Loss::Http(status);
+                Err(format!("the endpoint answered HTTP {status}"))
+            }
+            Err(e) => {
+                self.failure = Loss::Transport;
+                Err(e)
+            }
         }
     }
 }
@@ -90,6 +100,10 @@ impl Exporter for OtlpExporter {
             self.body = Vec::new();
         }
         result
+    }
+
+    fn failure(&self) -> Loss {
+        self.failure
     }
 
     fn describe(&self) -> String {

@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{lock, otlp, spandump, Exporter, Shared};
+use super::{lock, otlp, spandump, Exporter, Loss, Shared};
 use crate::config::Config;
 use crate::span::SpanRecord;
 use crate::{guard, lumigo_debug, resource};
@@ -30,6 +30,7 @@ pub(super) fn run_worker(shared: Arc<Shared>, config: Arc<Config>) {
         Worker {
             shared: &shared,
             config: &config,
+            said_failure: vec![false; exporters.len()],
             exporters,
             batch: Vec::new(),
             last_export: None,
@@ -78,6 +79,8 @@ struct Worker<'a> {
     batch: Vec<SpanRecord>,
     /// When the last export started.
     last_export: Option<Instant>,
+    /// Per exporter: its first failure was reported.
+    said_failure: Vec<bool>,
 }
 
 /// How long the first span after a quiet spell waits for company.
@@ -170,19 +173,24 @@ impl Worker<'_> {
 
     fn export(&mut self, batch: &[SpanRecord]) {
         self.last_export = Some(Instant::now());
-        for exporter in &mut self.exporters {
+        for (i, exporter) in self.exporters.iter_mut().enumerate() {
             let result = catch_unwind(AssertUnwindSafe(|| exporter.export(batch)));
-            let error = match result {
+            let (why, error) = match result {
                 Ok(Ok(())) => continue,
-                Ok(Err(e)) => e,
-                Err(_) => "the exporter panicked".to_owned(),
+                Ok(Err(e)) => (exporter.failure(), e),
+                Err(_) => (Loss::Panic, "the exporter panicked".to_owned()),
             };
+            self.shared.losses.add(why, batch.len() as u64);
             self.shared.failed_exports.fetch_add(1, Ordering::Release);
-            lumigo_debug!(
-                "export of {} spans to {} failed: {error}",
-                batch.len(),
-                exporter.describe()
-            );
+            // The first failure per destination is told as it happens; the
+            // rest are counted for the summary at exit.
+            if !std::mem::replace(&mut self.said_failure[i], true) {
+                lumigo_debug!(
+                    "export of {} spans to {} failed: {error} (further failures are counted and summed up at exit)",
+                    batch.len(),
+                    exporter.describe()
+                );
+            }
         }
     }
 }
