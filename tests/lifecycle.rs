@@ -7,7 +7,8 @@
 mod support;
 
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -16,7 +17,7 @@ const T: Duration = Duration::from_secs(30);
 
 /// `python3 -m http.server` on `port`, traced into `dump`, with the default
 /// schedule delay (5 s) unless `env` says otherwise.
-fn python_http_server(port: u16, dump: &std::path::Path, env: &[(&str, &str)]) -> Server {
+fn python_http_server(port: u16, dump: &Path, env: &[(&str, &str)]) -> Child {
     let mut cmd = traced("python3");
     cmd.args(["-m", "http.server", "--bind", "127.0.0.1"])
         .arg(port.to_string())
@@ -26,7 +27,7 @@ fn python_http_server(port: u16, dump: &std::path::Path, env: &[(&str, &str)]) -
     for (k, v) in env {
         cmd.env(k, v);
     }
-    Server::spawn(cmd, port)
+    spawn_listening(cmd, port)
 }
 
 /// GETs `path` with an untraced curl; true on HTTP 200.
@@ -53,7 +54,7 @@ fn light_traffic_spans_wait_for_the_five_second_batch_delay() {
     let sent = Instant::now();
     let spans = wait_spans(&dump, Duration::from_secs(4), |s| !s.is_empty());
     let took = sent.elapsed();
-    assert!(server.child.try_wait().unwrap().is_none(), "still running");
+    assert!(server.try_wait().unwrap().is_none(), "still running");
     eprintln!("light traffic: span in the dump {took:?} after the response");
     assert_eq!(of_kind(&spans, "SpanKind.SERVER").len(), 1, "{spans:#?}");
     assert!(took < Duration::from_millis(1000), "took {took:?}");
@@ -64,5 +65,180 @@ fn light_traffic_spans_wait_for_the_five_second_batch_delay() {
     assert_eq!(read_spandump(&dump).len(), 1, "exported before the delay");
     let spans = wait_spans(&dump, Duration::from_secs(10), |s| s.len() >= 2);
     assert_eq!(spans.len(), 2);
-    server.stop();
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+fn app(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/apps")
+        .join(name)
+}
+
+/// Starts `cmd` (stdout and stderr piped) and waits until it listens.
+fn spawn_listening(mut cmd: Command, port: u16) -> Child {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    if !wait_for_port(port, Duration::from_secs(15)) {
+        let _ = child.kill();
+        panic!("no listener on {port}: {:?}", child.wait_with_output());
+    }
+    child
+}
+
+/// Sends `sig` to `child` and collects how it ended.
+fn kill_and_wait(child: Child, sig: i32) -> Output {
+    // SAFETY: signalling our own, unreaped child.
+    unsafe { libc::kill(child.id() as i32, sig) };
+    wait_output(child, T)
+}
+
+/// `tests/apps/signal_server.py` in `mode`, traced into `dump` (or not):
+/// `requests` GETs, then `sig`. Returns how it ended.
+fn serve_then_signal(mode: &str, dump: Option<&Path>, requests: usize, sig: i32) -> Output {
+    let port = free_port();
+    let mut cmd = match dump {
+        Some(dump) => {
+            let mut c = traced("python3");
+            c.env_remove("OTEL_BSP_SCHEDULE_DELAY")
+                .env("LUMIGO_DEBUG_SPANDUMP", dump);
+            c
+        }
+        None => Command::new("python3"),
+    };
+    cmd.arg(app("signal_server.py"))
+        .arg(port.to_string())
+        .arg(mode);
+    let child = spawn_listening(cmd, port);
+    for i in 0..requests {
+        assert!(get(port, &format!("/r?n={i}")));
+    }
+    kill_and_wait(child, sig)
+}
+
+/// The SERVER spans of a dump: one per request `0..n`, each its own trace.
+fn assert_server_spans(dump: &Path, n: usize, context: &str) {
+    let spans = read_spandump(dump);
+    let servers = of_kind(&spans, "SpanKind.SERVER");
+    let mut queries: Vec<String> = servers
+        .iter()
+        .map(|s| attr(s, "url.query").as_str().unwrap_or("").to_owned())
+        .collect();
+    queries.sort();
+    let mut expected: Vec<String> = (0..n).map(|i| format!("n={i}")).collect();
+    expected.sort();
+    assert_eq!(queries, expected, "{context}: {spans:#?}");
+    let mut traces: Vec<&str> = servers
+        .iter()
+        .map(|s| s["context"]["trace_id"].as_str().unwrap_or(""))
+        .collect();
+    traces.sort();
+    traces.dedup();
+    assert_eq!(traces.len(), n, "one trace per request");
+    assert!(servers.iter().all(|s| s["parent_id"].is_null()));
+}
+
+/// `docker stop` sends SIGTERM: with the default disposition every queued
+/// span was lost (0 of 10 from `python3 -m http.server`). Now all 10 are
+/// exported, and the process still dies of SIGTERM, exactly as untraced.
+#[test]
+fn sigterm_with_default_disposition_loses_every_queued_span() {
+    let tmp = TempDir::new("sigterm");
+    let dump = tmp.path("spans.jsonl");
+    let port = free_port();
+    let child = python_http_server(port, &dump, &[]);
+    for _ in 0..10 {
+        assert!(get(port, "/"));
+    }
+    let start = Instant::now();
+    let out = kill_and_wait(child, libc::SIGTERM);
+    eprintln!("SIGTERM to exit: {:?}", start.elapsed());
+    assert_eq!(out.status.signal(), Some(libc::SIGTERM), "{out:?}");
+    assert!(!out.status.core_dumped());
+    let spans = read_spandump(&dump);
+    assert_eq!(of_kind(&spans, "SpanKind.SERVER").len(), 10, "{spans:#?}");
+
+    // Untraced, the same command ends with the same wait status.
+    let port = free_port();
+    let mut cmd = Command::new("python3");
+    cmd.args(["-m", "http.server", "--bind", "127.0.0.1"])
+        .arg(port.to_string())
+        .current_dir(&tmp.0);
+    let untraced = kill_and_wait(spawn_listening(cmd, port), libc::SIGTERM);
+    assert_eq!(untraced.status.into_raw(), out.status.into_raw());
+}
+
+/// SIGINT, SIGHUP and SIGQUIT with the default disposition: the queued
+/// spans are exported, and the wait status (signal, core flag) is the one
+/// the untraced program ends with.
+#[test]
+fn sigint_sighup_sigquit_with_default_disposition_lose_queued_spans() {
+    for (sig, name) in [
+        (libc::SIGINT, "SIGINT"),
+        (libc::SIGHUP, "SIGHUP"),
+        (libc::SIGQUIT, "SIGQUIT"),
+    ] {
+        let tmp = TempDir::new("fatal-signal");
+        let dump = tmp.path("spans.jsonl");
+        let traced_out = serve_then_signal("default", Some(&dump), 3, sig);
+        let untraced = serve_then_signal("default", None, 0, sig);
+        assert_eq!(untraced.status.signal(), Some(sig), "{untraced:?}");
+        assert_eq!(
+            traced_out.status.into_raw(),
+            untraced.status.into_raw(),
+            "{name}: {traced_out:?}"
+        );
+        assert_eq!(traced_out.stdout, untraced.stdout, "{name}");
+        assert_server_spans(&dump, 3, name);
+    }
+}
+
+/// An app with its own SIGTERM handler gets exactly its own behaviour: the
+/// handler runs (it exits with 7), `signal.getsignal` reports what it set,
+/// and its spans leave through the normal exit path.
+#[test]
+fn app_sigterm_handler_runs_as_untraced_and_reads_back_what_it_set() {
+    let tmp = TempDir::new("app-handler");
+    let dump = tmp.path("spans.jsonl");
+    let traced_out = serve_then_signal("handler", Some(&dump), 2, libc::SIGTERM);
+    let untraced = serve_then_signal("handler", None, 0, libc::SIGTERM);
+    assert_eq!(untraced.status.code(), Some(7), "{untraced:?}");
+    assert_eq!(traced_out.status.code(), Some(7), "{traced_out:?}");
+    let stdout = String::from_utf8_lossy(&traced_out.stdout);
+    assert_eq!(stdout, String::from_utf8_lossy(&untraced.stdout));
+    assert!(
+        stdout.contains("SIGTERM on_term\n") && stdout.ends_with("handled 15\n"),
+        "{stdout}"
+    );
+    assert_server_spans(&dump, 2, "app handler");
+}
+
+/// What `sigaction`, `signal`, `sysv_signal` and Python's `signal` module
+/// report back for the four signals, after setting handlers, `SIG_IGN`
+/// and `SIG_DFL` with flags and masks, is what they report untraced: our
+/// handler is never visible.
+#[test]
+fn sigaction_and_signal_report_back_what_the_app_set() {
+    let tmp = TempDir::new("readback");
+    let script = app("sigaction_readback.py");
+    let untraced = run(
+        {
+            let mut c = Command::new("python3");
+            c.arg(&script);
+            c
+        },
+        T,
+    );
+    let mut cmd = traced("python3");
+    cmd.arg(&script)
+        .env("LUMIGO_DEBUG_SPANDUMP", tmp.path("spans.jsonl"));
+    let traced_out = run(cmd, T);
+    assert!(untraced.status.success(), "{untraced:?}");
+    assert!(traced_out.status.success(), "{traced_out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&traced_out.stdout),
+        String::from_utf8_lossy(&untraced.stdout)
+    );
 }

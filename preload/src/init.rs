@@ -50,7 +50,13 @@ fn start() {
         // Only OTLP export ever loads the transport library.
         crate::transport::remember_location();
     }
+    let has_destination = config.has_destination();
     runtime::install(config);
+    if has_destination {
+        // Default-disposition SIGTERM, SIGINT, SIGHUP, SIGQUIT flush first.
+        lumigo_core::export::set_exit_hook(runtime::end_in_flight_for_signal);
+        crate::hooks::signal::install();
+    }
 
     // SAFETY: registering plain `extern "C"` handlers that never unwind.
     unsafe {

@@ -18,6 +18,8 @@
 //! - OpenSSL ([`hooks::tls`]): `SSL_write`, `SSL_write_ex`, `SSL_read`,
 //!   `SSL_read_ex`, `SSL_shutdown`, `SSL_free`, `SSL_ctrl`;
 //! - process end ([`hooks::exec`]): `exit`, `_exit`, `_Exit`;
+//! - fatal signals ([`hooks::signal`]): `sigaction`, `signal`,
+//!   `bsd_signal`, `sysv_signal`, `__sysv_signal`;
 //! - starting programs ([`hooks::exec`]): `execve`, `execv`, `execvp`,
 //!   `execvpe`, `posix_spawn`, `posix_spawnp`.
 //!

@@ -35,8 +35,8 @@ mod worker;
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
@@ -63,6 +63,26 @@ const NOT_STARTED: u8 = 0;
 const RUNNING: u8 = 1;
 /// The worker could not start, has no exporter, or stopped: spans are dropped.
 const DISABLED: u8 = 2;
+
+/// States of a flush asked for by a fatal signal ([`Pipeline::flush_from_signal`]).
+const SIGNAL_NONE: u32 = 0;
+/// Asked by the signal handler; the worker has not seen it yet.
+const SIGNAL_REQUESTED: u32 = 1;
+/// The worker ended in-flight exchanges and exports everything queued.
+const SIGNAL_DRAINING: u32 = 2;
+/// Everything queued was exported (or failed): the handler may go on.
+const SIGNAL_DONE: u32 = 3;
+
+/// Run by the worker when a fatal signal asks for a flush, before it
+/// drains the queue: the embedding ends what is in flight (requests still
+/// waiting for a response) as spans. Runs on the worker thread, never in
+/// the signal handler.
+static EXIT_HOOK: OnceLock<fn()> = OnceLock::new();
+
+/// Installs the hook run before a signal's flush (first call wins).
+pub fn set_exit_hook(hook: fn()) {
+    let _ = EXIT_HOOK.set(hook);
+}
 
 /// One destination of the worker. Never called concurrently; must return
 /// within a bounded time.
@@ -97,6 +117,9 @@ struct Shared {
     failed_exports: AtomicU64,
     /// Lost spans by reason (the `dropped` ones and failed exports).
     losses: Losses,
+    /// A flush asked for by a fatal signal: `SIGNAL_*`. Also the futex word
+    /// the handler waits on.
+    signal_exit: AtomicU32,
     said_no_destination: AtomicBool,
     said_queue_full: AtomicBool,
     /// Emptied attribute vectors of exported spans, for new spans: a span
@@ -144,6 +167,7 @@ impl Pipeline {
                 dropped: AtomicU64::new(0),
                 failed_exports: AtomicU64::new(0),
                 losses: Losses::default(),
+                signal_exit: AtomicU32::new(SIGNAL_NONE),
                 said_no_destination: AtomicBool::new(false),
                 said_queue_full: AtomicBool::new(false),
                 spare: Mutex::new(Vec::new()),
@@ -257,6 +281,46 @@ impl Pipeline {
         shared.failed_exports.load(Ordering::Acquire) == failures_before
     }
 
+    /// For a signal handler about to let the process die: asks the worker to
+    /// end in-flight exchanges (the exit hook) and export everything
+    /// queued, and waits for it at most `timeout`. Returns at once when no
+    /// worker runs (no span was ever queued).
+    ///
+    /// Async-signal-safe: it takes no lock and allocates nothing (atomics,
+    /// `clock_gettime`, `futex`), so it cannot wait on a lock the
+    /// interrupted thread holds. It wakes the worker with
+    /// `Condvar::notify_one`, which on Linux is an atomic add and a
+    /// `FUTEX_WAKE`; the wake is repeated every 10 ms, so a worker that was
+    /// just about to sleep when the request came cannot miss it.
+    pub fn flush_from_signal(&self, timeout: Duration) -> bool {
+        let shared = &*self.shared;
+        if shared.worker.load(Ordering::Acquire) != RUNNING {
+            return true;
+        }
+        let start = Instant::now();
+        let _ = shared.signal_exit.compare_exchange(
+            SIGNAL_NONE,
+            SIGNAL_REQUESTED,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        loop {
+            let state = shared.signal_exit.load(Ordering::Acquire);
+            if state == SIGNAL_DONE {
+                return true;
+            }
+            if shared.worker.load(Ordering::Acquire) != RUNNING {
+                return false;
+            }
+            let left = timeout.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                return false;
+            }
+            shared.work.notify_one();
+            futex_wait(&shared.signal_exit, state, left.min(SIGNAL_POLL));
+        }
+    }
+
     /// Spans dropped so far: queue full, no destination, or export disabled.
     pub fn dropped(&self) -> u64 {
         self.shared.dropped.load(Ordering::Relaxed)
@@ -340,6 +404,15 @@ impl Shared {
         batch.clear();
     }
 
+    /// The worker finished a signal's flush: the handler may go on.
+    fn signal_flush_done(&self) {
+        self.signal_exit.store(SIGNAL_DONE, Ordering::Release);
+        futex_wake_all(&self.signal_exit);
+        if let Some(lost) = self.losses.summary() {
+            lumigo_debug!("exit on a signal: {lost}");
+        }
+    }
+
     /// Stops accepting spans: the queue is dropped (and counted) and waiting
     /// flushers are released.
     fn disable(&self) {
@@ -351,6 +424,41 @@ impl Shared {
         };
         self.lose(Loss::Disabled, lost.len() as u64);
         self.flushed.notify_all();
+    }
+}
+
+/// How often [`Pipeline::flush_from_signal`] repeats its wake-up.
+const SIGNAL_POLL: Duration = Duration::from_millis(10);
+
+/// Sleeps while `word` holds `expected`, at most `timeout`.
+fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: FUTEX_WAIT on a live, aligned u32 with a valid relative
+    // timeout; it only reads the word.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            &ts as *const libc::timespec,
+        );
+    }
+}
+
+/// Wakes every thread sleeping in [`futex_wait`] on `word`.
+fn futex_wake_all(word: &AtomicU32) {
+    // SAFETY: FUTEX_WAKE on a live, aligned u32.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            i32::MAX,
+        );
     }
 }
 
@@ -643,6 +751,40 @@ mod tests {
             assert!(t.elapsed() < Duration::from_secs(10));
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    #[test]
+    fn a_signal_flush_exports_what_waits_for_the_schedule_delay() {
+        let idle = Pipeline::new(config(&[("LUMIGO_DEBUG_SPANDUMP", "/nonexistent/x")]));
+        let t = Instant::now();
+        assert!(idle.flush_from_signal(Duration::from_secs(5)));
+        assert!(
+            t.elapsed() < Duration::from_millis(50),
+            "no worker: at once"
+        );
+
+        let path = temp_path("signal.jsonl");
+        let p = Pipeline::new(config(&[
+            ("LUMIGO_DEBUG_SPANDUMP", path.to_str().unwrap()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "60000"),
+        ]));
+        p.submit(span(1));
+        let t = Instant::now();
+        while std::fs::read_to_string(&path).map_or(0, |s| s.lines().count()) < 1 {
+            assert!(t.elapsed() < Duration::from_secs(10));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // These two now wait for the 60 s delay since the first export.
+        p.submit(span(2));
+        p.submit(span(3));
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
+        let t = Instant::now();
+        assert!(p.flush_from_signal(Duration::from_secs(5)));
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 3);
+        // Asked again (a second signal): already done.
+        assert!(p.flush_from_signal(Duration::from_secs(5)));
     }
 
     #[test]

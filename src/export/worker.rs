@@ -13,7 +13,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{lock, otlp, spandump, Exporter, Loss, Shared};
+use super::{
+    lock, otlp, spandump, Exporter, Loss, Shared, EXIT_HOOK, SIGNAL_DRAINING, SIGNAL_REQUESTED,
+};
 use crate::config::Config;
 use crate::span::SpanRecord;
 use crate::{guard, lumigo_debug, resource};
@@ -133,9 +135,24 @@ impl Worker<'_> {
         let mut deadline: Option<Instant> = None;
         let mut queue = lock(&shared.queue);
         loop {
+            if shared.signal_exit.load(Ordering::Acquire) == SIGNAL_REQUESTED {
+                // A fatal signal: end what is in flight (which queues spans,
+                // so not under the lock), then export everything.
+                shared.signal_exit.store(SIGNAL_DRAINING, Ordering::Release);
+                drop(queue);
+                if let Some(hook) = EXIT_HOOK.get() {
+                    let _ = catch_unwind(hook);
+                }
+                queue = lock(&shared.queue);
+                continue;
+            }
+            let draining = shared.signal_exit.load(Ordering::Acquire) == SIGNAL_DRAINING;
             let closed = shared.closed.load(Ordering::Acquire);
             let flush_pending = queue.flush_requested > queue.flush_done;
             if queue.spans.is_empty() {
+                if draining && queue.in_flight == 0 {
+                    shared.signal_flush_done();
+                }
                 if flush_pending && queue.in_flight == 0 {
                     queue.flush_done = queue.flush_requested;
                     shared.flushed.notify_all();
@@ -151,7 +168,7 @@ impl Worker<'_> {
                 continue;
             }
             queue.worker_idle = false;
-            if queue.spans.len() >= batch_size || flush_pending || closed {
+            if queue.spans.len() >= batch_size || flush_pending || closed || draining {
                 break;
             }
             let now = Instant::now();
