@@ -406,11 +406,12 @@ impl Shared {
 
     /// The worker finished a signal's flush: the handler may go on.
     fn signal_flush_done(&self) {
-        self.signal_exit.store(SIGNAL_DONE, Ordering::Release);
-        futex_wake_all(&self.signal_exit);
+        // Said first: the process dies as soon as the handler wakes.
         if let Some(lost) = self.losses.summary() {
             lumigo_debug!("exit on a signal: {lost}");
         }
+        self.signal_exit.store(SIGNAL_DONE, Ordering::Release);
+        futex_wake_all(&self.signal_exit);
     }
 
     /// Stops accepting spans: the queue is dropped (and counted) and waiting
