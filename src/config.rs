@@ -99,6 +99,9 @@ pub struct Config {
     pub env_parent: Option<crate::propagation::Traceparent>,
     /// `TRACESTATE`, carried along with `env_parent`.
     pub env_tracestate: Option<String>,
+    /// `XDG_RUNTIME_DIR`: where the memory of failed endpoints is kept
+    /// (else `/dev/shm`).
+    pub runtime_dir: Option<PathBuf>,
     /// Problems found while parsing, for the user's eyes.
     pub warnings: Vec<String>,
 }
@@ -437,6 +440,7 @@ impl Config {
                 v.split(',')
                     .any(|p| p.trim().eq_ignore_ascii_case("tracecontext"))
             }),
+            runtime_dir: nonempty(get("XDG_RUNTIME_DIR")).map(PathBuf::from),
             warnings,
         }
     }

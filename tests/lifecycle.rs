@@ -4,6 +4,8 @@
 //! process with that signal; an app's own handlers are left exactly as the
 //! app set them; a dead collector costs short-lived processes little.
 
+#[path = "support/otlp_receiver.rs"]
+mod otlp_receiver;
 mod support;
 
 use std::os::unix::process::ExitStatusExt;
@@ -11,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use otlp_receiver::OtlpReceiver;
 use support::*;
 
 const T: Duration = Duration::from_secs(30);
@@ -241,4 +244,91 @@ fn sigaction_and_signal_report_back_what_the_app_set() {
         String::from_utf8_lossy(&traced_out.stdout),
         String::from_utf8_lossy(&untraced.stdout)
     );
+}
+
+/// An untraced HTTP server (tests/apps/http11_server.py) for traced clients.
+fn http11_server() -> (Server, u16) {
+    let port = free_port();
+    let mut cmd = Command::new("python3");
+    cmd.arg(app("http11_server.py")).arg(port.to_string());
+    (Server::spawn(cmd, port), port)
+}
+
+/// `sh -c` running 10 curls against `port`, all traced, exporting to
+/// `endpoint`, with `state` as `XDG_RUNTIME_DIR`. Returns the wall time.
+fn traced_curl_loop(port: u16, endpoint: &str, state: &Path) -> Duration {
+    let mut cmd = traced("sh");
+    cmd.arg("-c")
+        .arg(format!(
+            "for i in 0 1 2 3 4 5 6 7 8 9; do curl -s -o /dev/null http://127.0.0.1:{port}/len/1?n=$i || exit 1; done"
+        ))
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+        .env("XDG_RUNTIME_DIR", state);
+    let start = Instant::now();
+    let out = run(cmd, Duration::from_secs(60));
+    let took = start.elapsed();
+    assert!(out.status.success(), "{out:?}");
+    took
+}
+
+/// The mark file of `endpoint` (as `src/export/health.rs` names it).
+fn mark_file(state: &Path, endpoint: &str) -> PathBuf {
+    let hash = endpoint.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    // SAFETY: no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    state.join(format!("lumigo-run-{euid}-{hash:016x}.down"))
+}
+
+/// 10 traced curls in a traced shell loop against a black-holed collector
+/// (it accepts and never answers) took 10.1 s: each paid the whole
+/// LUMIGO_FLUSH_TIMEOUT. The first failure is now remembered (a 0600 file
+/// in XDG_RUNTIME_DIR) and the others wait at most 100 ms.
+#[test]
+fn dead_collector_costs_every_short_lived_process_the_flush_timeout() {
+    let (mut server, port) = http11_server();
+    let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", black_hole.local_addr().unwrap());
+    let state = TempDir::new("dead-collector");
+    let first = traced_curl_loop(port, &endpoint, &state.0);
+    let again = traced_curl_loop(port, &endpoint, &state.0);
+    server.stop();
+    eprintln!("black-holed collector: first loop {first:?}, next loop {again:?}");
+    let mark = mark_file(&state.0, &format!("{endpoint}/v1/traces"));
+    let meta = std::fs::metadata(&mark).expect("the failure is remembered");
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+        0o600
+    );
+    assert!(first < Duration::from_secs(4), "first loop took {first:?}");
+    assert!(again < Duration::from_secs(3), "next loop took {again:?}");
+}
+
+/// A remembered failure of a collector that is healthy again costs no
+/// span: the short exit wait is enough for it to answer, and its answer
+/// clears the memory.
+#[test]
+fn a_remembered_failure_loses_nothing_once_the_collector_answers() {
+    let (mut server, port) = http11_server();
+    let receiver = OtlpReceiver::start();
+    let state = TempDir::new("recovered-collector");
+    let mark = mark_file(&state.0, &receiver.endpoint());
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    std::fs::write(&mark, now_ms.to_string()).unwrap();
+    std::fs::set_permissions(&mark, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    traced_curl_loop(port, &receiver.base_url(), &state.0);
+    let spans = receiver.wait_for(|s| s.len() >= 10, T);
+    server.stop();
+    let mut queries: Vec<String> = spans
+        .iter()
+        .map(|s| s.attr("url.query").unwrap_or("").to_owned())
+        .collect();
+    queries.sort();
+    let expected: Vec<String> = (0..10).map(|i| format!("n={i}")).collect();
+    assert_eq!(queries, expected);
+    assert!(!mark.exists(), "the first success clears the memory");
 }

@@ -664,7 +664,7 @@ fn shut_down(rt: &'static Runtime) {
     end_in_flight(rt);
     // Spans still queued when LUMIGO_FLUSH_TIMEOUT runs out count as
     // "deadline" in the summary.
-    let _ = rt.pipeline.flush(rt.config.flush_timeout);
+    let _ = rt.pipeline.flush_at_exit(rt.config.flush_timeout);
     if let Some(lost) = rt.pipeline.loss_summary() {
         lumigo_debug!("exit: {lost}");
     }

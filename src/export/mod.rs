@@ -26,6 +26,7 @@
 //! Exit: [`Pipeline::flush`] asks the worker to export everything queued and
 //! waits for it with a deadline; it touches no thread-local with a destructor.
 
+mod health;
 mod loss;
 mod otlp;
 mod proto;
@@ -42,6 +43,7 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 use crate::lumigo_debug;
 use crate::span::{Attributes, SpanRecord, ATTRIBUTES_CAPACITY};
+use health::EndpointHealth;
 use loss::Losses;
 
 pub use loss::Loss;
@@ -120,6 +122,8 @@ struct Shared {
     /// A flush asked for by a fatal signal: `SIGNAL_*`. Also the futex word
     /// the handler waits on.
     signal_exit: AtomicU32,
+    /// One per OTLP destination, in the configuration's order.
+    endpoints: Vec<Arc<EndpointHealth>>,
     said_no_destination: AtomicBool,
     said_queue_full: AtomicBool,
     /// Emptied attribute vectors of exported spans, for new spans: a span
@@ -156,6 +160,12 @@ impl Pipeline {
     /// Cheap and side-effect free: no thread, no socket, no file. Safe to call
     /// in a `pthread_atfork` child handler.
     pub fn new(config: Arc<Config>) -> Pipeline {
+        let state_dir = health::state_dir(config.runtime_dir.as_deref());
+        let endpoints = config
+            .destinations
+            .iter()
+            .map(|d| Arc::new(EndpointHealth::new(&d.endpoint, state_dir.as_deref())))
+            .collect();
         Pipeline {
             config,
             shared: Arc::new(Shared {
@@ -168,6 +178,7 @@ impl Pipeline {
                 failed_exports: AtomicU64::new(0),
                 losses: Losses::default(),
                 signal_exit: AtomicU32::new(SIGNAL_NONE),
+                endpoints,
                 said_no_destination: AtomicBool::new(false),
                 said_queue_full: AtomicBool::new(false),
                 spare: Mutex::new(Vec::new()),
@@ -279,6 +290,35 @@ impl Pipeline {
         }
         drop(queue);
         shared.failed_exports.load(Ordering::Acquire) == failures_before
+    }
+
+    /// The flush of a process that is exiting: [`flush`](Self::flush) with
+    /// `timeout`, or with at most [`health::DOWN_WAIT`] when every
+    /// destination is an OTLP endpoint that failed within the last minute
+    /// (for any process of this user). An endpoint still busy when the
+    /// wait ends is remembered as down (see `health.rs`).
+    pub fn flush_at_exit(&self, timeout: Duration) -> bool {
+        if self.shared.worker.load(Ordering::Acquire) != RUNNING {
+            return self.flush(timeout);
+        }
+        let endpoints = &self.shared.endpoints;
+        let all_down = self.config.spandump.is_none()
+            && !endpoints.is_empty()
+            && endpoints.iter().all(|e| e.recently_down());
+        let wait = if all_down {
+            timeout.min(health::DOWN_WAIT)
+        } else {
+            timeout
+        };
+        let flushed = self.flush(wait);
+        if !flushed {
+            for e in endpoints {
+                if e.busy.load(Ordering::Acquire) {
+                    e.mark_down();
+                }
+            }
+        }
+        flushed
     }
 
     /// For a signal handler about to let the process die: asks the worker to

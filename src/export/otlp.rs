@@ -15,6 +15,10 @@
 
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::health::EndpointHealth;
 use super::transport::{new_transport, Transport};
 use super::{proto, Exporter, Loss};
 use crate::config::{BatchConfig, OtlpDestination};
@@ -43,6 +47,8 @@ pub(crate) struct OtlpExporter {
     body: Vec<u8>,
     /// Why the last failed export failed.
     failure: Loss,
+    /// Shared with the pipeline's exit flush (see `health.rs`).
+    health: Arc<EndpointHealth>,
 }
 
 impl OtlpExporter {
@@ -53,6 +59,7 @@ impl OtlpExporter {
         destination: &OtlpDestination,
         batch: &BatchConfig,
         resource: &[(String, AttrValue)],
+        health: Arc<EndpointHealth>,
     ) -> Result<(OtlpExporter, Vec<String>), String> {
         let (client, problems) = new_transport(&destination.headers, batch.export_timeout)?;
         let exporter = OtlpExporter {
@@ -63,6 +70,7 @@ impl OtlpExporter {
             scope: proto::scope_field(SCOPE_NAME, crate::VERSION),
             body: Vec::new(),
             failure: Loss::Transport,
+            health,
         };
         Ok((exporter, problems))
     }
@@ -95,7 +103,15 @@ impl OtlpExporter {
 impl Exporter for OtlpExporter {
     fn export(&mut self, spans: &[SpanRecord]) -> Result<(), String> {
         proto::encode_request(&mut self.body, &self.resource, &self.scope, spans);
+        self.health.busy.store(true, Ordering::Release);
         let result = self.post_with_retry();
+        self.health.busy.store(false, Ordering::Release);
+        match (&result, self.failure) {
+            (Ok(()), _) => self.health.mark_up(),
+            (Err(_), Loss::Transport) => self.health.mark_down(),
+            // It answered: alive, if unhappy.
+            (Err(_), _) => self.health.mark_up(),
+        }
         if self.body.capacity() > KEEP_BUFFER_BYTES {
             self.body = Vec::new();
         }

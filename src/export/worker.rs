@@ -24,7 +24,7 @@ use crate::{guard, lumigo_debug, resource};
 pub(super) fn run_worker(shared: Arc<Shared>, config: Arc<Config>) {
     guard::mark_thread_internal();
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        let exporters = build_exporters(&config);
+        let exporters = build_exporters(&config, &shared);
         if exporters.is_empty() {
             lumigo_debug!("no exporter could be built; spans will be dropped");
             return;
@@ -45,12 +45,12 @@ pub(super) fn run_worker(shared: Arc<Shared>, config: Arc<Config>) {
     shared.disable();
 }
 
-fn build_exporters(config: &Config) -> Vec<Box<dyn Exporter>> {
+fn build_exporters(config: &Config, shared: &Shared) -> Vec<Box<dyn Exporter>> {
     let attrs = resource::detect(config);
     let mut exporters: Vec<Box<dyn Exporter>> = Vec::new();
     if !config.destinations.is_empty() {
-        for destination in &config.destinations {
-            match otlp::OtlpExporter::new(destination, &config.batch, &attrs) {
+        for (destination, health) in config.destinations.iter().zip(&shared.endpoints) {
+            match otlp::OtlpExporter::new(destination, &config.batch, &attrs, Arc::clone(health)) {
                 Ok((exporter, problems)) => {
                     for p in problems {
                         lumigo_debug!("{}: {p}", exporter.describe());
