@@ -298,7 +298,11 @@ impl Pipeline {
     /// (for any process of this user). An endpoint still busy when the
     /// wait ends is remembered as down (see `health.rs`).
     pub fn flush_at_exit(&self, timeout: Duration) -> bool {
-        if self.shared.worker.load(Ordering::Acquire) != RUNNING {
+        let idle = {
+            let queue = lock(&self.shared.queue);
+            queue.spans.is_empty() && queue.in_flight == 0
+        };
+        if idle || self.shared.worker.load(Ordering::Acquire) != RUNNING {
             return self.flush(timeout);
         }
         let endpoints = &self.shared.endpoints;
