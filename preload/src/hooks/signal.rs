@@ -18,7 +18,13 @@
 //! `SIG_DFL` puts ours back; and what the app reads back is what the kernel
 //! and glibc would report for what it set (`SIG_DFL` with its flags and
 //! mask, or the inherited action if it never set one). `sigset`, `sigvec`
-//! and raw `rt_sigaction` system calls are not interposed.
+//! and raw `rt_sigaction` system calls are not interposed, and an app
+//! handler set with `SA_RESETHAND` (`sysv_signal`) falls back to the
+//! kernel's default after its first signal, not to ours.
+//!
+//! If the signal interrupts a thread holding the export queue's lock, the
+//! export thread cannot take it and the handler gives up after the flush
+//! timeout: spans are lost, the process still dies of its signal.
 
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
