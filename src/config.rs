@@ -99,6 +99,9 @@ pub struct Config {
     pub env_parent: Option<crate::propagation::Traceparent>,
     /// `TRACESTATE`, carried along with `env_parent`.
     pub env_tracestate: Option<String>,
+    /// `XDG_RUNTIME_DIR`: where the memory of failed endpoints is kept
+    /// (else `/dev/shm`).
+    pub runtime_dir: Option<PathBuf>,
     /// Problems found while parsing, for the user's eyes.
     pub warnings: Vec<String>,
 }
@@ -258,6 +261,55 @@ fn traces_url(base: &str) -> String {
     format!("{}/v1/traces", base.trim_end_matches('/'))
 }
 
+/// Checks that an OTLP endpoint names exactly one place: an `http` or
+/// `https` URL with a host and, when a port is written, a port in
+/// 1..=65535.
+pub fn check_endpoint(url: &str) -> Result<(), String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| "not an http:// or https:// URL".to_owned())?;
+    if !(scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")) {
+        return Err(format!("scheme {scheme:?} is not http or https"));
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    // Credentials (`user:pw@`) are the transport's business, not the host's.
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (inside, after) = v6
+            .split_once(']')
+            .ok_or_else(|| "unclosed [ in the host".to_owned())?;
+        let port = match after {
+            "" => None,
+            p => Some(
+                p.strip_prefix(':')
+                    .ok_or_else(|| format!("unexpected {p:?} after the host"))?,
+            ),
+        };
+        (inside, port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return Err("no host".to_owned());
+    }
+    if host
+        .bytes()
+        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || b == b'[' || b == b']')
+    {
+        return Err(format!("host {host:?} is not a host name or address"));
+    }
+    if let Some(port) = port {
+        match port.parse::<u32>() {
+            Ok(1..=65535) if port.bytes().all(|b| b.is_ascii_digit()) => {}
+            _ => return Err(format!("port {port:?} is not a number from 1 to 65535")),
+        }
+    }
+    Ok(())
+}
+
 fn nonempty(v: Option<String>) -> Option<String> {
     v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
 }
@@ -302,14 +354,18 @@ impl Config {
                 destinations.push(OtlpDestination { endpoint, headers });
             }
         }
-        for d in &destinations {
-            if !(d.endpoint.starts_with("http://") || d.endpoint.starts_with("https://")) {
+        // An endpoint we cannot reach exactly as written is dropped, never
+        // "repaired": a port out of range must not become port 80.
+        destinations.retain(|d| match check_endpoint(&d.endpoint) {
+            Ok(()) => true,
+            Err(why) => {
                 w.push(format!(
-                    "OTLP endpoint {:?} is not an http:// or https:// URL; spans sent there will fail",
+                    "OTLP endpoint {:?} is not usable ({why}); no spans are sent there",
                     d.endpoint
                 ));
+                false
             }
-        }
+        });
 
         let mut batch = BatchConfig::default();
         batch.max_queue_size = parse_count(
@@ -399,6 +455,7 @@ impl Config {
                 v.split(',')
                     .any(|p| p.trim().eq_ignore_ascii_case("tracecontext"))
             }),
+            runtime_dir: nonempty(get("XDG_RUNTIME_DIR")).map(PathBuf::from),
             warnings,
         }
     }
@@ -496,6 +553,54 @@ mod tests {
             ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://b:4318/custom"),
         ]);
         assert_eq!(c.destinations[0].endpoint, "http://b:4318/custom");
+    }
+
+    #[test]
+    fn impossible_endpoints_are_dropped_with_a_warning() {
+        for bad in [
+            "http://127.0.0.1:99999",
+            "http://127.0.0.1:0",
+            "http://127.0.0.1:",
+            "http://127.0.0.1:4318x",
+            "http://127.0.0.1:+80",
+            "http://:4318",
+            "http://",
+            "ftp://collector:4318",
+            "collector:4318",
+            "http://user:pw@:4318",
+            "http://[::1:4318",
+            "http://[::1]x:4318",
+            "http://coll ector:4318",
+        ] {
+            let c = config(&[("OTEL_EXPORTER_OTLP_ENDPOINT", bad)]);
+            assert!(c.destinations.is_empty(), "{bad} accepted");
+            assert_eq!(c.warnings.len(), 1, "{bad}: {:?}", c.warnings);
+            assert!(
+                c.warnings[0].contains("no spans are sent there"),
+                "{:?}",
+                c.warnings
+            );
+        }
+        let c = config(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:99999")]);
+        assert!(c.warnings[0].contains("\"99999\""), "{:?}", c.warnings);
+        let c = config(&[
+            ("LUMIGO_TRACER_TOKEN", "t"),
+            ("LUMIGO_ENDPOINT", "https://x:70000/v1/traces"),
+        ]);
+        assert!(c.destinations.is_empty() && c.warnings.len() == 1);
+        for good in [
+            "http://127.0.0.1:4318",
+            "HTTPS://collector",
+            "http://collector:1/",
+            "http://collector:65535?x=1",
+            "http://[::1]:4318",
+            "http://[::1]",
+            "http://user:pw@collector:4318",
+        ] {
+            let c = config(&[("OTEL_EXPORTER_OTLP_ENDPOINT", good)]);
+            assert_eq!(c.destinations.len(), 1, "{good} refused: {:?}", c.warnings);
+            assert!(c.warnings.is_empty(), "{good}: {:?}", c.warnings);
+        }
     }
 
     #[test]

@@ -269,3 +269,86 @@ urllib.request.urlopen("http://127.0.0.1:{port}/len/1").read()
     let spans = receiver.wait_for(|s| !s.is_empty(), T);
     assert_eq!(spans.len(), 1, "{stderr}");
 }
+
+/// `OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:99999` used to send spans
+/// to port 80. Now the launcher warns, the endpoint is dropped, the app runs
+/// as usual and the other destination (the span dump) still gets its span;
+/// nothing connects to port 80.
+#[test]
+fn impossible_endpoint_port_is_rejected_not_sent_to_port_80() {
+    let (_receiver, port, mut server) = receiver_and_untraced_server();
+    // Watch port 80 where we can (root, port free): nothing may arrive.
+    let port80 = std::net::TcpListener::bind("127.0.0.1:80").ok();
+    let tmp = TempDir::new("bad-endpoint");
+    let dump = tmp.path("spans.jsonl");
+    let mut cmd = traced("curl");
+    cmd.args(["-s", "-w", "%{http_code}"])
+        .arg(format!("http://127.0.0.1:{port}/len/3"))
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:99999")
+        .env("LUMIGO_DEBUG_SPANDUMP", &dump);
+    let out = run(cmd, T);
+    server.stop();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "xxx200", "{stderr}");
+    assert!(
+        stderr
+            .contains("warning: OTLP endpoint \"http://127.0.0.1:99999/v1/traces\" is not usable")
+            && stderr.contains("\"99999\""),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "one warning, nothing else: {stderr}"
+    );
+    let spans = read_spandump(&dump);
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    if let Some(l) = port80 {
+        l.set_nonblocking(true).unwrap();
+        assert!(l.accept().is_err(), "something connected to port 80");
+    }
+}
+
+/// Spans lost to an endpoint answering 503 used to give one debug line per
+/// failed batch and no count. Now the first failure is told once and the
+/// exit line sums up every lost span by reason.
+#[test]
+fn lost_spans_are_not_counted_by_reason_at_exit() {
+    let (receiver, port, mut server) = receiver_and_untraced_server();
+    receiver.set_status(503);
+    let script = format!(
+        r#"
+import time, urllib.request
+for i in range(6):
+    urllib.request.urlopen("http://127.0.0.1:{port}/len/1").read()
+    if i == 2:
+        time.sleep(0.5)  # two batches: one before the pause, one at exit
+"#
+    );
+    let mut cmd = Command::new(&binaries().launcher);
+    cmd.args(["--debug", "--"])
+        .args(["python3", "-c", &script])
+        .env_remove("LD_PRELOAD")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.base_url())
+        .env_remove("LUMIGO_DEBUG_SPANDUMP")
+        .env("LUMIGO_FLUSH_TIMEOUT", "5");
+    let out = run(cmd, T);
+    server.stop();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{out:?}");
+    let exit_lines: Vec<&str> = stderr.lines().filter(|l| l.contains("exit:")).collect();
+    assert_eq!(exit_lines.len(), 1, "{stderr}");
+    assert!(
+        exit_lines[0].ends_with("exit: 6 spans lost: 6 HTTP 503"),
+        "{stderr}"
+    );
+    let failures = stderr.lines().filter(|l| l.contains("failed")).count();
+    assert_eq!(
+        failures, 1,
+        "one failure message, not one per batch: {stderr}"
+    );
+    let batches = receiver.requests().len();
+    assert!(batches >= 4, "two batches, each tried twice: {batches}");
+    assert!(receiver.spans().is_empty());
+}

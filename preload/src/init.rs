@@ -54,7 +54,13 @@ fn start() {
         // Now, before the program can rewrite its argv (nginx does).
         lumigo_core::resource::remember_program(&argv0.to_string_lossy());
     }
+    let has_destination = config.has_destination();
     runtime::install(config);
+    if has_destination {
+        // Default-disposition SIGTERM, SIGINT, SIGHUP, SIGQUIT flush first.
+        lumigo_core::export::set_exit_hook(runtime::end_in_flight_for_signal);
+        crate::hooks::signal::install();
+    }
 
     // SAFETY: registering plain `extern "C"` handlers that never unwind.
     unsafe {

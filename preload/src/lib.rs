@@ -20,6 +20,8 @@
 //!   connection's role `SSL_connect`, `SSL_accept`, `SSL_do_handshake`,
 //!   `SSL_set_connect_state`, `SSL_set_accept_state`;
 //! - process end ([`hooks::exec`]): `exit`, `_exit`, `_Exit`;
+//! - fatal signals ([`hooks::signal`]): `sigaction`, `signal`,
+//!   `bsd_signal`, `sysv_signal`, `__sysv_signal`;
 //! - starting programs ([`hooks::exec`]): `execve`, `execv`, `execvp`,
 //!   `execvpe`, `posix_spawn`, `posix_spawnp`.
 //!

@@ -148,6 +148,15 @@ pub static GETADDRINFO: Real<GetaddrinfoFn> = Real::new(c"getaddrinfo");
 pub static GETHOSTBYNAME: Real<GethostbynameFn> = Real::new(c"gethostbyname");
 pub static GETHOSTBYNAME_R: Real<GethostbynameRFn> = Real::new(c"gethostbyname_r");
 
+pub type SigactionFn =
+    unsafe extern "C" fn(c_int, *const libc::sigaction, *mut libc::sigaction) -> c_int;
+pub type SignalFn = unsafe extern "C" fn(c_int, libc::sighandler_t) -> libc::sighandler_t;
+pub static SIGACTION: Real<SigactionFn> = Real::new(c"sigaction");
+pub static SIGNAL: Real<SignalFn> = Real::new(c"signal");
+pub static BSD_SIGNAL: Real<SignalFn> = Real::new(c"bsd_signal");
+pub static SYSV_SIGNAL: Real<SignalFn> = Real::new(c"sysv_signal");
+pub static SYSV_SIGNAL_INTERNAL: Real<SignalFn> = Real::new(c"__sysv_signal");
+
 pub type ExitFn = unsafe extern "C" fn(c_int) -> !;
 pub static EXIT: Real<ExitFn> = Real::new(c"exit");
 pub static UNDERSCORE_EXIT: Real<ExitFn> = Real::new(c"_exit");
@@ -185,6 +194,11 @@ pub static SENDFILE64: Real<SendfileFn> = Real::new(c"sendfile64");
 
 /// Resolves every slot now (called from the constructor).
 pub fn resolve_all() {
+    SIGACTION.resolve();
+    SIGNAL.resolve();
+    BSD_SIGNAL.resolve();
+    SYSV_SIGNAL.resolve();
+    SYSV_SIGNAL_INTERNAL.resolve();
     EXIT.resolve();
     GETADDRINFO.resolve();
     GETHOSTBYNAME.resolve();

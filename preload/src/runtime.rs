@@ -752,6 +752,40 @@ fn shut_down(rt: &'static Runtime) {
     if rt.shut_down.swap(true, Ordering::AcqRel) {
         return;
     }
+    end_in_flight(rt);
+    // Spans still queued when LUMIGO_FLUSH_TIMEOUT runs out count as
+    // "deadline" in the summary.
+    let _ = rt.pipeline.flush_at_exit(rt.config.flush_timeout);
+    if let Some(lost) = rt.pipeline.loss_summary() {
+        lumigo_debug!("exit: {lost}");
+    }
+}
+
+/// From the handler of a fatal signal (`hooks::signal`): lets the export
+/// thread end in-flight exchanges and export what is queued, waiting at
+/// most `LUMIGO_FLUSH_TIMEOUT`. Async-signal-safe: atomics, `getpid` and
+/// [`Pipeline::flush_from_signal`]; no lock, no allocation.
+pub fn flush_for_signal() {
+    let Some(rt) = runtime() else { return };
+    if same_process(rt) && !rt.shut_down.load(Ordering::Acquire) {
+        rt.pipeline.flush_from_signal(rt.config.flush_timeout);
+    }
+}
+
+/// Run by the export thread (never in the handler) when a fatal signal
+/// asked for a flush: requests in flight become spans, as at exit.
+pub fn end_in_flight_for_signal() {
+    let Some(rt) = runtime() else { return };
+    if !same_process(rt) || rt.shut_down.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| end_in_flight(rt)));
+}
+
+/// Ends what is in flight: exchanges waiting for their response (only
+/// those whose lock is free: an interrupted thread may hold one) and the
+/// process span.
+fn end_in_flight(rt: &'static Runtime) {
     let now = SystemTime::now();
     for conn in rt.conns.all() {
         if let Ok(mut c) = conn.try_lock() {
@@ -771,16 +805,5 @@ fn shut_down(rt: &'static Runtime) {
         if p.who.context.is_sampled() {
             rt.pipeline.submit(process_span_record(p));
         }
-    }
-    let flushed = rt.pipeline.flush(rt.config.flush_timeout);
-    if !flushed {
-        lumigo_debug!(
-            "exit: spans not exported within LUMIGO_FLUSH_TIMEOUT ({:?})",
-            rt.config.flush_timeout
-        );
-    }
-    let dropped = rt.pipeline.dropped();
-    if dropped > 0 {
-        lumigo_debug!("exit: {dropped} spans were dropped (queue full or no destination)");
     }
 }

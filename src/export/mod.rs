@@ -10,10 +10,13 @@
 //!
 //! The worker (`worker.rs`) sends batches of up to `max_export_batch_size`
 //! spans to every destination (OTLP/HTTP per endpoint: `otlp.rs`; the span
-//! dump: `spandump.rs`) when a batch is full, the schedule delay has passed
-//! since the first waiting span, or a flush is requested. A failed export is
-//! reported under `LUMIGO_DEBUG` and the batch is dropped there (the OTLP
-//! exporter retries once, within its timeout).
+//! dump: `spandump.rs`) when a batch is full, when it is due, or when a
+//! flush is requested. A batch is due 100 ms after its first span, but no
+//! sooner than the schedule delay after the previous export: light traffic
+//! leaves at once, a busy process exports once per schedule delay. A failed export is
+//! dropped there (the OTLP exporter retries once, within its timeout);
+//! lost spans are counted by reason (`loss.rs`) and summed up in one line at
+//! exit under `LUMIGO_DEBUG`.
 //!
 //! Fork: nothing here needs its destructor to run. The preload
 //! `mem::forget`s the parent's pipeline in the child and creates a new one,
@@ -23,6 +26,8 @@
 //! Exit: [`Pipeline::flush`] asks the worker to export everything queued and
 //! waits for it with a deadline; it touches no thread-local with a destructor.
 
+mod health;
+mod loss;
 mod otlp;
 mod proto;
 mod spandump;
@@ -31,14 +36,17 @@ mod worker;
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::lumigo_debug;
 use crate::span::{Attributes, SpanRecord, ATTRIBUTES_CAPACITY};
+use health::EndpointHealth;
+use loss::Losses;
 
+pub use loss::Loss;
 pub use otlp::SCOPE_NAME;
 pub use transport::{
     encode_headers, set_transport_factory, FreeFn, NewFn, PostFn, Transport, TransportAbi,
@@ -58,10 +66,34 @@ const RUNNING: u8 = 1;
 /// The worker could not start, has no exporter, or stopped: spans are dropped.
 const DISABLED: u8 = 2;
 
+/// States of a flush asked for by a fatal signal ([`Pipeline::flush_from_signal`]).
+const SIGNAL_NONE: u32 = 0;
+/// Asked by the signal handler; the worker has not seen it yet.
+const SIGNAL_REQUESTED: u32 = 1;
+/// The worker ended in-flight exchanges and exports everything queued.
+const SIGNAL_DRAINING: u32 = 2;
+/// Everything queued was exported (or failed): the handler may go on.
+const SIGNAL_DONE: u32 = 3;
+
+/// Run by the worker when a fatal signal asks for a flush, before it
+/// drains the queue: the embedding ends what is in flight (requests still
+/// waiting for a response) as spans. Runs on the worker thread, never in
+/// the signal handler.
+static EXIT_HOOK: OnceLock<fn()> = OnceLock::new();
+
+/// Installs the hook run before a signal's flush (first call wins).
+pub fn set_exit_hook(hook: fn()) {
+    let _ = EXIT_HOOK.set(hook);
+}
+
 /// One destination of the worker. Never called concurrently; must return
 /// within a bounded time.
 trait Exporter: Send {
     fn export(&mut self, spans: &[SpanRecord]) -> Result<(), String>;
+    /// Why the last failed export failed (for the loss summary).
+    fn failure(&self) -> Loss {
+        Loss::Write
+    }
     /// For diagnostics, without secrets.
     fn describe(&self) -> String;
 }
@@ -85,6 +117,13 @@ struct Shared {
     closed: AtomicBool,
     dropped: AtomicU64,
     failed_exports: AtomicU64,
+    /// Lost spans by reason (the `dropped` ones and failed exports).
+    losses: Losses,
+    /// A flush asked for by a fatal signal: `SIGNAL_*`. Also the futex word
+    /// the handler waits on.
+    signal_exit: AtomicU32,
+    /// One per OTLP destination, in the configuration's order.
+    endpoints: Vec<Arc<EndpointHealth>>,
     said_no_destination: AtomicBool,
     said_queue_full: AtomicBool,
     /// Emptied attribute vectors of exported spans, for new spans: a span
@@ -121,6 +160,12 @@ impl Pipeline {
     /// Cheap and side-effect free: no thread, no socket, no file. Safe to call
     /// in a `pthread_atfork` child handler.
     pub fn new(config: Arc<Config>) -> Pipeline {
+        let state_dir = health::state_dir(config.runtime_dir.as_deref());
+        let endpoints = config
+            .destinations
+            .iter()
+            .map(|d| Arc::new(EndpointHealth::new(&d.endpoint, state_dir.as_deref())))
+            .collect();
         Pipeline {
             config,
             shared: Arc::new(Shared {
@@ -131,6 +176,9 @@ impl Pipeline {
                 closed: AtomicBool::new(false),
                 dropped: AtomicU64::new(0),
                 failed_exports: AtomicU64::new(0),
+                losses: Losses::default(),
+                signal_exit: AtomicU32::new(SIGNAL_NONE),
+                endpoints,
                 said_no_destination: AtomicBool::new(false),
                 said_queue_full: AtomicBool::new(false),
                 spare: Mutex::new(Vec::new()),
@@ -155,7 +203,7 @@ impl Pipeline {
     pub fn submit(&self, span: SpanRecord) {
         let shared = &*self.shared;
         if !self.config.has_destination() {
-            shared.dropped.fetch_add(1, Ordering::Relaxed);
+            shared.lose(Loss::NoDestination, 1);
             if !shared.said_no_destination.swap(true, Ordering::Relaxed) {
                 lumigo_debug!(
                     "no destination for spans (set LUMIGO_TRACER_TOKEN, \
@@ -171,12 +219,12 @@ impl Pipeline {
             // drains the queue, so no span can be stranded after the drain.
             if shared.worker.load(Ordering::Acquire) == DISABLED {
                 drop(queue);
-                shared.dropped.fetch_add(1, Ordering::Relaxed);
+                shared.lose(Loss::Disabled, 1);
                 return;
             }
             if queue.spans.len() >= self.config.batch.max_queue_size {
                 drop(queue);
-                shared.dropped.fetch_add(1, Ordering::Relaxed);
+                shared.lose(Loss::QueueFull, 1);
                 if !shared.said_queue_full.swap(true, Ordering::Relaxed) {
                     lumigo_debug!(
                         "span queue full (OTEL_BSP_MAX_QUEUE_SIZE={}); dropping spans",
@@ -227,10 +275,11 @@ impl Pipeline {
             if shared.worker.load(Ordering::Acquire) == DISABLED {
                 return false;
             }
-            let Some(left) = deadline.checked_sub(start.elapsed()) else {
-                return false;
-            };
+            let left = deadline.saturating_sub(start.elapsed());
             if left.is_zero() {
+                // What is still queued or being sent will not make it out.
+                let behind = queue.spans.len() + queue.in_flight;
+                shared.losses.set_deadline(behind as u64);
                 return false;
             }
             queue = shared
@@ -243,9 +292,90 @@ impl Pipeline {
         shared.failed_exports.load(Ordering::Acquire) == failures_before
     }
 
+    /// The flush of a process that is exiting: [`flush`](Self::flush) with
+    /// `timeout`, or with at most [`health::DOWN_WAIT`] when every
+    /// destination is an OTLP endpoint that failed within the last minute
+    /// (for any process of this user). An endpoint still busy when the
+    /// wait ends is remembered as down (see `health.rs`).
+    pub fn flush_at_exit(&self, timeout: Duration) -> bool {
+        let idle = {
+            let queue = lock(&self.shared.queue);
+            queue.spans.is_empty() && queue.in_flight == 0
+        };
+        if idle || self.shared.worker.load(Ordering::Acquire) != RUNNING {
+            return self.flush(timeout);
+        }
+        let endpoints = &self.shared.endpoints;
+        let all_down = self.config.spandump.is_none()
+            && !endpoints.is_empty()
+            && endpoints.iter().all(|e| e.recently_down());
+        let wait = if all_down {
+            timeout.min(health::DOWN_WAIT)
+        } else {
+            timeout
+        };
+        let flushed = self.flush(wait);
+        if !flushed {
+            for e in endpoints {
+                if e.busy.load(Ordering::Acquire) {
+                    e.mark_down();
+                }
+            }
+        }
+        flushed
+    }
+
+    /// For a signal handler about to let the process die: asks the worker to
+    /// end in-flight exchanges (the exit hook) and export everything
+    /// queued, and waits for it at most `timeout`. Returns at once when no
+    /// worker runs (no span was ever queued).
+    ///
+    /// Async-signal-safe: it takes no lock and allocates nothing (atomics,
+    /// `clock_gettime`, `futex`), so it cannot wait on a lock the
+    /// interrupted thread holds. It wakes the worker with
+    /// `Condvar::notify_one`, which on Linux is an atomic add and a
+    /// `FUTEX_WAKE`; the wake is repeated every 10 ms, so a worker that was
+    /// just about to sleep when the request came cannot miss it.
+    pub fn flush_from_signal(&self, timeout: Duration) -> bool {
+        let shared = &*self.shared;
+        if shared.worker.load(Ordering::Acquire) != RUNNING {
+            return true;
+        }
+        let start = Instant::now();
+        let _ = shared.signal_exit.compare_exchange(
+            SIGNAL_NONE,
+            SIGNAL_REQUESTED,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        loop {
+            let state = shared.signal_exit.load(Ordering::Acquire);
+            if state == SIGNAL_DONE {
+                return true;
+            }
+            if shared.worker.load(Ordering::Acquire) != RUNNING {
+                return false;
+            }
+            let left = timeout.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                return false;
+            }
+            shared.work.notify_one();
+            futex_wait(&shared.signal_exit, state, left.min(SIGNAL_POLL));
+        }
+    }
+
     /// Spans dropped so far: queue full, no destination, or export disabled.
     pub fn dropped(&self) -> u64 {
         self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// `12 spans lost: 10 HTTP 503, 2 deadline`: every span lost so far, by
+    /// reason (a span lost at two destinations counts twice); `None` when
+    /// none was. Spans still queued when a [`flush`](Self::flush) ran out
+    /// of time count as `deadline`.
+    pub fn loss_summary(&self) -> Option<String> {
+        self.shared.losses.summary()
     }
 
     /// Batches whose export to some destination failed (and were dropped there).
@@ -291,6 +421,12 @@ impl Drop for Pipeline {
 }
 
 impl Shared {
+    /// Counts spans dropped before reaching any exporter.
+    fn lose(&self, why: Loss, n: u64) {
+        self.dropped.fetch_add(n, Ordering::Relaxed);
+        self.losses.add(why, n);
+    }
+
     /// Drops the exported spans of `batch`, keeping their attribute vectors
     /// (emptied) as spares where there is room. Vectors that grew past the
     /// usual size are freed, so the pool holds at most `MAX_SPARE` vectors.
@@ -312,6 +448,16 @@ impl Shared {
         batch.clear();
     }
 
+    /// The worker finished a signal's flush: the handler may go on.
+    fn signal_flush_done(&self) {
+        // Said first: the process dies as soon as the handler wakes.
+        if let Some(lost) = self.losses.summary() {
+            lumigo_debug!("exit on a signal: {lost}");
+        }
+        self.signal_exit.store(SIGNAL_DONE, Ordering::Release);
+        futex_wake_all(&self.signal_exit);
+    }
+
     /// Stops accepting spans: the queue is dropped (and counted) and waiting
     /// flushers are released.
     fn disable(&self) {
@@ -321,8 +467,43 @@ impl Shared {
             queue.in_flight = 0;
             queue.spans.drain(..).collect()
         };
-        self.dropped.fetch_add(lost.len() as u64, Ordering::Relaxed);
+        self.lose(Loss::Disabled, lost.len() as u64);
         self.flushed.notify_all();
+    }
+}
+
+/// How often [`Pipeline::flush_from_signal`] repeats its wake-up.
+const SIGNAL_POLL: Duration = Duration::from_millis(10);
+
+/// Sleeps while `word` holds `expected`, at most `timeout`.
+fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: FUTEX_WAIT on a live, aligned u32 with a valid relative
+    // timeout; it only reads the word.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            &ts as *const libc::timespec,
+        );
+    }
+}
+
+/// Wakes every thread sleeping in [`futex_wait`] on `word`.
+fn futex_wake_all(word: &AtomicU32) {
+    // SAFETY: FUTEX_WAKE on a live, aligned u32.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            i32::MAX,
+        );
     }
 }
 
@@ -574,6 +755,11 @@ mod tests {
             t.elapsed() < Duration::from_secs(2),
             "flush honours its deadline"
         );
+        assert_eq!(
+            p.loss_summary().as_deref(),
+            Some("101 spans lost: 90 queue full, 11 deadline"),
+            "10 queued and 1 in flight when the deadline passed"
+        );
         // Unwedge the worker so the test leaves nothing blocked.
         let reader = std::fs::File::open(&path).unwrap();
         assert!(p.flush(Duration::from_secs(10)));
@@ -610,6 +796,40 @@ mod tests {
             assert!(t.elapsed() < Duration::from_secs(10));
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    #[test]
+    fn a_signal_flush_exports_what_waits_for_the_schedule_delay() {
+        let idle = Pipeline::new(config(&[("LUMIGO_DEBUG_SPANDUMP", "/nonexistent/x")]));
+        let t = Instant::now();
+        assert!(idle.flush_from_signal(Duration::from_secs(5)));
+        assert!(
+            t.elapsed() < Duration::from_millis(50),
+            "no worker: at once"
+        );
+
+        let path = temp_path("signal.jsonl");
+        let p = Pipeline::new(config(&[
+            ("LUMIGO_DEBUG_SPANDUMP", path.to_str().unwrap()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "60000"),
+        ]));
+        p.submit(span(1));
+        let t = Instant::now();
+        while std::fs::read_to_string(&path).map_or(0, |s| s.lines().count()) < 1 {
+            assert!(t.elapsed() < Duration::from_secs(10));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // These two now wait for the 60 s delay since the first export.
+        p.submit(span(2));
+        p.submit(span(3));
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
+        let t = Instant::now();
+        assert!(p.flush_from_signal(Duration::from_secs(5)));
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 3);
+        // Asked again (a second signal): already done.
+        assert!(p.flush_from_signal(Duration::from_secs(5)));
     }
 
     #[test]

@@ -15,8 +15,12 @@
 
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::health::EndpointHealth;
 use super::transport::{new_transport, Transport};
-use super::{proto, Exporter};
+use super::{proto, Exporter, Loss};
 use crate::config::{BatchConfig, OtlpDestination};
 use crate::span::{AttrValue, SpanRecord};
 
@@ -41,6 +45,10 @@ pub(crate) struct OtlpExporter {
     scope: Vec<u8>,
     /// The request body, reused from batch to batch.
     body: Vec<u8>,
+    /// Why the last failed export failed.
+    failure: Loss,
+    /// Shared with the pipeline's exit flush (see `health.rs`).
+    health: Arc<EndpointHealth>,
 }
 
 impl OtlpExporter {
@@ -51,6 +59,7 @@ impl OtlpExporter {
         destination: &OtlpDestination,
         batch: &BatchConfig,
         resource: &[(String, AttrValue)],
+        health: Arc<EndpointHealth>,
     ) -> Result<(OtlpExporter, Vec<String>), String> {
         let (client, problems) = new_transport(&destination.headers, batch.export_timeout)?;
         let exporter = OtlpExporter {
@@ -60,11 +69,13 @@ impl OtlpExporter {
             resource: proto::resource_field(resource),
             scope: proto::scope_field(SCOPE_NAME, crate::VERSION),
             body: Vec::new(),
+            failure: Loss::Transport,
+            health,
         };
         Ok((exporter, problems))
     }
 
-    fn post_with_retry(&self) -> Result<(), String> {
+    fn post_with_retry(&mut self) -> Result<(), String> {
         let start = Instant::now();
         let mut outcome = self.client.post(&self.endpoint, &self.body);
         let retryable = match &outcome {
@@ -75,9 +86,16 @@ impl OtlpExporter {
             std::thread::sleep(RETRY_DELAY);
             outcome = self.client.post(&self.endpoint, &self.body);
         }
-        match outcome? {
-            200..=299 => Ok(()),
-            status => Err(format!("the endpoint answered HTTP {status}")),
+        match outcome {
+            Ok(200..=299) => Ok(()),
+            Ok(status) => {
+                self.failure = Loss::Http(status);
+                Err(format!("the endpoint answered HTTP {status}"))
+            }
+            Err(e) => {
+                self.failure = Loss::Transport;
+                Err(e)
+            }
         }
     }
 }
@@ -85,11 +103,23 @@ impl OtlpExporter {
 impl Exporter for OtlpExporter {
     fn export(&mut self, spans: &[SpanRecord]) -> Result<(), String> {
         proto::encode_request(&mut self.body, &self.resource, &self.scope, spans);
+        self.health.busy.store(true, Ordering::Release);
         let result = self.post_with_retry();
+        self.health.busy.store(false, Ordering::Release);
+        match (&result, self.failure) {
+            (Ok(()), _) => self.health.mark_up(),
+            (Err(_), Loss::Transport) => self.health.mark_down(),
+            // It answered: alive, if unhappy.
+            (Err(_), _) => self.health.mark_up(),
+        }
         if self.body.capacity() > KEEP_BUFFER_BYTES {
             self.body = Vec::new();
         }
         result
+    }
+
+    fn failure(&self) -> Loss {
+        self.failure
     }
 
     fn describe(&self) -> String {

@@ -2,7 +2,7 @@
 //!
 //! It marks itself internal (its I/O bypasses our hooks), detects the
 //! resource, builds one exporter per destination, then loops: wait for a
-//! full batch, the schedule delay or a flush; take up to
+//! full batch, the batch's due time (see [`due_time`]) or a flush; take up to
 //! `max_export_batch_size` spans; export them to every destination; tell
 //! waiting flushers when the queue is drained. Whatever ends the loop (the
 //! pipeline was dropped, no exporter could be built, a panic), the pipeline
@@ -11,9 +11,11 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use super::{lock, otlp, spandump, Exporter, Shared};
+use super::{
+    lock, otlp, spandump, Exporter, Loss, Shared, EXIT_HOOK, SIGNAL_DRAINING, SIGNAL_REQUESTED,
+};
 use crate::config::Config;
 use crate::span::SpanRecord;
 use crate::{guard, lumigo_debug, resource};
@@ -22,7 +24,7 @@ use crate::{guard, lumigo_debug, resource};
 pub(super) fn run_worker(shared: Arc<Shared>, config: Arc<Config>) {
     guard::mark_thread_internal();
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        let exporters = build_exporters(&config);
+        let exporters = build_exporters(&config, &shared);
         if exporters.is_empty() {
             lumigo_debug!("no exporter could be built; spans will be dropped");
             return;
@@ -30,8 +32,10 @@ pub(super) fn run_worker(shared: Arc<Shared>, config: Arc<Config>) {
         Worker {
             shared: &shared,
             config: &config,
+            said_failure: vec![false; exporters.len()],
             exporters,
             batch: Vec::new(),
+            last_export: None,
         }
         .run();
     }));
@@ -41,12 +45,12 @@ pub(super) fn run_worker(shared: Arc<Shared>, config: Arc<Config>) {
     shared.disable();
 }
 
-fn build_exporters(config: &Config) -> Vec<Box<dyn Exporter>> {
+fn build_exporters(config: &Config, shared: &Shared) -> Vec<Box<dyn Exporter>> {
     let attrs = resource::detect(config);
     let mut exporters: Vec<Box<dyn Exporter>> = Vec::new();
     if !config.destinations.is_empty() {
-        for destination in &config.destinations {
-            match otlp::OtlpExporter::new(destination, &config.batch, &attrs) {
+        for (destination, health) in config.destinations.iter().zip(&shared.endpoints) {
+            match otlp::OtlpExporter::new(destination, &config.batch, &attrs, Arc::clone(health)) {
                 Ok((exporter, problems)) => {
                     for p in problems {
                         lumigo_debug!("{}: {p}", exporter.describe());
@@ -75,6 +79,32 @@ struct Worker<'a> {
     exporters: Vec<Box<dyn Exporter>>,
     /// The batch being exported; its allocation is kept for the next one.
     batch: Vec<SpanRecord>,
+    /// When the last export started.
+    last_export: Option<Instant>,
+    /// Per exporter: its first failure was reported.
+    said_failure: Vec<bool>,
+}
+
+/// How long the first span after a quiet spell waits for company.
+const LIGHT_TRAFFIC_DELAY: Duration = Duration::from_millis(100);
+
+/// When a partial batch whose first span the worker saw at `first` goes
+/// out: `quick` after it, but never sooner than `delay` after the previous
+/// export (`OTEL_BSP_SCHEDULE_DELAY` is the interval between two exports).
+/// Light traffic thus leaves within ~100 ms (a kill, even SIGKILL, loses
+/// little), while a busy process still exports once per schedule delay.
+fn due_time(
+    first: Instant,
+    last_export: Option<Instant>,
+    quick: Duration,
+    delay: Duration,
+) -> Instant {
+    let soonest = first.checked_add(quick).unwrap_or(first);
+    let latest = first.checked_add(delay).unwrap_or(first);
+    match last_export.and_then(|t| t.checked_add(delay)) {
+        Some(spaced) => spaced.clamp(soonest, latest),
+        None => soonest,
+    }
 }
 
 impl Worker<'_> {
@@ -100,12 +130,29 @@ impl Worker<'_> {
         let shared = self.shared;
         let batch_size = self.config.batch.max_export_batch_size.max(1);
         let delay = self.config.batch.schedule_delay;
+        let quick = delay.min(LIGHT_TRAFFIC_DELAY);
+        let last_export = self.last_export;
         let mut deadline: Option<Instant> = None;
         let mut queue = lock(&shared.queue);
         loop {
+            if shared.signal_exit.load(Ordering::Acquire) == SIGNAL_REQUESTED {
+                // A fatal signal: end what is in flight (which queues spans,
+                // so not under the lock), then export everything.
+                shared.signal_exit.store(SIGNAL_DRAINING, Ordering::Release);
+                drop(queue);
+                if let Some(hook) = EXIT_HOOK.get() {
+                    let _ = catch_unwind(hook);
+                }
+                queue = lock(&shared.queue);
+                continue;
+            }
+            let draining = shared.signal_exit.load(Ordering::Acquire) == SIGNAL_DRAINING;
             let closed = shared.closed.load(Ordering::Acquire);
             let flush_pending = queue.flush_requested > queue.flush_done;
             if queue.spans.is_empty() {
+                if draining && queue.in_flight == 0 {
+                    shared.signal_flush_done();
+                }
                 if flush_pending && queue.in_flight == 0 {
                     queue.flush_done = queue.flush_requested;
                     shared.flushed.notify_all();
@@ -121,11 +168,11 @@ impl Worker<'_> {
                 continue;
             }
             queue.worker_idle = false;
-            if queue.spans.len() >= batch_size || flush_pending || closed {
+            if queue.spans.len() >= batch_size || flush_pending || closed || draining {
                 break;
             }
             let now = Instant::now();
-            let due = *deadline.get_or_insert_with(|| now.checked_add(delay).unwrap_or(now));
+            let due = *deadline.get_or_insert_with(|| due_time(now, last_export, quick, delay));
             if now >= due {
                 break;
             }
@@ -142,19 +189,53 @@ impl Worker<'_> {
     }
 
     fn export(&mut self, batch: &[SpanRecord]) {
-        for exporter in &mut self.exporters {
+        self.last_export = Some(Instant::now());
+        for (i, exporter) in self.exporters.iter_mut().enumerate() {
             let result = catch_unwind(AssertUnwindSafe(|| exporter.export(batch)));
-            let error = match result {
+            let (why, error) = match result {
                 Ok(Ok(())) => continue,
-                Ok(Err(e)) => e,
-                Err(_) => "the exporter panicked".to_owned(),
+                Ok(Err(e)) => (exporter.failure(), e),
+                Err(_) => (Loss::Panic, "the exporter panicked".to_owned()),
             };
+            self.shared.losses.add(why, batch.len() as u64);
             self.shared.failed_exports.fetch_add(1, Ordering::Release);
-            lumigo_debug!(
-                "export of {} spans to {} failed: {error}",
-                batch.len(),
-                exporter.describe()
-            );
+            // The first failure per destination is told as it happens; the
+            // rest are counted for the summary at exit.
+            if !std::mem::replace(&mut self.said_failure[i], true) {
+                lumigo_debug!(
+                    "export of {} spans to {} failed: {error} (further failures are counted and summed up at exit)",
+                    batch.len(),
+                    exporter.describe()
+                );
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_span_after_a_quiet_spell_leaves_quickly_busy_ones_wait_for_the_delay() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let (quick, delay) = (ms(100), ms(5000));
+        assert_eq!(
+            due_time(t0, None, quick, delay),
+            t0 + quick,
+            "first batch ever"
+        );
+        let long_ago = t0.checked_sub(ms(6000));
+        if let Some(long_ago) = long_ago {
+            assert_eq!(due_time(t0, Some(long_ago), quick, delay), t0 + quick);
+        }
+        // The previous export was 1 s ago: wait until the delay since it.
+        let recent = t0.checked_sub(ms(1000)).unwrap_or(t0);
+        assert_eq!(due_time(t0, Some(recent), quick, delay), recent + delay);
+        // Never later than the delay after the first span.
+        assert_eq!(due_time(t0, Some(t0 + ms(10)), quick, delay), t0 + delay);
+        // A delay shorter than the quick one wins.
+        assert_eq!(due_time(t0, None, ms(20), ms(20)), t0 + ms(20));
     }
 }

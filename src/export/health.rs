@@ -1,0 +1,233 @@
+//! Memory, shared by the processes of one user, that an OTLP endpoint just
+//! failed, so that a dead or black-holed collector does not cost every
+//! short-lived process the whole `LUMIGO_FLUSH_TIMEOUT` at exit.
+//!
+//! An endpoint is marked down when an export to it fails in transport
+//! (refused, reset, timed out) or is still running when the exit flush runs
+//! out of time. The mark is a small file, `lumigo-run-<euid>-<hash>.down`
+//! in `$XDG_RUNTIME_DIR` (else `/dev/shm`), holding the time of the
+//! failure. For [`DOWN_FOR`] after it, a process whose only destinations
+//! are marked endpoints waits at most [`DOWN_WAIT`] at exit instead of the
+//! flush timeout: enough for a collector that came back to take the batch,
+//! and any 2xx answer removes the mark. While the collector is healthy there
+//! is no mark and nothing changes.
+//!
+//! The file is opened without following symlinks; a file that is not a
+//! regular file owned by the effective user, or that others can write, is
+//! neither read nor written (the memory is then simply off).
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How long a failure is remembered.
+pub const DOWN_FOR: Duration = Duration::from_secs(60);
+/// The exit wait while every destination is remembered as down.
+pub const DOWN_WAIT: Duration = Duration::from_millis(100);
+
+/// What this process knows about one OTLP endpoint.
+pub(crate) struct EndpointHealth {
+    /// The mark file; `None` when there is no usable directory.
+    file: Option<PathBuf>,
+    /// An export to this endpoint is running right now.
+    pub(crate) busy: AtomicBool,
+    /// The mark exists, as far as this process knows (it read or wrote it).
+    marked: AtomicBool,
+}
+
+impl EndpointHealth {
+    /// No I/O: only the file's name is computed.
+    pub(crate) fn new(endpoint: &str, dir: Option<&Path>) -> EndpointHealth {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let euid = unsafe { libc::geteuid() };
+        EndpointHealth {
+            file: dir.map(|d| d.join(format!("lumigo-run-{euid}-{:016x}.down", fnv1a(endpoint)))),
+            busy: AtomicBool::new(false),
+            marked: AtomicBool::new(false),
+        }
+    }
+
+    /// True when a failure of this endpoint, by any process of this user,
+    /// is recent. Reads the mark file.
+    pub(crate) fn recently_down(&self) -> bool {
+        let Some(path) = &self.file else { return false };
+        let Some(text) = read_owned(path) else {
+            return false;
+        };
+        let Ok(at_ms) = text.trim().parse::<u64>() else {
+            return false;
+        };
+        self.marked.store(true, Ordering::Relaxed);
+        let now_ms = now_ms();
+        // A time in the future (a clock step) counts as just now.
+        now_ms.saturating_sub(at_ms) < DOWN_FOR.as_millis() as u64
+    }
+
+    /// Remembers that the endpoint failed just now.
+    pub(crate) fn mark_down(&self) {
+        let Some(path) = &self.file else { return };
+        if write_owned(path, &now_ms().to_string()) {
+            self.marked.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// The endpoint answered: forget any failure.
+    pub(crate) fn mark_up(&self) {
+        if !self.marked.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        if let Some(path) = &self.file {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// `$XDG_RUNTIME_DIR` when it is an absolute path, else `/dev/shm` (where
+/// it is missing, opening the file fails and there is no memory). `xdg` is
+/// the variable's value, from the configuration. No I/O.
+pub(crate) fn state_dir(xdg: Option<&Path>) -> Option<PathBuf> {
+    match xdg.filter(|d| d.is_absolute()) {
+        Some(dir) => Some(dir.to_path_buf()),
+        None => Some(PathBuf::from("/dev/shm")),
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// FNV-1a, 64 bits: a stable file name for an endpoint (not a secret).
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// Opens `path` without following a symlink and keeps it only if it is a
+/// regular file owned by the effective user that no one else can write.
+fn open_owned(path: &Path, flags: libc::c_int) -> Option<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    let c_path = CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: a valid C string; the mode is used only with O_CREAT.
+    let fd = unsafe {
+        libc::open(
+            c_path.as_ptr(),
+            flags | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK,
+            0o600 as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `fd` was just opened and is owned by nothing else.
+    let file = unsafe { std::fs::File::from_raw_fd(fd) };
+    // SAFETY: fstat on an open fd into a plain struct.
+    let st = unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::fstat(fd, &mut st) != 0 {
+            return None;
+        }
+        st
+    };
+    // SAFETY: no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    let regular = st.st_mode & libc::S_IFMT == libc::S_IFREG;
+    if !regular || st.st_uid != euid || st.st_mode & 0o022 != 0 {
+        return None;
+    }
+    Some(file)
+}
+
+fn read_owned(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let file = open_owned(path, libc::O_RDONLY)?;
+    let mut text = String::new();
+    file.take(64).read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+fn write_owned(path: &Path, text: &str) -> bool {
+    use std::io::Write;
+    let Some(mut file) = open_owned(path, libc::O_WRONLY | libc::O_CREAT) else {
+        return false;
+    };
+    file.set_len(0).is_ok() && file.write_all(text.as_bytes()).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("lumigo-health-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn a_failure_is_remembered_by_another_process_view_and_cleared_by_success() {
+        let dir = temp_dir("mark");
+        let a = EndpointHealth::new("http://127.0.0.1:4318/v1/traces", Some(&dir));
+        let b = EndpointHealth::new("http://127.0.0.1:4318/v1/traces", Some(&dir));
+        let other = EndpointHealth::new("http://127.0.0.1:4319/v1/traces", Some(&dir));
+        assert!(!b.recently_down());
+        a.mark_down();
+        assert!(b.recently_down(), "shared through the file");
+        assert!(!other.recently_down(), "per endpoint");
+        let file = a.file.clone().unwrap();
+        let meta = std::fs::metadata(&file).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o600);
+        // SAFETY: no preconditions.
+        assert_eq!(meta.uid(), unsafe { libc::geteuid() });
+        b.mark_up();
+        assert!(!file.exists());
+        assert!(!a.recently_down());
+        // An old failure is forgotten.
+        let old = now_ms() - DOWN_FOR.as_millis() as u64 - 1;
+        std::fs::write(&file, old.to_string()).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(!a.recently_down());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn symlinks_and_files_others_can_write_are_refused() {
+        let dir = temp_dir("refuse");
+        let h = EndpointHealth::new("http://x:1/v1/traces", Some(&dir));
+        let file = h.file.clone().unwrap();
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "keep").unwrap();
+        std::os::unix::fs::symlink(&victim, &file).unwrap();
+        h.mark_down();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+        assert!(!h.recently_down());
+        std::fs::remove_file(&file).unwrap();
+        std::fs::write(&file, now_ms().to_string()).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(!h.recently_down(), "world-writable: not trusted");
+        h.mark_down();
+        assert!(!h.recently_down());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn no_directory_no_memory() {
+        let h = EndpointHealth::new("http://x:1/v1/traces", None);
+        h.mark_down();
+        assert!(!h.recently_down());
+        assert_eq!(
+            state_dir(Some(Path::new("/run/user/0"))),
+            Some(PathBuf::from("/run/user/0"))
+        );
+        assert_ne!(
+            state_dir(Some(Path::new("relative"))),
+            Some(PathBuf::from("relative"))
+        );
+    }
+}
