@@ -15,7 +15,7 @@ use lumigo_core::config::Config;
 use crate::cli::Cli;
 use crate::env::{self, lookup, Env, Tracing};
 use crate::library::{self, Library};
-use crate::{command, diag, exec, target};
+use crate::{command, diag, dump, exec, target};
 
 /// Runs the command; returns the exit status only if it could not be
 /// started.
@@ -66,6 +66,9 @@ pub fn run(cli: Cli) -> i32 {
         );
         for warning in &config.warnings {
             diag::warn(warning);
+        }
+        if let Some(dump) = &config.spandump {
+            dump::warn_if_refused(dump);
         }
         decide(word, &path, &current, &cwd, debug)
     };

@@ -1,0 +1,125 @@
+//! Files and descriptors of our own among the app's, with real programs
+//! under the real launcher: the span dump cannot be pointed elsewhere by
+//! another user (issue 11, item 1), the app closing or replacing our
+//! descriptors never makes us touch its files or sockets (item 4), and a
+//! server whose workers drop privileges still gets its spans dumped (item 5).
+
+mod support;
+
+use std::ffi::OsStr;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use support::*;
+
+const T: Duration = Duration::from_secs(60);
+const NOBODY: u32 = 65534;
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// An untraced HTTP/1.1 server for traced clients to call.
+fn http_server() -> Server {
+    let port = free_port();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps/http11_server.py");
+    let mut cmd = Command::new("python3");
+    cmd.arg(script).arg(port.to_string());
+    Server::spawn(cmd, port)
+}
+
+/// Runs `sh -c script` as user `nobody`.
+fn as_nobody(script: &str) {
+    let status = Command::new("sh")
+        .args(["-c", script])
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .status()
+        .expect("run sh as nobody");
+    assert!(status.success(), "as nobody: {script}");
+}
+
+fn curl_with_dump(dump: &Path, port: u16) -> std::process::Output {
+    let mut cmd = traced_with_flags(&[OsStr::new("--spandump"), dump.as_os_str()], "curl");
+    cmd.args(["-s", "-w", " %{http_code}"])
+        .arg(format!("http://127.0.0.1:{port}/len/5"));
+    run(cmd, T)
+}
+
+#[test]
+fn span_dump_path_hijack_by_another_user_is_refused_with_a_warning() {
+    if !is_root() {
+        eprintln!("skipped: needs root to act as another user");
+        return;
+    }
+    let server = http_server();
+    // A shared, sticky, world-writable directory (like /tmp), and a file
+    // only root may change.
+    let shared = TempDir::new("shared-dir");
+    std::fs::set_permissions(&shared.0, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let private = TempDir::new("root-only");
+    let victim = private.path("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let planted_target = private.path("created-by-root");
+
+    // `nobody` plants a symbolic link to the victim, a dangling one into a
+    // root-only directory, and a world-writable file of its own.
+    let link = shared.path("d.jsonl");
+    let dangling = shared.path("dangling.jsonl");
+    let open_file = shared.path("open.jsonl");
+    as_nobody(&format!(
+        "ln -s {} {} && ln -s {} {} && umask 0 && : > {} && chmod 666 {}",
+        victim.display(),
+        link.display(),
+        planted_target.display(),
+        dangling.display(),
+        open_file.display(),
+        open_file.display(),
+    ));
+
+    let untraced = Command::new("curl")
+        .args(["-s", "-w", " %{http_code}"])
+        .arg(format!("http://127.0.0.1:{}/len/5", server.port))
+        .output()
+        .unwrap();
+    for (dump, reason) in [
+        (&link, "symbolic link"),
+        (&dangling, "symbolic link"),
+        (&open_file, "belongs to uid 65534"),
+    ] {
+        let out = curl_with_dump(dump, server.port);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), untraced.status.code(), "{stderr}");
+        assert_eq!(out.stdout, untraced.stdout, "the app's output is unchanged");
+        let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("span dump")).collect();
+        assert_eq!(warnings.len(), 1, "one warning: {stderr}");
+        assert!(
+            warnings[0].contains(&dump.display().to_string()) && warnings[0].contains(reason),
+            "says where and why: {stderr}"
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    assert!(!planted_target.exists(), "no file created through a link");
+    assert_eq!(std::fs::read_to_string(&open_file).unwrap(), "");
+    assert_eq!(std::fs::metadata(&open_file).unwrap().uid(), NOBODY);
+
+    // The same directory, a path nobody planted: spans are written, 0600.
+    let fresh = shared.path("fresh.jsonl");
+    let out = curl_with_dump(&fresh, server.port);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("span dump"),
+        "{out:?}"
+    );
+    let spans = wait_spans(&fresh, T, |s| !of_kind(s, "SpanKind.CLIENT").is_empty());
+    let client = of_kind(&spans, "SpanKind.CLIENT");
+    assert_eq!(client.len(), 1, "{spans:#?}");
+    assert_eq!(attr(client[0], "url.path"), "/len/5");
+    let meta = std::fs::metadata(&fresh).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(meta.uid(), 0);
+}
