@@ -18,8 +18,8 @@ use std::sync::OnceLock;
 #[derive(Clone, Copy)]
 pub struct Custody {
     /// Takes a descriptor we just opened; returns it (perhaps under another,
-    /// higher number) registered as ours.
-    pub adopt: fn(OwnedFd) -> OwnedFd,
+    /// higher number) registered as ours; an error closed it.
+    pub adopt: fn(OwnedFd) -> std::io::Result<OwnedFd>,
     /// True once the app closed or replaced this descriptor of ours.
     pub is_lost: fn(RawFd) -> bool,
     /// We forget a lost number for good (never closing it: it is the app's).
@@ -36,10 +36,10 @@ pub fn install(custody: Custody) {
 }
 
 /// Registers a descriptor we just opened (see [`Custody::adopt`]).
-pub fn adopt(fd: OwnedFd) -> OwnedFd {
+pub fn adopt(fd: OwnedFd) -> std::io::Result<OwnedFd> {
     match CUSTODY.get() {
         Some(c) => (c.adopt)(fd),
-        None => fd,
+        None => Ok(fd),
     }
 }
 

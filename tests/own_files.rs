@@ -4,6 +4,8 @@
 //! descriptors never makes us touch its files or sockets (item 4), and a
 //! server whose workers drop privileges still gets its spans dumped (item 5).
 
+#[path = "support/otlp_receiver.rs"]
+mod otlp_receiver;
 mod support;
 
 use std::ffi::OsStr;
@@ -122,4 +124,135 @@ fn span_dump_path_hijack_by_another_user_is_refused_with_a_warning() {
     let meta = std::fs::metadata(&fresh).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     assert_eq!(meta.uid(), 0);
+}
+
+/// A server that sends a banner to the first client, then keeps everything
+/// it receives until the client closes.
+fn banner_server() -> (u16, std::sync::mpsc::Receiver<Vec<u8>>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.write_all(b"BANNER\n").unwrap();
+        let mut got = Vec::new();
+        let _ = conn.read_to_end(&mut got);
+        let _ = tx.send(got);
+    });
+    (port, rx)
+}
+
+fn takeover_app(http_port: u16, mode: &str, target: &str) -> Command {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps/fd_takeover.py");
+    let mut cmd = traced("python3");
+    cmd.arg(script)
+        .arg(http_port.to_string())
+        .arg(mode)
+        .arg(target);
+    cmd
+}
+
+/// The CLIENT spans of the app's requests for `/len/N`, one per path, each
+/// with its own span id.
+fn check_client_spans(paths: &[&str], spans: &[(String, String, String)]) {
+    for path in paths {
+        let found: Vec<_> = spans.iter().filter(|(p, _, _)| p == path).collect();
+        assert_eq!(found.len(), 1, "{path}: {spans:?}");
+        assert_eq!(found[0].1.len(), 32, "trace id of {path}");
+    }
+    let mut ids: Vec<&String> = spans.iter().map(|(_, _, id)| id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), spans.len(), "distinct span ids: {spans:?}");
+}
+
+fn dump_client_spans(dump: &Path) -> Vec<(String, String, String)> {
+    let strip =
+        |v: &serde_json::Value| v.as_str().unwrap_or("").trim_start_matches("0x").to_owned();
+    read_spandump(dump)
+        .iter()
+        .filter(|s| kind(s) == "SpanKind.CLIENT")
+        .map(|s| {
+            (
+                attr(s, "url.path").as_str().unwrap_or("").to_owned(),
+                strip(&s["context"]["trace_id"]),
+                strip(&s["context"]["span_id"]),
+            )
+        })
+        .collect()
+}
+
+fn app_closing_our_fds_keeps_its_file_and_our_dump(mode: &str) {
+    let server = http_server();
+    let dir = TempDir::new("fd-takeover");
+    let dump = dir.path("spans.jsonl");
+    let app_file = dir.path("app.txt");
+    let mut cmd = takeover_app(server.port, mode, &format!("file:{}", app_file.display()));
+    cmd.env("LUMIGO_DEBUG_SPANDUMP", &dump);
+    let out = run(cmd, T);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "app-1\napp-2\n");
+    assert_eq!(std::fs::read(&app_file).unwrap(), b"app-1\napp-2\n");
+    let spans = wait_spans(&dump, T, |s| of_kind(s, "SpanKind.CLIENT").len() >= 3);
+    assert!(!spans.is_empty());
+    check_client_spans(&["/len/1", "/len/2", "/len/3"], &dump_client_spans(&dump));
+}
+
+#[test]
+fn app_closerange_and_reused_fd_never_receive_span_dump_json() {
+    app_closing_our_fds_keeps_its_file_and_our_dump("closerange");
+}
+
+#[test]
+fn app_dup2_onto_our_fds_never_receives_span_dump_json() {
+    app_closing_our_fds_keeps_its_file_and_our_dump("replace");
+}
+
+fn app_closing_our_fds_keeps_its_socket_and_our_otlp_export(mode: &str) {
+    let receiver = otlp_receiver::OtlpReceiver::start();
+    let server = http_server();
+    let (banner_port, received) = banner_server();
+    let mut cmd = takeover_app(server.port, mode, &format!("tcp:{banner_port}"));
+    cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.base_url());
+    let out = run(cmd, T);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "banner ok\n");
+    let got = received.recv_timeout(T).expect("banner server finished");
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "app-1\napp-2\n",
+        "the app's socket carried only the app's bytes"
+    );
+    let spans = receiver.wait_for(
+        |s| {
+            s.iter()
+                .filter(|s| s.kind == otlp_receiver::SPAN_KIND_CLIENT)
+                .count()
+                >= 3
+        },
+        T,
+    );
+    let clients: Vec<(String, String, String)> = spans
+        .iter()
+        .filter(|s| s.kind == otlp_receiver::SPAN_KIND_CLIENT)
+        .map(|s| {
+            (
+                s.attr("url.path").unwrap_or("").to_owned(),
+                s.trace_id.clone(),
+                s.span_id.clone(),
+            )
+        })
+        .collect();
+    check_client_spans(&["/len/1", "/len/2", "/len/3"], &clients);
+}
+
+#[test]
+fn app_closerange_and_reused_fd_never_carry_otlp_export_traffic() {
+    app_closing_our_fds_keeps_its_socket_and_our_otlp_export("closerange");
+}
+
+#[test]
+fn app_dup2_onto_our_sockets_never_carries_otlp_export_traffic() {
+    app_closing_our_fds_keeps_its_socket_and_our_otlp_export("replace");
 }

@@ -6,9 +6,9 @@
 //! TCP connections to safe code in `lumigo_core`.
 //!
 //! The exported ABI, in one place:
-//! - connection lifecycle ([`hooks::socket`]): `connect`, `accept`,
-//!   `accept4`, `close`, `close_range`, `dup`, `dup2`, `dup3`, `fcntl`,
-//!   `fcntl64`;
+//! - connection lifecycle ([`hooks::socket`]): `socket`, `connect`,
+//!   `accept`, `accept4`, `close`, `close_range`, `dup`, `dup2`, `dup3`,
+//!   `fcntl`, `fcntl64` (our own descriptors: [`custody`]);
 //! - bytes ([`hooks::io`]): `read`, `__read_chk`, `write`, `readv`,
 //!   `writev`, `recv`, `__recv_chk`, `recvfrom`, `__recvfrom_chk`,
 //!   `recvmsg`, `send`, `sendto`, `sendmsg`, `sendfile`, `sendfile64`
@@ -17,6 +17,9 @@
 //!   `gethostbyname_r`;
 //! - OpenSSL ([`hooks::tls`]): `SSL_write`, `SSL_write_ex`, `SSL_read`,
 //!   `SSL_read_ex`, `SSL_shutdown`, `SSL_free`, `SSL_ctrl`;
+//! - user and group changes ([`hooks::privilege`]): `setuid`, `seteuid`,
+//!   `setreuid`, `setresuid`, `setgid`, `setegid`, `setregid`,
+//!   `setresgid`, `setgroups`, `initgroups`;
 //! - process end ([`hooks::exec`]): `exit`, `_exit`, `_Exit`;
 //! - starting programs ([`hooks::exec`]): `execve`, `execv`, `execvp`,
 //!   `execvpe`, `posix_spawn`, `posix_spawnp`.
@@ -24,6 +27,7 @@
 //! The constructor ([`init`]) resolves the real functions, reads the
 //! configuration once and registers the `fork` and exit handlers.
 
+mod custody;
 mod fdtable;
 mod hooks;
 mod init;

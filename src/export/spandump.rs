@@ -76,7 +76,8 @@ fn dump_fd(slot: &AtomicI32, path: &Path) -> Result<RawFd, String> {
         }
         msg
     })?;
-    let owned = fd_custody::adopt(OwnedFd::from(file));
+    let owned = fd_custody::adopt(OwnedFd::from(file))
+        .map_err(|e| format!("cannot keep the span dump {} open: {e}", path.display()))?;
     let fd = owned.into_raw_fd();
     match slot.compare_exchange(-1, fd, Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => Ok(fd),
