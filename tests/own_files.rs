@@ -256,3 +256,84 @@ fn app_closerange_and_reused_fd_never_carry_otlp_export_traffic() {
 fn app_dup2_onto_our_sockets_never_carries_otlp_export_traffic() {
     app_closing_our_fds_keeps_its_socket_and_our_otlp_export("replace");
 }
+
+/// nginx started as root with its workers as `nobody`, the span dump in a
+/// directory only root may enter: the workers' spans still reach it (the
+/// dump is opened before the worker drops privileges, and inherited).
+#[test]
+fn privilege_dropping_nginx_workers_write_their_spans_to_a_root_only_dump() {
+    if !is_root() {
+        eprintln!("skipped: nginx must start as root to switch its workers to nobody");
+        return;
+    }
+    assert!(have("nginx"), "nginx is not installed");
+    let tmp = TempDir::new("nginx-nobody");
+    let port = free_port();
+    let root = tmp.path("www");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("index.html"), "hello\n").unwrap();
+    let private = tmp.path("private");
+    std::fs::create_dir_all(&private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let dump = private.join("spans.jsonl");
+    let conf = tmp.path("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off;\nuser nobody nogroup;\nmaster_process on;\nworker_processes 2;\npid {pid};\nerror_log {err} warn;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{\n  access_log off;\n\
+               client_body_temp_path {tmp}/body;\n  proxy_temp_path {tmp}/proxy;\n  fastcgi_temp_path {tmp}/fcgi;\n\
+               uwsgi_temp_path {tmp}/uwsgi;\n  scgi_temp_path {tmp}/scgi;\n\
+               server {{ listen 127.0.0.1:{port}; root {root}; }}\n}}\n",
+            pid = tmp.path("nginx.pid").display(),
+            err = tmp.path("error.log").display(),
+            tmp = tmp.0.display(),
+            root = root.display(),
+        ),
+    )
+    .unwrap();
+    let mut cmd = traced_with_flags(&[OsStr::new("--spandump"), dump.as_os_str()], "nginx");
+    cmd.arg("-c").arg(&conf).arg("-p").arg(&tmp.0);
+    let mut server = Server::spawn(cmd, port);
+
+    // 20 requests, each in its own trace, with a known parent.
+    let mut sent = Vec::new();
+    for i in 0..20u32 {
+        let trace = format!("{:024x}{:08x}", 0xabcdef_u64, i + 1);
+        let parent = format!("{:016x}", 0x1000 + u64::from(i));
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
+            .arg(format!("traceparent: 00-{trace}-{parent}-01"))
+            .arg(format!("http://127.0.0.1:{port}/index.html"))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+        sent.push((trace, parent));
+    }
+    let spans = wait_spans(&dump, T, |s| of_kind(s, "SpanKind.SERVER").len() >= 20);
+    let master = server.child.id();
+    server.stop();
+    let servers = of_kind(&spans, "SpanKind.SERVER");
+    assert_eq!(servers.len(), 20, "{spans:#?}");
+    let hex = |v: &serde_json::Value| v.as_str().unwrap_or("").trim_start_matches("0x").to_owned();
+    let mut span_ids = Vec::new();
+    for (trace, parent) in &sent {
+        let found: Vec<_> = servers
+            .iter()
+            .filter(|s| hex(&s["context"]["trace_id"]) == *trace)
+            .collect();
+        assert_eq!(found.len(), 1, "trace {trace}: {servers:#?}");
+        let s = found[0];
+        assert_eq!(hex(&s["parent_id"]), *parent, "parent of {trace}");
+        assert_eq!(attr(s, "http.response.status_code"), 200);
+        let pid = s["resource"]["attributes"]["process.pid"].as_i64().unwrap();
+        assert_ne!(pid, i64::from(master), "spans come from the workers");
+        span_ids.push(hex(&s["context"]["span_id"]));
+    }
+    span_ids.sort();
+    span_ids.dedup();
+    assert_eq!(span_ids.len(), 20, "each span has its own id");
+    let meta = std::fs::metadata(&dump).unwrap();
+    assert_eq!((meta.uid(), meta.permissions().mode() & 0o777), (0, 0o600));
+}
