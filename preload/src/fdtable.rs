@@ -11,12 +11,21 @@
 //! until the app closed or replaced it ([`LOST`]): that number is the app's
 //! now, and our threads must never touch it again (see `custody.rs`).
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 /// Highest tracked fd + 1.
 pub const MAX_FDS: usize = 1 << 18;
 
 static TRACKED: [AtomicU8; MAX_FDS] = [const { AtomicU8::new(0) }; MAX_FDS];
+
+/// Every marked fd is below this (so a `close_range(3, ~0)` scans only
+/// the part of the table that was ever used).
+static HIGH_WATER: AtomicUsize = AtomicUsize::new(0);
+
+/// One past the highest fd ever marked.
+pub fn high_water() -> usize {
+    HIGH_WATER.load(Ordering::Acquire)
+}
 
 /// The connection bits of a byte.
 const CONN: u8 = 0b0011;

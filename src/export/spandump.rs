@@ -428,6 +428,59 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    static LOST: std::sync::Mutex<Vec<RawFd>> = std::sync::Mutex::new(Vec::new());
+    static RELEASED: std::sync::Mutex<Vec<RawFd>> = std::sync::Mutex::new(Vec::new());
+
+    /// The app takes the dump's descriptor number (dup2 onto it) and the
+    /// custody reports it lost: the next export never writes to that
+    /// number, lets go of it without closing it, and reopens the file.
+    #[test]
+    fn a_lost_descriptor_is_never_written_and_the_dump_reopens() {
+        fd_custody::install(fd_custody::Custody {
+            adopt: Ok,
+            is_lost: |fd| LOST.lock().unwrap().contains(&fd),
+            release_lost: |fd| RELEASED.lock().unwrap().push(fd),
+            revocations: || 0,
+        });
+        let dir = std::env::temp_dir().join(format!("lumigo-spandump-lost-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("spans.jsonl");
+        let app_path = dir.join("app.txt");
+        let _ = std::fs::remove_file(&path);
+        let mut dump = SpanDump::new(path.clone(), &[]);
+        dump.export(&[sample()]).unwrap();
+        let n: RawFd = std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| {
+                let e = e.ok()?;
+                (std::fs::read_link(e.path()).ok()? == path)
+                    .then(|| e.file_name().to_str()?.parse().ok())?
+            })
+            .next()
+            .expect("the dump is open");
+        let app = std::fs::File::create(&app_path).unwrap();
+        // SAFETY: replaces descriptor `n` (the dump's) with the app's file,
+        // as an app's dup2 would.
+        assert_eq!(
+            unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&app), n) },
+            n
+        );
+        LOST.lock().unwrap().push(n);
+        dump.export(&[sample()]).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&app_path).unwrap(),
+            "",
+            "not one byte"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 2);
+        assert_eq!(*RELEASED.lock().unwrap(), [n], "let go of, once");
+        LOST.lock().unwrap().retain(|&fd| fd != n);
+        // SAFETY: `n` is the test's own duplicate of the app file now.
+        unsafe { libc::close(n) };
+        drop(dump);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn unopenable_path_is_an_error_not_a_crash() {
         let mut dump = SpanDump::new(PathBuf::from("/nonexistent-dir/x/spans.jsonl"), &[]);

@@ -218,7 +218,7 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
     // descriptors in the range are given up first (a call that then fails
     // costs us them, never the app anything).
     let closes = flags & libc::CLOSE_RANGE_CLOEXEC as c_int == 0;
-    let end = (last as usize).min(fdtable::MAX_FDS - 1);
+    let end = (last as usize).min(fdtable::high_water().saturating_sub(1));
     if closes && first <= last && !guard::is_internal() {
         for fd in (first as usize)..=end {
             if fdtable::is_marked(fd as c_int) {
