@@ -205,6 +205,16 @@ fn app_closerange_and_reused_fd_never_receive_span_dump_json() {
 }
 
 #[test]
+fn app_close_range_over_our_fds_never_makes_us_write_into_its_file() {
+    app_closing_our_fds_keeps_its_file_and_our_dump("closeall");
+}
+
+#[test]
+fn app_closefrom_never_makes_us_write_span_dump_json_into_its_file() {
+    app_closing_our_fds_keeps_its_file_and_our_dump("closefrom");
+}
+
+#[test]
 fn app_dup2_onto_our_fds_never_receives_span_dump_json() {
     app_closing_our_fds_keeps_its_file_and_our_dump("replace");
 }
@@ -250,6 +260,24 @@ fn app_closing_our_fds_keeps_its_socket_and_our_otlp_export(mode: &str) {
 #[test]
 fn app_closerange_and_reused_fd_never_carry_otlp_export_traffic() {
     app_closing_our_fds_keeps_its_socket_and_our_otlp_export("closerange");
+}
+
+#[test]
+fn app_close_range_over_our_sockets_never_makes_us_use_its_socket() {
+    app_closing_our_fds_keeps_its_socket_and_our_otlp_export("closeall");
+}
+
+/// The app closes our sockets with a raw system call no hook sees: export
+/// must neither abort the app (std's debug check on dropping a closed
+/// descriptor) nor stop.
+#[test]
+fn raw_close_range_syscall_under_our_sockets_neither_aborts_nor_stops_export() {
+    app_closing_our_fds_keeps_its_socket_and_our_otlp_export("rawclose");
+}
+
+#[test]
+fn app_closefrom_never_makes_us_use_its_socket_for_otlp_export() {
+    app_closing_our_fds_keeps_its_socket_and_our_otlp_export("closefrom");
 }
 
 #[test]

@@ -90,12 +90,14 @@ pub fn is_lost(fd: libc::c_int) -> bool {
 
 /// Updates the byte of `fd` with `f`; false if the fd is out of range.
 fn update(fd: libc::c_int, f: impl FnMut(u8) -> Option<u8>) -> bool {
-    match slot(fd) {
-        Some(s) => s
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, f)
-            .is_ok(),
-        None => false,
+    let Some(s) = slot(fd) else { return false };
+    // In range, so non-negative and below MAX_FDS.
+    let end = fd as usize + 1;
+    if HIGH_WATER.load(Ordering::Relaxed) < end {
+        HIGH_WATER.fetch_max(end, Ordering::AcqRel);
     }
+    s.fetch_update(Ordering::AcqRel, Ordering::Acquire, f)
+        .is_ok()
 }
 
 /// Sets the connection mark of `fd` (its other bits stay); returns false

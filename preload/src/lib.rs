@@ -7,7 +7,8 @@
 //!
 //! The exported ABI, in one place:
 //! - connection lifecycle ([`hooks::socket`]): `socket`, `connect`,
-//!   `accept`, `accept4`, `close`, `close_range`, `dup`, `dup2`, `dup3`,
+//!   `accept`, `accept4`, `close`, `close_range`, `closefrom`, `dup`,
+//!   `dup2`, `dup3`,
 //!   `fcntl`, `fcntl64` (our own descriptors: [`custody`]);
 //! - bytes ([`hooks::io`]): `read`, `__read_chk`, `write`, `readv`,
 //!   `writev`, `recv`, `__recv_chk`, `recvfrom`, `__recvfrom_chk`,

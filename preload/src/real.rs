@@ -82,6 +82,8 @@ pub type Gid3Fn = unsafe extern "C" fn(libc::gid_t, libc::gid_t, libc::gid_t) ->
 pub type SetgroupsFn = unsafe extern "C" fn(size_t, *const libc::gid_t) -> c_int;
 pub type InitgroupsFn = unsafe extern "C" fn(*const c_char, libc::gid_t) -> c_int;
 pub static SOCKET: Real<SocketFn> = Real::new(c"socket");
+pub type ClosefromFn = unsafe extern "C" fn(c_int);
+pub static CLOSEFROM: Real<ClosefromFn> = Real::new(c"closefrom");
 pub static SETUID: Real<UidFn> = Real::new(c"setuid");
 pub static SETEUID: Real<UidFn> = Real::new(c"seteuid");
 pub static SETREUID: Real<Uid2Fn> = Real::new(c"setreuid");
@@ -207,6 +209,7 @@ pub static SENDFILE64: Real<SendfileFn> = Real::new(c"sendfile64");
 /// Resolves every slot now (called from the constructor).
 pub fn resolve_all() {
     SOCKET.resolve();
+    CLOSEFROM.resolve();
     SETUID.resolve();
     SETEUID.resolve();
     SETREUID.resolve();

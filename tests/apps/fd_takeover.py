@@ -5,13 +5,21 @@ usage: fd_takeover.py HTTP_PORT MODE TARGET
   MODE  closerange  os.closerange(3, 1024), then open TARGET (issue 11's
                     reproduction: the app's next descriptor gets the lowest
                     free number)
+        closeall    os.closerange(3, soft RLIMIT_NOFILE) (close_range over
+                    every descriptor, ours included), then open TARGET
+        rawclose    the close_range system call itself, over every descriptor
+                    above 2: no hook of ours sees it
+        closefrom   glibc's closefrom(3) (which closes through an internal
+                    close_range), then open TARGET
         replace     open TARGET, then dup2 it onto every other open
                     descriptor above 2 (whatever their numbers)
   TARGET  file:PATH   a file the app writes and reads back
           tcp:PORT    a socket to a server that sends a banner first
 Prints what the app read back; exits 0 if it saw only its own bytes.
 """
+import ctypes
 import os
+import resource
 import select
 import socket
 import sys
@@ -39,6 +47,16 @@ time.sleep(1.0)  # the first span is exported: our file or socket is open
 
 if mode == "closerange":
     os.closerange(3, 1024)
+    fd, _ = open_target()
+elif mode == "closeall":
+    os.closerange(3, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    fd, _ = open_target()
+elif mode == "rawclose":
+    SYS_close_range = 436  # x86_64 and aarch64 alike
+    assert ctypes.CDLL(None).syscall(SYS_close_range, 3, 0xFFFFFFFF, 0) == 0
+    fd, _ = open_target()
+elif mode == "closefrom":
+    ctypes.CDLL(None).closefrom(3)
     fd, _ = open_target()
 else:
     fd, _ = open_target()

@@ -238,6 +238,32 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
 }
 
 /// # Safety
+/// Called by the dynamic linker in place of libc's `closefrom` (glibc
+/// 2.34+), which closes through an internal `close_range` our hook never
+/// sees.
+#[no_mangle]
+pub unsafe extern "C" fn closefrom(first: c_int) {
+    let first = first.max(0) as usize;
+    let end = fdtable::high_water();
+    if !guard::is_internal() {
+        for fd in first..end {
+            if fdtable::is_marked(fd as c_int) {
+                custody::app_takes(fd as c_int);
+            }
+        }
+    }
+    if let Some(real) = real::CLOSEFROM.get() {
+        // SAFETY: the app's own argument, unchanged.
+        unsafe { real(first as c_int) };
+    }
+    for fd in first..end {
+        if fdtable::is_tracked(fd as c_int) {
+            traced(|rt| runtime::on_close(rt, fd as c_int));
+        }
+    }
+}
+
+/// # Safety
 /// Called by the dynamic linker in place of libc's `dup`.
 #[no_mangle]
 pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
@@ -290,12 +316,24 @@ fn after_fcntl(fd: c_int, cmd: c_int, r: c_int) {
     }
 }
 
-/// fcntl by our own code on a number the app took: nothing reaches the
-/// app's descriptor. `F_GETFD` (which std asks before it drops an owned
-/// descriptor, in builds with debug assertions) answers "open", so the
-/// drop goes on to our `close`, which lets go of the number.
+/// fcntl by our own code on a descriptor of ours. `F_GETFD` is what std
+/// asks before it drops an owned descriptor, in builds with debug
+/// assertions, and it aborts the process on `EBADF`: a descriptor the app
+/// closed behind our back (a raw syscall, a close inside libc) must not
+/// cost the app its life, so our own threads hear "open", and the drop
+/// goes on to a `close` whose error std ignores.
 #[cold]
-fn lost_fcntl(cmd: c_int) -> c_int {
+fn our_fcntl(fd: c_int, cmd: c_int, real: impl FnOnce() -> c_int) -> c_int {
+    let lost = fdtable::is_lost(fd);
+    if !lost {
+        let r = real();
+        // SAFETY: reading this thread's errno.
+        if r == -1 && cmd == libc::F_GETFD && unsafe { *libc::__errno_location() } == libc::EBADF {
+            return libc::FD_CLOEXEC;
+        }
+        return r;
+    }
+    // A number the app took: nothing reaches its descriptor.
     if cmd == libc::F_GETFD {
         return libc::FD_CLOEXEC;
     }
@@ -312,8 +350,8 @@ fn lost_fcntl(cmd: c_int) -> c_int {
 /// Called by the dynamic linker in place of libc's `fcntl`.
 #[no_mangle]
 pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
-    if fdtable::is_lost(fd) && guard::is_internal() {
-        return lost_fcntl(cmd);
+    if fdtable::is_marked(fd) && guard::is_internal() {
+        return our_fcntl(fd, cmd, || call_real!(real::FCNTL, -1, fd, cmd, arg));
     }
     let r = call_real!(real::FCNTL, -1, fd, cmd, arg);
     after_fcntl(fd, cmd, r);
@@ -324,8 +362,8 @@ pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
 /// Called by the dynamic linker in place of libc's `fcntl64`.
 #[no_mangle]
 pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
-    if fdtable::is_lost(fd) && guard::is_internal() {
-        return lost_fcntl(cmd);
+    if fdtable::is_marked(fd) && guard::is_internal() {
+        return our_fcntl(fd, cmd, || call_real!(real::FCNTL64, -1, fd, cmd, arg));
     }
     let r = call_real!(real::FCNTL64, -1, fd, cmd, arg);
     after_fcntl(fd, cmd, r);
