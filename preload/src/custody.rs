@@ -13,7 +13,7 @@
 //! transport (whose connections used the lost socket) with a new one.
 
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
 use libc::c_int;
 
@@ -30,6 +30,16 @@ const HIGH_ROOM: c_int = 64;
 
 /// Export sockets of ours that the app closed or replaced.
 static SOCKETS_LOST: AtomicU64 = AtomicU64::new(0);
+
+/// The process whose descriptor table the fd table describes (set at load
+/// and in every forked child; a vfork child, which shares our memory but
+/// not our descriptors, has another pid).
+static OWNER_PID: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn after_fork_in_child() {
+    // SAFETY: getpid has no preconditions.
+    OWNER_PID.store(unsafe { libc::getpid() }, Ordering::Relaxed);
+}
 
 /// Where our descriptors go: near the top of the soft limit (capped), or
 /// nowhere special if the limit is too low to leave the app its room.
@@ -88,6 +98,14 @@ pub fn adopt_raw(fd: c_int, extra: u8) -> c_int {
 /// The app is closing or replacing `fd`: if it was ours, it is lost from
 /// now on.
 pub fn app_takes(fd: c_int) {
+    if fdtable::get(fd) & fdtable::OURS == 0 {
+        return;
+    }
+    // SAFETY: getpid has no preconditions.
+    if unsafe { libc::getpid() } != OWNER_PID.load(Ordering::Relaxed) {
+        // A vfork child: it shares our memory, not our descriptors.
+        return;
+    }
     let was = fdtable::lose(fd);
     if was & fdtable::OURS != 0 && was & fdtable::SOCKET != 0 {
         SOCKETS_LOST.fetch_add(1, Ordering::AcqRel);
@@ -117,6 +135,9 @@ fn revocations() -> u64 {
 
 /// Hands the core its side of the contract (from the constructor).
 pub fn install() {
+    after_fork_in_child();
+    // SAFETY: registering a plain `extern "C"` handler that never unwinds.
+    unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
     lumigo_core::fd_custody::install(lumigo_core::fd_custody::Custody {
         adopt,
         is_lost,
