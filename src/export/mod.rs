@@ -552,9 +552,11 @@ mod tests {
         ]));
         p.submit(span(0));
         let t = Instant::now();
-        assert!(!p.flush(Duration::from_secs(10)), "nothing is written");
+        // The export may be over before the flush starts (then the flush
+        // has nothing to wait for): the failure count tells either way.
+        let _ = p.flush(Duration::from_secs(10));
         assert!(t.elapsed() < Duration::from_secs(5), "no reader, no hang");
-        assert_eq!(p.failed_exports(), 1);
+        assert_eq!(p.failed_exports(), 1, "nothing is written");
         let _ = std::fs::remove_file(&path);
     }
 
