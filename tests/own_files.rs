@@ -214,6 +214,13 @@ fn app_closefrom_never_makes_us_write_span_dump_json_into_its_file() {
     app_closing_our_fds_keeps_its_file_and_our_dump("closefrom");
 }
 
+/// Our span dump closed by a raw system call no hook sees: the write fails
+/// with EBADF, the number is forgotten, the file reopened.
+#[test]
+fn raw_close_range_syscall_under_our_span_dump_never_stops_it() {
+    app_closing_our_fds_keeps_its_file_and_our_dump("rawclose");
+}
+
 #[test]
 fn app_dup2_onto_our_fds_never_receives_span_dump_json() {
     app_closing_our_fds_keeps_its_file_and_our_dump("replace");

@@ -142,14 +142,41 @@ impl Exporter for SpanDump {
         for span in spans {
             write_line(&mut buf, span, &self.resource_json);
         }
-        let fd = dump_fd(slot_for(&self.path, &self.own_fd), &self.path)?;
-        // SAFETY: `fd` is the open span dump; ManuallyDrop keeps this
-        // borrowed view from closing it.
-        let mut file = ManuallyDrop::new(unsafe { File::from_raw_fd(fd) });
-        // `write_all` loops on short writes and EINTR; one buffer per batch
-        // keeps each line whole with respect to other appenders.
-        file.write_all(buf.as_bytes())
-            .map_err(|e| format!("cannot write span dump {}: {e}", self.path.display()))
+        let slot = slot_for(&self.path, &self.own_fd);
+        let mut fd = dump_fd(slot, &self.path)?;
+        let mut left = buf.as_bytes();
+        let mut reopened = false;
+        // One buffer per batch keeps each line whole with respect to other
+        // appenders; short writes and EINTR are retried.
+        while !left.is_empty() {
+            // SAFETY: `fd` is the open span dump; ManuallyDrop keeps this
+            // borrowed view from closing it.
+            let mut file = ManuallyDrop::new(unsafe { File::from_raw_fd(fd) });
+            match file.write(left) {
+                Ok(0) => return Err(format!("cannot write span dump {}", self.path.display())),
+                Ok(n) => left = &left[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // Closed behind our back (a raw system call no hook sees):
+                // the number is forgotten, never touched again, and the
+                // file reopened, once, if nothing of this batch went out.
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EBADF)
+                        && !reopened
+                        && left.len() == buf.len() =>
+                {
+                    reopened = true;
+                    let _ = slot.compare_exchange(fd, -1, Ordering::AcqRel, Ordering::Acquire);
+                    fd = dump_fd(slot, &self.path)?;
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "cannot write span dump {}: {e}",
+                        self.path.display()
+                    ))
+                }
+            }
+        }
+        Ok(())
     }
 
     fn describe(&self) -> String {
