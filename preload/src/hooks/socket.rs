@@ -274,7 +274,8 @@ pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
     r
 }
 
-/// dup2/dup3 by the app onto a descriptor of ours: it is given up first.
+/// dup2/dup3 by the app onto a descriptor of ours: it is given up first
+/// (a call that then fails costs us that descriptor, never the app anything).
 fn before_replacing(old: c_int, new: c_int) {
     if old != new && fdtable::is_marked(new) && !guard::is_internal() {
         custody::app_takes(new);
