@@ -15,7 +15,7 @@ use lumigo_core::config::Config;
 use crate::cli::Cli;
 use crate::env::{self, lookup, Env, Tracing};
 use crate::library::{self, Library};
-use crate::{command, diag, exec, target};
+use crate::{command, diag, dump, exec, target};
 
 /// Said once, by the launcher (the library stays silent without
 /// `LUMIGO_DEBUG`), when a traced command's spans have nowhere to go.
@@ -72,6 +72,9 @@ pub fn run(cli: Cli) -> i32 {
         );
         for warning in &config.warnings {
             diag::warn(warning);
+        }
+        if let Some(dump) = &config.spandump {
+            dump::warn_if_refused(dump);
         }
         let tracing = decide(word, &path, &current, &cwd, debug);
         if matches!(tracing, Tracing::Preload(_)) && !config.has_destination() {

@@ -15,6 +15,7 @@
 mod cli;
 mod command;
 mod diag;
+mod dump;
 mod elf;
 mod env;
 mod exec;

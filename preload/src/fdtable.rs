@@ -1,17 +1,40 @@
 //! The hot-path table: one byte per file descriptor, "is this a tracked
-//! connection, and on which side?".
+//! connection, and on which side? Is it one of ours?".
 //!
-//! Every hooked I/O call looks here first; for any fd that is not a tracked
-//! TCP connection this one relaxed load is all the work we do. Descriptors at
-//! or above [`MAX_FDS`] are never tracked. The array lives in .bss: untouched
-//! pages cost no memory.
+//! Every hooked I/O call looks here first; for any fd with no mark this one
+//! relaxed load is all the work we do. Descriptors at or above [`MAX_FDS`]
+//! are never marked. The array lives in .bss: untouched pages cost no
+//! memory.
+//!
+//! Besides the connection mark (two bits), a byte says whether the fd is
+//! one of our own (the span dump, an export socket: [`OURS`]) or was ours
+//! until the app closed or replaced it ([`LOST`]): that number is the app's
+//! now, and our threads must never touch it again (see `custody.rs`).
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 /// Highest tracked fd + 1.
 pub const MAX_FDS: usize = 1 << 18;
 
 static TRACKED: [AtomicU8; MAX_FDS] = [const { AtomicU8::new(0) }; MAX_FDS];
+
+/// Every marked fd is below this (so a `close_range(3, ~0)` scans only
+/// the part of the table that was ever used).
+static HIGH_WATER: AtomicUsize = AtomicUsize::new(0);
+
+/// One past the highest fd ever marked.
+pub fn high_water() -> usize {
+    HIGH_WATER.load(Ordering::Acquire)
+}
+
+/// The connection bits of a byte.
+const CONN: u8 = 0b0011;
+/// A descriptor of ours, opened by our own code.
+pub const OURS: u8 = 0b0100;
+/// Was ours; the app closed or replaced it.
+pub const LOST: u8 = 0b1000;
+/// With `OURS` or `LOST`: a socket (of the OTLP transport).
+pub const SOCKET: u8 = 0b1_0000;
 
 /// What the table holds for one fd.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -25,31 +48,98 @@ pub enum Mark {
 }
 
 #[inline(always)]
-fn get(fd: libc::c_int) -> u8 {
+fn slot(fd: libc::c_int) -> Option<&'static AtomicU8> {
+    match usize::try_from(fd) {
+        Ok(i) if i < MAX_FDS => Some(&TRACKED[i]),
+        _ => None,
+    }
+}
+
+/// The whole byte for `fd` (0: nothing to do).
+#[inline(always)]
+pub fn get(fd: libc::c_int) -> u8 {
     match usize::try_from(fd) {
         Ok(i) if i < MAX_FDS => TRACKED[i].load(Ordering::Relaxed),
         _ => 0,
     }
 }
 
+/// Anything at all to look at for `fd` (the shims' fast-path test).
+#[inline(always)]
+pub fn is_marked(fd: libc::c_int) -> bool {
+    get(fd) != 0
+}
+
+/// A tracked connection.
 #[inline(always)]
 pub fn is_tracked(fd: libc::c_int) -> bool {
-    get(fd) != Mark::Untracked as u8
+    get(fd) & CONN != 0
 }
 
 /// A tracked client connection (the only kind writes may insert into).
 #[inline(always)]
 pub fn is_client(fd: libc::c_int) -> bool {
-    get(fd) == Mark::Client as u8
+    get(fd) & CONN == Mark::Client as u8
 }
 
-/// Marks `fd`; returns false if the fd is out of range.
-pub fn set(fd: libc::c_int, mark: Mark) -> bool {
-    match usize::try_from(fd) {
-        Ok(i) if i < MAX_FDS => {
-            TRACKED[i].store(mark as u8, Ordering::Relaxed);
-            true
-        }
-        _ => false,
+/// Was ours, and the app closed or replaced it.
+#[inline(always)]
+pub fn is_lost(fd: libc::c_int) -> bool {
+    get(fd) & LOST != 0
+}
+
+/// Updates the byte of `fd` with `f`; false if the fd is out of range.
+fn update(fd: libc::c_int, f: impl FnMut(u8) -> Option<u8>) -> bool {
+    let Some(s) = slot(fd) else { return false };
+    // In range, so non-negative and below MAX_FDS.
+    let end = fd as usize + 1;
+    if HIGH_WATER.load(Ordering::Relaxed) < end {
+        HIGH_WATER.fetch_max(end, Ordering::AcqRel);
     }
+    s.fetch_update(Ordering::AcqRel, Ordering::Acquire, f)
+        .is_ok()
+}
+
+/// Sets the connection mark of `fd` (its other bits stay); returns false
+/// if the fd is out of range.
+pub fn set(fd: libc::c_int, mark: Mark) -> bool {
+    update(fd, |b| Some((b & !CONN) | mark as u8))
+}
+
+/// Registers a fresh descriptor of ours (`extra`: [`SOCKET`] or 0).
+/// Refused (false) for a number whose `LOST` mark says some code of ours
+/// may still hold it.
+pub fn mark_ours(fd: libc::c_int, extra: u8) -> bool {
+    update(fd, |b| {
+        if b & LOST != 0 {
+            None
+        } else {
+            Some(OURS | extra)
+        }
+    })
+}
+
+/// The app closes or replaces `fd`: if it was ours, it becomes lost.
+/// Returns the byte as it was.
+pub fn lose(fd: libc::c_int) -> u8 {
+    let mut was = 0;
+    update(fd, |b| {
+        was = b;
+        if b & OURS != 0 {
+            Some((b & !OURS) | LOST)
+        } else {
+            None
+        }
+    });
+    was
+}
+
+/// Our code closes its own `fd`.
+pub fn disown(fd: libc::c_int) {
+    update(fd, |b| Some(b & !(OURS | SOCKET)));
+}
+
+/// Our code lets go of a lost number, without touching it.
+pub fn release(fd: libc::c_int) {
+    update(fd, |b| Some(b & !(LOST | SOCKET)));
 }

@@ -46,6 +46,7 @@ fn start() {
     }
     lumigo_core::ids::reseed();
     lumigo_core::export::set_transport_factory(crate::transport::factory);
+    crate::custody::install();
     if !config.destinations.is_empty() {
         // Only OTLP export ever loads the transport library.
         crate::transport::remember_location();

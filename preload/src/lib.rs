@@ -6,9 +6,10 @@
 //! TCP connections to safe code in `lumigo_core`.
 //!
 //! The exported ABI, in one place:
-//! - connection lifecycle ([`hooks::socket`]): `connect`, `accept`,
-//!   `accept4`, `close`, `close_range`, `dup`, `dup2`, `dup3`, `fcntl`,
-//!   `fcntl64`;
+//! - connection lifecycle ([`hooks::socket`]): `socket`, `connect`,
+//!   `accept`, `accept4`, `close`, `close_range`, `closefrom`, `dup`,
+//!   `dup2`, `dup3`,
+//!   `fcntl`, `fcntl64` (our own descriptors: [`custody`]);
 //! - bytes ([`hooks::io`]): `read`, `__read_chk`, `write`, `readv`,
 //!   `writev`, `recv`, `__recv_chk`, `recvfrom`, `__recvfrom_chk`,
 //!   `recvmsg`, `send`, `sendto`, `sendmsg`, `sendfile`, `sendfile64`
@@ -19,6 +20,9 @@
 //!   `SSL_read_ex`, `SSL_shutdown`, `SSL_free`, `SSL_ctrl`, and for the
 //!   connection's role `SSL_connect`, `SSL_accept`, `SSL_do_handshake`,
 //!   `SSL_set_connect_state`, `SSL_set_accept_state`;
+//! - user and group changes ([`hooks::privilege`]): `setuid`, `seteuid`,
+//!   `setreuid`, `setresuid`, `setgid`, `setegid`, `setregid`,
+//!   `setresgid`, `setgroups`, `initgroups`;
 //! - process end ([`hooks::exec`]): `exit`, `_exit`, `_Exit`;
 //! - fatal signals ([`hooks::signal`]): `sigaction`, `signal`,
 //!   `bsd_signal`, `sysv_signal`, `__sysv_signal`;
@@ -28,6 +32,7 @@
 //! The constructor ([`init`]) resolves the real functions, reads the
 //! configuration once and registers the `fork` and exit handlers.
 
+mod custody;
 mod fdtable;
 mod hooks;
 mod init;

@@ -72,6 +72,29 @@ impl<F: Copy> Real<F> {
     }
 }
 
+pub type SocketFn = unsafe extern "C" fn(c_int, c_int, c_int) -> c_int;
+pub type UidFn = unsafe extern "C" fn(libc::uid_t) -> c_int;
+pub type Uid2Fn = unsafe extern "C" fn(libc::uid_t, libc::uid_t) -> c_int;
+pub type Uid3Fn = unsafe extern "C" fn(libc::uid_t, libc::uid_t, libc::uid_t) -> c_int;
+pub type GidFn = unsafe extern "C" fn(libc::gid_t) -> c_int;
+pub type Gid2Fn = unsafe extern "C" fn(libc::gid_t, libc::gid_t) -> c_int;
+pub type Gid3Fn = unsafe extern "C" fn(libc::gid_t, libc::gid_t, libc::gid_t) -> c_int;
+pub type SetgroupsFn = unsafe extern "C" fn(size_t, *const libc::gid_t) -> c_int;
+pub type InitgroupsFn = unsafe extern "C" fn(*const c_char, libc::gid_t) -> c_int;
+pub static SOCKET: Real<SocketFn> = Real::new(c"socket");
+pub type ClosefromFn = unsafe extern "C" fn(c_int);
+pub static CLOSEFROM: Real<ClosefromFn> = Real::new(c"closefrom");
+pub static SETUID: Real<UidFn> = Real::new(c"setuid");
+pub static SETEUID: Real<UidFn> = Real::new(c"seteuid");
+pub static SETREUID: Real<Uid2Fn> = Real::new(c"setreuid");
+pub static SETRESUID: Real<Uid3Fn> = Real::new(c"setresuid");
+pub static SETGID: Real<GidFn> = Real::new(c"setgid");
+pub static SETEGID: Real<GidFn> = Real::new(c"setegid");
+pub static SETREGID: Real<Gid2Fn> = Real::new(c"setregid");
+pub static SETRESGID: Real<Gid3Fn> = Real::new(c"setresgid");
+pub static SETGROUPS: Real<SetgroupsFn> = Real::new(c"setgroups");
+pub static INITGROUPS: Real<InitgroupsFn> = Real::new(c"initgroups");
+
 pub type ConnectFn = unsafe extern "C" fn(c_int, *const sockaddr, socklen_t) -> c_int;
 pub type AcceptFn = unsafe extern "C" fn(c_int, *mut sockaddr, *mut socklen_t) -> c_int;
 pub type Accept4Fn = unsafe extern "C" fn(c_int, *mut sockaddr, *mut socklen_t, c_int) -> c_int;
@@ -199,6 +222,18 @@ pub fn resolve_all() {
     BSD_SIGNAL.resolve();
     SYSV_SIGNAL.resolve();
     SYSV_SIGNAL_INTERNAL.resolve();
+    SOCKET.resolve();
+    CLOSEFROM.resolve();
+    SETUID.resolve();
+    SETEUID.resolve();
+    SETREUID.resolve();
+    SETRESUID.resolve();
+    SETGID.resolve();
+    SETEGID.resolve();
+    SETREGID.resolve();
+    SETRESGID.resolve();
+    SETGROUPS.resolve();
+    INITGROUPS.resolve();
     EXIT.resolve();
     GETADDRINFO.resolve();
     GETHOSTBYNAME.resolve();

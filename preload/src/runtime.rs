@@ -690,6 +690,18 @@ pub fn on_dup(rt: &Runtime, old_fd: i32, new_fd: i32) {
     }
 }
 
+/// The process is about to change its user or group ids: a span dump that
+/// is configured but not open yet is opened now, while it still can be.
+pub fn before_privilege_change(rt: &'static Runtime) {
+    if !same_process(rt) {
+        // A vfork child: a descriptor opened here would not be the parent's.
+        return;
+    }
+    if let Some(path) = &rt.config.spandump {
+        lumigo_core::export::open_before_privilege_drop(path);
+    }
+}
+
 /// Ends a connection that no fd refers to any more.
 fn finish(rt: &Runtime, conn: Option<Shared>) {
     let Some(conn) = conn else { return };

@@ -48,6 +48,7 @@ use loss::Losses;
 
 pub use loss::Loss;
 pub use otlp::SCOPE_NAME;
+pub use spandump::open_before_privilege_drop;
 pub use transport::{
     encode_headers, set_transport_factory, FreeFn, NewFn, PostFn, Transport, TransportAbi,
     TransportFactory, TRANSPORT_ABI_VERSION,
@@ -718,9 +719,10 @@ mod tests {
         }
     }
 
+    // The full-queue case (a wedged worker) is tested against a black-hole
+    // OTLP endpoint in tests/export.rs: a FIFO can no longer wedge it.
     #[test]
-    fn full_queue_drops_and_counts_without_blocking() {
-        // The worker is wedged on a FIFO nobody reads, so the queue fills.
+    fn a_fifo_span_dump_is_refused_without_wedging_the_worker() {
         let path = temp_path("wedge.fifo");
         let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
         // SAFETY: valid NUL-terminated path.
@@ -728,42 +730,14 @@ mod tests {
         let p = Pipeline::new(config(&[
             ("LUMIGO_DEBUG_SPANDUMP", path.to_str().unwrap()),
             ("OTEL_BSP_SCHEDULE_DELAY", "0"),
-            ("OTEL_BSP_MAX_QUEUE_SIZE", "10"),
-            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "1"),
         ]));
-        p.submit(span(0)); // taken by the worker, which blocks opening the FIFO
+        p.submit(span(0));
         let t = Instant::now();
-        while lock(&p.shared.queue).in_flight == 0 {
-            assert!(
-                t.elapsed() < Duration::from_secs(10),
-                "the worker takes the span"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let t = Instant::now();
-        for i in 0..100 {
-            p.submit(span(i));
-        }
-        assert!(t.elapsed() < Duration::from_secs(1), "submit never waits");
-        assert_eq!(p.dropped(), 90);
-        let t = Instant::now();
-        assert!(
-            !p.flush(Duration::from_millis(50)),
-            "cannot export through a wedged sink"
-        );
-        assert!(
-            t.elapsed() < Duration::from_secs(2),
-            "flush honours its deadline"
-        );
-        assert_eq!(
-            p.loss_summary().as_deref(),
-            Some("101 spans lost: 90 queue full, 11 deadline"),
-            "10 queued and 1 in flight when the deadline passed"
-        );
-        // Unwedge the worker so the test leaves nothing blocked.
-        let reader = std::fs::File::open(&path).unwrap();
-        assert!(p.flush(Duration::from_secs(10)));
-        drop(reader);
+        // The export may be over before the flush starts (then the flush
+        // has nothing to wait for): the failure count tells either way.
+        let _ = p.flush(Duration::from_secs(10));
+        assert!(t.elapsed() < Duration::from_secs(5), "no reader, no hang");
+        assert_eq!(p.failed_exports(), 1, "nothing is written");
         let _ = std::fs::remove_file(&path);
     }
 

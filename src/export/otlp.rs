@@ -22,6 +22,7 @@ use super::health::EndpointHealth;
 use super::transport::{new_transport, Transport};
 use super::{proto, Exporter, Loss};
 use crate::config::{BatchConfig, OtlpDestination};
+use crate::fd_custody;
 use crate::span::{AttrValue, SpanRecord};
 
 /// The instrumentation scope of every span we export.
@@ -34,10 +35,19 @@ const RETRY_DELAY: Duration = Duration::from_millis(100);
 /// kept for the next one (a batch of huge spans must not pin its memory).
 const KEEP_BUFFER_BYTES: usize = 4 << 20;
 
+/// Transports replaced at most (each replaced one is forgotten, not
+/// freed); beyond this, a lost connection just fails one attempt.
+const MAX_TRANSPORT_REPLACEMENTS: u32 = 16;
+
 /// Sends batches to one OTLP/HTTP endpoint.
 pub(crate) struct OtlpExporter {
     endpoint: String,
     client: Box<dyn Transport>,
+    /// For a replacement transport.
+    headers: Vec<(String, String)>,
+    /// [`fd_custody::revocations`] when `client` was made.
+    revocations: u64,
+    replacements: u32,
     timeout: Duration,
     /// `ResourceSpans.resource`, encoded once.
     resource: Vec<u8>,
@@ -61,10 +71,14 @@ impl OtlpExporter {
         resource: &[(String, AttrValue)],
         health: Arc<EndpointHealth>,
     ) -> Result<(OtlpExporter, Vec<String>), String> {
+        let revocations = fd_custody::revocations();
         let (client, problems) = new_transport(&destination.headers, batch.export_timeout)?;
         let exporter = OtlpExporter {
             endpoint: destination.endpoint.clone(),
             client,
+            headers: destination.headers.clone(),
+            revocations,
+            replacements: 0,
             timeout: batch.export_timeout,
             resource: proto::resource_field(resource),
             scope: proto::scope_field(SCOPE_NAME, crate::VERSION),
@@ -73,6 +87,22 @@ impl OtlpExporter {
             health,
         };
         Ok((exporter, problems))
+    }
+
+    /// The app closed or replaced a socket of ours (perhaps one of this
+    /// transport's connections, whose number may now be the app's): the
+    /// transport is forgotten, never freed (freeing would close and shut
+    /// down what it holds), and a new one made.
+    fn replace_transport_if_revoked(&mut self) {
+        let now = fd_custody::revocations();
+        if now == self.revocations || self.replacements >= MAX_TRANSPORT_REPLACEMENTS {
+            return;
+        }
+        self.revocations = now;
+        if let Ok((client, _)) = new_transport(&self.headers, self.timeout) {
+            std::mem::forget(std::mem::replace(&mut self.client, client));
+            self.replacements += 1;
+        }
     }
 
     fn post_with_retry(&mut self) -> Result<(), String> {
@@ -102,6 +132,7 @@ impl OtlpExporter {
 
 impl Exporter for OtlpExporter {
     fn export(&mut self, spans: &[SpanRecord]) -> Result<(), String> {
+        self.replace_transport_if_revoked();
         proto::encode_request(&mut self.body, &self.resource, &self.scope, spans);
         self.health.busy.store(true, Ordering::Release);
         let result = self.post_with_retry();

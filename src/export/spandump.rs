@@ -7,23 +7,107 @@
 //! one `write(2)` of one buffer to an `O_APPEND` file, so lines from
 //! different processes never interleave (short writes are retried; on a
 //! local file system they do not happen for regular files in practice).
+//!
+//! The file is opened under the rules of [`crate::owned_file`] (no symbolic
+//! link, a regular file of the effective user that others cannot write,
+//! one link, or a new 0600 file); a refusal is said once under
+//! `LUMIGO_DEBUG` and the spans are dropped.
+//!
+//! One descriptor serves the whole process and its forked children: it is
+//! opened at the first export, or earlier, just before the process drops
+//! privileges ([`open_before_privilege_drop`]), so that a prefork server's
+//! workers (nginx's, running as `nobody`) inherit a file they could not
+//! open themselves. The descriptor is in the custody of the preload
+//! ([`crate::fd_custody`]): if the app closes or replaces it, the number is
+//! forgotten, never touched again, and the file is reopened.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
+use std::mem::ManuallyDrop;
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::Exporter;
 use crate::span::{hex, AttrValue, SpanRecord, SpanStatus};
+use crate::{fd_custody, owned_file};
+
+/// The open span dump of this process (and of its forked children, which
+/// inherit it), or -1; for the path in [`DUMP_PATH`].
+static DUMP_FD: AtomicI32 = AtomicI32::new(-1);
+/// The process's span dump path: the first one asked for (the
+/// configuration's; unit tests use several, each beyond the first gets its
+/// own descriptor in its `SpanDump`).
+static DUMP_PATH: OnceLock<PathBuf> = OnceLock::new();
+/// A refusal or failure to open has been reported (once per process).
+static SAID_OPEN_FAILED: AtomicBool = AtomicBool::new(false);
+
+/// The descriptor slot for `path`: the process's, or `own`.
+fn slot_for<'a>(path: &Path, own: &'a AtomicI32) -> &'a AtomicI32 {
+    if DUMP_PATH.get_or_init(|| path.to_path_buf()) == path {
+        &DUMP_FD
+    } else {
+        own
+    }
+}
+
+/// The span dump's descriptor in `slot`, opening `path` if it is not open
+/// (or was lost to the app).
+fn dump_fd(slot: &AtomicI32, path: &Path) -> Result<RawFd, String> {
+    let fd = slot.load(Ordering::Acquire);
+    if fd >= 0 {
+        if !fd_custody::is_lost(fd) {
+            return Ok(fd);
+        }
+        // The app closed or replaced it: the number is the app's now.
+        if slot
+            .compare_exchange(fd, -1, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            fd_custody::release_lost(fd);
+        }
+    }
+    let file = owned_file::open_owned_append(path).map_err(|refusal| {
+        let msg = format!("the span dump {} is not written: {refusal}", path.display());
+        if !SAID_OPEN_FAILED.swap(true, Ordering::Relaxed) {
+            crate::lumigo_debug!("{msg}");
+        }
+        msg
+    })?;
+    let owned = fd_custody::adopt(OwnedFd::from(file))
+        .map_err(|e| format!("cannot keep the span dump {} open: {e}", path.display()))?;
+    let fd = owned.into_raw_fd();
+    match slot.compare_exchange(-1, fd, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => Ok(fd),
+        Err(theirs) => {
+            // Another thread opened it meanwhile: use theirs.
+            // SAFETY: `fd` is ours alone, just opened and not shared.
+            drop(unsafe { OwnedFd::from_raw_fd(fd) });
+            Ok(theirs)
+        }
+    }
+}
+
+/// Opens the span dump now, while the process still has the privileges it
+/// started with, if it is not open yet: called just before the process
+/// changes its user or group ids. A refusal is reported as at export.
+pub fn open_before_privilege_drop(path: &Path) {
+    let own = AtomicI32::new(-1);
+    let slot = slot_for(path, &own);
+    if std::ptr::eq(slot, &DUMP_FD) {
+        let _ = dump_fd(slot, path);
+    }
+}
 
 /// Appends JSON lines to the span dump file, opened at the first export.
 pub(crate) struct SpanDump {
     path: PathBuf,
-    file: Option<File>,
+    /// The descriptor when `path` is not the process's span dump path.
+    own_fd: AtomicI32,
     /// The `"resource":{…}` member, rendered once.
     resource_json: String,
-    said_open_failed: bool,
 }
 
 impl SpanDump {
@@ -36,35 +120,19 @@ impl SpanDump {
         resource_json.push_str(",\"schema_url\":\"\"}");
         SpanDump {
             path,
-            file: None,
+            own_fd: AtomicI32::new(-1),
             resource_json,
-            said_open_failed: false,
         }
     }
+}
 
-    fn open(&mut self) -> Result<&mut File, String> {
-        if self.file.is_none() {
-            let opened = OpenOptions::new()
-                .append(true)
-                .create(true)
-                .mode(0o600)
-                .custom_flags(libc::O_CLOEXEC)
-                .open(&self.path);
-            match opened {
-                Ok(f) => self.file = Some(f),
-                Err(e) => {
-                    let msg = format!("cannot open span dump {}: {e}", self.path.display());
-                    if !std::mem::replace(&mut self.said_open_failed, true) {
-                        crate::lumigo_debug!("{msg}");
-                    }
-                    return Err(msg);
-                }
-            }
+impl Drop for SpanDump {
+    fn drop(&mut self) {
+        let fd = self.own_fd.swap(-1, Ordering::AcqRel);
+        if fd >= 0 && !fd_custody::is_lost(fd) {
+            // SAFETY: a descriptor this SpanDump opened and still owns.
+            drop(unsafe { OwnedFd::from_raw_fd(fd) });
         }
-        // The branch above either filled the slot or returned.
-        self.file
-            .as_mut()
-            .ok_or_else(|| "span dump not open".to_owned())
     }
 }
 
@@ -74,12 +142,41 @@ impl Exporter for SpanDump {
         for span in spans {
             write_line(&mut buf, span, &self.resource_json);
         }
-        let path = self.path.display().to_string();
-        let file = self.open()?;
-        // `write_all` loops on short writes and EINTR; one buffer per batch
-        // keeps each line whole with respect to other appenders.
-        file.write_all(buf.as_bytes())
-            .map_err(|e| format!("cannot write span dump {path}: {e}"))
+        let slot = slot_for(&self.path, &self.own_fd);
+        let mut fd = dump_fd(slot, &self.path)?;
+        let mut left = buf.as_bytes();
+        let mut reopened = false;
+        // One buffer per batch keeps each line whole with respect to other
+        // appenders; short writes and EINTR are retried.
+        while !left.is_empty() {
+            // SAFETY: `fd` is the open span dump; ManuallyDrop keeps this
+            // borrowed view from closing it.
+            let mut file = ManuallyDrop::new(unsafe { File::from_raw_fd(fd) });
+            match file.write(left) {
+                Ok(0) => return Err(format!("cannot write span dump {}", self.path.display())),
+                Ok(n) => left = &left[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // Closed behind our back (a raw system call no hook sees):
+                // the number is forgotten, never touched again, and the
+                // file reopened, once, if nothing of this batch went out.
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EBADF)
+                        && !reopened
+                        && left.len() == buf.len() =>
+                {
+                    reopened = true;
+                    let _ = slot.compare_exchange(fd, -1, Ordering::AcqRel, Ordering::Acquire);
+                    fd = dump_fd(slot, &self.path)?;
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "cannot write span dump {}: {e}",
+                        self.path.display()
+                    ))
+                }
+            }
+        }
+        Ok(())
     }
 
     fn describe(&self) -> String {
@@ -355,6 +452,59 @@ mod tests {
         assert_eq!(text.lines().count(), 3, "appended, not truncated");
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    static LOST: std::sync::Mutex<Vec<RawFd>> = std::sync::Mutex::new(Vec::new());
+    static RELEASED: std::sync::Mutex<Vec<RawFd>> = std::sync::Mutex::new(Vec::new());
+
+    /// The app takes the dump's descriptor number (dup2 onto it) and the
+    /// custody reports it lost: the next export never writes to that
+    /// number, lets go of it without closing it, and reopens the file.
+    #[test]
+    fn a_lost_descriptor_is_never_written_and_the_dump_reopens() {
+        fd_custody::install(fd_custody::Custody {
+            adopt: Ok,
+            is_lost: |fd| LOST.lock().unwrap().contains(&fd),
+            release_lost: |fd| RELEASED.lock().unwrap().push(fd),
+            revocations: || 0,
+        });
+        let dir = std::env::temp_dir().join(format!("lumigo-spandump-lost-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("spans.jsonl");
+        let app_path = dir.join("app.txt");
+        let _ = std::fs::remove_file(&path);
+        let mut dump = SpanDump::new(path.clone(), &[]);
+        dump.export(&[sample()]).unwrap();
+        let n: RawFd = std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| {
+                let e = e.ok()?;
+                (std::fs::read_link(e.path()).ok()? == path)
+                    .then(|| e.file_name().to_str()?.parse().ok())?
+            })
+            .next()
+            .expect("the dump is open");
+        let app = std::fs::File::create(&app_path).unwrap();
+        // SAFETY: replaces descriptor `n` (the dump's) with the app's file,
+        // as an app's dup2 would.
+        assert_eq!(
+            unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&app), n) },
+            n
+        );
+        LOST.lock().unwrap().push(n);
+        dump.export(&[sample()]).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&app_path).unwrap(),
+            "",
+            "not one byte"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 2);
+        assert_eq!(*RELEASED.lock().unwrap(), [n], "let go of, once");
+        LOST.lock().unwrap().retain(|&fd| fd != n);
+        // SAFETY: `n` is the test's own duplicate of the app file now.
+        unsafe { libc::close(n) };
+        drop(dump);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -154,6 +154,20 @@ pub fn traced(program: &str) -> Command {
     cmd
 }
 
+/// [`traced`], with launcher flags (`--spandump PATH`…) before the command.
+pub fn traced_with_flags(flags: &[&std::ffi::OsStr], program: &str) -> Command {
+    let base = traced(program);
+    let mut cmd = Command::new(base.get_program());
+    for (k, v) in base.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd.args(flags).arg("--").arg(program);
+    cmd
+}
+
 /// Runs a command to completion with a time limit; panics on timeout.
 pub fn run(mut cmd: Command, timeout: Duration) -> Output {
     cmd.stdin(Stdio::null())

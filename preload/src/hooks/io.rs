@@ -15,6 +15,7 @@ use super::inject::{write_with_insertion, Sender};
 use crate::fdtable;
 use crate::real;
 use crate::runtime::{self, traced, Direction};
+use lumigo_core::guard;
 
 /// The common path of every shim: for an fd that is not a tracked
 /// connection, return what the real function returns, by a tail call (no
@@ -22,7 +23,7 @@ use crate::runtime::{self, traced, Direction};
 /// function is not resolved yet (the out-of-line path resolves it).
 macro_rules! untracked_fast_path {
     ($fd:expr, $slot:expr, $($arg:expr),* $(,)?) => {
-        if !fdtable::is_tracked($fd) {
+        if !fdtable::is_marked($fd) {
             if let Some(real) = $slot.resolved() {
                 // SAFETY: the app's own arguments, unchanged, to the libc
                 // function it meant to call.
@@ -32,12 +33,18 @@ macro_rules! untracked_fast_path {
     };
 }
 
-/// Runs the work for a tracked fd out of line, so that the shims' common
-/// path (an untracked fd: a table load and a tail call to libc) needs no
-/// stack frame.
+/// Runs the work for a marked fd out of line, so that the shims' common
+/// path (an unmarked fd: a table load and a tail call to libc) needs no
+/// stack frame. A number that was ours until the app took it is never
+/// touched by our own threads: they get `EBADF` (see `custody.rs`).
 #[cold]
 #[inline(never)]
-fn out_of_line<R>(f: impl FnOnce() -> R) -> R {
+fn out_of_line(fd: c_int, f: impl FnOnce() -> ssize_t) -> ssize_t {
+    if fdtable::is_lost(fd) && guard::is_internal() {
+        // SAFETY: writing this thread's errno.
+        unsafe { *libc::__errno_location() = libc::EBADF };
+        return -1;
+    }
     f()
 }
 
@@ -154,7 +161,7 @@ fn consumes(flags: c_int) -> bool {
 #[no_mangle]
 pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t {
     untracked_fast_path!(fd, real::READ, fd, buf, count);
-    out_of_line(move || {
+    out_of_line(fd, move || {
         let n = call_real!(real::READ, -1, fd, buf, count);
         after_buf(fd, Direction::Inbound, buf, count, n);
         n
@@ -171,7 +178,7 @@ pub unsafe extern "C" fn __read_chk(
     buflen: size_t,
 ) -> ssize_t {
     untracked_fast_path!(fd, real::READ_CHK, fd, buf, count, buflen);
-    out_of_line(move || {
+    out_of_line(fd, move || {
         let n = call_real!(real::READ_CHK, -1, fd, buf, count, buflen);
         after_buf(fd, Direction::Inbound, buf, count, n);
         n
@@ -183,7 +190,7 @@ pub unsafe extern "C" fn __read_chk(
 #[no_mangle]
 pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t {
     untracked_fast_path!(fd, real::WRITE, fd, buf, count);
-    out_of_line(move || {
+    out_of_line(fd, move || {
         if fdtable::is_client(fd) {
             let iov = [one_iovec(buf, count)];
             // SAFETY: the app's buffer, as it passed it to write.
@@ -202,7 +209,7 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, count: size_t) -> 
 #[no_mangle]
 pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t {
     untracked_fast_path!(fd, real::READV, fd, iov, count);
-    out_of_line(move || {
+    out_of_line(fd, move || {
         let n = call_real!(real::READV, -1, fd, iov, count);
         after_iov(fd, Direction::Inbound, iov, count, n);
         n
@@ -214,7 +221,7 @@ pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, count: c_int) -> ss
 #[no_mangle]
 pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t {
     untracked_fast_path!(fd, real::WRITEV, fd, iov, count);
-    out_of_line(move || {
+    out_of_line(fd, move || {
         if fdtable::is_client(fd) && !iov.is_null() && count > 0 {
             // SAFETY: the app's iovecs, as it passed them to writev.
             let iovs = unsafe { std::slice::from_raw_parts(iov, count as usize) };
@@ -234,7 +241,7 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, count: c_int) -> s
 #[no_mangle]
 pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
     untracked_fast_path!(fd, real::RECV, fd, buf, len, flags);
-    out_of_line(move || {
+    out_of_line(fd, move || {
         let n = call_real!(real::RECV, -1, fd, buf, len, flags);
         if consumes(flags) {
             after_buf(fd, Direction::Inbound, buf, len, n);
@@ -254,7 +261,7 @@ pub unsafe extern "C" fn __recv_chk(
     flags: c_int,
 ) -> ssize_t {
     untracked_fast_path!(fd, real::RECV_CHK, fd, buf, len, buflen, flags);
-    out_of_line(move || {
+    out_of_line(fd, move || {
         let n = call_real!(real::RECV_CHK, -1, fd, buf, len, buflen, flags);
         if consumes(flags) {
             after_buf(fd, Direction::Inbound, buf, len, n);
@@ -275,7 +282,7 @@ pub unsafe extern "C" fn recvfrom(
     addrlen: *mut socklen_t,
 ) -> ssize_t {
     untracked_fast_path!(fd, real::RECVFROM, fd, buf, len, flags, addr, addrlen);
-    out_of_line(move || {
+    out_of_line(fd, move || {
         let n = call_real!(real::RECVFROM, -1, fd, buf, len, flags, addr, addrlen);
         if consumes(flags) {
             after_buf(fd, Direction::Inbound, buf, len, n);
@@ -307,7 +314,7 @@ pub unsafe extern "C" fn __recvfrom_chk(
         addr,
         addrlen
     );
-    out_of_line(move || {
+    out_of_line(fd, move || {
         let n = call_real!(
             real::RECVFROM_CHK,
             -1,
@@ -331,7 +338,7 @@ pub unsafe extern "C" fn __recvfrom_chk(
 #[no_mangle]
 pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
     untracked_fast_path!(fd, real::RECVMSG, fd, msg, flags);
-    out_of_line(move || {
+    out_of_line(fd, move || {
         let n = call_real!(real::RECVMSG, -1, fd, msg, flags);
         if consumes(flags) {
             after_msg(fd, Direction::Inbound, msg, flags, n);
@@ -345,7 +352,7 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
 #[no_mangle]
 pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
     untracked_fast_path!(fd, real::SEND, fd, buf, len, flags);
-    out_of_line(move || {
+    out_of_line(fd, move || {
         if fdtable::is_client(fd) {
             let iov = [one_iovec(buf, len)];
             let how = Sender::Socket {
@@ -375,7 +382,7 @@ pub unsafe extern "C" fn sendto(
     addrlen: socklen_t,
 ) -> ssize_t {
     untracked_fast_path!(fd, real::SENDTO, fd, buf, len, flags, addr, addrlen);
-    out_of_line(move || {
+    out_of_line(fd, move || {
         if fdtable::is_client(fd) {
             let iov = [one_iovec(buf, len)];
             // SAFETY: an all-zero msghdr is a valid empty header.
@@ -399,7 +406,7 @@ pub unsafe extern "C" fn sendto(
 #[no_mangle]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
     untracked_fast_path!(fd, real::SENDMSG, fd, msg, flags);
-    out_of_line(move || {
+    out_of_line(fd, move || {
         if fdtable::is_client(fd) && !msg.is_null() {
             // SAFETY: the app's message header, as it passed it to sendmsg.
             let (iov, count) = unsafe { ((*msg).msg_iov as *const iovec, (*msg).msg_iovlen) };
@@ -436,7 +443,7 @@ pub unsafe extern "C" fn sendfile(
     count: size_t,
 ) -> ssize_t {
     untracked_fast_path!(out_fd, real::SENDFILE, out_fd, in_fd, offset, count);
-    out_of_line(move || {
+    out_of_line(out_fd, move || {
         let n = call_real!(real::SENDFILE, -1, out_fd, in_fd, offset, count);
         after_sendfile(out_fd, n);
         n
@@ -453,7 +460,7 @@ pub unsafe extern "C" fn sendfile64(
     count: size_t,
 ) -> ssize_t {
     untracked_fast_path!(out_fd, real::SENDFILE64, out_fd, in_fd, offset, count);
-    out_of_line(move || {
+    out_of_line(out_fd, move || {
         let n = call_real!(real::SENDFILE64, -1, out_fd, in_fd, offset, count);
         after_sendfile(out_fd, n);
         n

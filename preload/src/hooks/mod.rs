@@ -8,6 +8,7 @@ pub mod exec;
 pub mod inject;
 pub mod io;
 pub mod libssl;
+pub mod privilege;
 pub mod signal;
 pub mod socket;
 pub mod tls;

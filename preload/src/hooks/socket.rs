@@ -1,5 +1,7 @@
 //! Connection lifecycle: connect, accept, close and the calls that copy or
-//! replace file descriptors, so the fd table always matches the kernel's.
+//! replace file descriptors, so the fd table always matches the kernel's;
+//! `socket` for our own threads' sockets, which are kept out of the app's
+//! way (`custody.rs`).
 
 use std::mem::{size_of, MaybeUninit};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -7,6 +9,9 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use libc::{c_int, c_uint, c_ulong, sockaddr, socklen_t};
 
 use super::call_real;
+use lumigo_core::guard;
+
+use crate::custody;
 use crate::fdtable;
 use crate::real;
 use crate::runtime::{self, traced};
@@ -151,13 +156,57 @@ pub unsafe extern "C" fn accept4(
 }
 
 /// # Safety
+/// Called by the dynamic linker in place of libc's `socket`.
+#[no_mangle]
+pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
+    // The app's sockets: a tail call. Our own threads' (the OTLP
+    // transport's): moved out of the app's way and marked ours.
+    if !guard::is_internal() {
+        if let Some(real) = real::SOCKET.resolved() {
+            // SAFETY: the app's own arguments, unchanged.
+            return unsafe { real(domain, ty, protocol) };
+        }
+    }
+    socket_slow(domain, ty, protocol)
+}
+
+#[cold]
+#[inline(never)]
+fn socket_slow(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
+    let fd = call_real!(real::SOCKET, -1, domain, ty, protocol);
+    if fd >= 0 && guard::is_internal() {
+        return custody::adopt_raw(fd, fdtable::SOCKET);
+    }
+    fd
+}
+
+/// # Safety
 /// Called by the dynamic linker in place of libc's `close`.
 #[no_mangle]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+    if fdtable::is_marked(fd) {
+        return close_marked(fd);
+    }
+    call_real!(real::CLOSE, -1, fd)
+}
+
+#[cold]
+#[inline(never)]
+fn close_marked(fd: c_int) -> c_int {
+    if guard::is_internal() {
+        if fdtable::is_lost(fd) {
+            // Ours once; the app's now. Let go of the number, touch nothing.
+            fdtable::release(fd);
+            return 0;
+        }
+        fdtable::disown(fd);
+        return call_real!(real::CLOSE, -1, fd);
+    }
     // Forget the connection before the number can be reused by another thread.
     if fdtable::is_tracked(fd) {
         traced(|rt| runtime::on_close(rt, fd));
     }
+    custody::app_takes(fd);
     call_real!(real::CLOSE, -1, fd)
 }
 
@@ -165,10 +214,20 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
 /// Called by the dynamic linker in place of libc's `close_range`.
 #[no_mangle]
 pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
+    // CLOSE_RANGE_CLOEXEC only marks fds; anything else closes them. Our
+    // descriptors in the range are given up first (a call that then fails
+    // costs us them, never the app anything).
+    let closes = flags & libc::CLOSE_RANGE_CLOEXEC as c_int == 0;
+    let end = (last as usize).min(fdtable::high_water().saturating_sub(1));
+    if closes && first <= last && !guard::is_internal() {
+        for fd in (first as usize)..=end {
+            if fdtable::is_marked(fd as c_int) {
+                custody::app_takes(fd as c_int);
+            }
+        }
+    }
     let r = call_real!(real::CLOSE_RANGE, -1, first, last, flags);
-    // CLOSE_RANGE_CLOEXEC only marks fds; anything else closed them.
-    if r == 0 && flags & libc::CLOSE_RANGE_CLOEXEC as c_int == 0 {
-        let end = (last as usize).min(fdtable::MAX_FDS - 1);
+    if r == 0 && closes {
         for fd in (first as usize)..=end {
             if fdtable::is_tracked(fd as c_int) {
                 traced(|rt| runtime::on_close(rt, fd as c_int));
@@ -176,6 +235,32 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
         }
     }
     r
+}
+
+/// # Safety
+/// Called by the dynamic linker in place of libc's `closefrom` (glibc
+/// 2.34+), which closes through an internal `close_range` our hook never
+/// sees.
+#[no_mangle]
+pub unsafe extern "C" fn closefrom(first: c_int) {
+    let first = first.max(0) as usize;
+    let end = fdtable::high_water();
+    if !guard::is_internal() {
+        for fd in first..end {
+            if fdtable::is_marked(fd as c_int) {
+                custody::app_takes(fd as c_int);
+            }
+        }
+    }
+    if let Some(real) = real::CLOSEFROM.get() {
+        // SAFETY: the app's own argument, unchanged.
+        unsafe { real(first as c_int) };
+    }
+    for fd in first..end {
+        if fdtable::is_tracked(fd as c_int) {
+            traced(|rt| runtime::on_close(rt, fd as c_int));
+        }
+    }
 }
 
 /// # Safety
@@ -187,6 +272,14 @@ pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
         traced(|rt| runtime::on_dup(rt, fd, r));
     }
     r
+}
+
+/// dup2/dup3 by the app onto a descriptor of ours: it is given up first
+/// (a call that then fails costs us that descriptor, never the app anything).
+fn before_replacing(old: c_int, new: c_int) {
+    if old != new && fdtable::is_marked(new) && !guard::is_internal() {
+        custody::app_takes(new);
+    }
 }
 
 fn after_dup2(old: c_int, new: c_int, r: c_int) {
@@ -202,6 +295,7 @@ fn after_dup2(old: c_int, new: c_int, r: c_int) {
 /// Called by the dynamic linker in place of libc's `dup2`.
 #[no_mangle]
 pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
+    before_replacing(old, new);
     let r = call_real!(real::DUP2, -1, old, new);
     after_dup2(old, new, r);
     r
@@ -211,6 +305,7 @@ pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
 /// Called by the dynamic linker in place of libc's `dup3`.
 #[no_mangle]
 pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
+    before_replacing(old, new);
     let r = call_real!(real::DUP3, -1, old, new, flags);
     after_dup2(old, new, r);
     r
@@ -222,6 +317,32 @@ fn after_fcntl(fd: c_int, cmd: c_int, r: c_int) {
     }
 }
 
+/// fcntl by our own code on a descriptor of ours. `F_GETFD` is what std
+/// asks before it drops an owned descriptor, in builds with debug
+/// assertions, and it aborts the process on `EBADF`: a descriptor the app
+/// closed behind our back (a raw syscall, a close inside libc) must not
+/// cost the app its life, so our own threads hear "open", and the drop
+/// goes on to a `close` whose error std ignores.
+#[cold]
+fn our_fcntl(fd: c_int, cmd: c_int, real: impl FnOnce() -> c_int) -> c_int {
+    let lost = fdtable::is_lost(fd);
+    if !lost {
+        let r = real();
+        // SAFETY: reading this thread's errno.
+        if r == -1 && cmd == libc::F_GETFD && unsafe { *libc::__errno_location() } == libc::EBADF {
+            return libc::FD_CLOEXEC;
+        }
+        return r;
+    }
+    // A number the app took: nothing reaches its descriptor.
+    if cmd == libc::F_GETFD {
+        return libc::FD_CLOEXEC;
+    }
+    // SAFETY: writing this thread's errno.
+    unsafe { *libc::__errno_location() = libc::EBADF };
+    -1
+}
+
 // `fcntl` is variadic in C. Its optional third argument is an int or a
 // pointer, which the x86_64 and aarch64 Linux calling conventions pass in
 // the same register as a fixed unsigned long, so forwarding it as one is exact.
@@ -230,6 +351,9 @@ fn after_fcntl(fd: c_int, cmd: c_int, r: c_int) {
 /// Called by the dynamic linker in place of libc's `fcntl`.
 #[no_mangle]
 pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+    if fdtable::is_marked(fd) && guard::is_internal() {
+        return our_fcntl(fd, cmd, || call_real!(real::FCNTL, -1, fd, cmd, arg));
+    }
     let r = call_real!(real::FCNTL, -1, fd, cmd, arg);
     after_fcntl(fd, cmd, r);
     r
@@ -239,6 +363,9 @@ pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
 /// Called by the dynamic linker in place of libc's `fcntl64`.
 #[no_mangle]
 pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+    if fdtable::is_marked(fd) && guard::is_internal() {
+        return our_fcntl(fd, cmd, || call_real!(real::FCNTL64, -1, fd, cmd, arg));
+    }
     let r = call_real!(real::FCNTL64, -1, fd, cmd, arg);
     after_fcntl(fd, cmd, r);
     r
