@@ -462,6 +462,37 @@ fn fds_passed_with_scm_rights_arrive_unchanged_under_tracing() {
     assert_eq!(a(server, "network.local.address"), path.as_str());
 }
 
+/// An abstract-namespace socket (leading NUL) is named `@name`; with no
+/// Host header, that name is the server's address on both ends.
+#[test]
+fn abstract_unix_socket_names_are_shown_readably() {
+    let script = app().display().to_string();
+    let name = format!("lumigo-test-abstract-{}", std::process::id());
+    let (spans, out) = traced_run("python3", &[&script, "abstract", &name]);
+    assert!(out.ends_with("\r\n\r\nok\n"), "{out:?}");
+    assert_eq!(spans.len(), 2, "{spans:#?}");
+    let shown = format!("@{name}");
+    let client = spans
+        .iter()
+        .find(|s| s["kind"] == "SpanKind.CLIENT")
+        .unwrap_or_else(|| panic!("{spans:#?}"));
+    let server = spans
+        .iter()
+        .find(|s| s["kind"] == "SpanKind.SERVER")
+        .unwrap_or_else(|| panic!("{spans:#?}"));
+    assert_eq!(a(client, "url.path"), "/abstract");
+    assert_eq!(a(client, "server.address"), shown.as_str());
+    assert!(
+        a(client, "url.full").is_null(),
+        "no host to name: {client:#}"
+    );
+    assert_unix_peer(client, &shown);
+    assert_eq!(a(server, "server.address"), shown.as_str());
+    assert_eq!(a(server, "network.local.address"), shown.as_str());
+    assert!(a(server, "server.port").is_null(), "{server:#}");
+    assert_eq!(parent_id(server), Some(span_id(client)));
+}
+
 #[test]
 fn datagram_and_seqpacket_unix_sockets_stay_untraced() {
     let tmp = TempDir::new("unix-dgram");

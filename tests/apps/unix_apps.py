@@ -8,6 +8,8 @@ http-server       an HTTP server on the Unix socket argv[2]; each request runs
 scm-rights        a Unix stream listener and a client in one process (socket
                   path argv[2]): fds passed both ways with SCM_RIGHTS, under an
                   HTTP exchange and under raw bytes; prints what was received
+abstract          an HTTP/1.0 exchange without Host over the abstract socket
+                  "\0" + argv[2], server and client in one process
 dgram-seqpacket   a datagram and a seqpacket exchange carrying an HTTP request
                   (argv[2]: a directory for the sockets)
 """
@@ -167,6 +169,32 @@ elif mode == "scm-rights":
     c.close()
     t.join()
     print(json.dumps(report))
+elif mode == "abstract":
+    name = "\0" + sys.argv[2]
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(name)
+    listener.listen(1)
+
+    def serve():
+        conn, _ = listener.accept()
+        head, _fds = recv_exactly_head(conn)
+        conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        conn.close()
+
+    t = threading.Thread(target=serve)
+    t.start()
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    c.connect(name)
+    c.sendall(b"GET /abstract HTTP/1.0\r\n\r\n")
+    reply = b""
+    while True:
+        chunk = c.recv(4096)
+        if not chunk:
+            break
+        reply += chunk
+    c.close()
+    t.join()
+    print(reply.decode())
 elif mode == "dgram-seqpacket":
     directory = sys.argv[2]
     request = b"GET /not-a-stream HTTP/1.1\r\nHost: localhost\r\n\r\n"
