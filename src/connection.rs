@@ -1,16 +1,17 @@
-//! One tracked TCP connection: protocol recognition, parsing, span making.
+//! One tracked connection (TCP or a Unix stream socket): protocol
+//! recognition, parsing, span making.
 //!
 //! The preload library creates a [`Connection`] when the app connects or
-//! accepts a TCP socket and feeds it every byte the app actually sent or
+//! accepts a TCP or Unix stream socket and feeds it every byte the app actually sent or
 //! received on it. The first bytes in the request direction decide the
 //! protocol; anything not recognised returns [`Flow::Stop`], after which the
 //! preload stops looking at the fd at all (one array lookup per call).
 //! Finished exchanges become [`SpanRecord`]s and go to the [`Tracer`]'s sink.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::time::SystemTime;
 
+use crate::address::Address;
 use crate::context;
 use crate::http::inject::{find_insertion, header_lines};
 use crate::http::{self, Detect, HttpConnection, HttpExchange, Role, MAX_HEAD_BYTES};
@@ -167,7 +168,7 @@ fn recognise(role: Role, first: &[u8], outbound: bool) -> Recognised {
     }
 }
 
-/// One tracked TCP connection, from connect/accept to close.
+/// One tracked connection, from connect/accept to close.
 pub struct Connection {
     role: Role,
     ends: http::Endpoints,
@@ -190,16 +191,16 @@ pub struct Connection {
 
 impl Connection {
     /// A connection the app opened with `connect` (we are the client).
-    pub fn client(peer: Option<SocketAddr>, local: Option<SocketAddr>) -> Connection {
+    pub fn client(peer: Option<Address>, local: Option<Address>) -> Connection {
         Connection::new(Role::Client, peer, local)
     }
 
     /// A connection the app accepted (we are the server).
-    pub fn server(peer: Option<SocketAddr>, local: Option<SocketAddr>) -> Connection {
+    pub fn server(peer: Option<Address>, local: Option<Address>) -> Connection {
         Connection::new(Role::Server, peer, local)
     }
 
-    fn new(role: Role, peer: Option<SocketAddr>, local: Option<SocketAddr>) -> Connection {
+    fn new(role: Role, peer: Option<Address>, local: Option<Address>) -> Connection {
         Connection {
             role,
             ends: http::Endpoints::new(peer, local),
@@ -233,9 +234,9 @@ impl Connection {
     }
 
     /// Fills in addresses learnt after the connection was created.
-    pub fn set_addresses(&mut self, peer: Option<SocketAddr>, local: Option<SocketAddr>) {
-        self.ends.peer = self.ends.peer.or(peer);
-        self.ends.local = self.ends.local.or(local);
+    pub fn set_addresses(&mut self, peer: Option<Address>, local: Option<Address>) {
+        self.ends.peer = self.ends.peer.take().or(peer);
+        self.ends.local = self.ends.local.take().or(local);
     }
 
     /// The app sent `data` (bytes the kernel accepted).
@@ -513,8 +514,8 @@ mod tests {
         (Tracer::new(Masker::new(&patterns), Box::new(c.clone())), c)
     }
 
-    fn addr(s: &str) -> Option<SocketAddr> {
-        Some(s.parse().unwrap())
+    fn addr(s: &str) -> Option<Address> {
+        Some(Address::Inet(s.parse().unwrap()))
     }
 
     #[test]
@@ -677,6 +678,30 @@ mod tests {
         assert!(String::from_utf8_lossy(&plan.insert).contains("-00\r\n"));
         let _ = s.on_outbound(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", now, &t);
         assert!(spans.0.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_database_over_a_unix_socket_names_it_and_has_no_port() {
+        let (t, spans) = tracer();
+        let now = SystemTime::now();
+        let mut c = Connection::client(Address::unix(b"/tmp/redis.sock\0"), None);
+        let _ = c.on_outbound(b"*1\r\n$4\r\nPING\r\n", now, &t);
+        let _ = c.on_inbound(b"+PONG\r\n", now, &t);
+        let spans = spans.0.lock().unwrap();
+        assert_eq!(spans.len(), 1);
+        let get = |k: &str| {
+            spans[0]
+                .attributes
+                .iter()
+                .find(|(key, _)| *key == k)
+                .map(|(_, v)| v.clone())
+        };
+        let text = |v: &str| Some(crate::span::AttrValue::from(v));
+        assert_eq!(get("server.address"), text("/tmp/redis.sock"));
+        assert_eq!(get("network.peer.address"), text("/tmp/redis.sock"));
+        assert_eq!(get("network.transport"), text("unix"));
+        assert_eq!(get("server.port"), None);
+        assert_eq!(get("network.peer.port"), None);
     }
 
     #[test]

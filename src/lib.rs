@@ -4,12 +4,13 @@
 //! through the transport library's C entry points (`export::TransportAbi`).
 //!
 //! The preload library (`preload/`) owns the `extern "C"` hooks and the
-//! loading of the transport library, and nothing else; it hands the bytes of tracked TCP connections to [`connection`],
+//! loading of the transport library, and nothing else; it hands the bytes of tracked TCP and Unix stream connections to [`connection`],
 //! which recognises the protocol, parses it incrementally ([`http`]), builds
 //! spans ([`span`]) and submits them to the bounded, lazily started export
 //! pipeline ([`export`]). Configuration is read once into a typed
 //! [`config::Config`]; nothing else reads the environment.
 
+pub mod address;
 pub mod config;
 pub mod connection;
 pub mod context;

@@ -239,12 +239,19 @@ impl Tracer {
             return;
         }
         let mut attributes = op.attributes;
-        if let Some((peer, ip)) = ends.peer.zip(ends.peer_ip()) {
-            let port = i64::from(peer.port());
-            attributes.push(("server.address", AttrValue::shared(ip)));
-            attributes.push(("server.port", AttrValue::Int(port)));
-            attributes.push(("network.peer.address", AttrValue::shared(ip)));
-            attributes.push(("network.peer.port", AttrValue::Int(port)));
+        // Over a Unix socket, its name is the server's address; no port.
+        if let Some((peer, text)) = ends.peer.as_ref().zip(ends.peer_address()) {
+            attributes.push(("server.address", AttrValue::shared(text)));
+            if let Some(port) = peer.port() {
+                attributes.push(("server.port", AttrValue::Int(i64::from(port))));
+            }
+            attributes.push(("network.peer.address", AttrValue::shared(text)));
+            if let Some(port) = peer.port() {
+                attributes.push(("network.peer.port", AttrValue::Int(i64::from(port))));
+            }
+        }
+        if ends.is_unix() {
+            attributes.push(("network.transport", AttrValue::from_static("unix")));
         }
         self.sink.submit(SpanRecord {
             name: op.name.into(),

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
+use lumigo_core::address::Address;
 use lumigo_core::config::Config;
 use lumigo_core::connection::{Assigned, CloseReason, Connection, Flow, OutboundPlan, Tracer};
 use lumigo_core::export::Pipeline;
@@ -379,13 +380,13 @@ impl Hasher for KeyHasher {
 
 // ---- operations called by the hooks (always inside `traced`) ----
 
-/// The app connected (or started connecting) a TCP socket.
-pub fn on_connect(rt: &Runtime, fd: i32, peer: Option<SocketAddr>, local: Option<SocketAddr>) {
+/// The app connected (or started connecting) a TCP or Unix stream socket.
+pub fn on_connect(rt: &Runtime, fd: i32, peer: Option<Address>, local: Option<Address>) {
     if rt.conns.get(fd).is_some() {
         // A repeated connect on a non-blocking socket: same connection.
         return;
     }
-    if peer.is_some_and(|p| is_excluded_peer(&p)) {
+    if peer.as_ref().is_some_and(is_excluded_peer) {
         return;
     }
     finish(
@@ -395,8 +396,8 @@ pub fn on_connect(rt: &Runtime, fd: i32, peer: Option<SocketAddr>, local: Option
     );
 }
 
-/// The app accepted a TCP connection.
-pub fn on_accept(rt: &Runtime, fd: i32, peer: Option<SocketAddr>, local: Option<SocketAddr>) {
+/// The app accepted a TCP or Unix stream connection.
+pub fn on_accept(rt: &Runtime, fd: i32, peer: Option<Address>, local: Option<Address>) {
     finish(
         rt,
         rt.conns
@@ -405,10 +406,13 @@ pub fn on_accept(rt: &Runtime, fd: i32, peer: Option<SocketAddr>, local: Option<
 }
 
 /// Cloud metadata services are never traced, as in the Lumigo distributions.
-fn is_excluded_peer(peer: &SocketAddr) -> bool {
+fn is_excluded_peer(peer: &Address) -> bool {
     match peer {
-        SocketAddr::V4(a) => a.ip().is_link_local(),
-        SocketAddr::V6(a) => a.ip().to_ipv4_mapped().is_some_and(|v4| v4.is_link_local()),
+        Address::Inet(SocketAddr::V4(a)) => a.ip().is_link_local(),
+        Address::Inet(SocketAddr::V6(a)) => {
+            a.ip().to_ipv4_mapped().is_some_and(|v4| v4.is_link_local())
+        }
+        Address::Unix(_) => false,
     }
 }
 

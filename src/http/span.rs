@@ -14,6 +14,12 @@
 //!   the `Host` header, else the absolute-form authority, else the local
 //!   address. A host name without a port gets the scheme's default port (as
 //!   the conventions say); an address from the socket keeps its real port.
+//! - Over a Unix socket: `network.transport` = `unix`; the socket's name
+//!   takes the place of an IP address (`server.address` when the request
+//!   names no host, `network.peer.address`, and `network.local.address`,
+//!   where a server's listening name shows); no port is made up (`server.port`
+//!   only from an explicit `host:port`), and a client's `url.full` needs a
+//!   named host.
 //! - `url.full` (clients only): `scheme://authority/path?masked-query`, with
 //!   any user-info replaced by `REDACTED:REDACTED`.
 //! - Body sizes are set only when non-zero (bytes of content, decoded for
@@ -23,18 +29,19 @@
 //!   the spans with status Error.
 
 use std::cell::OnceCell;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::{HttpExchange, Role};
+use crate::address::Address;
 use crate::mask::Masker;
 use crate::span::{AttrValue, Attributes, SpanKind, SpanStatus, Text};
 
 /// The two ends of the connection an exchange ran on, and its URL scheme.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoints {
-    pub peer: Option<SocketAddr>,
-    pub local: Option<SocketAddr>,
+    pub peer: Option<Address>,
+    pub local: Option<Address>,
     /// `"http"`, or `"https"` when the bytes came from inside TLS.
     pub scheme: &'static str,
     /// The TLS server name (SNI) a client asked for: `server.address` when
@@ -48,7 +55,7 @@ pub struct Endpoints {
 
 impl Endpoints {
     /// Plain-text HTTP between these addresses.
-    pub fn new(peer: Option<SocketAddr>, local: Option<SocketAddr>) -> Endpoints {
+    pub fn new(peer: Option<Address>, local: Option<Address>) -> Endpoints {
         Endpoints {
             peer,
             local,
@@ -59,16 +66,32 @@ impl Endpoints {
         }
     }
 
-    /// The peer's IP address as text (IPv4-mapped IPv6 shown as IPv4).
-    pub fn peer_ip(&self) -> Option<&Arc<str>> {
-        let peer = self.peer?;
-        Some(self.peer_text.get_or_init(|| ip_text(peer.ip())))
+    /// The peer's address as text: its IP (IPv4-mapped IPv6 shown as IPv4)
+    /// or its Unix socket name.
+    pub fn peer_address(&self) -> Option<&Arc<str>> {
+        let peer = self.peer.as_ref()?;
+        Some(self.peer_text.get_or_init(|| address_text(peer)))
     }
 
-    /// The local IP address as text (IPv4-mapped IPv6 shown as IPv4).
-    pub fn local_ip(&self) -> Option<&Arc<str>> {
-        let local = self.local?;
-        Some(self.local_text.get_or_init(|| ip_text(local.ip())))
+    /// The local address as text, like [`Endpoints::peer_address`].
+    pub fn local_address(&self) -> Option<&Arc<str>> {
+        let local = self.local.as_ref()?;
+        Some(self.local_text.get_or_init(|| address_text(local)))
+    }
+
+    /// The connection is a Unix domain socket.
+    pub fn is_unix(&self) -> bool {
+        self.peer
+            .as_ref()
+            .or(self.local.as_ref())
+            .is_some_and(Address::is_unix)
+    }
+}
+
+fn address_text(a: &Address) -> Arc<str> {
+    match a {
+        Address::Inet(a) => ip_text(a.ip()),
+        Address::Unix(name) => name.clone(),
     }
 }
 
@@ -168,26 +191,27 @@ pub fn span_parts(
             .or(ends.server_name.as_deref()),
         Role::Server => host_header.or(target.authority),
     };
-    let (socket, socket_ip) = match role {
-        Role::Client => (ends.peer, ends.peer_ip()),
-        Role::Server => (ends.local, ends.local_ip()),
+    let unix = ends.is_unix();
+    let (socket, socket_text) = match role {
+        Role::Client => (ends.peer.as_ref(), ends.peer_address()),
+        Role::Server => (ends.local.as_ref(), ends.local_address()),
     };
     // The server as (host, port, authority for url.full).
     let server = match named {
         Some(authority) => {
             let (host, port) = split_host_port(authority);
-            Some((
-                AttrValue::from(host),
-                port.or_else(|| default_port(scheme)),
-                Some(authority),
-            ))
+            // A Unix socket has no port: none is made up from the scheme.
+            let port = port.or_else(|| default_port(scheme).filter(|_| !unix));
+            Some((AttrValue::from(host), port, Some(authority)))
         }
         None => socket
-            .zip(socket_ip)
-            .map(|(addr, ip)| (AttrValue::shared(ip), Some(addr.port()), None)),
+            .zip(socket_text)
+            .map(|(addr, text)| (AttrValue::shared(text), addr.port(), None)),
     };
     if let Some((host, port, authority)) = server {
-        if role == Role::Client {
+        // A URL's authority is a host, never a socket's file name.
+        let url_authority = authority.is_some() || !unix;
+        if role == Role::Client && url_authority {
             let mut url = String::with_capacity(64);
             url.push_str(scheme);
             url.push_str("://");
@@ -196,8 +220,10 @@ pub fn span_parts(
             }
             match (authority, socket) {
                 (Some(authority), _) => url.push_str(authority),
-                (None, Some(addr)) => push_authority(&mut url, addr, socket_ip, scheme),
-                (None, None) => {}
+                (None, Some(Address::Inet(addr))) => {
+                    push_authority(&mut url, addr.port(), socket_text, scheme)
+                }
+                (None, _) => {}
             }
             if let Some(path) = target.path.filter(|p| p.starts_with('/')) {
                 url.push_str(path);
@@ -216,13 +242,23 @@ pub fn span_parts(
         }
     }
 
-    if let Some((peer, ip)) = ends.peer.zip(ends.peer_ip()) {
+    if let Some((peer, text)) = ends.peer.as_ref().zip(ends.peer_address()) {
         if role == Role::Server {
-            attrs.push(("client.address", AttrValue::shared(ip)));
-            attrs.push(("client.port", peer.port().into()));
+            attrs.push(("client.address", AttrValue::shared(text)));
+            if let Some(port) = peer.port() {
+                attrs.push(("client.port", port.into()));
+            }
         }
-        attrs.push(("network.peer.address", AttrValue::shared(ip)));
-        attrs.push(("network.peer.port", peer.port().into()));
+        attrs.push(("network.peer.address", AttrValue::shared(text)));
+        if let Some(port) = peer.port() {
+            attrs.push(("network.peer.port", port.into()));
+        }
+    }
+    if unix {
+        attrs.push(("network.transport", AttrValue::from_static("unix")));
+        if let Some(local) = ends.local_address() {
+            attrs.push(("network.local.address", AttrValue::shared(local)));
+        }
     }
     if let Some(version) = ex.protocol_version() {
         attrs.push(("network.protocol.version", AttrValue::from_static(version)));
@@ -362,7 +398,7 @@ fn default_port(scheme: &str) -> Option<u16> {
 
 /// Appends `host[:port]` of a socket address (`ip` is its address as text)
 /// for a URL: brackets around IPv6, no default port.
-fn push_authority(url: &mut String, addr: SocketAddr, ip: Option<&Arc<str>>, scheme: &str) {
+fn push_authority(url: &mut String, port: u16, ip: Option<&Arc<str>>, scheme: &str) {
     use std::fmt::Write as _;
     let ip = ip.map_or("", |ip| ip);
     if ip.contains(':') {
@@ -372,8 +408,8 @@ fn push_authority(url: &mut String, addr: SocketAddr, ip: Option<&Arc<str>>, sch
     } else {
         url.push_str(ip);
     }
-    if default_port(scheme) != Some(addr.port()) {
-        let _ = write!(url, ":{}", addr.port());
+    if default_port(scheme) != Some(port) {
+        let _ = write!(url, ":{port}");
     }
 }
 

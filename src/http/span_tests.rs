@@ -16,8 +16,12 @@ fn exchange(method: &str, target: &str, host: Option<&str>, status: Option<u16>)
     }
 }
 
-fn addr(s: &str) -> Option<SocketAddr> {
-    Some(s.parse().unwrap())
+fn addr(s: &str) -> Option<Address> {
+    Some(Address::Inet(s.parse().unwrap()))
+}
+
+fn unix(name: &[u8]) -> Option<Address> {
+    Address::unix(name)
 }
 
 fn s(v: &str) -> Option<AttrValue> {
@@ -214,6 +218,80 @@ fn cases() -> Vec<Case> {
             role: Role::Server,
             ends: server_ends.clone(),
             want: vec![("server.address", s("10.0.0.2")), ("server.port", i(8000))],
+        },
+        Case {
+            name: "unix client, Host without port: no port made up",
+            ex: exchange("GET", "/u?a=1", Some("localhost"), Some(200)),
+            role: Role::Client,
+            ends: Endpoints::new(unix(b"/run/app.sock\0"), None),
+            want: vec![
+                ("url.full", s("http://localhost/u?a=1")),
+                ("server.address", s("localhost")),
+                ("server.port", None),
+                ("network.peer.address", s("/run/app.sock")),
+                ("network.peer.port", None),
+                ("network.transport", s("unix")),
+                ("network.local.address", None),
+            ],
+        },
+        Case {
+            name: "unix client, Host with port keeps it",
+            ex: exchange("GET", "/", Some("api:8080"), Some(200)),
+            role: Role::Client,
+            ends: Endpoints::new(unix(b"/run/app.sock"), None),
+            want: vec![
+                ("server.address", s("api")),
+                ("server.port", i(8080)),
+                ("network.peer.port", None),
+            ],
+        },
+        Case {
+            name: "unix client, no Host: the socket's name, no url.full",
+            ex: exchange("GET", "/v1.43/info", None, Some(200)),
+            role: Role::Client,
+            ends: Endpoints::new(unix(b"\0docker"), None),
+            want: vec![
+                ("server.address", s("@docker")),
+                ("server.port", None),
+                ("url.full", None),
+                ("url.path", s("/v1.43/info")),
+                ("network.peer.address", s("@docker")),
+                ("network.transport", s("unix")),
+            ],
+        },
+        Case {
+            name: "unix server, unnamed peer, no Host: the listening name",
+            ex: exchange("GET", "/", None, Some(200)),
+            role: Role::Server,
+            ends: Endpoints::new(None, unix(b"/run/gunicorn.sock\0")),
+            want: vec![
+                ("server.address", s("/run/gunicorn.sock")),
+                ("server.port", None),
+                ("client.address", None),
+                ("client.port", None),
+                ("network.peer.address", None),
+                ("network.peer.port", None),
+                ("network.transport", s("unix")),
+                ("network.local.address", s("/run/gunicorn.sock")),
+            ],
+        },
+        Case {
+            name: "unix server with a Host: the listening name still shows",
+            ex: exchange("GET", "/", Some("localhost"), Some(200)),
+            role: Role::Server,
+            ends: Endpoints::new(None, unix(b"/run/gunicorn.sock")),
+            want: vec![
+                ("server.address", s("localhost")),
+                ("server.port", None),
+                ("network.local.address", s("/run/gunicorn.sock")),
+            ],
+        },
+        Case {
+            name: "tcp spans have no network.transport",
+            ex: exchange("GET", "/", Some("h"), Some(200)),
+            role: Role::Client,
+            ends: client_ends.clone(),
+            want: vec![("network.transport", None), ("network.local.address", None)],
         },
         Case {
             name: "server 404 is not an error",
@@ -508,14 +586,11 @@ fn ip_text_matches_the_standard_formatting() {
 
 #[test]
 fn endpoint_texts_are_formatted_once_and_shared() {
-    let ends = Endpoints::new(
-        Some("10.1.2.3:5000".parse().unwrap()),
-        Some("[::1]:80".parse().unwrap()),
-    );
-    let a = ends.peer_ip().unwrap().clone();
-    let b = ends.peer_ip().unwrap().clone();
+    let ends = Endpoints::new(addr("10.1.2.3:5000"), addr("[::1]:80"));
+    let a = ends.peer_address().unwrap().clone();
+    let b = ends.peer_address().unwrap().clone();
     assert!(Arc::ptr_eq(&a, &b));
     assert_eq!(&*a, "10.1.2.3");
-    assert_eq!(ends.local_ip().map(|s| &**s), Some("::1"));
-    assert_eq!(Endpoints::default().peer_ip(), None);
+    assert_eq!(ends.local_address().map(|s| &**s), Some("::1"));
+    assert_eq!(Endpoints::default().peer_address(), None);
 }

@@ -3,10 +3,11 @@
 //! `socket` for our own threads' sockets, which are kept out of the app's
 //! way (`custody.rs`).
 
-use std::mem::{size_of, MaybeUninit};
+use std::mem::{offset_of, size_of, MaybeUninit};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use libc::{c_int, c_uint, c_ulong, sockaddr, socklen_t};
+use lumigo_core::address::Address;
 
 use super::call_real;
 use lumigo_core::guard;
@@ -16,41 +17,65 @@ use crate::fdtable;
 use crate::real;
 use crate::runtime::{self, traced};
 
-/// Reads an AF_INET/AF_INET6 socket address.
+/// What a socket address says, for the families we trace.
+enum SockName {
+    Inet(SocketAddr),
+    /// A Unix socket: its name, or `None` when it is unnamed.
+    Unix(Option<Address>),
+}
+
+impl SockName {
+    fn address(self) -> Option<Address> {
+        match self {
+            SockName::Inet(a) => Some(Address::Inet(a)),
+            SockName::Unix(a) => a,
+        }
+    }
+}
+
+/// Reads an AF_INET, AF_INET6 or AF_UNIX socket address.
 ///
 /// # Safety
 /// `addr` must be null or point to at least `len` readable bytes.
-unsafe fn read_sockaddr(addr: *const sockaddr, len: socklen_t) -> Option<SocketAddr> {
-    if addr.is_null() {
+unsafe fn read_sockaddr(addr: *const sockaddr, len: socklen_t) -> Option<SockName> {
+    if addr.is_null() || (len as usize) < size_of::<libc::sa_family_t>() {
         return None;
     }
     let len = len as usize;
     // SAFETY (all reads below): the caller guarantees `len` readable bytes,
-    // and each branch checks `len` covers the structure it reads;
-    // read_unaligned copes with any alignment.
-    match i32::from(unsafe { (*addr).sa_family }) {
+    // and each branch checks `len` covers what it reads; read_unaligned
+    // copes with any alignment.
+    match i32::from(unsafe { std::ptr::read_unaligned(std::ptr::addr_of!((*addr).sa_family)) }) {
         libc::AF_INET if len >= size_of::<libc::sockaddr_in>() => {
             let a: libc::sockaddr_in = unsafe { std::ptr::read_unaligned(addr.cast()) };
-            Some(SocketAddr::V4(SocketAddrV4::new(
+            Some(SockName::Inet(SocketAddr::V4(SocketAddrV4::new(
                 Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
                 u16::from_be(a.sin_port),
-            )))
+            ))))
         }
         libc::AF_INET6 if len >= size_of::<libc::sockaddr_in6>() => {
             let a: libc::sockaddr_in6 = unsafe { std::ptr::read_unaligned(addr.cast()) };
-            Some(SocketAddr::V6(SocketAddrV6::new(
+            Some(SockName::Inet(SocketAddr::V6(SocketAddrV6::new(
                 Ipv6Addr::from(a.sin6_addr.s6_addr),
                 u16::from_be(a.sin6_port),
                 a.sin6_flowinfo,
                 a.sin6_scope_id,
-            )))
+            ))))
+        }
+        libc::AF_UNIX => {
+            // The name is what the length covers after the family (nothing
+            // for an unnamed socket), never more than `sun_path` holds.
+            let at = offset_of!(libc::sockaddr_un, sun_path);
+            let n = len.min(size_of::<libc::sockaddr_un>()).saturating_sub(at);
+            let path = unsafe { std::slice::from_raw_parts(addr.cast::<u8>().add(at), n) };
+            Some(SockName::Unix(Address::unix(path)))
         }
         _ => None,
     }
 }
 
-/// Local or peer address of a socket via getsockname/getpeername.
-pub(crate) fn socket_addr(fd: c_int, peer: bool) -> Option<SocketAddr> {
+/// Local or peer name of a socket via getsockname/getpeername.
+fn socket_name(fd: c_int, peer: bool) -> Option<SockName> {
     let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
     let mut len = size_of::<libc::sockaddr_storage>() as socklen_t;
     let p = storage.as_mut_ptr().cast::<sockaddr>();
@@ -69,24 +94,39 @@ pub(crate) fn socket_addr(fd: c_int, peer: bool) -> Option<SocketAddr> {
     unsafe { read_sockaddr(p, len.min(size_of::<libc::sockaddr_storage>() as socklen_t)) }
 }
 
+/// Local or peer address of a socket (TCP or Unix).
+pub(crate) fn socket_addr(fd: c_int, peer: bool) -> Option<Address> {
+    socket_name(fd, peer).and_then(SockName::address)
+}
+
 /// `IPPROTO_MPTCP` (Linux 5.6+): Multipath TCP, a stream of bytes like TCP.
 const IPPROTO_MPTCP: c_int = 262;
 
-/// True for a TCP or Multipath TCP socket: the byte streams we parse.
-fn is_tcp(fd: c_int) -> bool {
-    let mut proto: c_int = 0;
+/// An integer socket option at level SOL_SOCKET.
+fn socket_option(fd: c_int, name: c_int) -> Option<c_int> {
+    let mut value: c_int = 0;
     let mut len = size_of::<c_int>() as socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into `proto`.
+    // SAFETY: getsockopt writes at most `len` bytes into `value`.
     let r = unsafe {
         libc::getsockopt(
             fd,
             libc::SOL_SOCKET,
-            libc::SO_PROTOCOL,
-            (&mut proto as *mut c_int).cast(),
+            name,
+            (&mut value as *mut c_int).cast(),
             &mut len,
         )
     };
-    r == 0 && (proto == libc::IPPROTO_TCP || proto == IPPROTO_MPTCP)
+    (r == 0).then_some(value)
+}
+
+/// True for the byte streams we parse: a TCP or Multipath TCP socket, or a
+/// Unix stream socket (not datagram, not seqpacket).
+fn is_traced_stream(fd: c_int, name: &SockName) -> bool {
+    match name {
+        SockName::Inet(_) => socket_option(fd, libc::SO_PROTOCOL)
+            .is_some_and(|p| p == libc::IPPROTO_TCP || p == IPPROTO_MPTCP),
+        SockName::Unix(_) => socket_option(fd, libc::SO_TYPE) == Some(libc::SOCK_STREAM),
+    }
 }
 
 /// # Safety
@@ -101,40 +141,60 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
             let Some(peer) = (unsafe { read_sockaddr(addr, len) }) else {
                 return;
             };
-            if is_tcp(fd) {
-                runtime::on_connect(rt, fd, Some(peer), socket_addr(fd, false));
+            if is_traced_stream(fd, &peer) {
+                runtime::on_connect(rt, fd, peer.address(), socket_addr(fd, false));
             }
         });
     }
     r
 }
 
-fn after_accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) {
+/// `given`: the size of the app's address buffer before the call (the
+/// kernel may report a longer address than it could store there).
+fn after_accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, given: socklen_t) {
     traced(|rt| {
-        // SAFETY: on success accept wrote `*len` bytes (capped by the size the
-        // app gave) at `addr`; both are the app's valid pointers or null.
+        // SAFETY: on success accept wrote min(`*len`, `given`) bytes at
+        // `addr`; both are the app's valid pointers or null.
         let peer = unsafe {
             if addr.is_null() || len.is_null() {
                 None
             } else {
-                read_sockaddr(addr, *len)
+                read_sockaddr(addr, (*len).min(given))
             }
         };
-        let peer = peer.or_else(|| socket_addr(fd, true));
-        if peer.is_none() || !is_tcp(fd) {
+        let Some(peer) = peer.or_else(|| socket_name(fd, true)) else {
             return;
+        };
+        if is_traced_stream(fd, &peer) {
+            // An accepted Unix connection's peer is usually unnamed; its
+            // local name is the listening socket's.
+            runtime::on_accept(rt, fd, peer.address(), socket_addr(fd, false));
         }
-        runtime::on_accept(rt, fd, peer, socket_addr(fd, false));
     });
+}
+
+/// The size of the app's address buffer.
+///
+/// # Safety
+/// `len` must be null or valid, as accept requires.
+unsafe fn given_len(addr: *mut sockaddr, len: *mut socklen_t) -> socklen_t {
+    if addr.is_null() || len.is_null() {
+        0
+    } else {
+        // SAFETY: guaranteed by the caller.
+        unsafe { *len }
+    }
 }
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `accept`.
 #[no_mangle]
 pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    // SAFETY: the app's arguments to accept.
+    let given = unsafe { given_len(addr, len) };
     let r = call_real!(real::ACCEPT, -1, fd, addr, len);
     if r >= 0 {
-        after_accept(r, addr, len);
+        after_accept(r, addr, len, given);
     }
     r
 }
@@ -148,9 +208,11 @@ pub unsafe extern "C" fn accept4(
     len: *mut socklen_t,
     flags: c_int,
 ) -> c_int {
+    // SAFETY: the app's arguments to accept4.
+    let given = unsafe { given_len(addr, len) };
     let r = call_real!(real::ACCEPT4, -1, fd, addr, len, flags);
     if r >= 0 {
-        after_accept(r, addr, len);
+        after_accept(r, addr, len, given);
     }
     r
 }

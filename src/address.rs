@@ -1,0 +1,109 @@
+//! One end of a traced stream: an IP address and port (TCP), or the name of
+//! a Unix domain socket.
+//!
+//! A Unix socket's name is kept as the text spans show, made once when the
+//! connection is tracked: a filesystem path as it is (up to its first NUL),
+//! an abstract-namespace name (leading NUL) as `@name`, with any other NUL
+//! also shown as `@`, the way `ss` prints them. An unnamed socket (the
+//! usual client end of an accepted connection, a `socketpair`) has no
+//! address at all.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// The address of one end of a connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Address {
+    Inet(SocketAddr),
+    /// A Unix domain socket's name, as text.
+    Unix(Arc<str>),
+}
+
+/// Longest Unix socket name kept (`sun_path` is 108 bytes on Linux).
+const MAX_UNIX_NAME: usize = 108;
+
+impl Address {
+    /// A Unix socket's address from the bytes of its `sun_path` (as many as
+    /// the address length covers). `None` for an unnamed socket.
+    pub fn unix(path: &[u8]) -> Option<Address> {
+        let path = &path[..path.len().min(MAX_UNIX_NAME)];
+        let text = match path.split_first() {
+            None => return None,
+            Some((0, name)) => {
+                // Abstract: every byte counts, but trailing NULs (an app
+                // that passed the whole structure's size) only add noise.
+                let end = name.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+                let mut text = String::with_capacity(end + 1);
+                text.push('@');
+                text.push_str(&String::from_utf8_lossy(&name[..end]).replace('\0', "@"));
+                text
+            }
+            Some(_) => {
+                let end = memchr::memchr(0, path).unwrap_or(path.len());
+                String::from_utf8_lossy(&path[..end]).into_owned()
+            }
+        };
+        Some(Address::Unix(Arc::from(text)))
+    }
+
+    /// The port, for a TCP address.
+    pub fn port(&self) -> Option<u16> {
+        match self {
+            Address::Inet(a) => Some(a.port()),
+            Address::Unix(_) => None,
+        }
+    }
+
+    pub fn is_unix(&self) -> bool {
+        matches!(self, Address::Unix(_))
+    }
+}
+
+impl From<SocketAddr> for Address {
+    fn from(a: SocketAddr) -> Address {
+        Address::Inet(a)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(path: &[u8]) -> Option<String> {
+        match Address::unix(path)? {
+            Address::Unix(t) => Some(t.to_string()),
+            Address::Inet(_) => None,
+        }
+    }
+
+    #[test]
+    fn unix_names_are_shown_readably() {
+        let cases: &[(&[u8], Option<&str>)] = &[
+            (b"", None),
+            (b"/run/app.sock", Some("/run/app.sock")),
+            // The kernel's length counts the path's terminating NUL.
+            (b"/run/app.sock\0", Some("/run/app.sock")),
+            (b"/run/app.sock\0junk after the NUL", Some("/run/app.sock")),
+            (b"\0docker-abstract", Some("@docker-abstract")),
+            (b"\0a\0b", Some("@a@b")),
+            (b"\0name\0\0\0\0", Some("@name")),
+            (b"\0", Some("@")),
+            (b"/tmp/\xffx.sock", Some("/tmp/\u{fffd}x.sock")),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(text(bytes).as_deref(), *want, "{bytes:?}");
+        }
+        let long = [b'a'; 300];
+        assert_eq!(text(&long).map(|t| t.len()), Some(MAX_UNIX_NAME));
+    }
+
+    #[test]
+    fn ports_only_for_inet() {
+        let inet = Address::from("127.0.0.1:5432".parse::<SocketAddr>().unwrap());
+        assert_eq!(inet.port(), Some(5432));
+        assert!(!inet.is_unix());
+        let unix = Address::unix(b"/s").unwrap();
+        assert_eq!(unix.port(), None);
+        assert!(unix.is_unix());
+    }
+}
