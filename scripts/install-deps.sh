@@ -15,6 +15,9 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
 command -v mariadb >/dev/null 2>&1 || need+=(mariadb-client)
+# PHP and its curl extension (loaded with RTLD_DEEPBIND: tests/deepbind.rs).
+command -v php >/dev/null 2>&1 || need+=(php-cli)
+php -r 'exit(function_exists("curl_init") ? 0 : 1);' >/dev/null 2>&1 || need+=(php-curl)
 
 if [ "${#need[@]}" -gt 0 ]; then
   echo "installing: ${need[*]}"

@@ -14,6 +14,7 @@ pub mod config;
 pub mod connection;
 pub mod context;
 pub mod dns;
+pub mod elf;
 pub mod export;
 pub mod guard;
 pub mod http;

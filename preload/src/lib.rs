@@ -17,6 +17,11 @@
 //!   `gethostbyname_r`;
 //! - OpenSSL ([`hooks::tls`]): `SSL_write`, `SSL_write_ex`, `SSL_read`,
 //!   `SSL_read_ex`, `SSL_shutdown`, `SSL_free`, `SSL_ctrl`;
+//! - loading ([`hooks::dl`], x86_64 and aarch64): `dlopen`, `dlsym`,
+//!   trampolines into glibc's own, after which libraries loaded with
+//!   `RTLD_DEEPBIND` get their call slots re-pointed at the hooks listed
+//!   here ([`deepbind`], which reads this list from the library's own
+//!   dynamic symbol table);
 //! - process end ([`hooks::exec`]): `exit`, `_exit`, `_Exit`;
 //! - starting programs ([`hooks::exec`]): `execve`, `execv`, `execvp`,
 //!   `execvpe`, `posix_spawn`, `posix_spawnp`.
@@ -24,6 +29,8 @@
 //! The constructor ([`init`]) resolves the real functions, reads the
 //! configuration once and registers the `fork` and exit handlers.
 
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+mod deepbind;
 mod fdtable;
 mod hooks;
 mod init;
