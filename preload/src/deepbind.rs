@@ -67,6 +67,13 @@ static STATE: Mutex<State> = Mutex::new(State {
     generation: None,
 });
 
+/// True once a `dlopen` with `RTLD_DEEPBIND` was seen (one relaxed load:
+/// the trampolines' fast path).
+#[inline]
+pub fn seen() -> bool {
+    SEEN.load(Ordering::Relaxed)
+}
+
 /// Before a `dlopen` with `RTLD_DEEPBIND`: the first time, records the
 /// objects loaded so far (they were bound normally) and switches syncing on.
 pub fn note_deepbind() {

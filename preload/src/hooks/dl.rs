@@ -79,6 +79,9 @@ pre_call_trampoline!(dlsym => before_dlsym);
 
 /// Runs before the app's `dlopen(file, mode)`; returns the real `dlopen`.
 extern "C" fn before_dlopen(_file: *const c_char, mode: c_int) -> usize {
+    if !deepbind::seen() && mode & libc::RTLD_DEEPBIND == 0 {
+        return REAL_DLOPEN.get();
+    }
     bookkeeping(|| {
         deepbind::sync();
         if mode & libc::RTLD_DEEPBIND != 0 {
@@ -90,7 +93,9 @@ extern "C" fn before_dlopen(_file: *const c_char, mode: c_int) -> usize {
 
 /// Runs before the app's `dlsym`; returns the real `dlsym`.
 extern "C" fn before_dlsym(_handle: *mut c_void, _name: *const c_char) -> usize {
-    bookkeeping(deepbind::sync);
+    if deepbind::seen() {
+        bookkeeping(deepbind::sync);
+    }
     REAL_DLSYM.get()
 }
 
