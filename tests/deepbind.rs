@@ -309,3 +309,42 @@ fn dlopen_and_dlsym_still_resolve_for_their_real_caller() {
         "the deep-bound library's dlopen goes through our hook: {log}"
     );
 }
+
+/// A deep-bound plugin closed and loaded again comes back as a new copy
+/// (often at the same address): it is patched again, not taken for the one
+/// already seen.
+#[test]
+fn plugin_closed_and_loaded_again_with_rtld_deepbind_is_traced_both_times() {
+    let tmp = TempDir::new("deepbind-reload");
+    let lib = tmp.path("libhttpget.so");
+    let loader = tmp.path("dl_loader");
+    cc(&["-shared", "-fPIC", "-O1"], &[app("dl/http_get.c")], &lib);
+    cc(&["-O1"], &[app("dl/dl_loader.c")], &loader);
+    let dump = tmp.path("spans.jsonl");
+    let port = free_port();
+    let mut server = http_server(&dump, port);
+    let mut cmd = traced(loader.to_str().unwrap());
+    cmd.arg(&lib)
+        .arg("deepbind-reload")
+        .arg(port.to_string())
+        .arg("/status/205")
+        .env("LUMIGO_DEBUG_SPANDUMP", &dump)
+        .env("OTEL_SERVICE_NAME", "loader-reload");
+    let out = run(cmd, T);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "205\n205\n");
+    let spans = wait_spans(&dump, T, |s| s.len() >= 4);
+    server.stop();
+    let clients: Vec<&Value> = of_kind(&spans, "SpanKind.CLIENT");
+    assert_eq!(clients.len(), 2, "one CLIENT span per load: {spans:#?}");
+    for client in clients {
+        assert_eq!(attr(client, "http.response.status_code"), 205);
+        assert!(
+            spans
+                .iter()
+                .any(|s| kind(s) == "SpanKind.SERVER"
+                    && s["parent_id"] == client["context"]["span_id"]),
+            "{spans:#?}"
+        );
+    }
+}

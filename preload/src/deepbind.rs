@@ -112,7 +112,13 @@ pub fn sync() {
     if now.is_some() && now == state.generation {
         return;
     }
-    for object in walk() {
+    let objects = walk();
+    // Forget objects since unloaded: a library closed and loaded again may
+    // come back at the same address with its name at the same address.
+    state
+        .known
+        .retain(|key| objects.iter().any(|o| o.key() == *key));
+    for object in objects {
         let key = object.key();
         if state.known.contains(&key) {
             continue;
