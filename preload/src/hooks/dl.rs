@@ -146,10 +146,16 @@ impl RealDl {
                 // later interposer's) definition.
                 unsafe { libc::dlvsym(libc::RTLD_NEXT, self.name.as_ptr(), v.as_ptr()) as usize }
             })
-            .find(|&a| a != 0)
-            .unwrap_or(self.missing as usize);
-        self.addr.store(found, Ordering::Relaxed);
-        found
+            .find(|&a| a != 0);
+        match found {
+            Some(a) => {
+                self.addr.store(a, Ordering::Relaxed);
+                a
+            }
+            // Not cached: on a glibc older than 2.34 libdl may be loaded
+            // later.
+            None => self.missing as usize,
+        }
     }
 }
 
