@@ -154,9 +154,10 @@ impl Object {
         if self.phdr.is_null() {
             return &[];
         }
-        // SAFETY: the loader's program headers of a loaded object; callers
-        // hold a handle on the object (or are inside dl_iterate_phdr), so
-        // it stays mapped.
+        // SAFETY: the loader's program headers of a loaded object; they are
+        // only read for this library and for objects we hold a handle on
+        // (taken before the walk that found these headers), so it stays
+        // mapped.
         unsafe { std::slice::from_raw_parts(self.phdr, self.phnum) }
     }
 }
@@ -210,10 +211,9 @@ fn walk() -> Vec<Object> {
 /// Patches one object; the number of slots changed, `None` if it was not
 /// one to look at.
 fn process(object: &Object, kinds: CallRelocs) -> Option<usize> {
-    // The main program (no name) and the vDSO are never RTLD_DEEPBIND
-    // loads; this library is ours.
-    if object.name.is_empty() || LoadedImage::of(object).contains(sync as *const () as usize as u64)
-    {
+    // The main program (no name) is never an RTLD_DEEPBIND load; this
+    // library is ours. (Nothing of the object is read before we hold it.)
+    if object.name.is_empty() || Some(object.name_ptr) == own_name_ptr() {
         return None;
     }
     // Waits for a dlopen in progress (the loader's lock), and finds the
@@ -234,10 +234,25 @@ fn process(object: &Object, kinds: CallRelocs) -> Option<usize> {
     } == 0;
     // SAFETY: a non-null link_map from dlinfo; its first field is l_addr.
     let same = ok && !map.is_null() && unsafe { (*map).l_addr } == object.base;
-    let n = same.then(|| patch(object, handle, kinds));
+    // Its program headers, read again now that our handle keeps it loaded.
+    let n = same
+        .then(|| walk().into_iter().find(|o| o.key() == object.key()))
+        .flatten()
+        .map(|held| patch(&held, handle, kinds));
     // SAFETY: drops the reference RTLD_NOLOAD took; the object stays loaded.
     unsafe { libc::dlclose(handle) };
     n
+}
+
+/// This library's name as the loader holds it (`dladdr` and
+/// `dl_iterate_phdr` both hand out the link map's `l_name`).
+fn own_name_ptr() -> Option<usize> {
+    let mut info = std::mem::MaybeUninit::<libc::Dl_info>::zeroed();
+    // SAFETY: dladdr fills a plain struct for an address of this library.
+    let found = unsafe { libc::dladdr(sync as *const () as *const c_void, info.as_mut_ptr()) };
+    // SAFETY: zero-initialised, and filled in by dladdr on success.
+    let info = unsafe { info.assume_init() };
+    (found != 0 && !info.dli_fname.is_null()).then_some(info.dli_fname as usize)
 }
 
 /// The public head of glibc's `struct link_map`.
@@ -372,10 +387,8 @@ fn exports() -> Option<&'static [Export]> {
     static EXPORTS: OnceLock<Option<Vec<Export>>> = OnceLock::new();
     EXPORTS
         .get_or_init(|| {
-            let me = sync as *const () as usize as u64;
-            let ours = walk()
-                .into_iter()
-                .find(|o| LoadedImage::of(o).contains(me))?;
+            let me = own_name_ptr()?;
+            let ours = walk().into_iter().find(|o| o.name_ptr == me)?;
             let image = LoadedImage::of(&ours);
             let base = ours.base as u64;
             let dyn_addr = base
@@ -390,8 +403,9 @@ fn exports() -> Option<&'static [Export]> {
             dynamic.for_each_export(&image, |name, value| {
                 let Ok(name) = CString::new(name) else { return };
                 let hook = (base + value) as usize;
-                // SAFETY (both): dlsym with a valid name, from this library.
+                // SAFETY: dlsym with a valid name, from this library.
                 let global = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) } as usize;
+                // SAFETY: as above.
                 let next = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) } as usize;
                 out.push(Export {
                     per_caller: per_caller.contains(&hook),
