@@ -15,6 +15,7 @@ pub mod config;
 pub mod connection;
 pub mod context;
 pub mod dns;
+pub mod elf;
 pub mod export;
 pub mod fd_custody;
 pub mod guard;

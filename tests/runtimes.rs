@@ -328,7 +328,6 @@ fn php_file_get_contents_over_http_and_https() {
 /// the curl extension's libcurl bound `connect`/`send`/`recv` (and libssl's
 /// calls) straight to their libraries: no spans at all.
 #[test]
-#[ignore = "pending: libraries loaded with RTLD_DEEPBIND are traced (PHP curl extension)"]
 fn php_curl_extension_over_http_and_https() {
     let out = Command::new("php").arg("-m").output().expect("run php -m");
     assert!(

@@ -17,6 +17,8 @@ extern "C" fn init() {
 }
 
 fn start() {
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    crate::hooks::dl::resolve();
     real::resolve_all();
     // Our copy of std has its own panic hook: keep panics silent (they are
     // caught and switch tracing off) unless debugging. A Rust app's own

@@ -23,6 +23,11 @@
 //! - user and group changes ([`hooks::privilege`]): `setuid`, `seteuid`,
 //!   `setreuid`, `setresuid`, `setgid`, `setegid`, `setregid`,
 //!   `setresgid`, `setgroups`, `initgroups`;
+//! - loading ([`hooks::dl`], x86_64 and aarch64): `dlopen`, `dlsym`,
+//!   trampolines into glibc's own, after which libraries loaded with
+//!   `RTLD_DEEPBIND` get their call slots re-pointed at the hooks listed
+//!   here ([`deepbind`], which reads this list from the library's own
+//!   dynamic symbol table);
 //! - process end ([`hooks::exec`]): `exit`, `_exit`, `_Exit`;
 //! - fatal signals ([`hooks::signal`]): `sigaction`, `signal`,
 //!   `bsd_signal`, `sysv_signal`, `__sysv_signal`;
@@ -33,6 +38,8 @@
 //! configuration once and registers the `fork` and exit handlers.
 
 mod custody;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+mod deepbind;
 mod fdtable;
 mod hooks;
 mod init;

@@ -148,6 +148,11 @@ fn runtime() -> Option<&'static Runtime> {
     unsafe { p.as_ref() }
 }
 
+/// True while tracing is on for this process.
+pub fn active() -> bool {
+    runtime().is_some()
+}
+
 /// Installs the runtime (from the constructor).
 pub fn install(config: Config) {
     let rt = Box::new(Runtime::new(Arc::new(config), None));

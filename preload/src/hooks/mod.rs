@@ -3,6 +3,8 @@
 //! untouched; tracing work happens afterwards inside
 //! [`crate::runtime::traced`] and only for fds the table says are tracked.
 
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub mod dl;
 pub mod dns;
 pub mod exec;
 pub mod inject;
