@@ -12,22 +12,28 @@ use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use crate::context;
-use crate::http::inject::{find_insertion, header_lines};
-use crate::http::{self, Detect, HttpConnection, HttpExchange, Role, MAX_HEAD_BYTES};
-use crate::propagation::format_traceparent;
+use crate::http::inject::{header_lines, scan_head, SentHead, ValueAt};
+use crate::http::{self, Detect, HttpConnection, HttpExchange, Role};
+use crate::propagation::{format_traceparent, parse_traceparent};
 use crate::protocol::Operation;
 
 pub use crate::tracer::{Assigned, SpanSink, Tracer};
 
 pub use crate::http::{CloseReason, Flow};
 
-/// Bytes to insert into one outbound write, planned before the real call.
+/// Bytes to insert into one outbound write, or to write in place of some
+/// of the app's, planned before the real call. The wire then carries the
+/// app's first `at` bytes, `insert`, and the app's bytes from `at + replace`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutboundPlan {
     /// App bytes of this write that go before the inserted bytes.
     pub at: usize,
     /// The bytes to insert (what is left of them after a partial write).
     pub insert: Vec<u8>,
+    /// App bytes at `at` that `insert` stands in for: 0 for an insertion;
+    /// `insert.len()` for a replacement (a forwarded `traceparent`'s value),
+    /// so the wire carries as many bytes as the app wrote.
+    pub replace: usize,
     /// Outbound stream position when planned.
     offset: u64,
 }
@@ -37,7 +43,10 @@ impl OutboundPlan {
     /// bytes, and the inserted ones.
     pub fn split_sent(&self, sent: usize) -> (usize, usize) {
         let (k, m) = (self.at, self.insert.len());
-        if sent <= k {
+        if self.replace > 0 {
+            // One for one: every byte on the wire stands for one of the app's.
+            (sent, 0)
+        } else if sent <= k {
             (sent, 0)
         } else if sent < k + m {
             (k, sent - k)
@@ -55,6 +64,18 @@ struct Injection {
     /// How many of its bytes the kernel has taken.
     sent: usize,
 }
+
+/// A forwarded `traceparent` value being replaced on its way out, byte for
+/// byte, with one naming our CLIENT span.
+struct Replacement {
+    /// Stream position (in app bytes) of the value's first byte.
+    at: u64,
+    bytes: Vec<u8>,
+}
+
+/// Most inbound bytes held back while a request is being written on
+/// another thread (see [`Connection::on_inbound`]).
+const MAX_HELD: usize = 64 * 1024;
 
 /// Bytes kept while the protocol is not yet known (enough for a method
 /// token, a startup message or a server greeting's version).
@@ -186,6 +207,15 @@ pub struct Connection {
     /// App bytes sent so far.
     out_offset: u64,
     injection: Option<Injection>,
+    replacement: Option<Replacement>,
+    /// The identity in `planned` was chosen for a forwarded `traceparent`
+    /// replaced in the head being written: the head's end keeps it.
+    replaced_head: bool,
+    /// A write was planned whose bytes have not been fed yet: it may be in
+    /// the kernel already, and its response read on another thread.
+    writing: bool,
+    /// Response bytes that arrived before the request they answer was fed.
+    held: Vec<u8>,
 }
 
 impl Connection {
@@ -215,6 +245,10 @@ impl Connection {
             planned: None,
             out_offset: 0,
             injection: None,
+            replacement: None,
+            replaced_head: false,
+            writing: false,
+            held: Vec::new(),
         }
     }
 
@@ -241,12 +275,47 @@ impl Connection {
     /// The app sent `data` (bytes the kernel accepted).
     pub fn on_outbound(&mut self, data: &[u8], now: SystemTime, tracer: &Tracer) -> Flow {
         self.out_offset += data.len() as u64;
-        self.feed(data, true, now, tracer)
+        self.writing = false;
+        let flow = self.feed(data, true, now, tracer);
+        if flow == Flow::Stop || self.held.is_empty() || self.must_hold() {
+            return flow;
+        }
+        // The request the held response answers is in: pair them.
+        let held = std::mem::take(&mut self.held);
+        self.feed(&held, false, now, tracer)
     }
 
     /// The app received `data`.
+    ///
+    /// On a client, a response can reach us before its request: the app
+    /// writes on one thread and reads on another, and the write is fed only
+    /// after the real call returns. Response bytes that arrive while a write
+    /// is under way and no request awaits them are held back (up to
+    /// [`MAX_HELD`]) until the write is fed, then paired with its request.
     pub fn on_inbound(&mut self, data: &[u8], now: SystemTime, tracer: &Tracer) -> Flow {
+        if !data.is_empty() && (self.writing || !self.held.is_empty()) && self.must_hold() {
+            if self.held.len() + data.len() <= MAX_HELD {
+                self.held.extend_from_slice(data);
+                return Flow::Continue;
+            }
+            // Too much to be the early answer to a write: as if not held.
+            let held = std::mem::take(&mut self.held);
+            if self.feed(&held, false, now, tracer) == Flow::Stop {
+                return Flow::Stop;
+            }
+        }
         self.feed(data, false, now, tracer)
+    }
+
+    /// Whether inbound bytes now would find no request to answer on a
+    /// client connection that may yet see one.
+    fn must_hold(&self) -> bool {
+        self.role == Role::Client
+            && match &self.protocol {
+                Protocol::Detecting { .. } => true,
+                Protocol::Http(h) => !h.awaits_response(),
+                _ => false,
+            }
     }
 
     /// The app sent `n` bytes we cannot see (`sendfile`).
@@ -267,6 +336,11 @@ impl Connection {
 
     /// The connection ended: the peer closed, the app closed, or the process exits.
     pub fn on_close(&mut self, now: SystemTime, reason: CloseReason, tracer: &Tracer) {
+        if !self.held.is_empty() {
+            // The write they waited for never came: they go as they are.
+            let held = std::mem::take(&mut self.held);
+            let _ = self.feed(&held, false, now, tracer);
+        }
         match &mut self.protocol {
             Protocol::Http(h) => h.on_close(now, reason, &mut self.done),
             Protocol::Db(p) => p.close(now, reason, &mut self.ops),
@@ -356,8 +430,13 @@ impl Connection {
                 if ex.seq >= self.next_seq {
                     self.next_seq = ex.seq + 1;
                     let who = identity_for(self.role, &mut self.planned, ex, tracer);
+                    self.replaced_head = false;
                     if self.role == Role::Server {
-                        context::set_active(&who.context);
+                        let inbound = ex.traceparent.as_deref().and_then(parse_traceparent);
+                        let inbound_parent = inbound
+                            .filter(|tp| who.parent == Some(tp.span_id))
+                            .map(|tp| tp.span_id);
+                        context::set_active(&who.context, inbound_parent);
                     }
                     self.assigned.push_back((ex.seq, who));
                 }
@@ -389,13 +468,18 @@ impl Connection {
 
     /// Before the app's bytes go out on a client connection: the bytes to
     /// insert into this write, if a request head ends in it (or if an
-    /// earlier partial write left part of an inserted line unsent).
+    /// earlier partial write left part of an inserted line unsent); or the
+    /// bytes to write in place of a forwarded `traceparent`'s value in it.
     pub fn plan_outbound(&mut self, pieces: &[&[u8]], tracer: &Tracer) -> Option<OutboundPlan> {
-        if self.role != Role::Client || !tracer.inject {
+        if self.role != Role::Client {
             return None;
         }
         let total: usize = pieces.iter().map(|p| p.len()).sum();
         if total == 0 {
+            return None;
+        }
+        self.writing = true;
+        if !tracer.inject {
             return None;
         }
         if let Some(inj) = &self.injection {
@@ -404,6 +488,7 @@ impl Connection {
                 return (at < total as u64).then(|| OutboundPlan {
                     at: at as usize,
                     insert: inj.line[inj.sent..].to_vec(),
+                    replace: 0,
                     offset: self.out_offset,
                 });
             }
@@ -414,7 +499,14 @@ impl Connection {
             // Past it (or writes that do not add up: another thread wrote).
             self.injection = None;
         }
-        let head_so_far: &[u8] = match &self.protocol {
+        if let Some(r) = &self.replacement {
+            if r.at + r.bytes.len() as u64 > self.out_offset {
+                // Not all of it out yet (a partial write, or a retry).
+                return self.replacement_plan(total);
+            }
+            self.replacement = None;
+        }
+        let sent: SentHead<'_> = match &self.protocol {
             Protocol::Http(h) => h.outbound_request_head()?,
             Protocol::Detecting {
                 prefix,
@@ -435,11 +527,32 @@ impl Connection {
                 ) {
                     return None;
                 }
-                &prefix[..*len]
+                let kept = &prefix[..*len];
+                SentHead {
+                    kept,
+                    beyond: None,
+                    after_lf: kept.last() == Some(&b'\n'),
+                }
             }
             _ => return None,
         };
-        let found = find_insertion(head_so_far, pieces, MAX_HEAD_BYTES)?;
+        let forwarded = context::forwarded_parent().filter(|_| !self.replaced_head);
+        let scan = scan_head(sent, pieces, forwarded.is_some());
+        if let (Some(value), Some(parent)) = (scan.traceparent, forwarded) {
+            if let Some((who, bytes)) = replacement_for(&value, parent, tracer) {
+                self.planned = Some(who);
+                self.replaced_head = true;
+                self.replacement = Some(Replacement {
+                    at: self.out_offset + value.offset as u64,
+                    bytes,
+                });
+                return self.replacement_plan(total);
+            }
+        }
+        let found = scan.end?;
+        if self.replaced_head {
+            return None;
+        }
         let who = tracer.client_span(found.traceparent.as_deref(), found.tracestate.as_deref());
         let line = (!found.leave_alone).then(|| {
             let tp = format_traceparent(&who.context);
@@ -455,6 +568,27 @@ impl Connection {
         Some(OutboundPlan {
             at: found.offset,
             insert: line,
+            replace: 0,
+            offset: self.out_offset,
+        })
+    }
+
+    /// The part of the pending replacement that falls in a write of `total`
+    /// bytes starting at the current stream position.
+    fn replacement_plan(&self, total: usize) -> Option<OutboundPlan> {
+        let r = self.replacement.as_ref()?;
+        let start = r.at.max(self.out_offset);
+        let at = usize::try_from(start - self.out_offset).ok()?;
+        if at >= total {
+            return None;
+        }
+        let skip = usize::try_from(start - r.at).ok()?;
+        let rest = r.bytes.get(skip..)?;
+        let n = rest.len().min(total - at);
+        Some(OutboundPlan {
+            at,
+            insert: rest[..n].to_vec(),
+            replace: n,
             offset: self.out_offset,
         })
     }
@@ -469,6 +603,25 @@ impl Connection {
         }
         app
     }
+}
+
+/// When an outbound `traceparent` value is exactly the one the request the
+/// thread serves arrived with (a proxy forwarding it): the identity of our
+/// CLIENT span, a child of that request's SERVER span, and the value naming
+/// it, as long as the one it replaces (so write counts stay the app's).
+fn replacement_for(
+    value: &ValueAt,
+    (trace_id, parent): ([u8; 16], [u8; 8]),
+    tracer: &Tracer,
+) -> Option<(Assigned, Vec<u8>)> {
+    let text = std::str::from_utf8(&value.value).ok()?;
+    let tp = parse_traceparent(text)?;
+    if tp.trace_id != trace_id || tp.span_id != parent {
+        return None;
+    }
+    let who = tracer.client_span(None, None);
+    let bytes = format_traceparent(&who.context).into_bytes();
+    (bytes.len() == value.value.len() && who.context.trace_id == trace_id).then_some((who, bytes))
 }
 
 /// The span identity of a request whose head is known: a server continues
@@ -691,5 +844,200 @@ mod tests {
         );
         assert!(a.parent_is_remote);
         assert_eq!(a.context.trace_state.as_deref(), Some("e=1"));
+    }
+
+    /// Sends `head` as the preload does: plan, the real write taking
+    /// `sent` bytes of the combined write, commit, feed the app's bytes.
+    /// Returns the plan and how many app bytes went.
+    fn write(
+        c: &mut Connection,
+        head: &[u8],
+        sent: Option<usize>,
+        t: &Tracer,
+    ) -> (Option<OutboundPlan>, usize) {
+        let plan = c.plan_outbound(&[head], t);
+        let wire = head.len() + plan.as_ref().map_or(0, |p| p.insert.len() - p.replace);
+        let sent = sent.unwrap_or(wire).min(wire);
+        let app = match &plan {
+            Some(p) => c.commit_outbound(p, sent),
+            None => sent,
+        };
+        let _ = c.on_outbound(&head[..app], SystemTime::now(), t);
+        (plan, app)
+    }
+
+    fn cookie_head(cookie: usize, tail: &str) -> Vec<u8> {
+        let mut h = b"GET /big HTTP/1.1\r\nHost: h\r\nCookie: c=".to_vec();
+        h.resize(h.len() + cookie, b'j');
+        h.extend_from_slice(format!("\r\n{tail}\r\n").as_bytes());
+        h
+    }
+
+    #[test]
+    fn a_request_head_over_16_kib_gets_a_traceparent_and_an_ordinary_span() {
+        let (t, spans) = tracer();
+        let mut c = Connection::client(addr("127.0.0.1:9000"), None);
+        let head = cookie_head(40 * 1024, "Accept: */*\r\n");
+        for round in 0..3 {
+            // The head in two writes, split before and after the cap.
+            let split = [100, crate::http::MAX_HEAD_BYTES + 5, head.len() - 3][round];
+            let (p1, _) = write(&mut c, &head[..split], None, &t);
+            let (p2, _) = write(&mut c, &head[split..], None, &t);
+            let plan = p1.or(p2).expect("a traceparent is inserted");
+            let line = String::from_utf8(plan.insert).unwrap();
+            let _ = c.on_inbound(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+                SystemTime::now(),
+                &t,
+            );
+            let spans = spans.0.lock().unwrap();
+            assert_eq!(
+                spans.len(),
+                round + 1,
+                "round {round}: the connection stays traced"
+            );
+            let s = &spans[round];
+            assert_eq!(s.attr("http.response.status_code"), Some(&200i64.into()));
+            assert_eq!(s.attr("error.type"), None);
+            assert_eq!(s.attr("url.path"), Some(&"/big".into()));
+            assert_eq!(&line[49..65], crate::span::hex(&s.context.span_id));
+        }
+    }
+
+    const FORWARDED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    /// A server connection on this thread serving a request that came with
+    /// [`FORWARDED`].
+    fn serving(t: &Tracer) -> Connection {
+        let mut server = Connection::server(addr("127.0.0.1:40000"), addr("127.0.0.1:8000"));
+        let req = format!("GET /in HTTP/1.1\r\nTraceparent: {FORWARDED}\r\n\r\n");
+        let _ = server.on_inbound(req.as_bytes(), SystemTime::now(), t);
+        server
+    }
+
+    #[test]
+    fn a_proxy_forwarding_the_inbound_traceparent_gets_it_replaced_in_place() {
+        let (t, spans) = tracer();
+        let mut server = serving(&t);
+        let head =
+            format!("GET /up HTTP/1.1\r\nHost: u\r\ntraceparent: {FORWARDED}\r\nX: y\r\n\r\n");
+        let value_at = head.find(FORWARDED).unwrap();
+        // Every way a partial write can cut the value.
+        for cut in [
+            0,
+            value_at,
+            value_at + 1,
+            value_at + 30,
+            value_at + 54,
+            head.len(),
+        ] {
+            let mut c = Connection::client(addr("127.0.0.1:9000"), None);
+            let mut wire = Vec::new();
+            let mut sent = 0;
+            let mut first = true;
+            while sent < head.len() {
+                let rest = &head.as_bytes()[sent..];
+                let plan = c.plan_outbound(&[rest], &t);
+                let mut combined = rest.to_vec();
+                if let Some(p) = &plan {
+                    assert_eq!(p.insert.len(), p.replace, "same length");
+                    combined.splice(p.at..p.at + p.replace, p.insert.iter().copied());
+                }
+                let take = if first {
+                    (cut - sent).max(1).min(rest.len())
+                } else {
+                    rest.len()
+                };
+                first = false;
+                wire.extend_from_slice(&combined[..take]);
+                let app = plan.as_ref().map_or(take, |p| c.commit_outbound(p, take));
+                assert_eq!(app, take, "counts are the app's");
+                let _ = c.on_outbound(&rest[..app], SystemTime::now(), &t);
+                sent += app;
+            }
+            assert_eq!(wire.len(), head.len());
+            let wire = String::from_utf8(wire).unwrap();
+            let _ = c.on_inbound(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+                SystemTime::now(),
+                &t,
+            );
+            let spans = spans.0.lock().unwrap();
+            let client = spans.last().unwrap();
+            let ours = format_traceparent(&client.context);
+            assert_eq!(wire, head.replace(FORWARDED, &ours), "cut {cut}");
+            assert_eq!(
+                crate::span::hex(&client.context.trace_id),
+                "4bf92f3577b34da6a3ce929d0e0e4736"
+            );
+            assert_eq!(
+                client.parent_span_id,
+                Some(context::active().unwrap().span_id),
+                "child of our SERVER span"
+            );
+        }
+        let _ = server.on_outbound(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+            SystemTime::now(),
+            &t,
+        );
+        assert_eq!(context::forwarded_parent(), None);
+    }
+
+    #[test]
+    fn a_traceparent_the_app_made_itself_is_not_replaced() {
+        let (t, spans) = tracer();
+        let mut server = serving(&t);
+        let own = "00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-01";
+        let mut c = Connection::client(addr("127.0.0.1:9000"), None);
+        let head = format!("GET / HTTP/1.1\r\ntraceparent: {own}\r\n\r\n");
+        let (plan, _) = write(&mut c, head.as_bytes(), None, &t);
+        assert_eq!(plan, None);
+        let _ = c.on_inbound(b"HTTP/1.1 204 No Content\r\n\r\n", SystemTime::now(), &t);
+        let _ = server.on_outbound(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+            SystemTime::now(),
+            &t,
+        );
+        let spans = spans.0.lock().unwrap();
+        assert_eq!(
+            crate::span::hex(&spans[0].parent_span_id.unwrap()),
+            "1111111111111111"
+        );
+        // Without an inbound request, the forwarded value is just a value.
+        let mut c = Connection::client(addr("127.0.0.1:9000"), None);
+        let head = format!("GET / HTTP/1.1\r\ntraceparent: {FORWARDED}\r\n\r\n");
+        assert_eq!(write(&mut c, head.as_bytes(), None, &t).0, None);
+    }
+
+    #[test]
+    fn a_response_read_before_its_request_was_fed_still_pairs() {
+        let (t, spans) = tracer();
+        let mut c = Connection::client(addr("127.0.0.1:9000"), None);
+        let now = SystemTime::now();
+        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi";
+        for (i, req) in [&b"GET /1 HTTP/1.1\r\n\r\n"[..], b"GET /2 HTTP/1.1\r\n\r\n"]
+            .iter()
+            .enumerate()
+        {
+            // The write is planned and goes out; another thread reads the
+            // response before this one feeds the request.
+            let plan = c.plan_outbound(&[req], &t).unwrap();
+            for piece in ok.chunks(7) {
+                assert_eq!(c.on_inbound(piece, now, &t), Flow::Continue);
+            }
+            let app = c.commit_outbound(&plan, req.len() + plan.insert.len());
+            assert_eq!(c.on_outbound(&req[..app], now, &t), Flow::Continue);
+            let spans = spans.0.lock().unwrap();
+            assert_eq!(spans.len(), i + 1, "request {i} has its span");
+            let s = &spans[i];
+            assert_eq!(s.attr("http.response.status_code"), Some(&200i64.into()));
+            assert_eq!(s.attr("http.response.body.size"), Some(&2i64.into()));
+            let line = String::from_utf8_lossy(&plan.insert);
+            assert_eq!(&line[49..65], crate::span::hex(&s.context.span_id));
+        }
+        // A response with no write under way is not held: no span is made up.
+        assert_eq!(c.on_inbound(ok, now, &t), Flow::Stop);
+        assert_eq!(spans.0.lock().unwrap().len(), 2);
     }
 }
