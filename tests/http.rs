@@ -503,3 +503,62 @@ fn multipath_tcp_connections_are_traced_like_tcp() {
         "the inserted traceparent joins the two"
     );
 }
+
+/// A request head over 16 KiB (a 40 KiB cookie) on a keep-alive connection,
+/// Python http.client to a traced Python server: every request gets its
+/// CLIENT and SERVER spans with their status, each SERVER span the child of
+/// its CLIENT span by ids (the traceparent went in past the cap), and the
+/// connection stays traced.
+#[test]
+fn a_request_head_over_16_kib_keeps_its_spans_status_and_traceparent() {
+    let tmp = TempDir::new("bighead");
+    let port = free_port();
+    let server_dump = tmp.path("server.jsonl");
+    let client_dump = tmp.path("client.jsonl");
+    let mut server = python_server(&server_dump, port);
+
+    let script = r#"
+import http.client, sys
+conn = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=10)
+cookie = "session=" + "j" * (40 * 1024)
+for method, path, body in [("GET", "/len/10", None), ("POST", "/echo", b"hello"), ("GET", "/len/20", None)]:
+    conn.request(method, path, body=body, headers={"Cookie": cookie, "X-After": "1"})
+    resp = conn.getresponse()
+    print(resp.status, len(resp.read()))
+conn.close()
+"#;
+    let mut cmd = traced("python3");
+    cmd.arg("-c")
+        .arg(script)
+        .arg(port.to_string())
+        .env("LUMIGO_DEBUG_SPANDUMP", &client_dump);
+    let out = run(cmd, T);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "200 10\n200 5\n200 20\n"
+    );
+
+    let clients = read_spandump(&client_dump);
+    let servers = wait_spans(&server_dump, T, |s| s.len() >= 3);
+    server.stop();
+    assert_eq!(clients.len(), 3, "{clients:#?}");
+    assert_eq!(servers.len(), 3, "{servers:#?}");
+    let paths: Vec<&str> = clients.iter().map(|s| str_attr(s, "url.path")).collect();
+    assert_eq!(paths, ["/len/10", "/echo", "/len/20"]);
+    for (c, s) in clients.iter().zip(&servers) {
+        assert_eq!(kind(c), "SpanKind.CLIENT");
+        assert_eq!(kind(s), "SpanKind.SERVER");
+        for span in [c, s] {
+            assert_eq!(int_attr(span, "http.response.status_code"), 200, "{span}");
+            assert!(attr(span, "error.type").is_null(), "{span}");
+        }
+        assert_eq!(str_attr(s, "url.path"), str_attr(c, "url.path"));
+        assert_eq!(s["context"]["trace_id"], c["context"]["trace_id"]);
+        assert_eq!(
+            s["parent_id"], c["context"]["span_id"],
+            "the SERVER span is the child of its CLIENT span: {c} {s}"
+        );
+    }
+    assert_eq!(int_attr(&clients[1], "http.request.body.size"), 5);
+}
