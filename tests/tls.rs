@@ -265,3 +265,39 @@ print(cur.fetchone()[0], c.info.ssl_in_use)
     assert!(out.status.success(), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "42 True\n");
 }
+
+/// Python urllib over HTTPS, a 404 whose body the app never reads: the
+/// span's `error.type` is the status, as over plain HTTP, not
+/// `connection_closed` (the close cut a body no one read).
+#[test]
+fn urllib_https_404_unread_body_gives_error_type_404_not_connection_closed() {
+    let tmp = TempDir::new("tls-404");
+    let (dump, server_dump) = (tmp.path("client.jsonl"), tmp.path("server.jsonl"));
+    let port = free_port();
+    let mut server = tls_python_server(&tmp, &server_dump, port);
+    let script = format!(
+        r#"
+import ssl, urllib.request, urllib.error
+ctx = ssl._create_unverified_context()
+try:
+    urllib.request.urlopen("https://localhost:{port}/missing", context=ctx)
+except urllib.error.HTTPError as e:
+    print(e.code)
+"#
+    );
+    let mut py = traced("python3");
+    py.args(["-c", &script]).env("LUMIGO_DEBUG_SPANDUMP", &dump);
+    let out = run(py, T);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "404\n");
+    let spans: Vec<Value> = read_spandump(&dump)
+        .into_iter()
+        .filter(|s| s["kind"] == "SpanKind.CLIENT" && !a(s, "http.request.method").is_null())
+        .collect();
+    server.stop();
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    assert_eq!(a(&spans[0], "url.scheme"), "https");
+    assert_eq!(a(&spans[0], "http.response.status_code"), 404);
+    assert_eq!(a(&spans[0], "error.type"), "404");
+    assert_eq!(spans[0]["status"]["status_code"], "ERROR");
+}
