@@ -68,13 +68,17 @@ enum Detector {
 /// much of its value as a span keeps.
 const BEYOND_LINE_BYTES: usize = MAX_FIELD_BYTES + 64;
 
-/// Most header lines kept from past the cap.
-const BEYOND_LINES: usize = 32;
+/// Most framing lines (`Content-Length`, `Transfer-Encoding`) kept from past
+/// the cap, and the longest value kept of one: real ones are short.
+const BEYOND_FRAMING_LINES: usize = 8;
+const BEYOND_FRAMING_VALUE: usize = 128;
 
 /// What a head longer than [`MAX_HEAD_BYTES`] says past the cap: the header
 /// lines whose name matters (framing, and for requests what spans and
-/// propagation read), taken as the bytes stream by. Bounded: at most
-/// [`BEYOND_LINES`] lines of at most [`BEYOND_LINE_BYTES`] bytes.
+/// propagation read), taken as the bytes stream by. Bounded: the first line
+/// of each other name that matters (at most [`BEYOND_LINE_BYTES`] of it, as
+/// only the first is read), and at most [`BEYOND_FRAMING_LINES`] short
+/// framing lines; framing that cannot be kept is marked lost.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Beyond {
     /// The first bytes of the line in progress (from its start, which may
@@ -124,13 +128,21 @@ impl Beyond {
         else {
             return;
         };
-        let framing = RESPONSE_HEADERS.contains(&name);
-        if cut || self.lines.len() >= BEYOND_LINES {
-            self.framing_lost |= framing;
-            return;
+        let value = line[colon + 1..].trim_ascii();
+        if RESPONSE_HEADERS.contains(&name) {
+            let kept = self
+                .lines
+                .iter()
+                .filter(|(n, _)| RESPONSE_HEADERS.contains(n))
+                .count();
+            if cut || value.len() > BEYOND_FRAMING_VALUE || kept >= BEYOND_FRAMING_LINES {
+                self.framing_lost = true;
+                return;
+            }
+        } else if self.lines.iter().any(|(n, _)| *n == name) {
+            return; // only the first of these is read
         }
-        self.lines
-            .push((name, line[colon + 1..].trim_ascii().to_vec()));
+        self.lines.push((name, value.to_vec()));
     }
 }
 

@@ -206,8 +206,9 @@ fn what_is_kept_past_the_cap_is_bounded() {
     let (kept, beyond, rest) = read_split(HeadKind::Request, &input, 100);
     let beyond = beyond.unwrap();
     assert!(rest.is_empty());
-    assert!(beyond.lines().count() <= BEYOND_LINES);
+    assert!(beyond.lines().count() <= REQUEST_HEADERS.len() + BEYOND_FRAMING_LINES);
     assert!(beyond.lines().all(|(_, v)| v.len() <= BEYOND_LINE_BYTES));
+    assert!(beyond.lines().map(|(_, v)| v.len()).sum::<usize>() <= 16 * 1024);
     let head = oversized_request(&kept, &beyond);
     assert_eq!(
         head.framing.request_body(),
