@@ -485,3 +485,54 @@ fn nginx_proxy_forwarding_the_callers_traceparent_keeps_the_chain() {
         );
     }
 }
+
+/// A proxy's outbound request carrying the very `traceparent` its inbound
+/// request came with, its head split in two sends at every offset: the peer
+/// gets the app's bytes with only that value changed, in place, to one of the
+/// same trace and length naming another span (our CLIENT span); no line is
+/// added and every count is the app's (the script checks each send). A value
+/// whose line the app's own sends cut in two after the value's start is left
+/// alone: its first part is gone before the line can be recognised.
+#[test]
+fn a_forwarded_traceparent_is_replaced_in_place_at_every_split() {
+    const FORWARDED: &[u8] = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let (sent, captured, _) = write_pattern("forward", "0");
+    assert!(sent.len() > 60, "one request per split offset");
+    assert_eq!(sent.len(), captured.len());
+    let mut ours = std::collections::HashSet::new();
+    for (i, (sent, got)) in sent.iter().zip(&captured).enumerate() {
+        let split = i + 1;
+        assert_eq!(got.len(), sent.len(), "split {split}: nothing inserted");
+        let at = sent
+            .windows(FORWARDED.len())
+            .position(|w| w == FORWARDED)
+            .unwrap();
+        // Cut inside the value, or before its line's end: the line is not
+        // complete until the value's first bytes are gone.
+        if (at + 1..=at + FORWARDED.len() + 1).contains(&split) {
+            assert_eq!(got, sent, "split {split} inside the value: left alone");
+            continue;
+        }
+        assert_eq!(got[..at], sent[..at]);
+        assert_eq!(got[at + 55..], sent[at + 55..]);
+        let value = &got[at..at + 55];
+        let text = String::from_utf8_lossy(value);
+        assert_eq!(
+            value[..36],
+            FORWARDED[..36],
+            "split {split}: same trace: {text}"
+        );
+        assert_ne!(
+            value[36..52],
+            FORWARDED[36..52],
+            "split {split}: ours: {text}"
+        );
+        assert_eq!(value[52..], FORWARDED[52..]);
+        ours.insert(value.to_vec());
+    }
+    assert_eq!(
+        ours.len(),
+        captured.len() - (FORWARDED.len() + 1),
+        "a CLIENT span per request"
+    );
+}
