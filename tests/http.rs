@@ -618,3 +618,58 @@ fn java_httpclient_responses_read_on_another_thread_keep_their_spans() {
     server.stop();
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+/// A response head over 16 KiB (a 30 KiB `Set-Cookie`), from a traced
+/// Python server to traced curl on one keep-alive connection: both sides
+/// keep their spans, status and body size, and the chain holds by ids.
+#[test]
+fn a_response_head_over_16_kib_keeps_its_spans_and_status() {
+    let tmp = TempDir::new("bigresponse");
+    let port = free_port();
+    let dump = tmp.path("spans.jsonl");
+    let script = format!(
+        r#"
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def do_GET(self):
+        body = b"b" * 7
+        self.send_response(200)
+        self.send_header("Set-Cookie", "s=" + "c" * (30 * 1024))
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+ThreadingHTTPServer(("127.0.0.1", {port}), H).serve_forever()
+"#
+    );
+    let mut cmd = traced("python3");
+    cmd.args(["-c", &script])
+        .env("LUMIGO_DEBUG_SPANDUMP", &dump);
+    let mut server = Server::spawn(cmd, port);
+    let mut curl = traced("curl");
+    curl.args(["-sf", "-o", "/dev/null", "-o", "/dev/null"])
+        .arg(format!("http://127.0.0.1:{port}/one"))
+        .arg(format!("http://127.0.0.1:{port}/two"))
+        .env("LUMIGO_DEBUG_SPANDUMP", &dump);
+    let out = run(curl, T);
+    assert!(out.status.success(), "{out:?}");
+    let spans = wait_spans(&dump, T, |s| s.len() >= 4);
+    server.stop();
+    assert_eq!(spans.len(), 4, "{spans:#?}");
+    for path in ["/one", "/two"] {
+        let of = |k: &str| {
+            spans
+                .iter()
+                .find(|s| kind(s) == k && str_attr(s, "url.path") == path)
+                .unwrap_or_else(|| panic!("no {k} span for {path}: {spans:#?}"))
+        };
+        let (c, s) = (of("SpanKind.CLIENT"), of("SpanKind.SERVER"));
+        for span in [c, s] {
+            assert_eq!(int_attr(span, "http.response.status_code"), 200, "{span}");
+            assert_eq!(int_attr(span, "http.response.body.size"), 7, "{span}");
+            assert!(attr(span, "error.type").is_null(), "{span}");
+        }
+        assert_eq!(s["parent_id"], c["context"]["span_id"]);
+    }
+}
