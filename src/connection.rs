@@ -1040,4 +1040,25 @@ mod tests {
         assert_eq!(c.on_inbound(ok, now, &t), Flow::Stop);
         assert_eq!(spans.0.lock().unwrap().len(), 2);
     }
+
+    #[test]
+    fn a_held_response_whose_write_never_went_out_makes_no_span() {
+        let (t, spans) = tracer();
+        let now = SystemTime::now();
+        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        // The write is planned and fails (EAGAIN, EPIPE): nothing is fed.
+        let mut c = Connection::client(addr("127.0.0.1:9000"), None);
+        let _ = c.plan_outbound(&[b"GET / HTTP/1.1\r\n\r\n"], &t);
+        assert_eq!(c.on_inbound(ok, now, &t), Flow::Continue, "held");
+        c.on_close(now, CloseReason::PeerClosed, &t);
+        assert!(spans.0.lock().unwrap().is_empty(), "no span made up");
+        // More than a response could be: not held, as before.
+        let mut c = Connection::client(addr("127.0.0.1:9000"), None);
+        let _ = c.on_outbound(b"GET /a HTTP/1.1\r\n\r\n", now, &t);
+        let _ = c.on_inbound(ok, now, &t);
+        let _ = c.plan_outbound(&[b"GET /b HTTP/1.1\r\n\r\n"], &t);
+        let flood = vec![b'x'; MAX_HELD + 1];
+        assert_eq!(c.on_inbound(&flood, now, &t), Flow::Stop);
+        assert_eq!(spans.0.lock().unwrap().len(), 1, "only /a");
+    }
 }
