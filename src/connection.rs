@@ -5,7 +5,7 @@
 //! received on it. The first bytes in the request direction decide the
 //! protocol; anything not recognised returns [`Flow::Stop`], after which the
 //! preload stops looking at the fd at all (one array lookup per call).
-//! Finished exchanges become [`SpanRecord`]s and go to the [`Tracer`]'s sink.
+//! Finished exchanges become [`SpanRecord`](crate::span::SpanRecord)s and go to the [`Tracer`]'s sink.
 //!
 //! On client connections it also plans what goes into outbound request
 //! heads before the real write ([`Connection::plan_outbound`]): a
@@ -299,7 +299,7 @@ impl Connection {
     /// writes on one thread and reads on another, and the write is fed only
     /// after the real call returns. Response bytes that arrive while a write
     /// is under way and no request awaits them are held back (up to
-    /// [`MAX_HELD`]) until the write is fed, then paired with its request.
+    /// `MAX_HELD`) until the write is fed, then paired with its request.
     pub fn on_inbound(&mut self, data: &[u8], now: SystemTime, tracer: &Tracer) -> Flow {
         if !data.is_empty() && (self.writing || !self.held.is_empty()) && self.must_hold() {
             if self.held.len() + data.len() <= MAX_HELD {

@@ -9,7 +9,7 @@
 //! can never start with CR or LF, so that byte begins the empty line.
 //!
 //! Heads of any length are scanned: what was sent before the bytes being
-//! written is what the parser kept of it ([`SentHead`]: the first
+//! written is what the parser kept of it (`SentHead`: the first
 //! [`MAX_HEAD_BYTES`](super::MAX_HEAD_BYTES) bytes, and the header lines
 //! that matter from past them), so a `traceparent` past the cap is seen too.
 //! The bytes being written are read line by line without copying more than
@@ -30,7 +30,7 @@ pub(crate) struct SentHead<'a> {
     pub after_lf: bool,
 }
 
-/// What [`scan_head`] found: where the head ends.
+/// What `scan_head` found: where the head ends.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Insertion {
     /// Offset, in the bytes about to be written, where the line goes.
@@ -55,7 +55,7 @@ pub struct ValueAt {
     pub value: Vec<u8>,
 }
 
-/// What [`scan_head`] found in the bytes about to be written.
+/// What `scan_head` found in the bytes about to be written.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HeadScan {
     /// The head ends in these bytes: where the line goes, and what the
