@@ -540,6 +540,7 @@ impl Connection {
                     kept,
                     beyond: None,
                     after_lf: kept.last() == Some(&b'\n'),
+                    after_lf_cr: kept.ends_with(b"\n\r"),
                 }
             }
             _ => return None,

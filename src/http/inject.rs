@@ -28,6 +28,9 @@ pub(crate) struct SentHead<'a> {
     pub beyond: Option<&'a Beyond>,
     /// The last byte sent was a line feed.
     pub after_lf: bool,
+    /// The last bytes sent were a line feed and a CR: the head's empty line
+    /// has begun.
+    pub after_lf_cr: bool,
 }
 
 /// What `scan_head` found: where the head ends.
@@ -177,6 +180,11 @@ fn find_end(sent: SentHead<'_>, pieces: &[&[u8]]) -> Option<(usize, bool)> {
     // they are not the end of a head.
     let mut seen_text = !sent.kept.is_empty();
     let mut after_lf = sent.after_lf || !seen_text;
+    if sent.after_lf_cr && pieces.iter().find_map(|p| p.first()) == Some(&b'\n') {
+        // The empty line began in the last write and ends here: past the
+        // head, it is too late for a line (what follows is the body).
+        return None;
+    }
     let mut offset = 0usize;
     for piece in pieces {
         let mut i = 0;
@@ -305,6 +313,16 @@ mod tests {
         let f = find_insertion(b"", &[b"GET / HTTP/1.1\nHost: a\n\nbody"]).unwrap();
         assert_eq!(f.offset, 23);
         assert!(!f.crlf);
+    }
+
+    /// The empty line's CR went out in one write and its LF in the next:
+    /// what follows is body, even when it starts with a CR or LF, and no
+    /// line may go there (the old scan put one into such a body).
+    #[test]
+    fn an_empty_line_cut_after_its_cr_gets_no_line_in_the_body() {
+        let sent = b"GET / HTTP/1.1\r\nHost: a\r\n\r";
+        assert_eq!(find_insertion(sent, &[b"\n\r\nbody"]), None);
+        assert_eq!(find_insertion(sent, &[b"\n", b"\n\n"]), None);
     }
 
     #[test]

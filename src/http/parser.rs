@@ -228,6 +228,7 @@ impl HeadReader {
             kept: &self.buf,
             beyond: self.beyond.as_deref(),
             after_lf: self.scan == Scan::Lf,
+            after_lf_cr: self.scan == Scan::LfCr,
         }
     }
 
