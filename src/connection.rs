@@ -6,29 +6,43 @@
 //! received on it. The first bytes in the request direction decide the
 //! protocol; anything not recognised returns [`Flow::Stop`], after which the
 //! preload stops looking at the fd at all (one array lookup per call).
-//! Finished exchanges become [`SpanRecord`]s and go to the [`Tracer`]'s sink.
+//! Finished exchanges become [`SpanRecord`](crate::span::SpanRecord)s and go to the [`Tracer`]'s sink.
+//!
+//! On client connections it also plans what goes into outbound request
+//! heads before the real write ([`Connection::plan_outbound`]): a
+//! `traceparent` line inserted at the head's end, or, when the app forwards
+//! the very `traceparent` the thread's inbound request came with (a proxy),
+//! that value replaced in place by one naming our CLIENT span. And since a
+//! planned write is fed only once the real call returns, a response read on
+//! another thread meanwhile is held until its request is in.
 
 use std::collections::VecDeque;
 use std::time::SystemTime;
 
 use crate::address::Address;
 use crate::context;
-use crate::http::inject::{find_insertion, header_lines};
-use crate::http::{self, Detect, HttpConnection, HttpExchange, Role, MAX_HEAD_BYTES};
-use crate::propagation::format_traceparent;
+use crate::http::inject::{header_lines, scan_head, SentHead, ValueAt};
+use crate::http::{self, Detect, HttpConnection, HttpExchange, Role};
+use crate::propagation::{format_traceparent, parse_traceparent};
 use crate::protocol::Operation;
 
 pub use crate::tracer::{Assigned, SpanSink, Tracer};
 
 pub use crate::http::{CloseReason, Flow};
 
-/// Bytes to insert into one outbound write, planned before the real call.
+/// Bytes to insert into one outbound write, or to write in place of some
+/// of the app's, planned before the real call. The wire then carries the
+/// app's first `at` bytes, `insert`, and the app's bytes from `at + replace`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutboundPlan {
     /// App bytes of this write that go before the inserted bytes.
     pub at: usize,
     /// The bytes to insert (what is left of them after a partial write).
     pub insert: Vec<u8>,
+    /// App bytes at `at` that `insert` stands in for: 0 for an insertion;
+    /// `insert.len()` for a replacement (a forwarded `traceparent`'s value),
+    /// so the wire carries as many bytes as the app wrote.
+    pub replace: usize,
     /// Outbound stream position when planned.
     offset: u64,
 }
@@ -38,7 +52,10 @@ impl OutboundPlan {
     /// bytes, and the inserted ones.
     pub fn split_sent(&self, sent: usize) -> (usize, usize) {
         let (k, m) = (self.at, self.insert.len());
-        if sent <= k {
+        if self.replace > 0 {
+            // One for one: every byte on the wire stands for one of the app's.
+            (sent, 0)
+        } else if sent <= k {
             (sent, 0)
         } else if sent < k + m {
             (k, sent - k)
@@ -56,6 +73,18 @@ struct Injection {
     /// How many of its bytes the kernel has taken.
     sent: usize,
 }
+
+/// A forwarded `traceparent` value being replaced on its way out, byte for
+/// byte, with one naming our CLIENT span.
+struct Replacement {
+    /// Stream position (in app bytes) of the value's first byte.
+    at: u64,
+    bytes: Vec<u8>,
+}
+
+/// Most inbound bytes held back while a request is being written on
+/// another thread (see [`Connection::on_inbound`]).
+const MAX_HELD: usize = 64 * 1024;
 
 /// Bytes kept while the protocol is not yet known (enough for a method
 /// token, a startup message or a server greeting's version).
@@ -187,6 +216,15 @@ pub struct Connection {
     /// App bytes sent so far.
     out_offset: u64,
     injection: Option<Injection>,
+    replacement: Option<Replacement>,
+    /// The identity in `planned` was chosen for a forwarded `traceparent`
+    /// replaced in the head being written: the head's end keeps it.
+    replaced_head: bool,
+    /// A write was planned whose bytes have not been fed yet: it may be in
+    /// the kernel already, and its response read on another thread.
+    writing: bool,
+    /// Response bytes that arrived before the request they answer was fed.
+    held: Vec<u8>,
 }
 
 impl Connection {
@@ -216,6 +254,10 @@ impl Connection {
             planned: None,
             out_offset: 0,
             injection: None,
+            replacement: None,
+            replaced_head: false,
+            writing: false,
+            held: Vec::new(),
         }
     }
 
@@ -242,12 +284,47 @@ impl Connection {
     /// The app sent `data` (bytes the kernel accepted).
     pub fn on_outbound(&mut self, data: &[u8], now: SystemTime, tracer: &Tracer) -> Flow {
         self.out_offset += data.len() as u64;
-        self.feed(data, true, now, tracer)
+        self.writing = false;
+        let flow = self.feed(data, true, now, tracer);
+        if flow == Flow::Stop || self.held.is_empty() || self.must_hold() {
+            return flow;
+        }
+        // The request the held response answers is in: pair them.
+        let held = std::mem::take(&mut self.held);
+        self.feed(&held, false, now, tracer)
     }
 
     /// The app received `data`.
+    ///
+    /// On a client, a response can reach us before its request: the app
+    /// writes on one thread and reads on another, and the write is fed only
+    /// after the real call returns. Response bytes that arrive while a write
+    /// is under way and no request awaits them are held back (up to
+    /// `MAX_HELD`) until the write is fed, then paired with its request.
     pub fn on_inbound(&mut self, data: &[u8], now: SystemTime, tracer: &Tracer) -> Flow {
+        if !data.is_empty() && (self.writing || !self.held.is_empty()) && self.must_hold() {
+            if self.held.len() + data.len() <= MAX_HELD {
+                self.held.extend_from_slice(data);
+                return Flow::Continue;
+            }
+            // Too much to be the early answer to a write: as if not held.
+            let held = std::mem::take(&mut self.held);
+            if self.feed(&held, false, now, tracer) == Flow::Stop {
+                return Flow::Stop;
+            }
+        }
         self.feed(data, false, now, tracer)
+    }
+
+    /// Whether inbound bytes now would find no request to answer on a
+    /// client connection that may yet see one.
+    fn must_hold(&self) -> bool {
+        self.role == Role::Client
+            && match &self.protocol {
+                Protocol::Detecting { .. } => true,
+                Protocol::Http(h) => !h.awaits_response(),
+                _ => false,
+            }
     }
 
     /// The app sent `n` bytes we cannot see (`sendfile`).
@@ -268,6 +345,11 @@ impl Connection {
 
     /// The connection ended: the peer closed, the app closed, or the process exits.
     pub fn on_close(&mut self, now: SystemTime, reason: CloseReason, tracer: &Tracer) {
+        if !self.held.is_empty() {
+            // The write they waited for never came: they go as they are.
+            let held = std::mem::take(&mut self.held);
+            let _ = self.feed(&held, false, now, tracer);
+        }
         match &mut self.protocol {
             Protocol::Http(h) => h.on_close(now, reason, &mut self.done),
             Protocol::Db(p) => p.close(now, reason, &mut self.ops),
@@ -357,8 +439,13 @@ impl Connection {
                 if ex.seq >= self.next_seq {
                     self.next_seq = ex.seq + 1;
                     let who = identity_for(self.role, &mut self.planned, ex, tracer);
+                    self.replaced_head = false;
                     if self.role == Role::Server {
-                        context::set_active(&who.context);
+                        let inbound = ex.traceparent.as_deref().and_then(parse_traceparent);
+                        let inbound_parent = inbound
+                            .filter(|tp| who.parent == Some(tp.span_id))
+                            .map(|tp| tp.span_id);
+                        context::set_active(&who.context, inbound_parent);
                     }
                     self.assigned.push_back((ex.seq, who));
                 }
@@ -390,13 +477,18 @@ impl Connection {
 
     /// Before the app's bytes go out on a client connection: the bytes to
     /// insert into this write, if a request head ends in it (or if an
-    /// earlier partial write left part of an inserted line unsent).
+    /// earlier partial write left part of an inserted line unsent); or the
+    /// bytes to write in place of a forwarded `traceparent`'s value in it.
     pub fn plan_outbound(&mut self, pieces: &[&[u8]], tracer: &Tracer) -> Option<OutboundPlan> {
-        if self.role != Role::Client || !tracer.inject {
+        if self.role != Role::Client {
             return None;
         }
         let total: usize = pieces.iter().map(|p| p.len()).sum();
         if total == 0 {
+            return None;
+        }
+        self.writing = true;
+        if !tracer.inject {
             return None;
         }
         if let Some(inj) = &self.injection {
@@ -405,6 +497,7 @@ impl Connection {
                 return (at < total as u64).then(|| OutboundPlan {
                     at: at as usize,
                     insert: inj.line[inj.sent..].to_vec(),
+                    replace: 0,
                     offset: self.out_offset,
                 });
             }
@@ -415,7 +508,14 @@ impl Connection {
             // Past it (or writes that do not add up: another thread wrote).
             self.injection = None;
         }
-        let head_so_far: &[u8] = match &self.protocol {
+        if let Some(r) = &self.replacement {
+            if r.at + r.bytes.len() as u64 > self.out_offset {
+                // Not all of it out yet (a partial write, or a retry).
+                return self.replacement_plan(total);
+            }
+            self.replacement = None;
+        }
+        let sent: SentHead<'_> = match &self.protocol {
             Protocol::Http(h) => h.outbound_request_head()?,
             Protocol::Detecting {
                 prefix,
@@ -436,11 +536,33 @@ impl Connection {
                 ) {
                     return None;
                 }
-                &prefix[..*len]
+                let kept = &prefix[..*len];
+                SentHead {
+                    kept,
+                    beyond: None,
+                    after_lf: kept.last() == Some(&b'\n'),
+                    after_lf_cr: kept.ends_with(b"\n\r"),
+                }
             }
             _ => return None,
         };
-        let found = find_insertion(head_so_far, pieces, MAX_HEAD_BYTES)?;
+        let forwarded = context::forwarded_parent().filter(|_| !self.replaced_head);
+        let scan = scan_head(sent, pieces, forwarded.is_some());
+        if let (Some(value), Some(parent)) = (scan.traceparent, forwarded) {
+            if let Some((who, bytes)) = replacement_for(&value, parent, tracer) {
+                self.planned = Some(who);
+                self.replaced_head = true;
+                self.replacement = Some(Replacement {
+                    at: self.out_offset + value.offset as u64,
+                    bytes,
+                });
+                return self.replacement_plan(total);
+            }
+        }
+        let found = scan.end?;
+        if self.replaced_head {
+            return None;
+        }
         let who = tracer.client_span(found.traceparent.as_deref(), found.tracestate.as_deref());
         let line = (!found.leave_alone).then(|| {
             let tp = format_traceparent(&who.context);
@@ -456,6 +578,27 @@ impl Connection {
         Some(OutboundPlan {
             at: found.offset,
             insert: line,
+            replace: 0,
+            offset: self.out_offset,
+        })
+    }
+
+    /// The part of the pending replacement that falls in a write of `total`
+    /// bytes starting at the current stream position.
+    fn replacement_plan(&self, total: usize) -> Option<OutboundPlan> {
+        let r = self.replacement.as_ref()?;
+        let start = r.at.max(self.out_offset);
+        let at = usize::try_from(start - self.out_offset).ok()?;
+        if at >= total {
+            return None;
+        }
+        let skip = usize::try_from(start - r.at).ok()?;
+        let rest = r.bytes.get(skip..)?;
+        let n = rest.len().min(total - at);
+        Some(OutboundPlan {
+            at,
+            insert: rest[..n].to_vec(),
+            replace: n,
             offset: self.out_offset,
         })
     }
@@ -470,6 +613,25 @@ impl Connection {
         }
         app
     }
+}
+
+/// When an outbound `traceparent` value is exactly the one the request the
+/// thread serves arrived with (a proxy forwarding it): the identity of our
+/// CLIENT span, a child of that request's SERVER span, and the value naming
+/// it, as long as the one it replaces (so write counts stay the app's).
+fn replacement_for(
+    value: &ValueAt,
+    (trace_id, parent): ([u8; 16], [u8; 8]),
+    tracer: &Tracer,
+) -> Option<(Assigned, Vec<u8>)> {
+    let text = std::str::from_utf8(&value.value).ok()?;
+    let tp = parse_traceparent(text)?;
+    if tp.trace_id != trace_id || tp.span_id != parent {
+        return None;
+    }
+    let who = tracer.client_span(None, None);
+    let bytes = format_traceparent(&who.context).into_bytes();
+    (bytes.len() == value.value.len() && who.context.trace_id == trace_id).then_some((who, bytes))
 }
 
 /// The span identity of a request whose head is known: a server continues
@@ -490,231 +652,5 @@ fn identity_for(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::mask::Masker;
-    use crate::propagation::parse_traceparent;
-    use crate::span::SpanRecord;
-    use std::sync::{Arc, Mutex};
-
-    #[derive(Default, Clone)]
-    struct Collect(Arc<Mutex<Vec<SpanRecord>>>);
-    impl SpanSink for Collect {
-        fn submit(&self, span: SpanRecord) {
-            self.0.lock().unwrap().push(span);
-        }
-    }
-
-    fn tracer() -> (Tracer, Collect) {
-        let c = Collect::default();
-        let patterns: Vec<String> = crate::config::DEFAULT_SECRET_PATTERNS
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        (Tracer::new(Masker::new(&patterns), Box::new(c.clone())), c)
-    }
-
-    fn addr(s: &str) -> Option<Address> {
-        Some(Address::Inet(s.parse().unwrap()))
-    }
-
-    #[test]
-    fn client_exchange_split_into_single_bytes_makes_one_span() {
-        let (t, spans) = tracer();
-        let mut c = Connection::client(addr("127.0.0.1:8080"), addr("127.0.0.1:5555"));
-        let now = SystemTime::now();
-        for b in b"GET /a?token=s HTTP/1.1\r\nHost: example\r\n\r\n".chunks(1) {
-            assert!(matches!(c.on_outbound(b, now, &t), Flow::Continue));
-        }
-        assert_eq!(c.in_flight(), 1);
-        for b in b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi".chunks(1) {
-            assert!(matches!(c.on_inbound(b, now, &t), Flow::Continue));
-        }
-        let spans = spans.0.lock().unwrap();
-        assert_eq!(spans.len(), 1);
-        let s = &spans[0];
-        assert_eq!(s.name, "GET");
-        assert_eq!(s.attr("url.query"), Some(&"token=****".into()));
-        assert_eq!(s.attr("http.response.status_code"), Some(&200i64.into()));
-    }
-
-    #[test]
-    fn server_speaking_first_is_not_http() {
-        let (t, spans) = tracer();
-        let mut c = Connection::client(addr("127.0.0.1:25"), None);
-        let flow = c.on_inbound(
-            b"220 mail.example.com ESMTP ready\r\n",
-            SystemTime::now(),
-            &t,
-        );
-        assert!(matches!(flow, Flow::Stop));
-        assert!(spans.0.lock().unwrap().is_empty());
-    }
-
-    #[test]
-    fn tls_client_hello_is_not_http() {
-        let (t, _) = tracer();
-        let mut c = Connection::client(addr("127.0.0.1:443"), None);
-        let flow = c.on_outbound(b"\x16\x03\x01\x02\x00\x01", SystemTime::now(), &t);
-        assert!(matches!(flow, Flow::Stop));
-    }
-
-    #[test]
-    fn close_with_request_in_flight_reports_error() {
-        let (t, spans) = tracer();
-        let mut c = Connection::server(addr("127.0.0.1:40000"), addr("127.0.0.1:8000"));
-        let now = SystemTime::now();
-        let _ = c.on_inbound(b"POST /x HTTP/1.1\r\nContent-Length: 0\r\n\r\n", now, &t);
-        c.on_close(now, CloseReason::Closed, &t);
-        let spans = spans.0.lock().unwrap();
-        assert_eq!(spans.len(), 1);
-        assert!(spans[0].attr("error.type").is_some());
-    }
-
-    const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-
-    #[test]
-    fn server_continues_the_request_trace_and_client_calls_become_children() {
-        let (t, spans) = tracer();
-        let now = SystemTime::now();
-        let mut server = Connection::server(addr("127.0.0.1:40000"), addr("127.0.0.1:8000"));
-        let req = format!("GET /in HTTP/1.1\r\ntraceparent: {TP}\r\ntracestate: k=v\r\n\r\n");
-        let _ = server.on_inbound(req.as_bytes(), now, &t);
-
-        // While serving, this thread calls downstream.
-        let mut client = Connection::client(addr("127.0.0.1:9000"), None);
-        let head = b"GET /down HTTP/1.1\r\nHost: d\r\n\r\n";
-        let plan = client.plan_outbound(&[head], &t).expect("inject");
-        assert_eq!(plan.at, head.len() - 2);
-        let line = String::from_utf8(plan.insert.clone()).unwrap();
-        assert!(
-            line.starts_with("traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-"),
-            "{line}"
-        );
-        assert!(line.ends_with("-01\r\ntracestate: k=v\r\n"), "{line}");
-        assert_eq!(
-            client.commit_outbound(&plan, head.len() + plan.insert.len()),
-            head.len()
-        );
-        let _ = client.on_outbound(head, now, &t);
-        let _ = client.on_inbound(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", now, &t);
-        let _ = server.on_outbound(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", now, &t);
-        assert_eq!(
-            context::active(),
-            None,
-            "the response ends the active request"
-        );
-
-        let spans = spans.0.lock().unwrap();
-        let (c, s) = (&spans[0], &spans[1]);
-        assert_eq!(s.kind, crate::span::SpanKind::Server);
-        assert_eq!(
-            crate::span::hex(&s.context.trace_id),
-            "4bf92f3577b34da6a3ce929d0e0e4736"
-        );
-        assert_eq!(
-            s.parent_span_id.map(|p| crate::span::hex(&p)).as_deref(),
-            Some("00f067aa0ba902b7")
-        );
-        assert!(s.parent_is_remote);
-        assert_eq!(c.context.trace_id, s.context.trace_id);
-        assert_eq!(c.parent_span_id, Some(s.context.span_id));
-        let injected_span = &line[49..65];
-        assert_eq!(
-            injected_span,
-            crate::span::hex(&c.context.span_id),
-            "the line names the client span"
-        );
-    }
-
-    #[test]
-    fn partial_writes_send_the_line_exactly_once() {
-        let (t, _) = tracer();
-        let mut c = Connection::client(addr("127.0.0.1:9000"), None);
-        let head: &[u8] = b"GET / HTTP/1.1\r\nHost: d\r\n\r\n";
-        let plan = c.plan_outbound(&[head], &t).unwrap();
-        let (k, m) = (plan.at, plan.insert.len());
-        // The kernel takes the app bytes before the line and 10 line bytes.
-        assert_eq!(c.commit_outbound(&plan, k + 10), k);
-        let _ = c.on_outbound(&head[..k], SystemTime::now(), &t);
-        // The app retries with the rest: the rest of the line goes first.
-        let plan2 = c.plan_outbound(&[&head[k..]], &t).unwrap();
-        assert_eq!(plan2.at, 0);
-        assert_eq!(plan2.insert, plan.insert[10..]);
-        assert_eq!(c.commit_outbound(&plan2, m - 10), 0);
-        let plan3 = c.plan_outbound(&[&head[k..]], &t);
-        assert_eq!(plan3, None, "the whole line is out: nothing more to insert");
-    }
-
-    #[test]
-    fn an_apps_own_traceparent_is_kept_and_becomes_the_parent() {
-        let (t, spans) = tracer();
-        let now = SystemTime::now();
-        let mut c = Connection::client(addr("127.0.0.1:9000"), None);
-        let head = format!("GET / HTTP/1.1\r\nTRACEPARENT: {TP}\r\n\r\n");
-        assert_eq!(c.plan_outbound(&[head.as_bytes()], &t), None);
-        let _ = c.on_outbound(head.as_bytes(), now, &t);
-        let _ = c.on_inbound(b"HTTP/1.1 204 No Content\r\n\r\n", now, &t);
-        let spans = spans.0.lock().unwrap();
-        assert_eq!(
-            crate::span::hex(&spans[0].parent_span_id.unwrap()),
-            "00f067aa0ba902b7"
-        );
-    }
-
-    #[test]
-    fn unsampled_traces_are_not_exported_but_propagate() {
-        let (t, spans) = tracer();
-        let now = SystemTime::now();
-        let mut s = Connection::server(addr("127.0.0.1:40000"), None);
-        let tp = TP.replace("-01", "-00");
-        let _ = s.on_inbound(
-            format!("GET / HTTP/1.1\r\ntraceparent: {tp}\r\n\r\n").as_bytes(),
-            now,
-            &t,
-        );
-        let mut c = Connection::client(addr("127.0.0.1:9000"), None);
-        let plan = c.plan_outbound(&[b"GET / HTTP/1.1\r\n\r\n"], &t).unwrap();
-        assert!(String::from_utf8_lossy(&plan.insert).contains("-00\r\n"));
-        let _ = s.on_outbound(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", now, &t);
-        assert!(spans.0.lock().unwrap().is_empty());
-    }
-
-    #[test]
-    fn a_database_over_a_unix_socket_names_it_and_has_no_port() {
-        let (t, spans) = tracer();
-        let now = SystemTime::now();
-        let mut c = Connection::client(Address::unix(b"/tmp/redis.sock\0"), None);
-        let _ = c.on_outbound(b"*1\r\n$4\r\nPING\r\n", now, &t);
-        let _ = c.on_inbound(b"+PONG\r\n", now, &t);
-        let spans = spans.0.lock().unwrap();
-        assert_eq!(spans.len(), 1);
-        let get = |k: &str| {
-            spans[0]
-                .attributes
-                .iter()
-                .find(|(key, _)| *key == k)
-                .map(|(_, v)| v.clone())
-        };
-        let text = |v: &str| Some(crate::span::AttrValue::from(v));
-        assert_eq!(get("server.address"), text("/tmp/redis.sock"));
-        assert_eq!(get("network.peer.address"), text("/tmp/redis.sock"));
-        assert_eq!(get("network.transport"), text("unix"));
-        assert_eq!(get("server.port"), None);
-        assert_eq!(get("network.peer.port"), None);
-    }
-
-    #[test]
-    fn environment_parent_adopts_root_spans() {
-        let c = Collect::default();
-        let t = Tracer::new(Masker::lumigo_defaults(), Box::new(c.clone()))
-            .with_root(parse_traceparent(TP), Some("e=1".into()));
-        let a = t.root_span();
-        assert_eq!(
-            crate::span::hex(&a.context.trace_id),
-            "4bf92f3577b34da6a3ce929d0e0e4736"
-        );
-        assert!(a.parent_is_remote);
-        assert_eq!(a.context.trace_state.as_deref(), Some("e=1"));
-    }
-}
+#[path = "connection_tests.rs"]
+mod tests;

@@ -13,6 +13,10 @@
 //! downstream before the loop reads another request, and wrong when
 //! requests overlap. See README, "Propagation".
 //!
+//! The slot also keeps the span id the request's own `traceparent` named
+//! (its remote parent), so a proxy forwarding that very `traceparent` can be
+//! recognised ([`forwarded_parent`]).
+//!
 //! The slot is a `const`-initialised thread-local with no destructor (it
 //! must be usable during thread teardown and at exit) and a fixed buffer
 //! for `tracestate`, so setting it never allocates.
@@ -27,6 +31,8 @@ struct Slot {
     trace_id: [u8; 16],
     span_id: [u8; 8],
     flags: u8,
+    /// The span id the request's `traceparent` named, if it had one.
+    inbound_parent: Option<[u8; 8]>,
     state_len: usize,
     state: [u8; MAX_TRACESTATE],
 }
@@ -38,20 +44,23 @@ thread_local! {
             trace_id: [0; 16],
             span_id: [0; 8],
             flags: 0,
+            inbound_parent: None,
             state_len: 0,
             state: [0; MAX_TRACESTATE],
         })
     };
 }
 
-/// Makes `ctx` the calling thread's active context.
-pub fn set_active(ctx: &SpanContext) {
+/// Makes `ctx` the calling thread's active context; `inbound_parent` is
+/// the span id the request's own `traceparent` named (same trace as `ctx`).
+pub fn set_active(ctx: &SpanContext, inbound_parent: Option<[u8; 8]>) {
     let _ = ACTIVE.try_with(|slot| {
         if let Ok(mut s) = slot.try_borrow_mut() {
             s.present = true;
             s.trace_id = ctx.trace_id;
             s.span_id = ctx.span_id;
             s.flags = ctx.trace_flags;
+            s.inbound_parent = inbound_parent;
             let state = ctx.trace_state.as_deref().unwrap_or("").as_bytes();
             let n = if state.len() <= MAX_TRACESTATE {
                 state.len()
@@ -92,6 +101,20 @@ pub fn active() -> Option<SpanContext> {
         .flatten()
 }
 
+/// The trace id and parent span id of the `traceparent` the request the
+/// calling thread serves arrived with, if it had one: what a proxy
+/// forwards unchanged.
+pub fn forwarded_parent() -> Option<([u8; 16], [u8; 8])> {
+    ACTIVE
+        .try_with(|slot| {
+            let s = slot.try_borrow().ok()?;
+            let parent = s.inbound_parent.filter(|_| s.present)?;
+            Some((s.trace_id, parent))
+        })
+        .ok()
+        .flatten()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,9 +131,10 @@ mod tests {
     #[test]
     fn set_replace_and_clear() {
         assert_eq!(active(), None);
-        set_active(&ctx(1, Some("a=b")));
+        set_active(&ctx(1, Some("a=b")), None);
         assert_eq!(active(), Some(ctx(1, Some("a=b"))));
-        set_active(&ctx(2, None));
+        set_active(&ctx(2, None), Some([9; 8]));
+        assert_eq!(forwarded_parent(), Some(([2; 16], [9; 8])));
         assert_eq!(active(), Some(ctx(2, None)));
         clear_active([1; 8]);
         assert_eq!(
@@ -120,11 +144,12 @@ mod tests {
         );
         clear_active([2; 8]);
         assert_eq!(active(), None);
+        assert_eq!(forwarded_parent(), None);
     }
 
     #[test]
     fn threads_do_not_share_the_slot() {
-        set_active(&ctx(3, None));
+        set_active(&ctx(3, None), None);
         std::thread::spawn(|| assert_eq!(active(), None))
             .join()
             .unwrap();

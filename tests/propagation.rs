@@ -389,3 +389,150 @@ fn propagation_off_sends_the_apps_bytes_untouched() {
     assert_eq!(captured.len(), 1);
     assert!(captured[0] == sent[0], "no traceparent inserted");
 }
+
+/// nginx as a reverse proxy forwards the caller's `traceparent` unchanged:
+/// it is replaced in place with one naming nginx's CLIENT span, so the
+/// chain curl CLIENT → nginx SERVER → nginx CLIENT → upstream SERVER holds
+/// by ids, on every request of a keep-alive connection (a flat trace before:
+/// nginx's CLIENT and the upstream's SERVER were both children of curl's).
+#[test]
+fn nginx_proxy_forwarding_the_callers_traceparent_keeps_the_chain() {
+    assert!(
+        have("nginx"),
+        "nginx is required (scripts/install-deps.sh installs it)"
+    );
+    let tmp = TempDir::new("proxy");
+    let (up_port, port) = (free_port(), free_port());
+    let (curl_dump, nginx_dump, up_dump) = (
+        tmp.path("curl.jsonl"),
+        tmp.path("nginx.jsonl"),
+        tmp.path("up.jsonl"),
+    );
+    let mut up = traced("python3");
+    up.arg(app("http11_server.py")).arg(up_port.to_string());
+    up.env("LUMIGO_DEBUG_SPANDUMP", &up_dump)
+        .env("OTEL_SERVICE_NAME", "upstream");
+    let mut up = Server::spawn(up, up_port);
+
+    let conf = tmp.path("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off;\nuser root;\nmaster_process on;\nworker_processes 1;\npid {t}/nginx.pid;\n\
+             error_log {t}/error.log warn;\nevents {{ worker_connections 64; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {t}/body;\n  proxy_temp_path {t}/proxy;\n\
+               fastcgi_temp_path {t}/fcgi;\n  uwsgi_temp_path {t}/uwsgi;\n  scgi_temp_path {t}/scgi;\n\
+               upstream up {{ server 127.0.0.1:{up_port}; keepalive 4; }}\n\
+               server {{ listen 127.0.0.1:{port};\n\
+                 location / {{ proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}\n}}\n",
+            t = tmp.0.display(),
+        ),
+    )
+    .unwrap();
+    let mut nginx = traced("nginx");
+    nginx.arg("-c").arg(&conf).arg("-p").arg(&tmp.0);
+    nginx.env("LUMIGO_DEBUG_SPANDUMP", &nginx_dump);
+    let mut nginx = Server::spawn(nginx, port);
+
+    let mut curl = traced("curl");
+    curl.args([
+        "-s",
+        "-f",
+        "-o",
+        "/dev/null",
+        "-o",
+        "/dev/null",
+        "-o",
+        "/dev/null",
+    ])
+    .arg(format!("http://127.0.0.1:{port}/len/10"))
+    .arg(format!("http://127.0.0.1:{port}/len/20"))
+    .arg(format!("http://127.0.0.1:{port}/status/204"));
+    curl.env("LUMIGO_DEBUG_SPANDUMP", &curl_dump);
+    let out = run(curl, T);
+    assert!(out.status.success(), "{out:?}");
+
+    let curls = read_spandump(&curl_dump);
+    let ups = wait_spans(&up_dump, T, |s| s.len() >= 3);
+    let nginxes = wait_spans(&nginx_dump, T, |s| s.len() >= 6);
+    nginx.stop();
+    up.stop();
+    assert_eq!(curls.len(), 3, "{curls:#?}");
+    assert_eq!(ups.len(), 3, "{ups:#?}");
+    assert_eq!(nginxes.len(), 6, "{nginxes:#?}");
+    for (i, curl_client) in curls.iter().enumerate() {
+        let path = curl_client["attributes"]["url.path"].as_str().unwrap();
+        let by = |spans: &[Value], k: &str| -> Value {
+            spans
+                .iter()
+                .find(|x| s(x, "kind") == k && x["attributes"]["url.path"] == path)
+                .unwrap_or_else(|| panic!("no {k} span for {path}: {spans:#?}"))
+                .clone()
+        };
+        let nginx_server = by(&nginxes, "SpanKind.SERVER");
+        let nginx_client = by(&nginxes, "SpanKind.CLIENT");
+        let up_server = by(&ups, "SpanKind.SERVER");
+        let trace = trace_id(curl_client);
+        for sp in [&nginx_server, &nginx_client, &up_server] {
+            assert_eq!(trace_id(sp), trace, "request {i}: one trace");
+        }
+        assert_eq!(parent_id(&nginx_server), Some(span_id(curl_client)));
+        assert_eq!(parent_id(&nginx_client), Some(span_id(&nginx_server)));
+        assert_eq!(
+            parent_id(&up_server),
+            Some(span_id(&nginx_client)),
+            "request {i}: the upstream's parent is nginx's CLIENT span"
+        );
+    }
+}
+
+/// A proxy's outbound request carrying the very `traceparent` its inbound
+/// request came with, its head split in two sends at every offset: the peer
+/// gets the app's bytes with only that value changed, in place, to one of the
+/// same trace and length naming another span (our CLIENT span); no line is
+/// added and every count is the app's (the script checks each send). A value
+/// whose line the app's own sends cut in two after the value's start is left
+/// alone: its first part is gone before the line can be recognised.
+#[test]
+fn a_forwarded_traceparent_is_replaced_in_place_at_every_split() {
+    const FORWARDED: &[u8] = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let (sent, captured, _) = write_pattern("forward", "0");
+    assert!(sent.len() > 60, "one request per split offset");
+    assert_eq!(sent.len(), captured.len());
+    let mut ours = std::collections::HashSet::new();
+    for (i, (sent, got)) in sent.iter().zip(&captured).enumerate() {
+        let split = i + 1;
+        assert_eq!(got.len(), sent.len(), "split {split}: nothing inserted");
+        let at = sent
+            .windows(FORWARDED.len())
+            .position(|w| w == FORWARDED)
+            .unwrap();
+        // Cut inside the value, or before its line's end: the line is not
+        // complete until the value's first bytes are gone.
+        if (at + 1..=at + FORWARDED.len() + 1).contains(&split) {
+            assert_eq!(got, sent, "split {split} inside the value: left alone");
+            continue;
+        }
+        assert_eq!(got[..at], sent[..at]);
+        assert_eq!(got[at + 55..], sent[at + 55..]);
+        let value = &got[at..at + 55];
+        let text = String::from_utf8_lossy(value);
+        assert_eq!(
+            value[..36],
+            FORWARDED[..36],
+            "split {split}: same trace: {text}"
+        );
+        assert_ne!(
+            value[36..52],
+            FORWARDED[36..52],
+            "split {split}: ours: {text}"
+        );
+        assert_eq!(value[52..], FORWARDED[52..]);
+        ours.insert(value.to_vec());
+    }
+    assert_eq!(
+        ours.len(),
+        captured.len() - (FORWARDED.len() + 1),
+        "a CLIENT span per request"
+    );
+}

@@ -160,7 +160,6 @@ print(len(urllib.request.urlopen(tls + "/len/6", context=ctx).read()))
 /// although a status had been received. A 200 whose body is never read is
 /// no error at all.
 #[test]
-#[ignore = "pending: error.type follows the status code when one was received"]
 fn urllib_error_type_follows_the_status_code_when_the_body_is_not_read() {
     let tmp = TempDir::new("rt-urllib");
     let mut up = Upstreams::start(&tmp);
@@ -408,7 +407,6 @@ fn java_http_url_connection_over_http_and_untraced_jsse_https() {
 /// `traceparent`. Eight connections of three requests make that likely to
 /// show in one run (it did in 3 of 5 runs with four).
 #[test]
-#[ignore = "pending: a response read on another thread pairs with its request (Java HttpClient)"]
 fn java_http_client_keep_alive_pairs_every_exchange() {
     let tmp = TempDir::new("rt-java-hc");
     let mut up = Upstreams::start(&tmp);
@@ -485,7 +483,6 @@ fn nginx_server_span_is_a_child_of_a_traced_curl() {
 /// curl's span. The chain must be curl CLIENT → nginx SERVER → nginx CLIENT
 /// → upstream SERVER.
 #[test]
-#[ignore = "pending: a forwarded traceparent is replaced with our CLIENT span's (nginx proxy)"]
 fn nginx_reverse_proxy_chain_holds_by_ids() {
     let tmp = TempDir::new("rt-nginx-proxy");
     let up = Upstreams::start(&tmp);

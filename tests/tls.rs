@@ -402,3 +402,108 @@ fn perl_and_ruby_https_clients_get_client_spans_and_propagate() {
         check_pair(&spans, client, "/len/5", 200, port);
     }
 }
+
+/// Python urllib over HTTPS, a 404 whose body the app never reads: the
+/// span's `error.type` is the status, as over plain HTTP, not
+/// `connection_closed` (the close cut a body no one read).
+#[test]
+fn urllib_https_404_unread_body_gives_error_type_404_not_connection_closed() {
+    let tmp = TempDir::new("tls-404");
+    let (dump, server_dump) = (tmp.path("client.jsonl"), tmp.path("server.jsonl"));
+    let port = free_port();
+    let mut server = tls_python_server(&tmp, &server_dump, port);
+    let script = format!(
+        r#"
+import ssl, urllib.request, urllib.error
+ctx = ssl._create_unverified_context()
+try:
+    urllib.request.urlopen("https://localhost:{port}/missing", context=ctx)
+except urllib.error.HTTPError as e:
+    print(e.code)
+"#
+    );
+    let mut py = traced("python3");
+    py.args(["-c", &script]).env("LUMIGO_DEBUG_SPANDUMP", &dump);
+    let out = run(py, T);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "404\n");
+    let spans: Vec<Value> = read_spandump(&dump)
+        .into_iter()
+        .filter(|s| s["kind"] == "SpanKind.CLIENT" && !a(s, "http.request.method").is_null())
+        .collect();
+    server.stop();
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    assert_eq!(a(&spans[0], "url.scheme"), "https");
+    assert_eq!(a(&spans[0], "http.response.status_code"), 404);
+    assert_eq!(a(&spans[0], "error.type"), "404");
+    assert_eq!(spans[0]["status"]["status_code"], "ERROR");
+}
+
+/// A Python service that forwards its caller's `traceparent` unchanged to
+/// an HTTPS upstream (as a proxy does): the value is replaced inside TLS, in
+/// place, with one naming the service's CLIENT span, so the chain curl →
+/// service SERVER → service CLIENT → upstream SERVER holds by ids.
+#[test]
+fn a_traceparent_forwarded_over_https_is_replaced_with_our_client_span() {
+    let tmp = TempDir::new("tls-forward");
+    let dump = tmp.path("spans.jsonl");
+    let (up_port, port) = (free_port(), free_port());
+    let mut upstream = tls_python_server(&tmp, &dump, up_port);
+    let script = format!(
+        r#"
+import http.client, ssl
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+ctx = ssl._create_unverified_context()
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def do_GET(self):
+        c = http.client.HTTPSConnection("localhost", {up_port}, context=ctx)
+        c.request("GET", "/len/7", headers={{"traceparent": self.headers["traceparent"]}})
+        body = c.getresponse().read()
+        c.close()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+ThreadingHTTPServer(("127.0.0.1", {port}), H).serve_forever()
+"#
+    );
+    let mut svc = traced("python3");
+    svc.args(["-c", &script])
+        .env("LUMIGO_DEBUG_SPANDUMP", &dump)
+        .env("OTEL_SERVICE_NAME", "forwarder");
+    let mut svc = Server::spawn(svc, port);
+    let mut curl = traced("curl");
+    curl.args(["-sf", "-o", "/dev/null"])
+        .arg(format!("http://127.0.0.1:{port}/in"))
+        .env("LUMIGO_DEBUG_SPANDUMP", &dump);
+    assert!(run(curl, T).status.success());
+
+    let is_http = |s: &Value| !s["attributes"]["http.request.method"].is_null();
+    let all = wait_spans(&dump, T, |s| s.iter().filter(|x| is_http(x)).count() >= 4);
+    svc.stop();
+    upstream.stop();
+    let spans: Vec<&Value> = all.iter().filter(|x| is_http(x)).collect();
+    assert_eq!(spans.len(), 4, "{all:#?}");
+    let find = |svc: &str, kind: &str| -> &Value {
+        spans
+            .iter()
+            .find(|s| s["kind"] == kind && s["resource"]["attributes"]["service.name"] == svc)
+            .unwrap_or_else(|| panic!("no {kind} from {svc}: {spans:#?}"))
+    };
+    let curl_client = find("curl", "SpanKind.CLIENT");
+    let svc_server = find("forwarder", "SpanKind.SERVER");
+    let svc_client = find("forwarder", "SpanKind.CLIENT");
+    let up_server = find("tls-server", "SpanKind.SERVER");
+    assert_eq!(a(svc_client, "url.scheme"), "https");
+    for s in [svc_server, svc_client, up_server] {
+        assert_eq!(s["context"]["trace_id"], curl_client["context"]["trace_id"]);
+    }
+    assert_eq!(svc_server["parent_id"], curl_client["context"]["span_id"]);
+    assert_eq!(svc_client["parent_id"], svc_server["context"]["span_id"]);
+    assert_eq!(
+        up_server["parent_id"], svc_client["context"]["span_id"],
+        "the upstream's parent is the forwarder's CLIENT span"
+    );
+}

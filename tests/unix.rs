@@ -386,7 +386,6 @@ fn nginx_proxying_to_a_unix_socket_upstream_is_one_trace() {
 /// header) and the upstream SERVER span's parent is curl's CLIENT span too.
 /// The same holds over TCP.
 #[test]
-#[ignore = "pending: proxy traceparent replacement"]
 fn nginx_client_span_links_its_server_span_to_the_unix_upstream() {
     let chain = proxy_chain();
     let nginx_server = chain.find("nginx", "SpanKind.SERVER", "GET");

@@ -304,6 +304,8 @@ struct PendingWrite {
     buf: Vec<u8>,
     plan: OutboundPlan,
     app_len: usize,
+    /// The app's bytes that a replacement left out of `buf`.
+    replaced: Vec<u8>,
 }
 
 /// A buffer to hand to the real SSL_write in place of the app's.
@@ -562,7 +564,7 @@ pub fn tls_before_write(rt: &Runtime, lib: &SslLib, ssl: usize, app: &[u8]) -> O
                 ptr: p.buf.as_ptr(),
                 len: p.buf.len(),
                 at: p.plan.at,
-                inserted: p.plan.insert.len(),
+                inserted: p.plan.insert.len().saturating_sub(p.plan.replace),
             });
         }
         // A different write: the app gave up on the one we changed.
@@ -581,20 +583,24 @@ pub fn tls_before_write(rt: &Runtime, lib: &SslLib, ssl: usize, app: &[u8]) -> O
         // out. Otherwise the request goes as it is (the span is still made).
         return None;
     }
+    let resume = plan.at + plan.replace;
+    let replaced = app.get(plan.at..resume)?.to_vec();
     let mut buf = Vec::with_capacity(app.len() + plan.insert.len());
     buf.extend_from_slice(&app[..plan.at]);
     buf.extend_from_slice(&plan.insert);
-    buf.extend_from_slice(&app[plan.at..]);
+    buf.extend_from_slice(&app[resume..]);
     let combined = Combined {
         ptr: buf.as_ptr(),
         len: buf.len(),
         at: plan.at,
-        inserted: plan.insert.len(),
+        // A replacement is one for one: no net inserted bytes.
+        inserted: plan.insert.len().saturating_sub(plan.replace),
     };
     t.pending = Some(PendingWrite {
         buf,
         plan,
         app_len: app.len(),
+        replaced,
     });
     Some(combined)
 }
@@ -605,12 +611,16 @@ pub fn tls_after_combined(rt: &Runtime, lib: &SslLib, ssl: usize, sent: usize) -
     let mut t = lock(&t);
     let p = t.pending.take()?;
     let app = t.conn.commit_outbound(&p.plan, sent);
-    let (at, m) = (p.plan.at, p.plan.insert.len());
+    let (at, m, r) = (p.plan.at, p.plan.insert.len(), p.plan.replace);
     let now = SystemTime::now();
+    // The app's own bytes, in order: before the plan's bytes, those a
+    // replacement stood in for, after.
     let before = &p.buf[..at.min(app)];
     let _ = t.conn.on_outbound(before, now, &rt.tracer);
-    if app > at {
-        let after = &p.buf[at + m..at + m + (app - at)];
+    let theirs = &p.replaced[..app.saturating_sub(at).min(r)];
+    let _ = t.conn.on_outbound(theirs, now, &rt.tracer);
+    if app > at + r {
+        let after = &p.buf[at + m..at + m + (app - at - r)];
         let _ = t.conn.on_outbound(after, now, &rt.tracer);
     }
     Some(app)

@@ -8,8 +8,11 @@
 //! `1xx` responses are skipped. A `101 Switching Protocols`, or a `2xx` to a
 //! `CONNECT`, completes its exchange and ends HTTP on the connection.
 //!
+//! A head longer than the cap is an ordinary head: its framing is read past
+//! the cap, and the exchange carries what was kept.
+//!
 //! Whenever tracing stops early (bytes that are not HTTP where a head should
-//! be, a head past the cap, too many requests in flight, unseen bytes that
+//! be, too many requests in flight, unseen bytes that
 //! cannot be skipped) every unfinished exchange is reported at once, with the
 //! reason as its `error`, so no request goes unreported; the caller then
 //! drops the connection's state. Closes report the same way, except that a
@@ -19,9 +22,10 @@ use std::collections::VecDeque;
 use std::time::SystemTime;
 
 use super::body::Body;
+use super::inject::SentHead;
 use super::parser::{
-    parse_request, parse_response, salvage_request, salvage_status, HeadKind, HeadReader, HeadStep,
-    RequestHead, ResponseHead,
+    oversized_request, oversized_response, parse_request, parse_response, salvage_request,
+    salvage_status, HeadKind, HeadReader, HeadStep, RequestHead, ResponseHead,
 };
 use super::{errors, CloseReason, Flow, HttpExchange, Role, MAX_IN_FLIGHT};
 
@@ -81,7 +85,6 @@ enum RequestOutcome {
     Parsed(RequestHead, usize),
     /// A head that looked like HTTP but failed to parse; what it tells.
     Malformed(RequestHead),
-    TooLarge(RequestHead),
     NotHttp,
 }
 
@@ -89,7 +92,6 @@ enum ResponseOutcome {
     Partial,
     Parsed(ResponseHead, usize),
     Malformed(Option<u16>),
-    TooLarge(Option<u16>),
     NotHttp,
 }
 
@@ -187,14 +189,23 @@ impl HttpConnection {
     }
 
     /// On a client connection whose next outbound bytes belong to a request
-    /// head: the bytes of that head already sent (empty at a head's start).
+    /// head: what was sent of that head (nothing at a head's start).
     /// `None` inside a request body, on a server connection, or once
     /// tracing stopped: no head starts there.
-    pub fn outbound_request_head(&self) -> Option<&[u8]> {
+    pub(crate) fn outbound_request_head(&self) -> Option<SentHead<'_>> {
         let at_head = self.role == Role::Client
             && self.phase != Phase::Stopped
             && matches!(self.request, RequestState::Head);
-        at_head.then(|| self.request_head.partial_head())
+        at_head.then(|| self.request_head.sent_head())
+    }
+
+    /// Whether response bytes arriving now have a request to answer: one
+    /// whose head was parsed and whose response is not complete. (On a
+    /// client, a response can be read on one thread before the request
+    /// written on another reached us.)
+    pub fn awaits_response(&self) -> bool {
+        self.phase == Phase::Http
+            && (!self.pending.is_empty() || matches!(self.response, ResponseState::Body(_)))
     }
 
     fn on_requests(
@@ -228,9 +239,11 @@ impl HttpConnection {
                             Ok(parsed) => RequestOutcome::Parsed(parsed, consumed),
                             Err(_) => RequestOutcome::Malformed(salvage_request(head)),
                         },
-                        HeadStep::TooLarge { head } => {
-                            RequestOutcome::TooLarge(salvage_request(head))
-                        }
+                        HeadStep::Oversized {
+                            kept,
+                            beyond,
+                            consumed,
+                        } => RequestOutcome::Parsed(oversized_request(kept, beyond), consumed),
                     };
                     if self.phase == Phase::Detecting && self.request_head.verified() {
                         self.phase = Phase::Http;
@@ -256,9 +269,6 @@ impl HttpConnection {
                         }
                         RequestOutcome::Malformed(head) => {
                             return self.stop_with_request(head, now, errors::PROTOCOL_ERROR, done)
-                        }
-                        RequestOutcome::TooLarge(head) => {
-                            return self.stop_with_request(head, now, errors::TRUNCATED, done)
                         }
                     }
                 }
@@ -305,9 +315,14 @@ impl HttpConnection {
                             Ok(parsed) => ResponseOutcome::Parsed(parsed, consumed),
                             Err(_) => ResponseOutcome::Malformed(salvage_status(head)),
                         },
-                        HeadStep::TooLarge { head } => {
-                            ResponseOutcome::TooLarge(salvage_status(head))
-                        }
+                        HeadStep::Oversized {
+                            kept,
+                            beyond,
+                            consumed,
+                        } => match oversized_response(kept, beyond) {
+                            Some(parsed) => ResponseOutcome::Parsed(parsed, consumed),
+                            None => ResponseOutcome::Malformed(None),
+                        },
                     };
                     let (head, consumed) = match outcome {
                         ResponseOutcome::Partial => return Flow::Continue,
@@ -318,10 +333,6 @@ impl HttpConnection {
                         ResponseOutcome::Malformed(status) => {
                             self.set_front_status(status);
                             return self.stop(now, errors::PROTOCOL_ERROR, done);
-                        }
-                        ResponseOutcome::TooLarge(status) => {
-                            self.set_front_status(status);
-                            return self.stop(now, errors::TRUNCATED, done);
                         }
                     };
                     self.response_head.reset();

@@ -111,10 +111,19 @@ fn server(
 }
 
 fn big_head(start: &str) -> Vec<u8> {
+    big_head_then(start, "", "")
+}
+
+/// A head longer than the cap: `start`, a big header, the lines `after`
+/// (past the cap), the empty line, then `body`.
+fn big_head_then(start: &str, after: &str, body: &str) -> Vec<u8> {
     let mut head = start.as_bytes().to_vec();
     head.extend_from_slice(b"X-Big: ");
     head.resize(MAX_HEAD_BYTES + 10, b'x');
-    head.extend_from_slice(b"\r\n\r\n");
+    head.extend_from_slice(b"\r\n");
+    head.extend_from_slice(after.as_bytes());
+    head.extend_from_slice(b"\r\n");
+    head.extend_from_slice(body.as_bytes());
     head
 }
 
@@ -287,16 +296,64 @@ fn cases() -> Vec<Case> {
             Some(2),
         ),
         client(
-            "request head past the cap",
-            vec![Out(GET_A), OutOwned(big_head("POST /big?q=1 HTTP/1.1\r\nHost: h\r\n"))],
-            &["GET /a - req=0 resp=0 truncated", "POST /big?q=1 - req=0 resp=0 truncated"],
-            Some(1),
+            "request head past the cap is an ordinary exchange",
+            vec![
+                Out(GET_A),
+                In(OK_5),
+                OutOwned(big_head_then(
+                    "POST /big?q=1 HTTP/1.1\r\nHost: h\r\n",
+                    "Content-Length: 3\r\n",
+                    "abc",
+                )),
+                In(OK_5),
+                OutOwned(big_head("GET /a HTTP/1.1\r\n")),
+                In(OK_5),
+            ],
+            &[
+                "GET /a 200 req=0 resp=5 -",
+                "POST /big?q=1 200 req=3 resp=5 -",
+                "GET /a 200 req=0 resp=5 -",
+            ],
+            None,
         ),
         client(
-            "response head past the cap",
-            vec![Out(GET_A), InOwned(big_head("HTTP/1.1 200 OK\r\n"))],
-            &["GET /a 200 req=0 resp=0 truncated"],
-            Some(1),
+            "chunked request past the cap",
+            vec![
+                OutOwned(big_head_then(
+                    "PUT /c HTTP/1.1\r\n",
+                    "Transfer-Encoding: chunked\r\n",
+                    "3\r\nabc\r\n0\r\n\r\n",
+                )),
+                In(OK_5),
+            ],
+            &["PUT /c 200 req=3 resp=5 -"],
+            None,
+        ),
+        client(
+            "response head past the cap is an ordinary response",
+            vec![
+                Out(GET_A),
+                InOwned(big_head_then("HTTP/1.1 404 Not Found\r\n", "Content-Length: 2\r\n", "hi")),
+                Out(GET_A),
+                In(OK_5),
+            ],
+            &["GET /a 404 req=0 resp=2 -", "GET /a 200 req=0 resp=5 -"],
+            None,
+        ),
+        server(
+            "server: request head past the cap is answered",
+            vec![
+                InOwned(big_head_then(
+                    "POST /s HTTP/1.1\r\n",
+                    "Content-Length: 2\r\n",
+                    "xy",
+                )),
+                Out(OK_5),
+                In(GET_A),
+                Out(OK_5),
+            ],
+            &["POST /s 200 req=2 resp=5 -", "GET /a 200 req=0 resp=5 -"],
+            None,
         ),
         client(
             "too many requests in flight",

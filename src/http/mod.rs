@@ -24,7 +24,8 @@
 //! - [`detect`](detect_request): is this the start of an HTTP/1.x request (or
 //!   response)? Decided on as few bytes as possible.
 //! - `parser`: message heads, accumulated across calls up to
-//!   [`MAX_HEAD_BYTES`] and parsed with `httparse` into owned values.
+//!   [`MAX_HEAD_BYTES`] (longer heads keep their framing and the headers
+//!   that matter, read past the cap) and parsed into owned values.
 //! - `body`: body framing (Content-Length, chunked, until close), streamed:
 //!   bodies are counted and decoded on the fly, never buffered.
 //! - `exchange`: [`HttpConnection`], the per-connection state machine
@@ -48,7 +49,8 @@ pub use exchange::HttpConnection;
 pub use span::{span_parts, Endpoints, HttpSpanParts};
 
 /// Most head bytes (request or response line plus headers) buffered per
-/// direction. A longer head ends the exchange with [`errors::TRUNCATED`].
+/// direction. A longer head is still framed: past the cap its bytes are
+/// streamed over, keeping only the header lines that matter.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 
 /// Most requests awaiting their responses on one connection (pipelining).
@@ -100,9 +102,6 @@ pub mod errors {
     pub const CONNECTION_CLOSED: &str = "connection_closed";
     /// The process exited before the response was complete.
     pub const PROCESS_EXIT: &str = "process_exit";
-    /// A head was longer than [`MAX_HEAD_BYTES`](super::MAX_HEAD_BYTES); the
-    /// exchange carries what could be read of it.
-    pub const TRUNCATED: &str = "truncated";
     /// Bytes that are not HTTP/1.x where a head or a chunk was expected, an
     /// invalid framing header, or a response with no request.
     pub const PROTOCOL_ERROR: &str = "protocol_error";

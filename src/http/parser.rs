@@ -1,9 +1,13 @@
 //! Message heads: accumulating them across calls, and parsing them.
 //!
 //! A [`HeadReader`] collects one direction's head bytes until the empty line
-//! that ends the head, with at most [`MAX_HEAD_BYTES`] buffered. When a whole
-//! head arrives in one call it is parsed straight from the caller's slice,
-//! without copying. Blank lines before a head are skipped (RFC 9112 §2.2),
+//! that ends the head, with at most [`MAX_HEAD_BYTES`] buffered. A longer
+//! head (a big cookie, a JWT) keeps its framing: past the cap the reader
+//! streams over the bytes without keeping them, still finds the head's end,
+//! and keeps only the header lines that matter ([`Beyond`]: framing,
+//! `traceparent`, …), so the exchange goes on as usual with what was kept.
+//! When a whole head arrives in one call it is parsed straight from the
+//! caller's slice, without copying. Blank lines before a head are skipped (RFC 9112 §2.2),
 //! and the first bytes of every head go through a detector, so garbage where
 //! a head should be is reported after a byte or a few instead of after the
 //! cap.
@@ -25,7 +29,8 @@ use memchr::memmem;
 
 use super::body::{Body, Chunked, FramingError};
 use super::detect::{Detect, RequestDetector, ResponseDetector};
-use super::{capped_string, HttpExchange, MAX_HEAD_BYTES};
+use super::inject::SentHead;
+use super::{capped_string, HttpExchange, MAX_FIELD_BYTES, MAX_HEAD_BYTES};
 use crate::span::Text;
 
 /// Buffer capacity kept between heads; larger buffers are given back.
@@ -59,6 +64,88 @@ enum Detector {
     Response(ResponseDetector),
 }
 
+/// Most bytes kept of one header line read past the cap: its name and as
+/// much of its value as a span keeps.
+const BEYOND_LINE_BYTES: usize = MAX_FIELD_BYTES + 64;
+
+/// Most framing lines (`Content-Length`, `Transfer-Encoding`) kept from past
+/// the cap, and the longest value kept of one: real ones are short.
+const BEYOND_FRAMING_LINES: usize = 8;
+const BEYOND_FRAMING_VALUE: usize = 128;
+
+/// What a head longer than [`MAX_HEAD_BYTES`] says past the cap: the header
+/// lines whose name matters (framing, and for requests what spans and
+/// propagation read), taken as the bytes stream by. Bounded: the first line
+/// of each other name that matters (at most [`BEYOND_LINE_BYTES`] of it, as
+/// only the first is read), and at most [`BEYOND_FRAMING_LINES`] short
+/// framing lines; framing that cannot be kept is marked lost.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Beyond {
+    /// The first bytes of the line in progress (from its start, which may
+    /// lie before the cap).
+    line: Vec<u8>,
+    /// The line in progress is longer than what is kept of it.
+    line_cut: bool,
+    /// Complete header lines that matter: name (lower case) and value.
+    lines: Vec<(&'static [u8], Vec<u8>)>,
+    /// A framing header could not be kept (too long, or too many lines):
+    /// the body cannot be framed.
+    framing_lost: bool,
+}
+
+impl Beyond {
+    /// The kept header lines that matter, in order: name (lower case) and
+    /// trimmed value.
+    pub(crate) fn lines(&self) -> impl Iterator<Item = (&'static [u8], &[u8])> {
+        self.lines.iter().map(|(n, v)| (*n, v.as_slice()))
+    }
+
+    /// The first bytes of the line in progress.
+    pub(crate) fn line_so_far(&self) -> &[u8] {
+        &self.line
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        let room = BEYOND_LINE_BYTES.saturating_sub(self.line.len());
+        self.line_cut |= bytes.len() > room;
+        self.line
+            .extend_from_slice(bytes.get(..room.min(bytes.len())).unwrap_or_default());
+    }
+
+    /// The line in progress ended: keep it if its name is one of `wanted`.
+    fn end_line(&mut self, wanted: &[&'static [u8]]) {
+        let line = std::mem::take(&mut self.line);
+        let cut = std::mem::replace(&mut self.line_cut, false);
+        let line = line.strip_suffix(b"\r").unwrap_or(&line);
+        let Some(colon) = memchr::memchr(b':', line) else {
+            return;
+        };
+        let name = line[..colon].trim_ascii_end();
+        let Some(name) = wanted
+            .iter()
+            .copied()
+            .find(|w| name.eq_ignore_ascii_case(w))
+        else {
+            return;
+        };
+        let value = line[colon + 1..].trim_ascii();
+        if RESPONSE_HEADERS.contains(&name) {
+            let kept = self
+                .lines
+                .iter()
+                .filter(|(n, _)| RESPONSE_HEADERS.contains(n))
+                .count();
+            if cut || value.len() > BEYOND_FRAMING_VALUE || kept >= BEYOND_FRAMING_LINES {
+                self.framing_lost = true;
+                return;
+            }
+        } else if self.lines.iter().any(|(n, _)| *n == name) {
+            return; // only the first of these is read
+        }
+        self.lines.push((name, value.to_vec()));
+    }
+}
+
 /// One direction's head in progress.
 #[derive(Clone, Debug)]
 pub(crate) struct HeadReader {
@@ -68,6 +155,8 @@ pub(crate) struct HeadReader {
     detector: Detector,
     verified: bool,
     started: Option<SystemTime>,
+    /// Past the cap: what is kept of the bytes beyond it.
+    beyond: Option<Box<Beyond>>,
 }
 
 /// The outcome of [`HeadReader::feed`].
@@ -78,8 +167,14 @@ pub(crate) enum HeadStep<'a> {
     /// The head is complete: its bytes (from the first non-blank byte to the
     /// empty line included) and how many bytes of the input it took.
     Complete { head: &'a [u8], consumed: usize },
-    /// The head is longer than the cap; these are its first bytes.
-    TooLarge { head: &'a [u8] },
+    /// The head is complete and longer than the cap: its first
+    /// [`MAX_HEAD_BYTES`] bytes, the lines that matter read past them, and
+    /// how many bytes of the input it took.
+    Oversized {
+        kept: &'a [u8],
+        beyond: &'a Beyond,
+        consumed: usize,
+    },
     /// The first bytes of the head are not HTTP/1.x.
     NotHttp,
 }
@@ -93,6 +188,7 @@ impl HeadReader {
             detector: Self::detector(kind),
             verified: false,
             started: None,
+            beyond: None,
         }
     }
 
@@ -119,9 +215,29 @@ impl HeadReader {
         self.buf.len()
     }
 
-    /// The bytes of an unfinished head seen so far.
+    /// The bytes of an unfinished head seen so far (its first
+    /// [`MAX_HEAD_BYTES`] if it is longer).
     pub(crate) fn partial_head(&self) -> &[u8] {
         &self.buf
+    }
+
+    /// What was sent so far of an unfinished (outbound) head, for
+    /// [`scan_head`](super::inject::scan_head).
+    pub(crate) fn sent_head(&self) -> SentHead<'_> {
+        SentHead {
+            kept: &self.buf,
+            beyond: self.beyond.as_deref(),
+            after_lf: self.scan == Scan::Lf,
+            after_lf_cr: self.scan == Scan::LfCr,
+        }
+    }
+
+    /// The header names worth keeping past the cap.
+    fn wanted(&self) -> &'static [&'static [u8]] {
+        match self.kind {
+            HeadKind::Request => REQUEST_HEADERS,
+            HeadKind::Response => RESPONSE_HEADERS,
+        }
     }
 
     /// Forgets the head, ready for the next one.
@@ -134,6 +250,7 @@ impl HeadReader {
         self.detector = Self::detector(self.kind);
         self.verified = false;
         self.started = None;
+        self.beyond = None;
     }
 
     /// Forgets the head and frees the buffer.
@@ -168,6 +285,12 @@ impl HeadReader {
                 Detect::NeedMore => {}
             }
         }
+        if self.beyond.is_some() {
+            return match self.scan_beyond(data) {
+                Some(end) => self.oversized(skipped + end),
+                None => HeadStep::Partial,
+            };
+        }
         let room = MAX_HEAD_BYTES.saturating_sub(self.buf.len());
         let window = data.get(..room).unwrap_or(data);
         match self.find_end(window) {
@@ -188,14 +311,77 @@ impl HeadReader {
                 }
             }
             None if data.len() > window.len() => {
+                // The cap: keep what is buffered, stream over the rest.
                 self.buf.extend_from_slice(window);
-                HeadStep::TooLarge { head: &self.buf }
+                let mut beyond = Box::<Beyond>::default();
+                if self.scan == Scan::Line {
+                    let start = memchr::memrchr(b'\n', &self.buf).map_or(0, |i| i + 1);
+                    beyond.push(self.buf.get(start..).unwrap_or_default());
+                }
+                self.beyond = Some(beyond);
+                let rest = data.get(window.len()..).unwrap_or_default();
+                match self.scan_beyond(rest) {
+                    Some(end) => self.oversized(skipped + window.len() + end),
+                    None => HeadStep::Partial,
+                }
             }
             None => {
                 self.buf.extend_from_slice(data);
                 HeadStep::Partial
             }
         }
+    }
+
+    fn oversized(&self, consumed: usize) -> HeadStep<'_> {
+        match &self.beyond {
+            Some(beyond) => HeadStep::Oversized {
+                kept: &self.buf,
+                beyond,
+                consumed,
+            },
+            None => HeadStep::Partial,
+        }
+    }
+
+    /// Past the cap: advances the end-of-head search over `data`, keeping
+    /// the header lines that matter; returns the offset just past the empty
+    /// line if it is in there.
+    fn scan_beyond(&mut self, data: &[u8]) -> Option<usize> {
+        let wanted = self.wanted();
+        let beyond = self.beyond.as_deref_mut()?;
+        let mut pos = 0;
+        while let Some(rest) = data.get(pos..).filter(|r| !r.is_empty()) {
+            match self.scan {
+                Scan::Leading | Scan::Line => match memchr::memchr(b'\n', rest) {
+                    Some(i) => {
+                        beyond.push(&rest[..i]);
+                        beyond.end_line(wanted);
+                        pos += i + 1;
+                        self.scan = Scan::Lf;
+                    }
+                    None => {
+                        beyond.push(rest);
+                        return None;
+                    }
+                },
+                Scan::Lf | Scan::LfCr => {
+                    let b = rest[0];
+                    pos += 1;
+                    self.scan = match (self.scan, b) {
+                        (_, b'\n') => return Some(pos),
+                        (Scan::Lf, b'\r') => Scan::LfCr,
+                        (scan, _) => {
+                            if scan == Scan::LfCr {
+                                beyond.push(b"\r");
+                            }
+                            beyond.push(&[b]);
+                            Scan::Line
+                        }
+                    };
+                }
+            }
+        }
+        None
     }
 
     /// Advances the end-of-head search over `window`; returns the offset
@@ -744,6 +930,37 @@ pub(crate) fn salvage_request(head: &[u8]) -> RequestHead {
         }
     }
     out
+}
+
+/// A request head longer than the cap: what its kept complete lines say,
+/// and the lines that matter read past the cap.
+pub(crate) fn oversized_request(kept: &[u8], beyond: &Beyond) -> RequestHead {
+    let mut out = salvage_request(kept);
+    for (name, value) in beyond.lines() {
+        out.header(name, value);
+    }
+    if beyond.framing_lost {
+        out.framing.length = Length::Invalid;
+    }
+    out
+}
+
+/// A response head longer than the cap, if its status line is readable.
+pub(crate) fn oversized_response(kept: &[u8], beyond: &Beyond) -> Option<ResponseHead> {
+    let status = salvage_status(kept)?;
+    let mut framing = Framing::default();
+    for line in complete_lines(kept).skip(1) {
+        if let Some(colon) = memchr::memchr(b':', line) {
+            framing.header(line[..colon].trim_ascii(), line[colon + 1..].trim_ascii());
+        }
+    }
+    for (name, value) in beyond.lines() {
+        framing.header(name, value);
+    }
+    if beyond.framing_lost {
+        framing.length = Length::Invalid;
+    }
+    Some(ResponseHead { status, framing })
 }
 
 /// The status code of a response head that cannot be parsed, if its status

@@ -18,7 +18,10 @@ fn read(kind: HeadKind, input: &[u8], step: usize) -> Result<(Vec<u8>, Vec<u8>),
             HeadStep::Complete { head, consumed } => {
                 return Ok((head.to_vec(), input[pos + consumed..].to_vec()));
             }
-            HeadStep::TooLarge { head } => return Err(format!("too large at {}", head.len())),
+            HeadStep::Oversized { kept, consumed, .. } => {
+                assert_eq!(kept.len(), MAX_HEAD_BYTES);
+                return Ok((kept.to_vec(), input[pos + consumed..].to_vec()));
+            }
             HeadStep::NotHttp => return Err("not http".into()),
         }
         assert!(reader.buffered() <= MAX_HEAD_BYTES);
@@ -90,22 +93,128 @@ fn heads_end_at_the_empty_line_whatever_the_split() {
     }
 }
 
-#[test]
-fn heads_past_the_cap_are_too_large() {
-    let mut big = b"GET / HTTP/1.1\r\nX-Big: ".to_vec();
-    big.resize(MAX_HEAD_BYTES + 100, b'a');
-    big.extend_from_slice(b"\r\n\r\n");
-    for step in [1, 7, 4096, big.len()] {
-        assert_eq!(
-            read(HeadKind::Request, &big, step),
-            Err(format!("too large at {MAX_HEAD_BYTES}"))
-        );
+/// What a reader makes of `input` fed in two pieces split at `split`: the
+/// head's kept bytes, what was kept past the cap, the bytes after the head.
+fn read_split(kind: HeadKind, input: &[u8], split: usize) -> (Vec<u8>, Option<Beyond>, Vec<u8>) {
+    let mut reader = HeadReader::new(kind);
+    let (a, b) = input.split_at(split);
+    let mut base = 0;
+    for piece in [a, b] {
+        match reader.feed(piece, T) {
+            HeadStep::Partial => {}
+            HeadStep::Complete { head, consumed } => {
+                return (head.to_vec(), None, input[base + consumed..].to_vec())
+            }
+            HeadStep::Oversized {
+                kept,
+                beyond,
+                consumed,
+            } => {
+                assert_eq!(kept.len(), MAX_HEAD_BYTES, "split {split}");
+                return (
+                    kept.to_vec(),
+                    Some(beyond.clone()),
+                    input[base + consumed..].to_vec(),
+                );
+            }
+            HeadStep::NotHttp => panic!("not http at split {split}"),
+        }
+        assert!(reader.buffered() <= MAX_HEAD_BYTES);
+        base += piece.len();
     }
-    // A head of exactly the cap fits.
+    panic!("partial at split {split}")
+}
+
+/// A head with a 20 KiB cookie, and the headers that matter on both sides
+/// of the cap.
+fn big_request() -> Vec<u8> {
+    let mut h = b"POST /big?q=1 HTTP/1.1\r\nHost: example.com\r\nCookie: c=".to_vec();
+    h.resize(h.len() + 20 * 1024, b'a');
+    h.extend_from_slice(
+        b"\r\nContent-Length: 5\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n\
+          User-Agent: big/1\r\n\r\nhelloGET /next HTTP/1.1\r\n\r\n",
+    );
+    h
+}
+
+#[test]
+fn a_head_past_the_cap_keeps_its_framing_at_every_split() {
+    let input = big_request();
+    let want_rest = b"helloGET /next HTTP/1.1\r\n\r\n".to_vec();
+    for split in 0..=input.len() {
+        let (kept, beyond, rest) = read_split(HeadKind::Request, &input, split);
+        assert_eq!(rest, want_rest, "split {split}");
+        let beyond = beyond.unwrap_or_else(|| panic!("split {split}: not oversized"));
+        let head = oversized_request(&kept, &beyond);
+        assert_eq!(head.method, "POST", "split {split}");
+        assert_eq!(head.target, "/big?q=1");
+        assert_eq!(head.version, Some(1));
+        assert_eq!(head.host.as_deref(), Some("example.com"));
+        assert_eq!(head.user_agent.as_deref(), Some("big/1"));
+        assert_eq!(
+            head.traceparent.as_deref(),
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        );
+        assert_eq!(head.framing.request_body(), Ok(Some(Body::Length(5))));
+    }
+    // Byte by byte, and in pieces of a few sizes, too.
+    for step in [1, 7, 4096, input.len()] {
+        let (kept, rest) = read(HeadKind::Request, &input, step).unwrap();
+        assert_eq!((kept.len(), rest), (MAX_HEAD_BYTES, want_rest.clone()));
+    }
+    // A head of exactly the cap is an ordinary head.
     let mut exact = b"GET / HTTP/1.1\r\nX: ".to_vec();
     exact.resize(MAX_HEAD_BYTES - 4, b'a');
     exact.extend_from_slice(b"\r\n\r\n");
-    assert!(read(HeadKind::Request, &exact, 1000).is_ok());
+    assert!(matches!(
+        HeadReader::new(HeadKind::Request).feed(&exact, T),
+        HeadStep::Complete { .. }
+    ));
+}
+
+#[test]
+fn a_response_head_past_the_cap_keeps_its_status_and_framing_at_every_split() {
+    let mut input = b"HTTP/1.1 404 Not Found\r\nSet-Cookie: s=".to_vec();
+    input.resize(input.len() + 17 * 1024, b'z');
+    input.extend_from_slice(b"\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+    for split in 0..=input.len() {
+        let (kept, beyond, rest) = read_split(HeadKind::Response, &input, split);
+        assert_eq!(rest, b"0\r\n\r\n", "split {split}");
+        let head = oversized_response(&kept, &beyond.unwrap()).unwrap();
+        assert_eq!(head.status, 404);
+        assert!(matches!(
+            head.framing.response_body("GET", 404),
+            Ok(Some(Body::Chunked(_)))
+        ));
+    }
+}
+
+#[test]
+fn what_is_kept_past_the_cap_is_bounded() {
+    // Many long lines that matter, and a framing line too long to keep.
+    let mut input = b"GET / HTTP/1.1\r\n".to_vec();
+    input.resize(MAX_HEAD_BYTES + 10, b'a');
+    input.extend_from_slice(b"\r\n");
+    for _ in 0..100 {
+        input.extend_from_slice(b"Host: ");
+        input.resize(input.len() + 5000, b'h');
+        input.extend_from_slice(b"\r\nHost: short\r\n");
+    }
+    input.extend_from_slice(b"Content-Length: ");
+    input.resize(input.len() + 5000, b'1');
+    input.extend_from_slice(b"\r\n\r\n");
+    let (kept, beyond, rest) = read_split(HeadKind::Request, &input, 100);
+    let beyond = beyond.unwrap();
+    assert!(rest.is_empty());
+    assert!(beyond.lines().count() <= REQUEST_HEADERS.len() + BEYOND_FRAMING_LINES);
+    assert!(beyond.lines().all(|(_, v)| v.len() <= BEYOND_LINE_BYTES));
+    assert!(beyond.lines().map(|(_, v)| v.len()).sum::<usize>() <= 16 * 1024);
+    let head = oversized_request(&kept, &beyond);
+    assert_eq!(
+        head.framing.request_body(),
+        Err(FramingError),
+        "a lost length"
+    );
 }
 
 #[test]

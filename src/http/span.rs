@@ -24,9 +24,12 @@
 //!   any user-info replaced by `REDACTED:REDACTED`.
 //! - Body sizes are set only when non-zero (bytes of content, decoded for
 //!   chunked bodies): a zero would be indistinguishable from "not seen".
-//! - `error.type` is the exchange's error if it has one, else the status code
-//!   for failures (>= 400 on clients, >= 500 on servers); those are exactly
-//!   the spans with status Error.
+//! - `error.type` follows the status code whenever a final response came:
+//!   the code for failures (>= 400 on clients, >= 500 on servers), nothing
+//!   otherwise, whatever happened to the body afterwards (an app that closes
+//!   a 404 without reading its body gets `404`, over HTTP and HTTPS alike).
+//!   Without a status it is the exchange's error, if any. Spans with an
+//!   `error.type` are exactly those with status Error.
 
 use std::cell::OnceCell;
 use std::net::IpAddr;
@@ -280,14 +283,17 @@ pub fn span_parts(
         Role::Client => *s >= 400,
         Role::Server => *s >= 500,
     });
-    let status = match (ex.error, failed_status) {
-        (Some(error), _) => {
-            attrs.push(("error.type", error.into()));
-            SpanStatus::Error(error.to_owned())
-        }
-        (None, Some(code)) => {
+    // A received status says how the exchange went; the exchange's own
+    // error only speaks when no status came.
+    let error = ex.error.filter(|_| ex.status.is_none());
+    let status = match (error, failed_status) {
+        (_, Some(code)) => {
             attrs.push(("error.type", code.to_string().into()));
             SpanStatus::Error(format!("HTTP {code}"))
+        }
+        (Some(error), None) => {
+            attrs.push(("error.type", error.into()));
+            SpanStatus::Error(error.to_owned())
         }
         (None, None) => SpanStatus::Unset,
     };

@@ -318,10 +318,10 @@ fn cases() -> Vec<Case> {
             ],
         },
         Case {
-            name: "exchange error wins",
+            name: "no status: the exchange error",
             ex: HttpExchange {
                 error: Some("connection_closed"),
-                ..exchange("GET", "/", Some("h"), Some(500))
+                ..exchange("GET", "/", Some("h"), None)
             },
             role: Role::Client,
             ends: Endpoints::default(),
@@ -329,6 +329,26 @@ fn cases() -> Vec<Case> {
                 ("error.type", s("connection_closed")),
                 ("network.peer.address", None),
             ],
+        },
+        Case {
+            name: "404 closed before its body was read: error.type 404, not connection_closed",
+            ex: HttpExchange {
+                error: Some("connection_closed"),
+                ..exchange("GET", "/", Some("h"), Some(404))
+            },
+            role: Role::Client,
+            ends: Endpoints::default(),
+            want: vec![("error.type", s("404"))],
+        },
+        Case {
+            name: "200 closed before its body was read: the status says it went well",
+            ex: HttpExchange {
+                error: Some("connection_closed"),
+                ..exchange("GET", "/", Some("h"), Some(200))
+            },
+            role: Role::Client,
+            ends: Endpoints::default(),
+            want: vec![("error.type", None)],
         },
         Case {
             name: "body sizes",
@@ -446,6 +466,14 @@ fn name_kind_and_status() {
             Role::Server,
             "GET",
             SpanStatus::Error("truncated".into()),
+        ),
+        (
+            "GET",
+            Some(404),
+            Some("connection_closed"),
+            Role::Client,
+            "GET",
+            SpanStatus::Error("HTTP 404".into()),
         ),
         (
             "MKCOL",

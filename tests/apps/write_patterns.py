@@ -6,6 +6,9 @@ argv: PORT MODE
   writev   : one sendmsg with the head and body in 3-byte buffers
   nonblock : a non-blocking socket with a small send buffer and a 2 MB body,
              sent with select() around partial writes and EAGAIN
+  forward  : first serves one request that carries FORWARDED (read on this
+             thread), then, as a proxy does, sends requests carrying that same
+             traceparent, the head split in two sends at every offset
 Prints the requests it sent as hex, one per line, to stdout; the last line
 (nonblock) says how often EAGAIN and partial writes happened.
 """
@@ -54,6 +57,24 @@ elif mode == "writev":
     assert sent == len(req), sent
     finish(s)
     print(req.hex())
+elif mode == "forward":
+    FORWARDED = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    listener = socket.create_server(("127.0.0.1", 0))
+    caller = socket.create_connection(listener.getsockname())
+    caller.sendall(b"GET /in HTTP/1.1\r\nHost: me\r\ntraceparent: " + FORWARDED + b"\r\n\r\n")
+    inbound, _ = listener.accept()
+    got = b""
+    while b"\r\n\r\n" not in got:
+        got += inbound.recv(4096)
+    body = b"0123456789"
+    req = (HEAD % len(body)).replace(b"\r\n\r\n", b"\r\ntraceparent: " + FORWARDED + b"\r\n\r\n") + body
+    head_len = req.index(b"\r\n\r\n") + 4
+    for split in range(1, head_len + 1):
+        s = connect()
+        assert s.send(req[:split]) == split
+        s.sendall(req[split:])
+        finish(s)
+        print(req.hex())
 elif mode == "nonblock":
     body = bytes(i % 251 for i in range(2_000_000))
     req = HEAD % len(body) + body

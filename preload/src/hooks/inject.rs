@@ -10,6 +10,11 @@
 //! the line is sent exactly once and the app never sees a count of 0 for a
 //! non-empty write. Failures (EAGAIN, EINTR, EPIPE…) are the real call's,
 //! returned untouched, with nothing committed.
+//!
+//! A forwarded `traceparent` is replaced the same way, in place: the plan
+//! names app bytes to leave out and bytes of ours of the same length to send
+//! instead, so every count is the app's; a retry after a partial write
+//! gets the rest of the replacement at the matching stream position.
 
 use std::mem::MaybeUninit;
 
@@ -53,7 +58,7 @@ impl Sender {
 /// # Safety
 /// `iovs` must describe the app's readable buffers for this call.
 pub unsafe fn write_with_insertion(fd: c_int, iovs: &[iovec], how: Sender) -> Option<ssize_t> {
-    if iovs.len() + 2 > IOV_MAX {
+    if iovs.len() + 2 > IOV_MAX || iovs.iter().any(|v| v.iov_base.is_null() && v.iov_len > 0) {
         return None;
     }
     // SAFETY: guaranteed by the caller.
@@ -61,7 +66,7 @@ pub unsafe fn write_with_insertion(fd: c_int, iovs: &[iovec], how: Sender) -> Op
     let mut plan = traced_value(|rt| runtime::plan_outbound(rt, fd, &pieces))?;
 
     // What is left of a line a partial write cut: send it first, alone.
-    while plan.at == 0 {
+    while plan.at == 0 && plan.replace == 0 {
         let r = send_bytes(fd, &plan.insert, how.bare());
         if r < 0 {
             return Some(r);
@@ -73,34 +78,41 @@ pub unsafe fn write_with_insertion(fd: c_int, iovs: &[iovec], how: Sender) -> Op
         }
     }
 
-    // App bytes before the insertion point, the line, the rest.
-    let mut out: Vec<iovec> = Vec::with_capacity(iovs.len() + 2);
-    let mut left = plan.at;
+    // App bytes before the insertion point, the line, the rest (from
+    // `at + replace`: a replacement leaves out as many of the app's bytes).
+    let total: usize = iovs.iter().map(|v| v.iov_len).sum();
+    let resume = plan.at.checked_add(plan.replace)?;
+    if plan.at >= total || resume > total {
+        return None;
+    }
+    let mut out: Vec<iovec> = Vec::with_capacity(iovs.len() + 3);
+    let mut pos = 0usize;
     let mut inserted = false;
     for v in iovs {
-        if !inserted && left < v.iov_len {
-            if left > 0 {
+        let (start, end) = (pos, pos + v.iov_len);
+        pos = end;
+        // The app's bytes of this buffer in [lo, hi), as an iovec.
+        let keep = |lo: usize, hi: usize, out: &mut Vec<iovec>| {
+            let (lo, hi) = (lo.max(start), hi.min(end));
+            if lo < hi {
                 out.push(iovec {
-                    iov_base: v.iov_base,
-                    iov_len: left,
+                    // SAFETY: start <= lo < hi <= end: inside this buffer.
+                    iov_base: unsafe { (v.iov_base as *mut u8).add(lo - start) }.cast(),
+                    iov_len: hi - lo,
                 });
             }
+        };
+        keep(0, plan.at, &mut out);
+        if !inserted && plan.at < end {
             out.push(iovec {
                 iov_base: plan.insert.as_ptr() as *mut c_void,
                 iov_len: plan.insert.len(),
             });
-            out.push(iovec {
-                // SAFETY: `left < iov_len`, so the offset stays inside the buffer.
-                iov_base: unsafe { (v.iov_base as *mut u8).add(left) }.cast(),
-                iov_len: v.iov_len - left,
-            });
             inserted = true;
-        } else {
-            out.push(*v);
-            left = left.saturating_sub(v.iov_len);
         }
+        keep(resume, usize::MAX, &mut out);
     }
-    if !inserted {
+    if !inserted || out.len() > IOV_MAX {
         return None;
     }
     let r = send_iovs(fd, &out, how);
