@@ -23,6 +23,7 @@
 //! Exit: [`Pipeline::flush`] asks the worker to export everything queued and
 //! waits for it with a deadline; it touches no thread-local with a destructor.
 
+mod limits;
 mod otlp;
 mod proto;
 mod spandump;

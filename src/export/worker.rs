@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{lock, otlp, spandump, Exporter, Shared};
+use super::{limits, lock, otlp, spandump, Exporter, Shared};
 use crate::config::Config;
 use crate::span::SpanRecord;
 use crate::{guard, lumigo_debug, resource};
@@ -80,7 +80,8 @@ struct Worker<'a> {
 impl Worker<'_> {
     fn run(mut self) {
         while let Some(flush_target) = self.next_batch() {
-            let batch = std::mem::take(&mut self.batch);
+            let mut batch = std::mem::take(&mut self.batch);
+            limits::apply(&mut batch, self.config.attribute_limits);
             self.export(&batch);
             self.batch = batch;
             self.shared.recycle(&mut self.batch);
