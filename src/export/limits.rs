@@ -57,7 +57,7 @@ mod tests {
             start: UNIX_EPOCH,
             end: UNIX_EPOCH,
             status: SpanStatus::Unset,
-            attributes: attributes.into(),
+            attributes,
         }
     }
 
