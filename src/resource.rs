@@ -139,14 +139,18 @@ fn environ_vars(raw: &[u8]) -> Vec<(String, String)> {
 }
 
 /// `process.environ`: the environment as a JSON object string (names
-/// sorted), the values of secret-looking names as `****`.
+/// sorted), the values of secret-looking names as `****`, and URL
+/// passwords and secret query values inside other values masked.
 fn environ_json(raw: &[u8], masker: &Masker) -> String {
     let mut map = serde_json::Map::new();
     for (name, value) in environ_vars(raw) {
+        // Beyond the distributions: a secret inside a value whose name
+        // looks harmless (`DATABASE_URL=postgres://u:PASSWORD@db/x`,
+        // `OPTS=a=1&token=T`) is masked as on a command line.
         let value = if masker.is_secret(&name) {
             crate::mask::MASK.to_owned()
         } else {
-            value
+            masker.mask_argument(&value).into_owned()
         };
         map.insert(name, serde_json::Value::String(value));
     }
@@ -527,7 +531,8 @@ mod tests {
     fn process_environ_is_json_with_secrets_masked() {
         let facts = ProcessFacts {
             environ: Some(
-                b"PATH=/usr/bin\0DB_PASSWORD=hunter2\0LUMIGO_TRACER_TOKEN=t_1\0EMPTY=\0ODD\0"
+                b"PATH=/usr/bin\0DB_PASSWORD=hunter2\0LUMIGO_TRACER_TOKEN=t_1\0EMPTY=\0ODD\0\
+                  DATABASE_URL=postgres://app:hunter3@db:5432/x\0OPTS=a=1&token=hunter4\0"
                     .to_vec(),
             ),
             ..facts()
@@ -542,7 +547,9 @@ mod tests {
         assert_eq!(v["LUMIGO_TRACER_TOKEN"], "****");
         assert_eq!(v["EMPTY"], "");
         assert_eq!(v["ODD"], "");
-        assert!(!json.contains("hunter2"));
+        assert_eq!(v["DATABASE_URL"], "postgres://app:****@db:5432/x");
+        assert_eq!(v["OPTS"], "a=1&token=****");
+        assert!(!json.contains("hunter"));
         // The environment's own patterns, else the general ones.
         let c = config(&[
             ("LUMIGO_SECRET_MASKING_REGEX", r#"["path"]"#),

@@ -77,6 +77,10 @@ fn process_environ_is_masked_in_the_dump_and_over_otlp() {
         .env("DB_PASSWORD", ENV_SECRET)
         .env("MY_API_KEY", ENV_SECRET)
         .env("GREETING", "hello")
+        .env(
+            "DATABASE_URL",
+            format!("postgres://app:{ENV_SECRET}@127.0.0.1:5432/orders"),
+        )
         .env("ZZ_LONG", "z".repeat(5000))
         .env("LUMIGO_DEBUG_SPANDUMP", &dump)
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.base_url());
@@ -96,6 +100,7 @@ fn process_environ_is_masked_in_the_dump_and_over_otlp() {
         r#""DB_PASSWORD":"****""#,
         r#""MY_API_KEY":"****""#,
         r#""GREETING":"hello""#,
+        r#""DATABASE_URL":"postgres://app:****@127.0.0.1:5432/orders""#,
         r#""ZZ_LONG":"zzz"#,
     ] {
         assert!(environ.contains(pair), "{pair} not in {environ}");
