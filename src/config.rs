@@ -62,11 +62,130 @@ impl Default for BatchConfig {
     }
 }
 
+/// Attribute limits of the OpenTelemetry SDK specification, applied on the
+/// export thread to every span (and, for the length, to the resource).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttributeLimits {
+    /// Longest string value in bytes (`OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT`,
+    /// else `OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`, else Lumigo's 2048), cut on
+    /// a UTF-8 character boundary.
+    pub value_length: usize,
+    /// Most attributes on one span (`OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT`, else
+    /// `OTEL_ATTRIBUTE_COUNT_LIMIT`, else 128); later ones are dropped.
+    pub count: usize,
+}
+
+impl Default for AttributeLimits {
+    fn default() -> Self {
+        AttributeLimits {
+            value_length: 2048,
+            count: 128,
+        }
+    }
+}
+
+impl AttributeLimits {
+    /// `s` cut to at most [`AttributeLimits::value_length`] bytes, on a
+    /// character boundary.
+    pub fn cut<'a>(&self, s: &'a str) -> &'a str {
+        cut_str(s, self.value_length)
+    }
+}
+
+/// `s` cut to at most `max` bytes, on a character boundary.
+pub fn cut_str(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Names `OTEL_PROPAGATORS` may list: the OpenTelemetry specification's.
+/// Only `tracecontext` (and `none`) are implemented.
+const KNOWN_PROPAGATORS: [&str; 8] = [
+    "tracecontext",
+    "baggage",
+    "b3",
+    "b3multi",
+    "jaeger",
+    "xray",
+    "ottrace",
+    "none",
+];
+
+/// `OTEL_PROPAGATORS` → whether W3C trace context is propagated. Unknown
+/// names are warned about and ignored; a list of nothing but unknown names
+/// is the default (`tracecontext`); names we know but do not implement yet
+/// are warned about.
+fn parse_propagators(raw: Option<String>, warnings: &mut Vec<String>) -> bool {
+    let Some(raw) = nonempty(raw) else {
+        return true;
+    };
+    let mut known = Vec::new();
+    for name in raw.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let lower = name.to_ascii_lowercase();
+        if !KNOWN_PROPAGATORS.contains(&lower.as_str()) {
+            warnings.push(format!(
+                "OTEL_PROPAGATORS: ignoring unknown propagator {name:?} (known: {})",
+                KNOWN_PROPAGATORS.join(", ")
+            ));
+        } else if !matches!(lower.as_str(), "tracecontext" | "none") {
+            warnings.push(format!(
+                "OTEL_PROPAGATORS: {name:?} is not implemented yet by lumigo-run; \
+                 only tracecontext is propagated"
+            ));
+            known.push(lower);
+        } else {
+            known.push(lower);
+        }
+    }
+    if known.is_empty() {
+        return true;
+    }
+    known.iter().any(|n| n == "tracecontext")
+}
+
+/// `OTEL_TRACES_EXPORTER`: whether spans go over OTLP (`otlp`, the default)
+/// or not (`none`). `console` is refused: it would write into the app's
+/// standard output.
+fn parse_traces_exporter(raw: Option<String>, warnings: &mut Vec<String>) -> bool {
+    let Some(raw) = nonempty(raw) else {
+        return true;
+    };
+    let mut otlp = false;
+    let mut any = false;
+    for name in raw.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        match name.to_ascii_lowercase().as_str() {
+            "otlp" => {
+                otlp = true;
+                any = true;
+            }
+            "none" => any = true,
+            "console" => warnings.push(
+                "OTEL_TRACES_EXPORTER=console would write into the program's standard output; \
+                 ignored: use LUMIGO_DEBUG_SPANDUMP=/dev/stderr instead"
+                    .to_owned(),
+            ),
+            _ => warnings.push(format!(
+                "OTEL_TRACES_EXPORTER: ignoring unknown exporter {name:?} (use otlp or none)"
+            )),
+        }
+    }
+    otlp || !any
+}
+
 /// Everything lumigo-run can be told, parsed and validated.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// `LUMIGO_SWITCH_OFF=true`: trace nothing at all.
+    /// `LUMIGO_SWITCH_OFF=true`, `OTEL_SDK_DISABLED=true` or
+    /// `LUMIGO_ENABLE_TRACES=false`: trace nothing at all.
     pub switch_off: bool,
+    /// Which of those switched tracing off, for the debug line.
+    pub switch_off_reason: &'static str,
     /// `LUMIGO_DEBUG=true`: `#LUMIGO#` diagnostics on stderr.
     pub debug: bool,
     /// `OTEL_SERVICE_NAME`.
@@ -89,10 +208,17 @@ pub struct Config {
     /// (`LUMIGO_SECRET_MASKING_REGEX_HTTP_QUERY_PARAMS`, else
     /// `LUMIGO_SECRET_MASKING_REGEX`, else the defaults).
     pub query_secret_patterns: Vec<String>,
+    /// Patterns whose matching variable names get `****` values in
+    /// `process.environ` (`LUMIGO_SECRET_MASKING_REGEX_ENVIRONMENT`, else
+    /// `LUMIGO_SECRET_MASKING_REGEX`, else the defaults).
+    pub environment_secret_patterns: Vec<String>,
+    /// `OTEL_SPAN_ATTRIBUTE_*_LIMIT` / `OTEL_ATTRIBUTE_*_LIMIT`.
+    pub attribute_limits: AttributeLimits,
     /// `LUMIGO_PROCESS_SPAN=true`: one INTERNAL span around the whole run.
     pub process_span: bool,
     /// W3C trace context in and out (`OTEL_PROPAGATORS` names
-    /// `tracecontext`, or is unset); `none` turns propagation off.
+    /// `tracecontext`, or is unset, or names nothing we know); `none` turns
+    /// propagation off.
     pub propagate: bool,
     /// `TRACEPARENT` (the OpenTelemetry environment carrier): the process's
     /// root spans become children of this remote context.
@@ -325,7 +451,28 @@ impl Config {
         let mut warnings = Vec::new();
         let w = &mut warnings;
 
-        let switch_off = parse_bool("LUMIGO_SWITCH_OFF", get("LUMIGO_SWITCH_OFF"), w);
+        let sdk_disabled = parse_bool("OTEL_SDK_DISABLED", get("OTEL_SDK_DISABLED"), w);
+        let traces_disabled = nonempty(get("LUMIGO_ENABLE_TRACES")).is_some_and(|v| {
+            if FALSE_WORDS.iter().any(|f| v.eq_ignore_ascii_case(f)) {
+                return true;
+            }
+            if !is_true(&v) {
+                w.push(format!(
+                    "LUMIGO_ENABLE_TRACES={v:?} is not true/1/yes/on or false/0/no/off; using true"
+                ));
+            }
+            false
+        });
+        let switch_off_reason = if parse_bool("LUMIGO_SWITCH_OFF", get("LUMIGO_SWITCH_OFF"), w) {
+            "LUMIGO_SWITCH_OFF is set"
+        } else if sdk_disabled {
+            "OTEL_SDK_DISABLED is set"
+        } else if traces_disabled {
+            "LUMIGO_ENABLE_TRACES is false"
+        } else {
+            ""
+        };
+        let switch_off = !switch_off_reason.is_empty();
         let debug = parse_bool("LUMIGO_DEBUG", get("LUMIGO_DEBUG"), w);
         let token = nonempty(get("LUMIGO_TRACER_TOKEN"));
 
@@ -353,6 +500,9 @@ impl Config {
             if !destinations.iter().any(|d| d.endpoint == endpoint) {
                 destinations.push(OtlpDestination { endpoint, headers });
             }
+        }
+        if !parse_traces_exporter(get("OTEL_TRACES_EXPORTER"), w) {
+            destinations.clear();
         }
         // An endpoint we cannot reach exactly as written is dropped, never
         // "repaired": a port out of range must not become port 80.
@@ -408,20 +558,47 @@ impl Config {
             .map(|raw| parse_key_values("OTEL_RESOURCE_ATTRIBUTES", &raw, w))
             .unwrap_or_default();
 
-        let query_secret_patterns = nonempty(get("LUMIGO_SECRET_MASKING_REGEX_HTTP_QUERY_PARAMS"))
-            .and_then(|raw| {
-                parse_pattern_list("LUMIGO_SECRET_MASKING_REGEX_HTTP_QUERY_PARAMS", &raw, w)
-            })
-            .or_else(|| {
-                nonempty(get("LUMIGO_SECRET_MASKING_REGEX"))
-                    .and_then(|raw| parse_pattern_list("LUMIGO_SECRET_MASKING_REGEX", &raw, w))
-            })
-            .unwrap_or_else(|| {
-                DEFAULT_SECRET_PATTERNS
-                    .iter()
-                    .map(|s| (*s).to_owned())
-                    .collect()
-            });
+        let defaults = || -> Vec<String> {
+            DEFAULT_SECRET_PATTERNS
+                .iter()
+                .map(|p| (*p).to_owned())
+                .collect()
+        };
+        let general = nonempty(get("LUMIGO_SECRET_MASKING_REGEX"))
+            .and_then(|raw| parse_pattern_list("LUMIGO_SECRET_MASKING_REGEX", &raw, w));
+        let mut area_patterns = |var: &str| {
+            nonempty(get(var))
+                .and_then(|raw| parse_pattern_list(var, &raw, w))
+                .or_else(|| general.clone())
+                .unwrap_or_else(defaults)
+        };
+        let query_secret_patterns = area_patterns("LUMIGO_SECRET_MASKING_REGEX_HTTP_QUERY_PARAMS");
+        let environment_secret_patterns = area_patterns("LUMIGO_SECRET_MASKING_REGEX_ENVIRONMENT");
+
+        let defaults = AttributeLimits::default();
+        let limit =
+            |names: [&str; 2], default: usize, w: &mut Vec<String>| match nonempty(get(names[0])) {
+                Some(v) => parse_count(names[0], Some(v), default, w),
+                None => parse_count(names[1], get(names[1]), default, w),
+            };
+        let attribute_limits = AttributeLimits {
+            value_length: limit(
+                [
+                    "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+                    "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+                ],
+                defaults.value_length,
+                w,
+            ),
+            count: limit(
+                [
+                    "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT",
+                    "OTEL_ATTRIBUTE_COUNT_LIMIT",
+                ],
+                defaults.count,
+                w,
+            ),
+        };
 
         let env_parent = nonempty(get("TRACEPARENT")).and_then(|raw| {
             let parsed = crate::propagation::parse_traceparent(&raw);
@@ -440,6 +617,7 @@ impl Config {
             env_parent,
             env_tracestate,
             switch_off,
+            switch_off_reason,
             debug,
             service_name: nonempty(get("OTEL_SERVICE_NAME")),
             token,
@@ -450,11 +628,10 @@ impl Config {
             resource_attributes,
             tag: nonempty(get("LUMIGO_TAG")),
             query_secret_patterns,
+            environment_secret_patterns,
+            attribute_limits,
             process_span: parse_bool("LUMIGO_PROCESS_SPAN", get("LUMIGO_PROCESS_SPAN"), w),
-            propagate: nonempty(get("OTEL_PROPAGATORS")).is_none_or(|v| {
-                v.split(',')
-                    .any(|p| p.trim().eq_ignore_ascii_case("tracecontext"))
-            }),
+            propagate: parse_propagators(get("OTEL_PROPAGATORS"), w),
             runtime_dir: nonempty(get("XDG_RUNTIME_DIR")).map(PathBuf::from),
             warnings,
         }
@@ -636,7 +813,9 @@ mod tests {
         assert!(config(&[]).propagate);
         assert!(config(&[("OTEL_PROPAGATORS", "baggage, tracecontext")]).propagate);
         assert!(!config(&[("OTEL_PROPAGATORS", "none")]).propagate);
-        assert!(!config(&[("OTEL_PROPAGATORS", "b3")]).propagate);
+        let c = config(&[("OTEL_PROPAGATORS", "b3")]);
+        assert!(!c.propagate, "b3 alone asks for no W3C headers");
+        assert_eq!(c.warnings.len(), 1, "and b3 is not implemented yet");
     }
 
     #[test]
@@ -690,5 +869,130 @@ mod tests {
         let c = config(&[("LUMIGO_SECRET_MASKING_REGEX", r#"["ok", "(unclosed"]"#)]);
         assert_eq!(c.query_secret_patterns, vec!["ok"]);
         assert_eq!(c.warnings.len(), 1);
+    }
+
+    #[test]
+    fn sdk_disabled_and_enable_traces_false_switch_tracing_off() {
+        for vars in [
+            [("OTEL_SDK_DISABLED", "true")],
+            [("OTEL_SDK_DISABLED", "TRUE")],
+            [("LUMIGO_ENABLE_TRACES", "false")],
+            [("LUMIGO_ENABLE_TRACES", "False")],
+        ] {
+            let c = config(&vars);
+            assert!(c.switch_off, "{vars:?}");
+            assert!(c.switch_off_reason.contains(vars[0].0), "{vars:?}");
+            assert!(c.warnings.is_empty(), "{vars:?}: {:?}", c.warnings);
+        }
+        for vars in [
+            [("OTEL_SDK_DISABLED", "false")],
+            [("LUMIGO_ENABLE_TRACES", "true")],
+            [("LUMIGO_ENABLE_TRACES", "")],
+        ] {
+            assert!(!config(&vars).switch_off, "{vars:?}");
+        }
+        let c = config(&[("LUMIGO_ENABLE_TRACES", "nope")]);
+        assert!(!c.switch_off);
+        assert_eq!(c.warnings.len(), 1);
+        assert_eq!(
+            config(&[("LUMIGO_SWITCH_OFF", "true")]).switch_off_reason,
+            "LUMIGO_SWITCH_OFF is set"
+        );
+    }
+
+    #[test]
+    fn traces_exporter_none_drops_otlp_but_keeps_the_span_dump() {
+        let base = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+            ("LUMIGO_TRACER_TOKEN", "t"),
+            ("LUMIGO_DEBUG_SPANDUMP", "/tmp/x.jsonl"),
+        ];
+        let with = |v: &str| {
+            let mut vars = base.to_vec();
+            vars.push(("OTEL_TRACES_EXPORTER", v));
+            config(&vars)
+        };
+        assert_eq!(config(&base).destinations.len(), 2);
+        assert_eq!(with("otlp").destinations.len(), 2);
+        let c = with("none");
+        assert!(c.destinations.is_empty());
+        assert!(c.spandump.is_some() && c.has_destination());
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let c = with("console");
+        assert_eq!(c.destinations.len(), 2, "console is refused, otlp stays");
+        assert_eq!(c.warnings.len(), 1);
+        assert!(c.warnings[0].contains("LUMIGO_DEBUG_SPANDUMP=/dev/stderr"));
+        let c = with("zipkin");
+        assert_eq!(c.destinations.len(), 2, "unknown: the default");
+        assert_eq!(c.warnings.len(), 1);
+        assert!(!config(&[("OTEL_TRACES_EXPORTER", "none")]).has_destination());
+    }
+
+    #[test]
+    fn misspelt_propagator_does_not_turn_tracecontext_off() {
+        let c = config(&[("OTEL_PROPAGATORS", "tracecontext,baggagge")]);
+        assert!(c.propagate);
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert!(c.warnings[0].contains("baggagge"));
+        // Nothing but unknown names: the default, with a warning.
+        let c = config(&[("OTEL_PROPAGATORS", "tracecontxt")]);
+        assert!(c.propagate);
+        assert_eq!(c.warnings.len(), 1);
+        // Known but not implemented: said so.
+        let c = config(&[("OTEL_PROPAGATORS", "tracecontext,b3")]);
+        assert!(c.propagate);
+        assert!(
+            c.warnings[0].contains("not implemented"),
+            "{:?}",
+            c.warnings
+        );
+        let c = config(&[("OTEL_PROPAGATORS", " None ")]);
+        assert!(!c.propagate && c.warnings.is_empty());
+        assert!(config(&[("OTEL_PROPAGATORS", "TraceContext")]).propagate);
+    }
+
+    #[test]
+    fn attribute_limits_fall_back_in_order() {
+        assert_eq!(config(&[]).attribute_limits, AttributeLimits::default());
+        assert_eq!(AttributeLimits::default().value_length, 2048);
+        assert_eq!(AttributeLimits::default().count, 128);
+        let c = config(&[("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "100")]);
+        assert_eq!(c.attribute_limits.value_length, 100);
+        let c = config(&[
+            ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "100"),
+            ("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "50"),
+            ("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "7"),
+        ]);
+        assert_eq!(c.attribute_limits.value_length, 50);
+        assert_eq!(c.attribute_limits.count, 7);
+        let c = config(&[("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "lots")]);
+        assert_eq!(c.attribute_limits.value_length, 2048);
+        assert_eq!(c.warnings.len(), 1);
+    }
+
+    #[test]
+    fn cut_str_keeps_whole_characters() {
+        assert_eq!(cut_str("abc", 5), "abc");
+        assert_eq!(cut_str("abc", 2), "ab");
+        assert_eq!(cut_str("aé", 2), "a");
+        assert_eq!(cut_str("€€", 4), "€");
+        assert_eq!(cut_str("x", 0), "");
+    }
+
+    #[test]
+    fn environment_masking_patterns_fall_back_in_order() {
+        let c = config(&[]);
+        assert_eq!(
+            c.environment_secret_patterns.len(),
+            DEFAULT_SECRET_PATTERNS.len()
+        );
+        let c = config(&[("LUMIGO_SECRET_MASKING_REGEX", r#"["sid"]"#)]);
+        assert_eq!(c.environment_secret_patterns, vec!["sid"]);
+        let c = config(&[
+            ("LUMIGO_SECRET_MASKING_REGEX", r#"["sid"]"#),
+            ("LUMIGO_SECRET_MASKING_REGEX_ENVIRONMENT", "all"),
+        ]);
+        assert_eq!(c.environment_secret_patterns, vec![".*"]);
+        assert_eq!(c.query_secret_patterns, vec!["sid"]);
     }
 }

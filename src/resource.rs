@@ -12,6 +12,13 @@
 //! its `argv` (nginx's "nginx: worker process"). `process.command_line`
 //! has its secrets masked with the same rules as `url.query`.
 //!
+//! Also detected (see README, "Resource attributes"): `process.environ`
+//! (from `/proc/self/environ`, the environment the process started with,
+//! so no lock races the app's `setenv`; secrets masked), `process.runtime.*`
+//! (`runtime.rs`), `container.id` and Kubernetes (`container.rs`), and
+//! Amazon ECS (`ecs.rs`, a 1 s HTTP request to the local agent). Every
+//! string value is cut to the attribute length limit.
+//!
 //! Precedence follows the OpenTelemetry specification: detected values
 //! first, then `OTEL_RESOURCE_ATTRIBUTES` overrides them, then
 //! `OTEL_SERVICE_NAME` overrides `service.name`, then `LUMIGO_TAG` sets
@@ -19,6 +26,10 @@
 
 use std::borrow::Cow;
 use std::sync::OnceLock;
+
+mod container;
+mod ecs;
+mod runtime;
 
 use crate::config::Config;
 use crate::mask::Masker;
@@ -46,12 +57,43 @@ pub fn detect(config: &Config) -> Vec<(String, AttrValue)> {
         .ok()
         .map(|p| p.to_string_lossy().into_owned());
     let cmdline = std::fs::read("/proc/self/cmdline").ok();
+    let environ = std::fs::read("/proc/self/environ").ok();
+    let vars = environ.as_deref().map(environ_vars).unwrap_or_default();
+    let var = |name: &str| {
+        vars.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    let ecs = match var("ECS_CONTAINER_METADATA_URI_V4") {
+        Some(uri) => ecs::fetch(&uri).unwrap_or_else(|e| {
+            crate::lumigo_debug!("Amazon ECS metadata not read: {e}");
+            Vec::new()
+        }),
+        None => Vec::new(),
+    };
+    let runtime = exe.as_deref().and_then(|exe| {
+        runtime::detect(exe, |path| {
+            // A JDK `release` file is a few hundred bytes.
+            std::fs::read_to_string(path)
+                .ok()
+                .filter(|text| text.len() < 64 * 1024)
+        })
+    });
+    let read = |path: &str| std::fs::read_to_string(path).ok();
     let facts = ProcessFacts {
         pid: std::process::id(),
         argv0: PROGRAM.get().cloned(),
         exe,
         cmdline,
         host_name: host_name(),
+        environ,
+        runtime,
+        hosts: read("/etc/hosts"),
+        mountinfo: read("/proc/self/mountinfo"),
+        cgroup: read("/proc/self/cgroup"),
+        container_name: var("LUMIGO_CONTAINER_NAME"),
+        ecs,
     };
     build(config, &facts)
 }
@@ -67,6 +109,52 @@ struct ProcessFacts {
     /// Raw `/proc/self/cmdline` (NUL-separated).
     cmdline: Option<Vec<u8>>,
     host_name: Option<String>,
+    /// Raw `/proc/self/environ` (NUL-separated `NAME=value`).
+    environ: Option<Vec<u8>>,
+    runtime: Option<runtime::Runtime>,
+    /// `/etc/hosts`.
+    hosts: Option<String>,
+    /// `/proc/self/mountinfo`.
+    mountinfo: Option<String>,
+    /// `/proc/self/cgroup`.
+    cgroup: Option<String>,
+    /// `LUMIGO_CONTAINER_NAME`.
+    container_name: Option<String>,
+    /// Amazon ECS attributes, fetched.
+    ecs: Vec<(&'static str, AttrValue)>,
+}
+
+/// `NAME=value` pairs of a raw environment block, in order.
+fn environ_vars(raw: &[u8]) -> Vec<(String, String)> {
+    raw.split(|&b| b == 0)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            let entry = String::from_utf8_lossy(entry);
+            match entry.split_once('=') {
+                Some((k, v)) => (k.to_owned(), v.to_owned()),
+                None => (entry.into_owned(), String::new()),
+            }
+        })
+        .collect()
+}
+
+/// `process.environ`: the environment as a JSON object string (names
+/// sorted), the values of secret-looking names as `****`, and URL
+/// passwords and secret query values inside other values masked.
+fn environ_json(raw: &[u8], masker: &Masker) -> String {
+    let mut map = serde_json::Map::new();
+    for (name, value) in environ_vars(raw) {
+        // Beyond the distributions: a secret inside a value whose name
+        // looks harmless (`DATABASE_URL=postgres://u:PASSWORD@db/x`,
+        // `OPTS=a=1&token=T`) is masked as on a command line.
+        let value = if masker.is_secret(&name) {
+            crate::mask::MASK.to_owned()
+        } else {
+            masker.mask_argument(&value).into_owned()
+        };
+        map.insert(name, serde_json::Value::String(value));
+    }
+    serde_json::Value::Object(map).to_string()
 }
 
 fn build(config: &Config, facts: &ProcessFacts) -> Vec<(String, AttrValue)> {
@@ -114,6 +202,38 @@ fn build(config: &Config, facts: &ProcessFacts) -> Vec<(String, AttrValue)> {
         attrs.set("host.name", host.as_str());
     }
 
+    if let Some(rt) = &facts.runtime {
+        attrs.set("process.runtime.name", rt.name);
+        if let Some(version) = &rt.version {
+            attrs.set("process.runtime.version", version.as_str());
+        }
+        attrs.set("process.runtime.description", rt.description.as_str());
+    }
+    let cgroup = facts.cgroup.as_deref().unwrap_or("");
+    let mountinfo = facts.mountinfo.as_deref().unwrap_or("");
+    let container_id = container::container_id_from_cgroup(cgroup)
+        .or_else(|| container::container_id_from_mountinfo(mountinfo));
+    if let Some(id) = container_id {
+        attrs.set("container.id", id);
+    }
+    if facts.hosts.as_deref().is_some_and(container::is_kubernetes) {
+        let pod = container::pod_uid_from_mountinfo(mountinfo)
+            .or_else(|| container::pod_uid_from_cgroup(cgroup));
+        if let Some(uid) = pod {
+            attrs.set("k8s.pod.uid", uid);
+        }
+    }
+    if let Some(name) = &facts.container_name {
+        attrs.set("k8s.container.name", name.as_str());
+    }
+    for (key, value) in &facts.ecs {
+        attrs.set(key, value.clone());
+    }
+    if let Some(raw) = &facts.environ {
+        let masker = Masker::new(&config.environment_secret_patterns);
+        attrs.set("process.environ", environ_json(raw, &masker));
+    }
+
     for (key, value) in &config.resource_attributes {
         attrs.set(key, value.as_str());
     }
@@ -122,6 +242,16 @@ fn build(config: &Config, facts: &ProcessFacts) -> Vec<(String, AttrValue)> {
     }
     if let Some(tag) = &config.tag {
         attrs.set("lumigo.tag", tag.as_str());
+    }
+    // The attribute length limit, on every string (the count limit is for
+    // spans: the specification exempts resources).
+    let max = config.attribute_limits.value_length;
+    for (_, value) in &mut attrs.0 {
+        if let AttrValue::Str(text) = value {
+            if text.len() > max {
+                *value = AttrValue::from(crate::config::cut_str(text, max));
+            }
+        }
     }
     attrs.0
 }
@@ -224,6 +354,7 @@ mod tests {
             exe: Some("/usr/bin/python3.12".into()),
             cmdline: Some(b"python3\0-m\0http.server\0".to_vec()),
             host_name: Some("box-1".into()),
+            ..ProcessFacts::default()
         }
     }
 
@@ -394,5 +525,113 @@ mod tests {
         );
         assert!(get(&attrs, "process.executable.path").is_some());
         assert!(get(&attrs, "host.name").is_some());
+    }
+
+    #[test]
+    fn process_environ_is_json_with_secrets_masked() {
+        let facts = ProcessFacts {
+            environ: Some(
+                b"PATH=/usr/bin\0DB_PASSWORD=hunter2\0LUMIGO_TRACER_TOKEN=t_1\0EMPTY=\0ODD\0\
+                  DATABASE_URL=postgres://app:hunter3@db:5432/x\0OPTS=a=1&token=hunter4\0"
+                    .to_vec(),
+            ),
+            ..facts()
+        };
+        let attrs = build(&config(&[]), &facts);
+        let Some(AttrValue::Str(json)) = get(&attrs, "process.environ") else {
+            panic!("no process.environ: {attrs:?}");
+        };
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(v["PATH"], "/usr/bin");
+        assert_eq!(v["DB_PASSWORD"], "****");
+        assert_eq!(v["LUMIGO_TRACER_TOKEN"], "****");
+        assert_eq!(v["EMPTY"], "");
+        assert_eq!(v["ODD"], "");
+        assert_eq!(v["DATABASE_URL"], "postgres://app:****@db:5432/x");
+        assert_eq!(v["OPTS"], "a=1&token=****");
+        assert!(!json.contains("hunter"));
+        // The environment's own patterns, else the general ones.
+        let c = config(&[
+            ("LUMIGO_SECRET_MASKING_REGEX", r#"["path"]"#),
+            ("LUMIGO_SECRET_MASKING_REGEX_ENVIRONMENT", r#"["db_.*"]"#),
+        ]);
+        let Some(AttrValue::Str(json)) = get(&build(&c, &facts), "process.environ").cloned() else {
+            panic!()
+        };
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["PATH"], "/usr/bin");
+        assert_eq!(v["DB_PASSWORD"], "****");
+        assert_eq!(v["LUMIGO_TRACER_TOKEN"], "t_1");
+    }
+
+    #[test]
+    fn string_values_are_cut_to_the_length_limit() {
+        let facts = ProcessFacts {
+            environ: Some(format!("BIG={}\0", "é".repeat(100)).into_bytes()),
+            ..facts()
+        };
+        let c = config(&[("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "21")]);
+        let attrs = build(&c, &facts);
+        let Some(AttrValue::Str(json)) = get(&attrs, "process.environ") else {
+            panic!()
+        };
+        // `{"BIG":"` is 8 bytes, each é 2: 21 bytes cut to 20.
+        assert_eq!(&**json, "{\"BIG\":\"éééééé");
+        assert_eq!(get(&attrs, "process.pid"), Some(&AttrValue::Int(4242)));
+    }
+
+    const POD: &str = "5f3c2a2e-8d3b-4c1e-9f0a-1b2c3d4e5f60";
+    const CID: &str = "7be92808767a667f35c8505cbf40d14e931ef6db5b0210329cf193b15ba9d605";
+
+    #[test]
+    fn kubernetes_pod_and_container() {
+        let k8s = ProcessFacts {
+            hosts: Some("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n".into()),
+            mountinfo: Some(format!(
+                "1859 1850 259:1 /var/lib/kubelet/pods/{POD}/etc-hosts /etc/hosts rw,relatime - ext4 /dev/nvme0n1p1 rw\n"
+            )),
+            cgroup: Some(format!(
+                "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{CID}.scope\n",
+                POD.replace('-', "_")
+            )),
+            container_name: Some("web".into()),
+            ..facts()
+        };
+        // The kubelet writes "# Kubernetes-managed hosts file." with a dot.
+        let attrs = build(&config(&[]), &k8s);
+        assert_eq!(get(&attrs, "container.id"), Some(&s(CID)));
+        assert_eq!(get(&attrs, "k8s.container.name"), Some(&s("web")));
+        assert_eq!(get(&attrs, "k8s.pod.uid"), Some(&s(POD)));
+        // Without the kubelet's mounts: the cgroup.
+        let cgroup_only = ProcessFacts {
+            mountinfo: None,
+            ..k8s
+        };
+        assert_eq!(
+            get(&build(&config(&[]), &cgroup_only), "k8s.pod.uid"),
+            Some(&s(POD))
+        );
+        // Not Kubernetes: no pod, whatever the paths say.
+        let plain = ProcessFacts {
+            hosts: Some("127.0.0.1 localhost\n".into()),
+            ..cgroup_only
+        };
+        let attrs = build(&config(&[]), &plain);
+        assert_eq!(get(&attrs, "k8s.pod.uid"), None);
+        assert_eq!(get(&attrs, "container.id"), Some(&s(CID)));
+    }
+
+    #[test]
+    fn ecs_attributes_join_the_resource() {
+        let ecs = ecs::attributes(ecs::tests::CONTAINER_JSON, ecs::tests::TASK_JSON).unwrap();
+        let facts = ProcessFacts { ecs, ..facts() };
+        let attrs = build(&config(&[]), &facts);
+        assert_eq!(get(&attrs, "cloud.platform"), Some(&s("aws_ecs")));
+        assert_eq!(get(&attrs, "aws.ecs.task.family"), Some(&s("curltest")));
+        let c = config(&[("OTEL_RESOURCE_ATTRIBUTES", "cloud.region=eu-west-1")]);
+        assert_eq!(
+            get(&build(&c, &facts), "cloud.region"),
+            Some(&s("eu-west-1"))
+        );
     }
 }

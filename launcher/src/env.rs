@@ -18,7 +18,8 @@ pub type Env = Vec<(OsString, OsString)>;
 /// What the launcher decided to do to the command.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Tracing {
-    /// `LUMIGO_SWITCH_OFF=true`: pass the environment on exactly as it is.
+    /// `LUMIGO_SWITCH_OFF=true` (or `OTEL_SDK_DISABLED=true`,
+    /// `LUMIGO_ENABLE_TRACES=false`): pass the environment on exactly as it is.
     SwitchedOff,
     /// The command cannot or will not be traced: set the flags' variables,
     /// leave `LD_PRELOAD` alone.

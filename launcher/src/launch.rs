@@ -55,7 +55,8 @@ pub fn run(cli: Cli) -> i32 {
         diag::debug(
             debug,
             format_args!(
-                "LUMIGO_SWITCH_OFF is set: running {} untouched",
+                "{}: running {} untouched",
+                config.switch_off_reason,
                 path.display()
             ),
         );

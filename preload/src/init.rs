@@ -35,7 +35,7 @@ fn start() {
     let config = Config::from_env();
     log::set_debug(config.debug);
     if config.switch_off {
-        lumigo_debug!("LUMIGO_SWITCH_OFF is set: not tracing");
+        lumigo_debug!("{}: not tracing", config.switch_off_reason);
         return;
     }
     for w in &config.warnings {

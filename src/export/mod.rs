@@ -27,6 +27,7 @@
 //! waits for it with a deadline; it touches no thread-local with a destructor.
 
 mod health;
+mod limits;
 mod loss;
 mod otlp;
 mod proto;

@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{
-    lock, otlp, spandump, Exporter, Loss, Shared, EXIT_HOOK, SIGNAL_DRAINING, SIGNAL_REQUESTED,
+    limits, lock, otlp, spandump, Exporter, Loss, Shared, EXIT_HOOK, SIGNAL_DRAINING,
+    SIGNAL_REQUESTED,
 };
 use crate::config::Config;
 use crate::span::SpanRecord;
@@ -110,7 +111,8 @@ fn due_time(
 impl Worker<'_> {
     fn run(mut self) {
         while let Some(flush_target) = self.next_batch() {
-            let batch = std::mem::take(&mut self.batch);
+            let mut batch = std::mem::take(&mut self.batch);
+            limits::apply(&mut batch, self.config.attribute_limits);
             self.export(&batch);
             self.batch = batch;
             self.shared.recycle(&mut self.batch);

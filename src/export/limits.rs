@@ -1,0 +1,115 @@
+//! Attribute limits (`OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT`,
+//! `OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT`), applied on the export thread to each
+//! batch just before it is encoded, so both the OTLP encoder and the span
+//! dump write the same cut values and the app's threads never pay for it.
+
+use crate::config::AttributeLimits;
+use crate::span::{AttrValue, SpanRecord, Text};
+
+/// Cuts every string attribute of `spans` to `limits.value_length` bytes
+/// (on a character boundary) and keeps at most `limits.count` attributes
+/// per span (the first ones, as the SDK keeps the first ones set).
+pub(crate) fn apply(spans: &mut [SpanRecord], limits: AttributeLimits) {
+    for span in spans {
+        span.attributes.truncate(limits.count);
+        for (_, value) in span.attributes.iter_mut() {
+            if let AttrValue::Str(text) = value {
+                cut(text, limits.value_length);
+            }
+        }
+    }
+}
+
+/// Cuts one value in place; a no-op (no allocation) when it fits.
+fn cut(text: &mut Text, max: usize) {
+    if text.len() <= max {
+        return;
+    }
+    match text {
+        Text::Owned(s) => {
+            let keep = crate::config::cut_str(s, max).len();
+            s.truncate(keep);
+        }
+        Text::Static(s) => *s = crate::config::cut_str(s, max),
+        other => *other = Text::copy(crate::config::cut_str(other, max)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::span::{SpanContext, SpanKind, SpanStatus};
+    use std::sync::Arc;
+    use std::time::UNIX_EPOCH;
+
+    fn span(attributes: Vec<(&'static str, AttrValue)>) -> SpanRecord {
+        SpanRecord {
+            name: "GET".into(),
+            kind: SpanKind::Client,
+            context: SpanContext {
+                trace_id: [1; 16],
+                span_id: [2; 8],
+                trace_flags: 1,
+                trace_state: None,
+            },
+            parent_span_id: None,
+            parent_is_remote: false,
+            start: UNIX_EPOCH,
+            end: UNIX_EPOCH,
+            status: SpanStatus::Unset,
+            attributes,
+        }
+    }
+
+    fn text(v: &AttrValue) -> &str {
+        match v {
+            AttrValue::Str(t) => t,
+            other => panic!("not a string: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_kind_of_string_is_cut_on_a_character_boundary() {
+        let shared: Arc<str> = Arc::from("é".repeat(10).as_str());
+        let mut spans = [span(vec![
+            ("owned", AttrValue::from("x".repeat(100))),
+            ("static", AttrValue::from_static("static text here")),
+            ("shared", AttrValue::shared(&shared)),
+            ("inline", AttrValue::from("short €€")),
+            ("int", AttrValue::Int(123_456_789)),
+            ("fits", AttrValue::from("abc")),
+        ])];
+        apply(
+            &mut spans,
+            AttributeLimits {
+                value_length: 7,
+                count: 128,
+            },
+        );
+        let a = &spans[0];
+        assert_eq!(text(a.attr("owned").unwrap()), "xxxxxxx");
+        assert_eq!(text(a.attr("static").unwrap()), "static ");
+        assert_eq!(text(a.attr("shared").unwrap()), "ééé");
+        assert_eq!(text(a.attr("inline").unwrap()), "short ");
+        assert_eq!(a.attr("int"), Some(&AttrValue::Int(123_456_789)));
+        assert_eq!(text(a.attr("fits").unwrap()), "abc");
+    }
+
+    #[test]
+    fn count_limit_keeps_the_first_attributes() {
+        let mut spans = [span(vec![
+            ("a", AttrValue::Int(1)),
+            ("b", AttrValue::Int(2)),
+            ("c", AttrValue::Int(3)),
+        ])];
+        apply(
+            &mut spans,
+            AttributeLimits {
+                value_length: 10,
+                count: 2,
+            },
+        );
+        let keys: Vec<_> = spans[0].attributes.iter().map(|(k, _)| *k).collect();
+        assert_eq!(keys, ["a", "b"]);
+    }
+}
