@@ -48,6 +48,10 @@ python3 -c "import pymysql" 2>/dev/null || pymods+=(pymysql)
 python3 -c "import psycopg" 2>/dev/null || pymods+=("psycopg[binary]")
 python3 -c "import mysql.connector" 2>/dev/null || pymods+=(mysql-connector-python)
 python3 -c "import requests" 2>/dev/null || pymods+=(requests)
+# Message broker clients (tests/brokers.rs, tests/fixtures/brokers.py).
+python3 -c "import pika" 2>/dev/null || pymods+=(pika)
+python3 -c "import paho.mqtt" 2>/dev/null || pymods+=(paho-mqtt)
+python3 -c "import nats" 2>/dev/null || pymods+=(nats-py)
 if [ "${#pymods[@]}" -gt 0 ]; then
   echo "pip installing: ${pymods[*]}"
   python3 -m pip install -q --disable-pip-version-check "${pymods[@]}"

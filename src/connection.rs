@@ -24,7 +24,7 @@ use crate::context;
 use crate::http::inject::{header_lines, scan_head, SentHead, ValueAt};
 use crate::http::{self, Detect, HttpConnection, HttpExchange, Role};
 use crate::propagation::{format_traceparent, parse_traceparent};
-use crate::protocol::Operation;
+use crate::protocol::{Operation, Wire};
 
 pub use crate::tracer::{Assigned, SpanSink, Tracer};
 
@@ -99,52 +99,18 @@ enum Protocol {
         outbound: bool,
     },
     Http(Box<HttpConnection>),
-    /// A database or cache protocol (client side).
-    Db(Box<dyn DbWire>),
+    /// A database, cache or message broker protocol (client side).
+    Db(Box<dyn Wire>),
     /// Not ours: the caller should already have stopped feeding us.
     Ignored,
 }
 
-/// The client-side database and cache parsers, seen alike.
-trait DbWire: Send {
-    fn outbound(&mut self, data: &[u8], now: SystemTime, done: &mut Vec<Operation>) -> Flow;
-    fn inbound(&mut self, data: &[u8], now: SystemTime, done: &mut Vec<Operation>) -> Flow;
-    fn close(&mut self, now: SystemTime, reason: CloseReason, done: &mut Vec<Operation>);
-    fn in_flight(&self) -> usize;
-    /// The connection moved to TLS: its raw bytes are ciphertext from now
-    /// on (the plaintext comes through the TLS hooks, as a new connection).
-    fn now_tls(&self) -> bool {
-        false
-    }
-}
-
-macro_rules! db_wire {
-    ($t:ty, $tls:ident) => {
-        impl DbWire for $t {
-            fn outbound(&mut self, d: &[u8], now: SystemTime, done: &mut Vec<Operation>) -> Flow {
-                self.on_outbound(d, now, done)
-            }
-            fn inbound(&mut self, d: &[u8], now: SystemTime, done: &mut Vec<Operation>) -> Flow {
-                self.on_inbound(d, now, done)
-            }
-            fn close(&mut self, now: SystemTime, reason: CloseReason, done: &mut Vec<Operation>) {
-                self.on_close(now, reason, done)
-            }
-            fn in_flight(&self) -> usize {
-                <$t>::in_flight(self)
-            }
-            fn now_tls(&self) -> bool {
-                db_wire!(@tls self, $tls)
-            }
-        }
-    };
-    (@tls $self:ident, none) => { false };
-    (@tls $self:ident, $m:ident) => { $self.$m() };
-}
-
-db_wire!(crate::redis::RedisConnection, none);
-db_wire!(crate::postgres::PgConnection, tls_accepted);
-db_wire!(crate::mysql::MysqlConnection, tls_requested);
+crate::protocol::wire!(crate::redis::RedisConnection);
+crate::protocol::wire!(crate::postgres::PgConnection, tls_accepted);
+crate::protocol::wire!(crate::mysql::MysqlConnection, tls_requested);
+crate::protocol::wire!(crate::amqp::AmqpConnection);
+crate::protocol::wire!(crate::mqtt::MqttConnection);
+crate::protocol::wire!(crate::nats::NatsConnection);
 
 /// Which protocol a connection's first bytes start, if any is sure yet.
 enum Recognised {
@@ -153,41 +119,68 @@ enum Recognised {
     Is(Protocol),
 }
 
-/// A protocol's recogniser, and how to start its parser.
-type Candidate = (fn(&[u8]) -> Detect, fn(Role) -> Protocol);
+/// One protocol the first bytes of a connection can start: who we are on
+/// it, which way its first bytes go, how to tell, and how to start its
+/// parser.
+struct Recogniser {
+    /// Our role on the connection (client: we connected; server: we accepted).
+    role: Role,
+    /// The first bytes go out (the client speaks first), or come in (the
+    /// server greets first).
+    outbound: bool,
+    detect: fn(&[u8]) -> Detect,
+    make: fn(Role) -> Protocol,
+}
+
+/// Every protocol traced, in the order they are tried. Adding one is one
+/// line here (and its parser implementing [`Wire`]).
+#[rustfmt::skip]
+const RECOGNISERS: &[Recogniser] = &[
+    // Our role, the first bytes go out, the recogniser, the parser.
+    on(Role::Server, false, http::detect_request, new_http),
+    on(Role::Client, true, http::detect_request, new_http),
+    on(Role::Client, true, crate::redis::detect, |_| db(crate::redis::RedisConnection::new())),
+    on(Role::Client, true, crate::postgres::detect, |_| db(crate::postgres::PgConnection::new())),
+    on(Role::Client, true, crate::amqp::detect, |_| db(crate::amqp::AmqpConnection::new())),
+    on(Role::Client, true, crate::mqtt::detect, |_| db(crate::mqtt::MqttConnection::new())),
+    // The server speaks first.
+    on(Role::Client, false, crate::mysql::detect_greeting, |_| db(crate::mysql::MysqlConnection::new())),
+    on(Role::Client, false, crate::nats::detect, |_| db(crate::nats::NatsConnection::new())),
+];
+
+const fn on(
+    role: Role,
+    outbound: bool,
+    detect: fn(&[u8]) -> Detect,
+    make: fn(Role) -> Protocol,
+) -> Recogniser {
+    Recogniser {
+        role,
+        outbound,
+        detect,
+        make,
+    }
+}
+
+fn new_http(role: Role) -> Protocol {
+    Protocol::Http(Box::new(HttpConnection::new(role)))
+}
+
+fn db(wire: impl Wire + 'static) -> Protocol {
+    Protocol::Db(Box::new(wire))
+}
 
 /// Recognises the protocol from the first bytes, in the direction they went.
 fn recognise(role: Role, first: &[u8], outbound: bool) -> Recognised {
-    let requests_outbound = role == Role::Client;
-    if outbound != requests_outbound && role == Role::Server {
-        return Recognised::Not;
-    }
-    let candidates: &[Candidate] = match (role, outbound) {
-        (Role::Server, _) => &[(http::detect_request, |r| {
-            Protocol::Http(Box::new(HttpConnection::new(r)))
-        })],
-        (Role::Client, true) => &[
-            (http::detect_request, |r| {
-                Protocol::Http(Box::new(HttpConnection::new(r)))
-            }),
-            (crate::redis::detect, |_| {
-                Protocol::Db(Box::new(crate::redis::RedisConnection::new()))
-            }),
-            (crate::postgres::detect, |_| {
-                Protocol::Db(Box::new(crate::postgres::PgConnection::new()))
-            }),
-        ],
-        // The server spoke first.
-        (Role::Client, false) => &[(crate::mysql::detect_greeting, |_| {
-            Protocol::Db(Box::new(crate::mysql::MysqlConnection::new()))
-        })],
-    };
     let mut undecided = false;
-    for (detect, make) in candidates {
-        match detect(first) {
-            Detect::Http => return Recognised::Is(make(role)),
+    for r in RECOGNISERS {
+        if r.role != role || r.outbound != outbound {
+            continue;
+        }
+        match (r.detect)(first) {
+            Detect::Yes => return Recognised::Is((r.make)(role)),
             Detect::NeedMore => undecided = true,
-            Detect::NotHttp => {}
+            Detect::No => {}
         }
     }
     if undecided && first.len() < DETECT_PREFIX {

@@ -443,3 +443,48 @@ fn a_database_over_a_unix_socket_names_it_and_has_no_port() {
     assert_eq!(get("server.port"), None);
     assert_eq!(get("network.peer.port"), None);
 }
+
+#[test]
+fn message_brokers_are_recognised_from_their_first_bytes() {
+    // Each protocol's captured client traffic, fed to a client connection:
+    // the broker's spans come out, with the broker's address.
+    let cases = [
+        (
+            include_str!("../tests/fixtures/amqp/pika.txt"),
+            "127.0.0.1:5672",
+            "publish amq.topic",
+            "rabbitmq",
+        ),
+        (
+            include_str!("../tests/fixtures/mqtt/paho_v5.txt"),
+            "127.0.0.1:1883",
+            "publish lumigo/fx/q1",
+            "mqtt",
+        ),
+        (
+            include_str!("../tests/fixtures/nats/nats_py.txt"),
+            "127.0.0.1:4222",
+            "process lumigo.fx.plain",
+            "nats",
+        ),
+    ];
+    for (fixture, server, name, system) in cases {
+        let (t, spans) = tracer();
+        let mut c = Connection::client(addr(server), None);
+        let chunks = &crate::testkit::fixture::parse(fixture)[0];
+        let now = SystemTime::now();
+        for (outbound, _, bytes) in chunks {
+            let flow = if *outbound {
+                c.on_outbound(bytes, now, &t)
+            } else {
+                c.on_inbound(bytes, now, &t)
+            };
+            assert_eq!(flow, Flow::Continue, "{system}");
+        }
+        let spans = spans.0.lock().unwrap();
+        let s = spans.iter().find(|s| s.name == name).expect(name);
+        assert_eq!(s.attr("messaging.system"), Some(&system.into()));
+        let port = i64::from(server.rsplit(':').next().unwrap().parse::<u16>().unwrap());
+        assert_eq!(s.attr("server.port"), Some(&port.into()));
+    }
+}

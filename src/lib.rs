@@ -11,6 +11,7 @@
 //! [`config::Config`]; nothing else reads the environment.
 
 pub mod address;
+pub mod amqp;
 pub mod config;
 pub mod connection;
 pub mod context;
@@ -23,7 +24,10 @@ pub mod http;
 pub mod ids;
 pub mod log;
 pub mod mask;
+pub mod messaging;
+pub mod mqtt;
 pub mod mysql;
+pub mod nats;
 pub mod owned_file;
 pub mod postgres;
 pub mod propagation;

@@ -28,3 +28,65 @@ pub struct Operation {
     /// The protocol's attributes (`db.system.name`, `db.query.text`, …).
     pub attributes: Vec<(&'static str, AttrValue)>,
 }
+
+/// A client-side parser of a protocol other than HTTP (databases, caches,
+/// message brokers): fed both directions of one connection in order, it
+/// reports finished operations. The connection glue holds every such
+/// parser as one of these.
+pub(crate) trait Wire: Send {
+    fn outbound(&mut self, data: &[u8], now: SystemTime, done: &mut Vec<Operation>) -> Flow;
+    fn inbound(&mut self, data: &[u8], now: SystemTime, done: &mut Vec<Operation>) -> Flow;
+    fn close(&mut self, now: SystemTime, reason: CloseReason, done: &mut Vec<Operation>);
+    fn in_flight(&self) -> usize;
+    /// The connection moved to TLS: its raw bytes are ciphertext from now
+    /// on (the plaintext comes through the TLS hooks, as a new connection).
+    fn now_tls(&self) -> bool {
+        false
+    }
+}
+
+/// Implements [`Wire`] for a parser with the usual inherent methods
+/// (`on_outbound`, `on_inbound`, `on_close`, `in_flight`), and optionally
+/// the name of its "now TLS" method.
+macro_rules! wire {
+    ($t:ty) => {
+        $crate::protocol::wire!($t, none);
+    };
+    ($t:ty, $tls:ident) => {
+        impl $crate::protocol::Wire for $t {
+            fn outbound(
+                &mut self,
+                d: &[u8],
+                now: std::time::SystemTime,
+                done: &mut Vec<$crate::protocol::Operation>,
+            ) -> $crate::protocol::Flow {
+                self.on_outbound(d, now, done)
+            }
+            fn inbound(
+                &mut self,
+                d: &[u8],
+                now: std::time::SystemTime,
+                done: &mut Vec<$crate::protocol::Operation>,
+            ) -> $crate::protocol::Flow {
+                self.on_inbound(d, now, done)
+            }
+            fn close(
+                &mut self,
+                now: std::time::SystemTime,
+                reason: $crate::protocol::CloseReason,
+                done: &mut Vec<$crate::protocol::Operation>,
+            ) {
+                self.on_close(now, reason, done)
+            }
+            fn in_flight(&self) -> usize {
+                <$t>::in_flight(self)
+            }
+            fn now_tls(&self) -> bool {
+                $crate::protocol::wire!(@tls self, $tls)
+            }
+        }
+    };
+    (@tls $self:ident, none) => { false };
+    (@tls $self:ident, $m:ident) => { $self.$m() };
+}
+pub(crate) use wire;

@@ -116,3 +116,142 @@ impl StopWatch {
         }
     }
 }
+
+/// Replays of captured client traffic (the fixture files under
+/// `tests/fixtures/`, written by `tests/fixtures/redis/capture.py`), for any
+/// parser behind [`Wire`](crate::protocol::Wire).
+pub(crate) mod fixture {
+    use std::time::{Duration, SystemTime};
+
+    use super::Rng;
+    use crate::protocol::{CloseReason, Flow, Operation, Wire};
+    use crate::span::AttrValue;
+
+    /// One recorded chunk: outbound or not, seconds since accept, bytes.
+    pub(crate) type Chunk = (bool, f64, Vec<u8>);
+
+    /// A fixture file's connections: `=` starts one; `> SECONDS HEX` and
+    /// `< SECONDS HEX` are chunks; `#` lines are comments.
+    pub(crate) fn parse(text: &str) -> Vec<Vec<Chunk>> {
+        let mut connections: Vec<Vec<Chunk>> = Vec::new();
+        for line in text.lines() {
+            if line.starts_with('#') || line.is_empty() {
+                continue;
+            }
+            if line == "=" {
+                connections.push(Vec::new());
+                continue;
+            }
+            let mut fields = line.split(' ');
+            let outbound = match fields.next() {
+                Some(">") => true,
+                Some("<") => false,
+                other => panic!("bad direction {other:?}"),
+            };
+            let at: f64 = fields.next().unwrap().parse().unwrap();
+            let hex = fields.next().unwrap();
+            let bytes = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                .collect();
+            connections
+                .last_mut()
+                .expect("'=' first")
+                .push((outbound, at, bytes));
+        }
+        connections
+    }
+
+    fn at(secs: f64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs_f64(secs)
+    }
+
+    /// Replays one connection into a fresh parser, each chunk cut into
+    /// pieces by `cut` (given the chunk's index and length, it returns the
+    /// piece lengths), then closes it. Every call must say Continue.
+    pub(crate) fn replay<W: Wire>(
+        chunks: &[Chunk],
+        make: &dyn Fn() -> W,
+        mut cut: impl FnMut(usize, usize) -> Vec<usize>,
+    ) -> Vec<Operation> {
+        let mut conn = make();
+        let mut done = Vec::new();
+        for (i, (outbound, secs, bytes)) in chunks.iter().enumerate() {
+            let now = at(*secs);
+            let mut pos = 0;
+            for n in cut(i, bytes.len()) {
+                let piece = &bytes[pos..pos + n];
+                pos += n;
+                let flow = if *outbound {
+                    conn.outbound(piece, now, &mut done)
+                } else {
+                    conn.inbound(piece, now, &mut done)
+                };
+                assert_eq!(flow, Flow::Continue, "chunk {i}");
+            }
+            assert_eq!(pos, bytes.len());
+        }
+        let last = chunks.last().map_or(0.0, |c| c.1);
+        conn.close(at(last), CloseReason::PeerClosed, &mut done);
+        done
+    }
+
+    /// The operations of every connection of a fixture, after checking that
+    /// every way of splitting the chunks gives the same: whole, byte by
+    /// byte, at random, and each chunk cut in two at every offset.
+    pub(crate) fn replay_every_way<W: Wire>(text: &str, make: &dyn Fn() -> W) -> Vec<Operation> {
+        let mut all = Vec::new();
+        for chunks in parse(text) {
+            let want = replay(&chunks, make, |_, len| vec![len]);
+            assert_eq!(
+                replay(&chunks, make, |_, len| vec![1; len]),
+                want,
+                "byte by byte"
+            );
+            let mut rng = Rng(0x5eed);
+            for _ in 0..10 {
+                let got = replay(&chunks, make, |_, len| {
+                    let mut pieces = Vec::new();
+                    let mut left = len;
+                    while left > 0 {
+                        let n = (1 + rng.below(16)).min(left);
+                        pieces.push(n);
+                        left -= n;
+                    }
+                    pieces
+                });
+                assert_eq!(got, want, "random splits");
+            }
+            for (c, chunk) in chunks.iter().enumerate() {
+                for k in 1..chunk.2.len() {
+                    let got = replay(&chunks, make, |i, len| {
+                        if i == c {
+                            vec![k, len - k]
+                        } else {
+                            vec![len]
+                        }
+                    });
+                    assert_eq!(got, want, "chunk {c} split at {k}");
+                }
+            }
+            all.extend(want);
+        }
+        all
+    }
+
+    /// An operation in one line, without timing: `KIND name [error] key=value…`.
+    pub(crate) fn summary(op: &Operation) -> String {
+        let mut s = format!("{:?} {}", op.kind, op.name);
+        if let crate::span::SpanStatus::Error(d) = &op.status {
+            s.push_str(&format!(" [error: {d}]"));
+        }
+        for (k, v) in &op.attributes {
+            match v {
+                AttrValue::Str(v) => s.push_str(&format!(" {k}={v}")),
+                AttrValue::Int(v) => s.push_str(&format!(" {k}={v}")),
+                AttrValue::Bool(v) => s.push_str(&format!(" {k}={v}")),
+            }
+        }
+        s
+    }
+}

@@ -14,13 +14,14 @@
 
 use super::MAX_HEAD_BYTES;
 
-/// The verdict on a prefix of a byte stream.
+/// A recogniser's verdict on a prefix of a byte stream: does it start the
+/// recogniser's protocol (HTTP, Redis, AMQP…)?
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Detect {
-    /// The prefix starts an HTTP/1.x request.
-    Http,
-    /// The prefix cannot start an HTTP/1.x request.
-    NotHttp,
+    /// The prefix starts the protocol.
+    Yes,
+    /// The prefix cannot start the protocol.
+    No,
     /// Not decided yet: every byte so far fits; more are needed.
     NeedMore,
 }
@@ -30,9 +31,9 @@ pub enum Detect {
 /// ```
 /// use lumigo_core::http::{detect_request, Detect};
 /// assert_eq!(detect_request(b"G"), Detect::NeedMore);
-/// assert_eq!(detect_request(b"GET "), Detect::Http);
-/// assert_eq!(detect_request(b"PRI * HTTP/2.0\r\n"), Detect::NotHttp);
-/// assert_eq!(detect_request(&[0x16, 0x03, 0x01]), Detect::NotHttp);
+/// assert_eq!(detect_request(b"GET "), Detect::Yes);
+/// assert_eq!(detect_request(b"PRI * HTTP/2.0\r\n"), Detect::No);
+/// assert_eq!(detect_request(&[0x16, 0x03, 0x01]), Detect::No);
 /// ```
 pub fn detect_request(prefix: &[u8]) -> Detect {
     RequestDetector::new().push(prefix)
@@ -95,9 +96,9 @@ impl RequestDetector {
     }
 
     fn next(&mut self, b: u8) -> Step {
-        use Detect::{Http, NotHttp};
+        use Detect::{No, Yes};
         if self.line_len > MAX_HEAD_BYTES {
-            return Step::Decided(NotHttp);
+            return Step::Decided(No);
         }
         match self.step {
             Step::Decided(d) => Step::Decided(d),
@@ -106,7 +107,7 @@ impl RequestDetector {
                 if b == b' ' && !first {
                     let method = self.method.get(..self.method_len).unwrap_or_default();
                     if KNOWN_METHODS.contains(&method) {
-                        Step::Decided(Http)
+                        Step::Decided(Yes)
                     } else {
                         Step::Target
                     }
@@ -117,16 +118,16 @@ impl RequestDetector {
                             self.method_len += 1;
                             Step::Method
                         }
-                        None => Step::Decided(NotHttp),
+                        None => Step::Decided(No),
                     }
                 } else {
-                    Step::Decided(NotHttp)
+                    Step::Decided(No)
                 }
             }
             Step::Target => match b {
                 b' ' if self.target_started() => Step::Version(0),
                 0x21..=0x7e | 0x80..=0xff => Step::Target,
-                _ => Step::Decided(NotHttp),
+                _ => Step::Decided(No),
             },
             Step::Version(n) => match b"HTTP/1.".get(usize::from(n)) {
                 Some(&want) if want == b => {
@@ -136,20 +137,20 @@ impl RequestDetector {
                         Step::Version(n + 1)
                     }
                 }
-                _ => Step::Decided(NotHttp),
+                _ => Step::Decided(No),
             },
             Step::Minor => match b {
                 b'0' | b'1' => Step::Cr,
-                _ => Step::Decided(NotHttp),
+                _ => Step::Decided(No),
             },
             Step::Cr => match b {
                 b'\r' => Step::Lf,
-                b'\n' => Step::Decided(Http),
-                _ => Step::Decided(NotHttp),
+                b'\n' => Step::Decided(Yes),
+                _ => Step::Decided(No),
             },
             Step::Lf => match b {
-                b'\n' => Step::Decided(Http),
-                _ => Step::Decided(NotHttp),
+                b'\n' => Step::Decided(Yes),
+                _ => Step::Decided(No),
             },
         }
     }
@@ -189,9 +190,9 @@ impl ResponseDetector {
             };
             self.matched += 1;
             if !ok {
-                self.verdict = Detect::NotHttp;
+                self.verdict = Detect::No;
             } else if self.matched > Self::PREFIX.len() {
-                self.verdict = Detect::Http;
+                self.verdict = Detect::Yes;
             }
         }
         self.verdict
@@ -201,50 +202,50 @@ impl ResponseDetector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use Detect::{Http, NeedMore, NotHttp};
+    use Detect::{NeedMore, No, Yes};
 
     const REQUEST_CASES: &[(&[u8], Detect)] = &[
         (b"", NeedMore),
         (b"G", NeedMore),
         (b"GE", NeedMore),
         (b"GET", NeedMore),
-        (b"GET ", Http),
-        (b"GET / HTTP/1.1\r\n", Http),
-        (b"POST ", Http),
-        (b"PUT ", Http),
-        (b"DELETE ", Http),
-        (b"HEAD ", Http),
-        (b"OPTIONS * HTTP/1.1\r\n", Http),
-        (b"PATCH ", Http),
-        (b"CONNECT example.com:443 HTTP/1.1\r\n", Http),
-        (b"TRACE ", Http),
+        (b"GET ", Yes),
+        (b"GET / HTTP/1.1\r\n", Yes),
+        (b"POST ", Yes),
+        (b"PUT ", Yes),
+        (b"DELETE ", Yes),
+        (b"HEAD ", Yes),
+        (b"OPTIONS * HTTP/1.1\r\n", Yes),
+        (b"PATCH ", Yes),
+        (b"CONNECT example.com:443 HTTP/1.1\r\n", Yes),
+        (b"TRACE ", Yes),
         (b"X", NeedMore),
-        (b"x", NotHttp),
-        (b"get / HTTP/1.1\r\n", NotHttp),
-        (b"GET\r\n", NotHttp),
-        (b" GET", NotHttp),
-        (b"\x16\x03\x01\x02\x00", NotHttp),
-        (b"\x00\x00\x00\x08\x04\xd2\x16\x2f", NotHttp),
-        (b"*1\r\n$4\r\nPING\r\n", NotHttp),
-        (b"PING\r\n", NotHttp),
-        (b"SSH-2.0-OpenSSH_9.6\r\n", NotHttp),
+        (b"x", No),
+        (b"get / HTTP/1.1\r\n", No),
+        (b"GET\r\n", No),
+        (b" GET", No),
+        (b"\x16\x03\x01\x02\x00", No),
+        (b"\x00\x00\x00\x08\x04\xd2\x16\x2f", No),
+        (b"*1\r\n$4\r\nPING\r\n", No),
+        (b"PING\r\n", No),
+        (b"SSH-2.0-OpenSSH_9.6\r\n", No),
         (b"PRI", NeedMore),
-        (b"PRI * HTTP/2", NotHttp),
-        (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", NotHttp),
+        (b"PRI * HTTP/2", No),
+        (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", No),
         (b"PROPFIND", NeedMore),
         (b"PROPFIND /dav", NeedMore),
         (b"PROPFIND /dav HTTP/1.", NeedMore),
         (b"PROPFIND /dav HTTP/1.1", NeedMore),
         (b"PROPFIND /dav HTTP/1.1\r", NeedMore),
-        (b"PROPFIND /dav HTTP/1.1\r\n", Http),
-        (b"VERSION-CONTROL /x HTTP/1.0\n", Http),
-        (b"PROPFIND  /dav HTTP/1.1\r\n", NotHttp),
-        (b"PROPFIND /dav HTTP/1.2\r\n", NotHttp),
-        (b"PROPFIND /dav\tHTTP/1.1\r\n", NotHttp),
-        (b"PROPFIND /dav HTTP/1.1\rX", NotHttp),
-        (b"EHLO mail.example.com\r\n", NotHttp),
-        (b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", NotHttp),
-        (b"-GET ", NotHttp),
+        (b"PROPFIND /dav HTTP/1.1\r\n", Yes),
+        (b"VERSION-CONTROL /x HTTP/1.0\n", Yes),
+        (b"PROPFIND  /dav HTTP/1.1\r\n", No),
+        (b"PROPFIND /dav HTTP/1.2\r\n", No),
+        (b"PROPFIND /dav\tHTTP/1.1\r\n", No),
+        (b"PROPFIND /dav HTTP/1.1\rX", No),
+        (b"EHLO mail.example.com\r\n", No),
+        (b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", No),
+        (b"-GET ", No),
     ];
 
     #[test]
@@ -274,14 +275,14 @@ mod tests {
     #[test]
     fn verdicts_stick() {
         let mut d = RequestDetector::new();
-        assert_eq!(d.push(b"GET "), Http);
-        assert_eq!(d.push(b"\x00garbage"), Http);
+        assert_eq!(d.push(b"GET "), Yes);
+        assert_eq!(d.push(b"\x00garbage"), Yes);
         let mut d = RequestDetector::new();
-        assert_eq!(d.push(b"get"), NotHttp);
-        assert_eq!(d.push(b"GET "), NotHttp);
+        assert_eq!(d.push(b"get"), No);
+        assert_eq!(d.push(b"GET "), No);
         let mut d = ResponseDetector::new();
-        assert_eq!(d.push(b"HTTP/1.1"), Http);
-        assert_eq!(d.push(b"x"), Http);
+        assert_eq!(d.push(b"HTTP/1.1"), Yes);
+        assert_eq!(d.push(b"x"), Yes);
     }
 
     #[test]
@@ -289,7 +290,7 @@ mod tests {
         let mut d = RequestDetector::new();
         assert_eq!(d.push(b"PROPFIND /"), NeedMore);
         let long = vec![b'a'; MAX_HEAD_BYTES];
-        assert_eq!(d.push(&long), NotHttp);
+        assert_eq!(d.push(&long), No);
     }
 
     #[test]
@@ -298,13 +299,13 @@ mod tests {
             (b"", NeedMore),
             (b"H", NeedMore),
             (b"HTTP/1.", NeedMore),
-            (b"HTTP/1.1", Http),
-            (b"HTTP/1.0 200 OK\r\n", Http),
-            (b"HTTP/2 200", NotHttp),
-            (b"http/1.1", NotHttp),
-            (b"\x16\x03\x03", NotHttp),
-            (b"HTTP/1.x", NotHttp),
-            (b"<html>", NotHttp),
+            (b"HTTP/1.1", Yes),
+            (b"HTTP/1.0 200 OK\r\n", Yes),
+            (b"HTTP/2 200", No),
+            (b"http/1.1", No),
+            (b"\x16\x03\x03", No),
+            (b"HTTP/1.x", No),
+            (b"<html>", No),
         ];
         for (input, want) in cases {
             assert_eq!(ResponseDetector::new().push(input), *want, "{input:?}");

@@ -280,8 +280,8 @@ impl HeadReader {
                 Detector::Response(d) => d.push(data),
             };
             match verdict {
-                Detect::Http => self.verified = true,
-                Detect::NotHttp => return HeadStep::NotHttp,
+                Detect::Yes => self.verified = true,
+                Detect::No => return HeadStep::NotHttp,
                 Detect::NeedMore => {}
             }
         }

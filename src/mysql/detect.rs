@@ -26,15 +26,15 @@ const MIN_AFTER_VERSION: usize = 15;
 const MAX_GREETING_LEN: usize = 4096;
 
 /// Decides whether `first_inbound` (the first bytes a client connection
-/// received) is a MySQL / MariaDB server's greeting. [`Detect::Http`] is the
+/// received) is a MySQL / MariaDB server's greeting. [`Detect::Yes`] is the
 /// shared enum's "yes".
 ///
 /// ```
 /// use lumigo_core::mysql::detect_greeting;
 /// use lumigo_core::protocol::Detect;
 /// assert_eq!(detect_greeting(b"\x4a\x00\x00\x00\x0a8.0"), Detect::NeedMore);
-/// assert_eq!(detect_greeting(b"\x4a\x00\x00\x00\x0a8.0.36\x00"), Detect::Http);
-/// assert_eq!(detect_greeting(b"HTTP/1.1 200 OK\r\n"), Detect::NotHttp);
+/// assert_eq!(detect_greeting(b"\x4a\x00\x00\x00\x0a8.0.36\x00"), Detect::Yes);
+/// assert_eq!(detect_greeting(b"HTTP/1.1 200 OK\r\n"), Detect::No);
 /// ```
 pub fn detect_greeting(first_inbound: &[u8]) -> Detect {
     let Some(header) = first_inbound.get(..4) else {
@@ -42,7 +42,7 @@ pub fn detect_greeting(first_inbound: &[u8]) -> Detect {
     };
     let len = usize::from(header[0]) | usize::from(header[1]) << 8 | usize::from(header[2]) << 16;
     if header[3] != 0 || len == 0 || len > MAX_GREETING_LEN {
-        return Detect::NotHttp;
+        return Detect::No;
     }
     let payload = first_inbound.get(4..).unwrap_or_default();
     let payload = payload.get(..len).unwrap_or(payload);
@@ -50,7 +50,7 @@ pub fn detect_greeting(first_inbound: &[u8]) -> Detect {
         None => Detect::NeedMore,
         Some(10) => handshake_v10(len, payload.get(1..).unwrap_or_default()),
         Some(0xff) => refusal(len, payload.get(1..).unwrap_or_default()),
-        Some(_) => Detect::NotHttp,
+        Some(_) => Detect::No,
     }
 }
 
@@ -60,14 +60,14 @@ fn handshake_v10(len: usize, rest: &[u8]) -> Detect {
         if b == 0 {
             // A version, and room in the packet for the fixed fields.
             let fits = i > 0 && len >= 1 + i + 1 + MIN_AFTER_VERSION;
-            return if fits { Detect::Http } else { Detect::NotHttp };
+            return if fits { Detect::Yes } else { Detect::No };
         }
         if !(0x20..0x7f).contains(&b) || i >= MAX_VERSION_LEN {
-            return Detect::NotHttp;
+            return Detect::No;
         }
     }
     if rest.len() + 1 >= len {
-        return Detect::NotHttp; // The packet ended without the NUL.
+        return Detect::No; // The packet ended without the NUL.
     }
     Detect::NeedMore
 }
@@ -76,19 +76,19 @@ fn handshake_v10(len: usize, rest: &[u8]) -> Detect {
 /// the first byte of a printable message.
 fn refusal(len: usize, rest: &[u8]) -> Detect {
     if len < 4 {
-        return Detect::NotHttp;
+        return Detect::No;
     }
     let (Some(&lo), Some(&hi)) = (rest.first(), rest.get(1)) else {
         return Detect::NeedMore;
     };
     let code = u16::from(lo) | u16::from(hi) << 8;
     if !(1000..=9999).contains(&code) {
-        return Detect::NotHttp;
+        return Detect::No;
     }
     match rest.get(2) {
         None => Detect::NeedMore,
-        Some(b) if (0x20..0x7f).contains(b) => Detect::Http,
-        Some(_) => Detect::NotHttp,
+        Some(b) if (0x20..0x7f).contains(b) => Detect::Yes,
+        Some(_) => Detect::No,
     }
 }
 
@@ -106,31 +106,31 @@ mod tests {
             (b"\x64\x00\x00\x00", Detect::NeedMore),
             (b"\x64\x00\x00\x00\x0a", Detect::NeedMore),
             (b"\x64\x00\x00\x00\x0a5.5", Detect::NeedMore),
-            (mariadb, Detect::Http),
-            (b"\x64\x00\x00\x00\x0a8.0.36\x00", Detect::Http),
-            (refused, Detect::Http),
+            (mariadb, Detect::Yes),
+            (b"\x64\x00\x00\x00\x0a8.0.36\x00", Detect::Yes),
+            (refused, Detect::Yes),
             (b"\x44\x00\x00\x00\xff", Detect::NeedMore),
             (b"\x44\x00\x00\x00\xff\x6a\x04", Detect::NeedMore),
             // Sequence id not 0, empty or huge packet, other protocol versions.
-            (b"\x64\x00\x00\x01\x0a8.0\x00", Detect::NotHttp),
-            (b"\x00\x00\x00\x00", Detect::NotHttp),
-            (b"\xff\xff\xff\x00\x0a", Detect::NotHttp),
-            (b"\x64\x00\x00\x00\x09", Detect::NotHttp),
+            (b"\x64\x00\x00\x01\x0a8.0\x00", Detect::No),
+            (b"\x00\x00\x00\x00", Detect::No),
+            (b"\xff\xff\xff\x00\x0a", Detect::No),
+            (b"\x64\x00\x00\x00\x09", Detect::No),
             // Empty or unprintable version, no NUL within the packet.
-            (b"\x64\x00\x00\x00\x0a\x00", Detect::NotHttp),
-            (b"\x64\x00\x00\x00\x0a8.0\x01", Detect::NotHttp),
-            (b"\x05\x00\x00\x00\x0a8.0.", Detect::NotHttp),
+            (b"\x64\x00\x00\x00\x0a\x00", Detect::No),
+            (b"\x64\x00\x00\x00\x0a8.0\x01", Detect::No),
+            (b"\x05\x00\x00\x00\x0a8.0.", Detect::No),
             // A greeting too short for the fields after the version.
-            (b"\x08\x00\x00\x00\x0a8.0.3\x00\x00", Detect::NotHttp),
+            (b"\x08\x00\x00\x00\x0a8.0.3\x00\x00", Detect::No),
             // Error codes out of range, unprintable messages.
-            (b"\x44\x00\x00\x00\xff\x01\x00H", Detect::NotHttp),
-            (b"\x44\x00\x00\x00\xff\x6a\x04\x00", Detect::NotHttp),
-            (b"\x02\x00\x00\x00\xff\x6a", Detect::NotHttp),
+            (b"\x44\x00\x00\x00\xff\x01\x00H", Detect::No),
+            (b"\x44\x00\x00\x00\xff\x6a\x04\x00", Detect::No),
+            (b"\x02\x00\x00\x00\xff\x6a", Detect::No),
             // Other protocols.
-            (b"HTTP/1.1 200 OK\r\n", Detect::NotHttp),
-            (b"+OK\r\n", Detect::NotHttp),
-            (b"\x16\x03\x01\x02\x00", Detect::NotHttp),
-            (b"SSH-2.0-OpenSSH_9.2\r\n", Detect::NotHttp),
+            (b"HTTP/1.1 200 OK\r\n", Detect::No),
+            (b"+OK\r\n", Detect::No),
+            (b"\x16\x03\x01\x02\x00", Detect::No),
+            (b"SSH-2.0-OpenSSH_9.2\r\n", Detect::No),
         ];
         for (input, want) in cases {
             assert_eq!(detect_greeting(input), *want, "{input:?}");
@@ -144,10 +144,10 @@ mod tests {
         assert_eq!(detect_greeting(&g), Detect::NeedMore);
         g.push(b'9');
         assert_eq!(g.len(), MAX_DETECT_BYTES);
-        assert_eq!(detect_greeting(&g), Detect::NotHttp);
+        assert_eq!(detect_greeting(&g), Detect::No);
         g.pop();
         g.push(0);
-        assert_eq!(detect_greeting(&g), Detect::Http);
+        assert_eq!(detect_greeting(&g), Detect::Yes);
     }
 
     #[test]
@@ -163,6 +163,6 @@ mod tests {
                 seen = Some(d);
             }
         }
-        assert_eq!(seen, Some(Detect::Http));
+        assert_eq!(seen, Some(Detect::Yes));
     }
 }

@@ -16,7 +16,7 @@
 //!
 //! // A greeting (protocol 10, "8.0.36"), a login, its OK, a query and its OK.
 //! let greeting = b"\x27\x00\x00\x00\x0a8.0.36\x00\x01\x00\x00\x00abcdefgh\x00\xff\xf7\x21\x02\x00\xff\xdf\x15\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00";
-//! assert_eq!(detect_greeting(greeting), Detect::Http); // "yes, MySQL"
+//! assert_eq!(detect_greeting(greeting), Detect::Yes); // "yes, MySQL"
 //! let mut conn = MysqlConnection::new();
 //! let (mut done, now) = (Vec::new(), SystemTime::now());
 //! let mut login = b"\x2b\x00\x00\x01\x0d\xa2\x0a\x00\x00\x00\x00\x01\x21".to_vec();

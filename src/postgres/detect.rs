@@ -12,14 +12,14 @@ use super::message::{CANCEL_REQUEST, GSSENC_REQUEST, SSL_REQUEST};
 use crate::protocol::Detect;
 
 /// Decides whether `first_outbound` (the first bytes a client sent) starts a
-/// PostgreSQL connection. `Detect::Http` is the shared type's "yes".
+/// PostgreSQL connection. `Detect::Yes` is the shared type's "yes".
 ///
 /// ```
 /// use lumigo_core::postgres::detect;
 /// use lumigo_core::protocol::Detect;
-/// assert_eq!(detect(b"\x00\x00\x00\x08\x04\xd2\x16\x2f"), Detect::Http); // SSLRequest
+/// assert_eq!(detect(b"\x00\x00\x00\x08\x04\xd2\x16\x2f"), Detect::Yes); // SSLRequest
 /// assert_eq!(detect(b"\x00\x00\x00"), Detect::NeedMore);
-/// assert_eq!(detect(b"GET / HTTP/1.1\r\n"), Detect::NotHttp);
+/// assert_eq!(detect(b"GET / HTTP/1.1\r\n"), Detect::No);
 /// ```
 pub fn detect(first_outbound: &[u8]) -> Detect {
     let possible = first_outbound.iter().take(2).all(|&b| b == 0);
@@ -27,7 +27,7 @@ pub fn detect(first_outbound: &[u8]) -> Detect {
         return if possible {
             Detect::NeedMore
         } else {
-            Detect::NotHttp
+            Detect::No
         };
     };
     let len = len as usize;
@@ -39,9 +39,9 @@ pub fn detect(first_outbound: &[u8]) -> Detect {
         _ => false,
     };
     if yes {
-        Detect::Http
+        Detect::Yes
     } else {
-        Detect::NotHttp
+        Detect::No
     }
 }
 
@@ -53,7 +53,7 @@ fn word(bytes: &[u8], at: usize) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use Detect::{Http, NeedMore, NotHttp};
+    use Detect::{NeedMore, No, Yes};
 
     #[test]
     fn first_bytes() {
@@ -61,27 +61,24 @@ mod tests {
             (b"", NeedMore),
             (b"\x00", NeedMore),
             (b"\x00\x00\x00\x08\x04\xd2\x16", NeedMore),
-            (b"\x00\x00\x00\x08\x04\xd2\x16\x2f", Http),
-            (b"\x00\x00\x00\x08\x04\xd2\x16\x30", Http),
+            (b"\x00\x00\x00\x08\x04\xd2\x16\x2f", Yes),
+            (b"\x00\x00\x00\x08\x04\xd2\x16\x30", Yes),
             (
                 b"\x00\x00\x00\x10\x04\xd2\x16\x2e\x00\x00\x00\x01\x00\x00\x00\x02",
-                Http,
+                Yes,
             ),
-            (
-                b"\x00\x00\x00\x3b\x00\x03\x00\x00user\x00postgres\x00",
-                Http,
-            ),
-            (b"\x00\x00\x00\x3b\x00\x03\x00\x02", Http),
-            (b"\x00\x00\x00\x09\x00\x02\x00\x00", NotHttp),
-            (b"\x00\x00\x00\x10\x04\xd2\x16\x2f", NotHttp),
-            (b"\x00\x00\x00\x08\x00\x03\x00\x00", NotHttp),
-            (b"\x00\x01\x00\x08\x00\x03\x00\x00", NotHttp),
-            (b"\x01", NotHttp),
-            (b"\x00\x01", NotHttp),
-            (b"\x16\x03\x01\x02\x00", NotHttp),
-            (b"GET / HTTP/1.1\r\n", NotHttp),
-            (b"*1\r\n$4\r\nPING\r\n", NotHttp),
-            (b"\x00\x00\x00\x00\x00\x00\x00\x00", NotHttp),
+            (b"\x00\x00\x00\x3b\x00\x03\x00\x00user\x00postgres\x00", Yes),
+            (b"\x00\x00\x00\x3b\x00\x03\x00\x02", Yes),
+            (b"\x00\x00\x00\x09\x00\x02\x00\x00", No),
+            (b"\x00\x00\x00\x10\x04\xd2\x16\x2f", No),
+            (b"\x00\x00\x00\x08\x00\x03\x00\x00", No),
+            (b"\x00\x01\x00\x08\x00\x03\x00\x00", No),
+            (b"\x01", No),
+            (b"\x00\x01", No),
+            (b"\x16\x03\x01\x02\x00", No),
+            (b"GET / HTTP/1.1\r\n", No),
+            (b"*1\r\n$4\r\nPING\r\n", No),
+            (b"\x00\x00\x00\x00\x00\x00\x00\x00", No),
         ];
         for (input, want) in cases {
             assert_eq!(detect(input), *want, "{input:?}");

@@ -14,7 +14,7 @@
 //! use lumigo_core::protocol::{Detect, Flow};
 //!
 //! let startup = b"\x00\x00\x00\x20\x00\x03\x00\x00user\x00bob\x00database\x00shop\x00\x00";
-//! assert_eq!(detect(startup), Detect::Http); // "yes, PostgreSQL"
+//! assert_eq!(detect(startup), Detect::Yes); // "yes, PostgreSQL"
 //! let mut conn = PgConnection::new();
 //! let (mut done, now) = (Vec::new(), SystemTime::now());
 //! let _ = conn.on_outbound(startup, now, &mut done);

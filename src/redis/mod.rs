@@ -80,10 +80,8 @@ pub mod errors {
     };
 }
 
-/// The shared verdict type names its positive answer after HTTP, the first
-/// protocol that used it; here it means "this is Redis".
-const REDIS: Detect = Detect::Http;
-const NOT_REDIS: Detect = Detect::NotHttp;
+const REDIS: Detect = Detect::Yes;
+const NOT_REDIS: Detect = Detect::No;
 
 /// Longest element count accepted in the first line (`*` and 10 digits).
 const DETECT_MAX_DIGITS: usize = 10;
@@ -94,14 +92,14 @@ const DETECT_MAX_DIGITS: usize = 10;
 /// of text is too easily another protocol; once a connection is known to be
 /// Redis, [`RedisConnection`] parses them too.
 ///
-/// `Detect::Http` is the positive answer (see the type's docs).
+/// `Detect::Yes` is the positive answer (see the type's docs).
 ///
 /// ```
 /// use lumigo_core::redis::detect;
 /// use lumigo_core::protocol::Detect;
-/// assert_eq!(detect(b"*2\r\n$3\r\nGET"), Detect::Http);
+/// assert_eq!(detect(b"*2\r\n$3\r\nGET"), Detect::Yes);
 /// assert_eq!(detect(b"*2\r"), Detect::NeedMore);
-/// assert_eq!(detect(b"GET / HTTP/1.1\r\n"), Detect::NotHttp);
+/// assert_eq!(detect(b"GET / HTTP/1.1\r\n"), Detect::No);
 /// ```
 pub fn detect(first_outbound: &[u8]) -> Detect {
     let mut bytes = first_outbound.iter().copied();

@@ -1,0 +1,308 @@
+//! NATS, client side: the messages a process publishes (`PUB`, `HPUB`) and
+//! receives (`MSG`, `HMSG`) on one connection, turned into PRODUCER and
+//! CONSUMER [`Operation`]s (`messaging.system=nats`).
+//!
+//! Pure: bytes and timestamps in, operations out; no panic on any input,
+//! bounded memory (one control line of at most [`MAX_LINE_BYTES`] per
+//! direction; payloads are counted and skipped, never kept).
+//!
+//! The server speaks first (`INFO {…}`): that is how a connection is
+//! recognised ([`detect`]). Both directions are then lines (`VERB args\r\n`),
+//! some followed by a payload whose size the line gives. A message's span
+//! starts with its line and ends with its payload's last byte. Replies to a
+//! request go to a generated `_INBOX.…` subject: their spans say
+//! `(temporary)` instead of the subject. Anything that is not the protocol
+//! stops tracing the connection.
+
+use std::time::SystemTime;
+
+use crate::messaging::{name, Message};
+use crate::protocol::{CloseReason, Detect, Flow, Operation};
+
+#[cfg(test)]
+mod fixture_tests;
+#[cfg(test)]
+mod fuzz;
+
+/// Most bytes of one control line (an `INFO` with a cluster's URLs is the
+/// longest a server sends).
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// Decides whether a client connection's first inbound bytes are a NATS
+/// server's greeting, `INFO {`.
+///
+/// ```
+/// use lumigo_core::nats::detect;
+/// use lumigo_core::protocol::Detect;
+/// assert_eq!(detect(b"INFO {\"server_id\""), Detect::Yes);
+/// assert_eq!(detect(b"INF"), Detect::NeedMore);
+/// assert_eq!(detect(b"+OK\r\n"), Detect::No);
+/// ```
+pub fn detect(first_inbound: &[u8]) -> Detect {
+    const GREETING: &[u8] = b"INFO {";
+    let n = first_inbound.len().min(GREETING.len());
+    if first_inbound[..n] != GREETING[..n] {
+        Detect::No
+    } else if n < GREETING.len() {
+        Detect::NeedMore
+    } else {
+        Detect::Yes
+    }
+}
+
+/// One direction's reader: a control line being gathered, or a payload
+/// being skipped.
+#[derive(Debug, Default)]
+struct Reader {
+    line: Vec<u8>,
+    /// Payload bytes (and their CRLF) still to skip, and the message they
+    /// end.
+    skip: u64,
+    message: Option<Message>,
+}
+
+/// What one control line is.
+enum Line {
+    Message(Message, u64),
+    Info(Vec<u8>),
+    Other,
+    Bad,
+}
+
+/// One NATS connection, client side. See the module docs.
+#[derive(Debug, Default)]
+pub struct NatsConnection {
+    stopped: bool,
+    out: Reader,
+    inb: Reader,
+    /// `messaging.client.id`: the id the server's INFO gave this client.
+    client_id: Option<String>,
+}
+
+impl NatsConnection {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Bytes the process sent.
+    pub fn on_outbound(&mut self, data: &[u8], now: SystemTime, done: &mut Vec<Operation>) -> Flow {
+        self.feed(true, data, now, done)
+    }
+
+    /// Bytes the process received.
+    pub fn on_inbound(&mut self, data: &[u8], now: SystemTime, done: &mut Vec<Operation>) -> Flow {
+        self.feed(false, data, now, done)
+    }
+
+    /// The connection ended: a message cut short is not reported.
+    pub fn on_close(&mut self, _now: SystemTime, _reason: CloseReason, _done: &mut Vec<Operation>) {
+        self.stopped = true;
+    }
+
+    /// Nothing waits for an answer: a publish ends when sent.
+    pub fn in_flight(&self) -> usize {
+        0
+    }
+
+    fn feed(
+        &mut self,
+        outbound: bool,
+        mut data: &[u8],
+        now: SystemTime,
+        done: &mut Vec<Operation>,
+    ) -> Flow {
+        if self.stopped {
+            return Flow::Stop;
+        }
+        while !data.is_empty() {
+            let reader = if outbound {
+                &mut self.out
+            } else {
+                &mut self.inb
+            };
+            if reader.skip > 0 {
+                let n = (data.len() as u64).min(reader.skip) as usize;
+                reader.skip -= n as u64;
+                data = &data[n..];
+                if reader.skip == 0 {
+                    if let Some(mut m) = reader.message.take() {
+                        m.end = now;
+                        done.push(m.into_operation());
+                    }
+                }
+                continue;
+            }
+            let Some(nl) = data.iter().position(|&b| b == b'\n') else {
+                if reader.line.len() + data.len() > MAX_LINE_BYTES {
+                    self.stopped = true;
+                    return Flow::Stop;
+                }
+                reader.line.extend_from_slice(data);
+                break;
+            };
+            if reader.line.len() + nl > MAX_LINE_BYTES {
+                self.stopped = true;
+                return Flow::Stop;
+            }
+            reader.line.extend_from_slice(&data[..nl]);
+            data = &data[nl + 1..];
+            let line = std::mem::take(&mut reader.line);
+            match parse_line(&line, outbound, now) {
+                Line::Bad => {
+                    self.stopped = true;
+                    return Flow::Stop;
+                }
+                Line::Message(mut m, payload) => {
+                    m.client_id = self.client_id.clone();
+                    let reader = if outbound {
+                        &mut self.out
+                    } else {
+                        &mut self.inb
+                    };
+                    reader.skip = payload.saturating_add(2);
+                    reader.message = Some(m);
+                }
+                Line::Info(json) => {
+                    if let Some(id) = json_number(&json, b"\"client_id\"") {
+                        self.client_id = Some(name(id));
+                    }
+                }
+                Line::Other => {}
+            }
+            let reader = if outbound {
+                &mut self.out
+            } else {
+                &mut self.inb
+            };
+            reader.line = line;
+            reader.line.clear();
+        }
+        Flow::Continue
+    }
+}
+
+/// Parses one control line (without its `\n`).
+fn parse_line(line: &[u8], outbound: bool, now: SystemTime) -> Line {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut words = line
+        .split(|&b| b == b' ' || b == b'\t')
+        .filter(|w| !w.is_empty());
+    let Some(verb) = words.next() else {
+        return Line::Bad;
+    };
+    let verb = verb.to_ascii_uppercase();
+    let args: Vec<&[u8]> = words.take(6).collect();
+    match (verb.as_slice(), outbound) {
+        (b"PUB", true) | (b"HPUB", true) | (b"MSG", false) | (b"HMSG", false) => {
+            let headers = verb[0] == b'H';
+            message(&args, outbound, headers, now).map_or(Line::Bad, |(m, n)| Line::Message(m, n))
+        }
+        (b"INFO", false) => {
+            let at = line.iter().position(|&b| b == b'{').unwrap_or(line.len());
+            Line::Info(line[at..].to_vec())
+        }
+        (b"CONNECT", true) | (b"SUB", true) | (b"UNSUB", true) => Line::Other,
+        (b"PING", _) | (b"PONG", _) | (b"+OK", false) | (b"-ERR", false) => Line::Other,
+        _ => Line::Bad,
+    }
+}
+
+/// A message line's subject, reply subject and sizes: `PUB subject
+/// [reply] size`, `HPUB subject [reply] header-size total-size`, `MSG
+/// subject sid [reply] size`, `HMSG subject sid [reply] header-size
+/// total-size`. Returns the message and its payload's size on the wire.
+fn message(
+    args: &[&[u8]],
+    outbound: bool,
+    headers: bool,
+    now: SystemTime,
+) -> Option<(Message, u64)> {
+    let fixed = 1 + usize::from(!outbound) + 1 + usize::from(headers);
+    if args.len() != fixed && args.len() != fixed + 1 {
+        return None;
+    }
+    let subject = *args.first()?;
+    let sizes = &args[args.len() - 1 - usize::from(headers)..];
+    let total = number(sizes.last()?)?;
+    let header_size = if headers { number(sizes.first()?)? } else { 0 };
+    if header_size > total {
+        return None;
+    }
+    let mut m = Message::new("nats", outbound, name(subject), now);
+    m.temporary = subject.starts_with(b"_INBOX.");
+    m.body_size = Some(total - header_size);
+    Some((m, total))
+}
+
+/// A decimal size (at most 18 digits).
+fn number(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 18 || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(s).ok()?.parse().ok()
+}
+
+/// The digits of a top-level number field `key` in a JSON object.
+fn json_number<'a>(json: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+    let at = json.windows(key.len()).position(|w| w == key)? + key.len();
+    let rest = &json[at..];
+    let rest = &rest[rest.iter().position(|&b| b != b' ' && b != b':')?..];
+    let n = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    (n > 0).then(|| &rest[..n])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::at;
+
+    #[test]
+    fn detects_the_greeting_only() {
+        assert_eq!(detect(b""), Detect::NeedMore);
+        assert_eq!(detect(b"INFO"), Detect::NeedMore);
+        assert_eq!(detect(b"INFO {}"), Detect::Yes);
+        assert_eq!(detect(b"INFO x"), Detect::No);
+        assert_eq!(detect(b"\x4a\x00\x00\x00\x0a5.5"), Detect::No);
+    }
+
+    #[test]
+    fn publish_with_headers_counts_the_body_only() {
+        let mut c = NatsConnection::new();
+        let mut done = Vec::new();
+        let hdr = b"NATS/1.0\r\nA: b\r\n\r\n";
+        let mut wire =
+            format!("HPUB s.x _INBOX.1 {} {}\r\n", hdr.len(), hdr.len() + 5).into_bytes();
+        wire.extend_from_slice(hdr);
+        wire.extend_from_slice(b"hello\r\n");
+        assert_eq!(
+            c.on_inbound(b"INFO {\"client_id\": 42}\r\n", at(0), &mut done),
+            Flow::Continue
+        );
+        assert_eq!(c.on_outbound(&wire, at(1), &mut done), Flow::Continue);
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].name, "publish s.x");
+        assert!(done[0]
+            .attributes
+            .contains(&("messaging.message.body.size", 5u64.into())));
+        assert!(done[0]
+            .attributes
+            .contains(&("messaging.client.id", "42".into())));
+    }
+
+    #[test]
+    fn not_nats_stops() {
+        let mut c = NatsConnection::new();
+        let mut done = Vec::new();
+        assert_eq!(
+            c.on_outbound(b"GET / HTTP/1.1\r\n", at(0), &mut done),
+            Flow::Stop
+        );
+        assert_eq!(c.on_inbound(b"PING\r\n", at(0), &mut done), Flow::Stop);
+        let mut c = NatsConnection::new();
+        assert_eq!(
+            c.on_outbound(b"PUB a b c d\r\n", at(0), &mut done),
+            Flow::Stop
+        );
+        assert!(done.is_empty());
+    }
+}
