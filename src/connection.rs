@@ -25,6 +25,7 @@ use crate::http::inject::{header_lines, scan_head, SentHead, ValueAt};
 use crate::http::{self, Detect, HttpConnection, HttpExchange, Role};
 use crate::propagation::{format_traceparent, parse_traceparent};
 use crate::protocol::{Operation, Wire};
+use crate::span::SpanKind;
 
 pub use crate::tracer::{Assigned, SpanSink, Tracer};
 
@@ -218,6 +219,9 @@ pub struct Connection {
     writing: bool,
     /// Response bytes that arrived before the request they answer was fed.
     held: Vec<u8>,
+    /// The CONSUMER span of the last message received, while it is the
+    /// reading thread's active context.
+    consuming: Option<[u8; 8]>,
 }
 
 impl Connection {
@@ -251,6 +255,7 @@ impl Connection {
             replaced_head: false,
             writing: false,
             held: Vec::new(),
+            consuming: None,
         }
     }
 
@@ -349,6 +354,9 @@ impl Connection {
             _ => {}
         }
         self.flush(tracer);
+        if let Some(span_id) = self.consuming.take() {
+            context::clear_active(span_id);
+        }
         self.protocol = Protocol::Ignored;
     }
 
@@ -445,7 +453,19 @@ impl Connection {
             }
         }
         for op in self.ops.drain(..) {
-            tracer.emit_operation(op, &self.ends);
+            if op.kind != SpanKind::Consumer {
+                tracer.emit_operation(op, &self.ends, None);
+                continue;
+            }
+            // A message received: the thread processes it until it reads
+            // the next, so its span is the thread's active context for now.
+            if let Some(previous) = self.consuming.take() {
+                context::clear_active(previous);
+            }
+            let who = tracer.client_identity();
+            context::set_active(&who.context, None);
+            self.consuming = Some(who.context.span_id);
+            tracer.emit_operation(op, &self.ends, Some(who));
         }
         let mut done = std::mem::take(&mut self.done);
         for ex in done.drain(..) {

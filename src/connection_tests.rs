@@ -488,3 +488,35 @@ fn message_brokers_are_recognised_from_their_first_bytes() {
         assert_eq!(s.attr("server.port"), Some(&port.into()));
     }
 }
+
+#[test]
+fn a_received_message_is_the_threads_context_until_the_next() {
+    let (t, spans) = tracer();
+    let now = SystemTime::now();
+    let mut nats = Connection::client(addr("127.0.0.1:4222"), None);
+    let _ = nats.on_inbound(b"INFO {\"headers\":true}\r\n", now, &t);
+    let _ = nats.on_inbound(b"MSG jobs 1 2\r\nhi\r\n", now, &t);
+    let first = spans.0.lock().unwrap()[0].context.clone();
+    assert_eq!(context::active().map(|c| c.span_id), Some(first.span_id));
+    // The worker calls a service while processing it: a child.
+    let mut http = Connection::client(addr("127.0.0.1:8080"), None);
+    let _ = http.on_outbound(b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n", now, &t);
+    let _ = http.on_inbound(b"HTTP/1.1 204 No Content\r\n\r\n", now, &t);
+    {
+        let spans = spans.0.lock().unwrap();
+        let call = spans.iter().find(|s| s.name == "GET").unwrap();
+        assert_eq!(call.context.trace_id, first.trace_id);
+        assert_eq!(call.parent_span_id, Some(first.span_id));
+    }
+    // The next message takes over, in a trace of its own.
+    let _ = nats.on_inbound(b"MSG jobs 1 2\r\nho\r\n", now, &t);
+    let second = spans.0.lock().unwrap().last().unwrap().clone();
+    assert_eq!(second.name, "process jobs");
+    assert_ne!(second.context.trace_id, first.trace_id);
+    assert_eq!(
+        context::active().map(|c| c.span_id),
+        Some(second.context.span_id)
+    );
+    nats.on_close(now, CloseReason::Closed, &t);
+    assert_eq!(context::active(), None);
+}

@@ -230,11 +230,16 @@ impl Tracer {
 }
 
 impl Tracer {
-    /// Reports a finished non-HTTP operation (a database command), as a
-    /// child of the request the thread serves, with the connection's
-    /// network attributes.
-    pub(crate) fn emit_operation(&self, op: Operation, ends: &http::Endpoints) {
-        let who = self.client_identity();
+    /// Reports a finished non-HTTP operation (a database command, a
+    /// message), with the connection's network attributes: as `who`, or
+    /// else as a child of the request the thread serves.
+    pub(crate) fn emit_operation(
+        &self,
+        op: Operation,
+        ends: &http::Endpoints,
+        who: Option<Assigned>,
+    ) {
+        let who = who.unwrap_or_else(|| self.client_identity());
         if !who.context.is_sampled() {
             return;
         }
