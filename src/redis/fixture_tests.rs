@@ -4,112 +4,15 @@
 //! splits and split at every offset of every chunk; the operations must
 //! not differ, and must be the ones listed.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use super::tests::summary;
 use super::*;
-use crate::testkit::Rng;
 
-/// One recorded chunk: outbound or not, seconds since accept, bytes.
-type Chunk = (bool, f64, Vec<u8>);
-
-/// A fixture file's connections (see capture.py for the format).
-fn parse(text: &str) -> Vec<Vec<Chunk>> {
-    let mut connections: Vec<Vec<Chunk>> = Vec::new();
-    for line in text.lines() {
-        if line.starts_with('#') || line.is_empty() {
-            continue;
-        }
-        if line == "=" {
-            connections.push(Vec::new());
-            continue;
-        }
-        let mut fields = line.split(' ');
-        let outbound = match fields.next() {
-            Some(">") => true,
-            Some("<") => false,
-            other => panic!("bad direction {other:?}"),
-        };
-        let at: f64 = fields.next().unwrap().parse().unwrap();
-        let hex = fields.next().unwrap();
-        let bytes = (0..hex.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-            .collect();
-        connections
-            .last_mut()
-            .expect("'=' first")
-            .push((outbound, at, bytes));
-    }
-    connections
-}
-
-fn at(secs: f64) -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_secs_f64(secs)
-}
-
-/// Replays one connection, each chunk cut into pieces by `cut` (given the
-/// chunk's index and length, it returns the piece lengths), then closes it.
-fn replay(chunks: &[Chunk], mut cut: impl FnMut(usize, usize) -> Vec<usize>) -> Vec<Operation> {
-    let mut conn = RedisConnection::new();
-    let mut done = Vec::new();
-    for (i, (outbound, secs, bytes)) in chunks.iter().enumerate() {
-        let now = at(*secs);
-        let mut pos = 0;
-        for n in cut(i, bytes.len()) {
-            let piece = &bytes[pos..pos + n];
-            pos += n;
-            let flow = if *outbound {
-                conn.on_outbound(piece, now, &mut done)
-            } else {
-                conn.on_inbound(piece, now, &mut done)
-            };
-            assert_eq!(flow, Flow::Continue, "chunk {i}");
-        }
-        assert_eq!(pos, bytes.len());
-    }
-    let last = chunks.last().map_or(0.0, |c| c.1);
-    conn.on_close(at(last), CloseReason::PeerClosed, &mut done);
-    done
-}
-
-fn whole(_: usize, len: usize) -> Vec<usize> {
-    vec![len]
-}
-
-/// The operations of every connection of a fixture, after checking that
-/// every way of splitting the chunks gives the same.
+/// Every way of splitting a fixture's chunks gives the same operations
+/// (see [`crate::testkit::fixture`]).
 fn replay_every_way(text: &str) -> Vec<Operation> {
-    let mut all = Vec::new();
-    for chunks in parse(text) {
-        let want = replay(&chunks, whole);
-        assert_eq!(replay(&chunks, |_, len| vec![1; len]), want, "byte by byte");
-        let mut rng = Rng(0x5eed);
-        for _ in 0..10 {
-            let got = replay(&chunks, |_, len| {
-                let mut pieces = Vec::new();
-                let mut left = len;
-                while left > 0 {
-                    let n = (1 + rng.below(16)).min(left);
-                    pieces.push(n);
-                    left -= n;
-                }
-                pieces
-            });
-            assert_eq!(got, want, "random splits");
-        }
-        for (c, chunk) in chunks.iter().enumerate() {
-            for k in 1..chunk.2.len() {
-                let got = replay(
-                    &chunks,
-                    |i, len| if i == c { vec![k, len - k] } else { vec![len] },
-                );
-                assert_eq!(got, want, "chunk {c} split at {k}");
-            }
-        }
-        all.extend(want);
-    }
-    all
+    crate::testkit::fixture::replay_every_way(text, &RedisConnection::new)
 }
 
 /// A summary without its timing (fixture times are fractions of seconds).
