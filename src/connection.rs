@@ -462,7 +462,13 @@ impl Connection {
             if let Some(previous) = self.consuming.take() {
                 context::clear_active(previous);
             }
-            let who = tracer.client_identity();
+            // It continues the trace its headers carried, if any.
+            let who = match &op.carried {
+                Some((tp, ts)) if tracer.inject && parse_traceparent(tp).is_some() => {
+                    tracer.server_span(Some(tp), ts.as_deref())
+                }
+                _ => tracer.client_identity(),
+            };
             context::set_active(&who.context, None);
             self.consuming = Some(who.context.span_id);
             tracer.emit_operation(op, &self.ends, Some(who));

@@ -520,3 +520,28 @@ fn a_received_message_is_the_threads_context_until_the_next() {
     nats.on_close(now, CloseReason::Closed, &t);
     assert_eq!(context::active(), None);
 }
+
+#[test]
+fn a_received_message_continues_the_trace_its_headers_carry() {
+    let (t, spans) = tracer();
+    let now = SystemTime::now();
+    let mut nats = Connection::client(addr("127.0.0.1:4222"), None);
+    let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let hdr = format!("NATS/1.0\r\ntraceparent: {tp}\r\n\r\n");
+    let msg = format!("HMSG jobs 1 {} {}\r\n{hdr}hi\r\n", hdr.len(), hdr.len() + 2);
+    let _ = nats.on_inbound(b"INFO {\"headers\":true}\r\n", now, &t);
+    let _ = nats.on_inbound(msg.as_bytes(), now, &t);
+    let spans = spans.0.lock().unwrap();
+    let s = &spans[0];
+    assert_eq!(s.name, "process jobs");
+    assert_eq!(s.context.trace_id, parse_traceparent(tp).unwrap().trace_id);
+    assert_eq!(
+        s.parent_span_id,
+        Some(parse_traceparent(tp).unwrap().span_id)
+    );
+    assert!(s.parent_is_remote);
+    assert_eq!(
+        context::active().map(|c| c.span_id),
+        Some(s.context.span_id)
+    );
+}

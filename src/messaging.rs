@@ -33,6 +33,8 @@ pub(crate) struct Message {
     pub end: SystemTime,
     /// `error.type` and a description, when it failed.
     pub error: Option<(String, String)>,
+    /// The `traceparent` and `tracestate` the message's headers carried.
+    pub carried: Option<(String, Option<String>)>,
 }
 
 impl Message {
@@ -55,6 +57,7 @@ impl Message {
             start: now,
             end: now,
             error: None,
+            carried: None,
         }
     }
 
@@ -110,6 +113,7 @@ impl Message {
             end: self.end,
             status,
             attributes,
+            carried: self.carried,
         }
     }
 }
@@ -117,4 +121,29 @@ impl Message {
 /// Bytes as a string, lossily, at most [`MAX_NAME_BYTES`] of them.
 pub(crate) fn name(bytes: &[u8]) -> String {
     crate::redis::capped_string(bytes, MAX_NAME_BYTES)
+}
+
+/// Most bytes of a carried `traceparent` or `tracestate` value kept.
+pub const MAX_CONTEXT_BYTES: usize = 512;
+
+/// Notes a message header: `traceparent` and `tracestate` (names compared
+/// without case) become the message's carried context.
+pub(crate) fn carried_header(
+    carried: &mut Option<(String, Option<String>)>,
+    key: &[u8],
+    value: &[u8],
+) {
+    if value.len() > MAX_CONTEXT_BYTES {
+        return;
+    }
+    let value = || String::from_utf8_lossy(value).trim().to_owned();
+    if key.eq_ignore_ascii_case(b"traceparent") {
+        let state = carried.take().and_then(|(_, s)| s);
+        *carried = Some((value(), state));
+    } else if key.eq_ignore_ascii_case(b"tracestate") {
+        match carried {
+            Some((_, s)) => *s = Some(value()),
+            None => *carried = Some((String::new(), Some(value()))),
+        }
+    }
 }

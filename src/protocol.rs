@@ -27,6 +27,9 @@ pub struct Operation {
     pub status: SpanStatus,
     /// The protocol's attributes (`db.system.name`, `db.query.text`, …).
     pub attributes: Vec<(&'static str, AttrValue)>,
+    /// For a received message: the W3C `traceparent` (and `tracestate`)
+    /// its headers carried, which its CONSUMER span continues.
+    pub carried: Option<(String, Option<String>)>,
 }
 
 /// A client-side parser of a protocol other than HTTP (databases, caches,

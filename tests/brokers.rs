@@ -29,6 +29,16 @@ fn a<'a>(span: &'a Value, key: &str) -> &'a Value {
 /// Runs a traced consumer and, once it is subscribed, a traced producer,
 /// of `MESSAGES` messages to `dest`; returns (producer spans, consumer spans).
 fn produce_and_consume(system: &str, dest: &str) -> (Vec<Value>, Vec<Value>) {
+    produce_and_consume_carrying(system, dest, None)
+}
+
+/// [`produce_and_consume`]; with `carry`, the producer runs untraced and
+/// puts that `traceparent` in each message's headers itself.
+fn produce_and_consume_carrying(
+    system: &str,
+    dest: &str,
+    carry: Option<&str>,
+) -> (Vec<Value>, Vec<Value>) {
     let tmp = TempDir::new(&format!("brokers-{system}"));
     let port = free_port();
     let mut cmd = std::process::Command::new("python3");
@@ -60,7 +70,14 @@ fn produce_and_consume(system: &str, dest: &str) -> (Vec<Value>, Vec<Value>) {
     }
     assert!(ready.exists(), "the consumer never subscribed");
 
-    let mut producer = traced("python3");
+    let mut producer = match carry {
+        Some(tp) => {
+            let mut cmd = std::process::Command::new("python3");
+            cmd.env("CARRY_TRACEPARENT", tp).env_remove("LD_PRELOAD");
+            cmd
+        }
+        None => traced("python3"),
+    };
     producer
         .args([&app(), system, "produce", dest, &n])
         .env("LUMIGO_DEBUG_SPANDUMP", &pdump)
@@ -180,4 +197,40 @@ fn nats_py_publish_and_receive_make_producer_and_consumer_spans() {
         assert!(a(s, "messaging.client.id").is_string(), "{s:#}");
     }
     assert_eq!(a(published[0], "server.port"), 4222);
+}
+
+/// A message whose headers carry a `traceparent` (put there by an untraced,
+/// say OTel-instrumented, producer): its CONSUMER span continues that trace
+/// as the child of the span it names, and the worker's call follows.
+fn carried(system: &str, dest: &str) {
+    let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let (p, c) = produce_and_consume_carrying(system, dest, Some(tp));
+    assert!(p.is_empty(), "the producer was not traced");
+    let received = of_kind(&c, "SpanKind.CONSUMER");
+    assert_eq!(received.len(), MESSAGES, "{c:#?}");
+    for s in &received {
+        assert_eq!(trace_id(s), "0x0af7651916cd43dd8448eb211c80319c", "{s:#}");
+        assert_eq!(parent_id(s), Some("0xb7ad6b7169203331"), "{s:#}");
+        let calls: Vec<&Value> = http_spans(&c)
+            .into_iter()
+            .filter(|h| parent_id(h) == Some(span_id(s)))
+            .collect();
+        assert_eq!(calls.len(), 1, "{c:#?}");
+        assert_eq!(trace_id(calls[0]), trace_id(s));
+    }
+}
+
+#[test]
+fn rabbitmq_a_traceparent_in_the_message_headers_is_continued_by_the_consumer() {
+    carried("amqp", &unique("lumigo-test", "."));
+}
+
+#[test]
+fn mqtt5_a_traceparent_user_property_is_continued_by_the_consumer() {
+    carried("mqtt5", &unique("lumigo/test", "/"));
+}
+
+#[test]
+fn nats_a_traceparent_header_is_continued_by_the_consumer() {
+    carried("nats", &unique("lumigo.test", "."));
 }

@@ -384,7 +384,7 @@ impl AmqpConnection {
         done: &mut Vec<Operation>,
     ) -> Option<()> {
         let size = u64::from_be_bytes(p.get(4..12)?.try_into().ok()?);
-        let id = message_id(p);
+        let (id, carried) = properties(p);
         let content = self.content(outbound, channel)?;
         if content.size.is_some() {
             return None;
@@ -393,6 +393,9 @@ impl AmqpConnection {
         if let Some(m) = content.message.as_mut() {
             m.body_size = Some(size);
             m.message_id = id;
+            if !outbound {
+                m.carried = carried;
+            }
         }
         if size == 0 {
             self.finish(outbound, channel, now, done);
@@ -484,8 +487,17 @@ fn shortstr(b: &[u8], at: usize) -> Option<(&[u8], usize)> {
     Some((b.get(at + 1..at + 1 + n)?, at + 1 + n))
 }
 
-/// The `message-id` basic property of a content header payload.
-fn message_id(p: &[u8]) -> Option<String> {
+/// The `message-id` basic property of a content header payload, and the
+/// `traceparent` and `tracestate` of its `headers` table.
+type Properties = (Option<String>, Option<(String, Option<String>)>);
+
+fn properties(p: &[u8]) -> Properties {
+    let mut carried = None;
+    let id = message_id(p, &mut carried);
+    (id, carried)
+}
+
+fn message_id(p: &[u8], carried: &mut Option<(String, Option<String>)>) -> Option<String> {
     let flags = u16::from_be_bytes([*p.get(12)?, *p.get(13)?]);
     let mut at = 14;
     for bit in (7..=15).rev() {
@@ -494,7 +506,13 @@ fn message_id(p: &[u8]) -> Option<String> {
         }
         match bit {
             // headers: a table, its size first.
-            13 => at += 4 + u32::from_be_bytes(p.get(at..at + 4)?.try_into().ok()?) as usize,
+            13 => {
+                let n = u32::from_be_bytes(p.get(at..at + 4)?.try_into().ok()?) as usize;
+                if let Some(table) = p.get(at + 4..at + 4 + n) {
+                    headers(table, carried);
+                }
+                at += 4 + n;
+            }
             // delivery-mode, priority: an octet.
             12 | 11 => at += 1,
             7 => return shortstr(p, at).map(|(id, _)| name(id)),
@@ -503,6 +521,35 @@ fn message_id(p: &[u8]) -> Option<String> {
         }
     }
     None
+}
+
+/// Notes the `traceparent` and `tracestate` string fields of a field table.
+fn headers(table: &[u8], carried: &mut Option<(String, Option<String>)>) -> Option<()> {
+    let mut at = 0;
+    while at < table.len() {
+        let (key, next) = shortstr(table, at)?;
+        let kind = *table.get(next)?;
+        at = next + 1;
+        let fixed = match kind {
+            b't' | b'b' | b'B' => 1,
+            b's' | b'u' => 2,
+            b'I' | b'i' | b'f' => 4,
+            b'l' | b'L' | b'd' | b'T' => 8,
+            b'D' => 5,
+            b'V' => 0,
+            b'S' | b'x' | b'F' | b'A' => {
+                let n = u32::from_be_bytes(table.get(at..at + 4)?.try_into().ok()?) as usize;
+                let value = table.get(at + 4..at + 4 + n)?;
+                if kind == b'S' || kind == b'x' {
+                    crate::messaging::carried_header(carried, key, value);
+                }
+                4 + n
+            }
+            _ => return None,
+        };
+        at += fixed;
+    }
+    Some(())
 }
 
 #[cfg(test)]
@@ -584,6 +631,34 @@ mod tests {
         assert!(op
             .attributes
             .contains(&("messaging.message.body.size", 5u64.into())));
+    }
+
+    #[test]
+    fn a_delivered_messages_traceparent_header_is_carried() {
+        let mut c = AmqpConnection::new();
+        let mut done = Vec::new();
+        let _ = c.on_outbound(PROTOCOL_HEADER, at(0), &mut done);
+        let mut deliver = vec![0, 60, 0, 60, 1, b't'];
+        deliver.extend_from_slice(&9u64.to_be_bytes());
+        deliver.extend_from_slice(&[0, 0, 1, b'q']);
+        let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let mut table = vec![1, b'n', b'I', 0, 0, 0, 7, 11];
+        table.extend_from_slice(b"traceparent");
+        table.push(b'S');
+        table.extend_from_slice(&(tp.len() as u32).to_be_bytes());
+        table.extend_from_slice(tp.as_bytes());
+        let mut h = vec![0, 60, 0, 0];
+        h.extend_from_slice(&2u64.to_be_bytes());
+        h.extend_from_slice(&[0x20, 0x00]);
+        h.extend_from_slice(&(table.len() as u32).to_be_bytes());
+        h.extend_from_slice(&table);
+        let wire = [frame(1, 1, &deliver), frame(2, 1, &h), frame(3, 1, b"hi")].concat();
+        for b in wire.chunks(5) {
+            assert_eq!(c.on_inbound(b, at(1), &mut done), Flow::Continue);
+        }
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].name, "process q");
+        assert_eq!(done[0].carried, Some((tp.to_owned(), None)));
     }
 
     #[test]

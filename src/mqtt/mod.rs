@@ -365,9 +365,11 @@ impl MqttConnection {
         let topic = kept.get(2..(2 + topic_len).min(kept.len()))?;
         let mut header = 2 + topic_len + if qos > 0 { 2 } else { 0 };
         let mut alias = None;
+        let mut carried = None;
         if self.level >= 5 {
             if let Some(Varint::Done(n, k)) = kept.get(header..).map(varint) {
-                alias = topic_alias(kept.get(header + k..).unwrap_or_default(), n as usize);
+                let props = kept.get(header + k..).unwrap_or_default();
+                alias = properties(props, n as usize, &mut carried);
                 header += k + n as usize;
             } else if header as u64 <= u64::from(len) && kept.len() == len as usize {
                 return None;
@@ -397,6 +399,9 @@ impl MqttConnection {
         };
         let mut m = Message::new("mqtt", outbound, topic, now);
         m.body_size = Some(u64::from(len).saturating_sub(header as u64));
+        if !outbound {
+            m.carried = carried;
+        }
         Some(m)
     }
 }
@@ -415,36 +420,46 @@ fn string(b: &[u8], at: usize) -> Option<&[u8]> {
     b.get(at + 2..at + 2 + n)
 }
 
-/// The Topic Alias property (0x23) among MQTT 5 properties of `len` bytes.
-fn topic_alias(props: &[u8], len: usize) -> Option<u16> {
+/// Among a PUBLISH's MQTT 5 properties of `len` bytes: the Topic Alias
+/// (0x23), returned; user properties (0x26) `traceparent` and `tracestate`,
+/// noted in `carried`.
+fn properties(
+    props: &[u8],
+    len: usize,
+    carried: &mut Option<(String, Option<String>)>,
+) -> Option<u16> {
     let props = props.get(..len.min(props.len()))?;
     let mut at = 0;
+    let mut alias = None;
     while let Some(&id) = props.get(at) {
         at += 1;
         let skip = match id {
             0x01 => 1,
             0x02 => 4,
-            0x23 => return Some(u16::from_be_bytes([*props.get(at)?, *props.get(at + 1)?])),
-            0x03 | 0x08 | 0x09 => {
-                2 + usize::from(u16::from_be_bytes([*props.get(at)?, *props.get(at + 1)?]))
+            0x23 => {
+                alias = Some(u16::from_be_bytes([*props.get(at)?, *props.get(at + 1)?]));
+                2
             }
+            0x03 | 0x08 | 0x09 => 2 + string(props, at).map_or(usize::MAX / 2, <[u8]>::len),
             0x26 => {
-                let k = 2 + usize::from(u16::from_be_bytes([*props.get(at)?, *props.get(at + 1)?]));
-                let v = usize::from(u16::from_be_bytes([
-                    *props.get(at + k)?,
-                    *props.get(at + k + 1)?,
-                ]));
-                k + 2 + v
+                let Some(key) = string(props, at) else {
+                    return alias;
+                };
+                let Some(value) = string(props, at + 2 + key.len()) else {
+                    return alias;
+                };
+                crate::messaging::carried_header(carried, key, value);
+                2 + key.len() + 2 + value.len()
             }
             0x0b => match varint(props.get(at..)?) {
                 Varint::Done(_, k) => k,
-                _ => return None,
+                _ => return alias,
             },
-            _ => return None,
+            _ => return alias,
         };
-        at += skip;
+        at = at.saturating_add(skip);
     }
-    None
+    alias
 }
 
 #[cfg(test)]
@@ -522,6 +537,33 @@ mod tests {
         assert!(done[0]
             .attributes
             .contains(&("error.type", errors::CONNECTION_CLOSED.into())));
+    }
+
+    #[test]
+    fn a_received_messages_traceparent_user_property_is_carried() {
+        let mut c = MqttConnection::new();
+        let mut done = Vec::new();
+        let _ = c.on_outbound(&connect(5), at(0), &mut done);
+        let tp = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        // Topic "t", QoS 0; properties: payload format, the user property, an alias.
+        let mut props = vec![0x01, 0x01, 0x26, 0x00, 11];
+        props.extend_from_slice(b"traceparent");
+        props.extend_from_slice(&[0x00, tp.len() as u8]);
+        props.extend_from_slice(tp);
+        props.extend_from_slice(&[0x23, 0x00, 0x01]);
+        let mut body = b"\x00\x01t".to_vec();
+        body.push(props.len() as u8);
+        body.extend_from_slice(&props);
+        body.extend_from_slice(b"hi");
+        let mut packet = vec![0x30, body.len() as u8];
+        packet.extend_from_slice(&body);
+        assert_eq!(c.on_inbound(&packet, at(1), &mut done), Flow::Continue);
+        let tp = String::from_utf8(tp.to_vec()).unwrap();
+        assert_eq!(done[0].carried, Some((tp, None)));
+        assert!(done[0]
+            .attributes
+            .contains(&("messaging.message.body.size", 2u64.into())));
+        assert_eq!(c.inb.aliases, [(1, "t".to_owned())]);
     }
 
     #[test]

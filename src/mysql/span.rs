@@ -146,6 +146,7 @@ pub(super) fn operation(f: Finished<'_>) -> Operation {
         end: f.end,
         status,
         attributes,
+        carried: None,
     }
 }
 

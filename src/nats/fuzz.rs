@@ -56,6 +56,7 @@ fn random_input_never_panics_and_stays_bounded() {
             stop.note(i, &flows, before, done.len());
             assert!(conn.out.line.len() <= MAX_LINE_BYTES);
             assert!(conn.inb.line.len() <= MAX_LINE_BYTES);
+            assert!(conn.inb.headers.len() <= MAX_HEADER_BYTES);
         }
         reported += done.len();
     }

@@ -58,12 +58,21 @@ struct Reader {
     /// Payload bytes (and their CRLF) still to skip, and the message they
     /// end.
     skip: u64,
+    /// Of those, the header block's bytes still to come, and what is kept
+    /// of it (received messages only, up to [`MAX_HEADER_BYTES`]).
+    headers_left: u64,
+    headers: Vec<u8>,
     message: Option<Message>,
 }
 
+/// Most bytes kept of a received message's header block (where a
+/// `traceparent` may be).
+pub const MAX_HEADER_BYTES: usize = 4096;
+
 /// What one control line is.
 enum Line {
-    Message(Message, u64),
+    /// A message, its payload's size on the wire and its header block's.
+    Message(Box<Message>, u64, u64),
     Info(Vec<u8>),
     Other,
     Bad,
@@ -122,11 +131,21 @@ impl NatsConnection {
             };
             if reader.skip > 0 {
                 let n = (data.len() as u64).min(reader.skip) as usize;
+                let h = (n as u64).min(reader.headers_left) as usize;
+                if h > 0 {
+                    reader.headers_left -= h as u64;
+                    let keep = h.min(MAX_HEADER_BYTES.saturating_sub(reader.headers.len()));
+                    reader.headers.extend_from_slice(&data[..keep]);
+                }
                 reader.skip -= n as u64;
                 data = &data[n..];
                 if reader.skip == 0 {
                     if let Some(mut m) = reader.message.take() {
                         m.end = now;
+                        if !outbound {
+                            m.carried = carried(&reader.headers);
+                        }
+                        reader.headers.clear();
                         done.push(m.into_operation());
                     }
                 }
@@ -152,7 +171,7 @@ impl NatsConnection {
                     self.stopped = true;
                     return Flow::Stop;
                 }
-                Line::Message(mut m, payload) => {
+                Line::Message(mut m, payload, headers) => {
                     m.client_id = self.client_id.clone();
                     let reader = if outbound {
                         &mut self.out
@@ -160,7 +179,9 @@ impl NatsConnection {
                         &mut self.inb
                     };
                     reader.skip = payload.saturating_add(2);
-                    reader.message = Some(m);
+                    reader.headers_left = if outbound { 0 } else { headers };
+                    reader.headers.clear();
+                    reader.message = Some(*m);
                 }
                 Line::Info(json) => {
                     if let Some(id) = json_number(&json, b"\"client_id\"") {
@@ -195,7 +216,8 @@ fn parse_line(line: &[u8], outbound: bool, now: SystemTime) -> Line {
     match (verb.as_slice(), outbound) {
         (b"PUB", true) | (b"HPUB", true) | (b"MSG", false) | (b"HMSG", false) => {
             let headers = verb[0] == b'H';
-            message(&args, outbound, headers, now).map_or(Line::Bad, |(m, n)| Line::Message(m, n))
+            message(&args, outbound, headers, now)
+                .map_or(Line::Bad, |(m, n, h)| Line::Message(Box::new(m), n, h))
         }
         (b"INFO", false) => {
             let at = line.iter().position(|&b| b == b'{').unwrap_or(line.len());
@@ -216,7 +238,7 @@ fn message(
     outbound: bool,
     headers: bool,
     now: SystemTime,
-) -> Option<(Message, u64)> {
+) -> Option<(Message, u64, u64)> {
     let fixed = 1 + usize::from(!outbound) + 1 + usize::from(headers);
     if args.len() != fixed && args.len() != fixed + 1 {
         return None;
@@ -231,7 +253,20 @@ fn message(
     let mut m = Message::new("nats", outbound, name(subject), now);
     m.temporary = subject.starts_with(b"_INBOX.");
     m.body_size = Some(total - header_size);
-    Some((m, total))
+    Some((m, total, header_size))
+}
+
+/// The `traceparent` and `tracestate` of a header block (`NATS/1.0`, then
+/// `Name: value` lines).
+fn carried(block: &[u8]) -> Option<(String, Option<String>)> {
+    let mut found = None;
+    for line in block.split(|&b| b == b'\n').skip(1) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if let Some(colon) = line.iter().position(|&b| b == b':') {
+            crate::messaging::carried_header(&mut found, &line[..colon], &line[colon + 1..]);
+        }
+    }
+    found
 }
 
 /// A decimal size (at most 18 digits).
@@ -287,6 +322,23 @@ mod tests {
         assert!(done[0]
             .attributes
             .contains(&("messaging.client.id", "42".into())));
+    }
+
+    #[test]
+    fn a_received_messages_traceparent_header_is_carried() {
+        let mut c = NatsConnection::new();
+        let mut done = Vec::new();
+        let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let hdr = format!("NATS/1.0\r\nTraceparent: {tp}\r\ntracestate: a=b\r\n\r\n");
+        let wire = format!("HMSG s 1 {} {}\r\n{hdr}hi\r\n", hdr.len(), hdr.len() + 2);
+        let _ = c.on_inbound(b"INFO {}\r\n", at(0), &mut done);
+        for b in wire.as_bytes().chunks(3) {
+            assert_eq!(c.on_inbound(b, at(1), &mut done), Flow::Continue);
+        }
+        assert_eq!(
+            done[0].carried,
+            Some((tp.to_owned(), Some("a=b".to_owned())))
+        );
     }
 
     #[test]

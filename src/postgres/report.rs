@@ -173,6 +173,7 @@ impl Run {
             end,
             status,
             attributes,
+            carried: None,
         }
     }
 }

@@ -89,6 +89,7 @@ pub(crate) fn command(
         end,
         status,
         attributes,
+        carried: None,
     }
 }
 
@@ -122,6 +123,7 @@ pub(crate) fn message(push: &Reply, now: SystemTime) -> Option<Operation> {
         end: now,
         status: SpanStatus::Unset,
         attributes,
+        carried: None,
     })
 }
 

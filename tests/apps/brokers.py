@@ -9,11 +9,21 @@ exchange), mqtt5 or mqtt311 (paho-mqtt, Mosquitto 1883, DEST a topic) or
 nats (nats-py, 4222, DEST a subject). A producer publishes N messages
 `message i`, 0.3 s apart (so that each is read on its own). A consumer
 creates READY_FILE once subscribed, then for each of N messages calls URL
-(GET) before taking the next, and exits."""
+(GET) before taking the next, and exits.
+
+With CARRY_TRACEPARENT set, a producer puts that value in each message's
+headers itself as `traceparent` (AMQP headers table, MQTT 5 user property,
+NATS header), as an instrumented producer would."""
 import asyncio
+import os
 import sys
 import time
 import urllib.request
+
+
+def carry():
+    tp = os.environ.get("CARRY_TRACEPARENT")
+    return {"traceparent": tp} if tp else None
 
 
 def call(url):
@@ -33,7 +43,7 @@ def amqp(role, dest, n, url=None, ready_file=None):
     if role == "produce":
         for i in range(n):
             ch.basic_publish(exchange="", routing_key=dest, body=f"message {i}".encode(),
-                             properties=pika.BasicProperties(message_id=f"id-{i}"))
+                             properties=pika.BasicProperties(message_id=f"id-{i}", headers=carry()))
             time.sleep(0.3)
     else:
         ch.basic_qos(prefetch_count=1)
@@ -62,7 +72,14 @@ def mqtt(version, role, dest, n, url=None, ready_file=None):
     if role == "produce":
         c.loop_start()
         for i in range(n):
-            c.publish(dest, f"message {i}", qos=1).wait_for_publish()
+            props = None
+            if carry() and version == 5:
+                from paho.mqtt.packettypes import PacketTypes
+                from paho.mqtt.properties import Properties
+
+                props = Properties(PacketTypes.PUBLISH)
+                props.UserProperty = list(carry().items())
+            c.publish(dest, f"message {i}", qos=1, properties=props).wait_for_publish()
             time.sleep(0.3)
         c.disconnect()
         c.loop_stop()
@@ -90,7 +107,7 @@ async def nats_main(role, dest, n, url=None, ready_file=None):
     nc = await nats.connect("nats://127.0.0.1:4222")
     if role == "produce":
         for i in range(n):
-            await nc.publish(dest, f"message {i}".encode())
+            await nc.publish(dest, f"message {i}".encode(), headers=carry())
             await nc.flush()
             await asyncio.sleep(0.3)
     else:
