@@ -19,7 +19,7 @@
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How long a failure is remembered.
@@ -35,6 +35,21 @@ pub(crate) struct EndpointHealth {
     pub(crate) busy: AtomicBool,
     /// The mark exists, as far as this process knows (it read or wrote it).
     marked: AtomicBool,
+    /// When the exit flush gives up ([`monotonic_ms`]; 0: not exiting). An
+    /// export waits for no retry that would end after it.
+    exit_deadline_ms: AtomicU64,
+}
+
+/// `CLOCK_MONOTONIC` in milliseconds. Async-signal-safe.
+pub(crate) fn monotonic_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec we own; it cannot fail
+    // with a valid clock and pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1000 + (ts.tv_nsec as u64) / 1_000_000
 }
 
 impl EndpointHealth {
@@ -46,6 +61,26 @@ impl EndpointHealth {
             file: dir.map(|d| d.join(format!("lumigo-run-{euid}-{:016x}.down", fnv1a(endpoint)))),
             busy: AtomicBool::new(false),
             marked: AtomicBool::new(false),
+            exit_deadline_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// The process is exiting and its flush ends `within` from now: no
+    /// retry may wait beyond that. Async-signal-safe.
+    pub(crate) fn set_exit_deadline(&self, within: std::time::Duration) {
+        let at = monotonic_ms()
+            .saturating_add(within.as_millis() as u64)
+            .max(1);
+        self.exit_deadline_ms.store(at, Ordering::Release);
+    }
+
+    /// Time left before the exit flush gives up; `None` when not exiting.
+    pub(crate) fn exit_time_left(&self) -> Option<std::time::Duration> {
+        match self.exit_deadline_ms.load(Ordering::Acquire) {
+            0 => None,
+            at => Some(std::time::Duration::from_millis(
+                at.saturating_sub(monotonic_ms()),
+            )),
         }
     }
 

@@ -28,9 +28,9 @@ const WIRE_LEN: u32 = 2;
 const WIRE_FIXED32: u32 = 5;
 
 /// `Span.flags` bit: the `is_remote` bit of the parent is known.
-const FLAG_HAS_IS_REMOTE: u32 = 0x100;
+pub(crate) const FLAG_HAS_IS_REMOTE: u32 = 0x100;
 /// `Span.flags` bit: the parent span context came from another process.
-const FLAG_IS_REMOTE: u32 = 0x200;
+pub(crate) const FLAG_IS_REMOTE: u32 = 0x200;
 
 /// Appends protobuf fields to a byte buffer.
 pub(crate) struct Writer<'a> {
