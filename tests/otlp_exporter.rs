@@ -134,6 +134,32 @@ fn grpc_protocol_is_warned_about_and_sent_as_http_protobuf() {
     assert_eq!(receiver.requests()[0].path, "/v1/traces");
 }
 
+#[test]
+fn a_partial_success_is_told_under_debug_with_the_rejected_count() {
+    let (port, mut server) = http_server();
+    for protocol in ["http/protobuf", "http/json"] {
+        let receiver = OtlpReceiver::start();
+        receiver.set_partial_success(1, "span too old");
+        let (out, _) = traced_curl(
+            port,
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.base_url()),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+            ],
+        );
+        the_curl_span(&receiver.wait_for_spans(1, T), port);
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!(
+                "{} accepted the batch but rejected 1 of 1 spans: \"span too old\"",
+                receiver.endpoint()
+            )),
+            "{protocol}: {err}"
+        );
+    }
+    server.stop();
+}
+
 /// Used to be: retried once after 100 ms whatever the collector asked, so a
 /// collector shedding load with `Retry-After: 1` lost the batch.
 #[test]

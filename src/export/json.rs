@@ -157,6 +157,25 @@ fn encode_span(out: &mut Vec<u8>, span: &SpanRecord) {
     out.push(b'}');
 }
 
+/// `partialSuccess` of a JSON `ExportTraceServiceResponse`: (rejected
+/// spans, error message), when the response has one. `rejectedSpans` may
+/// be a string (the protobuf JSON mapping) or a number.
+pub(crate) fn partial_success(response: &[u8]) -> Option<(i64, String)> {
+    let v: serde_json::Value = serde_json::from_slice(response).ok()?;
+    let partial = v.get("partialSuccess")?;
+    let rejected = match partial.get("rejectedSpans") {
+        Some(serde_json::Value::String(s)) => s.parse().ok()?,
+        Some(n) => n.as_i64()?,
+        None => 0,
+    };
+    let message = partial
+        .get("errorMessage")
+        .and_then(|m| m.as_str())
+        .unwrap_or("")
+        .to_owned();
+    Some((rejected, message))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,5 +287,24 @@ mod tests {
         );
         assert_eq!(s["attributes"][4]["value"]["boolValue"], true);
         assert_eq!(s["attributes"][0]["value"]["stringValue"], "POST");
+    }
+
+    #[test]
+    fn partial_success_is_read_from_the_json_response() {
+        use opentelemetry_proto::tonic::collector::trace::v1::{
+            ExportTracePartialSuccess, ExportTraceServiceResponse,
+        };
+        let response = ExportTraceServiceResponse {
+            partial_success: Some(ExportTracePartialSuccess {
+                rejected_spans: 3,
+                error_message: "too old".into(),
+            }),
+        };
+        let body = serde_json::to_vec(&response).unwrap();
+        assert_eq!(partial_success(&body), Some((3, "too old".into())));
+        let as_string = br#"{"partialSuccess":{"rejectedSpans":"2"}}"#;
+        assert_eq!(partial_success(as_string), Some((2, String::new())));
+        assert_eq!(partial_success(b"{}"), None);
+        assert_eq!(partial_success(b""), None);
     }
 }

@@ -144,7 +144,24 @@ impl OtlpExporter {
         }
     }
 
-    fn post_with_retry(&mut self) -> Result<(), String> {
+    /// A 2xx answer may say that the collector rejected some spans (OTLP
+    /// partial success): told under `LUMIGO_DEBUG`, not retried.
+    fn report_partial_success(&self, body: &[u8], spans: usize) {
+        let partial = match self.protocol {
+            OtlpProtocol::HttpProtobuf => proto::partial_success(body),
+            OtlpProtocol::HttpJson => json::partial_success(body),
+        };
+        if let Some((rejected, message)) = partial {
+            if rejected > 0 || !message.is_empty() {
+                crate::lumigo_debug!(
+                    "{} accepted the batch but rejected {rejected} of {spans} spans: {message:?}",
+                    self.endpoint
+                );
+            }
+        }
+    }
+
+    fn post_with_retry(&mut self, spans: usize) -> Result<(), String> {
         let start = Instant::now();
         let body = match self.compression {
             Compression::None => &self.body,
@@ -162,6 +179,7 @@ impl OtlpExporter {
                 Ok(Answer {
                     status: 429 | 502 | 503 | 504,
                     retry_after,
+                    ..
                 }) => match retry_after {
                     Some(asked) => *asked,
                     None => {
@@ -178,8 +196,13 @@ impl OtlpExporter {
         };
         match outcome {
             Ok(Answer {
-                status: 200..=299, ..
-            }) => Ok(()),
+                status: 200..=299,
+                body,
+                ..
+            }) => {
+                self.report_partial_success(&body, spans);
+                Ok(())
+            }
             Ok(Answer { status, .. }) => {
                 self.failure = Loss::Http(status);
                 Err(format!("the endpoint answered HTTP {status}"))
@@ -271,7 +294,7 @@ impl Exporter for OtlpExporter {
         self.replace_transport_if_revoked();
         self.encode(spans);
         self.health.busy.store(true, Ordering::Release);
-        let result = self.post_with_retry();
+        let result = self.post_with_retry(spans.len());
         self.health.busy.store(false, Ordering::Release);
         match (&result, self.failure) {
             (Ok(()), _) => self.health.mark_up(),

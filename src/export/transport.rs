@@ -14,11 +14,14 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 /// The answer of an endpoint to one POST.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Answer {
     pub status: u16,
     /// Its `Retry-After`, when it gave one in seconds.
     pub retry_after: Option<Duration>,
+    /// The body of a 2xx answer, when it is short (an
+    /// `ExportTraceServiceResponse`); empty otherwise.
+    pub body: Vec<u8>,
 }
 
 /// Sends encoded requests to one endpoint. Used by the export thread only.
@@ -193,6 +196,12 @@ impl Transport for AbiClient {
             Ok(status) => Ok(Answer {
                 status,
                 retry_after: (retry_after != u64::MAX).then(|| Duration::from_secs(retry_after)),
+                // A body that filled the buffer may have been cut: unread.
+                body: if len < TEXT_BUF {
+                    error[..len].to_vec()
+                } else {
+                    Vec::new()
+                },
             }),
             Err(_) => Err(String::from_utf8_lossy(&error[..len.min(TEXT_BUF)]).into_owned()),
         }

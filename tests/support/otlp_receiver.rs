@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use prost::Message;
@@ -122,6 +122,8 @@ struct State {
     script: Mutex<VecDeque<(u16, Option<u64>)>>,
     /// Milliseconds to wait before answering.
     delay_ms: AtomicU64,
+    /// The partial success told in every 200 answer.
+    partial: Mutex<Option<(i64, String)>>,
     stop: AtomicBool,
 }
 
@@ -189,6 +191,11 @@ impl OtlpReceiver {
     /// seconds), one each, before going back to [`set_status`](Self::set_status)'s.
     pub fn answer_next(&self, answers: &[(u16, Option<u64>)]) {
         lock(&self.state.script).extend(answers.iter().copied());
+    }
+
+    /// Answer 200s with a partial success: `rejected` spans, `message`.
+    pub fn set_partial_success(&self, rejected: i64, message: &str) {
+        *lock(&self.state.partial) = Some((rejected, message.to_owned()));
     }
 
     /// Wait this long before answering each request (a slow collector).
@@ -282,9 +289,17 @@ fn serve(stream: TcpStream, state: &State) -> Result<(), String> {
             std::thread::sleep(Duration::from_millis(delay));
         }
         let json = is_json(&request.headers);
+        let response = ExportTraceServiceResponse {
+            partial_success: lock(&state.partial).clone().map(|(rejected, message)| {
+                ExportTracePartialSuccess {
+                    rejected_spans: rejected,
+                    error_message: message,
+                }
+            }),
+        };
         let body = match (status, json) {
-            (200, false) => ExportTraceServiceResponse::default().encode_to_vec(),
-            (200, true) => b"{}".to_vec(),
+            (200, false) => response.encode_to_vec(),
+            (200, true) => serde_json::to_vec(&response).unwrap_or_default(),
             _ => Vec::new(),
         };
         let head = format!(

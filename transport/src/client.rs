@@ -43,11 +43,14 @@ pub const OPTION_CLIENT_CERT_FILE: &str = ":client-cert-file";
 pub const OPTION_CLIENT_KEY_FILE: &str = ":client-key-file";
 
 /// The answer to one POST.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Answer {
     pub status: u16,
     /// `Retry-After` in seconds (the HTTP-date form is not read).
     pub retry_after: Option<Duration>,
+    /// The response body of a 2xx (an `ExportTraceServiceResponse`, which
+    /// may tell of a partial success), at most [`MAX_RESPONSE_BODY`] bytes.
+    pub body: Vec<u8>,
 }
 
 /// One destination's HTTP client: a ureq agent (keep-alive pool, TLS with the
@@ -227,14 +230,20 @@ impl UreqClient {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
         // A body that cannot be read only costs the kept-alive connection.
-        let _ = response
+        let body = response
             .body_mut()
             .with_config()
             .limit(MAX_RESPONSE_BODY)
-            .read_to_vec();
+            .read_to_vec()
+            .unwrap_or_default();
         Ok(Answer {
             status,
             retry_after,
+            body: if (200..300).contains(&status) {
+                body
+            } else {
+                Vec::new()
+            },
         })
     }
 }
@@ -322,7 +331,8 @@ mod tests {
             client.post(&url, b"BODY"),
             Ok(Answer {
                 status: 503,
-                retry_after: Some(Duration::from_secs(7))
+                retry_after: Some(Duration::from_secs(7)),
+                body: Vec::new(),
             })
         );
         server.join().unwrap();

@@ -67,9 +67,20 @@ unsafe fn write_text(text: &str, buf: *mut u8, cap: usize, len: *mut usize) {
     while !text.is_char_boundary(n) {
         n -= 1;
     }
+    // SAFETY: guaranteed by the caller.
+    unsafe { write_bytes(&text.as_bytes()[..n], buf, cap, len) }
+}
+
+/// Copies `bytes` into the caller's buffer (cut to `cap`) and stores the
+/// length written.
+///
+/// # Safety
+/// As [`write_text`].
+unsafe fn write_bytes(bytes: &[u8], buf: *mut u8, cap: usize, len: *mut usize) {
+    let n = bytes.len().min(cap);
     if n > 0 && !buf.is_null() {
         // SAFETY: the caller guarantees `buf` holds `cap` >= `n` bytes.
-        unsafe { std::ptr::copy_nonoverlapping(text.as_ptr(), buf, n) };
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf, n) };
     }
     if !len.is_null() {
         // SAFETY: the caller guarantees `len` is writable.
@@ -171,8 +182,9 @@ pub unsafe extern "C" fn lumigo_transport_new(
 }
 
 /// POSTs `body` to `url`: the response status (any status), with its
-/// `Retry-After` in seconds in `retry_after_s` (`u64::MAX` when absent), or
-/// -1 with the error written to `error`.
+/// `Retry-After` in seconds in `retry_after_s` (`u64::MAX` when absent) and
+/// the body of a 2xx answer in `error` (cut to `error_cap` bytes), or -1
+/// with the error written to `error`.
 ///
 /// # Safety
 /// `client` from [`lumigo_transport_new`], not freed, used by one thread at
@@ -212,6 +224,8 @@ pub unsafe extern "C" fn lumigo_transport_post(
             if let Some(out) = unsafe { retry_after_s.as_mut() } {
                 *out = retry;
             }
+            // SAFETY: guaranteed by the caller.
+            unsafe { write_bytes(&answer.body, error, error_cap, error_len) };
             i32::from(answer.status)
         }
         Err(e) => {
