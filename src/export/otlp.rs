@@ -181,7 +181,8 @@ impl OtlpExporter {
                     retry_after,
                     ..
                 }) => match retry_after {
-                    Some(asked) => *asked,
+                    // `Retry-After: 0` must not make a busy loop.
+                    Some(asked) => (*asked).max(RETRY_DELAY),
                     None => {
                         let wait = jittered(backoff);
                         backoff = (backoff * 2).min(MAX_BACKOFF);
