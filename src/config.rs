@@ -220,6 +220,8 @@ pub struct Config {
     /// `tracecontext`, or is unset, or names nothing we know); `none` turns
     /// propagation off.
     pub propagate: bool,
+    /// `OTEL_TRACES_SAMPLER` with `OTEL_TRACES_SAMPLER_ARG`.
+    pub sampler: crate::sampling::Sampler,
     /// `TRACEPARENT` (the OpenTelemetry environment carrier): the process's
     /// root spans become children of this remote context.
     pub env_parent: Option<crate::propagation::Traceparent>,
@@ -632,6 +634,11 @@ impl Config {
             attribute_limits,
             process_span: parse_bool("LUMIGO_PROCESS_SPAN", get("LUMIGO_PROCESS_SPAN"), w),
             propagate: parse_propagators(get("OTEL_PROPAGATORS"), w),
+            sampler: crate::sampling::Sampler::from_env(
+                get("OTEL_TRACES_SAMPLER").as_deref(),
+                get("OTEL_TRACES_SAMPLER_ARG").as_deref(),
+                w,
+            ),
             runtime_dir: nonempty(get("XDG_RUNTIME_DIR")).map(PathBuf::from),
             warnings,
         }

@@ -30,6 +30,7 @@ pub mod propagation;
 pub mod protocol;
 pub mod redis;
 pub mod resource;
+pub mod sampling;
 pub mod span;
 pub mod sql;
 #[cfg(test)]

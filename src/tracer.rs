@@ -10,6 +10,7 @@ use crate::http::{self, HttpExchange, Role};
 use crate::mask::Masker;
 use crate::propagation::{parse_traceparent, sanitize_tracestate, Traceparent};
 use crate::protocol::Operation;
+use crate::sampling::Sampler;
 use crate::span::{AttrValue, Attributes, SpanContext, SpanRecord, ATTRIBUTES_CAPACITY};
 
 /// Where finished spans go. The export pipeline implements it; tests collect.
@@ -54,6 +55,8 @@ pub struct Tracer {
     process: Option<SpanContext>,
     /// Insert `traceparent` into outbound requests.
     pub(crate) inject: bool,
+    /// Decides, per new span, whether it is sampled.
+    sampler: Sampler,
 }
 
 /// The identity of a span and of its parent, decided when the span starts.
@@ -72,7 +75,14 @@ impl Tracer {
             root: None,
             process: None,
             inject: true,
+            sampler: Sampler::default(),
         }
+    }
+
+    /// Sets the sampler deciding which new spans are sampled.
+    pub fn with_sampler(mut self, sampler: Sampler) -> Tracer {
+        self.sampler = sampler;
+        self
     }
 
     /// Starts a process span (a child of the environment's context, if
@@ -112,12 +122,12 @@ impl Tracer {
     }
 
     /// A new span under a remote parent.
-    fn child_of_remote(tp: &Traceparent, tracestate: Option<String>) -> Assigned {
+    fn child_of_remote(&self, tp: &Traceparent, tracestate: Option<String>) -> Assigned {
         Assigned {
             context: SpanContext {
                 trace_id: tp.trace_id,
                 span_id: crate::ids::span_id(),
-                trace_flags: tp.flags & 1,
+                trace_flags: self.sampler.flags(&tp.trace_id, Some(tp.is_sampled())),
                 trace_state: tracestate,
             },
             parent: Some(tp.span_id),
@@ -125,33 +135,43 @@ impl Tracer {
         }
     }
 
+    /// A new span under a parent of this process.
+    fn child_of_local(&self, parent: &SpanContext) -> Assigned {
+        Assigned {
+            context: SpanContext {
+                trace_id: parent.trace_id,
+                span_id: crate::ids::span_id(),
+                trace_flags: self
+                    .sampler
+                    .flags(&parent.trace_id, Some(parent.is_sampled())),
+                trace_state: parent.trace_state.clone(),
+            },
+            parent: Some(parent.span_id),
+            parent_is_remote: false,
+        }
+    }
+
     /// A span with no parent of its own: under the process span or the
     /// environment's context, if any.
     pub fn root_span(&self) -> Assigned {
         if let Some(p) = &self.process {
-            return Assigned {
-                context: SpanContext {
-                    trace_id: p.trace_id,
-                    span_id: crate::ids::span_id(),
-                    trace_flags: p.trace_flags,
-                    trace_state: p.trace_state.clone(),
-                },
-                parent: Some(p.span_id),
-                parent_is_remote: false,
-            };
+            return self.child_of_local(p);
         }
         match &self.root {
-            Some((tp, state)) => Self::child_of_remote(tp, state.clone()),
-            None => Assigned {
-                context: SpanContext {
-                    trace_id: crate::ids::trace_id(),
-                    span_id: crate::ids::span_id(),
-                    trace_flags: 1,
-                    trace_state: None,
-                },
-                parent: None,
-                parent_is_remote: false,
-            },
+            Some((tp, state)) => self.child_of_remote(tp, state.clone()),
+            None => {
+                let trace_id = crate::ids::trace_id();
+                Assigned {
+                    context: SpanContext {
+                        trace_id,
+                        span_id: crate::ids::span_id(),
+                        trace_flags: self.sampler.flags(&trace_id, None),
+                        trace_state: None,
+                    },
+                    parent: None,
+                    parent_is_remote: false,
+                }
+            }
         }
     }
 
@@ -169,7 +189,7 @@ impl Tracer {
     ) -> Assigned {
         let traceparent = traceparent.filter(|_| self.inject);
         match traceparent.and_then(parse_traceparent) {
-            Some(tp) => Self::child_of_remote(&tp, tracestate.and_then(sanitize_tracestate)),
+            Some(tp) => self.child_of_remote(&tp, tracestate.and_then(sanitize_tracestate)),
             None => self.root_span(),
         }
     }
@@ -182,22 +202,13 @@ impl Tracer {
         tracestate: Option<&str>,
     ) -> Assigned {
         if let Some(tp) = traceparent.and_then(parse_traceparent) {
-            let mut a = Self::child_of_remote(&tp, tracestate.and_then(sanitize_tracestate));
+            let mut a = self.child_of_remote(&tp, tracestate.and_then(sanitize_tracestate));
             // The app's instrumentation made that span in this process.
             a.parent_is_remote = false;
             return a;
         }
         match context::active() {
-            Some(parent) => Assigned {
-                context: SpanContext {
-                    trace_id: parent.trace_id,
-                    span_id: crate::ids::span_id(),
-                    trace_flags: parent.trace_flags,
-                    trace_state: parent.trace_state,
-                },
-                parent: Some(parent.span_id),
-                parent_is_remote: false,
-            },
+            Some(parent) => self.child_of_local(&parent),
             None => self.root_span(),
         }
     }
