@@ -21,7 +21,7 @@ use std::time::SystemTime;
 
 use crate::address::Address;
 use crate::context;
-use crate::http::inject::{header_lines, scan_head, SentHead, ValueAt};
+use crate::http::inject::{scan_head, SentHead, ValueAt};
 use crate::http::{self, Detect, HttpConnection, HttpExchange, Role};
 use crate::propagation::{format_traceparent, parse_traceparent};
 use crate::protocol::Operation;
@@ -446,6 +446,10 @@ impl Connection {
                             .filter(|tp| who.parent == Some(tp.span_id))
                             .map(|tp| tp.span_id);
                         context::set_active(&who.context, inbound_parent);
+                        let baggage = ex.carriers.as_ref().and_then(|c| c.baggage.as_deref());
+                        if let Some(b) = baggage.filter(|_| tracer.propagators.baggage) {
+                            context::set_baggage(b.as_bytes());
+                        }
                     }
                     self.assigned.push_back((ex.seq, who));
                 }
@@ -546,7 +550,8 @@ impl Connection {
             }
             _ => return None,
         };
-        let forwarded = context::forwarded_parent().filter(|_| !self.replaced_head);
+        let forwarded = context::forwarded_parent()
+            .filter(|_| !self.replaced_head && tracer.propagators.tracecontext);
         let scan = scan_head(sent, pieces, forwarded.is_some());
         if let (Some(value), Some(parent)) = (scan.traceparent, forwarded) {
             if let Some((who, bytes)) = replacement_for(&value, parent, tracer) {
@@ -565,11 +570,16 @@ impl Connection {
         }
         let who = tracer.client_span(found.traceparent.as_deref(), found.tracestate.as_deref());
         let line = (!found.leave_alone).then(|| {
-            let tp = format_traceparent(&who.context);
-            header_lines(&tp, who.context.trace_state.as_deref(), found.crlf)
+            crate::propagators::outbound_lines(
+                &tracer.propagators,
+                &who.context,
+                context::baggage().as_deref(),
+                found.present,
+                found.crlf,
+            )
         });
         self.planned = Some(who);
-        let line = line?;
+        let line = line.filter(|l| !l.is_empty())?;
         self.injection = Some(Injection {
             at: self.out_offset + found.offset as u64,
             line: line.clone(),
@@ -644,7 +654,11 @@ fn identity_for(
     tracer: &Tracer,
 ) -> Assigned {
     match role {
-        Role::Server => tracer.server_span(ex.traceparent.as_deref(), ex.tracestate.as_deref()),
+        Role::Server => tracer.server_span(
+            ex.traceparent.as_deref(),
+            ex.tracestate.as_deref(),
+            ex.carriers.as_deref(),
+        ),
         Role::Client => planned.take().unwrap_or_else(|| {
             tracer.client_span(ex.traceparent.as_deref(), ex.tracestate.as_deref())
         }),

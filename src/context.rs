@@ -17,6 +17,9 @@
 //! (its remote parent), so a proxy forwarding that very `traceparent` can be
 //! recognised ([`forwarded_parent`]).
 //!
+//! The slot also holds the request's `baggage` value (W3C Baggage), which
+//! outbound requests made while serving it carry on.
+//!
 //! The slot is a `const`-initialised thread-local with no destructor (it
 //! must be usable during thread teardown and at exit) and a fixed buffer
 //! for `tracestate`, so setting it never allocates.
@@ -24,6 +27,7 @@
 use std::cell::RefCell;
 
 use crate::propagation::MAX_TRACESTATE;
+use crate::propagators::MAX_BAGGAGE;
 use crate::span::SpanContext;
 
 struct Slot {
@@ -35,6 +39,8 @@ struct Slot {
     inbound_parent: Option<[u8; 8]>,
     state_len: usize,
     state: [u8; MAX_TRACESTATE],
+    baggage_len: usize,
+    baggage: [u8; MAX_BAGGAGE],
 }
 
 thread_local! {
@@ -47,6 +53,8 @@ thread_local! {
             inbound_parent: None,
             state_len: 0,
             state: [0; MAX_TRACESTATE],
+            baggage_len: 0,
+            baggage: [0; MAX_BAGGAGE],
         })
     };
 }
@@ -69,8 +77,33 @@ pub fn set_active(ctx: &SpanContext, inbound_parent: Option<[u8; 8]>) {
             };
             s.state[..n].copy_from_slice(&state[..n]);
             s.state_len = n;
+            s.baggage_len = 0;
         }
     });
+}
+
+/// Sets the `baggage` of the active request (set with [`set_active`]
+/// first); a value longer than [`MAX_BAGGAGE`] is not kept.
+pub fn set_baggage(value: &[u8]) {
+    let _ = ACTIVE.try_with(|slot| {
+        if let Ok(mut s) = slot.try_borrow_mut() {
+            if s.present && value.len() <= MAX_BAGGAGE {
+                s.baggage[..value.len()].copy_from_slice(value);
+                s.baggage_len = value.len();
+            }
+        }
+    });
+}
+
+/// The `baggage` of the request the calling thread serves, if it had one.
+pub fn baggage() -> Option<Vec<u8>> {
+    ACTIVE
+        .try_with(|slot| {
+            let s = slot.try_borrow().ok()?;
+            (s.present && s.baggage_len > 0).then(|| s.baggage[..s.baggage_len].to_vec())
+        })
+        .ok()
+        .flatten()
 }
 
 /// Clears the active context if it is the span `span_id`.
@@ -145,6 +178,20 @@ mod tests {
         clear_active([2; 8]);
         assert_eq!(active(), None);
         assert_eq!(forwarded_parent(), None);
+    }
+
+    #[test]
+    fn baggage_goes_with_the_active_request() {
+        set_baggage(b"ignored=1");
+        assert_eq!(baggage(), None, "no request");
+        set_active(&ctx(4, None), None);
+        set_baggage(b"user=alice");
+        assert_eq!(baggage(), Some(b"user=alice".to_vec()));
+        set_active(&ctx(5, None), None);
+        assert!(baggage().is_none(), "a new request");
+        set_baggage(b"k=v");
+        clear_active([5; 8]);
+        assert!(baggage().is_none());
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub mod mysql;
 pub mod owned_file;
 pub mod postgres;
 pub mod propagation;
+pub mod propagators;
 pub mod protocol;
 pub mod redis;
 pub mod resource;

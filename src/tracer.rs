@@ -9,6 +9,7 @@ use crate::context;
 use crate::http::{self, HttpExchange, Role};
 use crate::mask::Masker;
 use crate::propagation::{parse_traceparent, sanitize_tracestate, Traceparent};
+use crate::propagators::{parse_b3, InboundCarriers, Propagators};
 use crate::protocol::Operation;
 use crate::sampling::Sampler;
 use crate::span::{AttrValue, Attributes, SpanContext, SpanRecord, ATTRIBUTES_CAPACITY};
@@ -53,8 +54,10 @@ pub struct Tracer {
     root: Option<(Traceparent, Option<String>)>,
     /// The process span, when there is one: parent of every root span.
     process: Option<SpanContext>,
-    /// Insert `traceparent` into outbound requests.
+    /// Any propagator is on: outbound request heads are planned.
     pub(crate) inject: bool,
+    /// Which formats are read and inserted.
+    pub(crate) propagators: Propagators,
     /// Decides, per new span, whether it is sampled.
     sampler: Sampler,
 }
@@ -75,6 +78,7 @@ impl Tracer {
             root: None,
             process: None,
             inject: true,
+            propagators: Propagators::default(),
             sampler: Sampler::default(),
         }
     }
@@ -106,8 +110,18 @@ impl Tracer {
 
     /// Turns W3C propagation on or off: with it off, no `traceparent` is
     /// read from requests or inserted into them.
-    pub fn with_propagation(mut self, on: bool) -> Tracer {
-        self.inject = on;
+    pub fn with_propagation(self, on: bool) -> Tracer {
+        self.with_propagators(if on {
+            Propagators::default()
+        } else {
+            Propagators::NONE
+        })
+    }
+
+    /// Sets which formats (`OTEL_PROPAGATORS`) are read and inserted.
+    pub fn with_propagators(mut self, p: Propagators) -> Tracer {
+        self.propagators = p;
+        self.inject = p.any();
         self
     }
 
@@ -123,14 +137,26 @@ impl Tracer {
 
     /// A new span under a remote parent.
     fn child_of_remote(&self, tp: &Traceparent, tracestate: Option<String>) -> Assigned {
+        self.child_of_remote_ids(tp.trace_id, tp.span_id, Some(tp.is_sampled()), tracestate)
+    }
+
+    /// A new span under the remote span `span_id` of trace `trace_id`, which
+    /// was sampled or not (`None`: it left the decision to us).
+    fn child_of_remote_ids(
+        &self,
+        trace_id: [u8; 16],
+        span_id: [u8; 8],
+        sampled: Option<bool>,
+        tracestate: Option<String>,
+    ) -> Assigned {
         Assigned {
             context: SpanContext {
-                trace_id: tp.trace_id,
+                trace_id,
                 span_id: crate::ids::span_id(),
-                trace_flags: self.sampler.flags(&tp.trace_id, Some(tp.is_sampled())),
+                trace_flags: self.sampler.flags(&trace_id, sampled),
                 trace_state: tracestate,
             },
-            parent: Some(tp.span_id),
+            parent: Some(span_id),
             parent_is_remote: true,
         }
     }
@@ -181,15 +207,23 @@ impl Tracer {
         self.client_span(None, None)
     }
 
-    /// A SERVER span continues the trace its request names, if valid.
+    /// A SERVER span continues the trace its request names, if valid:
+    /// `traceparent` first, then B3, as far as `OTEL_PROPAGATORS` says.
     pub(crate) fn server_span(
         &self,
         traceparent: Option<&str>,
         tracestate: Option<&str>,
+        carriers: Option<&InboundCarriers>,
     ) -> Assigned {
-        let traceparent = traceparent.filter(|_| self.inject);
-        match traceparent.and_then(parse_traceparent) {
-            Some(tp) => self.child_of_remote(&tp, tracestate.and_then(sanitize_tracestate)),
+        let traceparent = traceparent.filter(|_| self.propagators.tracecontext);
+        if let Some(tp) = traceparent.and_then(parse_traceparent) {
+            return self.child_of_remote(&tp, tracestate.and_then(sanitize_tracestate));
+        }
+        let b3 = carriers
+            .filter(|_| self.propagators.reads_b3())
+            .and_then(|c| parse_b3(&c.b3));
+        match b3 {
+            Some(p) => self.child_of_remote_ids(p.trace_id, p.span_id, p.sampled, None),
             None => self.root_span(),
         }
     }

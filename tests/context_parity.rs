@@ -166,3 +166,198 @@ fn always_off_sampler_is_followed_downstream_unless_it_samples_always() {
     }
     assert_eq!(spans.len(), 5, "only always_on spans: {spans:#?}");
 }
+
+/// An untraced server recording every request it gets (heads as text).
+struct Capture {
+    server: Server,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Capture {
+    fn start(tmp: &TempDir) -> Capture {
+        let log = tmp.path("captured.jsonl");
+        let port = free_port();
+        let mut cmd = Command::new("python3");
+        cmd.arg(app("capture_server.py"))
+            .arg(port.to_string())
+            .arg(&log);
+        Capture {
+            server: Server::spawn(cmd, port),
+            port,
+            log,
+        }
+    }
+
+    /// The request heads received, as text (lines split, CRLF removed).
+    fn heads(&mut self) -> Vec<Vec<String>> {
+        self.server.stop();
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                let hex = v["bytes"].as_str().unwrap();
+                let bytes: Vec<u8> = (0..hex.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                    .collect();
+                let text = String::from_utf8_lossy(&bytes).into_owned();
+                let head = text.split("\r\n\r\n").next().unwrap_or("").to_owned();
+                head.split("\r\n").map(str::to_owned).collect::<Vec<_>>()
+            })
+            // wait_for_port's probe connection sends nothing.
+            .filter(|h: &Vec<String>| h.iter().any(|l| !l.is_empty()))
+            .collect()
+    }
+}
+
+/// The values of header `name` (any case) in a captured head.
+fn header<'a>(head: &'a [String], name: &str) -> Vec<&'a str> {
+    head.iter()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim())
+        .collect()
+}
+
+fn bare(id: &str) -> &str {
+    id.trim_start_matches("0x")
+}
+
+const B3_TRACE: &str = "80f198ee56343ba864fe8b2a57d3eff7";
+const B3_SPAN: &str = "e457b5a2e4d86bd1";
+
+/// `OTEL_PROPAGATORS=b3`: a traced curl sending its own `b3` header to a
+/// traced middle service continues that trace (the header the app wrote
+/// is kept, not replaced by ours), and the middle's downstream request, as
+/// an untraced server sees it, carries a `b3` header naming the middle's
+/// CLIENT span and no `traceparent`.
+#[test]
+fn b3_header_continues_the_trace_and_goes_downstream() {
+    let tmp = TempDir::new("b3");
+    let dump = tmp.path("spans.jsonl");
+    let mut cap = Capture::start(&tmp);
+    let (mut mid, mid_port) = middle(&dump, "mid", cap.port, &[("OTEL_PROPAGATORS", "b3")]);
+    let mut curl = traced("curl");
+    curl.args(["-s", "-o", "/dev/null", "-H"])
+        .arg(format!("b3: {B3_TRACE}-{B3_SPAN}-1"))
+        .arg(format!("http://127.0.0.1:{mid_port}/b3"))
+        .env("LUMIGO_DEBUG_SPANDUMP", &dump)
+        .env("OTEL_SERVICE_NAME", "curl")
+        .env("OTEL_PROPAGATORS", "b3");
+    let out = run(curl, T);
+    assert!(out.status.success(), "{out:?}");
+    mid.stop();
+    let spans = read_spandump(&dump);
+    let heads = cap.heads();
+    let server = spans_of(&spans, "mid", "SpanKind.SERVER");
+    let client = spans_of(&spans, "mid", "SpanKind.CLIENT");
+    assert_eq!((server.len(), client.len()), (1, 1), "{spans:#?}");
+    let (server, client) = (server[0], client[0]);
+    assert_eq!(bare(trace_id(server)), B3_TRACE, "{server:#?}");
+    assert_eq!(parent_id(server).map(bare), Some(B3_SPAN));
+    assert_eq!(parent_id(client), Some(span_id(server)));
+    assert_eq!(trace_id(client), trace_id(server));
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    let expected = format!("{B3_TRACE}-{}-1", bare(span_id(client)));
+    assert_eq!(
+        header(&heads[0], "b3"),
+        vec![expected.as_str()],
+        "{heads:?}"
+    );
+    assert!(header(&heads[0], "traceparent").is_empty(), "{heads:?}");
+}
+
+/// A `b3` parent that says "not sampled" is followed: no span exported,
+/// and the decision goes on downstream (`-0`).
+#[test]
+fn unsampled_b3_parent_is_followed() {
+    let tmp = TempDir::new("b3-unsampled");
+    let dump = tmp.path("spans.jsonl");
+    let mut cap = Capture::start(&tmp);
+    let (mut mid, mid_port) = middle(&dump, "mid", cap.port, &[("OTEL_PROPAGATORS", "b3")]);
+    untraced_requests(
+        mid_port,
+        "/b3",
+        1,
+        &[("b3", &format!("{B3_TRACE}-{B3_SPAN}-0"))],
+    );
+    mid.stop();
+    let heads = cap.heads();
+    assert!(read_spandump(&dump).is_empty());
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    let b3 = header(&heads[0], "b3");
+    assert_eq!(b3.len(), 1, "{heads:?}");
+    assert!(
+        b3[0].starts_with(B3_TRACE) && b3[0].ends_with("-0"),
+        "{b3:?}"
+    );
+}
+
+/// `OTEL_PROPAGATORS=b3multi`: a traced client's request, as an untraced
+/// server sees it, carries `X-B3-TraceId`, `X-B3-SpanId` and
+/// `X-B3-Sampled` naming the client's CLIENT span, and no `traceparent`.
+#[test]
+fn b3multi_headers_name_the_client_span() {
+    let tmp = TempDir::new("b3multi");
+    let dump = tmp.path("spans.jsonl");
+    let mut cap = Capture::start(&tmp);
+    let mut curl = traced("curl");
+    curl.args(["-s", "-o", "/dev/null"])
+        .arg(format!("http://127.0.0.1:{}/multi", cap.port))
+        .env("LUMIGO_DEBUG_SPANDUMP", &dump)
+        .env("OTEL_PROPAGATORS", "b3multi");
+    let out = run(curl, T);
+    assert!(out.status.success(), "{out:?}");
+    let spans = wait_spans(&dump, T, |s| !s.is_empty());
+    let heads = cap.heads();
+    let client = of_kind(&spans, "SpanKind.CLIENT");
+    assert_eq!(client.len(), 1, "{spans:#?}");
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    let h = &heads[0];
+    assert_eq!(header(h, "X-B3-TraceId"), vec![bare(trace_id(client[0]))]);
+    assert_eq!(header(h, "X-B3-SpanId"), vec![bare(span_id(client[0]))]);
+    assert_eq!(header(h, "X-B3-Sampled"), vec!["1"]);
+    assert!(header(h, "traceparent").is_empty(), "{h:?}");
+    assert!(header(h, "b3").is_empty(), "{h:?}");
+}
+
+/// W3C Baggage (on by default, with tracecontext): the `baggage` an
+/// inbound request brings reaches the request the middle service makes
+/// while serving it, beside a `traceparent` naming its CLIENT span; a
+/// request that brought none sends none on.
+#[test]
+fn baggage_from_an_inbound_request_reaches_the_downstream_request() {
+    let tmp = TempDir::new("baggage");
+    let dump = tmp.path("spans.jsonl");
+    let mut cap = Capture::start(&tmp);
+    let (mut mid, mid_port) = middle(&dump, "mid", cap.port, &[]);
+    let baggage = "userId=alice,serverNode=DF%2028;prop=1";
+    untraced_requests(mid_port, "/with", 1, &[("baggage", baggage)]);
+    untraced_requests(mid_port, "/without", 1, &[]);
+    mid.stop();
+    let spans = read_spandump(&dump);
+    let heads = cap.heads();
+    assert_eq!(heads.len(), 2, "{heads:?}");
+    let with = heads
+        .iter()
+        .find(|h| h[0].contains("/downstream/with"))
+        .unwrap();
+    let without = heads
+        .iter()
+        .find(|h| h[0].contains("/downstream/without"))
+        .unwrap();
+    assert_eq!(header(with, "baggage"), vec![baggage], "{with:?}");
+    assert!(header(without, "baggage").is_empty(), "{without:?}");
+    let tp = header(with, "traceparent");
+    assert_eq!(tp.len(), 1, "{with:?}");
+    let client = spans_of(&spans, "mid", "SpanKind.CLIENT")
+        .into_iter()
+        .find(|c| tp[0].contains(bare(span_id(c))))
+        .unwrap_or_else(|| panic!("no CLIENT span named by {tp:?}: {spans:#?}"));
+    assert_eq!(
+        attr(client, "url.full"),
+        &format!("http://127.0.0.1:{}/downstream/with", cap.port)
+    );
+}

@@ -62,7 +62,7 @@ impl Runtime {
         let masker = Masker::new(&config.query_secret_patterns);
         let mut tracer = Tracer::new(masker, Box::new(pipeline.clone()))
             .with_root(config.env_parent, config.env_tracestate.clone())
-            .with_propagation(config.propagate)
+            .with_propagators(config.propagators)
             .with_sampler(config.sampler);
         let process = match inherited {
             Some(parent_process) => {

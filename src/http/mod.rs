@@ -138,6 +138,8 @@ pub struct HttpExchange {
     pub traceparent: Option<String>,
     /// The first `tracestate` header (any case).
     pub tracestate: Option<String>,
+    /// B3 and `baggage` headers, when the request had any.
+    pub carriers: Option<Box<crate::propagators::InboundCarriers>>,
     /// Signed with AWS SigV4 (an `x-amz-content-sha256` header, or an
     /// `Authorization` header starting with `AWS4-HMAC-SHA256`).
     pub aws_sigv4: bool,
@@ -177,6 +179,7 @@ impl HttpExchange {
             user_agent: None,
             traceparent: None,
             tracestate: None,
+            carriers: None,
             aws_sigv4: false,
             status: None,
             request_body_size: 0,
