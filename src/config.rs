@@ -229,6 +229,13 @@ pub struct Config {
     /// `OTEL_PROPAGATORS`: the formats read and inserted (default
     /// `tracecontext,baggage`); `none` turns propagation off.
     pub propagators: crate::propagators::Propagators,
+    /// `LUMIGO_FILTER_HTTP_ENDPOINTS_REGEX` and `_SERVER`: request paths
+    /// whose SERVER spans (and everything made while serving them) are
+    /// dropped.
+    pub server_filter_patterns: Vec<String>,
+    /// `LUMIGO_FILTER_HTTP_ENDPOINTS_REGEX` and `_CLIENT`: `url.full`s
+    /// whose CLIENT spans are dropped.
+    pub client_filter_patterns: Vec<String>,
     /// `OTEL_TRACES_SAMPLER` with `OTEL_TRACES_SAMPLER_ARG`.
     pub sampler: crate::sampling::Sampler,
     /// `TRACEPARENT` (the OpenTelemetry environment carrier): the process's
@@ -611,6 +618,20 @@ impl Config {
             ),
         };
 
+        let filter_patterns = |name: &str, w: &mut Vec<String>| {
+            crate::filter::parse_patterns(name, get(name).as_deref(), w)
+        };
+        let both = filter_patterns("LUMIGO_FILTER_HTTP_ENDPOINTS_REGEX", w);
+        let mut server_filter_patterns = both.clone();
+        server_filter_patterns.extend(filter_patterns(
+            "LUMIGO_FILTER_HTTP_ENDPOINTS_REGEX_SERVER",
+            w,
+        ));
+        let mut client_filter_patterns = both;
+        client_filter_patterns.extend(filter_patterns(
+            "LUMIGO_FILTER_HTTP_ENDPOINTS_REGEX_CLIENT",
+            w,
+        ));
         let env_parent = nonempty(get("TRACEPARENT")).and_then(|raw| {
             let parsed = crate::propagation::parse_traceparent(&raw);
             if parsed.is_none() {
@@ -643,6 +664,8 @@ impl Config {
             attribute_limits,
             process_span: parse_bool("LUMIGO_PROCESS_SPAN", get("LUMIGO_PROCESS_SPAN"), w),
             propagators: parse_propagators(get("OTEL_PROPAGATORS"), w),
+            server_filter_patterns,
+            client_filter_patterns,
             sampler: crate::sampling::Sampler::from_env(
                 get("OTEL_TRACES_SAMPLER").as_deref(),
                 get("OTEL_TRACES_SAMPLER_ARG").as_deref(),

@@ -438,7 +438,7 @@ impl Connection {
             for ex in h.pending() {
                 if ex.seq >= self.next_seq {
                     self.next_seq = ex.seq + 1;
-                    let who = identity_for(self.role, &mut self.planned, ex, tracer);
+                    let (who, filtered) = identity_for(self.role, &mut self.planned, ex, tracer);
                     self.replaced_head = false;
                     if self.role == Role::Server {
                         let inbound = ex.traceparent.as_deref().and_then(parse_traceparent);
@@ -449,6 +449,9 @@ impl Connection {
                         let baggage = ex.carriers.as_ref().and_then(|c| c.baggage.as_deref());
                         if let Some(b) = baggage.filter(|_| tracer.propagators.baggage) {
                             context::set_baggage(b.as_bytes());
+                        }
+                        if filtered {
+                            context::set_filtered();
                         }
                     }
                     self.assigned.push_back((ex.seq, who));
@@ -468,7 +471,7 @@ impl Connection {
                 Some(who) => who,
                 None => {
                     self.next_seq = self.next_seq.max(ex.seq + 1);
-                    identity_for(self.role, &mut self.planned, &ex, tracer)
+                    identity_for(self.role, &mut self.planned, &ex, tracer).0
                 }
             };
             if self.role == Role::Server {
@@ -646,22 +649,33 @@ fn replacement_for(
 
 /// The span identity of a request whose head is known: a server continues
 /// the request's trace; a client takes what was planned when its head was
-/// written, or decides now.
+/// written, or decides now. And whether a SERVER request matched an
+/// endpoint filter (its context is then unsampled).
 fn identity_for(
     role: Role,
     planned: &mut Option<Assigned>,
     ex: &HttpExchange,
     tracer: &Tracer,
-) -> Assigned {
+) -> (Assigned, bool) {
     match role {
-        Role::Server => tracer.server_span(
-            ex.traceparent.as_deref(),
-            ex.tracestate.as_deref(),
-            ex.carriers.as_deref(),
+        Role::Server => {
+            let mut who = tracer.server_span(
+                ex.traceparent.as_deref(),
+                ex.tracestate.as_deref(),
+                ex.carriers.as_deref(),
+            );
+            let filtered = tracer.server_filtered(&ex.target);
+            if filtered {
+                who.context.trace_flags &= !1;
+            }
+            (who, filtered)
+        }
+        Role::Client => (
+            planned.take().unwrap_or_else(|| {
+                tracer.client_span(ex.traceparent.as_deref(), ex.tracestate.as_deref())
+            }),
+            false,
         ),
-        Role::Client => planned.take().unwrap_or_else(|| {
-            tracer.client_span(ex.traceparent.as_deref(), ex.tracestate.as_deref())
-        }),
     }
 }
 

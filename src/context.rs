@@ -41,6 +41,9 @@ struct Slot {
     state: [u8; MAX_TRACESTATE],
     baggage_len: usize,
     baggage: [u8; MAX_BAGGAGE],
+    /// The request matched an endpoint filter: nothing made while serving
+    /// it is exported.
+    filtered: bool,
 }
 
 thread_local! {
@@ -55,6 +58,7 @@ thread_local! {
             state: [0; MAX_TRACESTATE],
             baggage_len: 0,
             baggage: [0; MAX_BAGGAGE],
+            filtered: false,
         })
     };
 }
@@ -78,8 +82,26 @@ pub fn set_active(ctx: &SpanContext, inbound_parent: Option<[u8; 8]>) {
             s.state[..n].copy_from_slice(&state[..n]);
             s.state_len = n;
             s.baggage_len = 0;
+            s.filtered = false;
         }
     });
+}
+
+/// Marks the active request (set with [`set_active`] first) as filtered.
+pub fn set_filtered() {
+    let _ = ACTIVE.try_with(|slot| {
+        if let Ok(mut s) = slot.try_borrow_mut() {
+            s.filtered = s.present;
+        }
+    });
+}
+
+/// Whether the request the calling thread serves matched an endpoint
+/// filter.
+pub fn active_filtered() -> bool {
+    ACTIVE
+        .try_with(|slot| slot.try_borrow().is_ok_and(|s| s.present && s.filtered))
+        .unwrap_or(false)
 }
 
 /// Sets the `baggage` of the active request (set with [`set_active`]
@@ -192,6 +214,21 @@ mod tests {
         set_baggage(b"k=v");
         clear_active([5; 8]);
         assert!(baggage().is_none());
+    }
+
+    #[test]
+    fn filtered_goes_with_the_active_request() {
+        set_filtered();
+        assert!(!active_filtered(), "no request");
+        set_active(&ctx(6, None), None);
+        assert!(!active_filtered());
+        set_filtered();
+        assert!(active_filtered());
+        set_active(&ctx(7, None), None);
+        assert!(!active_filtered(), "a new request");
+        set_filtered();
+        clear_active([7; 8]);
+        assert!(!active_filtered());
     }
 
     #[test]

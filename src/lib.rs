@@ -18,6 +18,7 @@ pub mod dns;
 pub mod elf;
 pub mod export;
 pub mod fd_custody;
+pub mod filter;
 pub mod guard;
 pub mod http;
 pub mod ids;

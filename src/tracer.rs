@@ -6,6 +6,7 @@
 //! or of the process span) and hands finished spans to the [`SpanSink`].
 
 use crate::context;
+use crate::filter::EndpointFilters;
 use crate::http::{self, HttpExchange, Role};
 use crate::mask::Masker;
 use crate::propagation::{parse_traceparent, sanitize_tracestate, Traceparent};
@@ -60,6 +61,8 @@ pub struct Tracer {
     pub(crate) propagators: Propagators,
     /// Decides, per new span, whether it is sampled.
     sampler: Sampler,
+    /// Endpoints whose exchanges yield no span.
+    filters: EndpointFilters,
 }
 
 /// The identity of a span and of its parent, decided when the span starts.
@@ -80,7 +83,21 @@ impl Tracer {
             inject: true,
             propagators: Propagators::default(),
             sampler: Sampler::default(),
+            filters: EndpointFilters::default(),
         }
+    }
+
+    /// Sets the endpoint filters.
+    pub fn with_filters(mut self, filters: EndpointFilters) -> Tracer {
+        self.filters = filters;
+        self
+    }
+
+    /// Whether a SERVER request for `target` matches a filter: its span,
+    /// and every span made while serving it, are not exported.
+    pub(crate) fn server_filtered(&self, target: &str) -> bool {
+        self.filters
+            .server_filtered(crate::http::span::target_path(target))
     }
 
     /// Sets the sampler deciding which new spans are sampled.
@@ -242,7 +259,13 @@ impl Tracer {
             return a;
         }
         match context::active() {
-            Some(parent) => self.child_of_local(&parent),
+            Some(parent) => {
+                let mut a = self.child_of_local(&parent);
+                if context::active_filtered() {
+                    a.context.trace_flags &= !1;
+                }
+                a
+            }
             None => self.root_span(),
         }
     }
@@ -260,6 +283,14 @@ impl Tracer {
             return;
         }
         let parts = http::span_parts(ex, role, ends, &self.masker, self.sink.attributes());
+        if role == Role::Client {
+            let url = parts.attributes.iter().find(|(k, _)| *k == "url.full");
+            if let Some((_, AttrValue::Str(url))) = url {
+                if self.filters.client_filtered(url) {
+                    return;
+                }
+            }
+        }
         self.sink.submit(SpanRecord {
             name: parts.name,
             kind: parts.kind,

@@ -361,3 +361,106 @@ fn baggage_from_an_inbound_request_reaches_the_downstream_request() {
         &format!("http://127.0.0.1:{}/downstream/with", cap.port)
     );
 }
+
+/// `LUMIGO_FILTER_HTTP_ENDPOINTS_REGEX_SERVER`: a health check leaves no
+/// trace. The filtered SERVER span, the CLIENT span the middle service
+/// makes while serving it (even under `always_on`, which ignores parents)
+/// and the downstream service's span (it follows the `-00` it receives)
+/// are all missing; an unfiltered request keeps its whole chain.
+#[test]
+fn server_filter_drops_a_health_check_and_what_it_causes() {
+    let tmp = TempDir::new("filter-server");
+    let dump = tmp.path("spans.jsonl");
+    let (mut down, down_port) = downstream(&dump, "down", &[]);
+    let (mut mid, mid_port) = middle(
+        &dump,
+        "mid",
+        down_port,
+        &[
+            (
+                "LUMIGO_FILTER_HTTP_ENDPOINTS_REGEX_SERVER",
+                r#"["^/health$"]"#,
+            ),
+            ("OTEL_TRACES_SAMPLER", "always_on"),
+        ],
+    );
+    untraced_requests(mid_port, "/health", 3, &[]);
+    untraced_requests(mid_port, "/orders?id=1", 1, &[]);
+    mid.stop();
+    down.stop();
+    let spans = read_spandump(&dump);
+    assert_eq!(spans.len(), 3, "{spans:#?}");
+    let server = spans_of(&spans, "mid", "SpanKind.SERVER");
+    let client = spans_of(&spans, "mid", "SpanKind.CLIENT");
+    let down = spans_of(&spans, "down", "SpanKind.SERVER");
+    assert_eq!(attr(server[0], "url.path"), "/orders");
+    assert_eq!(parent_id(client[0]), Some(span_id(server[0])));
+    assert_eq!(parent_id(down[0]), Some(span_id(client[0])));
+    assert_eq!(attr(down[0], "url.path"), "/downstream/orders");
+}
+
+/// `LUMIGO_FILTER_HTTP_ENDPOINTS_REGEX` (both sides) on a client, matched
+/// on `url.full`: the matching request yields no span, the other does.
+#[test]
+fn client_filter_matches_url_full() {
+    let tmp = TempDir::new("filter-client");
+    let dump = tmp.path("spans.jsonl");
+    let (mut server, port) = downstream(&tmp.path("unused.jsonl"), "s", &[]);
+    let mut curl = traced("curl");
+    curl.args(["-s", "-o", "/dev/null", "-o", "/dev/null"])
+        .arg(format!("http://127.0.0.1:{port}/len/1?skip=me"))
+        .arg(format!("http://127.0.0.1:{port}/len/3"))
+        .env("LUMIGO_DEBUG_SPANDUMP", &dump)
+        .env(
+            "LUMIGO_FILTER_HTTP_ENDPOINTS_REGEX",
+            format!(r#"["127\\.0\\.0\\.1:{port}/len/1\\?skip"]"#),
+        );
+    let out = run(curl, T);
+    assert!(out.status.success(), "{out:?}");
+    server.stop();
+    let spans = read_spandump(&dump);
+    let clients = of_kind(&spans, "SpanKind.CLIENT");
+    let urls: Vec<&str> = clients
+        .iter()
+        .filter_map(|c| attr(c, "url.full").as_str())
+        .collect();
+    assert_eq!(
+        urls,
+        vec![format!("http://127.0.0.1:{port}/len/3")],
+        "{spans:#?}"
+    );
+}
+
+/// A request the app itself sends to the endpoint spans are exported to
+/// (here `LUMIGO_ENDPOINT`, a local server) yields no span.
+#[test]
+fn requests_to_our_own_endpoint_are_not_traced() {
+    let tmp = TempDir::new("filter-own");
+    let dump = tmp.path("spans.jsonl");
+    let (mut endpoint, endpoint_port) = downstream(&tmp.path("unused.jsonl"), "e", &[]);
+    let (mut other, other_port) = downstream(&tmp.path("unused2.jsonl"), "o", &[]);
+    let mut curl = traced("curl");
+    curl.args(["-s", "-o", "/dev/null", "-o", "/dev/null"])
+        .arg(format!("http://127.0.0.1:{endpoint_port}/len/1"))
+        .arg(format!("http://127.0.0.1:{other_port}/len/3"))
+        .env("LUMIGO_DEBUG_SPANDUMP", &dump)
+        .env("LUMIGO_TRACER_TOKEN", "t_123")
+        .env(
+            "LUMIGO_ENDPOINT",
+            format!("http://127.0.0.1:{endpoint_port}/v1/traces"),
+        );
+    let out = run(curl, T);
+    assert!(out.status.success(), "{out:?}");
+    endpoint.stop();
+    other.stop();
+    let spans = read_spandump(&dump);
+    let urls: Vec<&str> = of_kind(&spans, "SpanKind.CLIENT")
+        .iter()
+        .filter_map(|c| attr(c, "url.full").as_str())
+        .collect();
+    assert_eq!(
+        urls,
+        vec![format!("http://127.0.0.1:{other_port}/len/3")],
+        "{spans:#?}"
+    );
+}
