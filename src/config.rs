@@ -236,6 +236,9 @@ pub struct Config {
     /// `LUMIGO_FILTER_HTTP_ENDPOINTS_REGEX` and `_CLIENT`: `url.full`s
     /// whose CLIENT spans are dropped.
     pub client_filter_patterns: Vec<String>,
+    /// `LUMIGO_EXECUTION_TAG_HEADERS`: inbound request headers whose values
+    /// become `lumigo.execution_tags.<name>` (lower-case names).
+    pub execution_tag_headers: Vec<String>,
     /// `OTEL_TRACES_SAMPLER` with `OTEL_TRACES_SAMPLER_ARG`.
     pub sampler: crate::sampling::Sampler,
     /// `TRACEPARENT` (the OpenTelemetry environment carrier): the process's
@@ -666,6 +669,10 @@ impl Config {
             propagators: parse_propagators(get("OTEL_PROPAGATORS"), w),
             server_filter_patterns,
             client_filter_patterns,
+            execution_tag_headers: crate::tags::parse_names(
+                get("LUMIGO_EXECUTION_TAG_HEADERS").as_deref(),
+                w,
+            ),
             sampler: crate::sampling::Sampler::from_env(
                 get("OTEL_TRACES_SAMPLER").as_deref(),
                 get("OTEL_TRACES_SAMPLER_ARG").as_deref(),

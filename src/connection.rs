@@ -453,6 +453,9 @@ impl Connection {
                         if filtered {
                             context::set_filtered();
                         }
+                        if let Some(c) = ex.carriers.as_ref().filter(|c| !c.tags.is_empty()) {
+                            context::set_tags(&c.tags);
+                        }
                     }
                     self.assigned.push_back((ex.seq, who));
                 }

@@ -44,7 +44,14 @@ struct Slot {
     /// The request matched an endpoint filter: nothing made while serving
     /// it is exported.
     filtered: bool,
+    /// Its execution tags, packed: index, length, value bytes.
+    tags_len: usize,
+    tags: [u8; MAX_TAG_BYTES],
 }
+
+/// Room for the execution tags of the request a thread serves; tags past
+/// it are not carried to the spans made while serving it.
+pub const MAX_TAG_BYTES: usize = 1024;
 
 thread_local! {
     static ACTIVE: RefCell<Slot> = const {
@@ -59,6 +66,8 @@ thread_local! {
             baggage_len: 0,
             baggage: [0; MAX_BAGGAGE],
             filtered: false,
+            tags_len: 0,
+            tags: [0; MAX_TAG_BYTES],
         })
     };
 }
@@ -83,8 +92,61 @@ pub fn set_active(ctx: &SpanContext, inbound_parent: Option<[u8; 8]>) {
             s.state_len = n;
             s.baggage_len = 0;
             s.filtered = false;
+            s.tags_len = 0;
         }
     });
+}
+
+/// Sets the execution tags (index, value) of the active request.
+pub fn set_tags(tags: &[(u8, String)]) {
+    let _ = ACTIVE.try_with(|slot| {
+        if let Ok(mut s) = slot.try_borrow_mut() {
+            if !s.present {
+                return;
+            }
+            let mut n = 0;
+            for (i, v) in tags {
+                let v = v.as_bytes();
+                let Ok(len) = u8::try_from(v.len()) else {
+                    continue;
+                };
+                if n + 2 + v.len() > MAX_TAG_BYTES {
+                    break;
+                }
+                s.tags[n] = *i;
+                s.tags[n + 1] = len;
+                s.tags[n + 2..n + 2 + v.len()].copy_from_slice(v);
+                n += 2 + v.len();
+            }
+            s.tags_len = n;
+        }
+    });
+}
+
+/// The execution tags of the request the calling thread serves, if its
+/// SERVER span is `span_id`.
+pub fn tags_of(span_id: [u8; 8]) -> Vec<(u8, String)> {
+    ACTIVE
+        .try_with(|slot| {
+            let Ok(s) = slot.try_borrow() else {
+                return Vec::new();
+            };
+            let mut out = Vec::new();
+            if !s.present || s.span_id != span_id {
+                return out;
+            }
+            let mut n = 0;
+            while n + 2 <= s.tags_len {
+                let (i, len) = (s.tags[n], usize::from(s.tags[n + 1]));
+                let Some(v) = s.tags.get(n + 2..n + 2 + len) else {
+                    break;
+                };
+                out.push((i, String::from_utf8_lossy(v).into_owned()));
+                n += 2 + len;
+            }
+            out
+        })
+        .unwrap_or_default()
 }
 
 /// Marks the active request (set with [`set_active`] first) as filtered.
@@ -229,6 +291,20 @@ mod tests {
         set_filtered();
         clear_active([7; 8]);
         assert!(!active_filtered());
+    }
+
+    #[test]
+    fn tags_go_with_the_active_request() {
+        set_active(&ctx(8, None), None);
+        set_tags(&[(0, "acme".into()), (3, "é".into())]);
+        assert_eq!(tags_of([8; 8]), vec![(0, "acme".into()), (3, "é".into())]);
+        assert!(tags_of([9; 8]).is_empty(), "another span's children");
+        let many: Vec<(u8, String)> = (0..50).map(|i| (i, "v".repeat(70))).collect();
+        set_tags(&many);
+        assert_eq!(tags_of([8; 8]).len(), MAX_TAG_BYTES / 72);
+        set_active(&ctx(9, None), None);
+        assert!(tags_of([9; 8]).is_empty(), "a new request");
+        clear_active([9; 8]);
     }
 
     #[test]

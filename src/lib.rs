@@ -35,6 +35,7 @@ pub mod resource;
 pub mod sampling;
 pub mod span;
 pub mod sql;
+pub mod tags;
 #[cfg(test)]
 pub(crate) mod testkit;
 pub mod tracer;

@@ -84,6 +84,8 @@ pub struct InboundCarriers {
     pub b3: B3Headers,
     /// A valid `baggage` value (see [`valid_baggage`]).
     pub baggage: Option<String>,
+    /// Execution tag headers (`crate::tags`): index and value.
+    pub tags: Vec<(u8, String)>,
 }
 
 impl InboundCarriers {
@@ -105,6 +107,12 @@ impl InboundCarriers {
                 return true;
             }
             5
+        } else if let Some(i) = crate::tags::index(name) {
+            let c = this.get_or_insert_with(Box::default);
+            if !c.tags.iter().any(|(t, _)| *t == i) {
+                c.tags.push((i, crate::tags::value(value)));
+            }
+            return true;
         } else {
             return false;
         };

@@ -282,7 +282,12 @@ impl Tracer {
         if !who.context.is_sampled() {
             return;
         }
-        let parts = http::span_parts(ex, role, ends, &self.masker, self.sink.attributes());
+        let mut parts = http::span_parts(ex, role, ends, &self.masker, self.sink.attributes());
+        match (role, ex.carriers.as_deref()) {
+            (Role::Server, Some(c)) => push_tags(&mut parts.attributes, &c.tags),
+            (Role::Client, _) => push_parent_tags(&mut parts.attributes, &who),
+            _ => {}
+        }
         if role == Role::Client {
             let url = parts.attributes.iter().find(|(k, _)| *k == "url.full");
             if let Some((_, AttrValue::Str(url))) = url {
@@ -329,6 +334,7 @@ impl Tracer {
         if ends.is_unix() {
             attributes.push(("network.transport", AttrValue::from_static("unix")));
         }
+        push_parent_tags(&mut attributes, &who);
         self.sink.submit(SpanRecord {
             name: op.name.into(),
             kind: op.kind,
@@ -340,5 +346,25 @@ impl Tracer {
             status: op.status,
             attributes,
         });
+    }
+}
+
+/// Execution tags as span attributes.
+fn push_tags(attributes: &mut Attributes, tags: &[(u8, String)]) {
+    for (i, v) in tags {
+        if let Some(key) = crate::tags::key(*i) {
+            attributes.push((key, AttrValue::from(v.as_str())));
+        }
+    }
+}
+
+/// The execution tags of the request the thread serves, on a span made
+/// while serving it (a child of its SERVER span).
+fn push_parent_tags(attributes: &mut Attributes, who: &Assigned) {
+    if let Some(parent) = who.parent.filter(|_| !who.parent_is_remote) {
+        let tags = context::tags_of(parent);
+        if !tags.is_empty() {
+            push_tags(attributes, &tags);
+        }
     }
 }

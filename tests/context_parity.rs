@@ -464,3 +464,75 @@ fn requests_to_our_own_endpoint_are_not_traced() {
         "{spans:#?}"
     );
 }
+
+/// `LUMIGO_EXECUTION_TAG_HEADERS`: the inbound request's header values
+/// become `lumigo.execution_tags.<name>` on the middle service's SERVER
+/// span and on the CLIENT span it makes while serving it (checked by ids),
+/// values cut to 70 characters; a request without the headers gets none.
+#[test]
+fn execution_tags_from_headers_reach_the_spans_made_while_serving() {
+    let tmp = TempDir::new("tags");
+    let dump = tmp.path("spans.jsonl");
+    let (mut down, down_port) = downstream(&dump, "down", &[]);
+    let (mut mid, mid_port) = middle(
+        &dump,
+        "mid",
+        down_port,
+        &[(
+            "LUMIGO_EXECUTION_TAG_HEADERS",
+            r#"["x-tenant", "X-Long", "x-absent"]"#,
+        )],
+    );
+    let long = "L".repeat(80);
+    untraced_requests(
+        mid_port,
+        "/tagged",
+        1,
+        &[("X-Tenant", "acme-corp"), ("x-long", &long)],
+    );
+    untraced_requests(mid_port, "/plain", 1, &[]);
+    mid.stop();
+    down.stop();
+    let spans = read_spandump(&dump);
+    let servers = spans_of(&spans, "mid", "SpanKind.SERVER");
+    let clients = spans_of(&spans, "mid", "SpanKind.CLIENT");
+    assert_eq!((servers.len(), clients.len()), (2, 2), "{spans:#?}");
+    let tagged = servers
+        .iter()
+        .find(|s| attr(s, "url.path") == "/tagged")
+        .unwrap();
+    let plain = servers
+        .iter()
+        .find(|s| attr(s, "url.path") == "/plain")
+        .unwrap();
+    let child_of = |p: &Value| -> &Value {
+        clients
+            .iter()
+            .find(|c| parent_id(c) == Some(span_id(p)))
+            .unwrap_or_else(|| panic!("no child of {p:#?}"))
+    };
+    for s in [*tagged, child_of(tagged)] {
+        assert_eq!(
+            attr(s, "lumigo.execution_tags.x-tenant"),
+            "acme-corp",
+            "{s:#?}"
+        );
+        assert_eq!(attr(s, "lumigo.execution_tags.x-long"), &"L".repeat(70));
+        assert!(attr(s, "lumigo.execution_tags.x-absent").is_null());
+    }
+    for s in [*plain, child_of(plain)] {
+        let tags = s["attributes"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| k.starts_with("lumigo.execution_tags."))
+            .count();
+        assert_eq!(tags, 0, "{s:#?}");
+    }
+    for d in spans_of(&spans, "down", "SpanKind.SERVER") {
+        assert!(
+            attr(d, "lumigo.execution_tags.x-tenant").is_null(),
+            "another process"
+        );
+    }
+}

@@ -61,6 +61,7 @@ impl Runtime {
     fn new(config: Arc<Config>, inherited: Option<Option<SpanContext>>) -> Runtime {
         let pipeline = Arc::new(Pipeline::new(config.clone()));
         let masker = Masker::new(&config.query_secret_patterns);
+        lumigo_core::tags::install(&config.execution_tag_headers);
         let mut tracer = Tracer::new(masker, Box::new(pipeline.clone()))
             .with_root(config.env_parent, config.env_tracestate.clone())
             .with_propagators(config.propagators)

@@ -38,6 +38,7 @@ mod detect;
 mod exchange;
 pub mod inject;
 mod parser;
+pub(crate) use parser::REQUEST_HEADERS;
 pub mod span;
 
 use std::time::SystemTime;

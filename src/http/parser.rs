@@ -235,7 +235,7 @@ impl HeadReader {
     /// The header names worth keeping past the cap.
     fn wanted(&self) -> &'static [&'static [u8]] {
         match self.kind {
-            HeadKind::Request => REQUEST_HEADERS,
+            HeadKind::Request => crate::tags::wanted(REQUEST_HEADERS),
             HeadKind::Response => RESPONSE_HEADERS,
         }
     }
@@ -691,8 +691,9 @@ fn check(result: httparse::Result<usize>) -> Result<(), InvalidHead> {
     }
 }
 
-/// Header names a request's span or framing uses (lower case).
-const REQUEST_HEADERS: &[&[u8]] = &[
+/// Header names a request's span or framing uses (lower case); the
+/// execution tag headers are added to them (`crate::tags::wanted`).
+pub(crate) const REQUEST_HEADERS: &[&[u8]] = &[
     b"content-length",
     b"transfer-encoding",
     b"host",
@@ -819,7 +820,8 @@ fn quick_request(head: &[u8]) -> Option<RequestHead> {
         version: Some(version),
         ..RequestHead::default()
     };
-    quick_headers(head, start, REQUEST_HEADERS, false, |name, value| {
+    let wanted = crate::tags::wanted(REQUEST_HEADERS);
+    quick_headers(head, start, wanted, false, |name, value| {
         out.header(name, value)
     })?;
     Some(out)
