@@ -107,6 +107,7 @@ fn ratio_sampler_keeps_about_a_quarter_and_downstream_follows() {
     let servers = spans_of(&spans, "mid", "SpanKind.SERVER");
     let clients = spans_of(&spans, "mid", "SpanKind.CLIENT");
     let downs = spans_of(&spans, "down", "SpanKind.SERVER");
+    eprintln!("traceidratio 0.25: {} of 200 kept", servers.len());
     assert!(
         (20..=80).contains(&servers.len()),
         "{} of 200 kept at 0.25",
