@@ -206,15 +206,20 @@ const KNOWN_PROPAGATORS: [&str; 8] = [
     "none",
 ];
 
-/// `OTEL_PROPAGATORS` → whether W3C trace context is propagated. Unknown
-/// names are warned about and ignored; a list of nothing but unknown names
-/// is the default (`tracecontext`); names we know but do not implement yet
-/// are warned about.
-fn parse_propagators(raw: Option<String>, warnings: &mut Vec<String>) -> bool {
+/// `OTEL_PROPAGATORS` → the formats read from requests and inserted into
+/// them. Unknown names are warned about and ignored; a list of nothing but
+/// unknown names is the default (`tracecontext,baggage`); names we know but
+/// do not implement are warned about; `none` alone turns propagation off.
+fn parse_propagators(
+    raw: Option<String>,
+    warnings: &mut Vec<String>,
+) -> crate::propagators::Propagators {
+    use crate::propagators::Propagators;
     let Some(raw) = nonempty(raw) else {
-        return true;
+        return Propagators::default();
     };
-    let mut known = Vec::new();
+    let mut p = Propagators::NONE;
+    let mut known = false;
     for name in raw.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         let lower = name.to_ascii_lowercase();
         if !KNOWN_PROPAGATORS.contains(&lower.as_str()) {
@@ -222,20 +227,25 @@ fn parse_propagators(raw: Option<String>, warnings: &mut Vec<String>) -> bool {
                 "OTEL_PROPAGATORS: ignoring unknown propagator {name:?} (known: {})",
                 KNOWN_PROPAGATORS.join(", ")
             ));
-        } else if !matches!(lower.as_str(), "tracecontext" | "none") {
-            warnings.push(format!(
-                "OTEL_PROPAGATORS: {name:?} is not implemented yet by lumigo-run; \
-                 only tracecontext is propagated"
-            ));
-            known.push(lower);
-        } else {
-            known.push(lower);
+            continue;
+        }
+        known = true;
+        match lower.as_str() {
+            "tracecontext" => p.tracecontext = true,
+            "baggage" => p.baggage = true,
+            "b3" => p.b3 = true,
+            "b3multi" => p.b3multi = true,
+            "none" => {}
+            _ => warnings.push(format!(
+                "OTEL_PROPAGATORS: {name:?} is not implemented by lumigo-run; ignored"
+            )),
         }
     }
-    if known.is_empty() {
-        return true;
+    if known {
+        p
+    } else {
+        Propagators::default()
     }
-    known.iter().any(|n| n == "tracecontext")
 }
 
 /// `OTEL_TRACES_EXPORTER`: whether spans go over OTLP (`otlp`, the default)
@@ -305,10 +315,21 @@ pub struct Config {
     pub attribute_limits: AttributeLimits,
     /// `LUMIGO_PROCESS_SPAN=true`: one INTERNAL span around the whole run.
     pub process_span: bool,
-    /// W3C trace context in and out (`OTEL_PROPAGATORS` names
-    /// `tracecontext`, or is unset, or names nothing we know); `none` turns
-    /// propagation off.
-    pub propagate: bool,
+    /// `OTEL_PROPAGATORS`: the formats read and inserted (default
+    /// `tracecontext,baggage`); `none` turns propagation off.
+    pub propagators: crate::propagators::Propagators,
+    /// `LUMIGO_FILTER_HTTP_ENDPOINTS_REGEX` and `_SERVER`: request paths
+    /// whose SERVER spans (and everything made while serving them) are
+    /// dropped.
+    pub server_filter_patterns: Vec<String>,
+    /// `LUMIGO_FILTER_HTTP_ENDPOINTS_REGEX` and `_CLIENT`: `url.full`s
+    /// whose CLIENT spans are dropped.
+    pub client_filter_patterns: Vec<String>,
+    /// `LUMIGO_EXECUTION_TAG_HEADERS`: inbound request headers whose values
+    /// become `lumigo.execution_tags.<name>` (lower-case names).
+    pub execution_tag_headers: Vec<String>,
+    /// `OTEL_TRACES_SAMPLER` with `OTEL_TRACES_SAMPLER_ARG`.
+    pub sampler: crate::sampling::Sampler,
     /// `TRACEPARENT` (the OpenTelemetry environment carrier): the process's
     /// root spans become children of this remote context.
     pub env_parent: Option<crate::propagation::Traceparent>,
@@ -744,6 +765,20 @@ impl Config {
             ),
         };
 
+        let filter_patterns = |name: &str, w: &mut Vec<String>| {
+            crate::filter::parse_patterns(name, get(name).as_deref(), w)
+        };
+        let both = filter_patterns("LUMIGO_FILTER_HTTP_ENDPOINTS_REGEX", w);
+        let mut server_filter_patterns = both.clone();
+        server_filter_patterns.extend(filter_patterns(
+            "LUMIGO_FILTER_HTTP_ENDPOINTS_REGEX_SERVER",
+            w,
+        ));
+        let mut client_filter_patterns = both;
+        client_filter_patterns.extend(filter_patterns(
+            "LUMIGO_FILTER_HTTP_ENDPOINTS_REGEX_CLIENT",
+            w,
+        ));
         let env_parent = nonempty(get("TRACEPARENT")).and_then(|raw| {
             let parsed = crate::propagation::parse_traceparent(&raw);
             if parsed.is_none() {
@@ -775,7 +810,18 @@ impl Config {
             environment_secret_patterns,
             attribute_limits,
             process_span: parse_bool("LUMIGO_PROCESS_SPAN", get("LUMIGO_PROCESS_SPAN"), w),
-            propagate: parse_propagators(get("OTEL_PROPAGATORS"), w),
+            propagators: parse_propagators(get("OTEL_PROPAGATORS"), w),
+            server_filter_patterns,
+            client_filter_patterns,
+            execution_tag_headers: crate::tags::parse_names(
+                get("LUMIGO_EXECUTION_TAG_HEADERS").as_deref(),
+                w,
+            ),
+            sampler: crate::sampling::Sampler::from_env(
+                get("OTEL_TRACES_SAMPLER").as_deref(),
+                get("OTEL_TRACES_SAMPLER_ARG").as_deref(),
+                w,
+            ),
             runtime_dir: nonempty(get("XDG_RUNTIME_DIR")).map(PathBuf::from),
             warnings,
         }
@@ -1041,12 +1087,30 @@ mod tests {
 
     #[test]
     fn propagators() {
-        assert!(config(&[]).propagate);
-        assert!(config(&[("OTEL_PROPAGATORS", "baggage, tracecontext")]).propagate);
-        assert!(!config(&[("OTEL_PROPAGATORS", "none")]).propagate);
+        use crate::propagators::Propagators;
+        assert_eq!(config(&[]).propagators, Propagators::default());
+        let c = config(&[("OTEL_PROPAGATORS", "baggage, tracecontext")]);
+        assert_eq!(c.propagators, Propagators::default());
+        assert_eq!(
+            config(&[("OTEL_PROPAGATORS", "none")]).propagators,
+            Propagators::NONE
+        );
         let c = config(&[("OTEL_PROPAGATORS", "b3")]);
-        assert!(!c.propagate, "b3 alone asks for no W3C headers");
-        assert_eq!(c.warnings.len(), 1, "and b3 is not implemented yet");
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert_eq!(
+            c.propagators,
+            Propagators {
+                b3: true,
+                ..Propagators::NONE
+            },
+            "b3 alone asks for no W3C headers"
+        );
+        let c = config(&[("OTEL_PROPAGATORS", "B3Multi,tracecontext")]);
+        assert!(c.propagators.b3multi && c.propagators.tracecontext);
+        assert!(!c.propagators.b3 && !c.propagators.baggage);
+        let c = config(&[("OTEL_PROPAGATORS", "xray,tracecontext")]);
+        assert_eq!(c.warnings.len(), 1, "xray is not implemented");
+        assert!(c.propagators.tracecontext);
     }
 
     #[test]
@@ -1162,24 +1226,28 @@ mod tests {
     #[test]
     fn misspelt_propagator_does_not_turn_tracecontext_off() {
         let c = config(&[("OTEL_PROPAGATORS", "tracecontext,baggagge")]);
-        assert!(c.propagate);
+        assert!(c.propagators.tracecontext);
         assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
         assert!(c.warnings[0].contains("baggagge"));
         // Nothing but unknown names: the default, with a warning.
         let c = config(&[("OTEL_PROPAGATORS", "tracecontxt")]);
-        assert!(c.propagate);
+        assert!(c.propagators.tracecontext);
         assert_eq!(c.warnings.len(), 1);
         // Known but not implemented: said so.
-        let c = config(&[("OTEL_PROPAGATORS", "tracecontext,b3")]);
-        assert!(c.propagate);
+        let c = config(&[("OTEL_PROPAGATORS", "tracecontext,jaeger")]);
+        assert!(c.propagators.tracecontext);
         assert!(
             c.warnings[0].contains("not implemented"),
             "{:?}",
             c.warnings
         );
         let c = config(&[("OTEL_PROPAGATORS", " None ")]);
-        assert!(!c.propagate && c.warnings.is_empty());
-        assert!(config(&[("OTEL_PROPAGATORS", "TraceContext")]).propagate);
+        assert!(!c.propagators.any() && c.warnings.is_empty());
+        assert!(
+            config(&[("OTEL_PROPAGATORS", "TraceContext")])
+                .propagators
+                .tracecontext
+        );
     }
 
     #[test]

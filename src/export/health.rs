@@ -16,8 +16,6 @@
 //! regular file owned by the effective user, or that others can write, is
 //! neither read nor written (the memory is then simply off).
 
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -142,44 +140,9 @@ fn fnv1a(s: &str) -> u64 {
     })
 }
 
-/// Opens `path` without following a symlink and keeps it only if it is a
-/// regular file owned by the effective user that no one else can write.
-fn open_owned(path: &Path, flags: libc::c_int) -> Option<std::fs::File> {
-    use std::os::fd::FromRawFd;
-    let c_path = CString::new(path.as_os_str().as_bytes()).ok()?;
-    // SAFETY: a valid C string; the mode is used only with O_CREAT.
-    let fd = unsafe {
-        libc::open(
-            c_path.as_ptr(),
-            flags | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK,
-            0o600 as libc::c_uint,
-        )
-    };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: `fd` was just opened and is owned by nothing else.
-    let file = unsafe { std::fs::File::from_raw_fd(fd) };
-    // SAFETY: fstat on an open fd into a plain struct.
-    let st = unsafe {
-        let mut st: libc::stat = std::mem::zeroed();
-        if libc::fstat(fd, &mut st) != 0 {
-            return None;
-        }
-        st
-    };
-    // SAFETY: no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    let regular = st.st_mode & libc::S_IFMT == libc::S_IFREG;
-    if !regular || st.st_uid != euid || st.st_mode & 0o022 != 0 {
-        return None;
-    }
-    Some(file)
-}
-
 fn read_owned(path: &Path) -> Option<String> {
     use std::io::Read;
-    let file = open_owned(path, libc::O_RDONLY)?;
+    let file = crate::owned_file::open_owned(path, libc::O_RDONLY, false).ok()?;
     let mut text = String::new();
     file.take(64).read_to_string(&mut text).ok()?;
     Some(text)
@@ -187,7 +150,7 @@ fn read_owned(path: &Path) -> Option<String> {
 
 fn write_owned(path: &Path, text: &str) -> bool {
     use std::io::Write;
-    let Some(mut file) = open_owned(path, libc::O_WRONLY | libc::O_CREAT) else {
+    let Ok(mut file) = crate::owned_file::open_owned(path, libc::O_WRONLY, true) else {
         return false;
     };
     file.set_len(0).is_ok() && file.write_all(text.as_bytes()).is_ok()
