@@ -31,11 +31,100 @@ pub const DEFAULT_SECRET_PATTERNS: &[&str] = &[
     "Authorization",
 ];
 
-/// One OTLP/HTTP destination: endpoint URL plus extra request headers.
+/// One OTLP/HTTP destination: endpoint URL, extra request headers and how
+/// requests are encoded, compressed, timed and authenticated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OtlpDestination {
     pub endpoint: String,
     pub headers: Vec<(String, String)>,
+    /// `OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL`.
+    pub protocol: OtlpProtocol,
+    /// `OTEL_EXPORTER_OTLP_[TRACES_]COMPRESSION`.
+    pub compression: Compression,
+    /// `OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT`: one export, retries included.
+    pub timeout: Duration,
+    /// `OTEL_EXPORTER_OTLP_[TRACES_]CERTIFICATE`: PEM file of the CA(s)
+    /// trusted for an `https` endpoint instead of the system's.
+    pub ca_file: Option<PathBuf>,
+    /// `OTEL_EXPORTER_OTLP_[TRACES_]CLIENT_CERTIFICATE` and `_CLIENT_KEY`:
+    /// PEM files of the client certificate (chain) and its private key,
+    /// for collectors that require mutual TLS. Both or neither.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+impl OtlpDestination {
+    /// A destination with the specification's defaults.
+    pub fn new(endpoint: String, headers: Vec<(String, String)>) -> OtlpDestination {
+        OtlpDestination {
+            endpoint,
+            headers,
+            protocol: OtlpProtocol::HttpProtobuf,
+            compression: Compression::None,
+            timeout: DEFAULT_OTLP_TIMEOUT,
+            ca_file: None,
+            client_cert: None,
+        }
+    }
+}
+
+/// `OTEL_EXPORTER_OTLP_TIMEOUT`'s default.
+pub const DEFAULT_OTLP_TIMEOUT: Duration = Duration::from_millis(10_000);
+
+/// How an OTLP request body is encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// `http/protobuf`: `application/x-protobuf` (the default).
+    HttpProtobuf,
+    /// `http/json`: the OTLP JSON mapping, `application/json`.
+    HttpJson,
+}
+
+/// Compression of OTLP request bodies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    /// `Content-Encoding: gzip`.
+    Gzip,
+}
+
+/// `OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL` (`_TRACES_` wins). `grpc` is not
+/// implemented: it is said so, and the destination gets `http/protobuf`.
+fn parse_protocol(
+    name: &str,
+    raw: Option<String>,
+    endpoint: &str,
+    w: &mut Vec<String>,
+) -> OtlpProtocol {
+    match raw.as_deref().map(str::trim) {
+        None | Some("") | Some("http/protobuf") => OtlpProtocol::HttpProtobuf,
+        Some("http/json") => OtlpProtocol::HttpJson,
+        Some("grpc") => {
+            w.push(format!(
+                "{name}=grpc is not supported yet; spans are sent as OTLP/HTTP protobuf \
+                 (POST {endpoint}) instead. A collector's gRPC port (4317) refuses that: \
+                 point the endpoint at its OTLP/HTTP port (4318) and set http/protobuf"
+            ));
+            OtlpProtocol::HttpProtobuf
+        }
+        Some(other) => {
+            w.push(format!(
+                "{name}={other:?} is not http/protobuf, http/json or grpc; using http/protobuf"
+            ));
+            OtlpProtocol::HttpProtobuf
+        }
+    }
+}
+
+/// `OTEL_EXPORTER_OTLP_[TRACES_]COMPRESSION`: `gzip` or `none`.
+fn parse_compression(name: &str, raw: Option<String>, w: &mut Vec<String>) -> Compression {
+    match raw.as_deref().map(str::trim) {
+        None | Some("") | Some("none") => Compression::None,
+        Some("gzip") => Compression::Gzip,
+        Some(other) => {
+            w.push(format!("{name}={other:?} is not gzip or none; using none"));
+            Compression::None
+        }
+    }
 }
 
 /// The batch span processor's settings (`OTEL_BSP_*`, SDK defaults).
@@ -117,15 +206,20 @@ const KNOWN_PROPAGATORS: [&str; 8] = [
     "none",
 ];
 
-/// `OTEL_PROPAGATORS` → whether W3C trace context is propagated. Unknown
-/// names are warned about and ignored; a list of nothing but unknown names
-/// is the default (`tracecontext`); names we know but do not implement yet
-/// are warned about.
-fn parse_propagators(raw: Option<String>, warnings: &mut Vec<String>) -> bool {
+/// `OTEL_PROPAGATORS` → the formats read from requests and inserted into
+/// them. Unknown names are warned about and ignored; a list of nothing but
+/// unknown names is the default (`tracecontext,baggage`); names we know but
+/// do not implement are warned about; `none` alone turns propagation off.
+fn parse_propagators(
+    raw: Option<String>,
+    warnings: &mut Vec<String>,
+) -> crate::propagators::Propagators {
+    use crate::propagators::Propagators;
     let Some(raw) = nonempty(raw) else {
-        return true;
+        return Propagators::default();
     };
-    let mut known = Vec::new();
+    let mut p = Propagators::NONE;
+    let mut known = false;
     for name in raw.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         let lower = name.to_ascii_lowercase();
         if !KNOWN_PROPAGATORS.contains(&lower.as_str()) {
@@ -133,20 +227,25 @@ fn parse_propagators(raw: Option<String>, warnings: &mut Vec<String>) -> bool {
                 "OTEL_PROPAGATORS: ignoring unknown propagator {name:?} (known: {})",
                 KNOWN_PROPAGATORS.join(", ")
             ));
-        } else if !matches!(lower.as_str(), "tracecontext" | "none") {
-            warnings.push(format!(
-                "OTEL_PROPAGATORS: {name:?} is not implemented yet by lumigo-run; \
-                 only tracecontext is propagated"
-            ));
-            known.push(lower);
-        } else {
-            known.push(lower);
+            continue;
+        }
+        known = true;
+        match lower.as_str() {
+            "tracecontext" => p.tracecontext = true,
+            "baggage" => p.baggage = true,
+            "b3" => p.b3 = true,
+            "b3multi" => p.b3multi = true,
+            "none" => {}
+            _ => warnings.push(format!(
+                "OTEL_PROPAGATORS: {name:?} is not implemented by lumigo-run; ignored"
+            )),
         }
     }
-    if known.is_empty() {
-        return true;
+    if known {
+        p
+    } else {
+        Propagators::default()
     }
-    known.iter().any(|n| n == "tracecontext")
 }
 
 /// `OTEL_TRACES_EXPORTER`: whether spans go over OTLP (`otlp`, the default)
@@ -216,10 +315,21 @@ pub struct Config {
     pub attribute_limits: AttributeLimits,
     /// `LUMIGO_PROCESS_SPAN=true`: one INTERNAL span around the whole run.
     pub process_span: bool,
-    /// W3C trace context in and out (`OTEL_PROPAGATORS` names
-    /// `tracecontext`, or is unset, or names nothing we know); `none` turns
-    /// propagation off.
-    pub propagate: bool,
+    /// `OTEL_PROPAGATORS`: the formats read and inserted (default
+    /// `tracecontext,baggage`); `none` turns propagation off.
+    pub propagators: crate::propagators::Propagators,
+    /// `LUMIGO_FILTER_HTTP_ENDPOINTS_REGEX` and `_SERVER`: request paths
+    /// whose SERVER spans (and everything made while serving them) are
+    /// dropped.
+    pub server_filter_patterns: Vec<String>,
+    /// `LUMIGO_FILTER_HTTP_ENDPOINTS_REGEX` and `_CLIENT`: `url.full`s
+    /// whose CLIENT spans are dropped.
+    pub client_filter_patterns: Vec<String>,
+    /// `LUMIGO_EXECUTION_TAG_HEADERS`: inbound request headers whose values
+    /// become `lumigo.execution_tags.<name>` (lower-case names).
+    pub execution_tag_headers: Vec<String>,
+    /// `OTEL_TRACES_SAMPLER` with `OTEL_TRACES_SAMPLER_ARG`.
+    pub sampler: crate::sampling::Sampler,
     /// `TRACEPARENT` (the OpenTelemetry environment carrier): the process's
     /// root spans become children of this remote context.
     pub env_parent: Option<crate::propagation::Traceparent>,
@@ -436,6 +546,59 @@ pub fn check_endpoint(url: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The `_TRACES_` form of an `OTEL_EXPORTER_OTLP_*` variable when set,
+/// else the general one: (the name that was used, its value).
+fn traces_or_general(
+    get: &impl Fn(&str) -> Option<String>,
+    suffix: &str,
+) -> (String, Option<String>) {
+    let traces = format!("OTEL_EXPORTER_OTLP_TRACES_{suffix}");
+    if let Some(v) = nonempty(get(&traces)) {
+        return (traces, Some(v));
+    }
+    let general = format!("OTEL_EXPORTER_OTLP_{suffix}");
+    let v = nonempty(get(&general));
+    (general, v)
+}
+
+/// Protocol, compression, timeout and TLS files of the `OTEL_EXPORTER_OTLP_*`
+/// destination (the Lumigo destination keeps the defaults).
+fn otlp_settings(
+    d: &mut OtlpDestination,
+    get: &impl Fn(&str) -> Option<String>,
+    w: &mut Vec<String>,
+) {
+    let (name, raw) = traces_or_general(get, "PROTOCOL");
+    d.protocol = parse_protocol(&name, raw, &d.endpoint, w);
+    let (name, raw) = traces_or_general(get, "COMPRESSION");
+    d.compression = parse_compression(&name, raw, w);
+    let (name, raw) = traces_or_general(get, "TIMEOUT");
+    d.timeout = parse_duration(&name, raw, DEFAULT_OTLP_TIMEOUT, 1.0, w);
+    if d.timeout.is_zero() {
+        w.push(format!("{name}=0 leaves no time to export; using 10000ms"));
+        d.timeout = DEFAULT_OTLP_TIMEOUT;
+    }
+    d.ca_file = traces_or_general(get, "CERTIFICATE").1.map(PathBuf::from);
+    let (cert_name, cert) = traces_or_general(get, "CLIENT_CERTIFICATE");
+    let (key_name, key) = traces_or_general(get, "CLIENT_KEY");
+    d.client_cert = match (cert, key) {
+        (Some(c), Some(k)) => Some((PathBuf::from(c), PathBuf::from(k))),
+        (None, None) => None,
+        (Some(_), None) => {
+            w.push(format!(
+                "{cert_name} is set without {key_name}; no client certificate is sent"
+            ));
+            None
+        }
+        (None, Some(_)) => {
+            w.push(format!(
+                "{key_name} is set without {cert_name}; no client certificate is sent"
+            ));
+            None
+        }
+    };
+}
+
 fn nonempty(v: Option<String>) -> Option<String> {
     v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
 }
@@ -480,10 +643,10 @@ impl Config {
         if let Some(token) = &token {
             let endpoint = nonempty(get("LUMIGO_ENDPOINT"))
                 .unwrap_or_else(|| DEFAULT_LUMIGO_ENDPOINT.to_owned());
-            destinations.push(OtlpDestination {
+            destinations.push(OtlpDestination::new(
                 endpoint,
-                headers: vec![("Authorization".to_owned(), format!("LumigoToken {token}"))],
-            });
+                vec![("Authorization".to_owned(), format!("LumigoToken {token}"))],
+            ));
         }
         let otlp_endpoint = nonempty(get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
             .or_else(|| nonempty(get("OTEL_EXPORTER_OTLP_ENDPOINT")).map(|b| traces_url(&b)));
@@ -498,7 +661,9 @@ impl Config {
                 }
             }
             if !destinations.iter().any(|d| d.endpoint == endpoint) {
-                destinations.push(OtlpDestination { endpoint, headers });
+                let mut d = OtlpDestination::new(endpoint, headers);
+                otlp_settings(&mut d, &get, w);
+                destinations.push(d);
             }
         }
         if !parse_traces_exporter(get("OTEL_TRACES_EXPORTER"), w) {
@@ -600,6 +765,20 @@ impl Config {
             ),
         };
 
+        let filter_patterns = |name: &str, w: &mut Vec<String>| {
+            crate::filter::parse_patterns(name, get(name).as_deref(), w)
+        };
+        let both = filter_patterns("LUMIGO_FILTER_HTTP_ENDPOINTS_REGEX", w);
+        let mut server_filter_patterns = both.clone();
+        server_filter_patterns.extend(filter_patterns(
+            "LUMIGO_FILTER_HTTP_ENDPOINTS_REGEX_SERVER",
+            w,
+        ));
+        let mut client_filter_patterns = both;
+        client_filter_patterns.extend(filter_patterns(
+            "LUMIGO_FILTER_HTTP_ENDPOINTS_REGEX_CLIENT",
+            w,
+        ));
         let env_parent = nonempty(get("TRACEPARENT")).and_then(|raw| {
             let parsed = crate::propagation::parse_traceparent(&raw);
             if parsed.is_none() {
@@ -631,7 +810,18 @@ impl Config {
             environment_secret_patterns,
             attribute_limits,
             process_span: parse_bool("LUMIGO_PROCESS_SPAN", get("LUMIGO_PROCESS_SPAN"), w),
-            propagate: parse_propagators(get("OTEL_PROPAGATORS"), w),
+            propagators: parse_propagators(get("OTEL_PROPAGATORS"), w),
+            server_filter_patterns,
+            client_filter_patterns,
+            execution_tag_headers: crate::tags::parse_names(
+                get("LUMIGO_EXECUTION_TAG_HEADERS").as_deref(),
+                w,
+            ),
+            sampler: crate::sampling::Sampler::from_env(
+                get("OTEL_TRACES_SAMPLER").as_deref(),
+                get("OTEL_TRACES_SAMPLER_ARG").as_deref(),
+                w,
+            ),
             runtime_dir: nonempty(get("XDG_RUNTIME_DIR")).map(PathBuf::from),
             warnings,
         }
@@ -654,6 +844,93 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn otlp_exporter_settings_take_the_traces_form_first() {
+        let c = config(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")]);
+        let d = &c.destinations[0];
+        assert_eq!(d.protocol, OtlpProtocol::HttpProtobuf);
+        assert_eq!(d.compression, Compression::None);
+        assert_eq!(d.timeout, Duration::from_secs(10));
+        assert_eq!((d.ca_file.as_ref(), d.client_cert.as_ref()), (None, None));
+
+        let c = config(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4318"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
+            ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "700"),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/etc/ca.pem"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+                "/etc/traces-ca.pem",
+            ),
+            ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "/etc/c.pem"),
+            ("OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", "/etc/k.pem"),
+        ]);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let d = &c.destinations[0];
+        assert_eq!(d.protocol, OtlpProtocol::HttpJson);
+        assert_eq!(d.compression, Compression::Gzip);
+        assert_eq!(d.timeout, Duration::from_millis(700));
+        assert_eq!(d.ca_file, Some(PathBuf::from("/etc/traces-ca.pem")));
+        assert_eq!(
+            d.client_cert,
+            Some((PathBuf::from("/etc/c.pem"), PathBuf::from("/etc/k.pem")))
+        );
+
+        // The Lumigo destination keeps the defaults.
+        let c = config(&[
+            ("LUMIGO_TRACER_TOKEN", "t"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://c:4318/v1/traces",
+            ),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/etc/ca.pem"),
+        ]);
+        assert_eq!(
+            c.destinations[0],
+            OtlpDestination::new(
+                c.destinations[0].endpoint.clone(),
+                c.destinations[0].headers.clone()
+            )
+        );
+        assert_eq!(c.destinations[1].protocol, OtlpProtocol::HttpJson);
+    }
+
+    #[test]
+    fn unknown_or_unsupported_exporter_settings_are_said_and_defaulted() {
+        let c = config(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "soon"),
+            ("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/etc/k.pem"),
+        ]);
+        let d = &c.destinations[0];
+        assert_eq!(d.protocol, OtlpProtocol::HttpProtobuf);
+        assert_eq!(d.compression, Compression::None);
+        assert_eq!(d.timeout, DEFAULT_OTLP_TIMEOUT);
+        assert_eq!(d.client_cert, None);
+        assert_eq!(c.warnings.len(), 4, "{:?}", c.warnings);
+        assert!(
+            c.warnings[0].starts_with(
+                "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=grpc is not supported yet; spans are sent as \
+                 OTLP/HTTP protobuf (POST http://c:4317/v1/traces) instead"
+            ),
+            "{:?}",
+            c.warnings
+        );
+        assert!(c.warnings[1].contains("\"zstd\" is not gzip or none"));
+        assert!(c.warnings[3].contains("OTEL_EXPORTER_OTLP_CLIENT_KEY is set without"));
+        let c = config(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/xml"),
+        ]);
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
     }
 
     #[test]
@@ -810,12 +1087,30 @@ mod tests {
 
     #[test]
     fn propagators() {
-        assert!(config(&[]).propagate);
-        assert!(config(&[("OTEL_PROPAGATORS", "baggage, tracecontext")]).propagate);
-        assert!(!config(&[("OTEL_PROPAGATORS", "none")]).propagate);
+        use crate::propagators::Propagators;
+        assert_eq!(config(&[]).propagators, Propagators::default());
+        let c = config(&[("OTEL_PROPAGATORS", "baggage, tracecontext")]);
+        assert_eq!(c.propagators, Propagators::default());
+        assert_eq!(
+            config(&[("OTEL_PROPAGATORS", "none")]).propagators,
+            Propagators::NONE
+        );
         let c = config(&[("OTEL_PROPAGATORS", "b3")]);
-        assert!(!c.propagate, "b3 alone asks for no W3C headers");
-        assert_eq!(c.warnings.len(), 1, "and b3 is not implemented yet");
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert_eq!(
+            c.propagators,
+            Propagators {
+                b3: true,
+                ..Propagators::NONE
+            },
+            "b3 alone asks for no W3C headers"
+        );
+        let c = config(&[("OTEL_PROPAGATORS", "B3Multi,tracecontext")]);
+        assert!(c.propagators.b3multi && c.propagators.tracecontext);
+        assert!(!c.propagators.b3 && !c.propagators.baggage);
+        let c = config(&[("OTEL_PROPAGATORS", "xray,tracecontext")]);
+        assert_eq!(c.warnings.len(), 1, "xray is not implemented");
+        assert!(c.propagators.tracecontext);
     }
 
     #[test]
@@ -931,24 +1226,28 @@ mod tests {
     #[test]
     fn misspelt_propagator_does_not_turn_tracecontext_off() {
         let c = config(&[("OTEL_PROPAGATORS", "tracecontext,baggagge")]);
-        assert!(c.propagate);
+        assert!(c.propagators.tracecontext);
         assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
         assert!(c.warnings[0].contains("baggagge"));
         // Nothing but unknown names: the default, with a warning.
         let c = config(&[("OTEL_PROPAGATORS", "tracecontxt")]);
-        assert!(c.propagate);
+        assert!(c.propagators.tracecontext);
         assert_eq!(c.warnings.len(), 1);
         // Known but not implemented: said so.
-        let c = config(&[("OTEL_PROPAGATORS", "tracecontext,b3")]);
-        assert!(c.propagate);
+        let c = config(&[("OTEL_PROPAGATORS", "tracecontext,jaeger")]);
+        assert!(c.propagators.tracecontext);
         assert!(
             c.warnings[0].contains("not implemented"),
             "{:?}",
             c.warnings
         );
         let c = config(&[("OTEL_PROPAGATORS", " None ")]);
-        assert!(!c.propagate && c.warnings.is_empty());
-        assert!(config(&[("OTEL_PROPAGATORS", "TraceContext")]).propagate);
+        assert!(!c.propagators.any() && c.warnings.is_empty());
+        assert!(
+            config(&[("OTEL_PROPAGATORS", "TraceContext")])
+                .propagators
+                .tracecontext
+        );
     }
 
     #[test]

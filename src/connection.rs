@@ -21,7 +21,7 @@ use std::time::SystemTime;
 
 use crate::address::Address;
 use crate::context;
-use crate::http::inject::{header_lines, scan_head, SentHead, ValueAt};
+use crate::http::inject::{scan_head, SentHead, ValueAt};
 use crate::http::{self, Detect, HttpConnection, HttpExchange, Role};
 use crate::propagation::{format_traceparent, parse_traceparent};
 use crate::protocol::{Operation, Wire};
@@ -439,7 +439,7 @@ impl Connection {
             for ex in h.pending() {
                 if ex.seq >= self.next_seq {
                     self.next_seq = ex.seq + 1;
-                    let who = identity_for(self.role, &mut self.planned, ex, tracer);
+                    let (who, filtered) = identity_for(self.role, &mut self.planned, ex, tracer);
                     self.replaced_head = false;
                     if self.role == Role::Server {
                         let inbound = ex.traceparent.as_deref().and_then(parse_traceparent);
@@ -447,6 +447,16 @@ impl Connection {
                             .filter(|tp| who.parent == Some(tp.span_id))
                             .map(|tp| tp.span_id);
                         context::set_active(&who.context, inbound_parent);
+                        let baggage = ex.carriers.as_ref().and_then(|c| c.baggage.as_deref());
+                        if let Some(b) = baggage.filter(|_| tracer.propagators.baggage) {
+                            context::set_baggage(b.as_bytes());
+                        }
+                        if filtered {
+                            context::set_filtered();
+                        }
+                        if let Some(c) = ex.carriers.as_ref().filter(|c| !c.tags.is_empty()) {
+                            context::set_tags(&c.tags);
+                        }
                     }
                     self.assigned.push_back((ex.seq, who));
                 }
@@ -483,7 +493,7 @@ impl Connection {
                 Some(who) => who,
                 None => {
                     self.next_seq = self.next_seq.max(ex.seq + 1);
-                    identity_for(self.role, &mut self.planned, &ex, tracer)
+                    identity_for(self.role, &mut self.planned, &ex, tracer).0
                 }
             };
             if self.role == Role::Server {
@@ -565,7 +575,8 @@ impl Connection {
             }
             _ => return None,
         };
-        let forwarded = context::forwarded_parent().filter(|_| !self.replaced_head);
+        let forwarded = context::forwarded_parent()
+            .filter(|_| !self.replaced_head && tracer.propagators.tracecontext);
         let scan = scan_head(sent, pieces, forwarded.is_some());
         if let (Some(value), Some(parent)) = (scan.traceparent, forwarded) {
             if let Some((who, bytes)) = replacement_for(&value, parent, tracer) {
@@ -584,11 +595,16 @@ impl Connection {
         }
         let who = tracer.client_span(found.traceparent.as_deref(), found.tracestate.as_deref());
         let line = (!found.leave_alone).then(|| {
-            let tp = format_traceparent(&who.context);
-            header_lines(&tp, who.context.trace_state.as_deref(), found.crlf)
+            crate::propagators::outbound_lines(
+                &tracer.propagators,
+                &who.context,
+                context::baggage().as_deref(),
+                found.present,
+                found.crlf,
+            )
         });
         self.planned = Some(who);
-        let line = line?;
+        let line = line.filter(|l| !l.is_empty())?;
         self.injection = Some(Injection {
             at: self.out_offset + found.offset as u64,
             line: line.clone(),
@@ -655,18 +671,33 @@ fn replacement_for(
 
 /// The span identity of a request whose head is known: a server continues
 /// the request's trace; a client takes what was planned when its head was
-/// written, or decides now.
+/// written, or decides now. And whether a SERVER request matched an
+/// endpoint filter (its context is then unsampled).
 fn identity_for(
     role: Role,
     planned: &mut Option<Assigned>,
     ex: &HttpExchange,
     tracer: &Tracer,
-) -> Assigned {
+) -> (Assigned, bool) {
     match role {
-        Role::Server => tracer.server_span(ex.traceparent.as_deref(), ex.tracestate.as_deref()),
-        Role::Client => planned.take().unwrap_or_else(|| {
-            tracer.client_span(ex.traceparent.as_deref(), ex.tracestate.as_deref())
-        }),
+        Role::Server => {
+            let mut who = tracer.server_span(
+                ex.traceparent.as_deref(),
+                ex.tracestate.as_deref(),
+                ex.carriers.as_deref(),
+            );
+            let filtered = tracer.server_filtered(&ex.target);
+            if filtered {
+                who.context.trace_flags &= !1;
+            }
+            (who, filtered)
+        }
+        Role::Client => (
+            planned.take().unwrap_or_else(|| {
+                tracer.client_span(ex.traceparent.as_deref(), ex.tracestate.as_deref())
+            }),
+            false,
+        ),
     }
 }
 

@@ -17,6 +17,9 @@
 //! (its remote parent), so a proxy forwarding that very `traceparent` can be
 //! recognised ([`forwarded_parent`]).
 //!
+//! The slot also holds the request's `baggage` value (W3C Baggage), which
+//! outbound requests made while serving it carry on.
+//!
 //! The slot is a `const`-initialised thread-local with no destructor (it
 //! must be usable during thread teardown and at exit) and a fixed buffer
 //! for `tracestate`, so setting it never allocates.
@@ -24,6 +27,7 @@
 use std::cell::RefCell;
 
 use crate::propagation::MAX_TRACESTATE;
+use crate::propagators::MAX_BAGGAGE;
 use crate::span::SpanContext;
 
 struct Slot {
@@ -35,7 +39,19 @@ struct Slot {
     inbound_parent: Option<[u8; 8]>,
     state_len: usize,
     state: [u8; MAX_TRACESTATE],
+    baggage_len: usize,
+    baggage: [u8; MAX_BAGGAGE],
+    /// The request matched an endpoint filter: nothing made while serving
+    /// it is exported.
+    filtered: bool,
+    /// Its execution tags, packed: index, length, value bytes.
+    tags_len: usize,
+    tags: [u8; MAX_TAG_BYTES],
 }
+
+/// Room for the execution tags of the request a thread serves; tags past
+/// it are not carried to the spans made while serving it.
+pub const MAX_TAG_BYTES: usize = 1024;
 
 thread_local! {
     static ACTIVE: RefCell<Slot> = const {
@@ -47,6 +63,11 @@ thread_local! {
             inbound_parent: None,
             state_len: 0,
             state: [0; MAX_TRACESTATE],
+            baggage_len: 0,
+            baggage: [0; MAX_BAGGAGE],
+            filtered: false,
+            tags_len: 0,
+            tags: [0; MAX_TAG_BYTES],
         })
     };
 }
@@ -69,8 +90,104 @@ pub fn set_active(ctx: &SpanContext, inbound_parent: Option<[u8; 8]>) {
             };
             s.state[..n].copy_from_slice(&state[..n]);
             s.state_len = n;
+            s.baggage_len = 0;
+            s.filtered = false;
+            s.tags_len = 0;
         }
     });
+}
+
+/// Sets the execution tags (index, value) of the active request.
+pub fn set_tags(tags: &[(u8, String)]) {
+    let _ = ACTIVE.try_with(|slot| {
+        if let Ok(mut s) = slot.try_borrow_mut() {
+            if !s.present {
+                return;
+            }
+            let mut n = 0;
+            for (i, v) in tags {
+                let v = v.as_bytes();
+                let Ok(len) = u8::try_from(v.len()) else {
+                    continue;
+                };
+                if n + 2 + v.len() > MAX_TAG_BYTES {
+                    break;
+                }
+                s.tags[n] = *i;
+                s.tags[n + 1] = len;
+                s.tags[n + 2..n + 2 + v.len()].copy_from_slice(v);
+                n += 2 + v.len();
+            }
+            s.tags_len = n;
+        }
+    });
+}
+
+/// The execution tags of the request the calling thread serves, if its
+/// SERVER span is `span_id`.
+pub fn tags_of(span_id: [u8; 8]) -> Vec<(u8, String)> {
+    ACTIVE
+        .try_with(|slot| {
+            let Ok(s) = slot.try_borrow() else {
+                return Vec::new();
+            };
+            let mut out = Vec::new();
+            if !s.present || s.span_id != span_id {
+                return out;
+            }
+            let mut n = 0;
+            while n + 2 <= s.tags_len {
+                let (i, len) = (s.tags[n], usize::from(s.tags[n + 1]));
+                let Some(v) = s.tags.get(n + 2..n + 2 + len) else {
+                    break;
+                };
+                out.push((i, String::from_utf8_lossy(v).into_owned()));
+                n += 2 + len;
+            }
+            out
+        })
+        .unwrap_or_default()
+}
+
+/// Marks the active request (set with [`set_active`] first) as filtered.
+pub fn set_filtered() {
+    let _ = ACTIVE.try_with(|slot| {
+        if let Ok(mut s) = slot.try_borrow_mut() {
+            s.filtered = s.present;
+        }
+    });
+}
+
+/// Whether the request the calling thread serves matched an endpoint
+/// filter.
+pub fn active_filtered() -> bool {
+    ACTIVE
+        .try_with(|slot| slot.try_borrow().is_ok_and(|s| s.present && s.filtered))
+        .unwrap_or(false)
+}
+
+/// Sets the `baggage` of the active request (set with [`set_active`]
+/// first); a value longer than [`MAX_BAGGAGE`] is not kept.
+pub fn set_baggage(value: &[u8]) {
+    let _ = ACTIVE.try_with(|slot| {
+        if let Ok(mut s) = slot.try_borrow_mut() {
+            if s.present && value.len() <= MAX_BAGGAGE {
+                s.baggage[..value.len()].copy_from_slice(value);
+                s.baggage_len = value.len();
+            }
+        }
+    });
+}
+
+/// The `baggage` of the request the calling thread serves, if it had one.
+pub fn baggage() -> Option<Vec<u8>> {
+    ACTIVE
+        .try_with(|slot| {
+            let s = slot.try_borrow().ok()?;
+            (s.present && s.baggage_len > 0).then(|| s.baggage[..s.baggage_len].to_vec())
+        })
+        .ok()
+        .flatten()
 }
 
 /// Clears the active context if it is the span `span_id`.
@@ -145,6 +262,49 @@ mod tests {
         clear_active([2; 8]);
         assert_eq!(active(), None);
         assert_eq!(forwarded_parent(), None);
+    }
+
+    #[test]
+    fn baggage_goes_with_the_active_request() {
+        set_baggage(b"ignored=1");
+        assert_eq!(baggage(), None, "no request");
+        set_active(&ctx(4, None), None);
+        set_baggage(b"user=alice");
+        assert_eq!(baggage(), Some(b"user=alice".to_vec()));
+        set_active(&ctx(5, None), None);
+        assert!(baggage().is_none(), "a new request");
+        set_baggage(b"k=v");
+        clear_active([5; 8]);
+        assert!(baggage().is_none());
+    }
+
+    #[test]
+    fn filtered_goes_with_the_active_request() {
+        set_filtered();
+        assert!(!active_filtered(), "no request");
+        set_active(&ctx(6, None), None);
+        assert!(!active_filtered());
+        set_filtered();
+        assert!(active_filtered());
+        set_active(&ctx(7, None), None);
+        assert!(!active_filtered(), "a new request");
+        set_filtered();
+        clear_active([7; 8]);
+        assert!(!active_filtered());
+    }
+
+    #[test]
+    fn tags_go_with_the_active_request() {
+        set_active(&ctx(8, None), None);
+        set_tags(&[(0, "acme".into()), (3, "é".into())]);
+        assert_eq!(tags_of([8; 8]), vec![(0, "acme".into()), (3, "é".into())]);
+        assert!(tags_of([9; 8]).is_empty(), "another span's children");
+        let many: Vec<(u8, String)> = (0..50).map(|i| (i, "v".repeat(70))).collect();
+        set_tags(&many);
+        assert_eq!(tags_of([8; 8]).len(), MAX_TAG_BYTES / 72);
+        set_active(&ctx(9, None), None);
+        assert!(tags_of([9; 8]).is_empty(), "a new request");
+        clear_active([9; 8]);
     }
 
     #[test]

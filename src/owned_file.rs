@@ -137,9 +137,16 @@ fn os_error(what: &str) -> Refusal {
 /// Opens `path` for appending under the rules above, creating it (0600) if
 /// it does not exist. The file is close-on-exec.
 pub fn open_owned_append(path: &Path) -> Result<File, Refusal> {
+    open_owned(path, libc::O_WRONLY | libc::O_APPEND, true)
+}
+
+/// Opens `path` under the rules above with `access` (`O_RDONLY`,
+/// `O_WRONLY`, `O_RDWR`, optionally `O_APPEND`), creating it exclusively
+/// (0600) when it is missing and `create` is set. The file is close-on-exec
+/// and blocking.
+pub fn open_owned(path: &Path, access: libc::c_int, create: bool) -> Result<File, Refusal> {
     let c = c_path(path)?;
-    let base =
-        libc::O_WRONLY | libc::O_APPEND | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NOCTTY;
+    let base = access | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NOCTTY;
     // Existing file first; if it is missing, create it exclusively. A file
     // appearing or vanishing in between is retried a few times.
     for _ in 0..4 {
@@ -148,9 +155,9 @@ pub fn open_owned_append(path: &Path) -> Result<File, Refusal> {
         if fd >= 0 {
             // SAFETY: a descriptor we just opened and own alone.
             let file = unsafe { File::from_raw_fd(fd) };
-            return accept(file);
+            return accept(file, access);
         }
-        if std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOENT) {
+        if std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOENT) || !create {
             return Err(os_error("open"));
         }
         // SAFETY: as above; mode is a plain integer.
@@ -164,7 +171,7 @@ pub fn open_owned_append(path: &Path) -> Result<File, Refusal> {
         if fd >= 0 {
             // SAFETY: as above.
             let file = unsafe { File::from_raw_fd(fd) };
-            return accept(file);
+            return accept(file, access);
         }
         if std::io::Error::last_os_error().raw_os_error() != Some(libc::EEXIST) {
             return Err(os_error("create"));
@@ -178,7 +185,7 @@ pub fn open_owned_append(path: &Path) -> Result<File, Refusal> {
 
 /// Checks the opened file, then makes it blocking again (`O_NONBLOCK` only
 /// guarded the open against a FIFO; for a regular file it does nothing).
-fn accept(file: File) -> Result<File, Refusal> {
+fn accept(file: File, access: libc::c_int) -> Result<File, Refusal> {
     use std::os::fd::AsRawFd;
     let fd = file.as_raw_fd();
     // SAFETY: fstat fills a plain struct for a descriptor we own.
@@ -192,7 +199,7 @@ fn accept(file: File) -> Result<File, Refusal> {
     vet(&st, effective_uid())?;
     // SAFETY: fcntl on a descriptor we own, with plain flags.
     unsafe {
-        libc::fcntl(fd, libc::F_SETFL, libc::O_APPEND);
+        libc::fcntl(fd, libc::F_SETFL, access & libc::O_APPEND);
     }
     Ok(file)
 }

@@ -6,10 +6,13 @@
 //! or of the process span) and hands finished spans to the [`SpanSink`].
 
 use crate::context;
+use crate::filter::EndpointFilters;
 use crate::http::{self, HttpExchange, Role};
 use crate::mask::Masker;
 use crate::propagation::{parse_traceparent, sanitize_tracestate, Traceparent};
+use crate::propagators::{parse_b3, InboundCarriers, Propagators};
 use crate::protocol::Operation;
+use crate::sampling::Sampler;
 use crate::span::{AttrValue, Attributes, SpanContext, SpanRecord, ATTRIBUTES_CAPACITY};
 
 /// Where finished spans go. The export pipeline implements it; tests collect.
@@ -52,8 +55,14 @@ pub struct Tracer {
     root: Option<(Traceparent, Option<String>)>,
     /// The process span, when there is one: parent of every root span.
     process: Option<SpanContext>,
-    /// Insert `traceparent` into outbound requests.
+    /// Any propagator is on: outbound request heads are planned.
     pub(crate) inject: bool,
+    /// Which formats are read and inserted.
+    pub(crate) propagators: Propagators,
+    /// Decides, per new span, whether it is sampled.
+    sampler: Sampler,
+    /// Endpoints whose exchanges yield no span.
+    filters: EndpointFilters,
 }
 
 /// The identity of a span and of its parent, decided when the span starts.
@@ -72,7 +81,29 @@ impl Tracer {
             root: None,
             process: None,
             inject: true,
+            propagators: Propagators::default(),
+            sampler: Sampler::default(),
+            filters: EndpointFilters::default(),
         }
+    }
+
+    /// Sets the endpoint filters.
+    pub fn with_filters(mut self, filters: EndpointFilters) -> Tracer {
+        self.filters = filters;
+        self
+    }
+
+    /// Whether a SERVER request for `target` matches a filter: its span,
+    /// and every span made while serving it, are not exported.
+    pub(crate) fn server_filtered(&self, target: &str) -> bool {
+        self.filters
+            .server_filtered(crate::http::span::target_path(target))
+    }
+
+    /// Sets the sampler deciding which new spans are sampled.
+    pub fn with_sampler(mut self, sampler: Sampler) -> Tracer {
+        self.sampler = sampler;
+        self
     }
 
     /// Starts a process span (a child of the environment's context, if
@@ -96,8 +127,18 @@ impl Tracer {
 
     /// Turns W3C propagation on or off: with it off, no `traceparent` is
     /// read from requests or inserted into them.
-    pub fn with_propagation(mut self, on: bool) -> Tracer {
-        self.inject = on;
+    pub fn with_propagation(self, on: bool) -> Tracer {
+        self.with_propagators(if on {
+            Propagators::default()
+        } else {
+            Propagators::NONE
+        })
+    }
+
+    /// Sets which formats (`OTEL_PROPAGATORS`) are read and inserted.
+    pub fn with_propagators(mut self, p: Propagators) -> Tracer {
+        self.propagators = p;
+        self.inject = p.any();
         self
     }
 
@@ -112,16 +153,44 @@ impl Tracer {
     }
 
     /// A new span under a remote parent.
-    fn child_of_remote(tp: &Traceparent, tracestate: Option<String>) -> Assigned {
+    fn child_of_remote(&self, tp: &Traceparent, tracestate: Option<String>) -> Assigned {
+        self.child_of_remote_ids(tp.trace_id, tp.span_id, Some(tp.is_sampled()), tracestate)
+    }
+
+    /// A new span under the remote span `span_id` of trace `trace_id`, which
+    /// was sampled or not (`None`: it left the decision to us).
+    fn child_of_remote_ids(
+        &self,
+        trace_id: [u8; 16],
+        span_id: [u8; 8],
+        sampled: Option<bool>,
+        tracestate: Option<String>,
+    ) -> Assigned {
         Assigned {
             context: SpanContext {
-                trace_id: tp.trace_id,
+                trace_id,
                 span_id: crate::ids::span_id(),
-                trace_flags: tp.flags & 1,
+                trace_flags: self.sampler.flags(&trace_id, sampled),
                 trace_state: tracestate,
             },
-            parent: Some(tp.span_id),
+            parent: Some(span_id),
             parent_is_remote: true,
+        }
+    }
+
+    /// A new span under a parent of this process.
+    fn child_of_local(&self, parent: &SpanContext) -> Assigned {
+        Assigned {
+            context: SpanContext {
+                trace_id: parent.trace_id,
+                span_id: crate::ids::span_id(),
+                trace_flags: self
+                    .sampler
+                    .flags(&parent.trace_id, Some(parent.is_sampled())),
+                trace_state: parent.trace_state.clone(),
+            },
+            parent: Some(parent.span_id),
+            parent_is_remote: false,
         }
     }
 
@@ -129,29 +198,23 @@ impl Tracer {
     /// environment's context, if any.
     pub fn root_span(&self) -> Assigned {
         if let Some(p) = &self.process {
-            return Assigned {
-                context: SpanContext {
-                    trace_id: p.trace_id,
-                    span_id: crate::ids::span_id(),
-                    trace_flags: p.trace_flags,
-                    trace_state: p.trace_state.clone(),
-                },
-                parent: Some(p.span_id),
-                parent_is_remote: false,
-            };
+            return self.child_of_local(p);
         }
         match &self.root {
-            Some((tp, state)) => Self::child_of_remote(tp, state.clone()),
-            None => Assigned {
-                context: SpanContext {
-                    trace_id: crate::ids::trace_id(),
-                    span_id: crate::ids::span_id(),
-                    trace_flags: 1,
-                    trace_state: None,
-                },
-                parent: None,
-                parent_is_remote: false,
-            },
+            Some((tp, state)) => self.child_of_remote(tp, state.clone()),
+            None => {
+                let trace_id = crate::ids::trace_id();
+                Assigned {
+                    context: SpanContext {
+                        trace_id,
+                        span_id: crate::ids::span_id(),
+                        trace_flags: self.sampler.flags(&trace_id, None),
+                        trace_state: None,
+                    },
+                    parent: None,
+                    parent_is_remote: false,
+                }
+            }
         }
     }
 
@@ -161,15 +224,23 @@ impl Tracer {
         self.client_span(None, None)
     }
 
-    /// A SERVER span continues the trace its request names, if valid.
+    /// A SERVER span continues the trace its request names, if valid:
+    /// `traceparent` first, then B3, as far as `OTEL_PROPAGATORS` says.
     pub(crate) fn server_span(
         &self,
         traceparent: Option<&str>,
         tracestate: Option<&str>,
+        carriers: Option<&InboundCarriers>,
     ) -> Assigned {
-        let traceparent = traceparent.filter(|_| self.inject);
-        match traceparent.and_then(parse_traceparent) {
-            Some(tp) => Self::child_of_remote(&tp, tracestate.and_then(sanitize_tracestate)),
+        let traceparent = traceparent.filter(|_| self.propagators.tracecontext);
+        if let Some(tp) = traceparent.and_then(parse_traceparent) {
+            return self.child_of_remote(&tp, tracestate.and_then(sanitize_tracestate));
+        }
+        let b3 = carriers
+            .filter(|_| self.propagators.reads_b3())
+            .and_then(|c| parse_b3(&c.b3));
+        match b3 {
+            Some(p) => self.child_of_remote_ids(p.trace_id, p.span_id, p.sampled, None),
             None => self.root_span(),
         }
     }
@@ -182,22 +253,19 @@ impl Tracer {
         tracestate: Option<&str>,
     ) -> Assigned {
         if let Some(tp) = traceparent.and_then(parse_traceparent) {
-            let mut a = Self::child_of_remote(&tp, tracestate.and_then(sanitize_tracestate));
+            let mut a = self.child_of_remote(&tp, tracestate.and_then(sanitize_tracestate));
             // The app's instrumentation made that span in this process.
             a.parent_is_remote = false;
             return a;
         }
         match context::active() {
-            Some(parent) => Assigned {
-                context: SpanContext {
-                    trace_id: parent.trace_id,
-                    span_id: crate::ids::span_id(),
-                    trace_flags: parent.trace_flags,
-                    trace_state: parent.trace_state,
-                },
-                parent: Some(parent.span_id),
-                parent_is_remote: false,
-            },
+            Some(parent) => {
+                let mut a = self.child_of_local(&parent);
+                if context::active_filtered() {
+                    a.context.trace_flags &= !1;
+                }
+                a
+            }
             None => self.root_span(),
         }
     }
@@ -214,7 +282,20 @@ impl Tracer {
         if !who.context.is_sampled() {
             return;
         }
-        let parts = http::span_parts(ex, role, ends, &self.masker, self.sink.attributes());
+        let mut parts = http::span_parts(ex, role, ends, &self.masker, self.sink.attributes());
+        match (role, ex.carriers.as_deref()) {
+            (Role::Server, Some(c)) => push_tags(&mut parts.attributes, &c.tags),
+            (Role::Client, _) => push_parent_tags(&mut parts.attributes, &who),
+            _ => {}
+        }
+        if role == Role::Client {
+            let url = parts.attributes.iter().find(|(k, _)| *k == "url.full");
+            if let Some((_, AttrValue::Str(url))) = url {
+                if self.filters.client_filtered(url) {
+                    return;
+                }
+            }
+        }
         self.sink.submit(SpanRecord {
             name: parts.name,
             kind: parts.kind,
@@ -258,6 +339,7 @@ impl Tracer {
         if ends.is_unix() {
             attributes.push(("network.transport", AttrValue::from_static("unix")));
         }
+        push_parent_tags(&mut attributes, &who);
         self.sink.submit(SpanRecord {
             name: op.name.into(),
             kind: op.kind,
@@ -269,5 +351,25 @@ impl Tracer {
             status: op.status,
             attributes,
         });
+    }
+}
+
+/// Execution tags as span attributes.
+fn push_tags(attributes: &mut Attributes, tags: &[(u8, String)]) {
+    for (i, v) in tags {
+        if let Some(key) = crate::tags::key(*i) {
+            attributes.push((key, AttrValue::from(v.as_str())));
+        }
+    }
+}
+
+/// The execution tags of the request the thread serves, on a span made
+/// while serving it (a child of its SERVER span).
+fn push_parent_tags(attributes: &mut Attributes, who: &Assigned) {
+    if let Some(parent) = who.parent.filter(|_| !who.parent_is_remote) {
+        let tags = context::tags_of(parent);
+        if !tags.is_empty() {
+            push_tags(attributes, &tags);
+        }
     }
 }

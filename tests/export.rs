@@ -354,20 +354,31 @@ fn scheduled_export_without_flush() {
 }
 
 #[test]
-fn rejected_exports_are_dropped_with_at_most_one_retry() {
+fn rejected_exports_are_retried_with_backoff_within_the_export_timeout() {
     let receiver = OtlpReceiver::start();
     let endpoint = receiver.endpoint();
-    let pipeline = Pipeline::new(config(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &endpoint)]));
+    let pipeline = Pipeline::new(config(&[
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &endpoint),
+        ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "2500"),
+    ]));
 
     receiver.set_status(500); // not retryable
     pipeline.submit(server_span(1));
     assert!(!pipeline.flush(WAIT));
     assert_eq!(receiver.requests().len(), 1);
 
-    receiver.set_status(503); // retryable: once
+    // Retryable: after 1 s (±20%); the next wait (2 s ±20%) would end
+    // past the 2.5 s timeout, so the batch is dropped then.
+    receiver.set_status(503);
     pipeline.submit(server_span(2));
     assert!(!pipeline.flush(WAIT));
-    assert_eq!(receiver.requests().len(), 3);
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), 3);
+    let gap = requests[2].received_at - requests[1].received_at;
+    assert!(
+        gap >= Duration::from_millis(790) && gap < Duration::from_millis(1500),
+        "{gap:?}"
+    );
     assert_eq!(pipeline.failed_exports(), 2);
 
     receiver.set_status(200); // the pipeline carries on

@@ -331,9 +331,9 @@ fn misspelt_otel_propagators_warn_and_keep_tracecontext() {
         client_span(&client)["context"]["span_id"].as_str()
     );
     let mut cmd = traced("true");
-    cmd.env("OTEL_PROPAGATORS", "tracecontext,b3");
+    cmd.env("OTEL_PROPAGATORS", "tracecontext,jaeger");
     let stderr = String::from_utf8_lossy(&run(cmd, T).stderr).into_owned();
-    assert!(stderr.contains("\"b3\" is not implemented yet"), "{stderr}");
+    assert!(stderr.contains("\"jaeger\" is not implemented"), "{stderr}");
 }
 
 const POD_UID: &str = "0c1e2d3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f";

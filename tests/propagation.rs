@@ -414,21 +414,14 @@ fn nginx_proxy_forwarding_the_callers_traceparent_keeps_the_chain() {
         .env("OTEL_SERVICE_NAME", "upstream");
     let mut up = Server::spawn(up, up_port);
 
-    let conf = tmp.path("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "daemon off;\nuser root;\nmaster_process on;\nworker_processes 1;\npid {t}/nginx.pid;\n\
-             error_log {t}/error.log warn;\nevents {{ worker_connections 64; }}\n\
-             http {{\n  access_log off;\n  client_body_temp_path {t}/body;\n  proxy_temp_path {t}/proxy;\n\
-               fastcgi_temp_path {t}/fcgi;\n  uwsgi_temp_path {t}/uwsgi;\n  scgi_temp_path {t}/scgi;\n\
-               upstream up {{ server 127.0.0.1:{up_port}; keepalive 4; }}\n\
-               server {{ listen 127.0.0.1:{port};\n\
-                 location / {{ proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}\n}}\n",
-            t = tmp.0.display(),
+    let conf = nginx_config(
+        &tmp,
+        &format!(
+            "upstream up {{ server 127.0.0.1:{up_port}; keepalive 4; }}\n\
+             server {{ listen 127.0.0.1:{port};\n\
+               location / {{ proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}"
         ),
-    )
-    .unwrap();
+    );
     let mut nginx = traced("nginx");
     nginx.arg("-c").arg(&conf).arg("-p").arg(&tmp.0);
     nginx.env("LUMIGO_DEBUG_SPANDUMP", &nginx_dump);

@@ -158,23 +158,16 @@ fn nginx_with_ssl_gives_one_https_span_per_request() {
     let root = tmp.path("www");
     std::fs::create_dir_all(&root).unwrap();
     std::fs::write(root.join("index.html"), "hello over tls\n").unwrap();
-    let conf = tmp.path("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "daemon off;\nuser root;\nmaster_process on;\nworker_processes 1;\npid {t}/nginx.pid;\n\
-             error_log {t}/error.log warn;\nevents {{ worker_connections 64; }}\n\
-             http {{\n  access_log off;\n  client_body_temp_path {t}/body;\n  proxy_temp_path {t}/proxy;\n\
-               fastcgi_temp_path {t}/fcgi;\n  uwsgi_temp_path {t}/uwsgi;\n  scgi_temp_path {t}/scgi;\n\
-               server {{ listen 127.0.0.1:{port} ssl; ssl_certificate {cert}; ssl_certificate_key {key};\n\
-                 root {root}; }}\n}}\n",
-            t = tmp.0.display(),
+    let conf = nginx_config(
+        &tmp,
+        &format!(
+            "server {{ listen 127.0.0.1:{port} ssl; ssl_certificate {cert}; ssl_certificate_key {key};\n\
+               root {root}; }}",
             cert = cert.display(),
             key = key.display(),
             root = root.display(),
         ),
-    )
-    .unwrap();
+    );
     let dump = tmp.path("nginx.jsonl");
     let mut cmd = traced("nginx");
     cmd.arg("-c").arg(&conf).arg("-p").arg(&tmp.0);

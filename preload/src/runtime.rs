@@ -19,6 +19,7 @@ use lumigo_core::address::Address;
 use lumigo_core::config::Config;
 use lumigo_core::connection::{Assigned, CloseReason, Connection, Flow, OutboundPlan, Tracer};
 use lumigo_core::export::Pipeline;
+use lumigo_core::filter::EndpointFilters;
 use lumigo_core::http::Role;
 use lumigo_core::mask::Masker;
 use lumigo_core::span::{AttrValue, SpanContext, SpanKind, SpanRecord, SpanStatus};
@@ -60,9 +61,20 @@ impl Runtime {
     fn new(config: Arc<Config>, inherited: Option<Option<SpanContext>>) -> Runtime {
         let pipeline = Arc::new(Pipeline::new(config.clone()));
         let masker = Masker::new(&config.query_secret_patterns);
+        lumigo_core::tags::install(&config.execution_tag_headers);
         let mut tracer = Tracer::new(masker, Box::new(pipeline.clone()))
             .with_root(config.env_parent, config.env_tracestate.clone())
-            .with_propagation(config.propagate);
+            .with_propagators(config.propagators)
+            .with_sampler(config.sampler)
+            .with_filters(EndpointFilters::new(
+                &config.server_filter_patterns,
+                &config.client_filter_patterns,
+                config
+                    .destinations
+                    .iter()
+                    .map(|d| d.endpoint.as_str())
+                    .chain([lumigo_core::config::DEFAULT_LUMIGO_ENDPOINT]),
+            ));
         let process = match inherited {
             Some(parent_process) => {
                 tracer.adopt_process_span(parent_process);

@@ -16,10 +16,8 @@
 //! regular file owned by the effective user, or that others can write, is
 //! neither read nor written (the memory is then simply off).
 
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How long a failure is remembered.
@@ -35,6 +33,21 @@ pub(crate) struct EndpointHealth {
     pub(crate) busy: AtomicBool,
     /// The mark exists, as far as this process knows (it read or wrote it).
     marked: AtomicBool,
+    /// When the exit flush gives up ([`monotonic_ms`]; 0: not exiting). An
+    /// export waits for no retry that would end after it.
+    exit_deadline_ms: AtomicU64,
+}
+
+/// `CLOCK_MONOTONIC` in milliseconds. Async-signal-safe.
+pub(crate) fn monotonic_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec we own; it cannot fail
+    // with a valid clock and pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1000 + (ts.tv_nsec as u64) / 1_000_000
 }
 
 impl EndpointHealth {
@@ -46,6 +59,26 @@ impl EndpointHealth {
             file: dir.map(|d| d.join(format!("lumigo-run-{euid}-{:016x}.down", fnv1a(endpoint)))),
             busy: AtomicBool::new(false),
             marked: AtomicBool::new(false),
+            exit_deadline_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// The process is exiting and its flush ends `within` from now: no
+    /// retry may wait beyond that. Async-signal-safe.
+    pub(crate) fn set_exit_deadline(&self, within: std::time::Duration) {
+        let at = monotonic_ms()
+            .saturating_add(within.as_millis() as u64)
+            .max(1);
+        self.exit_deadline_ms.store(at, Ordering::Release);
+    }
+
+    /// Time left before the exit flush gives up; `None` when not exiting.
+    pub(crate) fn exit_time_left(&self) -> Option<std::time::Duration> {
+        match self.exit_deadline_ms.load(Ordering::Acquire) {
+            0 => None,
+            at => Some(std::time::Duration::from_millis(
+                at.saturating_sub(monotonic_ms()),
+            )),
         }
     }
 
@@ -107,44 +140,9 @@ fn fnv1a(s: &str) -> u64 {
     })
 }
 
-/// Opens `path` without following a symlink and keeps it only if it is a
-/// regular file owned by the effective user that no one else can write.
-fn open_owned(path: &Path, flags: libc::c_int) -> Option<std::fs::File> {
-    use std::os::fd::FromRawFd;
-    let c_path = CString::new(path.as_os_str().as_bytes()).ok()?;
-    // SAFETY: a valid C string; the mode is used only with O_CREAT.
-    let fd = unsafe {
-        libc::open(
-            c_path.as_ptr(),
-            flags | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK,
-            0o600 as libc::c_uint,
-        )
-    };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: `fd` was just opened and is owned by nothing else.
-    let file = unsafe { std::fs::File::from_raw_fd(fd) };
-    // SAFETY: fstat on an open fd into a plain struct.
-    let st = unsafe {
-        let mut st: libc::stat = std::mem::zeroed();
-        if libc::fstat(fd, &mut st) != 0 {
-            return None;
-        }
-        st
-    };
-    // SAFETY: no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    let regular = st.st_mode & libc::S_IFMT == libc::S_IFREG;
-    if !regular || st.st_uid != euid || st.st_mode & 0o022 != 0 {
-        return None;
-    }
-    Some(file)
-}
-
 fn read_owned(path: &Path) -> Option<String> {
     use std::io::Read;
-    let file = open_owned(path, libc::O_RDONLY)?;
+    let file = crate::owned_file::open_owned(path, libc::O_RDONLY, false).ok()?;
     let mut text = String::new();
     file.take(64).read_to_string(&mut text).ok()?;
     Some(text)
@@ -152,7 +150,7 @@ fn read_owned(path: &Path) -> Option<String> {
 
 fn write_owned(path: &Path, text: &str) -> bool {
     use std::io::Write;
-    let Some(mut file) = open_owned(path, libc::O_WRONLY | libc::O_CREAT) else {
+    let Ok(mut file) = crate::owned_file::open_owned(path, libc::O_WRONLY, true) else {
         return false;
     };
     file.set_len(0).is_ok() && file.write_all(text.as_bytes()).is_ok()

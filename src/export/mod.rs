@@ -14,7 +14,8 @@
 //! flush is requested. A batch is due 100 ms after its first span, but no
 //! sooner than the schedule delay after the previous export: light traffic
 //! leaves at once, a busy process exports once per schedule delay. A failed export is
-//! dropped there (the OTLP exporter retries once, within its timeout);
+//! dropped there (the OTLP exporter retries a throttled endpoint with
+//! backoff within its timeout, see `otlp.rs`);
 //! lost spans are counted by reason (`loss.rs`) and summed up in one line at
 //! exit under `LUMIGO_DEBUG`.
 //!
@@ -27,6 +28,7 @@
 //! waits for it with a deadline; it touches no thread-local with a destructor.
 
 mod health;
+mod json;
 mod limits;
 mod loss;
 mod otlp;
@@ -51,8 +53,9 @@ pub use loss::Loss;
 pub use otlp::SCOPE_NAME;
 pub use spandump::open_before_privilege_drop;
 pub use transport::{
-    encode_headers, set_transport_factory, FreeFn, NewFn, PostFn, Transport, TransportAbi,
-    TransportFactory, TRANSPORT_ABI_VERSION,
+    encode_headers, set_transport_factory, Answer, FreeFn, NewFn, PostFn, Transport, TransportAbi,
+    TransportFactory, OPTION_CA_FILE, OPTION_CLIENT_CERT_FILE, OPTION_CLIENT_KEY_FILE,
+    OPTION_CONTENT_ENCODING, OPTION_CONTENT_TYPE, TRANSPORT_ABI_VERSION,
 };
 
 /// Name of the worker thread (as shown by `ps -L`, `top -H`).
@@ -316,6 +319,9 @@ impl Pipeline {
         } else {
             timeout
         };
+        for e in endpoints {
+            e.set_exit_deadline(wait);
+        }
         let flushed = self.flush(wait);
         if !flushed {
             for e in endpoints {
@@ -344,6 +350,9 @@ impl Pipeline {
             return true;
         }
         let start = Instant::now();
+        for e in &shared.endpoints {
+            e.set_exit_deadline(timeout);
+        }
         let _ = shared.signal_exit.compare_exchange(
             SIGNAL_NONE,
             SIGNAL_REQUESTED,

@@ -1,17 +1,27 @@
-//! OTLP/HTTP (protobuf) export of span batches to one endpoint.
+//! OTLP/HTTP export of span batches to one endpoint.
 //!
 //! A batch is encoded straight from our [`SpanRecord`]s into a buffer kept
-//! across batches (`proto.rs`) and POSTed by a blocking client
+//! across batches (protobuf: `proto.rs`, or JSON: `json.rs`), gzipped when
+//! the destination says so, and POSTed by a blocking client
 //! (`transport.rs`) on the worker thread. The request follows the OTLP/HTTP
 //! specification: `POST` of an `ExportTraceServiceRequest` with
-//! `Content-Type: application/x-protobuf`; any 2xx is success. A throttled or
-//! unavailable endpoint (429, 502, 503, 504) or a transport error is retried
-//! once after a short pause, if the export timeout leaves room for it; then
-//! the batch is dropped and the failure counted by the pipeline, so a dead
-//! endpoint never holds the queue.
+//! `Content-Type: application/x-protobuf` or `application/json` (and
+//! `Content-Encoding: gzip`); any 2xx is success.
 //!
-//! Everything about the destination (endpoint, headers, timeout) comes from
-//! the configuration; no `OTEL_EXPORTER_OTLP_*` variable is read here.
+//! Retries, as the specification says: a throttled or unavailable endpoint
+//! (429, 502, 503, 504) is asked again after its `Retry-After`, or else
+//! after an exponential backoff with jitter (1 s, 2 s, 4 s, at most 5 s,
+//! ±20%), as long as the wait ends within the export timeout
+//! (`OTEL_EXPORTER_OTLP_TIMEOUT`) and, while the process exits, within its
+//! flush deadline. A transport error is retried once after a short pause
+//! (a kept-alive connection the server closed). Then the batch is dropped
+//! and the failure counted by the pipeline. Retrying happens on the worker:
+//! the app never waits, and spans arriving meanwhile wait in the bounded
+//! queue (full → dropped and counted), so memory does not grow.
+//!
+//! Everything about the destination (endpoint, headers, protocol,
+//! compression, timeout, certificates) comes from the configuration; no
+//! `OTEL_EXPORTER_OTLP_*` variable is read here.
 
 use std::time::{Duration, Instant};
 
@@ -19,17 +29,26 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::health::EndpointHealth;
-use super::transport::{new_transport, Transport};
-use super::{proto, Exporter, Loss};
-use crate::config::{BatchConfig, OtlpDestination};
+use super::transport::{new_transport, Answer, Transport};
+use super::{json, proto, Exporter, Loss};
+use crate::config::{BatchConfig, Compression, OtlpDestination, OtlpProtocol};
 use crate::fd_custody;
 use crate::span::{AttrValue, SpanRecord};
 
 /// The instrumentation scope of every span we export.
 pub const SCOPE_NAME: &str = "lumigo-run";
 
-/// Pause before the one retry of a throttled or failed export.
+/// Pause before the one retry of an export that failed in transport.
 const RETRY_DELAY: Duration = Duration::from_millis(100);
+
+/// First backoff before retrying a throttled or unavailable endpoint that
+/// gave no `Retry-After`; doubled each time, up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// A retry wait is cut into slices this long, so that an exit flush that
+/// starts meanwhile is noticed.
+const WAIT_SLICE: Duration = Duration::from_millis(50);
 
 /// Encode buffers larger than this are released after the batch instead of
 /// kept for the next one (a batch of huge spans must not pin its memory).
@@ -43,8 +62,12 @@ const MAX_TRANSPORT_REPLACEMENTS: u32 = 16;
 pub(crate) struct OtlpExporter {
     endpoint: String,
     client: Box<dyn Transport>,
-    /// For a replacement transport.
+    /// For a replacement transport: headers and options.
     headers: Vec<(String, String)>,
+    protocol: OtlpProtocol,
+    compression: Compression,
+    /// The gzipped body, reused from batch to batch.
+    compressed: Vec<u8>,
     /// [`fd_custody::revocations`] when `client` was made.
     revocations: u64,
     replacements: u32,
@@ -72,16 +95,32 @@ impl OtlpExporter {
         health: Arc<EndpointHealth>,
     ) -> Result<(OtlpExporter, Vec<String>), String> {
         let revocations = fd_custody::revocations();
-        let (client, problems) = new_transport(&destination.headers, batch.export_timeout)?;
+        let headers = transport_headers(destination);
+        // `OTEL_BSP_EXPORT_TIMEOUT` bounds every export too.
+        let timeout = destination.timeout.min(batch.export_timeout);
+        let (client, problems) = new_transport(&headers, timeout)?;
+        let (resource, scope) = match destination.protocol {
+            OtlpProtocol::HttpProtobuf => (
+                proto::resource_field(resource),
+                proto::scope_field(SCOPE_NAME, crate::VERSION),
+            ),
+            OtlpProtocol::HttpJson => (
+                json::resource_field(resource),
+                json::scope_field(SCOPE_NAME, crate::VERSION),
+            ),
+        };
         let exporter = OtlpExporter {
             endpoint: destination.endpoint.clone(),
             client,
-            headers: destination.headers.clone(),
+            headers,
+            protocol: destination.protocol,
+            compression: destination.compression,
+            compressed: Vec::new(),
             revocations,
             replacements: 0,
-            timeout: batch.export_timeout,
-            resource: proto::resource_field(resource),
-            scope: proto::scope_field(SCOPE_NAME, crate::VERSION),
+            timeout,
+            resource,
+            scope,
             body: Vec::new(),
             failure: Loss::Transport,
             health,
@@ -105,20 +144,67 @@ impl OtlpExporter {
         }
     }
 
-    fn post_with_retry(&mut self) -> Result<(), String> {
-        let start = Instant::now();
-        let mut outcome = self.client.post(&self.endpoint, &self.body);
-        let retryable = match &outcome {
-            Err(_) => true,
-            Ok(status) => matches!(status, 429 | 502 | 503 | 504),
+    /// A 2xx answer may say that the collector rejected some spans (OTLP
+    /// partial success): told under `LUMIGO_DEBUG`, not retried.
+    fn report_partial_success(&self, body: &[u8], spans: usize) {
+        let partial = match self.protocol {
+            OtlpProtocol::HttpProtobuf => proto::partial_success(body),
+            OtlpProtocol::HttpJson => json::partial_success(body),
         };
-        if retryable && start.elapsed() + RETRY_DELAY < self.timeout {
-            std::thread::sleep(RETRY_DELAY);
-            outcome = self.client.post(&self.endpoint, &self.body);
+        if let Some((rejected, message)) = partial {
+            if rejected > 0 || !message.is_empty() {
+                crate::lumigo_debug!(
+                    "{} accepted the batch but rejected {rejected} of {spans} spans: {message:?}",
+                    self.endpoint
+                );
+            }
         }
+    }
+
+    fn post_with_retry(&mut self, spans: usize) -> Result<(), String> {
+        let start = Instant::now();
+        let body = match self.compression {
+            Compression::None => &self.body,
+            Compression::Gzip => &self.compressed,
+        };
+        let mut backoff = FIRST_BACKOFF;
+        let mut transport_retried = false;
+        let outcome = loop {
+            let outcome = self.client.post(&self.endpoint, body);
+            let wait = match &outcome {
+                Err(_) if !transport_retried => {
+                    transport_retried = true;
+                    RETRY_DELAY
+                }
+                Ok(Answer {
+                    status: 429 | 502 | 503 | 504,
+                    retry_after,
+                    ..
+                }) => match retry_after {
+                    // `Retry-After: 0` must not make a busy loop.
+                    Some(asked) => (*asked).max(RETRY_DELAY),
+                    None => {
+                        let wait = jittered(backoff);
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        wait
+                    }
+                },
+                _ => break outcome,
+            };
+            if start.elapsed() + wait >= self.timeout || !wait_unless_exiting(&self.health, wait) {
+                break outcome;
+            }
+        };
         match outcome {
-            Ok(200..=299) => Ok(()),
-            Ok(status) => {
+            Ok(Answer {
+                status: 200..=299,
+                body,
+                ..
+            }) => {
+                self.report_partial_success(&body, spans);
+                Ok(())
+            }
+            Ok(Answer { status, .. }) => {
                 self.failure = Loss::Http(status);
                 Err(format!("the endpoint answered HTTP {status}"))
             }
@@ -128,14 +214,88 @@ impl OtlpExporter {
             }
         }
     }
+
+    /// Encodes `spans` into `body` (and `compressed`).
+    fn encode(&mut self, spans: &[SpanRecord]) {
+        match self.protocol {
+            OtlpProtocol::HttpProtobuf => {
+                proto::encode_request(&mut self.body, &self.resource, &self.scope, spans)
+            }
+            OtlpProtocol::HttpJson => {
+                json::encode_request(&mut self.body, &self.resource, &self.scope, spans)
+            }
+        }
+        if self.compression == Compression::Gzip {
+            gzip(&self.body, &mut self.compressed);
+        }
+    }
+}
+
+/// The destination's headers plus its options for the transport.
+fn transport_headers(destination: &OtlpDestination) -> Vec<(String, String)> {
+    use super::transport::*;
+    let mut headers = destination.headers.clone();
+    let mut option = |name: &str, value: String| headers.push((name.to_owned(), value));
+    let content_type = match destination.protocol {
+        OtlpProtocol::HttpProtobuf => "application/x-protobuf",
+        OtlpProtocol::HttpJson => "application/json",
+    };
+    option(OPTION_CONTENT_TYPE, content_type.to_owned());
+    if destination.compression == Compression::Gzip {
+        option(OPTION_CONTENT_ENCODING, "gzip".to_owned());
+    }
+    let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
+    if let Some(ca) = &destination.ca_file {
+        option(OPTION_CA_FILE, path(ca));
+    }
+    if let Some((cert, key)) = &destination.client_cert {
+        option(OPTION_CLIENT_CERT_FILE, path(cert));
+        option(OPTION_CLIENT_KEY_FILE, path(key));
+    }
+    headers
+}
+
+/// `body` gzipped into `out` (replaced). Fast compression: the export
+/// thread's time matters more than the last few bytes.
+fn gzip(body: &[u8], out: &mut Vec<u8>) {
+    use std::io::Write;
+    out.clear();
+    let mut encoder =
+        flate2::write::GzEncoder::new(std::mem::take(out), flate2::Compression::fast());
+    // Writing into a Vec cannot fail.
+    let _ = encoder.write_all(body);
+    *out = encoder.finish().unwrap_or_default();
+}
+
+/// `base` ±20%, from the id generator's randomness.
+fn jittered(base: Duration) -> Duration {
+    let r = u64::from_le_bytes(crate::ids::span_id()) % 401; // 0..=400
+    base * (800 + r as u32) / 1000
+}
+
+/// Sleeps `wait` unless the process is exiting and its flush would give up
+/// before the wait ends: then returns false at once (or as soon as an exit
+/// starts during the wait).
+fn wait_unless_exiting(health: &EndpointHealth, wait: Duration) -> bool {
+    let until = Instant::now() + wait;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        if health.exit_time_left().is_some_and(|exit| exit <= left) {
+            return false;
+        }
+        std::thread::sleep(left.min(WAIT_SLICE));
+    }
 }
 
 impl Exporter for OtlpExporter {
     fn export(&mut self, spans: &[SpanRecord]) -> Result<(), String> {
         self.replace_transport_if_revoked();
-        proto::encode_request(&mut self.body, &self.resource, &self.scope, spans);
+        self.encode(spans);
         self.health.busy.store(true, Ordering::Release);
-        let result = self.post_with_retry();
+        let result = self.post_with_retry(spans.len());
         self.health.busy.store(false, Ordering::Release);
         match (&result, self.failure) {
             (Ok(()), _) => self.health.mark_up(),
@@ -145,6 +305,9 @@ impl Exporter for OtlpExporter {
         }
         if self.body.capacity() > KEEP_BUFFER_BYTES {
             self.body = Vec::new();
+        }
+        if self.compressed.capacity() > KEEP_BUFFER_BYTES {
+            self.compressed = Vec::new();
         }
         result
     }

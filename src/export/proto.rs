@@ -28,9 +28,9 @@ const WIRE_LEN: u32 = 2;
 const WIRE_FIXED32: u32 = 5;
 
 /// `Span.flags` bit: the `is_remote` bit of the parent is known.
-const FLAG_HAS_IS_REMOTE: u32 = 0x100;
+pub(crate) const FLAG_HAS_IS_REMOTE: u32 = 0x100;
 /// `Span.flags` bit: the parent span context came from another process.
-const FLAG_IS_REMOTE: u32 = 0x200;
+pub(crate) const FLAG_IS_REMOTE: u32 = 0x200;
 
 /// Appends protobuf fields to a byte buffer.
 pub(crate) struct Writer<'a> {
@@ -296,6 +296,56 @@ fn encode_span(w: &mut Writer<'_>, span: &SpanRecord) {
     w.close(s);
 }
 
+/// Reads one varint at the start of `buf`: (value, bytes read).
+fn read_varint(buf: &[u8]) -> Option<(u64, usize)> {
+    let mut v = 0u64;
+    for (i, b) in buf.iter().enumerate().take(10) {
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((v, i + 1));
+        }
+    }
+    None
+}
+
+/// The fields of `buf` that are varints or length-delimited: (field,
+/// value or length, the bytes of a length-delimited one). Stops at the
+/// first malformed or other-typed field.
+fn fields(mut buf: &[u8]) -> impl Iterator<Item = (u64, u64, &[u8])> {
+    std::iter::from_fn(move || {
+        let (tag, n) = read_varint(buf)?;
+        buf = &buf[n..];
+        let (v, n) = read_varint(buf)?;
+        buf = &buf[n..];
+        match tag & 7 {
+            0 => Some((tag >> 3, v, &[][..])),
+            2 => {
+                let len = usize::try_from(v).ok().filter(|l| *l <= buf.len())?;
+                let (bytes, rest) = buf.split_at(len);
+                buf = rest;
+                Some((tag >> 3, v, bytes))
+            }
+            _ => None,
+        }
+    })
+}
+
+/// `ExportTraceServiceResponse.partial_success`: (rejected spans, error
+/// message), when the response has one.
+pub(crate) fn partial_success(response: &[u8]) -> Option<(i64, String)> {
+    let (_, _, partial) = fields(response).find(|(f, _, _)| *f == 1)?;
+    let mut rejected = 0;
+    let mut message = String::new();
+    for (field, value, bytes) in fields(partial) {
+        match field {
+            1 => rejected = value as i64,
+            2 => message = String::from_utf8_lossy(bytes).into_owned(),
+            _ => {}
+        }
+    }
+    Some((rejected, message))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -481,5 +531,30 @@ mod tests {
             req.resource_spans[0].scope_spans[0].spans[0].start_time_unix_nano,
             0
         );
+    }
+
+    #[test]
+    fn partial_success_is_read_from_the_response() {
+        use opentelemetry_proto::tonic::collector::trace::v1::{
+            ExportTracePartialSuccess, ExportTraceServiceResponse,
+        };
+        let response = ExportTraceServiceResponse {
+            partial_success: Some(ExportTracePartialSuccess {
+                rejected_spans: 3,
+                error_message: "too old".into(),
+            }),
+        };
+        assert_eq!(
+            partial_success(&response.encode_to_vec()),
+            Some((3, "too old".into()))
+        );
+        assert_eq!(partial_success(&[]), None, "an empty response");
+        let full = ExportTraceServiceResponse::default().encode_to_vec();
+        assert_eq!(partial_success(&full), None);
+        let bytes = response.encode_to_vec();
+        for cut in 0..bytes.len() {
+            let _ = partial_success(&bytes[..cut]); // never panics
+        }
+        assert_eq!(partial_success(b"\xff\xff\xff"), None);
     }
 }

@@ -13,12 +13,35 @@ use std::ptr::NonNull;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+/// The answer of an endpoint to one POST.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    /// Its `Retry-After`, when it gave one in seconds.
+    pub retry_after: Option<Duration>,
+    /// The body of a 2xx answer, when it is short (an
+    /// `ExportTraceServiceResponse`); empty otherwise.
+    pub body: Vec<u8>,
+}
+
 /// Sends encoded requests to one endpoint. Used by the export thread only.
 pub trait Transport: Send {
-    /// POSTs a protobuf body to `url`: the response status (any status;
+    /// POSTs an encoded body to `url`: the response status (any status;
     /// what it means is the caller's business) or a transport error.
-    fn post(&self, url: &str, body: &[u8]) -> Result<u16, String>;
+    fn post(&self, url: &str, body: &[u8]) -> Result<Answer, String>;
 }
+
+/// Options of a destination travel in its header list to the transport
+/// library, under names that cannot be header names (a leading `:`, like
+/// HTTP/2 pseudo-headers): the body's media type,
+pub const OPTION_CONTENT_TYPE: &str = ":content-type";
+/// its `Content-Encoding` (`gzip`),
+pub const OPTION_CONTENT_ENCODING: &str = ":content-encoding";
+/// the PEM file of the CA(s) trusted instead of the system's,
+pub const OPTION_CA_FILE: &str = ":ca-file";
+/// and the PEM files of a client certificate and its key (mutual TLS).
+pub const OPTION_CLIENT_CERT_FILE: &str = ":client-cert-file";
+pub const OPTION_CLIENT_KEY_FILE: &str = ":client-key-file";
 
 /// Makes the transport of one destination from its headers and per-phase
 /// timeout. Besides the transport, it returns non-fatal problems (a header
@@ -61,14 +84,15 @@ pub fn encode_headers(headers: &[(String, String)]) -> Vec<u8> {
 
 /// The version of the transport library's C ABI this build speaks
 /// (`lumigo_transport_abi()` must return it).
-pub const TRANSPORT_ABI_VERSION: u32 = 1;
+pub const TRANSPORT_ABI_VERSION: u32 = 2;
 
 /// `lumigo_transport_new`: headers (see [`encode_headers`]), timeout in
 /// milliseconds, a buffer for problems and its used length → client or null.
 pub type NewFn =
     unsafe extern "C" fn(*const u8, usize, u64, *mut u8, usize, *mut usize) -> *mut c_void;
 /// `lumigo_transport_post`: client, URL, body, a buffer for the error and
-/// its used length → HTTP status, or -1 with the error text.
+/// its used length, the answer's `Retry-After` in seconds (`u64::MAX`:
+/// none) → HTTP status, or -1 with the error text.
 pub type PostFn = unsafe extern "C" fn(
     *const c_void,
     *const u8,
@@ -78,6 +102,7 @@ pub type PostFn = unsafe extern "C" fn(
     *mut u8,
     usize,
     *mut usize,
+    *mut u64,
 ) -> i32;
 /// `lumigo_transport_free`: client (null is ignored).
 pub type FreeFn = unsafe extern "C" fn(*mut c_void);
@@ -148,9 +173,10 @@ struct AbiClient {
 unsafe impl Send for AbiClient {}
 
 impl Transport for AbiClient {
-    fn post(&self, url: &str, body: &[u8]) -> Result<u16, String> {
+    fn post(&self, url: &str, body: &[u8]) -> Result<Answer, String> {
         let mut error = [0u8; TEXT_BUF];
         let mut len = 0usize;
+        let mut retry_after = u64::MAX;
         // SAFETY: `post` is lumigo_transport_post; `client` is live (freed
         // only in drop); every buffer is valid for the length given with it.
         let status = unsafe {
@@ -163,10 +189,20 @@ impl Transport for AbiClient {
                 error.as_mut_ptr(),
                 error.len(),
                 &mut len,
+                &mut retry_after,
             )
         };
         match u16::try_from(status) {
-            Ok(status) => Ok(status),
+            Ok(status) => Ok(Answer {
+                status,
+                retry_after: (retry_after != u64::MAX).then(|| Duration::from_secs(retry_after)),
+                // A body that filled the buffer may have been cut: unread.
+                body: if len < TEXT_BUF {
+                    error[..len].to_vec()
+                } else {
+                    Vec::new()
+                },
+            }),
             Err(_) => Err(String::from_utf8_lossy(&error[..len.min(TEXT_BUF)]).into_owned()),
         }
     }
@@ -176,5 +212,19 @@ impl Drop for AbiClient {
     fn drop(&mut self) {
         // SAFETY: `free` is lumigo_transport_free; the client is freed once.
         unsafe { (self.abi.free)(self.client.as_ptr()) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn options_are_named_as_the_transport_library_reads_them() {
+        use lumigo_transport as t;
+        assert_eq!(super::OPTION_CONTENT_TYPE, t::OPTION_CONTENT_TYPE);
+        assert_eq!(super::OPTION_CONTENT_ENCODING, t::OPTION_CONTENT_ENCODING);
+        assert_eq!(super::OPTION_CA_FILE, t::OPTION_CA_FILE);
+        assert_eq!(super::OPTION_CLIENT_CERT_FILE, t::OPTION_CLIENT_CERT_FILE);
+        assert_eq!(super::OPTION_CLIENT_KEY_FILE, t::OPTION_CLIENT_KEY_FILE);
+        assert_eq!(super::TRANSPORT_ABI_VERSION, t::ABI_VERSION);
     }
 }

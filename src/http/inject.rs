@@ -46,6 +46,8 @@ pub struct Insertion {
     pub traceparent: Option<String>,
     /// The app's own `tracestate` value, if it sent one.
     pub tracestate: Option<String>,
+    /// Headers of other propagators the app sent (they keep their values).
+    pub present: crate::propagators::Present,
 }
 
 /// The head's first `traceparent` value, when all of it lies in the bytes
@@ -87,6 +89,7 @@ pub(crate) fn scan_head(sent: SentHead<'_>, pieces: &[&[u8]], want_traceparent: 
         leave_alone: false,
         traceparent: None,
         tracestate: None,
+        present: Default::default(),
     };
     let mut here = None;
     // Past the cap, the kept bytes' unfinished line is in `beyond`.
@@ -228,6 +231,7 @@ fn inspect_line(line: &[u8], found: &mut Insertion) {
 }
 
 fn inspect_header(name: &[u8], value: &[u8], found: &mut Insertion) {
+    found.present.note(name);
     if name.eq_ignore_ascii_case(b"traceparent") {
         found.leave_alone = true;
         found
@@ -242,21 +246,6 @@ fn inspect_header(name: &[u8], value: &[u8], found: &mut Insertion) {
     {
         found.leave_alone = true;
     }
-}
-
-/// The header line(s) to insert for a request whose span is `traceparent`.
-pub fn header_lines(traceparent: &str, tracestate: Option<&str>, crlf: bool) -> Vec<u8> {
-    let eol: &[u8] = if crlf { b"\r\n" } else { b"\n" };
-    let mut out = Vec::with_capacity(96);
-    out.extend_from_slice(b"traceparent: ");
-    out.extend_from_slice(traceparent.as_bytes());
-    out.extend_from_slice(eol);
-    if let Some(state) = tracestate {
-        out.extend_from_slice(b"tracestate: ");
-        out.extend_from_slice(state.as_bytes());
-        out.extend_from_slice(eol);
-    }
-    out
 }
 
 #[cfg(test)]
@@ -370,15 +359,6 @@ mod tests {
             find_insertion(b"", &[b"\r\n\r\n"]),
             None,
             "leading blank lines"
-        );
-    }
-
-    #[test]
-    fn lines_to_insert() {
-        assert_eq!(header_lines("00-x", None, true), b"traceparent: 00-x\r\n");
-        assert_eq!(
-            header_lines("00-x", Some("a=b"), false),
-            b"traceparent: 00-x\ntracestate: a=b\n"
         );
     }
 

@@ -38,6 +38,7 @@ mod detect;
 mod exchange;
 pub mod inject;
 mod parser;
+pub(crate) use parser::REQUEST_HEADERS;
 pub mod span;
 
 use std::time::SystemTime;
@@ -138,6 +139,8 @@ pub struct HttpExchange {
     pub traceparent: Option<String>,
     /// The first `tracestate` header (any case).
     pub tracestate: Option<String>,
+    /// B3 and `baggage` headers, when the request had any.
+    pub carriers: Option<Box<crate::propagators::InboundCarriers>>,
     /// Signed with AWS SigV4 (an `x-amz-content-sha256` header, or an
     /// `Authorization` header starting with `AWS4-HMAC-SHA256`).
     pub aws_sigv4: bool,
@@ -177,6 +180,7 @@ impl HttpExchange {
             user_agent: None,
             traceparent: None,
             tracestate: None,
+            carriers: None,
             aws_sigv4: false,
             status: None,
             request_body_size: 0,

@@ -235,7 +235,7 @@ impl HeadReader {
     /// The header names worth keeping past the cap.
     fn wanted(&self) -> &'static [&'static [u8]] {
         match self.kind {
-            HeadKind::Request => REQUEST_HEADERS,
+            HeadKind::Request => crate::tags::wanted(REQUEST_HEADERS),
             HeadKind::Response => RESPONSE_HEADERS,
         }
     }
@@ -585,6 +585,8 @@ pub(crate) struct RequestHead {
     pub user_agent: Option<String>,
     pub traceparent: Option<String>,
     pub tracestate: Option<String>,
+    /// B3 and baggage headers, when there are any.
+    pub carriers: Option<Box<crate::propagators::InboundCarriers>>,
     pub aws_sigv4: bool,
     /// An `Upgrade` header: the connection may stop being HTTP.
     pub upgrade: bool,
@@ -617,6 +619,8 @@ impl RequestHead {
             self.aws_sigv4 |= value.starts_with(b"AWS4-HMAC-SHA256");
         } else if is(b"upgrade") {
             self.upgrade = true;
+        } else {
+            crate::propagators::InboundCarriers::header(&mut self.carriers, name, value);
         }
     }
 
@@ -630,6 +634,7 @@ impl RequestHead {
             user_agent: self.user_agent,
             traceparent: self.traceparent,
             tracestate: self.tracestate,
+            carriers: self.carriers,
             aws_sigv4: self.aws_sigv4,
             ..HttpExchange::empty(seq, start)
         }
@@ -686,8 +691,9 @@ fn check(result: httparse::Result<usize>) -> Result<(), InvalidHead> {
     }
 }
 
-/// Header names a request's span or framing uses (lower case).
-const REQUEST_HEADERS: &[&[u8]] = &[
+/// Header names a request's span or framing uses (lower case); the
+/// execution tag headers are added to them (`crate::tags::wanted`).
+pub(crate) const REQUEST_HEADERS: &[&[u8]] = &[
     b"content-length",
     b"transfer-encoding",
     b"host",
@@ -697,6 +703,12 @@ const REQUEST_HEADERS: &[&[u8]] = &[
     b"x-amz-content-sha256",
     b"authorization",
     b"upgrade",
+    b"b3",
+    b"x-b3-traceid",
+    b"x-b3-spanid",
+    b"x-b3-sampled",
+    b"x-b3-flags",
+    b"baggage",
 ];
 
 /// Header names a response's framing uses (lower case).
@@ -808,7 +820,8 @@ fn quick_request(head: &[u8]) -> Option<RequestHead> {
         version: Some(version),
         ..RequestHead::default()
     };
-    quick_headers(head, start, REQUEST_HEADERS, false, |name, value| {
+    let wanted = crate::tags::wanted(REQUEST_HEADERS);
+    quick_headers(head, start, wanted, false, |name, value| {
         out.header(name, value)
     })?;
     Some(out)

@@ -369,6 +369,11 @@ impl<'a> Target<'a> {
     }
 }
 
+/// The path of a request-target (`url.path`), empty if it has none.
+pub(crate) fn target_path(target: &str) -> &str {
+    Target::parse(target).path.unwrap_or("")
+}
+
 fn split_query(s: &str) -> (&str, Option<&str>) {
     // '?' is ASCII, so both sides of it are char boundaries.
     match memchr::memchr(b'?', s.as_bytes()) {

@@ -373,6 +373,90 @@ pub fn certificate(tmp: &TempDir) -> (PathBuf, PathBuf) {
     (cert, key)
 }
 
+/// A private CA made at test time, with a server certificate for
+/// `localhost` and 127.0.0.1 and a client certificate, both signed by it
+/// (PEM files; keys unencrypted).
+pub struct PrivateCa {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+fn openssl(args: &[&str], tmp: &TempDir) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(&tmp.0)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// See [`PrivateCa`]. Files are made in `tmp`.
+pub fn private_ca(tmp: &TempDir) -> PrivateCa {
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=lumigo-test-ca",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ],
+        tmp,
+    );
+    for (name, ext) in [
+        (
+            "server",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        ),
+        (
+            "client",
+            "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+        ),
+    ] {
+        std::fs::write(tmp.path(&format!("{name}.ext")), ext).expect("write extensions");
+        openssl(
+            &[
+                "req", "-newkey", "rsa:2048", "-nodes", "-subj", &format!("/CN={name}"),
+                "-keyout", &format!("{name}.key"), "-out", &format!("{name}.csr"),
+            ],
+            tmp,
+        );
+        openssl(
+            &[
+                "x509", "-req", "-in", &format!("{name}.csr"), "-CA", "ca.pem", "-CAkey",
+                "ca.key", "-CAcreateserial", "-days", "1", "-extfile", &format!("{name}.ext"),
+                "-out", &format!("{name}.pem"),
+            ],
+            tmp,
+        );
+    }
+    PrivateCa {
+        ca: tmp.path("ca.pem"),
+        server_cert: tmp.path("server.pem"),
+        server_key: tmp.path("server.key"),
+        client_cert: tmp.path("client.pem"),
+        client_key: tmp.path("client.key"),
+    }
+}
+
 pub fn span_id(span: &Value) -> &str {
     span["context"]["span_id"].as_str().unwrap_or("")
 }

@@ -1,13 +1,16 @@
-//! A real OTLP/HTTP (protobuf) receiver for integration tests.
+//! A real OTLP/HTTP receiver for integration tests.
 //!
 //! `OtlpReceiver::start()` listens on `127.0.0.1:0` and serves HTTP/1.1 on a
 //! thread per connection (keep-alive; `Content-Length` and chunked bodies).
 //! Each `POST /v1/traces` body is decoded as an
-//! `ExportTraceServiceRequest` with the opentelemetry-proto types and its
-//! spans are stored, flattened, as [`ReceivedSpan`]s together with the
+//! `ExportTraceServiceRequest` with the opentelemetry-proto types (protobuf,
+//! or JSON through their serde support when the `Content-Type` is
+//! `application/json`; gunzipped first under `Content-Encoding: gzip`) and
+//! its spans are stored, flattened, as [`ReceivedSpan`]s together with the
 //! request's headers. The answer is `200` with an empty
 //! `ExportTraceServiceResponse` (or the status set by
-//! [`OtlpReceiver::set_status`]).
+//! [`OtlpReceiver::set_status`], or the next one queued by
+//! [`OtlpReceiver::answer_next`], after [`OtlpReceiver::set_delay`]).
 //!
 //! It never hangs a test: every read has a timeout, waits are bounded, and
 //! idle connections are closed.
@@ -16,15 +19,15 @@
 //! (or `pub mod otlp_receiver;` in `tests/support/mod.rs`).
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use prost::Message;
@@ -105,6 +108,8 @@ pub struct ReceivedRequest {
     pub span_count: usize,
     /// The status the receiver answered with.
     pub status: u16,
+    /// When the request was read.
+    pub received_at: Instant,
 }
 
 #[derive(Default)]
@@ -113,6 +118,12 @@ struct State {
     requests: Mutex<Vec<ReceivedRequest>>,
     errors: Mutex<Vec<String>>,
     status: AtomicU16,
+    /// Answers for the next requests: status and `Retry-After` seconds.
+    script: Mutex<VecDeque<(u16, Option<u64>)>>,
+    /// Milliseconds to wait before answering.
+    delay_ms: AtomicU64,
+    /// The partial success told in every 200 answer.
+    partial: Mutex<Option<(i64, String)>>,
     stop: AtomicBool,
 }
 
@@ -174,6 +185,24 @@ impl OtlpReceiver {
     /// not stored).
     pub fn set_status(&self, status: u16) {
         self.state.status.store(status, Ordering::Relaxed);
+    }
+
+    /// Answer the next requests with these statuses (and `Retry-After`
+    /// seconds), one each, before going back to [`set_status`](Self::set_status)'s.
+    pub fn answer_next(&self, answers: &[(u16, Option<u64>)]) {
+        lock(&self.state.script).extend(answers.iter().copied());
+    }
+
+    /// Answer 200s with a partial success: `rejected` spans, `message`.
+    pub fn set_partial_success(&self, rejected: i64, message: &str) {
+        *lock(&self.state.partial) = Some((rejected, message.to_owned()));
+    }
+
+    /// Wait this long before answering each request (a slow collector).
+    pub fn set_delay(&self, delay: Duration) {
+        self.state
+            .delay_ms
+            .store(delay.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Polls until `pred` holds for the spans received, or `timeout` passes;
@@ -254,17 +283,42 @@ fn serve(stream: TcpStream, state: &State) -> Result<(), String> {
         let Some(request) = conn.read_request(state)? else {
             return Ok(());
         };
-        let status = handle(&request, state);
-        let body = if status == 200 {
-            ExportTraceServiceResponse::default().encode_to_vec()
-        } else {
-            Vec::new()
+        let (status, retry_after) = handle(&request, state);
+        let delay = state.delay_ms.load(Ordering::Relaxed);
+        if delay > 0 {
+            std::thread::sleep(Duration::from_millis(delay));
+        }
+        let json = is_json(&request.headers);
+        let response = ExportTraceServiceResponse {
+            partial_success: lock(&state.partial).clone().map(|(rejected, message)| {
+                ExportTracePartialSuccess {
+                    rejected_spans: rejected,
+                    error_message: message,
+                }
+            }),
+        };
+        let body = match (status, json) {
+            (200, false) => response.encode_to_vec(),
+            (200, true) => serde_json::to_vec(&response).unwrap_or_default(),
+            _ => Vec::new(),
         };
         let head = format!(
-            "HTTP/1.1 {status} {}\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\n{}\r\n",
+            "HTTP/1.1 {status} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}{}\r\n",
             reason(status),
+            if json {
+                "application/json"
+            } else {
+                "application/x-protobuf"
+            },
             body.len(),
-            if request.close { "Connection: close\r\n" } else { "" }
+            retry_after
+                .map(|s| format!("Retry-After: {s}\r\n"))
+                .unwrap_or_default(),
+            if request.close {
+                "Connection: close\r\n"
+            } else {
+                ""
+            }
         );
         let mut out = head.into_bytes();
         out.extend_from_slice(&body);
@@ -283,20 +337,54 @@ fn reason(status: u16) -> &'static str {
         400 => "Bad Request",
         404 => "Not Found",
         429 => "Too Many Requests",
+        502 => "Bad Gateway",
+        504 => "Gateway Timeout",
         500 => "Internal Server Error",
         503 => "Service Unavailable",
         _ => "Status",
     }
 }
 
-/// Records the request and its spans; returns the status to answer with.
-fn handle(request: &Request, state: &State) -> u16 {
-    let mut status = state.status.load(Ordering::Relaxed);
+fn is_json(headers: &BTreeMap<String, String>) -> bool {
+    headers
+        .get("content-type")
+        .is_some_and(|t| t.starts_with("application/json"))
+}
+
+/// The request as the OTLP/HTTP specification has it sent: gzipped or
+/// not, protobuf or JSON.
+fn decode_request(request: &Request) -> Result<ExportTraceServiceRequest, String> {
+    let gunzipped;
+    let body = match request.headers.get("content-encoding").map(String::as_str) {
+        None => &request.body[..],
+        Some("gzip") => {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(&request.body[..])
+                .read_to_end(&mut out)
+                .map_err(|e| format!("not gzip: {e}"))?;
+            gunzipped = out;
+            &gunzipped[..]
+        }
+        Some(other) => return Err(format!("unknown Content-Encoding {other:?}")),
+    };
+    if is_json(&request.headers) {
+        serde_json::from_slice(body).map_err(|e| format!("not OTLP JSON: {e}"))
+    } else {
+        ExportTraceServiceRequest::decode(body).map_err(|e| e.to_string())
+    }
+}
+
+/// Records the request and its spans; returns the status to answer with
+/// and its `Retry-After`.
+fn handle(request: &Request, state: &State) -> (u16, Option<u64>) {
+    let (mut status, retry_after) = lock(&state.script)
+        .pop_front()
+        .unwrap_or((state.status.load(Ordering::Relaxed), None));
     let mut spans = Vec::new();
     if request.method != "POST" || request.path != "/v1/traces" {
         status = 404;
     } else {
-        match ExportTraceServiceRequest::decode(&request.body[..]) {
+        match decode_request(request) {
             Ok(decoded) => spans = flatten(&decoded, &request.headers),
             Err(e) => {
                 lock(&state.errors).push(format!("undecodable OTLP body: {e}"));
@@ -312,11 +400,12 @@ fn handle(request: &Request, state: &State) -> u16 {
         body: request.body.clone(),
         span_count: spans.len(),
         status,
+        received_at: Instant::now(),
     });
     if (200..300).contains(&status) {
         lock(&state.spans).extend(spans);
     }
-    status
+    (status, retry_after)
 }
 
 fn flatten(

@@ -8,8 +8,8 @@
 //! timeouts.
 //!
 //! The client owns the request headers of its destination: the body's own
-//! (`Content-Type`, `User-Agent`) plus exactly the headers the configuration
-//! assigned to this destination. Nothing is read from the environment here,
+//! (`Content-Type`, `Content-Encoding`, `User-Agent`) plus exactly the
+//! headers the configuration assigned to this destination. Nothing is read from the environment here,
 //! so a collector's API key in `OTEL_EXPORTER_OTLP_HEADERS` can never reach
 //! Lumigo, and a proxy variable cannot divert spans.
 
@@ -30,11 +30,99 @@ const OUTPUT_BUFFER_BYTES: usize = 16 << 10;
 /// `User-Agent` of our export requests.
 const USER_AGENT: &str = concat!("lumigo-run/", env!("CARGO_PKG_VERSION"));
 
+/// Options of a destination, passed in the header list under names that
+/// cannot be header names (they start with `:`, like HTTP/2 pseudo-headers).
+pub const OPTION_CONTENT_TYPE: &str = ":content-type";
+/// `gzip` when the bodies are gzip-compressed.
+pub const OPTION_CONTENT_ENCODING: &str = ":content-encoding";
+/// PEM file of the CA(s) to trust instead of the platform's.
+pub const OPTION_CA_FILE: &str = ":ca-file";
+/// PEM file of the client certificate chain (mutual TLS).
+pub const OPTION_CLIENT_CERT_FILE: &str = ":client-cert-file";
+/// PEM file of the client certificate's private key.
+pub const OPTION_CLIENT_KEY_FILE: &str = ":client-key-file";
+
+/// The answer to one POST.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    /// `Retry-After` in seconds (the HTTP-date form is not read).
+    pub retry_after: Option<Duration>,
+    /// The response body of a 2xx (an `ExportTraceServiceResponse`, which
+    /// may tell of a partial success), at most [`MAX_RESPONSE_BODY`] bytes.
+    pub body: Vec<u8>,
+}
+
 /// One destination's HTTP client: a ureq agent (keep-alive pool, TLS with the
-/// platform's certificates, no proxy from the environment, no redirects).
+/// platform's certificates or the configured CA, no proxy from the
+/// environment, no redirects).
 pub struct UreqClient {
     agent: ureq::Agent,
     headers: Vec<(HeaderName, HeaderValue)>,
+    content_type: String,
+    content_encoding: Option<String>,
+}
+
+/// Reads a PEM file: its certificates and its first private key.
+fn read_pem(
+    path: &str,
+) -> Result<
+    (
+        Vec<ureq::tls::Certificate<'static>>,
+        Option<ureq::tls::PrivateKey<'static>>,
+    ),
+    String,
+> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let mut certs = Vec::new();
+    let mut key = None;
+    for item in ureq::tls::parse_pem(&bytes) {
+        match item.map_err(|e| format!("{path} is not valid PEM: {e}"))? {
+            ureq::tls::PemItem::Certificate(c) => certs.push(c),
+            ureq::tls::PemItem::PrivateKey(k) => key = key.or(Some(k)),
+            _ => {}
+        }
+    }
+    Ok((certs, key))
+}
+
+/// The TLS settings of a destination from its options.
+fn tls_config(options: &[(String, String)]) -> Result<ureq::tls::TlsConfig, String> {
+    let option = |name: &str| {
+        options
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let mut tls = ureq::tls::TlsConfig::builder();
+    tls = match option(OPTION_CA_FILE) {
+        Some(path) => {
+            let (certs, _) = read_pem(path)?;
+            if certs.is_empty() {
+                return Err(format!("{path} holds no certificate"));
+            }
+            tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
+        }
+        None => tls.root_certs(ureq::tls::RootCerts::PlatformVerifier),
+    };
+    match (
+        option(OPTION_CLIENT_CERT_FILE),
+        option(OPTION_CLIENT_KEY_FILE),
+    ) {
+        (Some(cert_path), Some(key_path)) => {
+            let (chain, _) = read_pem(cert_path)?;
+            if chain.is_empty() {
+                return Err(format!("{cert_path} holds no certificate"));
+            }
+            let key = read_pem(key_path)?
+                .1
+                .ok_or_else(|| format!("{key_path} holds no private key"))?;
+            tls = tls.client_cert(Some(ureq::tls::ClientCert::new_with_certs(&chain, key)));
+        }
+        (None, None) => {}
+        _ => return Err("a client certificate needs both its file and its key's".into()),
+    }
+    Ok(tls.build())
 }
 
 impl std::fmt::Debug for UreqClient {
@@ -48,12 +136,27 @@ impl std::fmt::Debug for UreqClient {
 }
 
 impl UreqClient {
-    /// `headers` are the destination's configured headers; invalid names or
-    /// values are skipped (and reported in the returned list of problems).
-    pub fn new(headers: &[(String, String)], timeout: Duration) -> (UreqClient, Vec<String>) {
+    /// `headers` are the destination's configured headers and its options
+    /// (`OPTION_*`); invalid names or values are skipped (and reported in
+    /// the returned list of problems). Fails when a certificate or key
+    /// file cannot be used.
+    pub fn new(
+        headers: &[(String, String)],
+        timeout: Duration,
+    ) -> Result<(UreqClient, Vec<String>), String> {
         let mut problems = Vec::new();
         let mut valid = Vec::new();
-        for (name, value) in headers {
+        let (options, headers): (Vec<_>, Vec<_>) = headers
+            .iter()
+            .cloned()
+            .partition(|(n, _)| n.starts_with(':'));
+        let option = |name: &str| {
+            options
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+        };
+        for (name, value) in &headers {
             match (
                 HeaderName::try_from(name.as_str()),
                 HeaderValue::try_from(value.as_str()),
@@ -62,9 +165,7 @@ impl UreqClient {
                 _ => problems.push(format!("ignoring invalid header {name:?}")),
             }
         }
-        let tls = ureq::tls::TlsConfig::builder()
-            .root_certs(ureq::tls::RootCerts::PlatformVerifier)
-            .build();
+        let tls = tls_config(&options)?;
         // Only per-phase timeouts: a global or per-call timeout makes ureq
         // resolve names on a freshly spawned (untraced, unguarded) thread.
         // Resolution therefore blocks the worker for at most the resolver's
@@ -97,32 +198,53 @@ impl UreqClient {
         let client = UreqClient {
             agent: config.into(),
             headers: valid,
+            content_type: option(OPTION_CONTENT_TYPE)
+                .unwrap_or_else(|| "application/x-protobuf".to_owned()),
+            content_encoding: option(OPTION_CONTENT_ENCODING),
         };
-        (client, problems)
+        Ok((client, problems))
     }
 
-    /// POSTs a protobuf body to `url` and returns the response status
-    /// (any status: deciding what a 4xx or 5xx means is the caller's job).
-    /// The response body is read, within a limit, so the connection can be
-    /// kept alive.
-    pub fn post(&self, url: &str, body: &[u8]) -> Result<u16, String> {
+    /// POSTs an encoded body to `url` and returns the response status
+    /// (any status: deciding what a 4xx or 5xx means is the caller's job)
+    /// and its `Retry-After`. The response body is read, within a limit,
+    /// so the connection can be kept alive.
+    pub fn post(&self, url: &str, body: &[u8]) -> Result<Answer, String> {
         let mut request = self
             .agent
             .post(url)
-            .header("content-type", "application/x-protobuf")
+            .header("content-type", &self.content_type)
             .header("user-agent", USER_AGENT);
+        if let Some(encoding) = &self.content_encoding {
+            request = request.header("content-encoding", encoding);
+        }
         for (name, value) in &self.headers {
             request = request.header(name, value);
         }
         let mut response = request.send(body).map_err(|e| e.to_string())?;
         let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         // A body that cannot be read only costs the kept-alive connection.
-        let _ = response
+        let body = response
             .body_mut()
             .with_config()
             .limit(MAX_RESPONSE_BODY)
-            .read_to_vec();
-        Ok(status)
+            .read_to_vec()
+            .unwrap_or_default();
+        Ok(Answer {
+            status,
+            retry_after,
+            body: if (200..300).contains(&status) {
+                body
+            } else {
+                Vec::new()
+            },
+        })
     }
 }
 
@@ -163,9 +285,10 @@ mod tests {
                 ("bad header".into(), "x".into()),
             ],
             Duration::from_secs(5),
-        );
+        )
+        .unwrap();
         assert_eq!(problems.len(), 1);
-        assert_eq!(client.post(&url, b"BODY"), Ok(200));
+        assert_eq!(client.post(&url, b"BODY").map(|a| a.status), Ok(200));
         let raw = String::from_utf8(server.join().unwrap())
             .unwrap()
             .to_ascii_lowercase();
@@ -191,18 +314,27 @@ mod tests {
         let (client, problems) = UreqClient::new(
             &[("Authorization".into(), big.clone())],
             Duration::from_secs(5),
-        );
+        )
+        .unwrap();
         assert!(problems.is_empty());
-        assert_eq!(client.post(&url, b"BODY"), Ok(200));
+        assert_eq!(client.post(&url, b"BODY").map(|a| a.status), Ok(200));
         let raw = String::from_utf8(server.join().unwrap()).unwrap();
         assert!(raw.contains(&format!("authorization: {big}\r\n")));
     }
 
     #[test]
     fn error_statuses_are_statuses_not_errors() {
-        let (url, server) = serve_once(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n");
-        let (client, _) = UreqClient::new(&[], Duration::from_secs(5));
-        assert_eq!(client.post(&url, b"BODY"), Ok(503));
+        let (url, server) =
+            serve_once(b"HTTP/1.1 503 Busy\r\nRetry-After: 7\r\nContent-Length: 0\r\n\r\n");
+        let (client, _) = UreqClient::new(&[], Duration::from_secs(5)).unwrap();
+        assert_eq!(
+            client.post(&url, b"BODY"),
+            Ok(Answer {
+                status: 503,
+                retry_after: Some(Duration::from_secs(7)),
+                body: Vec::new(),
+            })
+        );
         server.join().unwrap();
     }
 
@@ -212,7 +344,7 @@ mod tests {
             let l = TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        let (client, _) = UreqClient::new(&[], Duration::from_secs(2));
+        let (client, _) = UreqClient::new(&[], Duration::from_secs(2)).unwrap();
         assert!(client
             .post(&format!("http://127.0.0.1:{port}/v1/traces"), b"x")
             .is_err());

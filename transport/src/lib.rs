@@ -10,8 +10,9 @@
 //!
 //! The boundary is a small C ABI (the two libraries each carry their own
 //! copy of std, so no Rust type crosses it): create a client from the
-//! destination's headers and timeout, POST a body and get the status or an
-//! error text, free the client. [`ABI_VERSION`] is checked on load. Every
+//! destination's headers, options (body type and encoding, CA and client
+//! certificate files: `OPTION_*`) and timeout, POST a body and get the
+//! status and `Retry-After` or an error text, free the client. [`ABI_VERSION`] is checked on load. Every
 //! entry point catches panics and reports them as errors.
 //!
 //! The crate is also an rlib, so the core library's tests use
@@ -25,10 +26,14 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Once;
 use std::time::Duration;
 
-pub use client::UreqClient;
+pub use client::{
+    Answer, UreqClient, OPTION_CA_FILE, OPTION_CLIENT_CERT_FILE, OPTION_CLIENT_KEY_FILE,
+    OPTION_CONTENT_ENCODING, OPTION_CONTENT_TYPE,
+};
 
-/// Version of the C ABI below; bumped on any change to it.
-pub const ABI_VERSION: u32 = 1;
+/// Version of the C ABI below; bumped on any change to it. 2: options in
+/// the header list, `Retry-After` out of `post`, client certificates.
+pub const ABI_VERSION: u32 = 2;
 
 /// Headers as passed to [`lumigo_transport_new`]: each name and value as a
 /// little-endian `u32` length followed by its bytes (the preload library
@@ -62,9 +67,20 @@ unsafe fn write_text(text: &str, buf: *mut u8, cap: usize, len: *mut usize) {
     while !text.is_char_boundary(n) {
         n -= 1;
     }
+    // SAFETY: guaranteed by the caller.
+    unsafe { write_bytes(&text.as_bytes()[..n], buf, cap, len) }
+}
+
+/// Copies `bytes` into the caller's buffer (cut to `cap`) and stores the
+/// length written.
+///
+/// # Safety
+/// As [`write_text`].
+unsafe fn write_bytes(bytes: &[u8], buf: *mut u8, cap: usize, len: *mut usize) {
+    let n = bytes.len().min(cap);
     if n > 0 && !buf.is_null() {
         // SAFETY: the caller guarantees `buf` holds `cap` >= `n` bytes.
-        unsafe { std::ptr::copy_nonoverlapping(text.as_ptr(), buf, n) };
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf, n) };
     }
     if !len.is_null() {
         // SAFETY: the caller guarantees `len` is writable.
@@ -109,9 +125,11 @@ pub extern "C" fn lumigo_transport_abi() -> u32 {
     ABI_VERSION
 }
 
-/// A client for one destination: `headers` as read by [`decode_headers`],
-/// per-phase timeout in milliseconds. Problems (invalid headers, skipped)
-/// are written to `problems`, one per line. Null on failure.
+/// A client for one destination: `headers` as read by [`decode_headers`]
+/// (with the destination's options among them, see `OPTION_*`), per-phase
+/// timeout in milliseconds. Problems (invalid headers, skipped) are written
+/// to `problems`, one per line. Null on failure, with the reason written
+/// to `problems`.
 ///
 /// # Safety
 /// `headers` valid for `headers_len` bytes; `problems` valid for
@@ -133,7 +151,12 @@ pub unsafe extern "C" fn lumigo_transport_new(
         Some(UreqClient::new(&headers, Duration::from_millis(timeout_ms)))
     });
     let (client, found) = match made {
-        Ok(Some(made)) => made,
+        Ok(Some(Ok(made))) => made,
+        Ok(Some(Err(why))) => {
+            // SAFETY: guaranteed by the caller.
+            unsafe { write_text(&why, problems, problems_cap, problems_len) };
+            return std::ptr::null_mut();
+        }
         Ok(None) => {
             // SAFETY: guaranteed by the caller.
             unsafe {
@@ -158,13 +181,16 @@ pub unsafe extern "C" fn lumigo_transport_new(
     Box::into_raw(Box::new(client)).cast()
 }
 
-/// POSTs `body` to `url`: the response status (any status), or -1 with the
-/// error written to `error`.
+/// POSTs `body` to `url`: the response status (any status), with its
+/// `Retry-After` in seconds in `retry_after_s` (`u64::MAX` when absent) and
+/// the body of a 2xx answer in `error` (cut to `error_cap` bytes), or -1
+/// with the error written to `error`.
 ///
 /// # Safety
 /// `client` from [`lumigo_transport_new`], not freed, used by one thread at
 /// a time; `url` and `body` valid for their lengths; `error` valid for
-/// `error_cap` bytes of writes; `error_len` writable or null.
+/// `error_cap` bytes of writes; `error_len` and `retry_after_s` writable
+/// or null.
 #[no_mangle]
 pub unsafe extern "C" fn lumigo_transport_post(
     client: *const c_void,
@@ -175,6 +201,7 @@ pub unsafe extern "C" fn lumigo_transport_post(
     error: *mut u8,
     error_cap: usize,
     error_len: *mut usize,
+    retry_after_s: *mut u64,
 ) -> i32 {
     // SAFETY: guaranteed by the caller.
     let (client, url, body) = unsafe {
@@ -191,7 +218,16 @@ pub unsafe extern "C" fn lumigo_transport_post(
     }))
     .unwrap_or_else(|payload| Err(panic_text(&*payload)));
     match outcome {
-        Ok(status) => i32::from(status),
+        Ok(answer) => {
+            let retry = answer.retry_after.map_or(u64::MAX, |d| d.as_secs());
+            // SAFETY: guaranteed by the caller (writable or null).
+            if let Some(out) = unsafe { retry_after_s.as_mut() } {
+                *out = retry;
+            }
+            // SAFETY: guaranteed by the caller.
+            unsafe { write_bytes(&answer.body, error, error_cap, error_len) };
+            i32::from(answer.status)
+        }
         Err(e) => {
             // SAFETY: guaranteed by the caller.
             unsafe { write_text(&e, error, error_cap, error_len) };

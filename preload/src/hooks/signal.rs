@@ -356,6 +356,14 @@ pub fn install() {
 extern "C" fn on_fatal_signal(sig: c_int) {
     // SAFETY: __errno_location is valid for this thread.
     let saved_errno = unsafe { *libc::__errno_location() };
+    if lumigo_core::guard::is_internal() {
+        // This thread was inside our code, perhaps holding a lock the flush
+        // needs: the signal comes again when it leaves (guard::defer_signal).
+        lumigo_core::guard::defer_signal(sig);
+        // SAFETY: restoring this thread's errno.
+        unsafe { *libc::__errno_location() = saved_errno };
+        return;
+    }
     crate::runtime::flush_for_signal();
     if let Some(i) = MANAGED.iter().position(|&s| s == sig) {
         SLOTS[i].ours.store(false, Ordering::Relaxed);
