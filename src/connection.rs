@@ -475,7 +475,7 @@ impl Connection {
             // It continues the trace its headers carried, if any.
             let who = match &op.carried {
                 Some((tp, ts)) if tracer.inject && parse_traceparent(tp).is_some() => {
-                    tracer.server_span(Some(tp), ts.as_deref())
+                    tracer.server_span(Some(tp), ts.as_deref(), None)
                 }
                 _ => tracer.client_identity(),
             };
