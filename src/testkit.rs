@@ -117,6 +117,61 @@ impl StopWatch {
     }
 }
 
+/// What [`fuzz_connection`] throws at a client connection: pieces for each
+/// direction (one list may serve both), and, one time in `noise`, a run of
+/// random bytes instead.
+pub(crate) struct Pieces<'a> {
+    pub(crate) outbound: &'a [&'a [u8]],
+    pub(crate) inbound: &'a [&'a [u8]],
+    pub(crate) noise: usize,
+}
+
+/// Feeds `conn` 1 to 30 random pieces (events `first..`), each split at
+/// random into calls of 1 to 8 bytes; checks the Stop contract and calls
+/// `check` after every piece (the caps). Returns how many operations the
+/// connection reported.
+pub(crate) fn fuzz_connection<W: crate::protocol::Wire>(
+    rng: &mut Rng,
+    conn: &mut W,
+    pieces: &Pieces,
+    first: usize,
+    check: impl Fn(&W),
+) -> usize {
+    let mut done = Vec::new();
+    let mut stop = StopWatch::default();
+    for i in first..(first + 1 + rng.below(30)) {
+        let outbound = rng.below(2) == 0;
+        let mut data = Vec::new();
+        if rng.below(pieces.noise) == 0 {
+            for _ in 0..rng.below(40) {
+                data.push(rng.next() as u8);
+            }
+        } else {
+            let list = if outbound {
+                pieces.outbound
+            } else {
+                pieces.inbound
+            };
+            data.extend_from_slice(list[rng.below(list.len())]);
+        }
+        let before = done.len();
+        let mut flows = Vec::new();
+        let mut rest = &data[..];
+        while !rest.is_empty() {
+            let n = (1 + rng.below(8)).min(rest.len());
+            flows.push(if outbound {
+                conn.outbound(&rest[..n], at(i), &mut done)
+            } else {
+                conn.inbound(&rest[..n], at(i), &mut done)
+            });
+            rest = &rest[n..];
+        }
+        stop.note(i, &flows, before, done.len());
+        check(conn);
+    }
+    done.len()
+}
+
 /// Replays of captured client traffic (the fixture files under
 /// `tests/fixtures/`, written by `tests/fixtures/redis/capture.py`), for any
 /// parser behind [`Wire`](crate::protocol::Wire).

@@ -4,7 +4,7 @@
 
 use super::tests::{frame, header, publish};
 use super::*;
-use crate::testkit::{at, Rng, StopWatch};
+use crate::testkit::{at, fuzz_connection, Pieces, Rng};
 
 fn inbound() -> Vec<Vec<u8>> {
     let mut deliver = vec![0, 60, 0, 60, 1, b't'];
@@ -50,45 +50,27 @@ fn outbound() -> Vec<Vec<u8>> {
 #[test]
 fn random_input_never_panics_and_stays_bounded() {
     let (ins, outs) = (inbound(), outbound());
+    let ins: Vec<&[u8]> = ins.iter().map(Vec::as_slice).collect();
+    let outs: Vec<&[u8]> = outs.iter().map(Vec::as_slice).collect();
+    let pieces = Pieces {
+        outbound: &outs,
+        inbound: &ins,
+        noise: 12,
+    };
     let mut rng = Rng(0xfeed_f00d_dead_beef);
     let mut reported = 0;
     for _ in 0..3000 {
         let mut conn = AmqpConnection::new();
         let mut done = Vec::new();
-        let mut stop = StopWatch::default();
         let _ = conn.on_outbound(PROTOCOL_HEADER, at(0), &mut done);
-        for i in 1..(2 + rng.below(30)) {
-            let outbound = rng.below(2) == 0;
-            let mut data = Vec::new();
-            if rng.below(12) == 0 {
-                for _ in 0..rng.below(40) {
-                    data.push(rng.next() as u8);
-                }
-            } else if outbound {
-                data.extend_from_slice(&outs[rng.below(outs.len())]);
-            } else {
-                data.extend_from_slice(&ins[rng.below(ins.len())]);
-            }
-            let before = done.len();
-            let mut flows = Vec::new();
-            let mut rest = &data[..];
-            while !rest.is_empty() {
-                let n = (1 + rng.below(8)).min(rest.len());
-                flows.push(if outbound {
-                    conn.on_outbound(&rest[..n], at(i), &mut done)
-                } else {
-                    conn.on_inbound(&rest[..n], at(i), &mut done)
-                });
-                rest = &rest[n..];
-            }
-            stop.note(i, &flows, before, done.len());
+        reported += done.len();
+        reported += fuzz_connection(&mut rng, &mut conn, &pieces, 1, |conn| {
             for r in [&conn.out, &conn.inb] {
                 assert!(r.kept.len() <= MAX_KEEP_BYTES && r.head.len() <= 7);
             }
             assert!(conn.channels.len() <= MAX_CHANNELS);
             assert!(conn.consumers.len() <= MAX_CONSUMERS);
-        }
-        reported += done.len();
+        });
     }
     assert!(reported > 300, "the frames reach spans: {reported}");
 }

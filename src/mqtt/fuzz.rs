@@ -3,7 +3,7 @@
 //! contract.
 
 use super::*;
-use crate::testkit::{at, Rng, StopWatch};
+use crate::testkit::{fuzz_connection, Pieces, Rng};
 
 const OUT: &[&[u8]] = &[
     b"\x10\x0f\x00\x04MQTT\x05\x02\x00\x3c\x00\x00\x02c1",
@@ -35,43 +35,21 @@ const IN: &[&[u8]] = &[
 #[test]
 fn random_input_never_panics_and_stays_bounded() {
     let mut rng = Rng(0x0ddb_a11c_afe5_eed5);
+    let pieces = Pieces {
+        outbound: OUT,
+        inbound: IN,
+        noise: 10,
+    };
     let mut reported = 0;
     for _ in 0..3000 {
         let mut conn = MqttConnection::new();
-        let mut done = Vec::new();
-        let mut stop = StopWatch::default();
-        for i in 0..(1 + rng.below(30)) {
-            let outbound = rng.below(2) == 0;
-            let mut data = Vec::new();
-            if rng.below(10) == 0 {
-                for _ in 0..rng.below(40) {
-                    data.push(rng.next() as u8);
-                }
-            } else if outbound {
-                data.extend_from_slice(OUT[rng.below(OUT.len())]);
-            } else {
-                data.extend_from_slice(IN[rng.below(IN.len())]);
-            }
-            let before = done.len();
-            let mut flows = Vec::new();
-            let mut rest = &data[..];
-            while !rest.is_empty() {
-                let n = (1 + rng.below(8)).min(rest.len());
-                flows.push(if outbound {
-                    conn.on_outbound(&rest[..n], at(i), &mut done)
-                } else {
-                    conn.on_inbound(&rest[..n], at(i), &mut done)
-                });
-                rest = &rest[n..];
-            }
-            stop.note(i, &flows, before, done.len());
+        reported += fuzz_connection(&mut rng, &mut conn, &pieces, 0, |conn| {
             for r in [&conn.out, &conn.inb] {
                 assert!(r.kept.len() <= MAX_KEEP_BYTES && r.head.len() <= 5);
                 assert!(r.aliases.len() <= MAX_ALIASES);
             }
             assert!(conn.pending.len() <= MAX_IN_FLIGHT);
-        }
-        reported += done.len();
+        });
     }
     assert!(reported > 300, "the fragments reach spans: {reported}");
 }

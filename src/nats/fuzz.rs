@@ -3,7 +3,7 @@
 //! the Stop contract.
 
 use super::*;
-use crate::testkit::{at, Rng, StopWatch};
+use crate::testkit::{at, fuzz_connection, Pieces, Rng};
 
 const FRAGMENTS: &[&[u8]] = &[
     b"INFO {\"client_id\":7,\"headers\":true}\r\n",
@@ -26,39 +26,19 @@ const FRAGMENTS: &[&[u8]] = &[
 #[test]
 fn random_input_never_panics_and_stays_bounded() {
     let mut rng = Rng(0x1234_5678_9abc_def1);
+    let pieces = Pieces {
+        outbound: FRAGMENTS,
+        inbound: FRAGMENTS,
+        noise: 8,
+    };
     let mut reported = 0;
     for _ in 0..3000 {
         let mut conn = NatsConnection::new();
-        let mut done = Vec::new();
-        let mut stop = StopWatch::default();
-        for i in 0..(1 + rng.below(30)) {
-            let outbound = rng.below(2) == 0;
-            let mut data = Vec::new();
-            if rng.below(8) == 0 {
-                for _ in 0..rng.below(40) {
-                    data.push(rng.next() as u8);
-                }
-            } else {
-                data.extend_from_slice(FRAGMENTS[rng.below(FRAGMENTS.len())]);
-            }
-            let before = done.len();
-            let mut flows = Vec::new();
-            let mut rest = &data[..];
-            while !rest.is_empty() {
-                let n = (1 + rng.below(8)).min(rest.len());
-                flows.push(if outbound {
-                    conn.on_outbound(&rest[..n], at(i), &mut done)
-                } else {
-                    conn.on_inbound(&rest[..n], at(i), &mut done)
-                });
-                rest = &rest[n..];
-            }
-            stop.note(i, &flows, before, done.len());
+        reported += fuzz_connection(&mut rng, &mut conn, &pieces, 0, |conn| {
             assert!(conn.out.line.len() <= MAX_LINE_BYTES);
             assert!(conn.inb.line.len() <= MAX_LINE_BYTES);
             assert!(conn.inb.headers.len() <= MAX_HEADER_BYTES);
-        }
-        reported += done.len();
+        });
     }
     assert!(reported > 300, "the fragments reach spans: {reported}");
 }
