@@ -59,14 +59,7 @@ const FRAME_END: u8 = 0xce;
 /// assert_eq!(detect(b"AMQP\x00\x01\x00\x00"), Detect::No);
 /// ```
 pub fn detect(first_outbound: &[u8]) -> Detect {
-    let n = first_outbound.len().min(PROTOCOL_HEADER.len());
-    if first_outbound[..n] != PROTOCOL_HEADER[..n] {
-        Detect::No
-    } else if n < PROTOCOL_HEADER.len() {
-        Detect::NeedMore
-    } else {
-        Detect::Yes
-    }
+    Detect::literal(first_outbound, PROTOCOL_HEADER)
 }
 
 /// One direction's frame reader.

@@ -26,6 +26,21 @@ pub enum Detect {
     NeedMore,
 }
 
+impl Detect {
+    /// The verdict for a protocol whose streams start with the fixed bytes
+    /// `start` (AMQP's protocol header, NATS's `INFO {`).
+    pub fn literal(prefix: &[u8], start: &[u8]) -> Detect {
+        let n = prefix.len().min(start.len());
+        if prefix[..n] != start[..n] {
+            Detect::No
+        } else if n < start.len() {
+            Detect::NeedMore
+        } else {
+            Detect::Yes
+        }
+    }
+}
+
 /// Decides whether `prefix` starts an HTTP/1.x request.
 ///
 /// ```

@@ -39,15 +39,7 @@ pub const MAX_LINE_BYTES: usize = 64 * 1024;
 /// assert_eq!(detect(b"+OK\r\n"), Detect::No);
 /// ```
 pub fn detect(first_inbound: &[u8]) -> Detect {
-    const GREETING: &[u8] = b"INFO {";
-    let n = first_inbound.len().min(GREETING.len());
-    if first_inbound[..n] != GREETING[..n] {
-        Detect::No
-    } else if n < GREETING.len() {
-        Detect::NeedMore
-    } else {
-        Detect::Yes
-    }
+    Detect::literal(first_inbound, b"INFO {")
 }
 
 /// One direction's reader: a control line being gathered, or a payload
