@@ -90,6 +90,7 @@ pub fn child_env(mut env: Env, flags: &Flags, cwd: &Path, tracing: &Tracing) -> 
         if let Some(value) = with_library(current.as_deref(), library) {
             set(&mut env, "LD_PRELOAD", value);
         }
+        crate::hints::add(&mut env, library);
     }
     env
 }
@@ -120,7 +121,7 @@ pub fn with_library(current: Option<&OsStr>, library: &Path) -> Option<OsString>
 
 /// Sets `name` to `value`: replaces the first entry in place and drops any
 /// duplicates, or appends.
-fn set(env: &mut Env, name: &str, value: OsString) {
+pub(crate) fn set(env: &mut Env, name: &str, value: OsString) {
     let mut value = Some(value);
     env.retain_mut(|(k, v)| {
         if k.as_bytes() != name.as_bytes() {

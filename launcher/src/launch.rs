@@ -77,7 +77,11 @@ pub fn run(cli: Cli) -> i32 {
         if let Some(dump) = &config.spandump {
             dump::warn_if_refused(dump);
         }
-        let tracing = decide(word, &path, &current, &cwd, debug);
+        let needs_transport = config
+            .destinations
+            .iter()
+            .any(lumigo_core::export::needs_transport_library);
+        let tracing = decide(word, &path, &current, &cwd, debug, needs_transport);
         if matches!(tracing, Tracing::Preload(_)) && !config.has_destination() {
             diag::warn(NO_DESTINATION);
         }
@@ -96,7 +100,16 @@ pub fn run(cli: Cli) -> i32 {
 
 /// Whether to preload the library into `path`, warning when tracing is off
 /// for a reason the user should know.
-fn decide(word: &OsStr, path: &Path, current: &Env, cwd: &Path, debug: bool) -> Tracing {
+/// `needs_transport`: a destination is served by the transport library
+/// (`https://` or gRPC; plain `http://` collectors are not).
+fn decide(
+    word: &OsStr,
+    path: &Path,
+    current: &Env,
+    cwd: &Path,
+    debug: bool,
+    needs_transport: bool,
+) -> Tracing {
     let untraced = |reason: &dyn std::fmt::Display| {
         diag::warn(format_args!(
             "{reason}; running {} without tracing",
@@ -117,10 +130,10 @@ fn decide(word: &OsStr, path: &Path, current: &Env, cwd: &Path, debug: bool) -> 
     };
     diag::debug(debug, format_args!("library: {}", library.display()));
     let transport = library.with_file_name(library::TRANSPORT_FILE_NAME);
-    if !transport.is_file() {
+    if needs_transport && !transport.is_file() {
         diag::warn(format_args!(
-            "{} is missing: spans cannot be sent over OTLP (a span dump still works); \
-             install it beside {}",
+            "{} is missing: spans cannot be sent over OTLP to https:// or gRPC endpoints \
+             (a span dump and http:// endpoints still work); install it beside {}",
             transport.display(),
             library::LIBRARY_FILE_NAME
         ));

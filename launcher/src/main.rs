@@ -19,6 +19,7 @@ mod dump;
 mod elf;
 mod env;
 mod exec;
+mod hints;
 // Only the entry point uses it; unit tests test its parts.
 #[cfg_attr(test, allow(dead_code))]
 mod launch;

@@ -404,10 +404,16 @@ fn library_next_to_the_launcher_is_preloaded_first() {
     assert_eq!(value, lib.to_str().unwrap(), "{}", stderr(&o));
     assert_eq!(stderr(&o), "", "no warnings when all is well");
 
-    // Without the transport library beside it: traced, with a warning.
+    // Without the transport library beside it: traced, with a warning
+    // when a destination needs it (https:// or gRPC), silently for a plain
+    // http:// one, which the preload library serves itself.
     let transport = lib.with_file_name("liblumigo_transport.so");
     std::fs::remove_file(&transport).unwrap();
-    let (value, o) = child_var(&s, &[], &[], "LD_PRELOAD");
+    let (value, o) = child_var(&s, &[], &[DESTINATION], "LD_PRELOAD");
+    assert_eq!(value, lib.to_str().unwrap());
+    assert_eq!(stderr(&o), "", "http:// needs no transport library");
+    let https = ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://127.0.0.1:4318");
+    let (value, o) = child_var(&s, &[], &[https], "LD_PRELOAD");
     assert_eq!(value, lib.to_str().unwrap());
     assert!(
         stderr(&o).contains(&format!(

@@ -7,6 +7,7 @@
 pub mod dl;
 pub mod dns;
 pub mod exec;
+pub mod hint;
 pub mod inject;
 pub mod io;
 pub mod libssl;
