@@ -70,6 +70,7 @@ fn server_span(n: u8) -> SpanRecord {
             ("http.response.status_code", AttrValue::Int(200)),
             ("lumigo.truncated", AttrValue::Bool(false)),
         ],
+        links: Vec::new(),
     }
 }
 
@@ -93,6 +94,7 @@ fn client_span(parent: &SpanRecord) -> SpanRecord {
             ("url.full", AttrValue::from("http://backend:8080/pay")),
             ("http.response.status_code", AttrValue::Int(503)),
         ],
+        links: Vec::new(),
     }
 }
 
@@ -359,7 +361,7 @@ fn rejected_exports_are_retried_with_backoff_within_the_export_timeout() {
     let endpoint = receiver.endpoint();
     let pipeline = Pipeline::new(config(&[
         ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &endpoint),
-        ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "2500"),
+        ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "2000"),
     ]));
 
     receiver.set_status(500); // not retryable
@@ -367,8 +369,11 @@ fn rejected_exports_are_retried_with_backoff_within_the_export_timeout() {
     assert!(!pipeline.flush(WAIT));
     assert_eq!(receiver.requests().len(), 1);
 
-    // Retryable: after 1 s (±20%); the next wait (2 s ±20%) would end
-    // past the 2.5 s timeout, so the batch is dropped then.
+    // Retryable: after 1 s (±20%, so at most 1.2 s: inside the 2 s
+    // timeout); the next wait (2 s ±20%, at least 1.6 s) would end at
+    // 2.4 s or later, past the timeout whatever the jitter drew, so the
+    // batch is dropped then. (With a 2.5 s timeout, 0.8 s + 1.6 s fitted:
+    // a fourth request on an unlucky draw.)
     receiver.set_status(503);
     pipeline.submit(server_span(2));
     assert!(!pipeline.flush(WAIT));

@@ -145,6 +145,24 @@ fn encode_span(out: &mut Vec<u8>, span: &SpanRecord) {
         unix_nanos(span.end)
     );
     attributes(out, span.attributes.iter().map(|(k, v)| (k, v)));
+    if !span.links.is_empty() {
+        out.extend_from_slice(b",\"links\":[");
+        for (i, link) in span.links.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"traceId\":");
+            hex(out, &link.context.trace_id);
+            out.extend_from_slice(b",\"spanId\":");
+            hex(out, &link.context.span_id);
+            if let Some(state) = link.context.trace_state.as_deref() {
+                out.extend_from_slice(b",\"traceState\":");
+                string(out, state);
+            }
+            let _ = write!(out, ",\"flags\":{}}}", super::proto::link_flags(link));
+        }
+        out.push(b']');
+    }
     match &span.status {
         SpanStatus::Unset => {}
         SpanStatus::Ok => out.extend_from_slice(b",\"status\":{\"code\":1}"),
@@ -207,6 +225,15 @@ mod tests {
                 ("lumigo.truncated", AttrValue::Bool(true)),
                 ("empty", AttrValue::from("")),
             ],
+            links: vec![crate::span::SpanLink {
+                context: SpanContext {
+                    trace_id: [7; 16],
+                    span_id: [8; 8],
+                    trace_flags: 1,
+                    trace_state: Some("rojo=00f067aa0ba902b7".into()),
+                },
+                remote: true,
+            }],
         };
         let mut root = remote_child.clone();
         root.parent_span_id = None;
@@ -215,10 +242,14 @@ mod tests {
         root.status = SpanStatus::Ok;
         root.kind = SpanKind::Server;
         root.attributes.clear();
+        root.links[0].context.trace_state = None;
+        root.links[0].remote = false;
+        root.links.push(root.links[0].clone());
         let mut local = remote_child.clone();
         local.parent_is_remote = false;
         local.status = SpanStatus::Unset;
         local.kind = SpanKind::Consumer;
+        local.links.clear();
         vec![remote_child, root, local]
     }
 

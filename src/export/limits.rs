@@ -58,6 +58,7 @@ mod tests {
             end: UNIX_EPOCH,
             status: SpanStatus::Unset,
             attributes,
+            links: Vec::new(),
         }
     }
 

@@ -23,10 +23,44 @@ pub enum Loss {
     Transport,
     /// The endpoint answered with this non-2xx status.
     Http(u16),
+    /// The OTLP/gRPC endpoint answered with this non-OK status.
+    Grpc(u8),
     /// The span dump could not be opened or written.
     Write,
     /// The exporter panicked.
     Panic,
+}
+
+/// gRPC statuses share the table of HTTP statuses, above every HTTP one.
+const GRPC_SLOT_BASE: u16 = 1000;
+
+/// gRPC status names, by code.
+const GRPC_NAMES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+/// `UNAVAILABLE (14)`.
+pub fn grpc_name(code: u8) -> String {
+    match GRPC_NAMES.get(usize::from(code)) {
+        Some(name) => format!("{name} ({code})"),
+        None => format!("status {code}"),
+    }
 }
 
 /// Distinct HTTP statuses counted separately; others share the last slot.
@@ -67,6 +101,7 @@ impl Losses {
             Loss::Write => &self.write,
             Loss::Panic => &self.panic,
             Loss::Http(status) => self.http_slot(status),
+            Loss::Grpc(code) => self.http_slot(GRPC_SLOT_BASE + u16::from(code)),
         };
         counter.fetch_add(n, Ordering::Relaxed);
     }
@@ -93,7 +128,12 @@ impl Losses {
         let mut out: Vec<(String, u64)> = Vec::new();
         for (s, c) in &self.http {
             let status = s.load(Ordering::Relaxed);
-            if status != 0 {
+            if status >= GRPC_SLOT_BASE {
+                out.push((
+                    format!("gRPC {}", grpc_name((status - GRPC_SLOT_BASE) as u8)),
+                    get(c),
+                ));
+            } else if status != 0 {
                 out.push((format!("HTTP {status}"), get(c)));
             }
         }
@@ -143,11 +183,19 @@ mod tests {
             l.summary().as_deref(),
             Some("12 spans lost: 10 HTTP 503, 2 deadline")
         );
+        l.add(Loss::Grpc(14), 1);
+        assert!(l
+            .summary()
+            .unwrap()
+            .ends_with(", 2 deadline, 1 gRPC UNAVAILABLE (14)"));
         l.add(Loss::QueueFull, 1);
         l.add(Loss::Transport, 3);
         assert_eq!(
             l.summary().as_deref(),
-            Some("16 spans lost: 10 HTTP 503, 3 connection failed, 2 deadline, 1 queue full")
+            Some(
+                "17 spans lost: 10 HTTP 503, 3 connection failed, 2 deadline, \
+                 1 gRPC UNAVAILABLE (14), 1 queue full"
+            )
         );
     }
 

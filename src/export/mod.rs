@@ -28,11 +28,14 @@
 //! waits for it with a deadline; it touches no thread-local with a destructor.
 
 mod health;
-mod json;
-mod limits;
+mod http1;
+pub(crate) mod json;
+pub(crate) mod limits;
 mod loss;
 mod otlp;
-mod proto;
+pub(crate) mod proto;
+#[cfg(test)]
+mod sdk_parity;
 mod spandump;
 mod transport;
 mod worker;
@@ -50,12 +53,12 @@ use health::EndpointHealth;
 use loss::Losses;
 
 pub use loss::Loss;
-pub use otlp::SCOPE_NAME;
+pub use otlp::{needs_transport_library, SCOPE_NAME};
 pub use spandump::open_before_privilege_drop;
 pub use transport::{
     encode_headers, set_transport_factory, Answer, FreeFn, NewFn, PostFn, Transport, TransportAbi,
     TransportFactory, OPTION_CA_FILE, OPTION_CLIENT_CERT_FILE, OPTION_CLIENT_KEY_FILE,
-    OPTION_CONTENT_ENCODING, OPTION_CONTENT_TYPE, TRANSPORT_ABI_VERSION,
+    OPTION_CONTENT_ENCODING, OPTION_CONTENT_TYPE, OPTION_PROTOCOL, TRANSPORT_ABI_VERSION,
 };
 
 /// Name of the worker thread (as shown by `ps -L`, `top -H`).
@@ -189,6 +192,11 @@ impl Pipeline {
                 spare: Mutex::new(Vec::new()),
             }),
         }
+    }
+
+    /// The configuration the pipeline was made with.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     /// An empty attribute vector for a new span, reused from an exported
@@ -399,6 +407,18 @@ impl Pipeline {
         self.shared.worker.load(Ordering::Acquire) != NOT_STARTED
     }
 
+    /// Starts the worker before the first span, when one is sure to come
+    /// (the first traced exchange has begun): it loads its transport and
+    /// connects while the exchange is still in flight, so a short process
+    /// exporting at exit does not pay for that inside its flush deadline.
+    pub fn warm_up(&self) {
+        if self.config.has_destination()
+            && self.shared.worker.load(Ordering::Acquire) == NOT_STARTED
+        {
+            self.start_worker();
+        }
+    }
+
     fn start_worker(&self) {
         let won = self.shared.worker.compare_exchange(
             NOT_STARTED,
@@ -521,7 +541,7 @@ fn futex_wake_all(word: &AtomicU32) {
 /// Spawns the detached worker with all signals blocked in it: the mask is
 /// inherited from the spawning thread, so we block everything around the
 /// spawn and restore the caller's mask afterwards.
-fn spawn_with_signals_blocked(f: impl FnOnce() + Send + 'static) -> Result<(), String> {
+pub fn spawn_with_signals_blocked(f: impl FnOnce() + Send + 'static) -> Result<(), String> {
     // SAFETY: sigset_t is plain data; sigfillset initialises it fully, and
     // pthread_sigmask only reads `all` and writes `old`, both valid locals.
     let old = unsafe {
@@ -581,6 +601,7 @@ mod tests {
             end: SystemTime::now(),
             status: SpanStatus::Unset,
             attributes: vec![("n", AttrValue::Int(i64::from(i)))],
+            links: Vec::new(),
         }
     }
 

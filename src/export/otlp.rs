@@ -1,4 +1,4 @@
-//! OTLP/HTTP export of span batches to one endpoint.
+//! OTLP export of span batches to one endpoint, over HTTP or gRPC.
 //!
 //! A batch is encoded straight from our [`SpanRecord`]s into a buffer kept
 //! across batches (protobuf: `proto.rs`, or JSON: `json.rs`), gzipped when
@@ -6,14 +6,24 @@
 //! (`transport.rs`) on the worker thread. The request follows the OTLP/HTTP
 //! specification: `POST` of an `ExportTraceServiceRequest` with
 //! `Content-Type: application/x-protobuf` or `application/json` (and
-//! `Content-Encoding: gzip`); any 2xx is success.
+//! `Content-Encoding: gzip`); any 2xx is success. A plain `http://`
+//! endpoint is reached by the small HTTP/1.1 client of this library
+//! (`http1.rs`); `https://` and gRPC by the transport library
+//! (`transport.rs`), which is then loaded. OTLP/gRPC sends the same
+//! protobuf (gzipped: `grpc-encoding: gzip`) in a unary
+//! `TraceService/Export` call; the transport library frames it, and OK is
+//! success.
 //!
 //! Retries, as the specification says: a throttled or unavailable endpoint
 //! (429, 502, 503, 504) is asked again after its `Retry-After`, or else
 //! after an exponential backoff with jitter (1 s, 2 s, 4 s, at most 5 s,
 //! ±20%), as long as the wait ends within the export timeout
 //! (`OTEL_EXPORTER_OTLP_TIMEOUT`) and, while the process exits, within its
-//! flush deadline. A transport error is retried once after a short pause
+//! flush deadline. gRPC calls are retried likewise for the statuses the
+//! specification names retryable (CANCELLED, DEADLINE_EXCEEDED, ABORTED,
+//! OUT_OF_RANGE, UNAVAILABLE, DATA_LOSS, and RESOURCE_EXHAUSTED when the
+//! answer carries a `RetryInfo`), after the `RetryInfo` delay when there is
+//! one. A transport error is retried once after a short pause
 //! (a kept-alive connection the server closed). Then the batch is dropped
 //! and the failure counted by the pipeline. Retrying happens on the worker:
 //! the app never waits, and spans arriving meanwhile wait in the bounded
@@ -29,6 +39,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::health::EndpointHealth;
+use super::http1::{self, Http1Client};
 use super::transport::{new_transport, Answer, Transport};
 use super::{json, proto, Exporter, Loss};
 use crate::config::{BatchConfig, Compression, OtlpDestination, OtlpProtocol};
@@ -58,7 +69,7 @@ const KEEP_BUFFER_BYTES: usize = 4 << 20;
 /// freed); beyond this, a lost connection just fails one attempt.
 const MAX_TRANSPORT_REPLACEMENTS: u32 = 16;
 
-/// Sends batches to one OTLP/HTTP endpoint.
+/// Sends batches to one OTLP endpoint (HTTP or gRPC).
 pub(crate) struct OtlpExporter {
     endpoint: String,
     client: Box<dyn Transport>,
@@ -98,9 +109,14 @@ impl OtlpExporter {
         let headers = transport_headers(destination);
         // `OTEL_BSP_EXPORT_TIMEOUT` bounds every export too.
         let timeout = destination.timeout.min(batch.export_timeout);
-        let (client, problems) = new_transport(&headers, timeout)?;
+        let (client, problems) = make_transport(
+            destination.protocol,
+            &destination.endpoint,
+            &headers,
+            timeout,
+        )?;
         let (resource, scope) = match destination.protocol {
-            OtlpProtocol::HttpProtobuf => (
+            OtlpProtocol::HttpProtobuf | OtlpProtocol::Grpc => (
                 proto::resource_field(resource),
                 proto::scope_field(SCOPE_NAME, crate::VERSION),
             ),
@@ -138,7 +154,8 @@ impl OtlpExporter {
             return;
         }
         self.revocations = now;
-        if let Ok((client, _)) = new_transport(&self.headers, self.timeout) {
+        let made = make_transport(self.protocol, &self.endpoint, &self.headers, self.timeout);
+        if let Ok((client, _)) = made {
             std::mem::forget(std::mem::replace(&mut self.client, client));
             self.replacements += 1;
         }
@@ -148,7 +165,7 @@ impl OtlpExporter {
     /// partial success): told under `LUMIGO_DEBUG`, not retried.
     fn report_partial_success(&self, body: &[u8], spans: usize) {
         let partial = match self.protocol {
-            OtlpProtocol::HttpProtobuf => proto::partial_success(body),
+            OtlpProtocol::HttpProtobuf | OtlpProtocol::Grpc => proto::partial_success(body),
             OtlpProtocol::HttpJson => json::partial_success(body),
         };
         if let Some((rejected, message)) = partial {
@@ -162,6 +179,7 @@ impl OtlpExporter {
     }
 
     fn post_with_retry(&mut self, spans: usize) -> Result<(), String> {
+        const GRPC_OK: u8 = 0;
         let start = Instant::now();
         let body = match self.compression {
             Compression::None => &self.body,
@@ -176,6 +194,22 @@ impl OtlpExporter {
                     transport_retried = true;
                     RETRY_DELAY
                 }
+                Ok(Answer {
+                    grpc_status: Some(code),
+                    retry_after,
+                    ..
+                }) if grpc_retryable(*code, retry_after.is_some()) => match retry_after {
+                    Some(asked) => (*asked).max(RETRY_DELAY),
+                    None => {
+                        let wait = jittered(backoff);
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        wait
+                    }
+                },
+                Ok(Answer {
+                    grpc_status: Some(_),
+                    ..
+                }) => break outcome,
                 Ok(Answer {
                     status: 429 | 502 | 503 | 504,
                     retry_after,
@@ -196,6 +230,26 @@ impl OtlpExporter {
             }
         };
         match outcome {
+            Ok(Answer {
+                grpc_status: Some(GRPC_OK),
+                body,
+                ..
+            }) => {
+                self.report_partial_success(&body, spans);
+                Ok(())
+            }
+            Ok(Answer {
+                grpc_status: Some(code),
+                body,
+                ..
+            }) => {
+                self.failure = Loss::Grpc(code);
+                Err(format!(
+                    "the endpoint answered gRPC {}: {:?}",
+                    super::loss::grpc_name(code),
+                    String::from_utf8_lossy(&body)
+                ))
+            }
             Ok(Answer {
                 status: 200..=299,
                 body,
@@ -218,7 +272,7 @@ impl OtlpExporter {
     /// Encodes `spans` into `body` (and `compressed`).
     fn encode(&mut self, spans: &[SpanRecord]) {
         match self.protocol {
-            OtlpProtocol::HttpProtobuf => {
+            OtlpProtocol::HttpProtobuf | OtlpProtocol::Grpc => {
                 proto::encode_request(&mut self.body, &self.resource, &self.scope, spans)
             }
             OtlpProtocol::HttpJson => {
@@ -231,6 +285,40 @@ impl OtlpExporter {
     }
 }
 
+/// Whether a gRPC status is worth another try (the OTLP specification's
+/// list): RESOURCE_EXHAUSTED only when the server said when (`RetryInfo`).
+fn grpc_retryable(code: u8, has_retry_info: bool) -> bool {
+    match code {
+        // CANCELLED, DEADLINE_EXCEEDED, ABORTED, OUT_OF_RANGE, UNAVAILABLE,
+        // DATA_LOSS.
+        1 | 4 | 10 | 11 | 14 | 15 => true,
+        8 => has_retry_info,
+        _ => false,
+    }
+}
+
+/// Whether a destination is served by the transport library (`https://`
+/// or gRPC) rather than this library's own HTTP/1.1 client.
+pub fn needs_transport_library(destination: &OtlpDestination) -> bool {
+    destination.protocol == OtlpProtocol::Grpc || !http1::serves(&destination.endpoint)
+}
+
+/// The client of a destination: this library's own HTTP/1.1 client for a
+/// plain `http://` OTLP/HTTP endpoint (no transport library loaded), else
+/// one from the transport library (TLS, gRPC).
+fn make_transport(
+    protocol: OtlpProtocol,
+    endpoint: &str,
+    headers: &[(String, String)],
+    timeout: Duration,
+) -> Result<(Box<dyn Transport>, Vec<String>), String> {
+    if protocol != OtlpProtocol::Grpc && http1::serves(endpoint) {
+        let (client, problems) = Http1Client::new(headers, timeout);
+        return Ok((Box::new(client), problems));
+    }
+    new_transport(headers, timeout)
+}
+
 /// The destination's headers plus its options for the transport.
 fn transport_headers(destination: &OtlpDestination) -> Vec<(String, String)> {
     use super::transport::*;
@@ -239,6 +327,10 @@ fn transport_headers(destination: &OtlpDestination) -> Vec<(String, String)> {
     let content_type = match destination.protocol {
         OtlpProtocol::HttpProtobuf => "application/x-protobuf",
         OtlpProtocol::HttpJson => "application/json",
+        OtlpProtocol::Grpc => {
+            option(OPTION_PROTOCOL, "grpc".to_owned());
+            "application/grpc"
+        }
     };
     option(OPTION_CONTENT_TYPE, content_type.to_owned());
     if destination.compression == Compression::Gzip {

@@ -274,6 +274,17 @@ fn encode_span(w: &mut Writer<'_>, span: &SpanRecord) {
     for (key, value) in &span.attributes {
         w.key_value(9, key, value);
     }
+    // `Link { trace_id = 1; span_id = 2; trace_state = 3; flags = 6 }`.
+    for link in &span.links {
+        let l = w.open(13);
+        w.bytes(1, &link.context.trace_id);
+        w.bytes(2, &link.context.span_id);
+        if let Some(state) = link.context.trace_state.as_deref() {
+            w.string(3, state);
+        }
+        w.fixed32(6, link_flags(link));
+        w.close(l);
+    }
     // `Status { message = 2; code = 3 }`; an unset status is the default.
     match &span.status {
         SpanStatus::Unset => {}
@@ -294,6 +305,14 @@ fn encode_span(w: &mut Writer<'_>, span: &SpanRecord) {
         u32::from(ctx.trace_flags) | FLAG_HAS_IS_REMOTE | if remote { FLAG_IS_REMOTE } else { 0 };
     w.fixed32(16, flags);
     w.close(s);
+}
+
+/// A link's `flags`: the trace flags, and whether the linked context is
+/// remote (known either way).
+pub(crate) fn link_flags(link: &crate::span::SpanLink) -> u32 {
+    u32::from(link.context.trace_flags)
+        | FLAG_HAS_IS_REMOTE
+        | if link.remote { FLAG_IS_REMOTE } else { 0 }
 }
 
 /// Reads one varint at the start of `buf`: (value, bytes read).
@@ -372,6 +391,15 @@ mod tests {
             end: UNIX_EPOCH + Duration::from_nanos(1_700_000_001_000_000_001),
             status: SpanStatus::Error("HTTP 503".into()),
             attributes: attrs,
+            links: vec![crate::span::SpanLink {
+                context: SpanContext {
+                    trace_id: *b"linkedtrace01234",
+                    span_id: *b"linked01",
+                    trace_flags: 1,
+                    trace_state: Some("rojo=00f067aa0ba902b7".into()),
+                },
+                remote: true,
+            }],
         }
     }
 
@@ -426,6 +454,21 @@ mod tests {
         assert_eq!(s.flags, 0x301, "sampled, remote parent known and remote");
         let status = s.status.as_ref().unwrap();
         assert_eq!((status.code, status.message.as_str()), (2, "HTTP 503"));
+        assert_eq!(s.links.len(), 1);
+        let link = &s.links[0];
+        assert_eq!(
+            (
+                &link.trace_id[..],
+                &link.span_id[..],
+                link.trace_state.as_str()
+            ),
+            (
+                &b"linkedtrace01234"[..],
+                &b"linked01"[..],
+                "rojo=00f067aa0ba902b7"
+            )
+        );
+        assert_eq!(link.flags, 0x301, "sampled, remote known and remote");
         let attrs: Vec<(&str, Value)> = s
             .attributes
             .iter()
@@ -451,7 +494,10 @@ mod tests {
         root.context.trace_state = None;
         root.status = SpanStatus::Ok;
         root.kind = SpanKind::Server;
+        root.links[0].context.trace_state = None;
+        root.links[0].remote = false;
         let mut local = record(vec![]);
+        local.links.clear();
         local.parent_is_remote = false;
         local.status = SpanStatus::Unset;
         local.kind = SpanKind::Consumer;
@@ -463,6 +509,9 @@ mod tests {
         assert_eq!(spans[0].flags, 0x100, "unsampled, no remote parent");
         assert_eq!(spans[0].status.as_ref().unwrap().code, 1);
         assert_eq!(spans[0].kind, 2);
+        assert_eq!(spans[0].links[0].flags, 0x101, "a local link");
+        assert_eq!(spans[0].links[0].trace_state, "");
+        assert!(spans[1].links.is_empty());
         assert_eq!(spans[1].flags, 0x101, "local parent");
         assert!(spans[1].status.is_none(), "unset status is the default");
         assert_eq!(spans[1].kind, 5);

@@ -223,7 +223,20 @@ pub(crate) fn write_line(out: &mut String, span: &SpanRecord, resource_json: &st
     }
     out.push_str("},\"attributes\":");
     write_attributes(out, span.attributes.iter().map(|(k, v)| (*k, v)));
-    out.push_str(",\"events\":[],\"links\":[],\"resource\":");
+    out.push_str(",\"events\":[],\"links\":[");
+    for (i, link) in span.links.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"context\":{\"trace_id\":\"0x");
+        out.push_str(&hex(&link.context.trace_id));
+        out.push_str("\",\"span_id\":\"0x");
+        out.push_str(&hex(&link.context.span_id));
+        out.push_str("\",\"trace_state\":");
+        push_json_str(out, link.context.trace_state.as_deref().unwrap_or(""));
+        out.push_str("},\"attributes\":{}}");
+    }
+    out.push_str("],\"resource\":");
     out.push_str(resource_json);
     out.push_str("}\n");
 }
@@ -296,7 +309,7 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::span::{SpanContext, SpanKind};
+    use crate::span::{SpanContext, SpanKind, SpanLink};
     use std::time::Duration;
 
     fn at(secs: u64, nanos: u32) -> SystemTime {
@@ -370,6 +383,15 @@ mod tests {
                 ("lumigo.truncated", AttrValue::Bool(false)),
                 ("http.request.method", AttrValue::from("POST")),
             ],
+            links: vec![SpanLink {
+                context: SpanContext {
+                    trace_id: [0x11; 16],
+                    span_id: [0x22; 8],
+                    trace_flags: 1,
+                    trace_state: Some("a=\"b\"".into()),
+                },
+                remote: true,
+            }],
         }
     }
 
@@ -410,7 +432,14 @@ mod tests {
                 "lumigo.truncated": false,
             },
             "events": [],
-            "links": [],
+            "links": [{
+                "context": {
+                    "trace_id": format!("0x{}", "11".repeat(16)),
+                    "span_id": format!("0x{}", "22".repeat(8)),
+                    "trace_state": "a=\"b\"",
+                },
+                "attributes": {},
+            }],
             "resource": {"attributes": {"service.name": "svc", "process.pid": 7}, "schema_url": ""},
         });
         assert_eq!(v, expected);

@@ -16,12 +16,17 @@ use std::time::Duration;
 /// The answer of an endpoint to one POST.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Answer {
+    /// The HTTP status.
     pub status: u16,
-    /// Its `Retry-After`, when it gave one in seconds.
+    /// Its `Retry-After`, when it gave one in seconds; a gRPC answer's
+    /// `RetryInfo` delay.
     pub retry_after: Option<Duration>,
     /// The body of a 2xx answer, when it is short (an
-    /// `ExportTraceServiceResponse`); empty otherwise.
+    /// `ExportTraceServiceResponse`); empty otherwise. For gRPC: the
+    /// response message of an OK call, else the `grpc-message`.
     pub body: Vec<u8>,
+    /// The gRPC status of an OTLP/gRPC call; `None` for OTLP/HTTP.
+    pub grpc_status: Option<u8>,
 }
 
 /// Sends encoded requests to one endpoint. Used by the export thread only.
@@ -39,9 +44,11 @@ pub const OPTION_CONTENT_TYPE: &str = ":content-type";
 pub const OPTION_CONTENT_ENCODING: &str = ":content-encoding";
 /// the PEM file of the CA(s) trusted instead of the system's,
 pub const OPTION_CA_FILE: &str = ":ca-file";
-/// and the PEM files of a client certificate and its key (mutual TLS).
+/// the PEM files of a client certificate and its key (mutual TLS),
 pub const OPTION_CLIENT_CERT_FILE: &str = ":client-cert-file";
 pub const OPTION_CLIENT_KEY_FILE: &str = ":client-key-file";
+/// and `grpc` for OTLP/gRPC (absent: OTLP/HTTP).
+pub const OPTION_PROTOCOL: &str = ":protocol";
 
 /// Makes the transport of one destination from its headers and per-phase
 /// timeout. Besides the transport, it returns non-fatal problems (a header
@@ -84,15 +91,16 @@ pub fn encode_headers(headers: &[(String, String)]) -> Vec<u8> {
 
 /// The version of the transport library's C ABI this build speaks
 /// (`lumigo_transport_abi()` must return it).
-pub const TRANSPORT_ABI_VERSION: u32 = 2;
+pub const TRANSPORT_ABI_VERSION: u32 = 3;
 
 /// `lumigo_transport_new`: headers (see [`encode_headers`]), timeout in
 /// milliseconds, a buffer for problems and its used length → client or null.
 pub type NewFn =
     unsafe extern "C" fn(*const u8, usize, u64, *mut u8, usize, *mut usize) -> *mut c_void;
 /// `lumigo_transport_post`: client, URL, body, a buffer for the error and
-/// its used length, the answer's `Retry-After` in seconds (`u64::MAX`:
-/// none) → HTTP status, or -1 with the error text.
+/// its used length, the answer's `Retry-After` (or gRPC `RetryInfo`) in
+/// milliseconds (`u64::MAX`: none), its gRPC status (-1: not gRPC) → HTTP
+/// status, or -1 with the error text.
 pub type PostFn = unsafe extern "C" fn(
     *const c_void,
     *const u8,
@@ -103,6 +111,7 @@ pub type PostFn = unsafe extern "C" fn(
     usize,
     *mut usize,
     *mut u64,
+    *mut i32,
 ) -> i32;
 /// `lumigo_transport_free`: client (null is ignored).
 pub type FreeFn = unsafe extern "C" fn(*mut c_void);
@@ -177,6 +186,7 @@ impl Transport for AbiClient {
         let mut error = [0u8; TEXT_BUF];
         let mut len = 0usize;
         let mut retry_after = u64::MAX;
+        let mut grpc_status = -1i32;
         // SAFETY: `post` is lumigo_transport_post; `client` is live (freed
         // only in drop); every buffer is valid for the length given with it.
         let status = unsafe {
@@ -190,12 +200,14 @@ impl Transport for AbiClient {
                 error.len(),
                 &mut len,
                 &mut retry_after,
+                &mut grpc_status,
             )
         };
         match u16::try_from(status) {
             Ok(status) => Ok(Answer {
                 status,
-                retry_after: (retry_after != u64::MAX).then(|| Duration::from_secs(retry_after)),
+                retry_after: (retry_after != u64::MAX).then(|| Duration::from_millis(retry_after)),
+                grpc_status: u8::try_from(grpc_status).ok(),
                 // A body that filled the buffer may have been cut: unread.
                 body: if len < TEXT_BUF {
                     error[..len].to_vec()
@@ -225,6 +237,7 @@ mod tests {
         assert_eq!(super::OPTION_CA_FILE, t::OPTION_CA_FILE);
         assert_eq!(super::OPTION_CLIENT_CERT_FILE, t::OPTION_CLIENT_CERT_FILE);
         assert_eq!(super::OPTION_CLIENT_KEY_FILE, t::OPTION_CLIENT_KEY_FILE);
+        assert_eq!(super::OPTION_PROTOCOL, t::OPTION_PROTOCOL);
         assert_eq!(super::TRANSPORT_ABI_VERSION, t::ABI_VERSION);
     }
 }

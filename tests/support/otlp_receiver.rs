@@ -408,7 +408,7 @@ fn handle(request: &Request, state: &State) -> (u16, Option<u64>) {
     (status, retry_after)
 }
 
-fn flatten(
+pub fn flatten(
     req: &ExportTraceServiceRequest,
     headers: &BTreeMap<String, String>,
 ) -> Vec<ReceivedSpan> {

@@ -28,7 +28,7 @@ const INPUT_BUFFER_BYTES: usize = 32 << 10;
 const OUTPUT_BUFFER_BYTES: usize = 16 << 10;
 
 /// `User-Agent` of our export requests.
-const USER_AGENT: &str = concat!("lumigo-run/", env!("CARGO_PKG_VERSION"));
+pub(crate) const USER_AGENT: &str = concat!("lumigo-run/", env!("CARGO_PKG_VERSION"));
 
 /// Options of a destination, passed in the header list under names that
 /// cannot be header names (they start with `:`, like HTTP/2 pseudo-headers).
@@ -41,16 +41,24 @@ pub const OPTION_CA_FILE: &str = ":ca-file";
 pub const OPTION_CLIENT_CERT_FILE: &str = ":client-cert-file";
 /// PEM file of the client certificate's private key.
 pub const OPTION_CLIENT_KEY_FILE: &str = ":client-key-file";
+/// `grpc` for OTLP/gRPC (`grpc.rs`); absent for OTLP/HTTP.
+pub const OPTION_PROTOCOL: &str = ":protocol";
 
 /// The answer to one POST.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Answer {
+    /// The HTTP status.
     pub status: u16,
-    /// `Retry-After` in seconds (the HTTP-date form is not read).
+    /// `Retry-After` in seconds (the HTTP-date form is not read), or a
+    /// gRPC answer's `RetryInfo` delay.
     pub retry_after: Option<Duration>,
     /// The response body of a 2xx (an `ExportTraceServiceResponse`, which
-    /// may tell of a partial success), at most [`MAX_RESPONSE_BODY`] bytes.
+    /// may tell of a partial success), at most [`MAX_RESPONSE_BODY`] bytes;
+    /// for gRPC, the response message when the status is OK, else the
+    /// `grpc-message`.
     pub body: Vec<u8>,
+    /// The gRPC status of a gRPC call; `None` for OTLP/HTTP.
+    pub grpc_status: Option<u8>,
 }
 
 /// One destination's HTTP client: a ureq agent (keep-alive pool, TLS with the
@@ -239,6 +247,7 @@ impl UreqClient {
         Ok(Answer {
             status,
             retry_after,
+            grpc_status: None,
             body: if (200..300).contains(&status) {
                 body
             } else {
@@ -333,6 +342,7 @@ mod tests {
                 status: 503,
                 retry_after: Some(Duration::from_secs(7)),
                 body: Vec::new(),
+                grpc_status: None,
             })
         );
         server.join().unwrap();

@@ -15,10 +15,15 @@
 //! status and `Retry-After` or an error text, free the client. [`ABI_VERSION`] is checked on load. Every
 //! entry point catches panics and reports them as errors.
 //!
+//! A destination whose options say `:protocol` `grpc` gets a
+//! [`GrpcClient`] (OTLP/gRPC over HTTP/2, see `grpc.rs`) instead of the
+//! ureq client; both answer through the same entry points.
+//!
 //! The crate is also an rlib, so the core library's tests use
-//! [`UreqClient`] directly.
+//! [`UreqClient`] and [`GrpcClient`] directly.
 
 mod client;
+mod grpc;
 
 use std::any::Any;
 use std::ffi::c_void;
@@ -28,12 +33,48 @@ use std::time::Duration;
 
 pub use client::{
     Answer, UreqClient, OPTION_CA_FILE, OPTION_CLIENT_CERT_FILE, OPTION_CLIENT_KEY_FILE,
-    OPTION_CONTENT_ENCODING, OPTION_CONTENT_TYPE,
+    OPTION_CONTENT_ENCODING, OPTION_CONTENT_TYPE, OPTION_PROTOCOL,
 };
+pub use grpc::{GrpcClient, EXPORT_PATH as GRPC_EXPORT_PATH};
 
 /// Version of the C ABI below; bumped on any change to it. 2: options in
-/// the header list, `Retry-After` out of `post`, client certificates.
-pub const ABI_VERSION: u32 = 2;
+/// the header list, `Retry-After` out of `post`, client certificates. 3:
+/// OTLP/gRPC (the retry delay in milliseconds, the gRPC status out of
+/// `post`).
+pub const ABI_VERSION: u32 = 3;
+
+/// The client of one destination, either protocol.
+#[derive(Debug)]
+pub enum Client {
+    Http(UreqClient),
+    Grpc(GrpcClient),
+}
+
+impl Client {
+    /// A client for `headers` (with their options): gRPC when the
+    /// `:protocol` option says `grpc`. See [`UreqClient::new`].
+    pub fn new(
+        headers: &[(String, String)],
+        timeout: Duration,
+    ) -> Result<(Client, Vec<String>), String> {
+        let grpc = headers
+            .iter()
+            .any(|(n, v)| n == OPTION_PROTOCOL && v == "grpc");
+        if grpc {
+            GrpcClient::new(headers, timeout).map(|(c, p)| (Client::Grpc(c), p))
+        } else {
+            UreqClient::new(headers, timeout).map(|(c, p)| (Client::Http(c), p))
+        }
+    }
+
+    /// One export: see [`UreqClient::post`] and [`GrpcClient::post`].
+    pub fn post(&self, url: &str, body: &[u8]) -> Result<Answer, String> {
+        match self {
+            Client::Http(c) => c.post(url, body),
+            Client::Grpc(c) => c.post(url, body),
+        }
+    }
+}
 
 /// Headers as passed to [`lumigo_transport_new`]: each name and value as a
 /// little-endian `u32` length followed by its bytes (the preload library
@@ -148,7 +189,7 @@ pub unsafe extern "C" fn lumigo_transport_new(
     let raw = unsafe { slice(headers, headers_len) };
     let made = catch_unwind(|| {
         let headers = decode_headers(raw)?;
-        Some(UreqClient::new(&headers, Duration::from_millis(timeout_ms)))
+        Some(Client::new(&headers, Duration::from_millis(timeout_ms)))
     });
     let (client, found) = match made {
         Ok(Some(Ok(made))) => made,
@@ -182,15 +223,17 @@ pub unsafe extern "C" fn lumigo_transport_new(
 }
 
 /// POSTs `body` to `url`: the response status (any status), with its
-/// `Retry-After` in seconds in `retry_after_s` (`u64::MAX` when absent) and
-/// the body of a 2xx answer in `error` (cut to `error_cap` bytes), or -1
-/// with the error written to `error`.
+/// `Retry-After` (or gRPC `RetryInfo`) in milliseconds in `retry_after_ms`
+/// (`u64::MAX` when absent), the gRPC status in `grpc_status` (-1 for
+/// OTLP/HTTP) and the body of a 2xx answer (gRPC: the message of an OK
+/// answer, else its `grpc-message`) in `error` (cut to `error_cap`
+/// bytes), or -1 with the error written to `error`.
 ///
 /// # Safety
 /// `client` from [`lumigo_transport_new`], not freed, used by one thread at
 /// a time; `url` and `body` valid for their lengths; `error` valid for
-/// `error_cap` bytes of writes; `error_len` and `retry_after_s` writable
-/// or null.
+/// `error_cap` bytes of writes; `error_len`, `retry_after_ms` and
+/// `grpc_status` writable or null.
 #[no_mangle]
 pub unsafe extern "C" fn lumigo_transport_post(
     client: *const c_void,
@@ -201,12 +244,13 @@ pub unsafe extern "C" fn lumigo_transport_post(
     error: *mut u8,
     error_cap: usize,
     error_len: *mut usize,
-    retry_after_s: *mut u64,
+    retry_after_ms: *mut u64,
+    grpc_status: *mut i32,
 ) -> i32 {
     // SAFETY: guaranteed by the caller.
     let (client, url, body) = unsafe {
         (
-            client.cast::<UreqClient>().as_ref(),
+            client.cast::<Client>().as_ref(),
             slice(url, url_len),
             slice(body, body_len),
         )
@@ -219,10 +263,16 @@ pub unsafe extern "C" fn lumigo_transport_post(
     .unwrap_or_else(|payload| Err(panic_text(&*payload)));
     match outcome {
         Ok(answer) => {
-            let retry = answer.retry_after.map_or(u64::MAX, |d| d.as_secs());
+            let retry = answer.retry_after.map_or(u64::MAX, |d| {
+                u64::try_from(d.as_millis()).unwrap_or(u64::MAX - 1)
+            });
             // SAFETY: guaranteed by the caller (writable or null).
-            if let Some(out) = unsafe { retry_after_s.as_mut() } {
+            if let Some(out) = unsafe { retry_after_ms.as_mut() } {
                 *out = retry;
+            }
+            // SAFETY: as above.
+            if let Some(out) = unsafe { grpc_status.as_mut() } {
+                *out = answer.grpc_status.map_or(-1, i32::from);
             }
             // SAFETY: guaranteed by the caller.
             unsafe { write_bytes(&answer.body, error, error_cap, error_len) };
@@ -244,7 +294,7 @@ pub unsafe extern "C" fn lumigo_transport_post(
 pub unsafe extern "C" fn lumigo_transport_free(client: *mut c_void) {
     if !client.is_null() {
         // SAFETY: a Box made by lumigo_transport_new, freed once.
-        let client = unsafe { Box::from_raw(client.cast::<UreqClient>()) };
+        let client = unsafe { Box::from_raw(client.cast::<Client>()) };
         let _ = catch_unwind(AssertUnwindSafe(|| drop(client)));
     }
 }
