@@ -77,7 +77,13 @@ pub enum OtlpProtocol {
     HttpProtobuf,
     /// `http/json`: the OTLP JSON mapping, `application/json`.
     HttpJson,
+    /// `grpc`: unary `TraceService/Export` over HTTP/2 (protobuf).
+    Grpc,
 }
+
+/// The OTLP/gRPC endpoint when `grpc` is asked for and no endpoint is set
+/// (the specification's default).
+pub const DEFAULT_GRPC_ENDPOINT: &str = "http://localhost:4317";
 
 /// Compression of OTLP request bodies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,25 +93,12 @@ pub enum Compression {
     Gzip,
 }
 
-/// `OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL` (`_TRACES_` wins). `grpc` is not
-/// implemented: it is said so, and the destination gets `http/protobuf`.
-fn parse_protocol(
-    name: &str,
-    raw: Option<String>,
-    endpoint: &str,
-    w: &mut Vec<String>,
-) -> OtlpProtocol {
+/// `OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL` (`_TRACES_` wins).
+fn parse_protocol(name: &str, raw: Option<String>, w: &mut Vec<String>) -> OtlpProtocol {
     match raw.as_deref().map(str::trim) {
         None | Some("") | Some("http/protobuf") => OtlpProtocol::HttpProtobuf,
         Some("http/json") => OtlpProtocol::HttpJson,
-        Some("grpc") => {
-            w.push(format!(
-                "{name}=grpc is not supported yet; spans are sent as OTLP/HTTP protobuf \
-                 (POST {endpoint}) instead. A collector's gRPC port (4317) refuses that: \
-                 point the endpoint at its OTLP/HTTP port (4318) and set http/protobuf"
-            ));
-            OtlpProtocol::HttpProtobuf
-        }
+        Some("grpc") => OtlpProtocol::Grpc,
         Some(other) => {
             w.push(format!(
                 "{name}={other:?} is not http/protobuf, http/json or grpc; using http/protobuf"
@@ -311,6 +304,22 @@ pub struct Config {
     /// `process.environ` (`LUMIGO_SECRET_MASKING_REGEX_ENVIRONMENT`, else
     /// `LUMIGO_SECRET_MASKING_REGEX`, else the defaults).
     pub environment_secret_patterns: Vec<String>,
+    /// Patterns for request header names (`…_HTTP_REQUEST_HEADERS`).
+    pub request_header_secret_patterns: Vec<String>,
+    /// Patterns for response header names (`…_HTTP_RESPONSE_HEADERS`).
+    pub response_header_secret_patterns: Vec<String>,
+    /// Patterns for JSON keys and form fields of request bodies
+    /// (`…_HTTP_REQUEST_BODIES`).
+    pub request_body_secret_patterns: Vec<String>,
+    /// Patterns for JSON keys and form fields of response bodies
+    /// (`…_HTTP_RESPONSE_BODIES`).
+    pub response_body_secret_patterns: Vec<String>,
+    /// `LUMIGO_CAPTURE_PAYLOADS` (default true): HTTP headers and bodies on
+    /// HTTP spans.
+    pub capture_payloads: bool,
+    /// `OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_{SERVER,CLIENT}_{REQUEST,RESPONSE}`:
+    /// lower-case header names to set as `http.{request,response}.header.<name>`.
+    pub capture_headers: CaptureHeaders,
     /// `OTEL_SPAN_ATTRIBUTE_*_LIMIT` / `OTEL_ATTRIBUTE_*_LIMIT`.
     pub attribute_limits: AttributeLimits,
     /// `LUMIGO_PROCESS_SPAN=true`: one INTERNAL span around the whole run.
@@ -465,7 +474,34 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Header names to capture as attributes, per side and direction
+/// (lower case, as the semantic conventions' attribute keys want them).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CaptureHeaders {
+    pub server_request: Vec<String>,
+    pub server_response: Vec<String>,
+    pub client_request: Vec<String>,
+    pub client_response: Vec<String>,
+}
+
+/// A comma-separated list of header names, lower-cased, blanks and
+/// duplicates dropped.
+fn header_list(get: &impl Fn(&str) -> Option<String>, name: &str) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for n in get(name).unwrap_or_default().split(',') {
+        let n = n.trim().to_ascii_lowercase();
+        if !n.is_empty() && !names.contains(&n) {
+            names.push(n);
+        }
+    }
+    names
+}
+
 /// A JSON array of strings (`LUMIGO_SECRET_MASKING_REGEX`), or `all`.
+/// Anything broken (not such an array, or a regex that does not compile)
+/// is warned about and the whole setting ignored, so the fallback (the
+/// general setting, else Lumigo's defaults) masks instead of a weakened
+/// list.
 fn parse_pattern_list(name: &str, raw: &str, warnings: &mut Vec<String>) -> Option<Vec<String>> {
     let raw = raw.trim();
     if raw.eq_ignore_ascii_case("all") {
@@ -473,14 +509,15 @@ fn parse_pattern_list(name: &str, raw: &str, warnings: &mut Vec<String>) -> Opti
     }
     match serde_json::from_str::<Vec<String>>(raw) {
         Ok(list) => {
-            let mut valid = Vec::new();
-            for p in list {
-                match regex_lite::Regex::new(&p) {
-                    Ok(_) => valid.push(p),
-                    Err(e) => warnings.push(format!("{name}: ignoring invalid regex {p:?}: {e}")),
+            for p in &list {
+                if let Err(e) = regex_lite::Regex::new(p) {
+                    warnings.push(format!(
+                        "{name}: invalid regex {p:?} ({e}); using the default patterns"
+                    ));
+                    return None;
                 }
             }
-            Some(valid)
+            Some(list)
         }
         Err(_) => {
             warnings.push(format!(
@@ -569,7 +606,7 @@ fn otlp_settings(
     w: &mut Vec<String>,
 ) {
     let (name, raw) = traces_or_general(get, "PROTOCOL");
-    d.protocol = parse_protocol(&name, raw, &d.endpoint, w);
+    d.protocol = parse_protocol(&name, raw, w);
     let (name, raw) = traces_or_general(get, "COMPRESSION");
     d.compression = parse_compression(&name, raw, w);
     let (name, raw) = traces_or_general(get, "TIMEOUT");
@@ -648,8 +685,20 @@ impl Config {
                 vec![("Authorization".to_owned(), format!("LumigoToken {token}"))],
             ));
         }
+        // OTLP/gRPC takes the endpoint as it is (no `/v1/traces`), with
+        // a default of its own.
+        let grpc = traces_or_general(&get, "PROTOCOL").1.as_deref() == Some("grpc");
         let otlp_endpoint = nonempty(get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
-            .or_else(|| nonempty(get("OTEL_EXPORTER_OTLP_ENDPOINT")).map(|b| traces_url(&b)));
+            .or_else(|| {
+                nonempty(get("OTEL_EXPORTER_OTLP_ENDPOINT")).map(|b| {
+                    if grpc {
+                        b
+                    } else {
+                        traces_url(&b)
+                    }
+                })
+            })
+            .or_else(|| grpc.then(|| DEFAULT_GRPC_ENDPOINT.to_owned()));
         if let Some(endpoint) = otlp_endpoint {
             let mut headers = Vec::new();
             for var in [
@@ -739,6 +788,44 @@ impl Config {
         };
         let query_secret_patterns = area_patterns("LUMIGO_SECRET_MASKING_REGEX_HTTP_QUERY_PARAMS");
         let environment_secret_patterns = area_patterns("LUMIGO_SECRET_MASKING_REGEX_ENVIRONMENT");
+        let request_header_secret_patterns =
+            area_patterns("LUMIGO_SECRET_MASKING_REGEX_HTTP_REQUEST_HEADERS");
+        let response_header_secret_patterns =
+            area_patterns("LUMIGO_SECRET_MASKING_REGEX_HTTP_RESPONSE_HEADERS");
+        let request_body_secret_patterns =
+            area_patterns("LUMIGO_SECRET_MASKING_REGEX_HTTP_REQUEST_BODIES");
+        let response_body_secret_patterns =
+            area_patterns("LUMIGO_SECRET_MASKING_REGEX_HTTP_RESPONSE_BODIES");
+        let capture_payloads = match nonempty(get("LUMIGO_CAPTURE_PAYLOADS")) {
+            None => true,
+            Some(v) if FALSE_WORDS.iter().any(|f| v.eq_ignore_ascii_case(f)) => false,
+            Some(v) => {
+                if !is_true(&v) {
+                    w.push(format!(
+                        "LUMIGO_CAPTURE_PAYLOADS={v:?} is not true/1/yes/on or false/0/no/off; using true"
+                    ));
+                }
+                true
+            }
+        };
+        let capture_headers = CaptureHeaders {
+            server_request: header_list(
+                &get,
+                "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST",
+            ),
+            server_response: header_list(
+                &get,
+                "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE",
+            ),
+            client_request: header_list(
+                &get,
+                "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_REQUEST",
+            ),
+            client_response: header_list(
+                &get,
+                "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_RESPONSE",
+            ),
+        };
 
         let defaults = AttributeLimits::default();
         let limit =
@@ -808,6 +895,12 @@ impl Config {
             tag: nonempty(get("LUMIGO_TAG")),
             query_secret_patterns,
             environment_secret_patterns,
+            request_header_secret_patterns,
+            response_header_secret_patterns,
+            request_body_secret_patterns,
+            response_body_secret_patterns,
+            capture_payloads,
+            capture_headers,
             attribute_limits,
             process_span: parse_bool("LUMIGO_PROCESS_SPAN", get("LUMIGO_PROCESS_SPAN"), w),
             propagators: parse_propagators(get("OTEL_PROPAGATORS"), w),
@@ -824,6 +917,17 @@ impl Config {
             ),
             runtime_dir: nonempty(get("XDG_RUNTIME_DIR")).map(PathBuf::from),
             warnings,
+        }
+    }
+
+    /// How many bytes of each body (request and response) the app thread
+    /// must copy for payload capture: the attribute length limit when
+    /// `LUMIGO_CAPTURE_PAYLOADS` is on, 0 when it is off.
+    pub fn payload_prefix_limit(&self) -> usize {
+        if self.capture_payloads {
+            self.attribute_limits.value_length
+        } else {
+            0
         }
     }
 
@@ -905,7 +1009,7 @@ mod tests {
     fn unknown_or_unsupported_exporter_settings_are_said_and_defaulted() {
         let c = config(&[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
-            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/xml"),
             ("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd"),
             ("OTEL_EXPORTER_OTLP_TIMEOUT", "soon"),
             ("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/etc/k.pem"),
@@ -918,8 +1022,8 @@ mod tests {
         assert_eq!(c.warnings.len(), 4, "{:?}", c.warnings);
         assert!(
             c.warnings[0].starts_with(
-                "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=grpc is not supported yet; spans are sent as \
-                 OTLP/HTTP protobuf (POST http://c:4317/v1/traces) instead"
+                "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=\"http/xml\" is not http/protobuf, http/json \
+                 or grpc; using http/protobuf"
             ),
             "{:?}",
             c.warnings
@@ -931,6 +1035,31 @@ mod tests {
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/xml"),
         ]);
         assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn grpc_takes_the_endpoint_as_it_is_or_the_default() {
+        let c = config(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4317"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"),
+        ]);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert_eq!(c.destinations[0].protocol, OtlpProtocol::Grpc);
+        assert_eq!(c.destinations[0].endpoint, "https://c:4317");
+        let c = config(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]);
+        assert_eq!(c.destinations[0].endpoint, DEFAULT_GRPC_ENDPOINT);
+        let c = config(&[
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://c:9999"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ]);
+        assert_eq!(c.destinations[0].endpoint, "http://c:9999");
+        // http/protobuf still gets the traces path.
+        let c = config(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ]);
+        assert_eq!(c.destinations[0].endpoint, "http://c:4318/v1/traces");
     }
 
     #[test]
@@ -1161,9 +1290,25 @@ mod tests {
         let c = config(&[("LUMIGO_SECRET_MASKING_REGEX", "not json")]);
         assert_eq!(c.query_secret_patterns.len(), DEFAULT_SECRET_PATTERNS.len());
         assert_eq!(c.warnings.len(), 1);
+        // One broken regex: the defaults, not a weakened list.
         let c = config(&[("LUMIGO_SECRET_MASKING_REGEX", r#"["ok", "(unclosed"]"#)]);
-        assert_eq!(c.query_secret_patterns, vec!["ok"]);
-        assert_eq!(c.warnings.len(), 1);
+        assert_eq!(c.query_secret_patterns.len(), DEFAULT_SECRET_PATTERNS.len());
+        assert_eq!(
+            c.request_body_secret_patterns.len(),
+            DEFAULT_SECRET_PATTERNS.len()
+        );
+        // Parsed once, warned once.
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert!(c.warnings[0].contains("\"(unclosed\""), "{:?}", c.warnings);
+        let c = config(&[
+            ("LUMIGO_SECRET_MASKING_REGEX", r#"["sid"]"#),
+            (
+                "LUMIGO_SECRET_MASKING_REGEX_HTTP_REQUEST_BODIES",
+                r#"["[x"]"#,
+            ),
+        ]);
+        assert_eq!(c.request_body_secret_patterns, vec!["sid"]);
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
     }
 
     #[test]
@@ -1276,6 +1421,64 @@ mod tests {
         assert_eq!(cut_str("aé", 2), "a");
         assert_eq!(cut_str("€€", 4), "€");
         assert_eq!(cut_str("x", 0), "");
+    }
+
+    #[test]
+    fn payload_capture_settings() {
+        let c = config(&[]);
+        assert!(c.capture_payloads);
+        assert_eq!(c.payload_prefix_limit(), 2048);
+        assert_eq!(c.capture_headers, CaptureHeaders::default());
+        let c = config(&[
+            ("LUMIGO_CAPTURE_PAYLOADS", "FALSE"),
+            ("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "100"),
+        ]);
+        assert!(!c.capture_payloads);
+        assert_eq!(c.payload_prefix_limit(), 0);
+        let c = config(&[
+            ("LUMIGO_CAPTURE_PAYLOADS", "maybe"),
+            ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "100"),
+            (
+                "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST",
+                " X-Request-Id ,Accept,, accept",
+            ),
+            (
+                "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_RESPONSE",
+                "ETag",
+            ),
+        ]);
+        assert!(c.capture_payloads);
+        assert_eq!(c.payload_prefix_limit(), 100);
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert_eq!(c.capture_headers.server_request, ["x-request-id", "accept"]);
+        assert_eq!(c.capture_headers.client_response, ["etag"]);
+        assert!(c.capture_headers.client_request.is_empty());
+    }
+
+    #[test]
+    fn every_masking_area_falls_back_and_takes_all() {
+        let c = config(&[
+            ("LUMIGO_SECRET_MASKING_REGEX", r#"["sid"]"#),
+            ("LUMIGO_SECRET_MASKING_REGEX_HTTP_REQUEST_HEADERS", "ALL"),
+            (
+                "LUMIGO_SECRET_MASKING_REGEX_HTTP_RESPONSE_BODIES",
+                r#"["r.*"]"#,
+            ),
+        ]);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert_eq!(c.request_header_secret_patterns, [".*"]);
+        assert_eq!(c.response_header_secret_patterns, ["sid"]);
+        assert_eq!(c.request_body_secret_patterns, ["sid"]);
+        assert_eq!(c.response_body_secret_patterns, ["r.*"]);
+        let c = config(&[]);
+        for p in [
+            &c.request_header_secret_patterns,
+            &c.response_header_secret_patterns,
+            &c.request_body_secret_patterns,
+            &c.response_body_secret_patterns,
+        ] {
+            assert_eq!(p.len(), DEFAULT_SECRET_PATTERNS.len());
+        }
     }
 
     #[test]

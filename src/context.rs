@@ -11,7 +11,10 @@
 //! nginx), one thread interleaves requests: the rule then picks the request
 //! whose head was read most recently, which is right when a handler calls
 //! downstream before the loop reads another request, and wrong when
-//! requests overlap. See README, "Propagation".
+//! requests overlap. [`crate::hint`] keeps every request in flight on the
+//! thread, takes the runtime's word on which one a call belongs to (Node.js,
+//! Python asyncio) and, without it, leaves a call made among several a root. See
+//! README, "Event-loop servers".
 //!
 //! The slot also keeps the span id the request's own `traceparent` named
 //! (its remote parent), so a proxy forwarding that very `traceparent` can be
@@ -95,6 +98,7 @@ pub fn set_active(ctx: &SpanContext, inbound_parent: Option<[u8; 8]>) {
             s.tags_len = 0;
         }
     });
+    crate::hint::started(ctx);
 }
 
 /// Sets the execution tags (index, value) of the active request.
@@ -126,27 +130,40 @@ pub fn set_tags(tags: &[(u8, String)]) {
 /// The execution tags of the request the calling thread serves, if its
 /// SERVER span is `span_id`.
 pub fn tags_of(span_id: [u8; 8]) -> Vec<(u8, String)> {
-    ACTIVE
+    with_packed_tags(span_id, unpack_tags)
+}
+
+/// Unpacks tags packed as [`set_tags`] keeps them.
+pub fn unpack_tags(packed: &[u8]) -> Vec<(u8, String)> {
+    let mut out = Vec::new();
+    let mut n = 0;
+    while n + 2 <= packed.len() {
+        let (i, len) = (packed[n], usize::from(packed[n + 1]));
+        let Some(v) = packed.get(n + 2..n + 2 + len) else {
+            break;
+        };
+        out.push((i, String::from_utf8_lossy(v).into_owned()));
+        n += 2 + len;
+    }
+    out
+}
+
+/// Calls `f` with the packed execution tags of the request the calling
+/// thread serves, if its SERVER span is `span_id` (empty otherwise).
+pub fn with_packed_tags<R>(span_id: [u8; 8], f: impl FnOnce(&[u8]) -> R) -> R {
+    let mut buf = [0u8; MAX_TAG_BYTES];
+    let n = ACTIVE
         .try_with(|slot| {
-            let Ok(s) = slot.try_borrow() else {
-                return Vec::new();
-            };
-            let mut out = Vec::new();
-            if !s.present || s.span_id != span_id {
-                return out;
-            }
-            let mut n = 0;
-            while n + 2 <= s.tags_len {
-                let (i, len) = (s.tags[n], usize::from(s.tags[n + 1]));
-                let Some(v) = s.tags.get(n + 2..n + 2 + len) else {
-                    break;
-                };
-                out.push((i, String::from_utf8_lossy(v).into_owned()));
-                n += 2 + len;
-            }
-            out
+            let s = slot.try_borrow().ok()?;
+            (s.present && s.span_id == span_id && s.tags_len > 0).then(|| {
+                buf[..s.tags_len].copy_from_slice(&s.tags[..s.tags_len]);
+                s.tags_len
+            })
         })
-        .unwrap_or_default()
+        .ok()
+        .flatten()
+        .unwrap_or(0);
+    f(&buf[..n])
 }
 
 /// Marks the active request (set with [`set_active`] first) as filtered.
@@ -154,6 +171,9 @@ pub fn set_filtered() {
     let _ = ACTIVE.try_with(|slot| {
         if let Ok(mut s) = slot.try_borrow_mut() {
             s.filtered = s.present;
+            if s.present {
+                crate::hint::filtered(s.span_id);
+            }
         }
     });
 }
@@ -197,6 +217,17 @@ pub fn clear_active(span_id: [u8; 8]) {
             if s.present && s.span_id == span_id {
                 s.present = false;
             }
+        }
+    });
+    crate::hint::ended(span_id);
+}
+
+/// Clears the calling thread's active context, whatever it is (tests).
+#[doc(hidden)]
+pub fn clear_active_all() {
+    let _ = ACTIVE.try_with(|slot| {
+        if let Ok(mut s) = slot.try_borrow_mut() {
+            s.present = false;
         }
     });
 }

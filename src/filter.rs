@@ -41,6 +41,11 @@ impl EndpointFilters {
         }
     }
 
+    /// Whether any server filter is set.
+    pub fn filters_servers(&self) -> bool {
+        !self.server.is_empty()
+    }
+
     /// Whether a request to this server path yields no span.
     pub fn server_filtered(&self, path: &str) -> bool {
         !self.server.is_empty() && self.server.iter().any(|r| r.is_match(path))
@@ -50,8 +55,12 @@ impl EndpointFilters {
     /// no span.
     pub fn client_filtered(&self, url_full: &str) -> bool {
         self.own_endpoints.iter().any(|o| {
-            url_full.len() >= o.len()
-                && url_full[..o.len()].eq_ignore_ascii_case(o)
+            // Bytes, not `str` slicing: `url_full` may have a multi-byte
+            // character across `o.len()`.
+            url_full
+                .as_bytes()
+                .get(..o.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(o.as_bytes()))
                 && matches!(url_full.as_bytes().get(o.len()), None | Some(b'/' | b'?'))
         }) || self.client.iter().any(|r| r.is_match(url_full))
     }
@@ -113,6 +122,17 @@ mod tests {
         assert!(f.client_filtered("http://example.com/skip/1"));
         assert!(!f.client_filtered("http://example.com/keep"));
         assert!(!filters(&[], &[]).server_filtered("/health"));
+    }
+
+    /// Found by `fuzz/` (target config): a URL with a multi-byte character
+    /// across the length of an endpoint's origin panicked (a `str` sliced
+    /// inside a character).
+    #[test]
+    fn a_url_with_a_character_across_the_origin_length_is_compared() {
+        let f = EndpointFilters::new(&[], &[], ["http://localhost:4318/v1/traces"]);
+        assert!(!f.client_filtered("http://localhost:431\u{e9}/v1/traces"));
+        assert!(!f.client_filtered("http://localhost:43\u{1F600}"));
+        assert!(f.client_filtered("HTTP://LOCALHOST:4318/v1/traces"));
     }
 
     #[test]

@@ -26,12 +26,69 @@ use crate::config::DEFAULT_SECRET_PATTERNS;
 /// What a secret value is replaced with.
 pub const MASK: &str = "****";
 
+/// Header fields whose values are always masked, whatever the patterns
+/// (lower case).
+pub const ALWAYS_SECRET_HEADERS: [&str; 4] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+];
+
 /// A set of secret-name patterns, compiled on first use: every traced
 /// process builds one at start-up, and most never mask anything.
 #[derive(Clone, Debug, Default)]
 pub struct Masker {
     sources: Vec<String>,
-    compiled: OnceLock<Vec<Regex>>,
+    compiled: OnceLock<Vec<Matcher>>,
+}
+
+/// One compiled pattern. The common shapes (Lumigo's defaults are all
+/// `.*word.*` or a plain name) are matched without the regex engine,
+/// which costs tens of thousands of instructions per name for `.*x.*`.
+#[derive(Clone, Debug)]
+enum Matcher {
+    /// `.*word.*`: the lower-case word anywhere in the name (its searcher
+    /// built once).
+    Contains(Box<memchr::memmem::Finder<'static>>),
+    /// A plain name: the whole name, ignoring case (lower-case here).
+    Exact(String),
+    Regex(Regex),
+}
+
+impl Matcher {
+    fn new(p: &str) -> Option<Matcher> {
+        let plain = |w: &str| {
+            !w.is_empty()
+                && w.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
+        if let Some(word) = p.strip_prefix(".*").and_then(|w| w.strip_suffix(".*")) {
+            if plain(word) {
+                let word = word.to_ascii_lowercase();
+                return Some(Matcher::Contains(Box::new(
+                    memchr::memmem::Finder::new(word.as_bytes()).into_owned(),
+                )));
+            }
+        }
+        if plain(p) {
+            return Some(Matcher::Exact(p.to_ascii_lowercase()));
+        }
+        RegexBuilder::new(&format!("^(?:{p})$"))
+            .case_insensitive(true)
+            .build()
+            .ok()
+            .map(Matcher::Regex)
+    }
+
+    /// `lower`: `name` in lower case (ASCII).
+    fn matches(&self, name: &str, lower: &[u8]) -> bool {
+        match self {
+            Matcher::Contains(w) => lower.len() >= w.needle().len() && w.find(lower).is_some(),
+            Matcher::Exact(w) => lower == w.as_bytes(),
+            Matcher::Regex(re) => re.is_match(name),
+        }
+    }
 }
 
 impl Masker {
@@ -44,16 +101,11 @@ impl Masker {
         }
     }
 
-    fn patterns(&self) -> &[Regex] {
+    fn patterns(&self) -> &[Matcher] {
         self.compiled.get_or_init(|| {
             self.sources
                 .iter()
-                .filter_map(|p| {
-                    RegexBuilder::new(&format!("^(?:{p})$"))
-                        .case_insensitive(true)
-                        .build()
-                        .ok()
-                })
+                .filter_map(|p| Matcher::new(p))
                 .collect()
         })
     }
@@ -67,9 +119,39 @@ impl Masker {
         Masker::new(&patterns)
     }
 
+    /// Whether every name is secret (the setting was `all`, or a pattern
+    /// is `.*`): text that has no names is masked whole.
+    pub fn masks_everything(&self) -> bool {
+        self.sources.iter().any(|p| p == ".*")
+    }
+
+    /// Whether the value of header field `name` is secret: one of
+    /// [`ALWAYS_SECRET_HEADERS`] or a secret name.
+    pub fn is_secret_header(&self, name: &str) -> bool {
+        ALWAYS_SECRET_HEADERS
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(name))
+            || self.is_secret(name)
+    }
+
     /// Whether a value named `name` is secret.
     pub fn is_secret(&self, name: &str) -> bool {
-        self.patterns().iter().any(|re| re.is_match(name))
+        let patterns = self.patterns();
+        if patterns.is_empty() {
+            return false;
+        }
+        let mut buf = [0u8; 128];
+        let owned;
+        let lower: &[u8] = if name.len() <= buf.len() {
+            let b = &mut buf[..name.len()];
+            b.copy_from_slice(name.as_bytes());
+            b.make_ascii_lowercase();
+            b
+        } else {
+            owned = name.to_ascii_lowercase();
+            owned.as_bytes()
+        };
+        patterns.iter().any(|m| m.matches(name, lower))
     }
 
     /// Masks the values of secret parameters in a query string
@@ -148,6 +230,10 @@ impl Masker {
         if self.sources.is_empty() {
             return Cow::Borrowed(arg);
         }
+        // A JSON document (`curl --data '{"password": …}'`).
+        if arg.trim_start().starts_with(['{', '[']) {
+            return crate::payload::mask_json(arg, self);
+        }
         let body = arg.trim_start_matches('-');
         let dashes = &arg[..arg.len() - body.len()];
         if let Some((name, value)) = body.split_once('=') {
@@ -183,7 +269,7 @@ impl Masker {
             return self.mask_url(value);
         }
         match header(value) {
-            Some((name, sep)) if self.is_secret(name) && value.len() > sep => {
+            Some((name, sep)) if self.is_secret_header(name) && value.len() > sep => {
                 Cow::Owned(format!("{}{MASK}", &value[..sep]))
             }
             _ => Cow::Borrowed(value),
@@ -322,7 +408,7 @@ fn shell_words(line: &str) -> Vec<(usize, usize)> {
 
 /// `application/x-www-form-urlencoded` decoding of a name: `%XX` escapes
 /// and `+` for space; malformed escapes are kept as they are.
-fn percent_decode(s: &str) -> Cow<'_, str> {
+pub(crate) fn percent_decode(s: &str) -> Cow<'_, str> {
     if !s.contains(['%', '+']) {
         return Cow::Borrowed(s);
     }
@@ -355,6 +441,59 @@ fn percent_decode(s: &str) -> Cow<'_, str> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn plain_patterns_match_as_their_regex_does() {
+        let names = [
+            "password",
+            "PASSWORD",
+            "x-api-key",
+            "Keyboard",
+            "monkey",
+            "secret_sauce",
+            "SessionToken",
+            "sessiontoken",
+            "x-sessiontoken",
+            "Signature",
+            "x-signature",
+            "credential",
+            "Credentials",
+            "authorization",
+            "",
+            "k",
+            "pass",
+            "PaSs-phrase",
+            "x-amz-security-token",
+            "X-AMZ-SECURITY-TOKEN",
+            "tok en",
+            "tokenizer",
+        ];
+        for p in crate::config::DEFAULT_SECRET_PATTERNS {
+            let fast = Matcher::new(p).unwrap();
+            assert!(
+                !matches!(fast, Matcher::Regex(_)),
+                "{p} is matched without the engine"
+            );
+            let slow = RegexBuilder::new(&format!("^(?:{p})$"))
+                .case_insensitive(true)
+                .build()
+                .unwrap();
+            for n in names {
+                let lower = n.to_ascii_lowercase();
+                assert_eq!(
+                    fast.matches(n, lower.as_bytes()),
+                    slow.is_match(n),
+                    "{p} on {n:?}"
+                );
+            }
+        }
+        assert!(matches!(Matcher::new("a|b").unwrap(), Matcher::Regex(_)));
+        assert!(matches!(
+            Matcher::new(".*a.b.*").unwrap(),
+            Matcher::Regex(_)
+        ));
+    }
+
     use super::*;
 
     fn masker(patterns: &[&str]) -> Masker {
@@ -482,6 +621,10 @@ mod tests {
             (
                 &["curl", "https://bob:hunter2@h:8/p?x=1#frag", "ftp://anon@h/"],
                 &["curl", "https://bob:****@h:8/p?x=1#frag", "ftp://anon@h/"],
+            ),
+            (
+                &["curl", "-H", "Cookie: sid=S", "-b", "x", "--data", r#"{"a":{"password":"P"},"b":1}"#],
+                &["curl", "-H", "Cookie: ****", "-b", "x", "--data", r#"{"a":{"password":"****"},"b":1}"#],
             ),
             (
                 &["x", "--url=http://h/?token=T", "--header=X-Api-Key: K", "x-token:T"],

@@ -18,6 +18,8 @@ pub const MAX_TAGS: usize = 50;
 pub const MAX_KEY: usize = 50;
 /// Longest tag value kept, in characters.
 pub const MAX_VALUE: usize = 70;
+/// What a tag's attribute key starts with.
+pub const KEY_PREFIX: &str = "lumigo.execution_tags.";
 
 struct Installed {
     /// Lower-case header names.
@@ -83,12 +85,7 @@ pub fn install(names: &[String]) {
         .collect();
     let keys = names
         .iter()
-        .map(|n| {
-            leak(format!(
-                "lumigo.execution_tags.{}",
-                String::from_utf8_lossy(n)
-            ))
-        })
+        .map(|n| leak(format!("{KEY_PREFIX}{}", String::from_utf8_lossy(n))))
         .collect();
     let mut wanted: Vec<&'static [u8]> = parser_wanted.to_vec();
     wanted.extend(names.iter().copied());

@@ -469,7 +469,8 @@ fn requests_to_our_own_endpoint_are_not_traced() {
 /// `LUMIGO_EXECUTION_TAG_HEADERS`: the inbound request's header values
 /// become `lumigo.execution_tags.<name>` on the middle service's SERVER
 /// span and on the CLIENT span it makes while serving it (checked by ids),
-/// values cut to 70 characters; a request without the headers gets none.
+/// values cut to 70 characters, secret ones masked; a request without the
+/// headers gets none.
 #[test]
 fn execution_tags_from_headers_reach_the_spans_made_while_serving() {
     let tmp = TempDir::new("tags");
@@ -481,7 +482,7 @@ fn execution_tags_from_headers_reach_the_spans_made_while_serving() {
         down_port,
         &[(
             "LUMIGO_EXECUTION_TAG_HEADERS",
-            r#"["x-tenant", "X-Long", "x-absent"]"#,
+            r#"["x-tenant", "X-Long", "x-absent", "x-api-key"]"#,
         )],
     );
     let long = "L".repeat(80);
@@ -489,7 +490,11 @@ fn execution_tags_from_headers_reach_the_spans_made_while_serving() {
         mid_port,
         "/tagged",
         1,
-        &[("X-Tenant", "acme-corp"), ("x-long", &long)],
+        &[
+            ("X-Tenant", "acme-corp"),
+            ("x-long", &long),
+            ("X-Api-Key", "tag-QsecretQ-3131"),
+        ],
     );
     untraced_requests(mid_port, "/plain", 1, &[]);
     mid.stop();
@@ -519,6 +524,8 @@ fn execution_tags_from_headers_reach_the_spans_made_while_serving() {
             "{s:#?}"
         );
         assert_eq!(attr(s, "lumigo.execution_tags.x-long"), &"L".repeat(70));
+        // A secret header's value is masked, as in `http.request.headers`.
+        assert_eq!(attr(s, "lumigo.execution_tags.x-api-key"), "****");
         assert!(attr(s, "lumigo.execution_tags.x-absent").is_null());
     }
     for s in [*plain, child_of(plain)] {
@@ -536,4 +543,6 @@ fn execution_tags_from_headers_reach_the_spans_made_while_serving() {
             "another process"
         );
     }
+    let text = std::fs::read_to_string(&dump).unwrap();
+    assert!(!text.contains("tag-QsecretQ-3131"), "{text}");
 }

@@ -38,23 +38,37 @@ pub(crate) struct FramingError;
 impl Body {
     /// Takes the body's bytes from the front of `data`.
     pub(crate) fn feed(&mut self, data: &[u8]) -> Result<Progress, FramingError> {
+        self.feed_with(data, &mut |_| {})
+    }
+
+    /// As [`Body::feed`], handing each piece of content (decoded: chunk
+    /// data without its framing) to `content` as it passes.
+    pub(crate) fn feed_with(
+        &mut self,
+        data: &[u8],
+        content: &mut dyn FnMut(&[u8]),
+    ) -> Result<Progress, FramingError> {
         match self {
             Body::Length(left) => {
                 let take = usize::try_from(*left).unwrap_or(usize::MAX).min(data.len());
                 // `take` fits in u64 (usize is at most 64 bits wide).
                 *left -= take as u64;
+                content(data.get(..take).unwrap_or_default());
                 Ok(Progress {
                     consumed: take,
                     content: take as u64,
                     done: *left == 0,
                 })
             }
-            Body::Chunked(decoder) => decoder.feed(data),
-            Body::UntilClose => Ok(Progress {
-                consumed: data.len(),
-                content: data.len() as u64,
-                done: false,
-            }),
+            Body::Chunked(decoder) => decoder.feed(data, content),
+            Body::UntilClose => {
+                content(data);
+                Ok(Progress {
+                    consumed: data.len(),
+                    content: data.len() as u64,
+                    done: false,
+                })
+            }
         }
     }
 
@@ -138,7 +152,11 @@ impl Chunked {
         }
     }
 
-    fn feed(&mut self, data: &[u8]) -> Result<Progress, FramingError> {
+    fn feed(
+        &mut self,
+        data: &[u8],
+        on_content: &mut dyn FnMut(&[u8]),
+    ) -> Result<Progress, FramingError> {
         use ChunkState::*;
         let mut content = 0u64;
         let mut pos = 0usize;
@@ -147,6 +165,7 @@ impl Chunked {
             match self.state {
                 Data(left) => {
                     let take = usize::try_from(left).unwrap_or(usize::MAX).min(rest.len());
+                    on_content(rest.get(..take).unwrap_or_default());
                     pos += take;
                     content += take as u64;
                     let left = left - take as u64;

@@ -1,0 +1,426 @@
+//! Payload attributes of HTTP spans: headers and bodies, masked.
+//!
+//! The connection keeps raw bytes only ([`Captured`](crate::http::Captured):
+//! heads as they passed, the first bytes of each body's decoded content);
+//! everything here runs when the span is built, on the export side:
+//! - `http.request.headers` / `http.response.headers`: a JSON object of the
+//!   head's fields, names lower case (repeated fields joined with `, `).
+//!   `Authorization`, `Proxy-Authorization`, `Cookie` and `Set-Cookie`
+//!   values are always `****`; other values whose name matches the area's
+//!   patterns too; a URL's secret query parameters in any value as well.
+//! - `http.request.body` / `http.response.body`: the body text. JSON (by
+//!   content type, or text that opens with `{` or `[`) has the value of
+//!   every secret key masked at any depth, including a value the capture
+//!   cut short; a multipart body has the content of each secret field
+//!   masked; any other text is masked as a form (`a=1&password=****`).
+//!   With `all` the whole body is `****`. A `gzip` or `deflate` encoded
+//!   body is decoded first (as far as its kept prefix goes). A binary body
+//!   (another encoding, a binary media type, invalid UTF-8 or control
+//!   bytes) is summarised as `<binary body: N bytes, type>`, never dumped.
+//! - `http.{request,response}.header.<name>` for the names of
+//!   `OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_*`, masked as above.
+//!
+//! Masking happens before the text is cut to the length limit, so a cut
+//! never reveals what masking would have hidden.
+
+use std::borrow::Cow;
+
+use crate::config::{cut_str, Config};
+use crate::http::{HttpExchange, Role};
+use crate::mask::{Masker, MASK};
+use crate::span::Attributes;
+
+mod body;
+mod json;
+
+pub use body::body_text;
+pub use json::mask_json;
+
+/// Header names captured as attributes of their own, with their keys.
+type Named = Vec<(String, &'static str)>;
+
+/// How payloads become attributes: the limit and each area's masking.
+#[derive(Debug)]
+pub struct PayloadRules {
+    /// Most bytes kept of each body, and of each payload attribute; 0:
+    /// payloads are not captured.
+    limit: usize,
+    request_headers: Masker,
+    response_headers: Masker,
+    request_bodies: Masker,
+    response_bodies: Masker,
+    query: Masker,
+    /// `OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_*`: server request,
+    /// server response, client request, client response.
+    named: [Named; 4],
+}
+
+impl Default for PayloadRules {
+    /// Capture on, Lumigo's default patterns and length limit.
+    fn default() -> Self {
+        PayloadRules {
+            limit: crate::config::AttributeLimits::default().value_length,
+            request_headers: Masker::lumigo_defaults(),
+            response_headers: Masker::lumigo_defaults(),
+            request_bodies: Masker::lumigo_defaults(),
+            response_bodies: Masker::lumigo_defaults(),
+            query: Masker::lumigo_defaults(),
+            named: Default::default(),
+        }
+    }
+}
+
+impl PayloadRules {
+    /// The rules the configuration asks for. The keys of captured header
+    /// attributes are made here, once per process, and live for it.
+    pub fn from_config(c: &Config) -> PayloadRules {
+        let keys = |names: &[String], prefix: &str| -> Named {
+            names
+                .iter()
+                .map(|n| {
+                    let key: &'static str = Box::leak(format!("{prefix}{n}").into_boxed_str());
+                    (n.clone(), key)
+                })
+                .collect()
+        };
+        let h = &c.capture_headers;
+        PayloadRules {
+            limit: c.payload_prefix_limit(),
+            request_headers: Masker::new(&c.request_header_secret_patterns),
+            response_headers: Masker::new(&c.response_header_secret_patterns),
+            request_bodies: Masker::new(&c.request_body_secret_patterns),
+            response_bodies: Masker::new(&c.response_body_secret_patterns),
+            query: Masker::new(&c.query_secret_patterns),
+            named: [
+                keys(&h.server_request, "http.request.header."),
+                keys(&h.server_response, "http.response.header."),
+                keys(&h.client_request, "http.request.header."),
+                keys(&h.client_response, "http.response.header."),
+            ],
+        }
+    }
+
+    /// The default rules with another length limit.
+    pub fn with_limit(limit: usize) -> PayloadRules {
+        PayloadRules {
+            limit,
+            ..PayloadRules::default()
+        }
+    }
+
+    /// Payloads off.
+    pub fn off() -> PayloadRules {
+        PayloadRules {
+            limit: 0,
+            ..PayloadRules::default()
+        }
+    }
+
+    /// Most body bytes a connection keeps per message (0: none, and no
+    /// heads either). See [`HttpConnection::capture_payloads`].
+    ///
+    /// [`HttpConnection::capture_payloads`]: crate::http::HttpConnection::capture_payloads
+    pub fn body_limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Whether the value of request header `name` is secret (execution
+    /// tags taken from headers follow this too).
+    pub fn is_secret_request_header(&self, name: &str) -> bool {
+        self.request_headers.is_secret_header(name)
+    }
+
+    /// Adds the payload attributes of `ex`, seen from `role`.
+    pub fn push_attributes(&self, ex: &HttpExchange, role: Role, attrs: &mut Attributes) {
+        let Some(c) = ex.captured.as_deref().filter(|_| self.limit > 0) else {
+            return;
+        };
+        let (req_named, resp_named) = match role {
+            Role::Server => (&self.named[0], &self.named[1]),
+            Role::Client => (&self.named[2], &self.named[3]),
+        };
+        // Secrets the request carried (masked where they were) must not
+        // come out elsewhere either: a server that echoes its query or a
+        // token in a page or an error message.
+        let secrets = self.request_secrets(&ex.target, &c.request_head);
+        self.push_message(
+            attrs,
+            Message {
+                head: &c.request_head,
+                body: &c.request_body,
+                size: ex.request_body_size,
+                headers_key: "http.request.headers",
+                body_key: "http.request.body",
+                header_masker: &self.request_headers,
+                body_masker: &self.request_bodies,
+                named: req_named,
+                secrets: &secrets,
+            },
+        );
+        self.push_message(
+            attrs,
+            Message {
+                head: &c.response_head,
+                body: &c.response_body,
+                size: ex.response_body_size,
+                headers_key: "http.response.headers",
+                body_key: "http.response.body",
+                header_masker: &self.response_headers,
+                body_masker: &self.response_bodies,
+                named: resp_named,
+                secrets: &secrets,
+            },
+        );
+    }
+
+    /// The secret values of a request: those of its query's secret
+    /// parameters (raw and decoded), and of its secret header fields (the
+    /// whole value, its credentials after an `Authorization` scheme, each
+    /// cookie's value). Values shorter than 4 bytes are left out (masking
+    /// every `1` in a page would hide nothing and break everything).
+    fn request_secrets(&self, target: &str, head: &[u8]) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let mut add = |v: &str| {
+            let v = v.trim();
+            if v.len() >= MIN_SECRET && !out.iter().any(|o| o == v) {
+                out.push(v.to_owned());
+            }
+        };
+        if let Some((_, query)) = target.split_once('?') {
+            let query = query.split('#').next().unwrap_or_default();
+            for param in query.split('&') {
+                if let Some((name, value)) = param.split_once('=') {
+                    if self.query.is_secret(&crate::mask::percent_decode(name)) {
+                        add(value);
+                        add(&crate::mask::percent_decode(value));
+                    }
+                }
+            }
+        }
+        for (name, value) in header_fields(head) {
+            if !self.request_headers.is_secret_header(&name) {
+                continue;
+            }
+            add(&value);
+            if name == "authorization" || name == "proxy-authorization" {
+                if let Some((_, credentials)) = value.split_once(' ') {
+                    add(credentials);
+                }
+            }
+            if name == "cookie" {
+                for pair in value.split(';') {
+                    if let Some((_, v)) = pair.split_once('=') {
+                        add(v);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn push_message(&self, attrs: &mut Attributes, m: Message<'_>) {
+        if m.head.is_empty() {
+            return;
+        }
+        let fields = header_fields(m.head);
+        let masked: Vec<(String, Cow<'_, str>)> = fields
+            .iter()
+            .map(|(name, value)| {
+                let value = mask_header(name, value, m.header_masker, &self.query);
+                (name.clone(), value)
+            })
+            .collect();
+        let json = scrub(headers_json(&masked, self.limit), m.secrets);
+        let json = cut_str(&json, self.limit).to_owned();
+        attrs.push((m.headers_key, json.into()));
+        for (name, key) in m.named {
+            let values: Vec<&str> = masked
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, v)| v.as_ref())
+                .collect();
+            if !values.is_empty() {
+                let joined = scrub(values.join(","), m.secrets);
+                attrs.push((key, cut_str(&joined, self.limit).into()));
+            }
+        }
+        // A body sent unseen (`sendfile`) has a size and nothing to show.
+        if m.size > 0 && !m.body.is_empty() {
+            let field = |n: &str| {
+                fields
+                    .iter()
+                    .find(|(name, _)| name == n)
+                    .map(|(_, v)| v.as_str())
+            };
+            let body = body_text(
+                m.body,
+                m.size,
+                field("content-type"),
+                field("content-encoding"),
+                m.body_masker,
+                self.limit,
+            );
+            attrs.push((m.body_key, scrub(body, m.secrets).into()));
+        }
+    }
+}
+
+/// One direction of an exchange, as [`PayloadRules::push_message`] reads it.
+struct Message<'a> {
+    head: &'a [u8],
+    body: &'a [u8],
+    size: u64,
+    headers_key: &'static str,
+    body_key: &'static str,
+    header_masker: &'a Masker,
+    body_masker: &'a Masker,
+    named: &'a Named,
+    /// The request's secret values, masked wherever they appear.
+    secrets: &'a [String],
+}
+
+/// Shortest secret value masked wherever it appears.
+const MIN_SECRET: usize = 4;
+
+/// `text` with every occurrence of a secret replaced by the mask.
+fn scrub(text: String, secrets: &[String]) -> String {
+    let mut text = text;
+    for secret in secrets {
+        if memchr::memmem::find(text.as_bytes(), secret.as_bytes()).is_some() {
+            text = text.replace(secret.as_str(), MASK);
+        }
+    }
+    text
+}
+
+/// The header fields of a raw head (its first line skipped), names lower
+/// case, values trimmed, in order. A last line cut short by the head cap
+/// is kept if its name is complete; obsolete line folding is joined to the
+/// field before it.
+pub fn header_fields(head: &[u8]) -> Vec<(String, String)> {
+    let mut fields: Vec<(String, String)> = Vec::new();
+    let mut lines = head.split(|&b| b == b'\n');
+    let _ = lines.next(); // The request or status line.
+    for line in lines {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        if matches!(line.first(), Some(b' ' | b'\t')) {
+            if let Some((_, v)) = fields.last_mut() {
+                v.push(' ');
+                v.push_str(String::from_utf8_lossy(line.trim_ascii()).as_ref());
+            }
+            continue;
+        }
+        let Some(colon) = memchr::memchr(b':', line) else {
+            continue;
+        };
+        let name = line.get(..colon).unwrap_or_default().trim_ascii();
+        if name.is_empty() {
+            continue;
+        }
+        let value = line.get(colon + 1..).unwrap_or_default().trim_ascii();
+        fields.push((
+            String::from_utf8_lossy(name).to_ascii_lowercase(),
+            String::from_utf8_lossy(value).into_owned(),
+        ));
+    }
+    fields
+}
+
+/// A header value as it may be shown: `****` for a secret name (or one of
+/// [`ALWAYS_SECRET_HEADERS`](crate::mask::ALWAYS_SECRET_HEADERS)), else with a URL's secret query values masked.
+pub fn mask_header<'v>(
+    name: &str,
+    value: &'v str,
+    masker: &Masker,
+    query: &Masker,
+) -> Cow<'v, str> {
+    if value.is_empty() {
+        return Cow::Borrowed(value);
+    }
+    if masker.is_secret_header(name) {
+        return Cow::Borrowed(MASK);
+    }
+    // `Referer: https://h/p?token=…`, `Location: /next?code=…`.
+    let Some(q) = value.find('?') else {
+        return Cow::Borrowed(value);
+    };
+    let end = value[q..].find('#').map_or(value.len(), |i| q + i);
+    match query.mask_query(&value[q + 1..end]) {
+        Cow::Borrowed(_) => Cow::Borrowed(value),
+        Cow::Owned(m) => Cow::Owned(format!("{}{m}{}", &value[..=q], &value[end..])),
+    }
+}
+
+/// The JSON object of header fields (repeated names joined with `, `, in
+/// the order names first appeared). Stops adding fields once past `limit`
+/// bytes: the attribute is cut there anyway.
+pub fn headers_json(fields: &[(String, Cow<'_, str>)], limit: usize) -> String {
+    let mut merged: Vec<(&str, String)> = Vec::with_capacity(fields.len());
+    for (name, value) in fields {
+        match merged.iter_mut().find(|(n, _)| *n == name.as_str()) {
+            Some((_, v)) => {
+                v.push_str(", ");
+                v.push_str(value);
+            }
+            None => merged.push((name.as_str(), value.to_string())),
+        }
+    }
+    let mut out = String::with_capacity(limit.min(1024));
+    out.push('{');
+    for (i, (name, value)) in merged.iter().enumerate() {
+        if out.len() > limit {
+            break;
+        }
+        if i > 0 {
+            out.push(',');
+        }
+        push_json_string(&mut out, name);
+        out.push(':');
+        push_json_string(&mut out, value);
+    }
+    out.push('}');
+    out
+}
+
+/// Appends `s` as a JSON string literal.
+fn push_json_string(out: &mut String, s: &str) {
+    use std::fmt::Write as _;
+    out.push('"');
+    for ch in s.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Raw captured bytes of an exchange, for tests elsewhere.
+#[cfg(test)]
+pub(crate) fn captured(
+    request_head: &[u8],
+    request_body: &[u8],
+    response_head: &[u8],
+    response_body: &[u8],
+) -> Option<Box<crate::http::Captured>> {
+    Some(Box::new(crate::http::Captured {
+        request_head: request_head.to_vec(),
+        response_head: response_head.to_vec(),
+        request_body: request_body.to_vec(),
+        response_body: response_body.to_vec(),
+    }))
+}
+
+#[cfg(test)]
+#[path = "payload_tests.rs"]
+mod tests;

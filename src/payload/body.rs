@@ -1,0 +1,215 @@
+//! The text of a body for its attribute: decoded (`gzip`, `deflate`),
+//! summarised when binary, masked by kind (JSON, multipart, form), cut.
+
+use std::borrow::Cow;
+
+use super::mask_json;
+use crate::config::cut_str;
+use crate::mask::{Masker, MASK};
+
+/// The text of a body for its attribute: `kept` is the first bytes of its
+/// content, `size` its whole size. Masked (see the module docs), then cut
+/// to `limit` bytes.
+pub fn body_text(
+    kept: &[u8],
+    size: u64,
+    content_type: Option<&str>,
+    content_encoding: Option<&str>,
+    masker: &Masker,
+    limit: usize,
+) -> String {
+    let kind = content_type.unwrap_or_default().to_ascii_lowercase();
+    let encoding = content_encoding
+        .map(str::trim)
+        .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("identity"));
+    let inflated;
+    let (bytes, cut) = match encoding {
+        None => (Some(kept), (kept.len() as u64) < size),
+        Some(encoding) => match inflate(kept, encoding, limit) {
+            Some((text, cut)) => {
+                inflated = text;
+                (Some(&inflated[..]), cut || (kept.len() as u64) < size)
+            }
+            None => (None, true),
+        },
+    };
+    let text = match bytes {
+        Some(bytes) if !binary_type(&kind) => text_of(bytes, cut),
+        _ => None,
+    };
+    let Some(text) = text else {
+        let media = kind.split(';').next().unwrap_or_default().trim();
+        let summary = if media.is_empty() {
+            format!("<binary body: {size} bytes>")
+        } else {
+            format!("<binary body: {size} bytes, {media}>")
+        };
+        return cut_str(&summary, limit).to_owned();
+    };
+    if masker.masks_everything() {
+        return cut_str(MASK, limit).to_owned();
+    }
+    let trimmed = text.trim_start();
+    let boundary = kind
+        .starts_with("multipart/")
+        .then(|| multipart_boundary(content_type.unwrap_or_default()))
+        .flatten();
+    let masked = if let Some(boundary) = boundary {
+        mask_multipart(text, boundary, masker)
+    } else if kind.contains("json") || trimmed.starts_with(['{', '[']) {
+        mask_json(text, masker)
+    } else {
+        masker.mask_query(text)
+    };
+    cut_str(&masked, limit).to_owned()
+}
+
+/// The `boundary` parameter of a multipart media type, as written.
+fn multipart_boundary(content_type: &str) -> Option<&str> {
+    content_type.split(';').skip(1).find_map(|param| {
+        let (name, value) = param.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("boundary")
+            .then(|| value.trim().trim_matches('"'))
+            .filter(|b| !b.is_empty())
+    })
+}
+
+/// Masks the content of every part of a multipart body whose field name
+/// (`Content-Disposition: form-data; name="…"`) is secret; a part the
+/// text cuts short is masked too if its name is. Everything else is kept.
+fn mask_multipart<'a>(text: &'a str, boundary: &str, masker: &Masker) -> Cow<'a, str> {
+    let delimiter = format!("--{boundary}");
+    let mut out: Option<String> = None;
+    let mut copied = 0;
+    let mut from = 0;
+    while let Some(at) = text.get(from..).and_then(|t| t.find(&delimiter)) {
+        let part_start = from + at + delimiter.len();
+        let part_end = text
+            .get(part_start..)
+            .and_then(|t| t.find(&delimiter))
+            .map_or(text.len(), |i| part_start + i);
+        let part = text.get(part_start..part_end).unwrap_or_default();
+        // The part's headers end at its first empty line.
+        let content = part
+            .find("\r\n\r\n")
+            .map(|i| i + 4)
+            .or_else(|| part.find("\n\n").map(|i| i + 2));
+        if let Some(content) = content {
+            let headers = &part[..content];
+            let secret = headers.lines().any(|line| {
+                let lower = line.to_ascii_lowercase();
+                lower.starts_with("content-disposition:")
+                    && field_name(line).is_some_and(|n| masker.is_secret(n))
+            });
+            if secret {
+                let body_start = part_start + content;
+                // Up to the line end before the next delimiter.
+                let body_end = if part_end == text.len() {
+                    text.len()
+                } else {
+                    let before = text.get(body_start..part_end).unwrap_or_default();
+                    body_start + before.trim_end_matches(['\r', '\n']).len()
+                };
+                if body_end > body_start {
+                    let out = out.get_or_insert_with(|| String::with_capacity(text.len()));
+                    out.push_str(text.get(copied..body_start).unwrap_or_default());
+                    out.push_str(MASK);
+                    copied = body_end;
+                }
+            }
+        }
+        from = part_end;
+        if part_end == text.len() {
+            break;
+        }
+    }
+    match out {
+        Some(mut out) => {
+            out.push_str(text.get(copied..).unwrap_or_default());
+            Cow::Owned(out)
+        }
+        None => Cow::Borrowed(text),
+    }
+}
+
+/// The `name="…"` of a `Content-Disposition` line.
+fn field_name(line: &str) -> Option<&str> {
+    line.split(';').skip(1).find_map(|param| {
+        let (name, value) = param.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("name")
+            .then(|| value.trim().trim_matches('"'))
+    })
+}
+
+/// The first (up to `limit`) bytes that a `gzip` or `deflate` encoded
+/// prefix decodes to, and whether there may be more; `None` for other
+/// encodings, or when nothing decodes.
+fn inflate(bytes: &[u8], encoding: &str, limit: usize) -> Option<(Vec<u8>, bool)> {
+    use std::io::Read;
+    let decode = |reader: &mut dyn Read| {
+        let mut out = vec![0u8; limit];
+        let mut n = 0;
+        let mut cut = true;
+        while n < limit {
+            match reader.read(out.get_mut(n..).unwrap_or_default()) {
+                Ok(0) => {
+                    cut = false;
+                    break;
+                }
+                Ok(k) => n += k,
+                // A prefix ends inside the stream.
+                Err(_) => break,
+            }
+        }
+        out.truncate(n);
+        (n > 0).then_some((out, cut))
+    };
+    if encoding.eq_ignore_ascii_case("gzip") || encoding.eq_ignore_ascii_case("x-gzip") {
+        decode(&mut flate2::read::MultiGzDecoder::new(bytes))
+    } else if encoding.eq_ignore_ascii_case("deflate") {
+        // The zlib format, as specified, else the raw deflate some servers send.
+        decode(&mut flate2::read::ZlibDecoder::new(bytes))
+            .or_else(|| decode(&mut flate2::read::DeflateDecoder::new(bytes)))
+    } else {
+        None
+    }
+}
+
+/// Media types whose bodies are not text.
+fn binary_type(kind: &str) -> bool {
+    const BINARY: [&str; 12] = [
+        "image/",
+        "audio/",
+        "video/",
+        "font/",
+        "application/octet-stream",
+        "application/zip",
+        "application/gzip",
+        "application/pdf",
+        "application/grpc",
+        "application/protobuf",
+        "application/x-protobuf",
+        "application/msgpack",
+    ];
+    BINARY.iter().any(|b| kind.starts_with(b))
+}
+
+/// `bytes` as text, if they are: valid UTF-8 (a character cut short at the
+/// end of a `cut` prefix is dropped) without control bytes other than
+/// blanks.
+fn text_of(bytes: &[u8], cut: bool) -> Option<&str> {
+    let text = match std::str::from_utf8(bytes) {
+        Ok(t) => t,
+        // An incomplete last character of a cut prefix.
+        Err(e) if cut && e.error_len().is_none() => {
+            std::str::from_utf8(bytes.get(..e.valid_up_to()).unwrap_or_default()).ok()?
+        }
+        Err(_) => return None,
+    };
+    let control = text
+        .bytes()
+        .any(|b| (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r' | 0x0c)) || b == 0x7f);
+    (!control).then_some(text)
+}

@@ -1,0 +1,478 @@
+use super::*;
+use crate::span::AttrValue;
+use std::time::SystemTime;
+
+fn masker(patterns: &[&str]) -> Masker {
+    Masker::new(&patterns.iter().map(|p| (*p).to_owned()).collect::<Vec<_>>())
+}
+
+fn config(vars: &[(&str, &str)]) -> Config {
+    Config::from_lookup(|k| {
+        vars.iter()
+            .find(|(name, _)| *name == k)
+            .map(|(_, v)| (*v).to_owned())
+    })
+}
+
+#[test]
+fn json_secrets_are_masked_at_any_depth() {
+    let m = Masker::lumigo_defaults();
+    let cases = [
+        (r#"{"a":1}"#, r#"{"a":1}"#),
+        (r#"{"password":"x"}"#, r#"{"password":"****"}"#),
+        (
+            r#"{"user":{"name":"bob","Password":"hunter2","n":[{"api_key":12}]}}"#,
+            r#"{"user":{"name":"bob","Password":"****","n":[{"api_key":"****"}]}}"#,
+        ),
+        // A secret object or array is masked whole.
+        (
+            r#"{ "secret" : {"a": [1, "}"]}, "b": "c"}"#,
+            r#"{ "secret" : "****", "b": "c"}"#,
+        ),
+        (
+            r#"[{"token": true}, {"x": null}]"#,
+            r#"[{"token": "****"}, {"x": null}]"#,
+        ),
+        // Strings that look like keys are values here.
+        (
+            r#"{"a":"password","b":["token"]}"#,
+            r#"{"a":"password","b":["token"]}"#,
+        ),
+        // Escaped keys are decoded first; braces inside strings are text.
+        (
+            r#"{"pass\u0077ord":"x","q":"{\"k\":1"}"#,
+            r#"{"pass\u0077ord":"****","q":"{\"k\":1"}"#,
+        ),
+        // Not quite JSON: a bare value runs to the next delimiter.
+        (
+            r#"{"password": hunter 2 , "a":1}"#,
+            r#"{"password": "****" , "a":1}"#,
+        ),
+        ("", ""),
+    ];
+    for (input, want) in cases {
+        assert_eq!(mask_json(input, &m), want, "{input}");
+    }
+}
+
+#[test]
+fn cut_json_masks_every_pair_seen_and_the_cut_value() {
+    let m = Masker::lumigo_defaults();
+    let full = r#"{"a":{"password":"hunter2","user":"bob","token":"abcdef"},"b":1}"#;
+    for cut in 0..=full.len() {
+        let text = &full[..cut];
+        let masked = mask_json(text, &m);
+        assert!(!masked.contains("hunter"), "{text} -> {masked}");
+        assert!(!masked.contains("abc"), "{text} -> {masked}");
+        // Nothing else changes.
+        if cut > r#"{"a":{"password":"hunter2","#.len() {
+            assert!(
+                masked.starts_with(r#"{"a":{"password":"****","#),
+                "{masked}"
+            );
+        }
+    }
+    assert_eq!(
+        mask_json(r#"{"a":{"password":"hun"#, &m),
+        r#"{"a":{"password":"****""#
+    );
+    assert_eq!(mask_json(r#"{"passw"#, &m), r#"{"passw"#);
+    assert_eq!(mask_json(r#"{"password": "#, &m), r#"{"password": "#);
+}
+
+#[test]
+fn bodies_by_kind() {
+    let m = Masker::lumigo_defaults();
+    let json = br#"{"user":"bob","password":"x"}"#;
+    let text =
+        |body: &[u8], ct: Option<&str>| body_text(body, body.len() as u64, ct, None, &m, 2048);
+    assert_eq!(
+        text(json, Some("application/json")),
+        r#"{"user":"bob","password":"****"}"#
+    );
+    // JSON without a content type is still JSON.
+    assert_eq!(text(json, None), r#"{"user":"bob","password":"****"}"#);
+    assert_eq!(
+        text(
+            b"user=bob&password=x&api_key=y",
+            Some("application/x-www-form-urlencoded")
+        ),
+        "user=bob&password=****&api_key=****"
+    );
+    assert_eq!(text(b"hello world", Some("text/plain")), "hello world");
+    // Binary: summarised, never dumped.
+    assert_eq!(
+        text(b"\x89PNG\r\n\x1a\n\0\0", Some("image/png")),
+        "<binary body: 10 bytes, image/png>"
+    );
+    assert_eq!(text(b"a\0b", None), "<binary body: 3 bytes>");
+    assert_eq!(
+        text(b"\xff\xfe", Some("text/plain; charset=x")),
+        "<binary body: 2 bytes, text/plain>"
+    );
+    assert_eq!(
+        body_text(b"{}", 1000, Some("application/json"), Some("br"), &m, 2048),
+        "<binary body: 1000 bytes, application/json>"
+    );
+    assert_eq!(
+        body_text(b"not gzip", 8, None, Some("gzip"), &m, 2048),
+        "<binary body: 8 bytes>"
+    );
+    // A character cut by the prefix is dropped, not a reason to call it binary.
+    let e_acute = "é".as_bytes();
+    assert_eq!(
+        body_text(&[b'a', e_acute[0]], 10, None, None, &m, 2048),
+        "a"
+    );
+    // Masked first, then cut to the limit.
+    let long = br#"{"password":"a-long-secret-value","b":2}"#;
+    assert_eq!(
+        body_text(long, long.len() as u64, None, None, &m, 19),
+        r#"{"password":"****","#
+    );
+    // `all`: the whole body.
+    let all = masker(&[".*"]);
+    assert_eq!(body_text(b"hello", 5, None, None, &all, 2048), "****");
+    assert_eq!(body_text(json, 30, None, None, &all, 2048), "****");
+}
+
+#[test]
+fn header_fields_and_their_json() {
+    let head = b"POST /x HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer abc\r\nX-Api-Key: k\r\n\
+Cookie: a=1\r\nAccept: a\r\naccept: b\r\nX-Quote: \"q\"\\\r\nReferer: http://h/p?token=t&x=1#f\r\n\
+X-Folded: one\r\n two\r\n\r\n";
+    let fields = header_fields(head);
+    assert_eq!(fields[0], ("host".to_owned(), "h".to_owned()));
+    assert_eq!(fields.last().unwrap().1, "one two");
+    let m = Masker::lumigo_defaults();
+    let masked: Vec<(String, Cow<'_, str>)> = fields
+        .iter()
+        .map(|(n, v)| (n.clone(), mask_header(n, v, &masker(&["nothing"]), &m)))
+        .collect();
+    // Authorization and Cookie whatever the patterns; the referer's query
+    // with the query rules.
+    assert_eq!(
+        headers_json(&masked, 2048),
+        r#"{"host":"h","authorization":"****","x-api-key":"k","cookie":"****","accept":"a, b","x-quote":"\"q\"\\","referer":"http://h/p?token=****&x=1#f","x-folded":"one two"}"#
+    );
+    let masked: Vec<(String, Cow<'_, str>)> = fields
+        .iter()
+        .map(|(n, v)| (n.clone(), mask_header(n, v, &m, &m)))
+        .collect();
+    let json = headers_json(&masked, 2048);
+    assert!(json.contains(r#""x-api-key":"****""#), "{json}");
+    // It is JSON.
+    let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(parsed["accept"], "a, b");
+    // A head cut inside a header: the part seen, masked by name.
+    let cut = header_fields(b"GET / HTTP/1.1\r\nAuthorization: Bea");
+    assert_eq!(mask_header(&cut[0].0, &cut[0].1, &masker(&[]), &m), "****");
+    assert!(header_fields(b"GET / HTTP/1.1\r\nAuthoriz").is_empty());
+}
+
+fn exchange() -> HttpExchange {
+    let mut ex = HttpExchange::empty(0, SystemTime::UNIX_EPOCH);
+    let body = br#"{"user":{"password":"p1"},"n":1}"#;
+    ex.captured = captured(
+        b"POST /login HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\nX-Request-Id: r1\r\nAuthorization: Basic xyz\r\n\r\n",
+        body,
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/x-www-form-urlencoded\r\nSet-Cookie: s=1\r\nETag: e1\r\n\r\n",
+        b"token=abc&ok=1",
+    );
+    ex.request_body_size = body.len() as u64;
+    ex.response_body_size = 14;
+    ex
+}
+
+fn attrs(rules: &PayloadRules, ex: &HttpExchange, role: Role) -> Vec<(&'static str, String)> {
+    let mut attrs = Attributes::new();
+    rules.push_attributes(ex, role, &mut attrs);
+    attrs
+        .into_iter()
+        .map(|(k, v)| match v {
+            AttrValue::Str(t) => (k, t.to_string()),
+            other => (k, format!("{other:?}")),
+        })
+        .collect()
+}
+
+#[test]
+fn exchange_attributes_follow_the_configuration() {
+    let ex = exchange();
+    let get =
+        |a: &[(&str, String)], k: &str| a.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
+    let a = attrs(&PayloadRules::from_config(&config(&[])), &ex, Role::Server);
+    assert_eq!(
+        get(&a, "http.request.headers").unwrap(),
+        r#"{"host":"h","content-type":"application/json","x-request-id":"r1","authorization":"****"}"#
+    );
+    assert_eq!(
+        get(&a, "http.request.body").unwrap(),
+        r#"{"user":{"password":"****"},"n":1}"#
+    );
+    assert_eq!(
+        get(&a, "http.response.headers").unwrap(),
+        r#"{"content-type":"application/x-www-form-urlencoded","set-cookie":"****","etag":"e1"}"#
+    );
+    assert_eq!(get(&a, "http.response.body").unwrap(), "token=****&ok=1");
+    assert_eq!(get(&a, "http.request.header.x-request-id"), None);
+
+    // Per-area patterns and `all`, and headers named for attributes of
+    // their own (on the side they are named for).
+    let c = config(&[
+        (
+            "LUMIGO_SECRET_MASKING_REGEX_HTTP_REQUEST_HEADERS",
+            r#"["x-request-id"]"#,
+        ),
+        (
+            "LUMIGO_SECRET_MASKING_REGEX_HTTP_REQUEST_BODIES",
+            r#"["n"]"#,
+        ),
+        ("LUMIGO_SECRET_MASKING_REGEX_HTTP_RESPONSE_BODIES", "all"),
+        (
+            "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST",
+            "X-Request-Id,Host",
+        ),
+        (
+            "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE",
+            "etag",
+        ),
+        (
+            "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_RESPONSE",
+            "set-cookie",
+        ),
+    ]);
+    let rules = PayloadRules::from_config(&c);
+    let a = attrs(&rules, &ex, Role::Server);
+    assert_eq!(
+        get(&a, "http.request.headers").unwrap(),
+        r#"{"host":"h","content-type":"application/json","x-request-id":"****","authorization":"****"}"#
+    );
+    assert_eq!(
+        get(&a, "http.request.body").unwrap(),
+        r#"{"user":{"password":"p1"},"n":"****"}"#
+    );
+    assert_eq!(get(&a, "http.response.body").unwrap(), "****");
+    assert_eq!(get(&a, "http.request.header.x-request-id").unwrap(), "****");
+    assert_eq!(get(&a, "http.request.header.host").unwrap(), "h");
+    assert_eq!(get(&a, "http.response.header.etag").unwrap(), "e1");
+    assert_eq!(get(&a, "http.response.header.set-cookie"), None);
+    let a = attrs(&rules, &ex, Role::Client);
+    assert_eq!(get(&a, "http.response.header.set-cookie").unwrap(), "****");
+    assert_eq!(get(&a, "http.request.header.host"), None);
+
+    // Off: nothing, even with bytes captured.
+    let off = PayloadRules::from_config(&config(&[("LUMIGO_CAPTURE_PAYLOADS", "false")]));
+    assert_eq!(off.body_limit(), 0);
+    assert!(attrs(&off, &ex, Role::Server).is_empty());
+    assert!(attrs(&PayloadRules::off(), &ex, Role::Server).is_empty());
+
+    // The limit cuts every payload attribute.
+    let short = PayloadRules::from_config(&config(&[("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "12")]));
+    for (k, v) in attrs(&short, &ex, Role::Server) {
+        assert!(v.len() <= 12, "{k}: {v}");
+    }
+}
+
+#[test]
+fn no_head_no_attributes_and_empty_bodies_are_left_off() {
+    let mut ex = exchange();
+    ex.captured.as_mut().unwrap().response_head.clear();
+    ex.request_body_size = 0;
+    let a = attrs(&PayloadRules::default(), &ex, Role::Client);
+    let keys: Vec<&str> = a.iter().map(|(k, _)| *k).collect();
+    assert_eq!(keys, ["http.request.headers"]);
+    // A body of some size of which nothing was seen.
+    ex.request_body_size = 100;
+    ex.captured.as_mut().unwrap().request_body.clear();
+    let a = attrs(&PayloadRules::default(), &ex, Role::Client);
+    let keys: Vec<&str> = a.iter().map(|(k, _)| *k).collect();
+    assert_eq!(keys, ["http.request.headers"]);
+}
+
+#[test]
+fn gzip_and_deflate_bodies_are_decoded_then_masked() {
+    use std::io::Write;
+    let m = Masker::lumigo_defaults();
+    let mut doc = String::from("{\"items\":[");
+    for i in 0..200 {
+        doc.push_str(&format!("{{\"n\":{i},\"api_key\":\"k-{i}\"}},"));
+    }
+    doc.push_str("{}]}");
+    let gzip = |level| {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
+        e.write_all(doc.as_bytes()).unwrap();
+        e.finish().unwrap()
+    };
+    let zipped = gzip(6);
+    let size = zipped.len() as u64;
+    // Whole: decoded up to the limit, every pair masked.
+    let text = body_text(
+        &zipped,
+        size,
+        Some("application/json"),
+        Some("gzip"),
+        &m,
+        300,
+    );
+    assert!(text.len() > 200 && text.len() <= 300, "{text}");
+    assert!(
+        text.starts_with(r#"{"items":[{"n":0,"api_key":"****"},"#),
+        "{text}"
+    );
+    assert!(!text.contains("k-"), "{text}");
+    // A prefix of the compressed stream decodes as far as it goes.
+    let stored = gzip(0);
+    let text = body_text(
+        &stored[..200],
+        stored.len() as u64,
+        None,
+        Some("GZIP"),
+        &m,
+        2048,
+    );
+    assert!(
+        text.starts_with(r#"{"items":[{"n":0,"api_key":"****"}"#),
+        "{text}"
+    );
+    assert!(!text.contains("k-"), "{text}");
+    // Small and complete: exactly the document, masked.
+    let small = br#"{"password":"p","a":1}"#;
+    let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(small).unwrap();
+    let z = e.finish().unwrap();
+    assert_eq!(
+        body_text(&z, z.len() as u64, None, Some("deflate"), &m, 2048),
+        r#"{"password":"****","a":1}"#
+    );
+    let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(small).unwrap();
+    let raw = e.finish().unwrap();
+    assert_eq!(
+        body_text(&raw, raw.len() as u64, None, Some("deflate"), &m, 2048),
+        r#"{"password":"****","a":1}"#
+    );
+}
+
+#[test]
+fn multipart_fields_are_masked_by_name() {
+    let m = Masker::lumigo_defaults();
+    let ct = "multipart/form-data; boundary=\"XyZ\"";
+    let body = "--XyZ\r\nContent-Disposition: form-data; name=\"user\"\r\n\r\nbob\r\n\
+--XyZ\r\nContent-Disposition: form-data; name=\"password\"\r\n\r\nhunter2\r\n\
+--XyZ\r\nContent-Disposition: form-data; name=\"note\"; filename=\"a.txt\"\r\nContent-Type: text/plain\r\n\r\nhello\r\n\
+--XyZ--\r\n";
+    let want = body.replace("hunter2", "****");
+    assert_eq!(
+        body_text(body.as_bytes(), body.len() as u64, Some(ct), None, &m, 4096),
+        want
+    );
+    // Cut inside the secret field: what is there is masked.
+    let cut = &body[..body.find("hunter2").unwrap() + 3];
+    let text = body_text(cut.as_bytes(), body.len() as u64, Some(ct), None, &m, 4096);
+    assert!(text.ends_with("\r\n\r\n****"), "{text}");
+    assert!(!text.contains("hun"), "{text}");
+    // Without a boundary it is text, masked as a form would be.
+    assert_eq!(
+        body_text(
+            b"password=x",
+            10,
+            Some("multipart/form-data"),
+            None,
+            &m,
+            4096
+        ),
+        "password=****"
+    );
+}
+
+/// Random text built from the pieces that matter (quotes, brackets,
+/// escapes, secret keys, multi-byte characters): nothing panics, and a
+/// secret value that follows a secret key never comes out.
+#[test]
+fn random_text_never_panics_or_leaks_a_keyed_secret() {
+    const PIECES: &[&str] = &[
+        "{",
+        "}",
+        "[",
+        "]",
+        ",",
+        ":",
+        "\"",
+        "\\",
+        " ",
+        "\r\n",
+        "\"a\"",
+        "\"password\"",
+        "\"api_key\":",
+        "é",
+        "☃",
+        "=",
+        "&",
+        "password=",
+        "--B\r\n",
+        "\r\n\r\n",
+        "Content-Disposition: form-data; name=\"token\"",
+        "1",
+        "null",
+        "'",
+        "(",
+        ")=(",
+    ];
+    const SECRET: &str = "QsecretQ";
+    let m = Masker::lumigo_defaults();
+    let mut rng = crate::testkit::Rng(0x2545_f491_4f6c_dd1d);
+    for _ in 0..800 {
+        let mut text = String::new();
+        for _ in 0..rng.below(40) {
+            text.push_str(PIECES[rng.below(PIECES.len())]);
+        }
+        let _ = mask_json(&text, &m);
+        let _ = crate::sql::redact_error_message(&text);
+        let _ = header_fields(text.as_bytes());
+        for ct in [
+            None,
+            Some("application/json"),
+            Some("multipart/form-data; boundary=B"),
+        ] {
+            let limit = 1 + rng.below(64);
+            let cut = &text.as_bytes()[..rng.below(text.len() + 1)];
+            let out = body_text(cut, text.len() as u64, ct, None, &m, limit);
+            assert!(out.len() <= limit, "{out}");
+        }
+        // A JSON document with a secret under a secret key, cut anywhere.
+        let doc = format!(r#"{{"a":{text:?},"password":"{SECRET}","b":[{{"token":"{SECRET}"}}]}}"#);
+        for cut in 0..=doc.len() {
+            if let Some(prefix) = doc.get(..cut) {
+                let masked = mask_json(prefix, &m);
+                assert!(!masked.contains("Qsec"), "{prefix} -> {masked}");
+            }
+        }
+    }
+}
+
+/// Tried as a user: `curl '/?password=hunter2' -H 'Authorization: Bearer …'`
+/// against `python3 -m http.server`, whose directory listing repeats the
+/// query: the password came out in `http.response.body`. A request's
+/// secret values are now masked wherever they appear in the payloads.
+#[test]
+fn secrets_a_server_echoes_are_masked_too() {
+    let rules = PayloadRules::default();
+    let head = b"GET /?password=hunter2&q=1 HTTP/1.1\r\nAuthorization: Bearer sekrit-token\r\nCookie: a=cookie-value; b=1\r\n\r\n";
+    let secrets = rules.request_secrets("/?password=hunter2&q=1", head);
+    for s in ["hunter2", "sekrit-token", "cookie-value"] {
+        assert!(secrets.iter().any(|x| x == s), "{s} in {secrets:?}");
+    }
+    assert!(
+        !secrets.iter().any(|x| x == "1"),
+        "short values are not secrets"
+    );
+    let page =
+        "<title>Directory listing for /?password=hunter2</title> token sekrit-token, cookie-value"
+            .to_owned();
+    let out = scrub(page, &secrets);
+    assert_eq!(
+        out,
+        "<title>Directory listing for /?password=****</title> token ****, ****"
+    );
+}
