@@ -12,6 +12,8 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v hyperfine >/dev/null 2>&1 || need+=(hyperfine)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# nm: tests/symbols.rs reads the preload library's exported symbols.
+command -v nm >/dev/null 2>&1 || need+=(binutils)
 
 command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
@@ -52,7 +54,31 @@ python3 -c "import requests" 2>/dev/null || pymods+=(requests)
 python3 -c "import pika" 2>/dev/null || pymods+=(pika)
 python3 -c "import paho.mqtt" 2>/dev/null || pymods+=(paho-mqtt)
 python3 -c "import nats" 2>/dev/null || pymods+=(nats-py)
+# The OTLP/gRPC receiver of tests/otlp_grpc.rs (grpcio and the OTLP service).
+python3 -c "import grpc" 2>/dev/null || pymods+=(grpcio)
+python3 -c "import opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc" 2>/dev/null \
+  || pymods+=(opentelemetry-proto)
+# An asyncio server and client (tests/eventloop.rs).
+python3 -c "import aiohttp" 2>/dev/null || pymods+=(aiohttp)
 if [ "${#pymods[@]}" -gt 0 ]; then
   echo "pip installing: ${pymods[*]}"
   python3 -m pip install -q --disable-pip-version-check "${pymods[@]}"
+fi
+
+# The Node.js broker client of tests/brokers.rs (MQTT.js, pinned by its
+# package-lock.json): installed when missing or older than the lock file.
+node_brokers="$(dirname "$0")/../tests/fixtures/node-brokers"
+if [ ! -f "$node_brokers/node_modules/.package-lock.json" ] ||
+  [ "$node_brokers/package-lock.json" -nt "$node_brokers/node_modules/.package-lock.json" ]; then
+  echo "npm ci in tests/fixtures/node-brokers"
+  (cd "$node_brokers" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+# cargo-fuzz for scripts/fuzz.sh (the fuzz targets in fuzz/). It builds
+# them with the nightly toolchain where there is one, else with the stable
+# one told to take the nightly flags (RUSTC_BOOTSTRAP=1).
+if ! command -v cargo-fuzz >/dev/null 2>&1 && ! [ -x "$HOME/.cargo/bin/cargo-fuzz" ]; then
+  echo "cargo install cargo-fuzz"
+  cargo install --locked --quiet cargo-fuzz ||
+    echo "could not install cargo-fuzz: scripts/fuzz.sh will say it skipped"
 fi

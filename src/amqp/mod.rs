@@ -23,7 +23,7 @@
 use std::collections::HashMap;
 use std::time::SystemTime;
 
-use crate::messaging::{name, Message};
+use crate::messaging::{name, Message, Stamps};
 use crate::protocol::{CloseReason, Detect, Flow, Operation};
 use crate::span::AttrValue;
 
@@ -31,6 +31,7 @@ use crate::span::AttrValue;
 mod fixture_tests;
 #[cfg(test)]
 mod fuzz;
+mod inject;
 
 /// The protocol header a 0-9-1 client sends first.
 pub const PROTOCOL_HEADER: &[u8; 8] = b"AMQP\x00\x00\x09\x01";
@@ -85,6 +86,8 @@ struct Content {
     /// The body size, once the content header is in.
     size: Option<u64>,
     received: u64,
+    /// A published message's number among those the connection sent.
+    ordinal: u64,
 }
 
 #[derive(Debug, Default)]
@@ -108,6 +111,8 @@ pub struct AmqpConnection {
     channels: HashMap<u16, Channel>,
     /// Consumer tag to queue.
     consumers: Vec<(String, String)>,
+    /// Contexts injected into messages not yet reported.
+    stamps: Stamps,
 }
 
 impl AmqpConnection {
@@ -154,6 +159,21 @@ impl AmqpConnection {
     /// Nothing waits for an answer: a publish ends when its body is sent.
     pub fn in_flight(&self) -> usize {
         0
+    }
+
+    /// Bytes held by the frame readers, for bounds checks (tests, `fuzz/`).
+    #[doc(hidden)]
+    pub fn buffered(&self) -> usize {
+        [&self.out, &self.inb]
+            .iter()
+            .map(|r| r.head.len() + r.kept.len())
+            .sum()
+    }
+
+    /// Channels and consumers tracked, for bounds checks (tests, `fuzz/`).
+    #[doc(hidden)]
+    pub fn entries(&self) -> (usize, usize) {
+        (self.channels.len(), self.consumers.len())
     }
 
     fn stop(&mut self) -> Flow {
@@ -203,6 +223,14 @@ impl AmqpConnection {
                 r.end_left = true;
                 r.head.clear();
                 r.kept.clear();
+                // A body frame must fit in what its content header
+                // announced. Decided here, once per frame, so that the
+                // verdict does not depend on how its bytes are split into
+                // calls (counted piece by piece, a body too long could
+                // first complete its message, then stop).
+                if kind == 3 && size > 0 && !self.body_fits(outbound, channel, size) {
+                    return self.stop();
+                }
                 continue;
             }
             if r.left > 0 {
@@ -289,10 +317,12 @@ impl AmqpConnection {
                 let (key, _) = shortstr(args, at)?;
                 let mut m = Message::new("rabbitmq", true, destination(exchange, key), start);
                 m.extra = routing_key(key);
+                let ordinal = self.stamps.next_message();
                 self.channel(channel)?.sending = Some(Content {
                     message: Some(m),
                     size: None,
                     received: 0,
+                    ordinal,
                 });
             }
             // basic.consume: reserved short, queue, consumer tag.
@@ -335,6 +365,7 @@ impl AmqpConnection {
                     message: Some(m),
                     size: None,
                     received: 0,
+                    ordinal: 0,
                 });
             }
             // basic.get-ok: delivery tag, redelivered, exchange, routing key, count.
@@ -348,6 +379,7 @@ impl AmqpConnection {
                     message: Some(m),
                     size: None,
                     received: 0,
+                    ordinal: 0,
                 });
             }
             // basic.return: an unroutable message comes back; not traced.
@@ -356,6 +388,7 @@ impl AmqpConnection {
                     message: None,
                     size: None,
                     received: 0,
+                    ordinal: 0,
                 });
             }
             // channel.close, channel.close-ok: its state goes.
@@ -397,6 +430,15 @@ impl AmqpConnection {
     }
 
     /// `n` body bytes of a message on `channel`.
+    /// Whether a body frame of `size` bytes fits in the content under way
+    /// on `channel` (one whose header came, not yet complete).
+    fn body_fits(&mut self, outbound: bool, channel: u16, size: u32) -> bool {
+        self.content(outbound, channel).is_some_and(|c| {
+            c.size
+                .is_some_and(|total| c.received.saturating_add(u64::from(size)) <= total)
+        })
+    }
+
     fn body(
         &mut self,
         outbound: bool,
@@ -426,8 +468,15 @@ impl AmqpConnection {
         } else {
             ch.receiving.take()
         };
-        if let Some(mut m) = content.and_then(|c| c.message) {
+        let Some(content) = content else {
+            return;
+        };
+        if let Some(mut m) = content.message {
             m.end = now;
+            if outbound {
+                // Its header was planned after its method went out.
+                m.carried = self.stamps.take(content.ordinal);
+            }
             done.push(m.into_operation());
         }
     }
@@ -550,7 +599,7 @@ mod tests {
     use super::*;
     use crate::testkit::at;
 
-    pub(super) fn frame(kind: u8, channel: u16, payload: &[u8]) -> Vec<u8> {
+    pub(crate) fn frame(kind: u8, channel: u16, payload: &[u8]) -> Vec<u8> {
         let mut f = vec![kind];
         f.extend_from_slice(&channel.to_be_bytes());
         f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
@@ -559,7 +608,7 @@ mod tests {
         f
     }
 
-    pub(super) fn publish(exchange: &str, key: &str) -> Vec<u8> {
+    pub(crate) fn publish(exchange: &str, key: &str) -> Vec<u8> {
         let mut p = vec![0, 60, 0, 40, 0, 0, exchange.len() as u8];
         p.extend_from_slice(exchange.as_bytes());
         p.push(key.len() as u8);
@@ -568,7 +617,7 @@ mod tests {
         frame(1, 1, &p)
     }
 
-    pub(super) fn header(size: u64, id: Option<&str>) -> Vec<u8> {
+    pub(crate) fn header(size: u64, id: Option<&str>) -> Vec<u8> {
         let mut p = vec![0, 60, 0, 0];
         p.extend_from_slice(&size.to_be_bytes());
         match id {
@@ -582,6 +631,29 @@ mod tests {
             None => p.extend_from_slice(&[0, 0]),
         }
         frame(2, 1, &p)
+    }
+
+    /// Found by `fuzz/` (target amqp): a body frame longer than its
+    /// content header announced reported the message when its bytes came
+    /// in small pieces (the count reached the size mid-frame) and not when
+    /// they came whole. It now stops tracing at the frame's header either
+    /// way, reporting nothing.
+    #[test]
+    fn a_body_longer_than_announced_stops_however_it_is_split() {
+        let body = frame(3, 1, &[b'x'; 12]);
+        for piece in [body.len(), 1, 5] {
+            let mut c = AmqpConnection::new();
+            let mut done = Vec::new();
+            for bytes in [PROTOCOL_HEADER.to_vec(), publish("", "q"), header(10, None)] {
+                assert_eq!(c.on_outbound(&bytes, at(1), &mut done), Flow::Continue);
+            }
+            let flows: Vec<Flow> = body
+                .chunks(piece)
+                .map(|p| c.on_outbound(p, at(2), &mut done))
+                .collect();
+            assert_eq!(flows.last(), Some(&Flow::Stop), "pieces of {piece}");
+            assert!(done.is_empty(), "pieces of {piece}: {done:?}");
+        }
     }
 
     #[test]

@@ -19,13 +19,14 @@ use std::collections::VecDeque;
 use std::time::SystemTime;
 
 use crate::http::errors;
-use crate::messaging::{name, Message};
+use crate::messaging::{name, Message, Stamps};
 use crate::protocol::{CloseReason, Detect, Flow, Operation};
 
 #[cfg(test)]
 mod fixture_tests;
 #[cfg(test)]
 mod fuzz;
+mod inject;
 
 /// Most bytes kept of one packet (its variable header: topic, packet id,
 /// properties); the rest is counted.
@@ -36,7 +37,8 @@ pub const MAX_KEEP_BYTES: usize = 8 * 1024;
 pub const MAX_IN_FLIGHT: usize = 1024;
 
 /// Most topic aliases remembered per direction.
-const MAX_ALIASES: usize = 256;
+#[doc(hidden)]
+pub const MAX_ALIASES: usize = 256;
 
 const CONNECT: u8 = 1;
 const PUBLISH: u8 = 3;
@@ -139,6 +141,8 @@ pub struct MqttConnection {
     out: Reader,
     inb: Reader,
     pending: VecDeque<Pending>,
+    /// Contexts injected into messages not yet reported.
+    stamps: Stamps,
 }
 
 impl MqttConnection {
@@ -169,6 +173,21 @@ impl MqttConnection {
     /// Publishes awaiting acknowledgement.
     pub fn in_flight(&self) -> usize {
         self.pending.len()
+    }
+
+    /// Bytes held by the packet readers, for bounds checks (tests, `fuzz/`).
+    #[doc(hidden)]
+    pub fn buffered(&self) -> usize {
+        [&self.out, &self.inb]
+            .iter()
+            .map(|r| r.head.len() + r.kept.len())
+            .sum()
+    }
+
+    /// Topic aliases kept, per direction, for bounds checks (tests, `fuzz/`).
+    #[doc(hidden)]
+    pub fn aliases(&self) -> (usize, usize) {
+        (self.out.aliases.len(), self.inb.aliases.len())
     }
 
     fn fail_pending(&mut self, now: SystemTime, why: &str, done: &mut Vec<Operation>) {
@@ -271,6 +290,10 @@ impl MqttConnection {
                 };
                 m.start = start;
                 m.client_id = self.client_id.clone();
+                if outbound {
+                    let ordinal = self.stamps.next_message();
+                    m.carried = self.stamps.take(ordinal);
+                }
                 let qos = (first >> 1) & 3;
                 let id = packet_id(kept);
                 if outbound && qos > 0 && self.pending.len() < MAX_IN_FLIGHT {
@@ -400,7 +423,11 @@ impl MqttConnection {
         let mut m = Message::new("mqtt", outbound, topic, now);
         m.body_size = Some(u64::from(len).saturating_sub(header as u64));
         if !outbound {
-            m.carried = carried;
+            // Without one in its properties (MQTT 3.1.1 has none), one the
+            // producer put in the payload itself.
+            m.carried = carried.or_else(|| {
+                crate::messaging::payload_traceparent(kept.get(header..).unwrap_or_default())
+            });
         }
         Some(m)
     }

@@ -13,6 +13,7 @@ const FRAGMENTS: &[&[u8]] = &[
     b"MSG a 1 3\r\nabc\r\n",
     b"HMSG a 1 r 12 12\r\nNATS/1.0\r\n\r\n\r\n",
     b"SUB a 1\r\n",
+    b"CONNECT {\"headers\":true}\r\n",
     b"PING\r\n",
     b"PONG\r\n",
     b"+OK\r\n",
@@ -21,6 +22,8 @@ const FRAGMENTS: &[&[u8]] = &[
     b"\r\n",
     b"\n",
     b"HPUB a 9 3\r\n",
+    b"MSG _INBOX.x 1 22\r\n{\"stream\":\"S\",\"seq\":1}\r\n",
+    b"HMSG _INBOX.x 1 16 16\r\nNATS/1.0 503\r\n\r\n\r\n",
 ];
 
 #[test]
@@ -38,6 +41,8 @@ fn random_input_never_panics_and_stays_bounded() {
             assert!(conn.out.line.len() <= MAX_LINE_BYTES);
             assert!(conn.inb.line.len() <= MAX_LINE_BYTES);
             assert!(conn.inb.headers.len() <= MAX_HEADER_BYTES);
+            assert!(conn.inb.body.len() <= MAX_ACK_BYTES);
+            assert!(conn.awaiting.len() <= MAX_AWAITING);
         });
     }
     assert!(reported > 300, "the fragments reach spans: {reported}");

@@ -13,16 +13,28 @@
 //! request go to a generated `_INBOX.…` subject: their spans say
 //! `(temporary)` instead of the subject. Anything that is not the protocol
 //! stops tracing the connection.
+//!
+//! A publish with a reply subject (a request: JetStream publishes are
+//! requests) waits for its reply, at most [`REPLY_WINDOW`] and
+//! [`MAX_AWAITING`] of them at a time. A reply that is a JetStream
+//! acknowledgement ([`jetstream`]) ends the publish's span and makes no
+//! span of its own; any other reply, or none, leaves the span as it was,
+//! ended with its payload, and the reply is a received message as usual.
 
-use std::time::SystemTime;
+use std::collections::VecDeque;
+use std::time::{Duration, SystemTime};
 
-use crate::messaging::{name, Message};
+use crate::messaging::{name, Message, Stamps};
 use crate::protocol::{CloseReason, Detect, Flow, Operation};
 
 #[cfg(test)]
 mod fixture_tests;
 #[cfg(test)]
 mod fuzz;
+mod inject;
+mod jetstream;
+
+pub use jetstream::MAX_ACK_BYTES;
 
 /// Most bytes of one control line (an `INFO` with a cluster's URLs is the
 /// longest a server sends).
@@ -55,6 +67,27 @@ struct Reader {
     headers_left: u64,
     headers: Vec<u8>,
     message: Option<Message>,
+    /// The message under way has a reply subject (outbound: a request,
+    /// which waits for its reply) or is a reply to an awaiting publish
+    /// (inbound): that subject.
+    reply: Option<String>,
+    /// An inbound reply's body, its first [`MAX_ACK_BYTES`].
+    body: Vec<u8>,
+}
+
+/// Most publishes waiting for their reply; over it, the oldest ends as
+/// if it had none.
+pub const MAX_AWAITING: usize = 512;
+
+/// How long a publish waits for its reply; after it, it ends as if it had
+/// none (nats-py's JetStream context gives up after 5 s by default).
+pub const REPLY_WINDOW: Duration = Duration::from_secs(10);
+
+/// A publish waiting for its reply.
+#[derive(Debug)]
+struct Awaiting {
+    reply: String,
+    message: Message,
 }
 
 /// Most bytes kept of a received message's header block (where a
@@ -63,9 +96,11 @@ pub const MAX_HEADER_BYTES: usize = 4096;
 
 /// What one control line is.
 enum Line {
-    /// A message, its payload's size on the wire and its header block's.
-    Message(Box<Message>, u64, u64),
+    /// A message, its payload's size on the wire and its header block's,
+    /// and its reply subject.
+    Message(Box<Message>, u64, u64, Option<String>),
     Info(Vec<u8>),
+    Connect(Vec<u8>),
     Other,
     Bad,
 }
@@ -78,6 +113,14 @@ pub struct NatsConnection {
     inb: Reader,
     /// `messaging.client.id`: the id the server's INFO gave this client.
     client_id: Option<String>,
+    /// The server's INFO and the client's CONNECT both said `"headers":
+    /// true`: a `PUB` may become an `HPUB`.
+    server_headers: bool,
+    client_headers: bool,
+    /// Contexts injected into messages not yet reported.
+    stamps: Stamps,
+    /// Publishes waiting for their reply, oldest first.
+    awaiting: VecDeque<Awaiting>,
 }
 
 impl NatsConnection {
@@ -95,14 +138,93 @@ impl NatsConnection {
         self.feed(false, data, now, done)
     }
 
-    /// The connection ended: a message cut short is not reported.
-    pub fn on_close(&mut self, _now: SystemTime, _reason: CloseReason, _done: &mut Vec<Operation>) {
-        self.stopped = true;
+    /// The connection ended: a message cut short is not reported; a
+    /// publish waiting for its reply ends as if it had none.
+    pub fn on_close(&mut self, _now: SystemTime, _reason: CloseReason, done: &mut Vec<Operation>) {
+        if !self.stopped {
+            let _ = self.stop(done);
+        }
     }
 
-    /// Nothing waits for an answer: a publish ends when sent.
+    /// Tracing of this connection ends: publishes still waiting for their
+    /// reply are reported now, as if they had none (nothing is reported
+    /// after Stop).
+    fn stop(&mut self, done: &mut Vec<Operation>) -> Flow {
+        self.unawait(usize::MAX, None, done);
+        self.stopped = true;
+        Flow::Stop
+    }
+
+    /// Publishes waiting for their reply.
     pub fn in_flight(&self) -> usize {
-        0
+        self.awaiting.len()
+    }
+
+    /// Bytes held: the control lines and the header block being gathered,
+    /// for bounds checks (tests, `fuzz/`).
+    #[doc(hidden)]
+    pub fn buffered(&self) -> usize {
+        [&self.out, &self.inb]
+            .iter()
+            .map(|r| r.line.len() + r.headers.len() + r.body.len())
+            .sum()
+    }
+
+    /// Ends, as if they had no reply, the oldest `n` awaiting publishes
+    /// and, with `now`, those that waited longer than [`REPLY_WINDOW`].
+    fn unawait(&mut self, mut n: usize, now: Option<SystemTime>, done: &mut Vec<Operation>) {
+        while let Some(a) = self.awaiting.front() {
+            let expired = now.is_some_and(|now| {
+                now.duration_since(a.message.end)
+                    .is_ok_and(|waited| waited > REPLY_WINDOW)
+            });
+            if n == 0 && !expired {
+                break;
+            }
+            n = n.saturating_sub(1);
+            if let Some(a) = self.awaiting.pop_front() {
+                done.push(a.message.into_operation());
+            }
+        }
+    }
+
+    /// A publish sent in full: with a reply subject, it waits for the
+    /// reply.
+    fn sent(&mut self, m: Message, reply: Option<String>, done: &mut Vec<Operation>) {
+        match reply {
+            Some(reply) => {
+                if self.awaiting.len() >= MAX_AWAITING {
+                    self.unawait(self.awaiting.len() + 1 - MAX_AWAITING, None, done);
+                }
+                self.awaiting.push_back(Awaiting { reply, message: m });
+            }
+            None => done.push(m.into_operation()),
+        }
+    }
+
+    /// A message received in full; `reply`: it came to the reply subject
+    /// of an awaiting publish. An acknowledgement ends that publish and is
+    /// no message of its own.
+    fn received(
+        &mut self,
+        m: Message,
+        reply: Option<String>,
+        headers: &[u8],
+        body: &[u8],
+        done: &mut Vec<Operation>,
+    ) {
+        let answered = reply.and_then(|r| self.awaiting.iter().position(|a| a.reply == r));
+        if let Some(a) = answered.and_then(|i| self.awaiting.remove(i)) {
+            let mut publish = a.message;
+            if let Some(ack) = jetstream::ack(headers, body) {
+                publish.end = m.end;
+                ack.apply(&mut publish);
+                done.push(publish.into_operation());
+                return;
+            }
+            done.push(publish.into_operation());
+        }
+        done.push(m.into_operation());
     }
 
     fn feed(
@@ -114,6 +236,9 @@ impl NatsConnection {
     ) -> Flow {
         if self.stopped {
             return Flow::Stop;
+        }
+        if !self.awaiting.is_empty() {
+            self.unawait(0, Some(now), done);
         }
         while !data.is_empty() {
             let reader = if outbound {
@@ -129,42 +254,71 @@ impl NatsConnection {
                     let keep = h.min(MAX_HEADER_BYTES.saturating_sub(reader.headers.len()));
                     reader.headers.extend_from_slice(&data[..keep]);
                 }
+                if !outbound && reader.reply.is_some() {
+                    let body = &data[h..n];
+                    let keep = body
+                        .len()
+                        .min(MAX_ACK_BYTES.saturating_sub(reader.body.len()));
+                    reader.body.extend_from_slice(&body[..keep]);
+                }
                 reader.skip -= n as u64;
                 data = &data[n..];
                 if reader.skip == 0 {
+                    let reply = reader.reply.take();
                     if let Some(mut m) = reader.message.take() {
                         m.end = now;
-                        if !outbound {
+                        if outbound {
+                            self.sent(m, reply, done);
+                        } else {
                             m.carried = carried(&reader.headers);
+                            let (headers, body) = (
+                                std::mem::take(&mut reader.headers),
+                                std::mem::take(&mut reader.body),
+                            );
+                            self.received(m, reply, &headers, &body, done);
+                            self.inb.headers = headers;
+                            self.inb.body = body;
                         }
-                        reader.headers.clear();
-                        done.push(m.into_operation());
                     }
+                    let reader = if outbound {
+                        &mut self.out
+                    } else {
+                        &mut self.inb
+                    };
+                    reader.headers.clear();
+                    reader.body.clear();
                 }
                 continue;
             }
             let Some(nl) = data.iter().position(|&b| b == b'\n') else {
                 if reader.line.len() + data.len() > MAX_LINE_BYTES {
-                    self.stopped = true;
-                    return Flow::Stop;
+                    return self.stop(done);
                 }
                 reader.line.extend_from_slice(data);
                 break;
             };
             if reader.line.len() + nl > MAX_LINE_BYTES {
-                self.stopped = true;
-                return Flow::Stop;
+                return self.stop(done);
             }
             reader.line.extend_from_slice(&data[..nl]);
             data = &data[nl + 1..];
             let line = std::mem::take(&mut reader.line);
             match parse_line(&line, outbound, now) {
-                Line::Bad => {
-                    self.stopped = true;
-                    return Flow::Stop;
-                }
-                Line::Message(mut m, payload, headers) => {
+                Line::Bad => return self.stop(done),
+                Line::Message(mut m, payload, headers, reply) => {
                     m.client_id = self.client_id.clone();
+                    let reply = if outbound {
+                        let ordinal = self.stamps.next_message();
+                        m.carried = self.stamps.take(ordinal);
+                        reply
+                    } else {
+                        // A reply to an awaiting publish comes to its subject.
+                        let d = &m.destination;
+                        self.awaiting
+                            .iter()
+                            .any(|a| a.reply == *d)
+                            .then(|| d.clone())
+                    };
                     let reader = if outbound {
                         &mut self.out
                     } else {
@@ -173,13 +327,17 @@ impl NatsConnection {
                     reader.skip = payload.saturating_add(2);
                     reader.headers_left = if outbound { 0 } else { headers };
                     reader.headers.clear();
+                    reader.body.clear();
+                    reader.reply = reply;
                     reader.message = Some(*m);
                 }
                 Line::Info(json) => {
                     if let Some(id) = json_number(&json, b"\"client_id\"") {
                         self.client_id = Some(name(id));
                     }
+                    self.server_headers = json_true(&json, b"\"headers\"");
                 }
+                Line::Connect(json) => self.client_headers = json_true(&json, b"\"headers\""),
                 Line::Other => {}
             }
             let reader = if outbound {
@@ -208,14 +366,19 @@ fn parse_line(line: &[u8], outbound: bool, now: SystemTime) -> Line {
     match (verb.as_slice(), outbound) {
         (b"PUB", true) | (b"HPUB", true) | (b"MSG", false) | (b"HMSG", false) => {
             let headers = verb[0] == b'H';
-            message(&args, outbound, headers, now)
-                .map_or(Line::Bad, |(m, n, h)| Line::Message(Box::new(m), n, h))
+            message(&args, outbound, headers, now).map_or(Line::Bad, |(m, n, h, r)| {
+                Line::Message(Box::new(m), n, h, r)
+            })
         }
         (b"INFO", false) => {
             let at = line.iter().position(|&b| b == b'{').unwrap_or(line.len());
             Line::Info(line[at..].to_vec())
         }
-        (b"CONNECT", true) | (b"SUB", true) | (b"UNSUB", true) => Line::Other,
+        (b"CONNECT", true) => {
+            let at = line.iter().position(|&b| b == b'{').unwrap_or(line.len());
+            Line::Connect(line[at..].to_vec())
+        }
+        (b"SUB", true) | (b"UNSUB", true) => Line::Other,
         (b"PING", _) | (b"PONG", _) | (b"+OK", false) | (b"-ERR", false) => Line::Other,
         _ => Line::Bad,
     }
@@ -224,13 +387,15 @@ fn parse_line(line: &[u8], outbound: bool, now: SystemTime) -> Line {
 /// A message line's subject, reply subject and sizes: `PUB subject
 /// [reply] size`, `HPUB subject [reply] header-size total-size`, `MSG
 /// subject sid [reply] size`, `HMSG subject sid [reply] header-size
-/// total-size`. Returns the message and its payload's size on the wire.
+/// total-size`. Returns the message, its payload's size on the wire, its
+/// header block's, and its reply subject (one longer than
+/// [`MAX_NAME_BYTES`](crate::messaging::MAX_NAME_BYTES) is not kept).
 fn message(
     args: &[&[u8]],
     outbound: bool,
     headers: bool,
     now: SystemTime,
-) -> Option<(Message, u64, u64)> {
+) -> Option<(Message, u64, u64, Option<String>)> {
     let fixed = 1 + usize::from(!outbound) + 1 + usize::from(headers);
     if args.len() != fixed && args.len() != fixed + 1 {
         return None;
@@ -245,7 +410,11 @@ fn message(
     let mut m = Message::new("nats", outbound, name(subject), now);
     m.temporary = subject.starts_with(b"_INBOX.");
     m.body_size = Some(total - header_size);
-    Some((m, total, header_size))
+    let reply = (args.len() == fixed + 1)
+        .then(|| args[1 + usize::from(!outbound)])
+        .filter(|r| r.len() <= crate::messaging::MAX_NAME_BYTES)
+        .map(name);
+    Some((m, total, header_size, reply))
 }
 
 /// The `traceparent` and `tracestate` of a header block (`NATS/1.0`, then
@@ -259,6 +428,19 @@ fn carried(block: &[u8]) -> Option<(String, Option<String>)> {
         }
     }
     found
+}
+
+/// Whether a top-level field `key` of a JSON object is `true`.
+fn json_true(json: &[u8], key: &[u8]) -> bool {
+    let Some(at) = json.windows(key.len()).position(|w| w == key) else {
+        return false;
+    };
+    let rest = &json[at + key.len()..];
+    let skip = rest
+        .iter()
+        .take_while(|&&b| b == b' ' || b == b':' || b == b'\t')
+        .count();
+    rest[skip..].starts_with(b"true")
 }
 
 /// A decimal size (at most 18 digits).
@@ -306,7 +488,11 @@ mod tests {
             Flow::Continue
         );
         assert_eq!(c.on_outbound(&wire, at(1), &mut done), Flow::Continue);
+        // A request: it waits for its reply, or the connection's end.
+        assert_eq!((done.len(), c.in_flight()), (0, 1));
+        c.on_close(at(2), CloseReason::PeerClosed, &mut done);
         assert_eq!(done.len(), 1);
+        assert_eq!(done[0].end, at(1));
         assert_eq!(done[0].name, "publish s.x");
         assert!(done[0]
             .attributes
@@ -348,5 +534,24 @@ mod tests {
             Flow::Stop
         );
         assert!(done.is_empty());
+    }
+
+    #[test]
+    fn stopping_reports_publishes_awaiting_their_reply_and_nothing_after() {
+        let mut c = NatsConnection::new();
+        let mut done = Vec::new();
+        let _ = c.on_inbound(b"INFO {}\r\n", at(0), &mut done);
+        let pubs = b"PUB orders _INBOX.r1 2\r\nhi\r\n";
+        assert_eq!(c.on_outbound(pubs, at(1), &mut done), Flow::Continue);
+        assert_eq!(c.in_flight(), 1);
+        assert!(done.is_empty());
+        assert_eq!(
+            c.on_inbound(b"NOT NATS AT ALL\r\n", at(2), &mut done),
+            Flow::Stop
+        );
+        assert_eq!(done.len(), 1, "the publish is reported when tracing stops");
+        assert_eq!(done[0].name, "publish orders");
+        c.on_close(at(3), CloseReason::Closed, &mut done);
+        assert_eq!(done.len(), 1, "nothing after Stop");
     }
 }
