@@ -59,6 +59,9 @@ fn random_input_never_panics_and_stays_bounded() {
             Role::Server
         };
         let mut conn = HttpConnection::new(role);
+        // Half the rounds capture payloads, with a small limit.
+        let capture = if round % 4 < 2 { 1 + rng.below(100) } else { 0 };
+        conn.capture_payloads(capture);
         let mut done = Vec::new();
         let mut stopped = false;
         let t = SystemTime::UNIX_EPOCH;
@@ -113,8 +116,28 @@ fn random_input_never_panics_and_stays_bounded() {
         }
         assert_eq!(conn.buffered(), 0);
         assert_eq!(conn.in_flight(), 0);
+        let rules = crate::payload::PayloadRules::default();
         for ex in &done {
             assert!(ex.method.len() <= MAX_FIELD_BYTES && ex.target.len() <= MAX_FIELD_BYTES);
+            assert!(capture > 0 || ex.captured.is_none());
+            if let Some(c) = ex.captured.as_deref() {
+                assert!(c.request_body.len() <= capture && c.response_body.len() <= capture);
+                assert!(c.request_head.len() <= MAX_HEAD_BYTES);
+                assert!(c.response_head.len() <= MAX_HEAD_BYTES);
+                // (A framing error stops the count of the bytes before it,
+                // not their capture.)
+                if ex.error.is_none() {
+                    assert!(c.request_body.len() as u64 <= ex.request_body_size);
+                    assert!(c.response_body.len() as u64 <= ex.response_body_size);
+                }
+            }
+            let mut attrs = Vec::new();
+            rules.push_attributes(ex, role, &mut attrs);
+            for (_, v) in &attrs {
+                if let crate::span::AttrValue::Str(t) = v {
+                    assert!(t.len() <= 2048);
+                }
+            }
         }
         reported += done.len();
         answered += done.iter().filter(|ex| ex.status.is_some()).count();
