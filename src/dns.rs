@@ -73,6 +73,7 @@ pub fn lookup_span(
         end,
         status,
         attributes,
+        links: Vec::new(),
     }
 }
 
@@ -91,6 +92,7 @@ mod tests {
             },
             parent: None,
             parent_is_remote: false,
+            candidates: 0,
         }
     }
 

@@ -458,8 +458,10 @@ fn push_part(name: &mut String, tok: &Token<'_>) {
 }
 
 mod lexer;
+mod message;
 
 use lexer::{Kind, Lexer, Token};
+pub use message::redact_error_message;
 
 #[cfg(test)]
 mod tests;

@@ -318,3 +318,94 @@ fn a_query_made_while_serving_a_request_is_a_child_of_its_server_span() {
     assert_eq!(get["parent_id"], srv["context"]["span_id"]);
     assert_eq!(get["context"]["trace_id"], srv["context"]["trace_id"]);
 }
+
+/// A value no test output may show (issue 14: a duplicate key's value
+/// reached the span status).
+const DB_SECRET: &str = "dup-QsecretQ-5150";
+
+/// Server error messages keep their text but lose the values they quote:
+/// PostgreSQL (a duplicate key, and a value that is not an integer) and
+/// MariaDB (a duplicate entry). The statements come from a file, so no
+/// value is on the command line either, and the whole dump is checked.
+#[test]
+fn database_error_statuses_keep_their_text_but_not_the_values() {
+    ensure_service("postgresql", 5432);
+    ensure_service("mariadb", 3306);
+    let tmp = TempDir::new("db-errors");
+    let sql = tmp.path("pg.sql");
+    std::fs::write(
+        &sql,
+        format!(
+            "create temp table lumigo_dup (email text primary key);\n\
+             insert into lumigo_dup values ('{DB_SECRET}');\n\
+             insert into lumigo_dup values ('{DB_SECRET}');\n\
+             select '{DB_SECRET}'::int;\n"
+        ),
+    )
+    .unwrap();
+    let dump = tmp.path("pg.jsonl");
+    let mut cmd = traced("psql");
+    cmd.args([
+        "host=127.0.0.1 user=postgres dbname=test sslmode=disable",
+        "-f",
+    ])
+    .arg(&sql)
+    .env("LUMIGO_DEBUG_SPANDUMP", &dump);
+    let out = run(cmd, T);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(DB_SECRET), "psql itself shows it: {stderr}");
+    let spans = read_spandump(&dump);
+    let errors: Vec<&Value> = spans
+        .iter()
+        .filter(|s| s["status"]["status_code"] == "ERROR")
+        .collect();
+    assert_eq!(errors.len(), 2, "{spans:#?}");
+    assert_eq!(a(errors[0], "error.type"), "23505");
+    assert_eq!(
+        errors[0]["status"]["description"],
+        "duplicate key value violates unique constraint \"lumigo_dup_pkey\"",
+        "{:#}",
+        errors[0]
+    );
+    assert_eq!(a(errors[1], "error.type"), "22P02");
+    assert_eq!(
+        errors[1]["status"]["description"], "invalid input syntax for type integer: \"?\"",
+        "{:#}",
+        errors[1]
+    );
+    let text = std::fs::read_to_string(&dump).unwrap();
+    assert!(!text.contains(DB_SECRET), "{text}");
+
+    let sql = tmp.path("my.sql");
+    std::fs::write(
+        &sql,
+        format!(
+            "create temporary table lumigo_dup (email varchar(64) primary key);\n\
+             insert into lumigo_dup values ('{DB_SECRET}');\n\
+             insert into lumigo_dup values ('{DB_SECRET}');\n"
+        ),
+    )
+    .unwrap();
+    let dump = tmp.path("my.jsonl");
+    let mut cmd = traced("mariadb");
+    cmd.args(["-h127.0.0.1", "-uroot", "test", "-e"])
+        .arg(format!("source {}", sql.display()))
+        .env("LUMIGO_DEBUG_SPANDUMP", &dump);
+    let out = run(cmd, T);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(DB_SECRET),
+        "the client itself shows it: {stderr}"
+    );
+    let spans = read_spandump(&dump);
+    let dup = spans
+        .iter()
+        .find(|s| a(s, "error.type") == "1062")
+        .unwrap_or_else(|| panic!("{spans:#?}"));
+    assert_eq!(
+        dup["status"]["description"], "23000: Duplicate entry '?' for key 'PRIMARY'",
+        "{dup:#}"
+    );
+    let text = std::fs::read_to_string(&dump).unwrap();
+    assert!(!text.contains(DB_SECRET), "{text}");
+}

@@ -243,3 +243,18 @@ fn prepared_statements_are_bounded() {
     assert_eq!(done[last - 2].name, "SELECT");
     assert_eq!(done[last - 1].name, "mysql");
 }
+
+/// Invalid UTF-8 (an error message, a database name) cut to its cap, then
+/// converted, came out up to three times the cap (each byte a three-byte
+/// U+FFFD); it is cut again after the conversion. Found while checking the
+/// caps for `fuzz/`.
+#[test]
+fn a_lossy_prefix_stays_within_its_cap() {
+    for max in [5, MAX_ERROR_MESSAGE_BYTES] {
+        let out = lossy_prefix(&vec![0xff; 2 * max], max);
+        assert!(out.len() <= max, "{} bytes for a cap of {max}", out.len());
+        assert!(out.len() + 3 > max);
+    }
+    assert_eq!(lossy_prefix("é".as_bytes(), 1), "");
+    assert_eq!(lossy_prefix(b"abc", 2), "ab");
+}

@@ -166,7 +166,7 @@ fn mysql_connector_python_prepared_statements() {
             "PREPARE lumigo_fx_ps [test] [SELECT id, name FROM lumigo_fx_ps WHERE id >= ?] ok",
             "SELECT lumigo_fx_ps [test] [SELECT id, name FROM lumigo_fx_ps WHERE id >= ?] ok",
             "PREPARE lumigo_fx_ps [test] [INSERT INTO lumigo_fx_ps VALUES (?, ?)] ok",
-            "INSERT lumigo_fx_ps [test] [INSERT INTO lumigo_fx_ps VALUES (?, ?)] error 1062 (23000: Duplicate entry '1' for key 'PRIMARY')",
+            "INSERT lumigo_fx_ps [test] [INSERT INTO lumigo_fx_ps VALUES (?, ?)] error 1062 (23000: Duplicate entry '?' for key 'PRIMARY')",
             "PREPARE lumigo_fx_ps [test] [DROP TABLE lumigo_fx_ps] ok",
             "DROP lumigo_fx_ps [test] [DROP TABLE lumigo_fx_ps] ok",
         ],
@@ -193,7 +193,7 @@ fn node_mariadb_deprecate_eof_pipelining_and_bulk() {
             "SELECT lumigo_fx_njs [test] [SELECT id, name FROM lumigo_fx_njs WHERE id >= ?] ok",
             "PREPARE lumigo_no_such_table [test] [SELECT * FROM lumigo_no_such_table WHERE id = ?] error 1146 (42S02: Table 'test.lumigo_no_such_table' doesn't exist)",
             "SELECT lumigo_no_such_table [test] [SELECT * FROM lumigo_no_such_table WHERE id = ?] error 1243 (HY000: Unknown prepared statement handler (4294967295) given to mysqld_stmt_execute)",
-            "SELECT [test] [SELECT id FROM lumigo_fx_njs; SELECT ?] error 1064 (42000: You have an error in your SQL syntax; check the manual that corresponds to your MariaDB server version for the right syntax to use near 'SELECT 2' at line 1)",
+            "SELECT [test] [SELECT id FROM lumigo_fx_njs; SELECT ?] error 1064 (42000: You have an error in your SQL syntax; check the manual that corresponds to your MariaDB server version for the right syntax to use near '?' at line 1)",
             "DROP lumigo_fx_njs [test] [DROP TABLE lumigo_fx_njs] ok",
         ],
     );

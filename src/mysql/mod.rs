@@ -105,7 +105,10 @@ pub(crate) fn lossy_prefix(bytes: &[u8], max: usize) -> String {
             backed += 1;
         }
     }
-    String::from_utf8_lossy(bytes.get(..cut).unwrap_or_default()).into_owned()
+    let mut s = String::from_utf8_lossy(bytes.get(..cut).unwrap_or_default()).into_owned();
+    // Each invalid byte became a three-byte U+FFFD: cut again.
+    s.truncate(crate::config::cut_str(&s, max).len());
+    s
 }
 
 #[cfg(test)]

@@ -182,7 +182,6 @@ impl PacketReader {
     }
 
     /// Bytes held, for bounds checks in tests.
-    #[cfg(test)]
     pub(super) fn buffered(&self) -> usize {
         self.data.capacity()
     }

@@ -527,9 +527,9 @@ impl MysqlConnection {
         Flow::Stop
     }
 
-    /// Bytes held by the connection, for bounds checks in tests.
-    #[cfg(test)]
-    pub(super) fn buffered(&self) -> usize {
+    /// Bytes held by the connection, for bounds checks (tests, `fuzz/`).
+    #[doc(hidden)]
+    pub fn buffered(&self) -> usize {
         self.inbound.buffered() + self.outbound.buffered() + self.statement_bytes
     }
 

@@ -151,11 +151,14 @@ pub(super) fn operation(f: Finished<'_>) -> Operation {
 }
 
 /// `42S02: Table 'test.t' doesn't exist`.
+/// The status message of a server error; quoted values left out
+/// ([`redact_error_message`](crate::sql::redact_error_message)).
 fn describe(e: &ServerError) -> String {
+    let message = crate::sql::redact_error_message(&e.message);
     match (&e.state, e.message.is_empty()) {
-        (Some(state), false) => format!("{state}: {}", e.message),
+        (Some(state), false) => format!("{state}: {message}"),
         (Some(state), true) => state.clone(),
-        (None, false) => e.message.clone(),
+        (None, false) => message.into_owned(),
         (None, true) => format!("error {}", e.code),
     }
 }

@@ -440,14 +440,14 @@ impl PgConnection {
         Flow::Stop
     }
 
-    /// Bytes held by the framers, for bounds checks in tests.
-    #[cfg(test)]
-    pub(super) fn buffered(&self) -> usize {
+    /// Bytes held by the framers, for bounds checks (tests, `fuzz/`).
+    #[doc(hidden)]
+    pub fn buffered(&self) -> usize {
         self.front.buffered() + self.back.buffered()
     }
 
-    #[cfg(test)]
-    pub(super) fn pending_len(&self) -> usize {
+    #[doc(hidden)]
+    pub fn pending_len(&self) -> usize {
         self.pending.len()
     }
 

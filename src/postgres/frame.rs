@@ -131,7 +131,6 @@ impl Framer {
     }
 
     /// Bytes held, for bounds checks.
-    #[cfg(test)]
     pub(super) fn buffered(&self) -> usize {
         self.buf.len()
     }

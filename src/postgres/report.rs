@@ -158,7 +158,9 @@ impl Run {
                     code
                 };
                 attributes.push(("error.type", kind.into()));
-                SpanStatus::Error(err.message.unwrap_or_default())
+                SpanStatus::Error(
+                    crate::sql::redact_error_message(&err.message.unwrap_or_default()).into_owned(),
+                )
             }
             (None, Some(reason)) => {
                 attributes.push(("error.type", reason.into()));

@@ -86,7 +86,6 @@ pub(crate) struct Command {
 
 impl Command {
     /// Heap bytes held, for bounds checks.
-    #[cfg(test)]
     pub(crate) fn held(&self) -> usize {
         let extra = match &self.kind {
             Kind::Select(s) | Kind::Publish { channel: s, .. } => s.len(),
@@ -484,7 +483,6 @@ impl CommandReader {
     }
 
     /// Bytes held.
-    #[cfg(test)]
     pub(crate) fn buffered(&self) -> usize {
         self.line.buffered() + self.building.as_ref().map_or(0, |b| b.kept)
     }

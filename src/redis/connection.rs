@@ -373,9 +373,9 @@ impl RedisConnection {
         Flow::Stop
     }
 
-    /// Bytes held by the connection, for bounds checks in tests.
-    #[cfg(test)]
-    pub(crate) fn buffered(&self) -> usize {
+    /// Bytes held by the connection, for bounds checks (tests, `fuzz/`).
+    #[doc(hidden)]
+    pub fn buffered(&self) -> usize {
         self.commands.buffered()
             + self.replies.buffered()
             + self.pending.iter().map(|p| p.cmd.held()).sum::<usize>()

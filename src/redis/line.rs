@@ -63,7 +63,6 @@ impl Line {
     }
 
     /// Bytes held.
-    #[cfg(test)]
     pub(crate) fn buffered(&self) -> usize {
         self.kept.len()
     }

@@ -393,7 +393,6 @@ impl ReplyReader {
     }
 
     /// Bytes held.
-    #[cfg(test)]
     pub(crate) fn buffered(&self) -> usize {
         self.line.buffered()
             + self.reply.head.len()
