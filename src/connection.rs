@@ -12,7 +12,11 @@
 //! heads before the real write ([`Connection::plan_outbound`]): a
 //! `traceparent` line inserted at the head's end, or, when the app forwards
 //! the very `traceparent` the thread's inbound request came with (a proxy),
-//! that value replaced in place by one naming our CLIENT span. And since a
+//! that value replaced in place by one naming our CLIENT span. On a message
+//! broker's connection, each published message's header is rewritten to
+//! carry its PRODUCER span's context (see `Wire::plan_edits`): a plan of
+//! several edits, each of whose app bytes count as written only once all
+//! of it is out. And since a
 //! planned write is fed only once the real call returns, a response read on
 //! another thread meanwhile is held until its request is in.
 
@@ -25,35 +29,143 @@ use crate::http::inject::{scan_head, SentHead, ValueAt};
 use crate::http::{self, Detect, HttpConnection, HttpExchange, Role};
 use crate::propagation::{format_traceparent, parse_traceparent};
 use crate::protocol::{Operation, Wire};
-use crate::span::SpanKind;
+use crate::span::{SpanContext, SpanKind, SpanLink};
 
 pub use crate::tracer::{Assigned, SpanSink, Tracer};
 
 pub use crate::http::{CloseReason, Flow};
 
-/// Bytes to insert into one outbound write, or to write in place of some
-/// of the app's, planned before the real call. The wire then carries the
-/// app's first `at` bytes, `insert`, and the app's bytes from `at + replace`.
+/// One change to the app's bytes in an outbound write: the `replace` app
+/// bytes at `at` go out as `insert` instead (`replace` 0: an insertion).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Edit {
+    /// App bytes of this write before the edit.
+    pub at: usize,
+    /// App bytes at `at` that `insert` stands in for.
+    pub replace: usize,
+    /// The bytes that go out in their place (what is left of them after a
+    /// partial write).
+    pub insert: Vec<u8>,
+}
+
+/// The edits to one outbound write, planned before the real call, in
+/// order and not overlapping. The wire carries the app's bytes with each
+/// edit applied.
+///
+/// Two kinds. A *single* plan (HTTP's) is one insertion, or one
+/// replacement by as many bytes, whose bytes a partial write may cut
+/// anywhere (an insertion's rest goes out first on the retry; a
+/// replacement is one for one). Any other plan (a broker message's
+/// headers, which several fields' sizes must follow) is *atomic per edit*:
+/// the app's bytes an edit replaces count as written only once all of its
+/// bytes are out.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutboundPlan {
-    /// App bytes of this write that go before the inserted bytes.
-    pub at: usize,
-    /// The bytes to insert (what is left of them after a partial write).
-    pub insert: Vec<u8>,
-    /// App bytes at `at` that `insert` stands in for: 0 for an insertion;
-    /// `insert.len()` for a replacement (a forwarded `traceparent`'s value),
-    /// so the wire carries as many bytes as the app wrote.
-    pub replace: usize,
+    edits: Vec<Edit>,
+    single: bool,
     /// Outbound stream position when planned.
     offset: u64,
 }
 
+/// What a real call that took `sent` bytes of a planned write did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Accounted {
+    /// The app's bytes that went out (the count the app is told).
+    pub app: usize,
+    /// Edits whose bytes all went out.
+    pub edits_done: usize,
+    /// Bytes of the next edit that went out, if the call stopped inside it
+    /// (its app bytes are then not counted: the rest must follow).
+    pub cut: Option<usize>,
+}
+
 impl OutboundPlan {
-    /// Of `sent` bytes the kernel took from the combined write: the app's
-    /// bytes, and the inserted ones.
+    /// One insertion (`replace` 0) or one replacement by as many bytes
+    /// (`replace == insert.len()`) at `at`, planned at stream `offset`.
+    pub fn single(at: usize, insert: Vec<u8>, replace: usize, offset: u64) -> OutboundPlan {
+        OutboundPlan {
+            edits: vec![Edit {
+                at,
+                replace,
+                insert,
+            }],
+            single: true,
+            offset,
+        }
+    }
+
+    /// Several edits (see the type's docs), in order; `None` if there are
+    /// none or they overlap.
+    pub fn edits_at(edits: Vec<Edit>, offset: u64) -> Option<OutboundPlan> {
+        let mut end = 0;
+        for e in &edits {
+            if e.at < end {
+                return None;
+            }
+            end = e.at.checked_add(e.replace)?;
+        }
+        (!edits.is_empty()).then_some(OutboundPlan {
+            edits,
+            single: false,
+            offset,
+        })
+    }
+
+    /// One insertion or one same-length replacement (HTTP's plans).
+    pub fn is_single(&self) -> bool {
+        self.single
+    }
+
+    pub fn edits(&self) -> &[Edit] {
+        &self.edits
+    }
+
+    /// The (first) edit's position in the app's bytes.
+    pub fn at(&self) -> usize {
+        self.edits[0].at
+    }
+
+    /// The (first) edit's bytes.
+    pub fn insert(&self) -> &[u8] {
+        &self.edits[0].insert
+    }
+
+    /// The app bytes the (first) edit stands in for.
+    pub fn replace(&self) -> usize {
+        self.edits[0].replace
+    }
+
+    /// The app's bytes after the last edit start here.
+    pub fn resume(&self) -> usize {
+        self.edits.last().map_or(0, |e| e.at + e.replace)
+    }
+
+    /// The bytes that go out for the app's `app` with these edits; `None`
+    /// if they do not fit it.
+    pub fn apply(&self, app: &[u8]) -> Option<Vec<u8>> {
+        let mut out = Vec::with_capacity(self.wire_len(app.len()));
+        let mut pos = 0;
+        for e in &self.edits {
+            out.extend_from_slice(app.get(pos..e.at)?);
+            out.extend_from_slice(&e.insert);
+            pos = e.at.checked_add(e.replace)?;
+        }
+        out.extend_from_slice(app.get(pos..)?);
+        Some(out)
+    }
+
+    /// The wire length of a write of `total` app bytes with these edits.
+    pub fn wire_len(&self, total: usize) -> usize {
+        self.edits
+            .iter()
+            .fold(total, |n, e| n.saturating_sub(e.replace) + e.insert.len())
+    }
+
+    /// Of `sent` bytes the kernel took from a single plan's write: the
+    /// app's bytes, and the inserted ones.
     pub fn split_sent(&self, sent: usize) -> (usize, usize) {
-        let (k, m) = (self.at, self.insert.len());
-        if self.replace > 0 {
+        let (k, m) = (self.at(), self.insert().len());
+        if self.replace() > 0 {
             // One for one: every byte on the wire stands for one of the app's.
             (sent, 0)
         } else if sent <= k {
@@ -62,6 +174,68 @@ impl OutboundPlan {
             (k, sent - k)
         } else {
             (sent - m, m)
+        }
+    }
+
+    /// After a call that stopped inside an edit (`accounted.cut`): the
+    /// plan for the rest of the write, from the first of the app's bytes
+    /// not counted (the edit's rest first). What the connection would plan
+    /// again, known without asking it, so that an edit begun is always
+    /// finished.
+    pub fn remainder(&self, accounted: &Accounted) -> Option<OutboundPlan> {
+        let cut = accounted.cut?;
+        let base = accounted.app;
+        let mut edits = Vec::with_capacity(self.edits.len() - accounted.edits_done);
+        for (i, e) in self.edits.iter().enumerate().skip(accounted.edits_done) {
+            let skip = if i == accounted.edits_done { cut } else { 0 };
+            edits.push(Edit {
+                at: e.at.checked_sub(base)?,
+                replace: e.replace,
+                insert: e.insert.get(skip..)?.to_vec(),
+            });
+        }
+        OutboundPlan::edits_at(edits, self.offset + base as u64)
+    }
+
+    /// Of `sent` bytes the kernel took from the edited write: the app's
+    /// bytes, the edits that went out whole, and how much of the one it
+    /// stopped inside.
+    pub fn account(&self, sent: usize) -> Accounted {
+        if self.single {
+            // Not atomic: see `split_sent`.
+            return Accounted {
+                app: self.split_sent(sent).0,
+                edits_done: 0,
+                cut: None,
+            };
+        }
+        let (mut app, mut left, mut pos) = (0, sent, 0);
+        for (i, e) in self.edits.iter().enumerate() {
+            let before = e.at - pos;
+            if left < before || (left == before && !e.insert.is_empty()) {
+                return Accounted {
+                    app: app + left,
+                    edits_done: i,
+                    cut: None,
+                };
+            }
+            app += before;
+            left -= before;
+            if left < e.insert.len() {
+                return Accounted {
+                    app,
+                    edits_done: i,
+                    cut: Some(left),
+                };
+            }
+            left -= e.insert.len();
+            app += e.replace;
+            pos = e.at + e.replace;
+        }
+        Accounted {
+            app: app + left,
+            edits_done: self.edits.len(),
+            cut: None,
         }
     }
 }
@@ -83,6 +257,26 @@ struct Replacement {
     bytes: Vec<u8>,
 }
 
+/// A published message's rewritten header on its way into the outbound
+/// stream (see `Wire::plan_edits`).
+struct PendingEdit {
+    /// Stream position (in app bytes) of the first byte it replaces.
+    at: u64,
+    replace: usize,
+    bytes: Vec<u8>,
+    /// How many of its bytes the kernel has taken.
+    sent: usize,
+    /// The PRODUCER span its context names.
+    span_id: [u8; 8],
+}
+
+/// Most bytes of one write searched for messages to carry a context.
+const MAX_EDIT_SCAN: usize = 1 << 20;
+
+/// Most PRODUCER identities waiting for their message to be reported;
+/// past it, messages go as they are (their spans are still made).
+const MAX_PRODUCED: usize = 1024;
+
 /// Most inbound bytes held back while a request is being written on
 /// another thread (see [`Connection::on_inbound`]).
 const MAX_HELD: usize = 64 * 1024;
@@ -100,6 +294,9 @@ enum Protocol {
         outbound: bool,
     },
     Http(Box<HttpConnection>),
+    /// HTTP followed on the app's thread for the capture thread to parse
+    /// (see [`crate::capture`]).
+    Framed(Box<front::Framed>),
     /// A database, cache or message broker protocol (client side).
     Db(Box<dyn Wire>),
     /// Not ours: the caller should already have stopped feeding us.
@@ -109,9 +306,9 @@ enum Protocol {
 crate::protocol::wire!(crate::redis::RedisConnection);
 crate::protocol::wire!(crate::postgres::PgConnection, tls_accepted);
 crate::protocol::wire!(crate::mysql::MysqlConnection, tls_requested);
-crate::protocol::wire!(crate::amqp::AmqpConnection);
-crate::protocol::wire!(crate::mqtt::MqttConnection);
-crate::protocol::wire!(crate::nats::NatsConnection);
+crate::protocol::wire!(crate::amqp::AmqpConnection, none, messages);
+crate::protocol::wire!(crate::mqtt::MqttConnection, none, messages);
+crate::protocol::wire!(crate::nats::NatsConnection, none, messages);
 
 /// Which protocol a connection's first bytes start, if any is sure yet.
 enum Recognised {
@@ -191,9 +388,27 @@ fn recognise(role: Role, first: &[u8], outbound: bool) -> Recognised {
     }
 }
 
+/// Where a connection's HTTP is parsed.
+enum Mode {
+    /// Here, as the bytes are fed (and spans made here).
+    Direct,
+    /// Framed here, recorded for the capture thread.
+    Capture(Box<front::Recorder>),
+    /// Here, from records: identities come with them.
+    Replay(VecDeque<Given>),
+}
+
+/// A span identity chosen on the app's thread, with the execution tags of
+/// its local parent.
+struct Given {
+    who: Assigned,
+    tags: Vec<(u8, String)>,
+}
+
 /// One tracked connection, from connect/accept to close.
 pub struct Connection {
     role: Role,
+    mode: Mode,
     ends: http::Endpoints,
     protocol: Protocol,
     /// Reused buffer for finished exchanges, so a call that finishes nothing
@@ -222,6 +437,15 @@ pub struct Connection {
     /// The CONSUMER span of the last message received, while it is the
     /// reading thread's active context.
     consuming: Option<[u8; 8]>,
+    /// Replay: the execution tags given with each request's identity.
+    parent_tags: VecDeque<(u64, Vec<(u8, String)>)>,
+    /// Broker messages' rewritten headers not yet all out, in order.
+    message_edits: VecDeque<PendingEdit>,
+    /// Stream position up to which writes were searched for messages.
+    planned_to: u64,
+    /// The identities of PRODUCER spans whose context went into messages,
+    /// until their operations are reported.
+    produced: VecDeque<Assigned>,
 }
 
 impl Connection {
@@ -235,9 +459,76 @@ impl Connection {
         Connection::new(Role::Server, peer, local)
     }
 
+    /// A connection whose HTTP is framed on the app's thread and parsed
+    /// on the capture thread (`capture`'s records).
+    pub fn captured(
+        role: Role,
+        peer: Option<Address>,
+        local: Option<Address>,
+        capture: &'static crate::capture::Capture,
+    ) -> Connection {
+        let mut c = Connection::new(role, peer, local);
+        c.mode = Mode::Capture(Box::new(front::Recorder::new(capture)));
+        c
+    }
+
+    /// The capture thread's copy of a captured connection.
+    pub fn replay(role: Role, peer: Option<Address>, local: Option<Address>) -> Connection {
+        let mut c = Connection::new(role, peer, local);
+        c.mode = Mode::Replay(VecDeque::new());
+        c
+    }
+
+    /// An identity chosen on the app's thread for the next request head.
+    pub fn give_identity(&mut self, who: Assigned, tags: Vec<(u8, String)>) {
+        if let Mode::Replay(given) = &mut self.mode {
+            // No more wait than requests a connection keeps in flight: where
+            // the parser stopped and the app's thread framed on (bytes the
+            // framer accepts and httparse does not), they are never taken.
+            if given.len() > 2 * http::MAX_IN_FLIGHT {
+                given.pop_front();
+            }
+            given.push_back(Given { who, tags });
+        }
+    }
+
+    /// Records were lost: forget what was in flight (nothing is reported
+    /// for it) and start again at a head.
+    pub fn resync(&mut self) {
+        if let Mode::Replay(given) = &mut self.mode {
+            given.clear();
+        }
+        self.assigned.clear();
+        self.held.clear();
+        self.done.clear();
+        if let Protocol::Http(_) = self.protocol {
+            self.protocol = new_http(self.role);
+        }
+    }
+
+    /// Body bytes recorded as skipped (capture): `wire` bytes, bringing the
+    /// body's content to `total`, and whether it ended.
+    pub fn on_skipped(
+        &mut self,
+        outbound: bool,
+        wire: u64,
+        total: u64,
+        ended: bool,
+        now: SystemTime,
+        tracer: &Tracer,
+    ) -> Flow {
+        let Protocol::Http(h) = &mut self.protocol else {
+            return Flow::Continue;
+        };
+        let flow = h.on_skipped(outbound, wire, total, ended, now, &mut self.done);
+        self.flush(tracer);
+        flow
+    }
+
     fn new(role: Role, peer: Option<Address>, local: Option<Address>) -> Connection {
         Connection {
             role,
+            mode: Mode::Direct,
             ends: http::Endpoints::new(peer, local),
             protocol: Protocol::Detecting {
                 prefix: [0; DETECT_PREFIX],
@@ -256,11 +547,25 @@ impl Connection {
             writing: false,
             held: Vec::new(),
             consuming: None,
+            parent_tags: VecDeque::new(),
+            message_edits: VecDeque::new(),
+            planned_to: 0,
+            produced: VecDeque::new(),
         }
     }
 
     pub fn role(&self) -> Role {
         self.role
+    }
+
+    /// Whether any byte went either way yet. A `connect` on an fd whose
+    /// connection has traffic is a new socket under a reused number: the
+    /// app closed the old one without `close` (libuv, hence Node.js, closes
+    /// with `syscall(SYS_close)`).
+    pub fn has_traffic(&self) -> bool {
+        self.out_offset > 0
+            || !matches!(self.protocol, Protocol::Detecting { len: 0, .. })
+            || self.next_seq > 0
     }
 
     /// Marks the connection's bytes as the plaintext inside TLS: spans say
@@ -321,12 +626,16 @@ impl Connection {
             && match &self.protocol {
                 Protocol::Detecting { .. } => true,
                 Protocol::Http(h) => !h.awaits_response(),
+                Protocol::Framed(f) => !f.awaits_response(),
                 _ => false,
             }
     }
 
     /// The app sent `n` bytes we cannot see (`sendfile`).
     pub fn on_outbound_opaque(&mut self, n: usize, now: SystemTime, tracer: &Tracer) -> Flow {
+        if let Protocol::Framed(_) = self.protocol {
+            return self.framed_opaque(n, now);
+        }
         match &mut self.protocol {
             Protocol::Http(h) => {
                 let flow = h.on_outbound_opaque(n, now, &mut self.done);
@@ -351,6 +660,7 @@ impl Connection {
         match &mut self.protocol {
             Protocol::Http(h) => h.on_close(now, reason, &mut self.done),
             Protocol::Db(p) => p.close(now, reason, &mut self.ops),
+            Protocol::Framed(_) => self.framed_close(now, reason, None),
             _ => {}
         }
         self.flush(tracer);
@@ -364,6 +674,7 @@ impl Connection {
     pub fn in_flight(&self) -> usize {
         match &self.protocol {
             Protocol::Http(h) => h.in_flight(),
+            Protocol::Framed(f) => f.in_flight(),
             Protocol::Db(p) => p.in_flight(),
             _ => 0,
         }
@@ -398,9 +709,18 @@ impl Connection {
                     self.protocol = Protocol::Ignored;
                     return Flow::Stop;
                 }
-                Recognised::Is(protocol) => {
-                    self.protocol = protocol;
-                    if seen > 0 && self.step(&earlier[..seen], outbound, now) == Flow::Stop {
+                Recognised::Is(mut protocol) => {
+                    if let Protocol::Http(h) = &mut protocol {
+                        h.capture_payloads(tracer.payload_limit());
+                    }
+                    self.protocol = match (protocol, &self.mode) {
+                        (Protocol::Http(_), Mode::Capture(_)) => Protocol::Framed(Box::new(
+                            front::Framed::new(front::prefix(&self.mode)),
+                        )),
+                        (p, _) => p,
+                    };
+                    if seen > 0 && self.step(&earlier[..seen], outbound, now, tracer) == Flow::Stop
+                    {
                         self.flush(tracer);
                         self.protocol = Protocol::Ignored;
                         return Flow::Stop;
@@ -408,7 +728,14 @@ impl Connection {
                 }
             }
         }
-        let mut flow = self.step(data, outbound, now);
+        let mut flow = self.step(data, outbound, now, tracer);
+        if let Protocol::Framed(_) = &self.protocol {
+            // Nothing finishes here: spans are made on the capture thread.
+            if flow == Flow::Stop {
+                self.protocol = Protocol::Ignored;
+            }
+            return flow;
+        }
         if let Protocol::Db(p) = &self.protocol {
             if p.now_tls() {
                 flow = Flow::Stop;
@@ -422,12 +749,13 @@ impl Connection {
     }
 
     /// Hands bytes to the connection's parser.
-    fn step(&mut self, data: &[u8], outbound: bool, now: SystemTime) -> Flow {
+    fn step(&mut self, data: &[u8], outbound: bool, now: SystemTime, tracer: &Tracer) -> Flow {
         match (&mut self.protocol, outbound) {
             (Protocol::Http(h), true) => h.on_outbound(data, now, &mut self.done),
             (Protocol::Http(h), false) => h.on_inbound(data, now, &mut self.done),
             (Protocol::Db(p), true) => p.outbound(data, now, &mut self.ops),
             (Protocol::Db(p), false) => p.inbound(data, now, &mut self.ops),
+            (Protocol::Framed(_), _) => self.framed_step(data, outbound, now, tracer),
             _ => Flow::Stop,
         }
     }
@@ -439,24 +767,25 @@ impl Connection {
             for ex in h.pending() {
                 if ex.seq >= self.next_seq {
                     self.next_seq = ex.seq + 1;
-                    let (who, filtered) = identity_for(self.role, &mut self.planned, ex, tracer);
+                    let (who, filtered) = match &mut self.mode {
+                        Mode::Replay(given) => match given.pop_front() {
+                            Some(g) => {
+                                self.parent_tags.push_back((ex.seq, g.tags));
+                                (g.who, false)
+                            }
+                            None => identity_for(self.role, &mut self.planned, ex, tracer),
+                        },
+                        _ => identity_for(self.role, &mut self.planned, ex, tracer),
+                    };
                     self.replaced_head = false;
-                    if self.role == Role::Server {
-                        let inbound = ex.traceparent.as_deref().and_then(parse_traceparent);
-                        let inbound_parent = inbound
-                            .filter(|tp| who.parent == Some(tp.span_id))
-                            .map(|tp| tp.span_id);
-                        context::set_active(&who.context, inbound_parent);
-                        let baggage = ex.carriers.as_ref().and_then(|c| c.baggage.as_deref());
-                        if let Some(b) = baggage.filter(|_| tracer.propagators.baggage) {
-                            context::set_baggage(b.as_bytes());
-                        }
-                        if filtered {
-                            context::set_filtered();
-                        }
-                        if let Some(c) = ex.carriers.as_ref().filter(|c| !c.tags.is_empty()) {
-                            context::set_tags(&c.tags);
-                        }
+                    if self.role == Role::Server && matches!(self.mode, Mode::Direct) {
+                        activate_server(
+                            &who,
+                            ex.traceparent.as_deref(),
+                            ex.carriers.as_deref(),
+                            filtered,
+                            tracer,
+                        );
                     }
                     self.assigned.push_back((ex.seq, who));
                 }
@@ -464,7 +793,19 @@ impl Connection {
         }
         for op in self.ops.drain(..) {
             if op.kind != SpanKind::Consumer {
-                tracer.emit_operation(op, &self.ends, None);
+                // A message that carries our context: its span is the one
+                // the context names.
+                let who = match (&op.carried, op.kind) {
+                    (Some((tp, _)), SpanKind::Producer) => parse_traceparent(tp).and_then(|tp| {
+                        let i = self
+                            .produced
+                            .iter()
+                            .position(|a| a.context.span_id == tp.span_id)?;
+                        self.produced.remove(i)
+                    }),
+                    _ => None,
+                };
+                tracer.emit_operation(op, &self.ends, who, Vec::new());
                 continue;
             }
             // A message received: the thread processes it until it reads
@@ -472,16 +813,31 @@ impl Connection {
             if let Some(previous) = self.consuming.take() {
                 context::clear_active(previous);
             }
-            // It continues the trace its headers carried, if any.
-            let who = match &op.carried {
-                Some((tp, ts)) if tracer.inject && parse_traceparent(tp).is_some() => {
-                    tracer.server_span(Some(tp), ts.as_deref(), None)
-                }
+            // It continues the trace its headers carried, if any, and
+            // links to that context (the link stays when propagation is
+            // off and the span starts its own trace).
+            let carried = op.carried.as_ref().and_then(|(tp, ts)| {
+                parse_traceparent(tp).map(|parsed| (tp, ts.as_deref(), parsed))
+            });
+            let who = match carried {
+                Some((tp, ts, _)) if tracer.inject => tracer.server_span(Some(tp), ts, None),
                 _ => tracer.client_identity(),
             };
+            let links = carried
+                .map(|(_, ts, parsed)| SpanLink {
+                    context: SpanContext {
+                        trace_id: parsed.trace_id,
+                        span_id: parsed.span_id,
+                        trace_flags: parsed.flags,
+                        trace_state: ts.and_then(crate::propagation::sanitize_tracestate),
+                    },
+                    remote: true,
+                })
+                .into_iter()
+                .collect();
             context::set_active(&who.context, None);
             self.consuming = Some(who.context.span_id);
-            tracer.emit_operation(op, &self.ends, Some(who));
+            tracer.emit_operation(op, &self.ends, Some(who), links);
         }
         let mut done = std::mem::take(&mut self.done);
         for ex in done.drain(..) {
@@ -496,10 +852,14 @@ impl Connection {
                     identity_for(self.role, &mut self.planned, &ex, tracer).0
                 }
             };
-            if self.role == Role::Server {
+            if self.role == Role::Server && matches!(self.mode, Mode::Direct) {
                 context::clear_active(who.context.span_id);
             }
-            tracer.emit_http(&ex, self.role, &self.ends, who);
+            let tags = match self.parent_tags.iter().position(|(seq, _)| *seq == ex.seq) {
+                Some(i) => self.parent_tags.remove(i).map(|(_, t)| t),
+                None => None,
+            };
+            tracer.emit_http(&ex, self.role, &self.ends, who, tags.as_deref());
         }
         self.done = done;
     }
@@ -520,14 +880,19 @@ impl Connection {
         if !tracer.inject {
             return None;
         }
+        if matches!(self.protocol, Protocol::Db(_)) {
+            return self.plan_message_edits(pieces, total, tracer);
+        }
         if let Some(inj) = &self.injection {
             if inj.sent < inj.line.len() && inj.at >= self.out_offset {
                 let at = inj.at - self.out_offset;
-                return (at < total as u64).then(|| OutboundPlan {
-                    at: at as usize,
-                    insert: inj.line[inj.sent..].to_vec(),
-                    replace: 0,
-                    offset: self.out_offset,
+                return (at < total as u64).then(|| {
+                    OutboundPlan::single(
+                        at as usize,
+                        inj.line[inj.sent..].to_vec(),
+                        0,
+                        self.out_offset,
+                    )
                 });
             }
             if inj.sent == inj.line.len() && inj.at >= self.out_offset {
@@ -546,6 +911,7 @@ impl Connection {
         }
         let sent: SentHead<'_> = match &self.protocol {
             Protocol::Http(h) => h.outbound_request_head()?,
+            Protocol::Framed(f) => f.outbound_request_head()?,
             Protocol::Detecting {
                 prefix,
                 len,
@@ -598,7 +964,9 @@ impl Connection {
             crate::propagators::outbound_lines(
                 &tracer.propagators,
                 &who.context,
-                context::baggage().as_deref(),
+                context::baggage()
+                    .filter(|_| crate::tracer::baggage_goes_with(&who))
+                    .as_deref(),
                 found.present,
                 found.crlf,
             )
@@ -610,12 +978,7 @@ impl Connection {
             line: line.clone(),
             sent: 0,
         });
-        Some(OutboundPlan {
-            at: found.offset,
-            insert: line,
-            replace: 0,
-            offset: self.out_offset,
-        })
+        Some(OutboundPlan::single(found.offset, line, 0, self.out_offset))
     }
 
     /// The part of the pending replacement that falls in a write of `total`
@@ -630,23 +993,176 @@ impl Connection {
         let skip = usize::try_from(start - r.at).ok()?;
         let rest = r.bytes.get(skip..)?;
         let n = rest.len().min(total - at);
-        Some(OutboundPlan {
+        Some(OutboundPlan::single(
             at,
-            insert: rest[..n].to_vec(),
-            replace: n,
-            offset: self.out_offset,
-        })
+            rest[..n].to_vec(),
+            n,
+            self.out_offset,
+        ))
     }
 
     /// After the real call for `plan` accepted `sent` bytes in all: how many
     /// of them were the app's. The caller then feeds those app bytes.
     pub fn commit_outbound(&mut self, plan: &OutboundPlan, sent: usize) -> usize {
+        if !plan.is_single() {
+            return self.commit_message_edits(plan, sent);
+        }
         let (app, inserted) = plan.split_sent(sent);
         match &mut self.injection {
             Some(inj) if plan.offset == self.out_offset => inj.sent += inserted,
             _ => self.injection = None,
         }
         app
+    }
+}
+
+/// Makes a SERVER span the thread's active context: the request the
+/// thread now serves, with its `baggage`, execution tags, and whether it
+/// matched an endpoint filter.
+fn activate_server(
+    who: &Assigned,
+    traceparent: Option<&str>,
+    carriers: Option<&crate::propagators::InboundCarriers>,
+    filtered: bool,
+    tracer: &Tracer,
+) {
+    let inbound = traceparent.and_then(parse_traceparent);
+    let inbound_parent = inbound
+        .filter(|tp| who.parent == Some(tp.span_id))
+        .map(|tp| tp.span_id);
+    context::set_active(&who.context, inbound_parent);
+    let baggage = carriers.and_then(|c| c.baggage.as_deref());
+    if let Some(b) = baggage.filter(|_| tracer.propagators.baggage) {
+        context::set_baggage(b.as_bytes());
+    }
+    if filtered {
+        context::set_filtered();
+    }
+    if let Some(c) = carriers.filter(|c| !c.tags.is_empty()) {
+        context::set_tags(&c.tags);
+    }
+}
+
+impl Connection {
+    /// A broker connection's plan: the messages' rewritten headers that
+    /// fall in this write of `total` app bytes, planned now for the
+    /// messages not seen by an earlier plan, kept from one for the others
+    /// (a retry after a partial write gets the same bytes).
+    fn plan_message_edits(
+        &mut self,
+        pieces: &[&[u8]],
+        total: usize,
+        tracer: &Tracer,
+    ) -> Option<OutboundPlan> {
+        let start = self.out_offset;
+        let end = start + total as u64;
+        // Edits behind us are done (an edit's app bytes count as sent only
+        // once all its bytes are out).
+        while self.message_edits.front().is_some_and(|e| e.at < start) {
+            self.message_edits.pop_front();
+        }
+        let consistent = self
+            .message_edits
+            .front()
+            .is_none_or(|e| e.sent == 0 || e.at == start);
+        if !consistent || self.planned_to < start {
+            // Writes that do not add up (another thread wrote): start over.
+            self.forget_edits(0);
+            self.planned_to = start;
+        }
+        // A retry shorter than the write planned: the edits past its end
+        // are planned again with it.
+        if let Some(i) = self
+            .message_edits
+            .iter()
+            .position(|e| e.at + e.replace as u64 > end)
+        {
+            if self.message_edits[i].sent == 0 {
+                self.planned_to = self.message_edits[i].at;
+                self.forget_edits(i);
+            }
+        }
+        if end > self.planned_to && total <= MAX_EDIT_SCAN {
+            let from = (self.planned_to - start) as usize;
+            let data = pieces.concat();
+            let produced = &mut self.produced;
+            let mut make = || {
+                if produced.len() >= MAX_PRODUCED {
+                    return None;
+                }
+                let who = tracer.client_span(None, None);
+                let carry = crate::protocol::Carry {
+                    traceparent: format_traceparent(&who.context),
+                    tracestate: who.context.trace_state.clone(),
+                };
+                produced.push_back(who);
+                Some(carry)
+            };
+            let found = match &self.protocol {
+                Protocol::Db(p) if tracer.propagators.tracecontext => {
+                    p.plan_edits(&data, from, &mut make)
+                }
+                _ => Vec::new(),
+            };
+            if let Protocol::Db(p) = &mut self.protocol {
+                for e in found {
+                    let span_id = parse_traceparent(&e.traceparent).map(|tp| tp.span_id);
+                    p.stamp(e.ordinal, e.traceparent);
+                    self.message_edits.push_back(PendingEdit {
+                        at: start + e.at as u64,
+                        replace: e.replace,
+                        bytes: e.insert,
+                        sent: 0,
+                        span_id: span_id.unwrap_or_default(),
+                    });
+                }
+            }
+            self.planned_to = end;
+        }
+        let edits: Vec<Edit> = self
+            .message_edits
+            .iter()
+            .filter(|e| e.at + e.replace as u64 <= end)
+            .map(|e| Edit {
+                at: (e.at - start) as usize,
+                replace: e.replace,
+                insert: e.bytes[e.sent.min(e.bytes.len())..].to_vec(),
+            })
+            .collect();
+        OutboundPlan::edits_at(edits, start)
+    }
+
+    /// Drops the planned edits from the `i`-th on; the identities of those
+    /// of them that never went out go too.
+    fn forget_edits(&mut self, i: usize) {
+        for e in self.message_edits.drain(i.min(self.message_edits.len())..) {
+            if e.sent == 0 {
+                self.produced.retain(|a| a.context.span_id != e.span_id);
+            }
+        }
+    }
+
+    /// After the real call for a broker plan took `sent` bytes: the edits
+    /// that went out, and the app's count.
+    fn commit_message_edits(&mut self, plan: &OutboundPlan, sent: usize) -> usize {
+        let done = plan.account(sent);
+        if plan.offset != self.out_offset {
+            self.forget_edits(0);
+            self.planned_to = self.out_offset;
+            return done.app;
+        }
+        for (i, planned) in plan.edits().iter().enumerate().take(done.edits_done + 1) {
+            let at = plan.offset + planned.at as u64;
+            let Some(e) = self.message_edits.iter_mut().find(|e| e.at == at) else {
+                continue;
+            };
+            if i < done.edits_done {
+                e.sent = e.bytes.len();
+            } else if let Some(n) = done.cut {
+                e.sent = (e.sent + n).min(e.bytes.len());
+            }
+        }
+        done.app
     }
 }
 
@@ -664,7 +1180,7 @@ fn replacement_for(
     if tp.trace_id != trace_id || tp.span_id != parent {
         return None;
     }
-    let who = tracer.client_span(None, None);
+    let who = tracer.forwarding_span();
     let bytes = format_traceparent(&who.context).into_bytes();
     (bytes.len() == value.value.len() && who.context.trace_id == trace_id).then_some((who, bytes))
 }
@@ -701,6 +1217,13 @@ fn identity_for(
     }
 }
 
+#[path = "capture/front.rs"]
+mod front;
+
 #[cfg(test)]
 #[path = "connection_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "connection_edit_tests.rs"]
+mod edit_tests;

@@ -96,15 +96,15 @@ fn server_continues_the_request_trace_and_client_calls_become_children() {
     let mut client = Connection::client(addr("127.0.0.1:9000"), None);
     let head = b"GET /down HTTP/1.1\r\nHost: d\r\n\r\n";
     let plan = client.plan_outbound(&[head], &t).expect("inject");
-    assert_eq!(plan.at, head.len() - 2);
-    let line = String::from_utf8(plan.insert.clone()).unwrap();
+    assert_eq!(plan.at(), head.len() - 2);
+    let line = String::from_utf8(plan.insert().to_vec()).unwrap();
     assert!(
         line.starts_with("traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-"),
         "{line}"
     );
     assert!(line.ends_with("-01\r\ntracestate: k=v\r\n"), "{line}");
     assert_eq!(
-        client.commit_outbound(&plan, head.len() + plan.insert.len()),
+        client.commit_outbound(&plan, head.len() + plan.insert().len()),
         head.len()
     );
     let _ = client.on_outbound(head, now, &t);
@@ -144,14 +144,14 @@ fn partial_writes_send_the_line_exactly_once() {
     let mut c = Connection::client(addr("127.0.0.1:9000"), None);
     let head: &[u8] = b"GET / HTTP/1.1\r\nHost: d\r\n\r\n";
     let plan = c.plan_outbound(&[head], &t).unwrap();
-    let (k, m) = (plan.at, plan.insert.len());
+    let (k, m) = (plan.at(), plan.insert().len());
     // The kernel takes the app bytes before the line and 10 line bytes.
     assert_eq!(c.commit_outbound(&plan, k + 10), k);
     let _ = c.on_outbound(&head[..k], SystemTime::now(), &t);
     // The app retries with the rest: the rest of the line goes first.
     let plan2 = c.plan_outbound(&[&head[k..]], &t).unwrap();
-    assert_eq!(plan2.at, 0);
-    assert_eq!(plan2.insert, plan.insert[10..]);
+    assert_eq!(plan2.at(), 0);
+    assert_eq!(plan2.insert(), &plan.insert()[10..]);
     assert_eq!(c.commit_outbound(&plan2, m - 10), 0);
     let plan3 = c.plan_outbound(&[&head[k..]], &t);
     assert_eq!(plan3, None, "the whole line is out: nothing more to insert");
@@ -186,7 +186,7 @@ fn unsampled_traces_are_not_exported_but_propagate() {
     );
     let mut c = Connection::client(addr("127.0.0.1:9000"), None);
     let plan = c.plan_outbound(&[b"GET / HTTP/1.1\r\n\r\n"], &t).unwrap();
-    assert!(String::from_utf8_lossy(&plan.insert).contains("-00\r\n"));
+    assert!(String::from_utf8_lossy(plan.insert()).contains("-00\r\n"));
     let _ = s.on_outbound(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", now, &t);
     assert!(spans.0.lock().unwrap().is_empty());
 }
@@ -215,7 +215,7 @@ fn write(
     t: &Tracer,
 ) -> (Option<OutboundPlan>, usize) {
     let plan = c.plan_outbound(&[head], t);
-    let wire = head.len() + plan.as_ref().map_or(0, |p| p.insert.len() - p.replace);
+    let wire = head.len() + plan.as_ref().map_or(0, |p| p.insert().len() - p.replace());
     let sent = sent.unwrap_or(wire).min(wire);
     let app = match &plan {
         Some(p) => c.commit_outbound(p, sent),
@@ -243,7 +243,7 @@ fn a_request_head_over_16_kib_gets_a_traceparent_and_an_ordinary_span() {
         let (p1, _) = write(&mut c, &head[..split], None, &t);
         let (p2, _) = write(&mut c, &head[split..], None, &t);
         let plan = p1.or(p2).expect("a traceparent is inserted");
-        let line = String::from_utf8(plan.insert).unwrap();
+        let line = String::from_utf8(plan.insert().to_vec()).unwrap();
         let _ = c.on_inbound(
             b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
             SystemTime::now(),
@@ -298,8 +298,8 @@ fn a_proxy_forwarding_the_inbound_traceparent_gets_it_replaced_in_place() {
             let plan = c.plan_outbound(&[rest], &t);
             let mut combined = rest.to_vec();
             if let Some(p) = &plan {
-                assert_eq!(p.insert.len(), p.replace, "same length");
-                combined.splice(p.at..p.at + p.replace, p.insert.iter().copied());
+                assert_eq!(p.insert().len(), p.replace(), "same length");
+                combined.splice(p.at()..p.at() + p.replace(), p.insert().iter().copied());
             }
             let take = if first {
                 (cut - sent).max(1).min(rest.len())
@@ -384,14 +384,14 @@ fn a_response_read_before_its_request_was_fed_still_pairs() {
         for piece in ok.chunks(7) {
             assert_eq!(c.on_inbound(piece, now, &t), Flow::Continue);
         }
-        let app = c.commit_outbound(&plan, req.len() + plan.insert.len());
+        let app = c.commit_outbound(&plan, req.len() + plan.insert().len());
         assert_eq!(c.on_outbound(&req[..app], now, &t), Flow::Continue);
         let spans = spans.0.lock().unwrap();
         assert_eq!(spans.len(), i + 1, "request {i} has its span");
         let s = &spans[i];
         assert_eq!(s.attr("http.response.status_code"), Some(&200i64.into()));
         assert_eq!(s.attr("http.response.body.size"), Some(&2i64.into()));
-        let line = String::from_utf8_lossy(&plan.insert);
+        let line = String::from_utf8_lossy(plan.insert());
         assert_eq!(&line[49..65], crate::span::hex(&s.context.span_id));
     }
     // A response with no write under way is not held: no span is made up.
@@ -544,4 +544,44 @@ fn a_received_message_continues_the_trace_its_headers_carry() {
         context::active().map(|c| c.span_id),
         Some(s.context.span_id)
     );
+    // And links to the context it continues.
+    let link = crate::span::SpanLink {
+        context: crate::span::SpanContext {
+            trace_id: s.context.trace_id,
+            span_id: s.parent_span_id.unwrap(),
+            trace_flags: 1,
+            trace_state: None,
+        },
+        remote: true,
+    };
+    assert_eq!(s.links, vec![link]);
+}
+
+/// With propagation off (`OTEL_PROPAGATORS=none`) a received message's
+/// span starts its own trace, linked to the context the message carried.
+#[test]
+fn without_propagation_a_received_message_links_to_what_it_carries() {
+    let (t, spans) = tracer();
+    let t = t.with_propagators(crate::propagators::Propagators::NONE);
+    let now = SystemTime::now();
+    let mut nats = Connection::client(addr("127.0.0.1:4222"), None);
+    let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00";
+    let hdr = format!("NATS/1.0\r\nTraceParent: {tp}\r\ntracestate: a=b\r\n\r\n");
+    let msg = format!("HMSG jobs 1 {} {}\r\n{hdr}hi\r\n", hdr.len(), hdr.len() + 2);
+    let _ = nats.on_inbound(b"INFO {\"headers\":true}\r\n", now, &t);
+    let _ = nats.on_inbound(msg.as_bytes(), now, &t);
+    let spans = spans.0.lock().unwrap();
+    let s = &spans[0];
+    let carried = parse_traceparent(tp).unwrap();
+    assert_eq!(s.parent_span_id, None);
+    assert_ne!(s.context.trace_id, carried.trace_id);
+    assert_eq!(s.links.len(), 1);
+    let link = &s.links[0];
+    assert_eq!(
+        (link.context.trace_id, link.context.span_id),
+        (carried.trace_id, carried.span_id)
+    );
+    assert_eq!(link.context.trace_flags, 0, "unsampled, as carried");
+    assert_eq!(link.context.trace_state.as_deref(), Some("a=b"));
+    assert!(link.remote);
 }

@@ -12,6 +12,7 @@
 
 pub mod address;
 pub mod amqp;
+pub mod capture;
 pub mod config;
 pub mod connection;
 pub mod context;
@@ -20,7 +21,10 @@ pub mod elf;
 pub mod export;
 pub mod fd_custody;
 pub mod filter;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod guard;
+pub mod hint;
 pub mod http;
 pub mod ids;
 pub mod log;
@@ -30,6 +34,7 @@ pub mod mqtt;
 pub mod mysql;
 pub mod nats;
 pub mod owned_file;
+pub mod payload;
 pub mod postgres;
 pub mod propagation;
 pub mod propagators;

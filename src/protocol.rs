@@ -46,6 +46,42 @@ pub(crate) trait Wire: Send {
     fn now_tls(&self) -> bool {
         false
     }
+    /// Before `data` goes out (not yet fed): the edits that make each
+    /// message published in it carry a context, one `make()` each (message
+    /// brokers; `None` from `make`: leave that message alone). Only
+    /// messages whose header starts at or after `from` are edited (those
+    /// before were planned by an earlier call).
+    fn plan_edits(
+        &self,
+        _data: &[u8],
+        _from: usize,
+        _make: &mut dyn FnMut() -> Option<Carry>,
+    ) -> Vec<MessageEdit> {
+        Vec::new()
+    }
+    /// The outbound message numbered `ordinal` (from 0) goes out carrying
+    /// `traceparent`: its PRODUCER operation's `carried` says so.
+    fn stamp(&mut self, _ordinal: u64, _traceparent: String) {}
+}
+
+/// The context to put into one published message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Carry {
+    pub traceparent: String,
+    pub tracestate: Option<String>,
+}
+
+/// One published message's header rewritten to carry a context: the
+/// `replace` bytes at `at` (of the data planned) go out as `insert`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageEdit {
+    pub at: usize,
+    pub replace: usize,
+    pub insert: Vec<u8>,
+    /// The message's number among those the connection sent (from 0).
+    pub ordinal: u64,
+    /// The context it carries.
+    pub traceparent: String,
 }
 
 /// Implements [`Wire`] for a parser with the usual inherent methods
@@ -56,7 +92,11 @@ macro_rules! wire {
         $crate::protocol::wire!($t, none);
     };
     ($t:ty, $tls:ident) => {
+        $crate::protocol::wire!($t, $tls, plain);
+    };
+    ($t:ty, $tls:ident, $inject:ident) => {
         impl $crate::protocol::Wire for $t {
+            $crate::protocol::wire!(@inject $inject);
             fn outbound(
                 &mut self,
                 d: &[u8],
@@ -87,6 +127,20 @@ macro_rules! wire {
             fn now_tls(&self) -> bool {
                 $crate::protocol::wire!(@tls self, $tls)
             }
+        }
+    };
+    (@inject plain) => {};
+    (@inject messages) => {
+        fn plan_edits(
+            &self,
+            d: &[u8],
+            from: usize,
+            make: &mut dyn FnMut() -> Option<$crate::protocol::Carry>,
+        ) -> Vec<$crate::protocol::MessageEdit> {
+            self.plan_edits(d, from, make)
+        }
+        fn stamp(&mut self, ordinal: u64, traceparent: String) {
+            self.stamp(ordinal, traceparent)
         }
     };
     (@tls $self:ident, none) => { false };

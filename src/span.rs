@@ -238,6 +238,15 @@ impl SpanContext {
     }
 }
 
+/// A link from a span to another span's context: for a CONSUMER span, the
+/// context its message carried (the PRODUCER span in another process).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpanLink {
+    pub context: SpanContext,
+    /// The linked context came from another process.
+    pub remote: bool,
+}
+
 /// A finished span, ready for export.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SpanRecord {
@@ -251,6 +260,9 @@ pub struct SpanRecord {
     pub end: SystemTime,
     pub status: SpanStatus,
     pub attributes: Attributes,
+    /// Empty for most spans; a CONSUMER span's one link names the context
+    /// its message carried.
+    pub links: Vec<SpanLink>,
 }
 
 impl SpanRecord {

@@ -159,6 +159,22 @@ pub(crate) fn fuzz_connection<W: crate::protocol::Wire>(
         let mut rest = &data[..];
         while !rest.is_empty() {
             let n = (1 + rng.below(8)).min(rest.len());
+            if outbound {
+                // A message broker's look-ahead, from wherever the parser
+                // stands, never panics and plans edits that fit the bytes.
+                let mut make = || {
+                    Some(crate::protocol::Carry {
+                        traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+                            .to_owned(),
+                        tracestate: None,
+                    })
+                };
+                let mut end = 0;
+                for e in conn.plan_edits(rest, 0, &mut make) {
+                    assert!(e.at >= end && e.at + e.replace <= rest.len(), "{e:?}");
+                    end = e.at + e.replace;
+                }
+            }
             flows.push(if outbound {
                 conn.outbound(&rest[..n], at(i), &mut done)
             } else {

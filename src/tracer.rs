@@ -9,11 +9,12 @@ use crate::context;
 use crate::filter::EndpointFilters;
 use crate::http::{self, HttpExchange, Role};
 use crate::mask::Masker;
+use crate::payload::PayloadRules;
 use crate::propagation::{parse_traceparent, sanitize_tracestate, Traceparent};
 use crate::propagators::{parse_b3, InboundCarriers, Propagators};
 use crate::protocol::Operation;
 use crate::sampling::Sampler;
-use crate::span::{AttrValue, Attributes, SpanContext, SpanRecord, ATTRIBUTES_CAPACITY};
+use crate::span::{AttrValue, Attributes, SpanContext, SpanLink, SpanRecord, ATTRIBUTES_CAPACITY};
 
 /// Where finished spans go. The export pipeline implements it; tests collect.
 pub trait SpanSink: Send + Sync {
@@ -23,6 +24,13 @@ pub trait SpanSink: Send + Sync {
     /// when the sink keeps them, else a new one.
     fn attributes(&self) -> Attributes {
         Vec::with_capacity(ATTRIBUTES_CAPACITY)
+    }
+
+    /// How HTTP payloads are captured and masked for spans going here
+    /// (asked once, by [`Tracer::new`]): the configuration's rules for the
+    /// export pipeline; Lumigo's defaults unless a sink says otherwise.
+    fn payload_rules(&self) -> PayloadRules {
+        PayloadRules::default()
     }
 }
 
@@ -34,6 +42,10 @@ impl SpanSink for crate::export::Pipeline {
     fn attributes(&self) -> Attributes {
         crate::export::Pipeline::attributes(self)
     }
+
+    fn payload_rules(&self) -> PayloadRules {
+        PayloadRules::from_config(self.config())
+    }
 }
 
 impl<T: SpanSink + ?Sized> SpanSink for std::sync::Arc<T> {
@@ -43,6 +55,10 @@ impl<T: SpanSink + ?Sized> SpanSink for std::sync::Arc<T> {
 
     fn attributes(&self) -> Attributes {
         (**self).attributes()
+    }
+
+    fn payload_rules(&self) -> PayloadRules {
+        (**self).payload_rules()
     }
 }
 
@@ -63,6 +79,8 @@ pub struct Tracer {
     sampler: Sampler,
     /// Endpoints whose exchanges yield no span.
     filters: EndpointFilters,
+    /// HTTP headers and bodies on spans: how much is kept, how it is masked.
+    payload: PayloadRules,
 }
 
 /// The identity of a span and of its parent, decided when the span starts.
@@ -71,12 +89,16 @@ pub struct Assigned {
     pub context: SpanContext,
     pub parent: Option<[u8; 8]>,
     pub parent_is_remote: bool,
+    /// More than one: a CLIENT span left a root because this many requests
+    /// were in flight on the thread and no hint named one ([`crate::hint`]).
+    pub candidates: usize,
 }
 
 impl Tracer {
     pub fn new(masker: Masker, sink: Box<dyn SpanSink>) -> Tracer {
         Tracer {
             masker,
+            payload: sink.payload_rules(),
             sink,
             root: None,
             process: None,
@@ -85,6 +107,18 @@ impl Tracer {
             sampler: Sampler::default(),
             filters: EndpointFilters::default(),
         }
+    }
+
+    /// Sets how HTTP payloads are captured and masked.
+    pub fn with_payload(mut self, payload: PayloadRules) -> Tracer {
+        self.payload = payload;
+        self
+    }
+
+    /// Most body bytes an HTTP connection keeps per message for payload
+    /// attributes (0: payloads are not captured).
+    pub fn payload_limit(&self) -> usize {
+        self.payload.body_limit()
     }
 
     /// Sets the endpoint filters.
@@ -96,8 +130,10 @@ impl Tracer {
     /// Whether a SERVER request for `target` matches a filter: its span,
     /// and every span made while serving it, are not exported.
     pub(crate) fn server_filtered(&self, target: &str) -> bool {
-        self.filters
-            .server_filtered(crate::http::span::target_path(target))
+        self.filters.filters_servers()
+            && self
+                .filters
+                .server_filtered(crate::http::span::target_path(target))
     }
 
     /// Sets the sampler deciding which new spans are sampled.
@@ -175,6 +211,7 @@ impl Tracer {
             },
             parent: Some(span_id),
             parent_is_remote: true,
+            candidates: 0,
         }
     }
 
@@ -191,6 +228,7 @@ impl Tracer {
             },
             parent: Some(parent.span_id),
             parent_is_remote: false,
+            candidates: 0,
         }
     }
 
@@ -213,6 +251,7 @@ impl Tracer {
                     },
                     parent: None,
                     parent_is_remote: false,
+                    candidates: 0,
                 }
             }
         }
@@ -246,7 +285,10 @@ impl Tracer {
     }
 
     /// A CLIENT span: child of the app's own `traceparent` if it sent one,
-    /// else of the request the thread is serving, else a root span.
+    /// else of the request the runtime named ([`crate::hint`]), else of the
+    /// request the thread is serving, else a root span. A root too, saying
+    /// how many requests were in flight, when the thread serves several and
+    /// no hint names one.
     pub(crate) fn client_span(
         &self,
         traceparent: Option<&str>,
@@ -258,7 +300,40 @@ impl Tracer {
             a.parent_is_remote = false;
             return a;
         }
-        match context::active() {
+        let active = context::active();
+        let (parent, filtered) = match crate::hint::choose(active.as_ref()) {
+            crate::hint::Choice::Hinted(ctx, filtered) => (Some(ctx), filtered),
+            crate::hint::Choice::Active => (active, context::active_filtered()),
+            crate::hint::Choice::Inferred(n) => {
+                // Measured on Node.js and asyncio servers (BENCHMARKS.md):
+                // the most recent request is the right parent for 0.5% to
+                // 23% of such calls; under another user's request a span
+                // misleads, so it goes as a root that says why.
+                let mut a = self.root_span();
+                a.candidates = n;
+                return a;
+            }
+        };
+        match parent {
+            Some(parent) => {
+                let mut a = self.child_of_local(&parent);
+                if filtered {
+                    a.context.trace_flags &= !1;
+                }
+                a
+            }
+            None => self.root_span(),
+        }
+    }
+
+    /// A CLIENT span for a request that forwards the very `traceparent` the
+    /// thread's active request arrived with (a proxy): that request is its
+    /// parent, however many are in flight, since the value names it. A hint
+    /// for the same head is used up.
+    pub(crate) fn forwarding_span(&self) -> Assigned {
+        let active = context::active();
+        let _ = crate::hint::choose(active.as_ref());
+        match active {
             Some(parent) => {
                 let mut a = self.child_of_local(&parent);
                 if context::active_filtered() {
@@ -278,14 +353,21 @@ impl Tracer {
         role: Role,
         ends: &http::Endpoints,
         who: Assigned,
+        parent_tags: Option<&[(u8, String)]>,
     ) {
         if !who.context.is_sampled() {
             return;
         }
         let mut parts = http::span_parts(ex, role, ends, &self.masker, self.sink.attributes());
-        match (role, ex.carriers.as_deref()) {
-            (Role::Server, Some(c)) => push_tags(&mut parts.attributes, &c.tags),
-            (Role::Client, _) => push_parent_tags(&mut parts.attributes, &who),
+        self.payload
+            .push_attributes(ex, role, &mut parts.attributes);
+        match (role, ex.carriers.as_deref(), parent_tags) {
+            (Role::Server, Some(c), _) => push_tags(&mut parts.attributes, &c.tags, &self.payload),
+            (Role::Client, _, Some(tags)) => {
+                push_candidates(&mut parts.attributes, &who);
+                push_tags(&mut parts.attributes, tags, &self.payload)
+            }
+            (Role::Client, _, None) => push_parent_tags(&mut parts.attributes, &who, &self.payload),
             _ => {}
         }
         if role == Role::Client {
@@ -306,6 +388,7 @@ impl Tracer {
             end: ex.end,
             status: parts.status,
             attributes: parts.attributes,
+            links: Vec::new(),
         });
     }
 }
@@ -319,6 +402,7 @@ impl Tracer {
         op: Operation,
         ends: &http::Endpoints,
         who: Option<Assigned>,
+        links: Vec<SpanLink>,
     ) {
         let who = who.unwrap_or_else(|| self.client_identity());
         if !who.context.is_sampled() {
@@ -339,7 +423,7 @@ impl Tracer {
         if ends.is_unix() {
             attributes.push(("network.transport", AttrValue::from_static("unix")));
         }
-        push_parent_tags(&mut attributes, &who);
+        push_parent_tags(&mut attributes, &who, &self.payload);
         self.sink.submit(SpanRecord {
             name: op.name.into(),
             kind: op.kind,
@@ -350,26 +434,57 @@ impl Tracer {
             end: op.end,
             status: op.status,
             attributes,
+            links,
         });
     }
 }
 
-/// Execution tags as span attributes.
-fn push_tags(attributes: &mut Attributes, tags: &[(u8, String)]) {
+/// How many requests were in flight on the thread when `who` was made a
+/// root for want of a hint (`lumigo.parent.candidates`).
+fn push_candidates(attributes: &mut Attributes, who: &Assigned) {
+    if who.candidates > 1 {
+        let n = i64::try_from(who.candidates).unwrap_or(i64::MAX);
+        attributes.push(("lumigo.parent.candidates", AttrValue::Int(n)));
+    }
+}
+
+/// Whether the `baggage` of the request the thread serves (the most recent
+/// one) may go out with a CLIENT span `who`: not when a hint made `who` the
+/// child of another request in flight, nor for a root left so among several.
+pub fn baggage_goes_with(who: &Assigned) -> bool {
+    if who.candidates > 1 {
+        return false;
+    }
+    match (who.parent, context::active()) {
+        (Some(p), Some(active)) if p != active.span_id => !crate::hint::is_in_flight(p),
+        _ => true,
+    }
+}
+
+/// Execution tags as span attributes; the value of a header whose name is
+/// secret (request header rules) is masked, as in `http.request.headers`.
+fn push_tags(attributes: &mut Attributes, tags: &[(u8, String)], rules: &PayloadRules) {
     for (i, v) in tags {
         if let Some(key) = crate::tags::key(*i) {
-            attributes.push((key, AttrValue::from(v.as_str())));
+            let name = key.strip_prefix(crate::tags::KEY_PREFIX).unwrap_or(key);
+            let value = if rules.is_secret_request_header(name) {
+                AttrValue::from_static(crate::mask::MASK)
+            } else {
+                AttrValue::from(v.as_str())
+            };
+            attributes.push((key, value));
         }
     }
 }
 
 /// The execution tags of the request the thread serves, on a span made
 /// while serving it (a child of its SERVER span).
-fn push_parent_tags(attributes: &mut Attributes, who: &Assigned) {
+fn push_parent_tags(attributes: &mut Attributes, who: &Assigned, rules: &PayloadRules) {
+    push_candidates(attributes, who);
     if let Some(parent) = who.parent.filter(|_| !who.parent_is_remote) {
         let tags = context::tags_of(parent);
         if !tags.is_empty() {
-            push_tags(attributes, &tags);
+            push_tags(attributes, &tags, rules);
         }
     }
 }

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use lumigo_core::address::Address;
+use lumigo_core::capture::Capture;
 use lumigo_core::config::Config;
 use lumigo_core::connection::{Assigned, CloseReason, Connection, Flow, OutboundPlan, Tracer};
 use lumigo_core::export::Pipeline;
@@ -44,6 +45,8 @@ pub struct Runtime {
     /// The process span this process reports at exit (`LUMIGO_PROCESS_SPAN`).
     process: Option<ProcessSpan>,
     shut_down: AtomicBool,
+    /// HTTP records on their way to the capture thread.
+    capture: Capture,
 }
 
 struct ProcessSpan {
@@ -94,6 +97,7 @@ impl Runtime {
             }),
             None => None,
         };
+        let prefix = config.payload_prefix_limit();
         Runtime {
             pid: std::process::id(),
             tracer,
@@ -103,7 +107,16 @@ impl Runtime {
             tls: Table::default(),
             process,
             shut_down: AtomicBool::new(false),
+            capture: Capture::new(prefix),
         }
+    }
+
+    /// Makes the runtime the process's and arms its capture thread.
+    fn publish(self: Box<Runtime>) {
+        let rt: &'static Runtime = Box::leak(self);
+        rt.capture
+            .set_starter(Box::new(move || start_capture_thread(rt)));
+        RUNTIME.store(rt as *const Runtime as *mut Runtime, Ordering::Release);
     }
 
     /// The context children of this process should join when no request
@@ -139,6 +152,7 @@ fn process_span_record(p: &ProcessSpan) -> SpanRecord {
         end: SystemTime::now(),
         status: span_status,
         attributes,
+        links: Vec::new(),
     }
 }
 
@@ -167,8 +181,24 @@ pub fn active() -> bool {
 
 /// Installs the runtime (from the constructor).
 pub fn install(config: Config) {
-    let rt = Box::new(Runtime::new(Arc::new(config), None));
-    RUNTIME.store(Box::into_raw(rt), Ordering::Release);
+    Box::new(Runtime::new(Arc::new(config), None)).publish();
+}
+
+/// Starts the thread that decodes the capture rings (at the first record).
+fn start_capture_thread(rt: &'static Runtime) {
+    let spawned = lumigo_core::export::spawn_with_signals_blocked(move || {
+        guard::mark_thread_internal();
+        let run = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            rt.pipeline.warm_up();
+            rt.capture.run(&rt.tracer)
+        }));
+        if run.is_err() {
+            lumigo_debug!("the capture thread failed; HTTP spans are no longer made");
+        }
+    });
+    if let Err(e) = spawned {
+        lumigo_debug!("cannot start the capture thread: {e}");
+    }
 }
 
 /// Runs tracing work `f` for a hook: never for our own calls, never when
@@ -241,16 +271,10 @@ impl<K, V> Default for Table<K, V> {
     }
 }
 
-/// Keys spread over the shards: fds as they are; pointers without their
-/// always-zero low bits.
+/// Keys spread over the shards: pointers without their always-zero low
+/// bits.
 trait ShardKey: Copy + Eq + std::hash::Hash {
     fn shard(self) -> usize;
-}
-
-impl ShardKey for i32 {
-    fn shard(self) -> usize {
-        self as u32 as usize
-    }
 }
 
 impl ShardKey for usize {
@@ -262,10 +286,6 @@ impl ShardKey for usize {
 impl<K: ShardKey, V> Table<K, V> {
     fn shard(&self, key: K) -> &Shard<K, V> {
         &self.shards[key.shard() % SHARDS]
-    }
-
-    fn insert(&self, key: K, value: Arc<Mutex<V>>) -> Option<Arc<Mutex<V>>> {
-        lock(self.shard(key)).insert(key, value)
     }
 
     fn get(&self, key: K) -> Option<Arc<Mutex<V>>> {
@@ -316,7 +336,8 @@ struct PendingWrite {
     buf: Vec<u8>,
     plan: OutboundPlan,
     app_len: usize,
-    /// The app's bytes that a replacement left out of `buf`.
+    /// The app's bytes that a replacement left out of `buf` (all of them
+    /// for a plan of several edits).
     replaced: Vec<u8>,
 }
 
@@ -344,12 +365,59 @@ impl Combined {
     }
 }
 
-/// fd → connection: a [`Table`] kept in step with the hot-path fd table. A
-/// connection reached through `dup` is shared by both fds.
-#[derive(Default)]
-struct ConnTable(Table<i32, Connection>);
+/// fd → connection: one slot per fd, indexed like the hot-path fd table
+/// and kept in step with it. A lookup is a spin on the slot's own flag
+/// (held for a pointer copy, never across a call) and a reference count
+/// increment: no hash, no shared lock. A connection reached through `dup`
+/// is shared by both fds.
+struct ConnTable {
+    slots: Box<[Slot]>,
+}
+
+struct Slot {
+    busy: AtomicBool,
+    conn: std::cell::UnsafeCell<Option<Shared>>,
+}
+
+// SAFETY: `conn` is only read or written while `busy` is held.
+unsafe impl Sync for Slot {}
+
+impl Default for ConnTable {
+    fn default() -> Self {
+        let layout = std::alloc::Layout::array::<Slot>(fdtable::MAX_FDS)
+            .unwrap_or_else(|_| std::alloc::Layout::new::<Slot>());
+        let n = layout.size() / std::mem::size_of::<Slot>();
+        // SAFETY: an all-zero `Slot` is a valid one (`false`, `None`: `Arc`
+        // is non-null, so `None` is the null pointer); zeroed memory from
+        // the allocator is mapped lazily, so untouched slots cost nothing.
+        let slots = unsafe {
+            let p = std::alloc::alloc_zeroed(layout) as *mut Slot;
+            if p.is_null() {
+                std::alloc::handle_alloc_error(layout);
+            }
+            Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, n))
+        };
+        ConnTable { slots }
+    }
+}
 
 impl ConnTable {
+    /// Runs `f` on `fd`'s slot, holding it (`None`: fd out of range).
+    fn with<R>(&self, fd: i32, f: impl FnOnce(&mut Option<Shared>) -> R) -> Option<R> {
+        let slot = self.slots.get(usize::try_from(fd).ok()?)?;
+        while slot
+            .busy
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            std::hint::spin_loop();
+        }
+        // SAFETY: `busy` is held.
+        let r = f(unsafe { &mut *slot.conn.get() });
+        slot.busy.store(false, Ordering::Release);
+        Some(r)
+    }
+
     fn insert(&self, fd: i32, conn: Shared) -> Option<Shared> {
         let mark = match lock(&conn).role() {
             Role::Client => Mark::Client,
@@ -358,20 +426,38 @@ impl ConnTable {
         if !fdtable::set(fd, mark) {
             return None;
         }
-        self.0.insert(fd, conn)
+        self.with(fd, |c| c.replace(conn)).flatten()
     }
 
     fn get(&self, fd: i32) -> Option<Shared> {
-        self.0.get(fd)
+        self.with(fd, |c| c.clone()).flatten()
     }
 
     fn remove(&self, fd: i32) -> Option<Shared> {
         fdtable::set(fd, Mark::Untracked);
-        self.0.remove(fd)
+        self.with(fd, |c| c.take()).flatten()
     }
 
+    /// Every connection whose slot is free right now (at exit, where
+    /// waiting is not an option).
     fn all(&self) -> Vec<Shared> {
-        self.0.all()
+        let mut out = Vec::new();
+        let end = fdtable::high_water().min(self.slots.len());
+        for slot in &self.slots[..end] {
+            if slot
+                .busy
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                // SAFETY: `busy` is held. (A connection shared by dups
+                // comes once per fd.)
+                if let Some(c) = unsafe { &*slot.conn.get() } {
+                    out.push(Arc::clone(c));
+                }
+                slot.busy.store(false, Ordering::Release);
+            }
+        }
+        out
     }
 }
 
@@ -400,28 +486,22 @@ impl Hasher for KeyHasher {
 // ---- operations called by the hooks (always inside `traced`) ----
 
 /// The app connected (or started connecting) a TCP or Unix stream socket.
-pub fn on_connect(rt: &Runtime, fd: i32, peer: Option<Address>, local: Option<Address>) {
-    if rt.conns.get(fd).is_some() {
+pub fn on_connect(rt: &'static Runtime, fd: i32, peer: Option<Address>, local: Option<Address>) {
+    if rt.conns.get(fd).is_some_and(|c| !lock(&c).has_traffic()) {
         // A repeated connect on a non-blocking socket: same connection.
         return;
     }
     if peer.as_ref().is_some_and(is_excluded_peer) {
         return;
     }
-    finish(
-        rt,
-        rt.conns
-            .insert(fd, Arc::new(Mutex::new(Connection::client(peer, local)))),
-    );
+    let conn = Connection::captured(Role::Client, peer, local, &rt.capture);
+    finish(rt, rt.conns.insert(fd, Arc::new(Mutex::new(conn))));
 }
 
 /// The app accepted a TCP or Unix stream connection.
-pub fn on_accept(rt: &Runtime, fd: i32, peer: Option<Address>, local: Option<Address>) {
-    finish(
-        rt,
-        rt.conns
-            .insert(fd, Arc::new(Mutex::new(Connection::server(peer, local)))),
-    );
+pub fn on_accept(rt: &'static Runtime, fd: i32, peer: Option<Address>, local: Option<Address>) {
+    let conn = Connection::captured(Role::Server, peer, local, &rt.capture);
+    finish(rt, rt.conns.insert(fd, Arc::new(Mutex::new(conn))));
 }
 
 /// Cloud metadata services are never traced, as in the Lumigo distributions.
@@ -451,6 +531,7 @@ pub fn on_data(rt: &Runtime, fd: i32, dir: Direction, pieces: &mut dyn Iterator<
     let now = SystemTime::now();
     let mut stop = false;
     {
+        let _on = lumigo_core::hint::OnFd::enter(fd);
         let mut c = lock(&conn);
         for data in pieces {
             let flow = match dir {
@@ -484,14 +565,15 @@ pub fn on_lookup(
 
 // ---- TLS (called by the OpenSSL hooks, keyed by the SSL* address) ----
 
-fn tls_conn(rt: &Runtime, lib: &SslLib, ssl: usize) -> Arc<Mutex<TlsConn>> {
+fn tls_conn(rt: &'static Runtime, lib: &SslLib, ssl: usize) -> Arc<Mutex<TlsConn>> {
     rt.tls
-        .get_or_insert_with(ssl, || new_tls_conn(lib, ssl, None, None))
+        .get_or_insert_with(ssl, || new_tls_conn(rt, lib, ssl, None, None))
 }
 
 /// A TLS connection as `ssl` is now: `role` if known, else from its socket
 /// or `SSL_is_server` ([`crate::hooks::tls::facts`]).
 fn new_tls_conn(
+    rt: &'static Runtime,
     lib: &SslLib,
     ssl: usize,
     role: Option<Role>,
@@ -509,11 +591,8 @@ fn new_tls_conn(
         Some(role) => role == Role::Server,
         None => facts.server,
     };
-    let mut conn = if server {
-        Connection::server(peer, local)
-    } else {
-        Connection::client(peer, local)
-    };
+    let role = if server { Role::Server } else { Role::Client };
+    let mut conn = Connection::captured(role, peer, local, &rt.capture);
     conn.set_tls(server_name.clone());
     TlsConn {
         conn,
@@ -529,7 +608,7 @@ fn new_tls_conn(
 /// where the socket (or `SSL_is_server`, correct by then) tells. A
 /// connection filed under a guess (at SNI) is re-filed while no plaintext
 /// has moved; one not seen yet is filed at its first read or write.
-pub fn tls_role(rt: &Runtime, lib: &SslLib, ssl: usize, role: Option<Role>) {
+pub fn tls_role(rt: &'static Runtime, lib: &SslLib, ssl: usize, role: Option<Role>) {
     let Some(t) = rt.tls.get(ssl) else { return };
     let mut t = lock(&t);
     if role.is_none() && t.role_known {
@@ -544,13 +623,13 @@ pub fn tls_role(rt: &Runtime, lib: &SslLib, ssl: usize, role: Option<Role>) {
     });
     if t.conn.role() != role && !t.seen_data {
         let server_name = t.server_name.take();
-        *t = new_tls_conn(lib, ssl, Some(role), server_name);
+        *t = new_tls_conn(rt, lib, ssl, Some(role), server_name);
     }
     t.role_known = true;
 }
 
 /// Plaintext moved through `ssl`.
-pub fn tls_data(rt: &Runtime, lib: &SslLib, ssl: usize, dir: Direction, data: &[u8]) {
+pub fn tls_data(rt: &'static Runtime, lib: &SslLib, ssl: usize, dir: Direction, data: &[u8]) {
     let t = tls_conn(rt, lib, ssl);
     let mut t = lock(&t);
     t.seen_data = true;
@@ -567,16 +646,29 @@ const MIN_TLS_RECORD: usize = 512;
 
 /// Before an SSL write: the buffer to write instead of the app's, when
 /// bytes are inserted (or a write with inserted bytes is being retried).
-pub fn tls_before_write(rt: &Runtime, lib: &SslLib, ssl: usize, app: &[u8]) -> Option<Combined> {
+pub fn tls_before_write(
+    rt: &'static Runtime,
+    lib: &SslLib,
+    ssl: usize,
+    app: &[u8],
+) -> Option<Combined> {
     let t = tls_conn(rt, lib, ssl);
     let mut t = lock(&t);
     if let Some(p) = &t.pending {
         if p.app_len == app.len() {
+            let (at, inserted) = if p.plan.is_single() {
+                (
+                    p.plan.at(),
+                    p.plan.insert().len().saturating_sub(p.plan.replace()),
+                )
+            } else {
+                (0, p.buf.len().saturating_sub(p.app_len))
+            };
             return Some(Combined {
                 ptr: p.buf.as_ptr(),
                 len: p.buf.len(),
-                at: p.plan.at,
-                inserted: p.plan.insert.len().saturating_sub(p.plan.replace),
+                at,
+                inserted,
             });
         }
         // A different write: the app gave up on the one we changed.
@@ -587,7 +679,29 @@ pub fn tls_before_write(rt: &Runtime, lib: &SslLib, ssl: usize, app: &[u8]) -> O
         return None;
     }
     let plan = t.conn.plan_outbound(&[app], &rt.tracer)?;
-    if t.partial_writes && plan.at == 0 && plan.insert.len() >= MIN_TLS_RECORD {
+    if !plan.is_single() {
+        // A broker message's rewritten header: all or nothing, which a
+        // write without partial writes is (with them, the message goes as
+        // it is: its span is still made).
+        if t.partial_writes {
+            return None;
+        }
+        let buf = plan.apply(app)?;
+        let combined = Combined {
+            ptr: buf.as_ptr(),
+            len: buf.len(),
+            at: 0,
+            inserted: buf.len().saturating_sub(app.len()),
+        };
+        t.pending = Some(PendingWrite {
+            buf,
+            plan,
+            app_len: app.len(),
+            replaced: app.to_vec(),
+        });
+        return Some(combined);
+    }
+    if t.partial_writes && plan.at() == 0 && plan.insert().len() >= MIN_TLS_RECORD {
         // With partial writes, OpenSSL may report one record's worth: were
         // that all inserted bytes, the app would be told 0 (an error). A
         // record holds at least MIN_TLS_RECORD bytes, so a shorter line
@@ -595,18 +709,18 @@ pub fn tls_before_write(rt: &Runtime, lib: &SslLib, ssl: usize, app: &[u8]) -> O
         // out. Otherwise the request goes as it is (the span is still made).
         return None;
     }
-    let resume = plan.at + plan.replace;
-    let replaced = app.get(plan.at..resume)?.to_vec();
-    let mut buf = Vec::with_capacity(app.len() + plan.insert.len());
-    buf.extend_from_slice(&app[..plan.at]);
-    buf.extend_from_slice(&plan.insert);
+    let resume = plan.at() + plan.replace();
+    let replaced = app.get(plan.at()..resume)?.to_vec();
+    let mut buf = Vec::with_capacity(app.len() + plan.insert().len());
+    buf.extend_from_slice(&app[..plan.at()]);
+    buf.extend_from_slice(plan.insert());
     buf.extend_from_slice(&app[resume..]);
     let combined = Combined {
         ptr: buf.as_ptr(),
         len: buf.len(),
-        at: plan.at,
+        at: plan.at(),
         // A replacement is one for one: no net inserted bytes.
-        inserted: plan.insert.len().saturating_sub(plan.replace),
+        inserted: plan.insert().len().saturating_sub(plan.replace()),
     };
     t.pending = Some(PendingWrite {
         buf,
@@ -618,13 +732,25 @@ pub fn tls_before_write(rt: &Runtime, lib: &SslLib, ssl: usize, app: &[u8]) -> O
 }
 
 /// The combined write went out (`sent` bytes of it): the app's count.
-pub fn tls_after_combined(rt: &Runtime, lib: &SslLib, ssl: usize, sent: usize) -> Option<usize> {
+pub fn tls_after_combined(
+    rt: &'static Runtime,
+    lib: &SslLib,
+    ssl: usize,
+    sent: usize,
+) -> Option<usize> {
     let t = tls_conn(rt, lib, ssl);
     let mut t = lock(&t);
     let p = t.pending.take()?;
     let app = t.conn.commit_outbound(&p.plan, sent);
-    let (at, m, r) = (p.plan.at, p.plan.insert.len(), p.plan.replace);
     let now = SystemTime::now();
+    if !p.plan.is_single() {
+        // `replaced` holds all the app's bytes.
+        let _ = t
+            .conn
+            .on_outbound(&p.replaced[..app.min(p.app_len)], now, &rt.tracer);
+        return Some(app);
+    }
+    let (at, m, r) = (p.plan.at(), p.plan.insert().len(), p.plan.replace());
     // The app's own bytes, in order: before the plan's bytes, those a
     // replacement stood in for, after.
     let before = &p.buf[..at.min(app)];
@@ -642,10 +768,10 @@ pub fn tls_after_combined(rt: &Runtime, lib: &SslLib, ssl: usize, sent: usize) -
 /// a connection first seen here is filed as a client, whatever
 /// `SSL_is_server` says before the role is set (a generic `TLS_method()`
 /// context says "server").
-pub fn tls_server_name(rt: &Runtime, lib: &SslLib, ssl: usize, name: String) {
+pub fn tls_server_name(rt: &'static Runtime, lib: &SslLib, ssl: usize, name: String) {
     let t = rt
         .tls
-        .get_or_insert_with(ssl, || new_tls_conn(lib, ssl, Some(Role::Client), None));
+        .get_or_insert_with(ssl, || new_tls_conn(rt, lib, ssl, Some(Role::Client), None));
     let mut t = lock(&t);
     t.conn.set_tls(Some(name.clone()));
     t.server_name = Some(name);
@@ -663,6 +789,7 @@ pub fn tls_end(rt: &Runtime, ssl: usize) {
 /// Before a write on a tracked fd: bytes to insert into it, if any.
 pub fn plan_outbound(rt: &Runtime, fd: i32, pieces: &[&[u8]]) -> Option<OutboundPlan> {
     let conn = rt.conns.get(fd)?;
+    let _on = lumigo_core::hint::OnFd::enter(fd);
     let plan = lock(&conn).plan_outbound(pieces, &rt.tracer);
     plan
 }
@@ -709,6 +836,7 @@ pub fn on_close(rt: &Runtime, fd: i32) {
     if let Some(conn) = rt.conns.remove(fd) {
         finish(rt, Some(conn));
     }
+    lumigo_core::hint::closed(fd);
 }
 
 /// `new_fd` now refers to the same socket as `old_fd`.
@@ -762,8 +890,7 @@ pub extern "C" fn after_fork_in_child() {
         // SAFETY: non-null RUNTIME values are leaked Boxes, valid forever.
         if let Some(old) = unsafe { old.as_ref() } {
             let inherited = old.tracer.process_context().cloned();
-            let fresh = Box::new(Runtime::new(old.config.clone(), Some(inherited)));
-            RUNTIME.store(Box::into_raw(fresh), Ordering::Release);
+            Box::new(Runtime::new(old.config.clone(), Some(inherited))).publish();
         }
     });
     if result.is_err() {
@@ -796,6 +923,13 @@ fn shut_down(rt: &'static Runtime) {
         return;
     }
     end_in_flight(rt);
+    rt.capture.drain(&rt.tracer);
+    if rt.capture.dropped() > 0 {
+        lumigo_debug!(
+            "exit: {} capture records refused by full rings (their exchanges were not traced)",
+            rt.capture.dropped()
+        );
+    }
     // Spans still queued when LUMIGO_FLUSH_TIMEOUT runs out count as
     // "deadline" in the summary.
     let _ = rt.pipeline.flush_at_exit(rt.config.flush_timeout);
@@ -822,7 +956,10 @@ pub fn end_in_flight_for_signal() {
     if !same_process(rt) || rt.shut_down.swap(true, Ordering::AcqRel) {
         return;
     }
-    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| end_in_flight(rt)));
+    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        end_in_flight(rt);
+        rt.capture.drain(&rt.tracer);
+    }));
 }
 
 /// Ends what is in flight: exchanges waiting for their response (only

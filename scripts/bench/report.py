@@ -178,6 +178,15 @@ def report(res):
                  "app thread, +%.0f on the export thread | (explains row 5) | — |" % (
                      cg["requests"], cg["untraced_per_req"], cg["app_per_req"], cg["export_per_span"],
                      app + cg["export_per_span"], app, cg["export_per_span"]))
+    if cg and cg.get("untraced_per_req") and cg.get("app_per_req_nopayload"):
+        on = cg["app_per_req"] - cg["untraced_per_req"]
+        off = cg["app_per_req_nopayload"] - cg["untraced_per_req"]
+        L.append("| 5 | the same with payload capture off (`LUMIGO_CAPTURE_PAYLOADS=false`) and on (the default; "
+                 "issue 14: on adds at most 500 app-thread instructions over off) | | off: app thread %.0f, "
+                 "export thread %.0f per span; on: app thread %.0f, export thread %.0f per span | app thread "
+                 "+%.0f off, +%.0f on: **%+.0f instructions** for payloads | ≤ +500 | %s |" % (
+                     cg["app_per_req_nopayload"], cg["export_per_span_nopayload"], cg["app_per_req"],
+                     cg["export_per_span"], off, on, on - off, verdict(on - off <= 500)))
     if cg and cg.get("per_untracked_call") is not None:
         L.append("| 3 | instructions added per read/write on an untracked fd (callgrind, dd bs=1, %d calls) | | | "
                  "**%+.1f instructions** per call | (explains row 3) | — |" % (cg["dd_calls"], cg["per_untracked_call"]))

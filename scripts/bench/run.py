@@ -454,14 +454,19 @@ class Bench:
                         total += int(m.group(1))
             return total, per_thread
 
-        for variant in ("untraced", "traced"):
+        # "traced": payload capture on (the default); "traced-nopayload":
+        # LUMIGO_CAPTURE_PAYLOADS=false (issue 14: at most 500 instructions
+        # apart on the app thread).
+        for variant in ("untraced", "traced", "traced-nopayload"):
             d = os.path.join(self.work, "cg-nginx-%s" % variant)
             os.makedirs(d, exist_ok=True)
             env = clean_env()
-            if variant == "traced":
+            if variant != "untraced":
                 env = self.traced_env("bench-nginx")
                 env["LD_PRELOAD"] = self.lib  # what lumigo-run sets; valgrind keeps it for its client
                 env["OTEL_BSP_SCHEDULE_DELAY"] = "200"  # export promptly, inside the counted window
+                if variant == "traced-nopayload":
+                    env["LUMIGO_CAPTURE_PAYLOADS"] = "false"
             vg = ["valgrind", "--tool=callgrind", "--trace-children=yes", "--separate-threads=yes",
                   "--callgrind-out-file=%s/cg.%%p" % d]
             srv = Nginx(self.work, "nginx-cg-%s" % variant, vg, env)
@@ -479,6 +484,10 @@ class Bench:
             total, threads = dumps(d, srv.worker)
             out[variant] = {"total": total, "threads": threads}
         u, t = out["untraced"], out["traced"]
+        off = out["traced-nopayload"]
+        if off["threads"]:
+            out["app_per_req_nopayload"] = off["threads"][0] / n
+            out["export_per_span_nopayload"] = sum(off["threads"][1:]) / n
         if u["total"] and t["threads"]:
             out["untraced_per_req"] = u["total"] / n
             out["app_per_req"] = t["threads"][0] / n

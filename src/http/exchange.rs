@@ -27,7 +27,7 @@ use super::parser::{
     oversized_request, oversized_response, parse_request, parse_response, salvage_request,
     salvage_status, HeadKind, HeadReader, HeadStep, RequestHead, ResponseHead,
 };
-use super::{errors, CloseReason, Flow, HttpExchange, Role, MAX_IN_FLIGHT};
+use super::{errors, Captured, CloseReason, Flow, HttpExchange, Role, MAX_IN_FLIGHT};
 
 /// Where the connection stands as a whole.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,12 +77,16 @@ pub struct HttpConnection {
     next_seq: u64,
     /// The latest request asked to switch protocols (an `Upgrade` header).
     upgrade_requested: bool,
+    /// Most body content bytes kept per message for payloads; 0: payloads
+    /// are not captured (heads are not kept either).
+    capture: usize,
 }
 
 /// A request head's fate, owned so the head reader's borrow can end.
 enum RequestOutcome {
     Partial,
-    Parsed(RequestHead, usize),
+    /// The head, the input it took, and its raw bytes when captured.
+    Parsed(RequestHead, usize, Vec<u8>),
     /// A head that looked like HTTP but failed to parse; what it tells.
     Malformed(RequestHead),
     NotHttp,
@@ -90,7 +94,7 @@ enum RequestOutcome {
 
 enum ResponseOutcome {
     Partial,
-    Parsed(ResponseHead, usize),
+    Parsed(ResponseHead, usize, Vec<u8>),
     Malformed(Option<u16>),
     NotHttp,
 }
@@ -107,7 +111,20 @@ impl HttpConnection {
             pending: VecDeque::new(),
             next_seq: 0,
             upgrade_requested: false,
+            capture: 0,
         }
+    }
+
+    /// Keeps each exchange's raw heads and the first `body_limit` bytes of
+    /// each body's content in [`HttpExchange::captured`], for payload
+    /// attributes; 0 keeps nothing (the default).
+    pub fn capture_payloads(&mut self, body_limit: usize) {
+        self.capture = body_limit;
+    }
+
+    /// Whether payloads are captured.
+    fn capturing(&self) -> bool {
+        self.capture > 0
     }
 
     /// Bytes the process sent.
@@ -138,6 +155,60 @@ impl HttpConnection {
         match self.role {
             Role::Client => self.skip_request_bytes(n, now, done),
             Role::Server => self.skip_response_bytes(n, now, done),
+        }
+    }
+
+    /// Body bytes the app moved that were not recorded (capture): `wire`
+    /// bytes, bringing the current body's content to `total`; `ended`: the
+    /// body ends with them (the app's thread framed it).
+    pub fn on_skipped(
+        &mut self,
+        outbound: bool,
+        wire: u64,
+        total: u64,
+        ended: bool,
+        now: SystemTime,
+        done: &mut Vec<HttpExchange>,
+    ) -> Flow {
+        if self.phase != Phase::Http {
+            return if self.phase == Phase::Stopped {
+                Flow::Stop
+            } else {
+                self.stop(now, errors::OPAQUE_DATA, done)
+            };
+        }
+        let requests = (self.role == Role::Client) == outbound;
+        if requests {
+            match &mut self.request {
+                RequestState::Ignore => Flow::Continue,
+                RequestState::Head if wire == 0 => Flow::Continue,
+                RequestState::Head => self.stop(now, errors::OPAQUE_DATA, done),
+                RequestState::Body { seq, .. } => {
+                    let seq = *seq;
+                    if let Some(ex) = self.pending.back_mut().filter(|ex| ex.seq == seq) {
+                        ex.request_body_size = ex.request_body_size.max(total);
+                    }
+                    if ended {
+                        self.request = RequestState::Head;
+                    }
+                    Flow::Continue
+                }
+            }
+        } else {
+            match &mut self.response {
+                ResponseState::Head if wire == 0 => Flow::Continue,
+                ResponseState::Head => self.stop(now, errors::OPAQUE_DATA, done),
+                ResponseState::Body(_) => {
+                    if let Some(front) = self.pending.front_mut() {
+                        front.response_body_size = front.response_body_size.max(total);
+                    }
+                    if ended {
+                        self.response = ResponseState::Head;
+                        return self.complete_front(now, done);
+                    }
+                    Flow::Continue
+                }
+            }
         }
     }
 
@@ -221,10 +292,21 @@ impl HttpConnection {
             match &mut self.request {
                 RequestState::Ignore => return Flow::Continue,
                 RequestState::Body { body, seq } => {
-                    let Ok(progress) = body.feed(data) else {
+                    let seq = *seq;
+                    let limit = self.capture;
+                    let mut slot = self
+                        .pending
+                        .back_mut()
+                        .filter(|ex| ex.seq == seq && limit > 0)
+                        .and_then(|ex| ex.captured.as_deref_mut());
+                    let fed = body.feed_with(data, &mut |content| {
+                        if let Some(c) = slot.as_deref_mut() {
+                            Captured::keep(&mut c.request_body, limit, content);
+                        }
+                    });
+                    let Ok(progress) = fed else {
                         return self.stop(now, errors::PROTOCOL_ERROR, done);
                     };
-                    let seq = *seq;
                     self.add_request_content(seq, progress.content);
                     data = data.get(progress.consumed..).unwrap_or_default();
                     if progress.done {
@@ -232,27 +314,33 @@ impl HttpConnection {
                     }
                 }
                 RequestState::Head => {
+                    let capturing = self.capturing();
+                    let raw = |head: &[u8]| if capturing { head.to_vec() } else { Vec::new() };
                     let outcome = match self.request_head.feed(data, now) {
                         HeadStep::Partial => RequestOutcome::Partial,
                         HeadStep::NotHttp => RequestOutcome::NotHttp,
                         HeadStep::Complete { head, consumed } => match parse_request(head) {
-                            Ok(parsed) => RequestOutcome::Parsed(parsed, consumed),
+                            Ok(parsed) => RequestOutcome::Parsed(parsed, consumed, raw(head)),
                             Err(_) => RequestOutcome::Malformed(salvage_request(head)),
                         },
                         HeadStep::Oversized {
                             kept,
                             beyond,
                             consumed,
-                        } => RequestOutcome::Parsed(oversized_request(kept, beyond), consumed),
+                        } => RequestOutcome::Parsed(
+                            oversized_request(kept, beyond),
+                            consumed,
+                            raw(kept),
+                        ),
                     };
                     if self.phase == Phase::Detecting && self.request_head.verified() {
                         self.phase = Phase::Http;
                     }
                     match outcome {
                         RequestOutcome::Partial => return Flow::Continue,
-                        RequestOutcome::Parsed(head, consumed) => {
+                        RequestOutcome::Parsed(head, consumed, raw) => {
                             data = data.get(consumed..).unwrap_or_default();
-                            if let Flow::Stop = self.start_exchange(head, now, done) {
+                            if let Flow::Stop = self.start_exchange(head, raw, now, done) {
                                 return Flow::Stop;
                             }
                         }
@@ -292,7 +380,18 @@ impl HttpConnection {
         while !data.is_empty() {
             match &mut self.response {
                 ResponseState::Body(body) => {
-                    let Ok(progress) = body.feed(data) else {
+                    let limit = self.capture;
+                    let mut slot = self
+                        .pending
+                        .front_mut()
+                        .filter(|_| limit > 0)
+                        .and_then(|ex| ex.captured.as_deref_mut());
+                    let fed = body.feed_with(data, &mut |content| {
+                        if let Some(c) = slot.as_deref_mut() {
+                            Captured::keep(&mut c.response_body, limit, content);
+                        }
+                    });
+                    let Ok(progress) = fed else {
                         return self.stop(now, errors::PROTOCOL_ERROR, done);
                     };
                     if let Some(front) = self.pending.front_mut() {
@@ -308,11 +407,13 @@ impl HttpConnection {
                     }
                 }
                 ResponseState::Head => {
+                    let capturing = self.capturing();
+                    let raw = |head: &[u8]| if capturing { head.to_vec() } else { Vec::new() };
                     let outcome = match self.response_head.feed(data, now) {
                         HeadStep::Partial => ResponseOutcome::Partial,
                         HeadStep::NotHttp => ResponseOutcome::NotHttp,
                         HeadStep::Complete { head, consumed } => match parse_response(head) {
-                            Ok(parsed) => ResponseOutcome::Parsed(parsed, consumed),
+                            Ok(parsed) => ResponseOutcome::Parsed(parsed, consumed, raw(head)),
                             Err(_) => ResponseOutcome::Malformed(salvage_status(head)),
                         },
                         HeadStep::Oversized {
@@ -320,13 +421,13 @@ impl HttpConnection {
                             beyond,
                             consumed,
                         } => match oversized_response(kept, beyond) {
-                            Some(parsed) => ResponseOutcome::Parsed(parsed, consumed),
+                            Some(parsed) => ResponseOutcome::Parsed(parsed, consumed, raw(kept)),
                             None => ResponseOutcome::Malformed(None),
                         },
                     };
-                    let (head, consumed) = match outcome {
+                    let (head, consumed, raw) = match outcome {
                         ResponseOutcome::Partial => return Flow::Continue,
-                        ResponseOutcome::Parsed(head, consumed) => (head, consumed),
+                        ResponseOutcome::Parsed(head, consumed, raw) => (head, consumed, raw),
                         ResponseOutcome::NotHttp => {
                             return self.stop(now, errors::PROTOCOL_ERROR, done)
                         }
@@ -345,6 +446,9 @@ impl HttpConnection {
                         continue; // Interim (100 Continue, 103 Early Hints): the final response follows.
                     }
                     front.status = Some(status);
+                    if let Some(c) = front.captured.as_deref_mut() {
+                        c.response_head = raw;
+                    }
                     if status == 101 || (front.method == "CONNECT" && (200..300).contains(&status))
                     {
                         // The connection now carries another protocol.
@@ -370,6 +474,7 @@ impl HttpConnection {
     fn start_exchange(
         &mut self,
         head: RequestHead,
+        raw: Vec<u8>,
         now: SystemTime,
         done: &mut Vec<HttpExchange>,
     ) -> Flow {
@@ -380,7 +485,14 @@ impl HttpConnection {
         self.upgrade_requested = head.upgrade;
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.pending.push_back(head.into_exchange(seq, start));
+        let mut ex = head.into_exchange(seq, start);
+        if self.capturing() {
+            ex.captured = Some(Box::new(Captured {
+                request_head: raw,
+                ..Captured::default()
+            }));
+        }
+        self.pending.push_back(ex);
         if self.pending.len() > MAX_IN_FLIGHT {
             return self.stop(now, errors::PIPELINE_OVERFLOW, done);
         }
@@ -523,9 +635,9 @@ impl HttpConnection {
         Flow::Stop
     }
 
-    /// Bytes held by the connection, for bounds checks in tests.
-    #[cfg(test)]
-    pub(crate) fn buffered(&self) -> usize {
+    /// Bytes held by the connection, for bounds checks (tests, `fuzz/`).
+    #[doc(hidden)]
+    pub fn buffered(&self) -> usize {
         self.request_head.buffered() + self.response_head.buffered()
     }
 }

@@ -37,6 +37,8 @@ fn summary(ex: &HttpExchange) -> String {
 /// event at which the connection first said Stop.
 fn run(role: Role, events: &[Ev], split: Split) -> (Vec<String>, Option<usize>) {
     let mut conn = HttpConnection::new(role);
+    // Capturing payloads changes nothing of the framing.
+    conn.capture_payloads(5);
     let mut done = Vec::new();
     let mut stop = StopWatch::default();
     let now = SystemTime::UNIX_EPOCH;
@@ -561,4 +563,70 @@ fn nothing_is_allocated_when_nothing_completes() {
         "the caller's Vec is untouched until an exchange completes"
     );
     assert_eq!(conn.buffered(), 0, "bodies are never buffered");
+}
+
+/// Feeds a client exchange byte by byte with payload capture at `limit`.
+fn captured_client(limit: usize, out: &[u8], inbound: &[u8]) -> Vec<HttpExchange> {
+    let mut conn = HttpConnection::new(Role::Client);
+    conn.capture_payloads(limit);
+    let mut done = Vec::new();
+    let now = SystemTime::UNIX_EPOCH;
+    for b in out.chunks(1) {
+        let _ = conn.on_outbound(b, now, &mut done);
+    }
+    for b in inbound.chunks(1) {
+        let _ = conn.on_inbound(b, now, &mut done);
+    }
+    done
+}
+
+#[test]
+fn payload_capture_keeps_heads_and_decoded_body_prefixes() {
+    let req: &[u8] = b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\nhello world\
+GET /b HTTP/1.1\r\nHost: h\r\n\r\n";
+    let resp: &[u8] =
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+5;x=y\r\nabcde\r\n3\r\nfgh\r\n0\r\nT: 1\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n";
+    let done = captured_client(8, req, resp);
+    assert_eq!(done.len(), 2);
+    let c = done[0].captured.as_deref().unwrap();
+    assert_eq!(
+        c.request_head,
+        b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\n"
+    );
+    assert_eq!(c.request_body, b"hello wo", "cut to the limit");
+    // The interim response is not kept; the chunked body is decoded.
+    assert_eq!(
+        c.response_head,
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    assert_eq!(c.response_body, b"abcdefgh");
+    assert_eq!(done[0].response_body_size, 8);
+    let c = done[1].captured.as_deref().unwrap();
+    assert_eq!(c.request_head, b"GET /b HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert!(c.request_body.is_empty() && c.response_body.is_empty());
+    assert_eq!(c.response_head, b"HTTP/1.1 204 No Content\r\n\r\n");
+    // Off (the default): nothing kept.
+    let done = captured_client(0, req, resp);
+    assert!(done.iter().all(|ex| ex.captured.is_none()));
+}
+
+#[test]
+fn payload_capture_on_a_server_and_an_oversized_head() {
+    let mut conn = HttpConnection::new(Role::Server);
+    conn.capture_payloads(4);
+    let mut done = Vec::new();
+    let now = SystemTime::UNIX_EPOCH;
+    let mut head = b"GET / HTTP/1.1\r\nX-Big: ".to_vec();
+    head.resize(MAX_HEAD_BYTES + 100, b'a');
+    head.extend_from_slice(b"\r\nContent-Length: 3\r\n\r\nxyz");
+    let _ = conn.on_inbound(&head, now, &mut done);
+    let _ = conn.on_outbound(b"HTTP/1.0 200 OK\r\n\r\nbody until close", now, &mut done);
+    conn.on_close(now, CloseReason::Closed, &mut done);
+    assert_eq!(done.len(), 1);
+    let c = done[0].captured.as_deref().unwrap();
+    assert_eq!(c.request_head.len(), MAX_HEAD_BYTES);
+    assert_eq!(c.request_body, b"xyz");
+    assert_eq!(c.response_body, b"body");
+    assert_eq!(done[0].response_body_size, 16);
 }

@@ -27,17 +27,20 @@
 //!   [`MAX_HEAD_BYTES`] (longer heads keep their framing and the headers
 //!   that matter, read past the cap) and parsed into owned values.
 //! - `body`: body framing (Content-Length, chunked, until close), streamed:
-//!   bodies are counted and decoded on the fly, never buffered.
+//!   bodies are counted and decoded on the fly, never buffered (with payload
+//!   capture on, [`HttpConnection::capture_payloads`], each exchange keeps
+//!   its raw heads and a bounded prefix of each body's content in
+//!   [`Captured`], for [`crate::payload`] to turn into attributes).
 //! - `exchange`: [`HttpConnection`], the per-connection state machine
 //!   (keep-alive, pipelining, interim responses, upgrades, closes).
 //! - [`span`]: the attributes of a finished exchange, per the stable HTTP
 //!   semantic conventions.
 
-mod body;
+pub(crate) mod body;
 mod detect;
 mod exchange;
 pub mod inject;
-mod parser;
+pub(crate) mod parser;
 pub(crate) use parser::REQUEST_HEADERS;
 pub mod span;
 
@@ -157,6 +160,35 @@ pub struct HttpExchange {
     pub end: SystemTime,
     /// Why the exchange ended abnormally: one of [`errors`].
     pub error: Option<&'static str>,
+    /// Raw heads and body prefixes, when payloads are captured
+    /// ([`HttpConnection::capture_payloads`]).
+    pub captured: Option<Box<Captured>>,
+}
+
+/// What an exchange kept of its messages for payload attributes, as the
+/// bytes passed: nothing is decoded, masked or formatted here (that is the
+/// span builder's work, off the app's threads).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Captured {
+    /// The request head as sent, up to [`MAX_HEAD_BYTES`].
+    pub request_head: Vec<u8>,
+    /// The final response head, up to [`MAX_HEAD_BYTES`].
+    pub response_head: Vec<u8>,
+    /// The first bytes of the request body's content (chunked framing
+    /// removed), up to the capture limit.
+    pub request_body: Vec<u8>,
+    /// The same for the response body.
+    pub response_body: Vec<u8>,
+}
+
+impl Captured {
+    /// Appends `bytes` to `buf`, keeping at most `limit` bytes in all.
+    pub(crate) fn keep(buf: &mut Vec<u8>, limit: usize, bytes: &[u8]) {
+        let room = limit.saturating_sub(buf.len());
+        if room > 0 {
+            buf.extend_from_slice(bytes.get(..room).unwrap_or(bytes));
+        }
+    }
 }
 
 impl HttpExchange {
@@ -188,6 +220,7 @@ impl HttpExchange {
             start,
             end: start,
             error: None,
+            captured: None,
         }
     }
 }
@@ -209,7 +242,12 @@ pub(crate) fn capped_string(bytes: &[u8]) -> String {
     // converted lossily.
     match std::str::from_utf8(bytes) {
         Ok(s) => s.to_owned(),
-        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+        Err(_) => {
+            // Each invalid byte became a three-byte U+FFFD: cut again.
+            let mut s = String::from_utf8_lossy(bytes).into_owned();
+            s.truncate(crate::config::cut_str(&s, MAX_FIELD_BYTES).len());
+            s
+        }
     }
 }
 
@@ -233,6 +271,19 @@ mod tests {
         let out = capped_string(&s);
         assert_eq!(out.len(), MAX_FIELD_BYTES - 1);
         assert!(!out.contains('\u{fffd}'));
+    }
+
+    /// Found with `fuzz/` (target http_head, a hand-made input): invalid
+    /// UTF-8 cut to the cap, then converted, came out up to three times
+    /// the cap (each byte a three-byte U+FFFD).
+    #[test]
+    fn capped_string_stays_within_the_cap_for_invalid_utf8() {
+        for input in [vec![0xff; MAX_FIELD_BYTES], vec![0xfe; 3 * MAX_FIELD_BYTES]] {
+            let out = capped_string(&input);
+            assert!(out.len() <= MAX_FIELD_BYTES, "{} bytes", out.len());
+            assert!(out.len() > MAX_FIELD_BYTES - 3);
+            assert!(out.chars().all(|c| c == '\u{fffd}'));
+        }
     }
 
     #[test]

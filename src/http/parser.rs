@@ -210,7 +210,6 @@ impl HeadReader {
     }
 
     /// Bytes held, for bounds checks.
-    #[cfg(test)]
     pub(crate) fn buffered(&self) -> usize {
         self.buf.len()
     }
@@ -482,7 +481,7 @@ pub(crate) struct Framing {
 
 impl Framing {
     /// Records a framing header; false if `name` is not one.
-    fn header(&mut self, name: &[u8], value: &[u8]) -> bool {
+    pub(crate) fn header(&mut self, name: &[u8], value: &[u8]) -> bool {
         if name.eq_ignore_ascii_case(b"content-length") {
             for part in value.split(|&b| b == b',') {
                 self.length = match (self.length, parse_decimal(part.trim_ascii())) {
@@ -796,7 +795,7 @@ fn start_line(head: &[u8]) -> Option<(&[u8], usize)> {
 /// A request head whose request line has the usual shape (`METHOD SP
 /// target SP HTTP/1.x`, a token method, a target of visible ASCII), read
 /// without httparse; `None` for anything else.
-fn quick_request(head: &[u8]) -> Option<RequestHead> {
+pub(crate) fn quick_request(head: &[u8]) -> Option<RequestHead> {
     let (line, start) = start_line(head)?;
     let sp1 = memchr::memchr(b' ', line)?;
     let sp2 = sp1 + 1 + memchr::memchr(b' ', &line[sp1 + 1..])?;
@@ -830,7 +829,7 @@ fn quick_request(head: &[u8]) -> Option<RequestHead> {
 /// A response head whose status line has the usual shape (`HTTP/1.x NNN`
 /// and a printable reason), read without httparse; `None` for anything
 /// else.
-fn quick_response(head: &[u8]) -> Option<ResponseHead> {
+pub(crate) fn quick_response(head: &[u8]) -> Option<ResponseHead> {
     let (line, start) = start_line(head)?;
     if !matches!(line.get(..9)?, b"HTTP/1.0 " | b"HTTP/1.1 ") {
         return None;
@@ -862,7 +861,7 @@ pub(crate) fn parse_request(head: &[u8]) -> Result<RequestHead, InvalidHead> {
 }
 
 /// Parses a complete request head with httparse.
-fn parse_request_httparse(head: &[u8]) -> Result<RequestHead, InvalidHead> {
+pub(crate) fn parse_request_httparse(head: &[u8]) -> Result<RequestHead, InvalidHead> {
     with_headers(head, |head, headers| {
         let mut req = httparse::Request::new(headers);
         check(request_config().parse_request(&mut req, head))?;
@@ -888,7 +887,7 @@ pub(crate) fn parse_response(head: &[u8]) -> Result<ResponseHead, InvalidHead> {
 }
 
 /// Parses a complete response head with httparse.
-fn parse_response_httparse(head: &[u8]) -> Result<ResponseHead, InvalidHead> {
+pub(crate) fn parse_response_httparse(head: &[u8]) -> Result<ResponseHead, InvalidHead> {
     with_headers(head, |head, headers| {
         let mut resp = httparse::Response::new(headers);
         check(response_config().parse_response(&mut resp, head))?;

@@ -54,8 +54,24 @@ pub fn binaries() -> &'static Binaries {
         assert!(b.library.exists(), "{} missing", b.library.display());
         let transport = dir.join("liblumigo_transport.so");
         assert!(transport.exists(), "{} missing", transport.display());
+        install_hint_scripts(&dir);
         b
     })
+}
+
+/// Puts the runtime hint scripts beside the built library, where
+/// scripts/package.sh puts them in the installed tree (the launcher adds
+/// them from there).
+fn install_hint_scripts(dir: &Path) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("preload/runtimes");
+    for rel in ["node/lumigo-hint.js", "python/sitecustomize.py"] {
+        let to = dir.join(rel);
+        std::fs::create_dir_all(to.parent().expect("a directory")).expect("hint script directory");
+        // Written beside, then renamed: a concurrent test binary never sees half a file.
+        let tmp = dir.join(format!("{rel}.{}", std::process::id()));
+        std::fs::copy(src.join(rel), &tmp).expect("copy a hint script");
+        std::fs::rename(&tmp, &to).expect("install a hint script");
+    }
 }
 
 /// True if a program is on PATH.
@@ -270,8 +286,10 @@ pub fn read_spandump(path: &Path) -> Vec<Value> {
     let Ok(text) = std::fs::read_to_string(path) else {
         return Vec::new();
     };
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
+    // A line still being written by a live process (no line feed yet) is
+    // not a span yet: the next read has it whole.
+    text.split_inclusive('\n')
+        .filter(|l| l.ends_with('\n') && !l.trim().is_empty())
         .map(|l| {
             serde_json::from_str(l).unwrap_or_else(|e| panic!("bad span dump line {l:?}: {e}"))
         })

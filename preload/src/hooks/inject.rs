@@ -23,6 +23,7 @@ use libc::{c_int, c_void, iovec, msghdr, ssize_t};
 use super::call_real;
 use crate::real;
 use crate::runtime::{self, traced, traced_value, Direction};
+use lumigo_core::connection::OutboundPlan;
 
 /// The most iovecs one call may take (`IOV_MAX` on Linux).
 const IOV_MAX: usize = 1024;
@@ -64,10 +65,13 @@ pub unsafe fn write_with_insertion(fd: c_int, iovs: &[iovec], how: Sender) -> Op
     // SAFETY: guaranteed by the caller.
     let pieces = unsafe { pieces(iovs) };
     let mut plan = traced_value(|rt| runtime::plan_outbound(rt, fd, &pieces))?;
+    if !plan.is_single() {
+        return write_with_edits(fd, &pieces, plan, how);
+    }
 
     // What is left of a line a partial write cut: send it first, alone.
-    while plan.at == 0 && plan.replace == 0 {
-        let r = send_bytes(fd, &plan.insert, how.bare());
+    while plan.at() == 0 && plan.replace() == 0 {
+        let r = send_bytes(fd, plan.insert(), how.bare());
         if r < 0 {
             return Some(r);
         }
@@ -81,8 +85,8 @@ pub unsafe fn write_with_insertion(fd: c_int, iovs: &[iovec], how: Sender) -> Op
     // App bytes before the insertion point, the line, the rest (from
     // `at + replace`: a replacement leaves out as many of the app's bytes).
     let total: usize = iovs.iter().map(|v| v.iov_len).sum();
-    let resume = plan.at.checked_add(plan.replace)?;
-    if plan.at >= total || resume > total {
+    let resume = plan.at().checked_add(plan.replace())?;
+    if plan.at() >= total || resume > total {
         return None;
     }
     let mut out: Vec<iovec> = Vec::with_capacity(iovs.len() + 3);
@@ -102,11 +106,11 @@ pub unsafe fn write_with_insertion(fd: c_int, iovs: &[iovec], how: Sender) -> Op
                 });
             }
         };
-        keep(0, plan.at, &mut out);
-        if !inserted && plan.at < end {
+        keep(0, plan.at(), &mut out);
+        if !inserted && plan.at() < end {
             out.push(iovec {
-                iov_base: plan.insert.as_ptr() as *mut c_void,
-                iov_len: plan.insert.len(),
+                iov_base: plan.insert().as_ptr() as *mut c_void,
+                iov_len: plan.insert().len(),
             });
             inserted = true;
         }
@@ -134,6 +138,124 @@ pub unsafe fn write_with_insertion(fd: c_int, iovs: &[iovec], how: Sender) -> Op
         runtime::on_data(rt, fd, Direction::Outbound, &mut fed);
     });
     Some(app as ssize_t)
+}
+
+/// A write whose plan has several edits, or edits whose app bytes count
+/// only once all their bytes are out (a broker message's rewritten
+/// header). If the kernel takes part of an edit, the rest of it (and the
+/// app's bytes after it) is sent at once by another call, so that the app
+/// is told a count of its own bytes that ends outside every edit; should
+/// that call fail with nothing of the app's counted yet, its failure is
+/// returned, and the app's retry sends the rest of the edit first.
+/// `None`: do the plain real call.
+fn write_with_edits(
+    fd: c_int,
+    pieces: &[&[u8]],
+    mut plan: OutboundPlan,
+    mut how: Sender,
+) -> Option<ssize_t> {
+    let total: usize = pieces.iter().map(|p| p.len()).sum();
+    // App bytes counted so far.
+    let mut done = 0usize;
+    loop {
+        let rest = skip(pieces, done);
+        // Once some of the app's bytes are out, never the plain call (it
+        // would send them again): the app is told what went out.
+        let out = match edited(&rest, &plan) {
+            Some(out) if out.len() <= IOV_MAX => out,
+            _ => return (done > 0).then_some(done as ssize_t),
+        };
+        // SAFETY: this thread's errno.
+        let errno = unsafe { *libc::__errno_location() };
+        let r = send_iovs(fd, &out, how);
+        if r < 0 {
+            if done == 0 {
+                return Some(r);
+            }
+            // The app is told what went out; the failure comes again on
+            // its next call. Its errno stays as it was.
+            // SAFETY: this thread's errno.
+            unsafe { *libc::__errno_location() = errno };
+            return Some(done as ssize_t);
+        }
+        let sent = r as usize;
+        let accounted = plan.account(sent);
+        traced(|rt| {
+            runtime::commit_outbound(rt, fd, &plan, sent);
+            let mut remaining = accounted.app;
+            let mut fed = rest.iter().map_while(|p| {
+                let take = remaining.min(p.len());
+                remaining -= take;
+                (take > 0).then(|| &p[..take])
+            });
+            runtime::on_data(rt, fd, Direction::Outbound, &mut fed);
+        });
+        done += accounted.app;
+        if accounted.cut.is_none() || done >= total {
+            return Some(done as ssize_t);
+        }
+        // Stopped inside an edit: its rest goes next, with the app's
+        // bytes after it (the app's control data went with the first call).
+        // The rest is known here, so the edit is finished even should
+        // tracing stop meanwhile.
+        how = how.bare();
+        plan = match plan.remainder(&accounted) {
+            Some(p) => p,
+            None => return Some(done as ssize_t),
+        };
+    }
+}
+
+/// `pieces` without their first `n` bytes.
+fn skip<'a>(pieces: &[&'a [u8]], mut n: usize) -> Vec<&'a [u8]> {
+    let mut out = Vec::with_capacity(pieces.len());
+    for p in pieces {
+        if n >= p.len() {
+            n -= p.len();
+            continue;
+        }
+        out.push(&p[n..]);
+        n = 0;
+    }
+    out
+}
+
+/// The iovecs of `app` with `plan`'s edits applied. `None` if the edits do
+/// not fit the app's bytes.
+fn edited(app: &[&[u8]], plan: &OutboundPlan) -> Option<Vec<iovec>> {
+    let total: usize = app.iter().map(|p| p.len()).sum();
+    if plan.resume() > total {
+        return None;
+    }
+    let mut out = Vec::with_capacity(app.len() + 2 * plan.edits().len());
+    // The app's bytes in [lo, hi), as iovecs.
+    let range = |lo: usize, hi: usize, out: &mut Vec<iovec>| {
+        let mut start = 0;
+        for p in app {
+            let end = start + p.len();
+            let (a, b) = (lo.max(start), hi.min(end));
+            if a < b {
+                out.push(iovec {
+                    iov_base: p[a - start..].as_ptr() as *mut c_void,
+                    iov_len: b - a,
+                });
+            }
+            start = end;
+        }
+    };
+    let mut pos = 0;
+    for e in plan.edits() {
+        range(pos, e.at, &mut out);
+        if !e.insert.is_empty() {
+            out.push(iovec {
+                iov_base: e.insert.as_ptr() as *mut c_void,
+                iov_len: e.insert.len(),
+            });
+        }
+        pos = e.at + e.replace;
+    }
+    range(pos, total, &mut out);
+    Some(out)
 }
 
 /// The app's buffers as slices.

@@ -1,0 +1,203 @@
+//! The differential check of the data path, shared by the unit tests and
+//! the `capture_differential` fuzz target: the same conversation fed to a
+//! connection parsed on the app's thread (direct) and to a captured one
+//! whose records are replayed on the capture thread must give the same
+//! spans (names, kinds, times, status, attributes, parents) and put the
+//! same number of bytes on the wire.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use super::Capture;
+use crate::address::Address;
+use crate::connection::{CloseReason, Connection, SpanSink, Tracer};
+use crate::mask::Masker;
+use crate::protocol::Flow;
+use crate::span::SpanRecord;
+
+#[derive(Default, Clone)]
+pub struct Collect(pub Arc<Mutex<Vec<SpanRecord>>>);
+impl SpanSink for Collect {
+    fn submit(&self, span: SpanRecord) {
+        self.0.lock().unwrap().push(span);
+    }
+}
+
+/// A tracer whose payload attributes keep `limit` bytes of each body.
+pub fn tracer_capturing(limit: usize) -> (Tracer, Collect) {
+    let c = Collect::default();
+    let patterns: Vec<String> = crate::config::DEFAULT_SECRET_PATTERNS
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let t = Tracer::new(Masker::new(&patterns), Box::new(c.clone()))
+        .with_payload(crate::payload::PayloadRules::with_limit(limit));
+    (t, c)
+}
+
+fn addr(s: &str) -> Option<Address> {
+    Some(Address::Inet(s.parse().unwrap()))
+}
+
+/// One step of a conversation.
+#[derive(Clone, Copy, Debug)]
+pub enum Step<'a> {
+    Out(&'a [u8]),
+    In(&'a [u8]),
+    /// `sendfile` of n bytes.
+    Opaque(usize),
+    Eof,
+}
+
+/// A span without its random ids: what must be equal.
+#[derive(Debug, PartialEq)]
+struct Seen {
+    name: String,
+    kind: crate::span::SpanKind,
+    start: SystemTime,
+    end: SystemTime,
+    status: crate::span::SpanStatus,
+    attributes: Vec<(String, String)>,
+    has_parent: bool,
+}
+
+fn seen(spans: &[SpanRecord]) -> Vec<Seen> {
+    let mut out: Vec<Seen> = spans
+        .iter()
+        .map(|s| Seen {
+            name: s.name.to_string(),
+            kind: s.kind,
+            start: s.start,
+            end: s.end,
+            status: s.status.clone(),
+            attributes: s
+                .attributes
+                .iter()
+                .map(|(k, v)| (k.to_string(), format!("{v:?}")))
+                .collect(),
+            has_parent: s.parent_span_id.is_some(),
+        })
+        .collect();
+    out.sort_by_key(|s| s.start);
+    out
+}
+
+/// Runs `steps` through `c`, `step` bytes per call; returns the bytes put
+/// on the wire for outbound steps, and whether the connection stopped
+/// tracing on bytes (before the script's end).
+fn run(c: &mut Connection, t: &Tracer, steps: &[Step<'_>], step: usize) -> (Vec<u8>, bool) {
+    let base = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let mut wire = Vec::new();
+    let mut stopped = false;
+    for (i, s) in steps.iter().enumerate() {
+        let now = base + Duration::from_millis(i as u64 * 10);
+        match *s {
+            Step::Out(text) => {
+                for piece in text.chunks(step) {
+                    match c.plan_outbound(&[piece], t) {
+                        Some(plan) => {
+                            let total = piece.len() + plan.insert().len() - plan.replace();
+                            wire.extend_from_slice(&piece[..plan.at()]);
+                            wire.extend_from_slice(plan.insert());
+                            wire.extend_from_slice(&piece[plan.at() + plan.replace()..]);
+                            let app = c.commit_outbound(&plan, total);
+                            stopped |= c.on_outbound(&piece[..app], now, t) == Flow::Stop;
+                        }
+                        None => {
+                            wire.extend_from_slice(piece);
+                            stopped |= c.on_outbound(piece, now, t) == Flow::Stop;
+                        }
+                    }
+                }
+            }
+            Step::In(text) => {
+                for piece in text.chunks(step) {
+                    stopped |= c.on_inbound(piece, now, t) == Flow::Stop;
+                }
+            }
+            Step::Opaque(n) => {
+                stopped |= c.on_outbound_opaque(n, now, t) == Flow::Stop;
+            }
+            Step::Eof => c.on_close(now, CloseReason::PeerClosed, t),
+        }
+    }
+    let end = base + Duration::from_secs(60);
+    c.on_close(end, CloseReason::Closed, t);
+    (wire, stopped)
+}
+
+/// How the two paths differed.
+#[derive(Debug)]
+pub struct Mismatch {
+    pub message: String,
+    /// The direct path ended an exchange in error (bytes that are not HTTP,
+    /// a close mid-exchange: an error status or an `error.type`), or
+    /// stopped tracing on bytes (a head httparse rejects after its status
+    /// line, reported with the status it had): its parser checks every
+    /// byte of a head (httparse), the framer only what framing needs, so
+    /// after such bytes the two may give up at different places, and the
+    /// captured path may go on inserting `traceparent` into later
+    /// requests.
+    pub direct_rejected: bool,
+}
+
+/// Runs `steps` (`step` bytes per call) through a direct and a captured
+/// connection whose bodies keep `prefix` content bytes, drains `cap`, and
+/// compares; `Err` says how they differ.
+pub fn compare_once(
+    server: bool,
+    steps: &[Step<'_>],
+    prefix: usize,
+    step: usize,
+    cap: &'static Capture,
+) -> Result<usize, Mismatch> {
+    let make = |c: Option<&'static Capture>| {
+        let (peer, local) = (addr("127.0.0.1:40000"), addr("127.0.0.1:8000"));
+        let role = if server {
+            crate::http::Role::Server
+        } else {
+            crate::http::Role::Client
+        };
+        match c {
+            None if server => Connection::server(peer, local),
+            None => Connection::client(peer, local),
+            Some(cap) => Connection::captured(role, peer, local, cap),
+        }
+    };
+    let (t, direct_spans) = tracer_capturing(prefix);
+    let mut direct = make(None);
+    let (direct_wire, direct_stopped) = run(&mut direct, &t, steps, step);
+    crate::context::clear_active_all();
+    let (t2, captured_spans) = tracer_capturing(prefix);
+    let mut captured = make(Some(cap));
+    let (captured_wire, _) = run(&mut captured, &t2, steps, step);
+    crate::context::clear_active_all();
+    cap.drain(&t2);
+    let (a, b) = (
+        direct_spans.0.lock().unwrap(),
+        captured_spans.0.lock().unwrap(),
+    );
+    // Bytes that are not HTTP end an exchange in error; where the parser
+    // (which checks every byte of a head) and the framer (which reads what
+    // framing needs) give up on them may differ.
+    let direct_rejected = direct_stopped
+        || a.iter().any(|s| {
+            matches!(s.status, crate::span::SpanStatus::Error(_)) || s.attr("error.type").is_some()
+        });
+    let (a, b) = (seen(&a), seen(&b));
+    let message = if direct_wire.len() != captured_wire.len() {
+        format!(
+            "{} bytes on the wire direct, {} captured",
+            direct_wire.len(),
+            captured_wire.len()
+        )
+    } else if a != b {
+        format!("direct:\n{a:#?}\ncaptured:\n{b:#?}")
+    } else {
+        return Ok(a.len());
+    };
+    Err(Mismatch {
+        message,
+        direct_rejected,
+    })
+}

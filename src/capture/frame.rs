@@ -1,0 +1,782 @@
+//! HTTP/1.x framing for the app's thread: where each head ends and how
+//! long each body is, in one pass, with no parsing and no allocation on the
+//! common path (a head that arrives whole in one call).
+//!
+//! A [`Framer`] follows one direction of one connection (requests, or
+//! responses) and cuts the bytes of each call into [`Seg`]ments: head bytes
+//! (copied into the capture ring by the caller) and body bytes (counted,
+//! and copied only up to the payload prefix). Heads are found by their
+//! empty line, wherever the calls split them. A complete head is read once,
+//! line by line, for the only fields framing needs: the request method
+//! (`HEAD`, `CONNECT`), the status code, `Content-Length`,
+//! `Transfer-Encoding` and `Upgrade`. Bodies are framed by
+//! [`Body`](crate::http::body::Body), the parser's own streaming decoder,
+//! so both threads agree on where a body ends. Everything else (names,
+//! values, the span) is read later, on the export thread, from the copied
+//! head bytes.
+//!
+//! What the responses mean depends on their requests (a response to `HEAD`
+//! has no body, a `2xx` to `CONNECT` opens a tunnel): the request framer
+//! records each request's [`ReqKind`] in an [`Expect`] queue, which the
+//! response framer reads.
+
+use std::collections::VecDeque;
+
+use crate::http::body::Body;
+use crate::http::parser::Framing;
+use crate::http::{MAX_HEAD_BYTES, MAX_IN_FLIGHT};
+
+/// Which messages a framer sees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Requests,
+    Responses,
+}
+
+/// What a request means for the framing of its response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReqKind {
+    Normal,
+    /// `HEAD`: the response has no body.
+    Head,
+    /// `CONNECT`: a `2xx` response opens a tunnel.
+    Connect,
+    /// Asked to switch protocols (`Upgrade`): a `101` ends HTTP.
+    Upgrade,
+}
+
+/// The requests whose responses have not started yet, oldest first.
+#[derive(Debug, Default)]
+pub struct Expect(VecDeque<ReqKind>);
+
+impl Expect {
+    /// `n` ordinary requests awaiting their responses (tests and fuzzing).
+    pub fn awaiting(n: usize) -> Expect {
+        Expect(std::iter::repeat_n(ReqKind::Normal, n).collect())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+/// A piece of the bytes of one call.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Seg<'a> {
+    /// Head bytes. `complete`: the head ends with these bytes, and this is
+    /// the whole head (its earlier bytes included), for the caller to read
+    /// what it needs (a `traceparent`). `ends_message`: the message has no
+    /// body and is not an interim response: it ends with its head.
+    Head {
+        bytes: &'a [u8],
+        complete: Option<&'a [u8]>,
+        ends_message: bool,
+        /// Of a complete request head: what it says about context.
+        context: Option<Context<'a>>,
+    },
+    /// Body bytes: `content` of them are content (chunk data only, for
+    /// chunked bodies); `ended`: the body ends with them. `keep`: how many
+    /// of them (from the start) carry the body's first
+    /// [`Framer::with_prefix`] bytes of content, framing included.
+    Body {
+        bytes: &'a [u8],
+        content: u64,
+        ended: bool,
+        keep: usize,
+    },
+    /// Request bytes after a `CONNECT` or an upgrade that are not HTTP
+    /// (`earlier`: those of the same non-head given before): from here on
+    /// the requests are ignored.
+    Tunnel { earlier: &'a [u8], bytes: &'a [u8] },
+}
+
+/// What a complete request head says about trace context, read in the
+/// same pass as its framing fields.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Context<'a> {
+    /// The request target.
+    pub target: &'a [u8],
+    /// The first `traceparent` and `tracestate` values, trimmed.
+    pub traceparent: Option<&'a [u8]>,
+    pub tracestate: Option<&'a [u8]>,
+    /// Lines of other carriers may be present (a name starting with `b`
+    /// or `x`, or any name when execution tags are configured): the head
+    /// must be read for them.
+    pub others: bool,
+}
+
+/// Framing can no longer follow the bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// Not HTTP where a head should start, or a head over the cap.
+    NotHttp,
+    /// The bytes that follow are another protocol: a `101` or a tunnel.
+    Switched,
+    /// A body's framing is broken (a bad chunk size).
+    BadBody,
+    /// More requests in flight than a connection keeps.
+    TooMany,
+}
+
+/// How the bytes of an unfinished head seen so far end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tail {
+    /// Nothing yet, or only blank lines before the head.
+    Start,
+    /// Inside a line.
+    Line,
+    /// Just after a line feed.
+    Lf,
+    /// After a line feed and a carriage return.
+    LfCr,
+}
+
+#[derive(Debug)]
+enum State {
+    Head,
+    Body(Body),
+    /// After `101` or a tunnel: nothing more is HTTP.
+    Done,
+    /// Requests after a `CONNECT` or an upgrade that are not HTTP: a
+    /// tunnel the client opened without waiting for the answer. Ignored
+    /// (as the parser does) until the answers are in.
+    Ignore,
+}
+
+/// One direction of one HTTP/1.x connection. See the module docs.
+#[derive(Debug)]
+pub struct Framer {
+    side: Side,
+    state: State,
+    tail: Tail,
+    /// The head so far, when it spans calls (at most [`MAX_HEAD_BYTES`]
+    /// plus one call's bytes; a longer head stops the framing).
+    partial: Vec<u8>,
+    /// Content bytes of each body to keep (payload capture).
+    prefix: u64,
+    /// Of the current body: content bytes still to keep.
+    budget: u64,
+}
+
+/// The most bytes of one head the framer follows. Heads are copied whole
+/// into the ring; longer ones are not HTTP a server would accept either.
+pub const MAX_FRAMED_HEAD: usize = 4 * MAX_HEAD_BYTES;
+
+impl Framer {
+    pub fn new(side: Side) -> Framer {
+        Framer {
+            side,
+            state: State::Head,
+            tail: Tail::Start,
+            partial: Vec::new(),
+            prefix: 0,
+            budget: 0,
+        }
+    }
+
+    /// Keeps the first `n` content bytes of each body (see [`Seg::Body`]).
+    pub fn with_prefix(mut self, n: usize) -> Framer {
+        self.prefix = n as u64;
+        self
+    }
+
+    /// At the start of a head, with nothing of it seen yet.
+    pub fn at_head_start(&self) -> bool {
+        matches!(self.state, State::Head) && self.tail == Tail::Start && self.partial.is_empty()
+    }
+
+    /// Inside a message's head (started or not).
+    pub fn in_head(&self) -> bool {
+        matches!(self.state, State::Head)
+    }
+
+    /// Inside a body framed by the connection's close.
+    pub fn until_close(&self) -> bool {
+        matches!(self.state, State::Body(Body::UntilClose))
+    }
+
+    /// Inside a body.
+    pub fn in_body(&self) -> bool {
+        matches!(self.state, State::Body(_))
+    }
+
+    /// The connection switched protocols (`101`, a tunnel): nothing after
+    /// is HTTP.
+    pub fn switched(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    /// Requests are ignored after a tunnel began (see [`Seg::Tunnel`]).
+    pub fn ignoring(&self) -> bool {
+        matches!(self.state, State::Ignore)
+    }
+
+    /// Bytes that are not HTTP where a head should start: the start of a
+    /// tunnel after a `CONNECT` or an upgrade request (as the parser takes
+    /// them), else the end of framing.
+    fn not_http(
+        &mut self,
+        data: &[u8],
+        expect: &Expect,
+        out: &mut impl FnMut(Seg<'_>),
+    ) -> Result<(), Stop> {
+        let tunnel = self.side == Side::Requests
+            && matches!(expect.0.back(), Some(ReqKind::Connect | ReqKind::Upgrade));
+        if !tunnel {
+            return Err(Stop::NotHttp);
+        }
+        out(Seg::Tunnel {
+            earlier: &self.partial,
+            bytes: data,
+        });
+        self.partial = Vec::new();
+        self.tail = Tail::Start;
+        self.state = State::Ignore;
+        Ok(())
+    }
+
+    /// The bytes of a head that has started and not ended.
+    pub fn partial_head(&self) -> &[u8] {
+        if matches!(self.state, State::Head) {
+            &self.partial
+        } else {
+            &[]
+        }
+    }
+
+    /// What was sent so far of the unfinished head (for inserting into it),
+    /// and whether those bytes end after a line feed, or after a line feed
+    /// and a CR.
+    pub fn sent_head(&self) -> (&[u8], bool, bool) {
+        (
+            &self.partial,
+            self.tail == Tail::Lf,
+            self.tail == Tail::LfCr,
+        )
+    }
+
+    /// Cuts `data` into segments, in order, through `out`. On `Err`, the
+    /// segments given so far are still valid; the rest of the bytes are
+    /// not framed.
+    pub fn feed(
+        &mut self,
+        mut data: &[u8],
+        expect: &mut Expect,
+        out: &mut impl FnMut(Seg<'_>),
+    ) -> Result<(), Stop> {
+        while !data.is_empty() {
+            match &mut self.state {
+                State::Done => return Err(Stop::Switched),
+                State::Ignore => return Ok(()),
+                State::Body(body) => {
+                    // Where the content still wanted ends, in these bytes.
+                    let (mut budget, mut cut) = (self.budget, None);
+                    let base = data.as_ptr() as usize;
+                    let p = if budget == 0 {
+                        body.feed(data)
+                    } else {
+                        body.feed_with(data, &mut |piece| {
+                            if budget > 0 {
+                                let take = piece.len().min(budget as usize);
+                                budget -= take as u64;
+                                if budget == 0 {
+                                    cut = Some(piece.as_ptr() as usize - base + take);
+                                }
+                            }
+                        })
+                    }
+                    .map_err(|_| Stop::BadBody)?;
+                    let wanted = self.budget > 0;
+                    self.budget = budget;
+                    let (bytes, rest) = data.split_at(p.consumed.min(data.len()));
+                    let keep = match cut {
+                        Some(c) => c.min(bytes.len()),
+                        None if wanted => bytes.len(),
+                        None => 0,
+                    };
+                    out(Seg::Body {
+                        bytes,
+                        content: p.content,
+                        ended: p.done,
+                        keep,
+                    });
+                    data = rest;
+                    if p.done {
+                        self.state = State::Head;
+                    }
+                }
+                State::Head => {
+                    // A head starting in these bytes: one pass finds its end
+                    // and reads it.
+                    let mut fresh_info = None;
+                    let found = if self.tail == Tail::Start && self.partial.is_empty() {
+                        match scan_fresh(data, self.side) {
+                            Fresh::Complete(end, info) => {
+                                fresh_info = Some(info);
+                                Some(end)
+                            }
+                            Fresh::NotHttp => return self.not_http(data, expect, out),
+                            Fresh::Partial(_) => self.find_end(data),
+                        }
+                    } else {
+                        self.find_end(data)
+                    };
+                    let Some(end) = found else {
+                        if self.partial.len() + data.len() > MAX_FRAMED_HEAD {
+                            return Err(Stop::NotHttp);
+                        }
+                        if !self.may_start(data) {
+                            return self.not_http(data, expect, out);
+                        }
+                        self.partial.extend_from_slice(data);
+                        out(Seg::Head {
+                            bytes: data,
+                            complete: None,
+                            ends_message: false,
+                            context: None,
+                        });
+                        return Ok(());
+                    };
+                    let (bytes, rest) = data.split_at(end);
+                    let whole: &[u8] = if self.partial.is_empty() {
+                        bytes
+                    } else {
+                        if self.partial.len() + bytes.len() > MAX_FRAMED_HEAD {
+                            return Err(Stop::NotHttp);
+                        }
+                        self.partial.extend_from_slice(bytes);
+                        &self.partial
+                    };
+                    let info = match fresh_info {
+                        Some(info) => info,
+                        None => match read_head(whole, self.side) {
+                            Some(info) => info,
+                            None => {
+                                // Those bytes are given again, with the rest.
+                                let before = self.partial.len().saturating_sub(bytes.len());
+                                self.partial.truncate(before);
+                                return self.not_http(data, expect, out);
+                            }
+                        },
+                    };
+                    let (next, interim) = next_state(self.side, &info, expect)?;
+                    out(Seg::Head {
+                        bytes,
+                        complete: Some(whole),
+                        ends_message: !interim && !matches!(next, State::Body(_)),
+                        context: (self.side == Side::Requests).then_some(info.context),
+                    });
+                    self.partial.clear();
+                    if self.partial.capacity() > MAX_HEAD_BYTES {
+                        self.partial = Vec::new();
+                    }
+                    self.tail = Tail::Start;
+                    self.state = next;
+                    self.budget = self.prefix;
+                    data = rest;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the unfinished head (what was kept of it, then `data`) can
+    /// still become a start line: a response's `HTTP/`, a request's method
+    /// token and its space. Checked as bytes arrive, as the parser does, so
+    /// that both give up at the same byte.
+    fn may_start(&self, data: &[u8]) -> bool {
+        let both = self.partial.iter().chain(data).copied();
+        let start = both.skip_while(|&b| b == b'\r' || b == b'\n');
+        match self.side {
+            Side::Responses => start.take(5).zip(*b"HTTP/").all(|(a, b)| a == b),
+            Side::Requests => {
+                // The method token, then its space; once the whole start
+                // line is in, it must read as one.
+                let mut line = Vec::new();
+                let mut token = true;
+                for b in start {
+                    if b == b'\n' {
+                        let line = line.strip_suffix(b"\r").unwrap_or(&line);
+                        return LineReader::new(self.side).start_line(line).is_some();
+                    }
+                    if token && b == b' ' {
+                        if line.is_empty() {
+                            return false;
+                        }
+                        token = false;
+                    } else if token && !(b.is_ascii_alphabetic() || b == b'-') {
+                        return false;
+                    }
+                    line.push(b);
+                }
+                true
+            }
+        }
+    }
+
+    /// `n` bytes went by unseen (`sendfile`): fine inside a body of known
+    /// length or one framed by the close. Returns whether the body ended.
+    pub fn skip(&mut self, n: u64) -> Result<bool, Stop> {
+        match &mut self.state {
+            State::Body(body) => {
+                let p = body.skip(n).map_err(|_| Stop::BadBody)?;
+                if p.done {
+                    self.state = State::Head;
+                }
+                Ok(p.done)
+            }
+            _ => Err(Stop::NotHttp),
+        }
+    }
+
+    /// Where the head ends in `data` (just past its empty line), given how
+    /// the bytes before `data` ended; updates that state when it does not.
+    fn find_end(&mut self, data: &[u8]) -> Option<usize> {
+        let mut i = 0;
+        // Blank lines before a head are skipped (RFC 9112 §2.2); they
+        // belong to the head's bytes.
+        if self.tail == Tail::Start {
+            while i < data.len() && (data[i] == b'\r' || data[i] == b'\n') {
+                i += 1;
+            }
+            if i == data.len() {
+                return None;
+            }
+            self.tail = Tail::Line;
+        }
+        // Where the line containing position `i` started, relative to
+        // `data` (negative: in earlier calls); `None`: started earlier and
+        // already known not to be empty.
+        let mut line_start: Option<isize> = match self.tail {
+            Tail::Lf => Some(0),
+            Tail::LfCr => Some(-1),
+            _ => None,
+        };
+        if let (Some(-1), Some(&b)) = (line_start, data.first()) {
+            if b == b'\n' {
+                return Some(1);
+            }
+            line_start = None;
+        }
+        let mut from = i;
+        while let Some(off) = memchr::memchr(b'\n', &data[from..]) {
+            let lf = from + off;
+            if let Some(s) = line_start {
+                let len = lf as isize - s;
+                if len == 0 || (len == 1 && s >= 0 && data[s as usize] == b'\r') {
+                    return Some(lf + 1);
+                }
+            }
+            line_start = Some(lf as isize + 1);
+            from = lf + 1;
+        }
+        let n = data.len() as isize;
+        self.tail = match (line_start, data.last()) {
+            (Some(s), _) if s == n => Tail::Lf,
+            (Some(s), Some(b'\r')) if s == n - 1 => Tail::LfCr,
+            _ => Tail::Line,
+        };
+        None
+    }
+}
+
+/// What follows a complete head: its body, or the next head; and whether
+/// it was an interim response.
+fn next_state(side: Side, info: &HeadInfo, expect: &mut Expect) -> Result<(State, bool), Stop> {
+    match side {
+        Side::Requests => {
+            let kind = match info.method {
+                Method::Head => ReqKind::Head,
+                Method::Connect => ReqKind::Connect,
+                _ if info.upgrade => ReqKind::Upgrade,
+                _ => ReqKind::Normal,
+            };
+            if expect.0.len() >= MAX_IN_FLIGHT {
+                return Err(Stop::TooMany);
+            }
+            expect.0.push_back(kind);
+            let next = match info.framing.request_body() {
+                _ if kind == ReqKind::Connect => State::Head,
+                Ok(None) => State::Head,
+                Ok(Some(body)) => State::Body(body),
+                // Broken framing: the requests after it are ignored until
+                // the answers are in, as the parser does.
+                Err(_) => State::Ignore,
+            };
+            Ok((next, false))
+        }
+        Side::Responses => {
+            let status = info.status.ok_or(Stop::NotHttp)?;
+            if expect.0.is_empty() {
+                // An answer to no request: the parser stops there too.
+                return Err(Stop::NotHttp);
+            }
+            if (100..200).contains(&status) {
+                if status == 101 {
+                    expect.0.pop_front();
+                    return Ok((State::Done, false));
+                }
+                // Interim: the final response is still to come.
+                return Ok((State::Head, true));
+            }
+            let kind = expect.0.pop_front().unwrap_or(ReqKind::Normal);
+            if kind == ReqKind::Connect && (200..300).contains(&status) {
+                return Ok((State::Done, false));
+            }
+            let method = if kind == ReqKind::Head { "HEAD" } else { "" };
+            let next = match info.framing.response_body(method, status) {
+                Ok(None) => State::Head,
+                Ok(Some(body)) => State::Body(body),
+                Err(_) => return Err(Stop::NotHttp),
+            };
+            Ok((next, false))
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Method {
+    Head,
+    Connect,
+    Other,
+}
+
+/// What framing needs of a complete head.
+#[derive(Debug)]
+struct HeadInfo<'a> {
+    context: Context<'a>,
+    method: Method,
+    status: Option<u16>,
+    framing: Framing,
+    upgrade: bool,
+}
+
+/// A head read line by line: the start line, then the header lines that
+/// matter for framing and context.
+struct LineReader<'a> {
+    side: Side,
+    tags: bool,
+    info: HeadInfo<'a>,
+    first: bool,
+    start_failed: bool,
+}
+
+impl<'a> LineReader<'a> {
+    fn new(side: Side) -> LineReader<'a> {
+        LineReader {
+            side,
+            tags: side == Side::Requests && crate::tags::key(0).is_some(),
+            info: HeadInfo {
+                context: Context::default(),
+                method: Method::Other,
+                status: None,
+                framing: Framing::default(),
+                upgrade: false,
+            },
+            first: true,
+            start_failed: false,
+        }
+    }
+
+    /// The start line was the one that failed.
+    fn first_failed(&self) -> bool {
+        self.start_failed
+    }
+
+    /// One non-empty line, without its line end. `None`: not HTTP.
+    #[inline]
+    fn line(&mut self, line: &'a [u8]) -> Option<()> {
+        if std::mem::take(&mut self.first) {
+            self.start_failed = self.start_line(line).is_none();
+            return (!self.start_failed).then_some(());
+        }
+        let info = &mut self.info;
+        let &c = line.first()?;
+        match c | 0x20 {
+            b'c' | b't' | b'u' => {}
+            b'b' | b'x' if self.side == Side::Requests => {
+                info.context.others = true;
+                return Some(());
+            }
+            _ if self.tags => {
+                info.context.others = true;
+                return Some(());
+            }
+            _ => return Some(()),
+        }
+        // A name is matched by its length (where the colon must be) and
+        // then its bytes: most lines are rejected by one or two compares.
+        let named = |name: &[u8]| {
+            line.get(name.len()) == Some(&b':') && line[..name.len()].eq_ignore_ascii_case(name)
+        };
+        let value = |name: &[u8]| trim(&line[name.len() + 1..]);
+        let requests = self.side == Side::Requests;
+        // Framing fields are read by the parser's own rules (`Framing`),
+        // so both threads frame every body alike.
+        if named(b"content-length") {
+            let _ = info
+                .framing
+                .header(b"content-length", value(b"content-length"));
+        } else if named(b"transfer-encoding") {
+            let _ = info
+                .framing
+                .header(b"transfer-encoding", value(b"transfer-encoding"));
+        } else if named(b"upgrade") {
+            info.upgrade = true;
+        } else if requests && named(b"traceparent") {
+            info.context
+                .traceparent
+                .get_or_insert(value(b"traceparent"));
+        } else if requests && named(b"tracestate") {
+            info.context.tracestate.get_or_insert(value(b"tracestate"));
+        } else if self.tags {
+            info.context.others = true;
+        }
+        Some(())
+    }
+
+    fn start_line(&mut self, first: &'a [u8]) -> Option<()> {
+        let info = &mut self.info;
+        if let Some(rest) = first.strip_prefix(b"HTTP/") {
+            // "1.1 200 ...": the three digits after the first space.
+            let sp = memchr::memchr(b' ', rest)?;
+            let code = rest.get(sp + 1..sp + 4)?;
+            if !code.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            info.status = Some(code.iter().fold(0u16, |v, d| v * 10 + u16::from(d - b'0')));
+        } else {
+            let sp = memchr::memchr(b' ', first)?;
+            let method = &first[..sp];
+            if method.is_empty() || !method.iter().all(|b| b.is_ascii_alphabetic() || *b == b'-') {
+                return None;
+            }
+            info.method = match method {
+                b"HEAD" => Method::Head,
+                b"CONNECT" => Method::Connect,
+                _ => Method::Other,
+            };
+            let target = &first[sp + 1..];
+            let end = memchr::memchr(b' ', target).unwrap_or(target.len());
+            info.context.target = trim(&target[..end]);
+        }
+        Some(())
+    }
+}
+
+/// Leading blank lines (CR and LF bytes) of a head.
+fn blank_prefix(data: &[u8]) -> usize {
+    data.iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(data.len())
+}
+
+/// Reads a complete head's start line and framing fields; `None` if the
+/// start line is neither a request line nor a status line.
+fn read_head(head: &[u8], side: Side) -> Option<HeadInfo<'_>> {
+    match scan_fresh(head, side) {
+        Fresh::Complete(_, info) => Some(info),
+        Fresh::NotHttp => None,
+        // No empty line: a head cut short (the bytes at a close).
+        Fresh::Partial(r) => Some(r.info),
+    }
+}
+
+/// What one pass over bytes that start a head found.
+enum Fresh<'a> {
+    /// The head ends at this offset (just past its empty line).
+    Complete(usize, HeadInfo<'a>),
+    /// Its start line is not HTTP.
+    NotHttp,
+    /// It does not end in these bytes.
+    Partial(LineReader<'a>),
+}
+
+/// One pass over bytes that start a head: where it ends, and what it says.
+fn scan_fresh(data: &[u8], side: Side) -> Fresh<'_> {
+    let start = blank_prefix(data);
+    let mut reader = LineReader::new(side);
+    let mut line_start = start;
+    let mut end = None;
+    // A start line that is not HTTP is known at once (the parser's detector
+    // says so as the bytes arrive); a bad header line only once the head
+    // has ended (where the parser finds it malformed).
+    let (mut bad_start, mut bad_line) = (false, false);
+    for_each_lf(&data[start..], |i| {
+        let lf = start + i;
+        let line = &data[line_start..lf];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        line_start = lf + 1;
+        if line.is_empty() {
+            end = Some(lf + 1);
+            return false;
+        }
+        if !bad_line && reader.line(line).is_none() {
+            if reader.first_failed() {
+                bad_start = true;
+                return false;
+            }
+            bad_line = true;
+        }
+        true
+    });
+    match end {
+        _ if bad_start => Fresh::NotHttp,
+        Some(_) if bad_line => Fresh::NotHttp,
+        Some(e) => Fresh::Complete(e, reader.info),
+        None => Fresh::Partial(reader),
+    }
+}
+
+/// Calls `f` with the offset of each line feed in `data`, in order, until
+/// it returns false. On x86-64, 16 bytes are compared at a time (SSE2,
+/// part of the baseline), so a head costs a few instructions per line.
+#[inline]
+fn for_each_lf(data: &[u8], mut f: impl FnMut(usize) -> bool) {
+    let mut base = 0;
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{
+            _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
+        };
+        while base + 16 <= data.len() {
+            // SAFETY: SSE2 is always available on x86-64, and the 16 bytes
+            // at `base` are inside `data` (unaligned loads are allowed).
+            let mut mask = unsafe {
+                let v = _mm_loadu_si128(data.as_ptr().add(base).cast());
+                _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'\n' as i8))) as u32
+            };
+            while mask != 0 {
+                if !f(base + mask.trailing_zeros() as usize) {
+                    return;
+                }
+                mask &= mask - 1;
+            }
+            base += 16;
+        }
+    }
+    for (i, &b) in data.iter().enumerate().skip(base) {
+        if b == b'\n' && !f(i) {
+            return;
+        }
+    }
+}
+
+fn trim(v: &[u8]) -> &[u8] {
+    let blank = |b: &u8| matches!(b, b' ' | b'\t' | b'\r');
+    let start = v.iter().position(|b| !blank(b)).unwrap_or(v.len());
+    let end = v.iter().rposition(|b| !blank(b)).map_or(start, |i| i + 1);
+    &v[start..end]
+}
+
+#[cfg(test)]
+#[path = "frame_tests.rs"]
+mod tests;

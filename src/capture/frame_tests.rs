@@ -1,0 +1,300 @@
+use super::*;
+
+/// What a whole stream framed to: (head bytes, body bytes, content, heads
+/// completed, bodies ended), or the stop.
+#[derive(Debug, PartialEq, Eq)]
+struct Framed {
+    heads: Vec<Vec<u8>>,
+    body_bytes: usize,
+    content: u64,
+    bodies: usize,
+    stop: Option<Stop>,
+}
+
+fn frame(side: Side, kinds: &[ReqKind], input: &[u8], step: usize) -> Framed {
+    let mut f = Framer::new(side);
+    let mut expect = Expect::default();
+    expect.0.extend(kinds.iter().copied());
+    let mut got = Framed {
+        heads: Vec::new(),
+        body_bytes: 0,
+        content: 0,
+        bodies: 0,
+        stop: None,
+    };
+    let mut current = Vec::new();
+    for piece in input.chunks(step.max(1)) {
+        let r = f.feed(piece, &mut expect, &mut |seg| match seg {
+            Seg::Head {
+                bytes, complete, ..
+            } => {
+                current.extend_from_slice(bytes);
+                if let Some(whole) = complete {
+                    assert_eq!(whole, &current[..], "the whole head is given");
+                    got.heads.push(std::mem::take(&mut current));
+                }
+            }
+            Seg::Tunnel { .. } => {}
+            Seg::Body {
+                bytes,
+                content,
+                ended,
+                ..
+            } => {
+                got.body_bytes += bytes.len();
+                got.content += content;
+                got.bodies += usize::from(ended);
+            }
+        });
+        if let Err(e) = r {
+            got.stop = Some(e);
+            break;
+        }
+    }
+    got
+}
+
+fn heads(list: &[&str]) -> Vec<Vec<u8>> {
+    list.iter().map(|h| h.as_bytes().to_vec()).collect()
+}
+
+#[track_caller]
+fn same_at_every_split(side: Side, kinds: &[ReqKind], input: &str, want: Framed) {
+    for step in 1..=input.len() {
+        assert_eq!(
+            frame(side, kinds, input.as_bytes(), step),
+            want,
+            "{input:?} in pieces of {step}"
+        );
+    }
+}
+
+#[test]
+fn keep_alive_requests_with_and_without_bodies() {
+    let a = "GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+    let b = "POST /b HTTP/1.1\r\nContent-Length: 5\r\nHost: x\r\n\r\n";
+    let c = "PUT /c HTTP/1.1\nTransfer-Encoding: gzip, chunked\n\n";
+    let input = format!("{a}{b}hello{c}3\r\nabc\r\n0\r\n\r\n");
+    same_at_every_split(
+        Side::Requests,
+        &[],
+        &input,
+        Framed {
+            heads: heads(&[a, b, c]),
+            body_bytes: 5 + 13,
+            content: 8,
+            bodies: 2,
+            stop: None,
+        },
+    );
+}
+
+#[test]
+fn responses_follow_their_requests() {
+    let cont = "HTTP/1.1 100 Continue\r\n\r\n";
+    let ok = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n";
+    let head = "HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n";
+    let none = "HTTP/1.1 204 No Content\r\n\r\n";
+    let chunked = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+    let input = format!("{cont}{ok}abc{head}{none}{chunked}1\r\nz\r\n0\r\nX-T: 1\r\n\r\n");
+    same_at_every_split(
+        Side::Responses,
+        &[
+            ReqKind::Normal,
+            ReqKind::Head,
+            ReqKind::Normal,
+            ReqKind::Normal,
+        ],
+        &input,
+        Framed {
+            heads: heads(&[cont, ok, head, none, chunked]),
+            body_bytes: 3 + 19,
+            content: 4,
+            bodies: 2,
+            stop: None,
+        },
+    );
+}
+
+#[test]
+fn a_response_without_length_lasts_until_the_close() {
+    let h = "HTTP/1.0 200 OK\r\nServer: x\r\n\r\n";
+    let input = format!("{h}everything after");
+    same_at_every_split(
+        Side::Responses,
+        &[ReqKind::Normal],
+        &input,
+        Framed {
+            heads: heads(&[h]),
+            body_bytes: 16,
+            content: 16,
+            bodies: 0,
+            stop: None,
+        },
+    );
+}
+
+#[test]
+fn switching_protocols_and_tunnels_end_http() {
+    let up = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n";
+    let got = frame(
+        Side::Responses,
+        &[ReqKind::Upgrade],
+        format!("{up}\x01\x05hello").as_bytes(),
+        7,
+    );
+    assert_eq!(got.heads, heads(&[up]));
+    assert_eq!(got.stop, Some(Stop::Switched));
+    let ok = "HTTP/1.1 200 Connection established\r\n\r\n";
+    let got = frame(
+        Side::Responses,
+        &[ReqKind::Connect],
+        format!("{ok}\x16\x03\x01").as_bytes(),
+        100,
+    );
+    assert_eq!(got.stop, Some(Stop::Switched));
+}
+
+#[test]
+fn leading_blank_lines_belong_to_the_head() {
+    let a = "\r\n\r\nGET / HTTP/1.1\r\n\r\n";
+    same_at_every_split(
+        Side::Requests,
+        &[],
+        a,
+        Framed {
+            heads: heads(&[a]),
+            body_bytes: 0,
+            content: 0,
+            bodies: 0,
+            stop: None,
+        },
+    );
+}
+
+#[test]
+fn garbage_and_broken_framing_stop() {
+    for (side, input, stop) in [
+        (Side::Requests, "\x16\x03\x01 hello\r\n\r\n", Stop::NotHttp),
+        (
+            Side::Responses,
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            Stop::NotHttp,
+        ),
+        (Side::Responses, "HTTP/1.1 2x0 OK\r\n\r\n", Stop::NotHttp),
+        (
+            Side::Responses,
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            Stop::BadBody,
+        ),
+    ] {
+        for step in 1..=input.len() {
+            let got = frame(side, &[ReqKind::Normal], input.as_bytes(), step);
+            assert_eq!(got.stop, Some(stop), "{input:?} in pieces of {step}");
+        }
+    }
+}
+
+#[test]
+fn an_endless_head_stops_at_the_cap() {
+    let mut f = Framer::new(Side::Requests);
+    let mut expect = Expect::default();
+    let line = vec![b'a'; 1024];
+    let mut stopped = false;
+    for _ in 0..(MAX_FRAMED_HEAD / 1024 + 2) {
+        if f.feed(&line, &mut expect, &mut |_| {}).is_err() {
+            stopped = true;
+            break;
+        }
+    }
+    assert!(stopped);
+    assert!(f.partial.len() <= MAX_FRAMED_HEAD);
+}
+
+#[test]
+fn too_many_requests_in_flight_stop() {
+    let mut f = Framer::new(Side::Requests);
+    let mut expect = Expect::default();
+    let req = b"GET / HTTP/1.1\r\n\r\n".repeat(MAX_IN_FLIGHT + 1);
+    assert_eq!(f.feed(&req, &mut expect, &mut |_| {}), Err(Stop::TooMany));
+    assert_eq!(expect.len(), MAX_IN_FLIGHT);
+}
+
+#[test]
+fn sent_head_tells_where_the_empty_line_may_start() {
+    let mut f = Framer::new(Side::Requests);
+    let mut expect = Expect::default();
+    f.feed(b"GET / HTTP/1.1\r\nHost: x\r\n", &mut expect, &mut |_| {})
+        .unwrap();
+    let (kept, after_lf, after_lf_cr) = f.sent_head();
+    assert_eq!(kept, b"GET / HTTP/1.1\r\nHost: x\r\n");
+    assert!(after_lf && !after_lf_cr);
+    f.feed(b"\r", &mut expect, &mut |_| {}).unwrap();
+    assert!(f.sent_head().2);
+    f.feed(b"\n", &mut expect, &mut |_| {}).unwrap();
+    assert!(f.at_head_start());
+}
+
+#[test]
+fn unseen_body_bytes_are_skipped() {
+    let mut f = Framer::new(Side::Responses);
+    let mut expect = Expect::awaiting(1);
+    f.feed(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n",
+        &mut expect,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(f.skip(4), Ok(false));
+    assert_eq!(f.skip(6), Ok(true));
+    assert!(f.at_head_start());
+    assert_eq!(f.skip(1), Err(Stop::NotHttp));
+}
+
+#[test]
+fn an_answer_to_no_request_stops_as_the_parser_does() {
+    let mut f = Framer::new(Side::Responses);
+    let mut expect = Expect::default();
+    let r = f.feed(b"HTTP/1.1 200 OK\r\n\r\n", &mut expect, &mut |_| {});
+    assert_eq!(r, Err(Stop::NotHttp));
+    let mut f = Framer::new(Side::Responses);
+    assert_eq!(
+        f.feed(b"HTTX", &mut Expect::awaiting(1), &mut |_| {}),
+        Err(Stop::NotHttp),
+        "known not HTTP at its fifth byte"
+    );
+    let mut f = Framer::new(Side::Requests);
+    assert_eq!(
+        f.feed(b"GE(", &mut Expect::default(), &mut |_| {}),
+        Err(Stop::NotHttp)
+    );
+}
+
+#[test]
+fn requests_with_broken_framing_are_followed_by_ignored_bytes() {
+    for head in [
+        "GET / HTTP/1.1\r\nContent-Length: 1x\r\n\r\n",
+        "GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        "PUT / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+    ] {
+        let mut f = Framer::new(Side::Requests);
+        let mut expect = Expect::default();
+        let mut heads = 0;
+        f.feed(head.as_bytes(), &mut expect, &mut |s| {
+            heads += usize::from(matches!(
+                s,
+                Seg::Head {
+                    complete: Some(_),
+                    ..
+                }
+            ))
+        })
+        .unwrap();
+        assert_eq!(heads, 1, "{head:?}");
+        assert!(f.ignoring(), "{head:?}");
+        assert_eq!(
+            f.feed(b"anything at all", &mut expect, &mut |_| panic!()),
+            Ok(())
+        );
+    }
+}

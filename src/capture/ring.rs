@@ -1,0 +1,565 @@
+//! Per-thread single-producer, single-consumer rings of capture records.
+//!
+//! Each app thread that moves bytes on a traced HTTP connection gets its own
+//! [`Ring`] (a fixed [`RING_BYTES`] buffer, allocated at its first record)
+//! and is its only writer; the capture thread is its only reader. Pushing
+//! a record is a bounds check, a copy and one release store: no lock, no
+//! allocation, no system call, except the single futex wake that rouses a
+//! sleeping capture thread. A full ring refuses the record (the caller
+//! counts it and stops recording that connection until its next head).
+//!
+//! A record is a fixed [`Header`] and up to [`MAX_PAYLOAD`] bytes, never
+//! split across the ring's end (a padding record fills the gap). Rings are
+//! found through the process's [`Rings`] registry; a thread's ring outlives
+//! the thread until the capture thread has drained it.
+
+use std::cell::{RefCell, UnsafeCell};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Bytes of one ring.
+pub const RING_BYTES: usize = 64 * 1024;
+
+/// Most payload bytes of one record: longer data goes in several.
+pub const MAX_PAYLOAD: usize = 8 * 1024;
+
+/// A record's kind.
+pub mod kind {
+    /// Filler up to the ring's end.
+    pub const PAD: u8 = 0;
+    /// A connection's first record: `extra` is a `Box<Opened>` pointer.
+    pub const OPEN: u8 = 1;
+    /// Bytes the app moved (`dir`), copied.
+    pub const DATA: u8 = 2;
+    /// Body bytes not copied: `extra` wire bytes; the payload is the body's
+    /// content so far (u64) and whether it ended there (u8).
+    pub const SKIP: u8 = 3;
+    /// The span identity of the next request head (`span::encode_assigned`).
+    pub const IDENT: u8 = 4;
+    /// The connection ended: `extra` is the close reason.
+    pub const CLOSE: u8 = 5;
+    /// Like `DATA`, for long heads: `extra` is a `Box<[u8]>`'s pointer, the
+    /// payload its length (u64), from the capture's big-record budget.
+    pub const DATA_BOXED: u8 = 6;
+}
+
+/// Record flags.
+pub mod flag {
+    /// Records of this connection were lost before this one: start afresh.
+    pub const RESYNC: u8 = 1;
+    /// A DATA record whose payload starts with an identity (u16 length,
+    /// then `decode::encode_identity`'s bytes) for the head in its bytes.
+    pub const HAS_IDENT: u8 = 2;
+}
+
+/// The fixed part of a record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct Header {
+    pub conn: u64,
+    /// Per connection, from 0, in the order the app's threads pushed.
+    pub seq: u64,
+    /// Wall-clock time of the call, ns since the Unix epoch.
+    pub time_ns: u64,
+    pub extra: u64,
+    /// Payload bytes that follow.
+    pub len: u32,
+    pub kind: u8,
+    pub flags: u8,
+    /// 1: outbound, 0: inbound.
+    pub dir: u8,
+    pub _pad: u8,
+}
+
+const HEADER: usize = std::mem::size_of::<Header>();
+
+/// Records are 8-byte aligned.
+fn padded(n: usize) -> usize {
+    (n + 7) & !7
+}
+
+/// `n` zero bytes from the allocator's zeroed memory (no loop on the
+/// app's thread).
+fn zeroed(n: usize) -> Box<[UnsafeCell<u8>]> {
+    let bytes: Box<[u8]> = vec![0u8; n].into_boxed_slice();
+    // SAFETY: `UnsafeCell<u8>` has the layout of `u8` (repr(transparent)).
+    unsafe { Box::from_raw(Box::into_raw(bytes) as *mut [UnsafeCell<u8>]) }
+}
+
+/// One thread's ring.
+pub struct Ring {
+    buf: Box<[UnsafeCell<u8>]>,
+    /// Bytes ever written (producer).
+    head: AtomicU64,
+    /// Bytes ever consumed (consumer).
+    tail: AtomicU64,
+    /// Its thread has exited: once drained, the ring goes.
+    orphaned: AtomicBool,
+}
+
+// SAFETY: one producer writes `buf` between `head` and `tail + RING_BYTES`
+// only; one consumer reads between `tail` and `head` only; the atomics'
+// release/acquire order the bytes.
+unsafe impl Sync for Ring {}
+unsafe impl Send for Ring {}
+
+impl Ring {
+    fn new() -> Ring {
+        Ring {
+            buf: zeroed(RING_BYTES),
+            head: AtomicU64::new(0),
+            tail: AtomicU64::new(0),
+            orphaned: AtomicBool::new(false),
+        }
+    }
+
+    fn base(&self) -> *mut u8 {
+        self.buf.as_ptr() as *mut u8
+    }
+
+    /// Bytes waiting for the consumer.
+    pub fn used(&self) -> usize {
+        let head = self.head.load(Ordering::Relaxed);
+        let tail = self.tail.load(Ordering::Acquire);
+        (head - tail) as usize
+    }
+
+    /// Appends a record (header, then the `parts` one after another).
+    /// False, and nothing written, when it does not fit.
+    fn push(&self, mut h: Header, parts: &[&[u8]]) -> bool {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if len > MAX_PAYLOAD {
+            return false;
+        }
+        h.len = len as u32;
+        let need = padded(HEADER + len);
+        let head = self.head.load(Ordering::Relaxed);
+        let tail = self.tail.load(Ordering::Acquire);
+        let at = (head as usize) % RING_BYTES;
+        let gap = if at + need > RING_BYTES {
+            RING_BYTES - at
+        } else {
+            0
+        };
+        if (head - tail) as usize + gap + need > RING_BYTES {
+            return false;
+        }
+        let mut at = at;
+        // SAFETY: [head, head + gap + need) is free (checked above), and
+        // only this thread writes there; records never cross the end.
+        unsafe {
+            if gap > 0 {
+                // A gap shorter than a header is skipped by position.
+                if gap >= HEADER {
+                    let pad = Header {
+                        kind: kind::PAD,
+                        len: (gap - HEADER) as u32,
+                        ..Header::default()
+                    };
+                    std::ptr::write_unaligned(self.base().add(at) as *mut Header, pad);
+                }
+                at = 0;
+            }
+            std::ptr::write_unaligned(self.base().add(at) as *mut Header, h);
+            let mut p = at + HEADER;
+            for part in parts {
+                std::ptr::copy_nonoverlapping(part.as_ptr(), self.base().add(p), part.len());
+                p += part.len();
+            }
+        }
+        self.head
+            .store(head + (gap + need) as u64, Ordering::Release);
+        true
+    }
+
+    /// Hands every record written so far to `f`, then frees their room.
+    pub fn drain(&self, mut f: impl FnMut(&Header, &[u8])) -> usize {
+        let head = self.head.load(Ordering::Acquire);
+        let mut tail = self.tail.load(Ordering::Relaxed);
+        let mut n = 0;
+        while tail < head {
+            let at = (tail as usize) % RING_BYTES;
+            if RING_BYTES - at < HEADER {
+                // A gap too small for a padding header.
+                tail += (RING_BYTES - at) as u64;
+                continue;
+            }
+            // SAFETY: [tail, head) was published by the producer's release
+            // store, which the acquire load above saw.
+            let h = unsafe { std::ptr::read_unaligned(self.base().add(at) as *const Header) };
+            let len = (h.len as usize).min(RING_BYTES - at - HEADER);
+            if h.kind == kind::PAD {
+                tail += (RING_BYTES - at) as u64;
+                continue;
+            }
+            // SAFETY: as above; the payload follows its header.
+            let payload = unsafe { std::slice::from_raw_parts(self.base().add(at + HEADER), len) };
+            f(&h, payload);
+            n += 1;
+            tail += padded(HEADER + len) as u64;
+        }
+        self.tail.store(head, Ordering::Release);
+        n
+    }
+}
+
+/// The ring a connection's last pushing thread used (see
+/// [`Rings::push_via`]).
+#[derive(Default)]
+pub struct RingCache {
+    thread: libc::pthread_t,
+    generation: u64,
+    ring: Option<Arc<Ring>>,
+}
+
+/// The capture thread's sleep states (the futex word).
+const AWAKE: u32 = 0;
+/// Sleeping for a short while: records are pending.
+const DOZING: u32 = 1;
+/// Sleeping until woken.
+const ASLEEP: u32 = 2;
+
+/// Every ring of this process, and the word the capture thread sleeps on.
+pub struct Rings {
+    /// Tells this registry's rings from a forked parent's.
+    generation: u64,
+    rings: Mutex<Vec<Arc<Ring>>>,
+    sleep: AtomicU32,
+    /// Records refused by full rings.
+    dropped: AtomicU64,
+    started: AtomicBool,
+}
+
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// This thread's ring, and the generation of the registry it is in.
+    static LOCAL: RefCell<Local> = const { RefCell::new(Local(0, None)) };
+}
+
+struct Local(u64, Option<Arc<Ring>>);
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        if let Some(r) = &self.1 {
+            r.orphaned.store(true, Ordering::Release);
+        }
+    }
+}
+
+impl Default for Rings {
+    fn default() -> Self {
+        Rings::new()
+    }
+}
+
+impl Rings {
+    pub fn new() -> Rings {
+        Rings {
+            generation: GENERATION.fetch_add(1, Ordering::Relaxed),
+            rings: Mutex::new(Vec::new()),
+            sleep: AtomicU32::new(AWAKE),
+            dropped: AtomicU64::new(0),
+            started: AtomicBool::new(false),
+        }
+    }
+
+    /// Pushes a record into the calling thread's ring (made and registered
+    /// at its first record). False when refused: the ring is full, or the
+    /// thread is exiting. `start` runs once, at the first ring: it starts
+    /// the capture thread.
+    pub fn push(&self, h: Header, parts: &[&[u8]], start: impl FnOnce()) -> bool {
+        let pushed = LOCAL.try_with(|local| {
+            let Ok(mut local) = local.try_borrow_mut() else {
+                return None;
+            };
+            if local.0 != self.generation || local.1.is_none() {
+                let ring = Arc::new(Ring::new());
+                if let Ok(mut all) = self.rings.lock() {
+                    all.push(Arc::clone(&ring));
+                } else {
+                    return None;
+                }
+                if let Some(old) = local.1.replace(ring) {
+                    old.orphaned.store(true, Ordering::Release);
+                }
+                local.0 = self.generation;
+            }
+            let ring = local.1.as_ref()?;
+            let ok = ring.push(h, parts);
+            Some((ok, ring.used()))
+        });
+        if !self.started.load(Ordering::Relaxed) && !self.started.swap(true, Ordering::AcqRel) {
+            start();
+        }
+        match pushed {
+            Ok(Some((true, used))) => {
+                self.wake_if_needed(used);
+                true
+            }
+            _ => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                self.wake_if_needed(RING_BYTES);
+                false
+            }
+        }
+    }
+
+    /// Like [`Rings::push`], through `cache`: the ring of the thread that
+    /// pushed last for the caller (a connection). When that thread pushes
+    /// again, its ring is reached without a thread-local lookup (which,
+    /// in a preloaded library, is a call into the dynamic linker).
+    pub fn push_via(
+        &self,
+        cache: &mut RingCache,
+        h: Header,
+        parts: &[&[u8]],
+        start: impl FnOnce(),
+    ) -> bool {
+        // SAFETY: pthread_self has no preconditions.
+        let me = unsafe { libc::pthread_self() };
+        if let Some(ring) = cache.ring.as_ref().filter(|r| {
+            cache.thread == me
+                && cache.generation == self.generation
+                && !r.orphaned.load(Ordering::Acquire)
+        }) {
+            if ring.push(h, parts) {
+                self.wake_if_needed(ring.used());
+                return true;
+            }
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.wake_if_needed(RING_BYTES);
+            return false;
+        }
+        let ok = self.push(h, parts, start);
+        let _ = LOCAL.try_with(|local| {
+            if let Ok(local) = local.try_borrow() {
+                if local.0 == self.generation {
+                    cache.ring = local.1.clone();
+                    cache.thread = me;
+                    cache.generation = self.generation;
+                }
+            }
+        });
+        ok
+    }
+
+    /// Rouses the capture thread when it sleeps with nothing to wake it,
+    /// or when this ring fills up.
+    #[inline]
+    fn wake_if_needed(&self, used: usize) {
+        let s = self.sleep.load(Ordering::Relaxed);
+        if (s == ASLEEP || (s == DOZING && used >= RING_BYTES / 2))
+            && self.sleep.swap(AWAKE, Ordering::AcqRel) != AWAKE
+        {
+            futex_wake(&self.sleep);
+        }
+    }
+
+    /// Records refused so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Drains every ring, oldest registered first; drops the rings of
+    /// exited threads once empty. Returns the number of records.
+    pub fn drain(&self, mut f: impl FnMut(&Header, &[u8])) -> usize {
+        let rings: Vec<Arc<Ring>> = match self.rings.lock() {
+            Ok(all) => all.clone(),
+            Err(_) => return 0,
+        };
+        let mut n = 0;
+        for r in &rings {
+            n += r.drain(&mut f);
+        }
+        if rings.iter().any(|r| r.orphaned.load(Ordering::Acquire)) {
+            if let Ok(mut all) = self.rings.lock() {
+                all.retain(|r| !(r.orphaned.load(Ordering::Acquire) && r.used() == 0));
+            }
+        }
+        n
+    }
+
+    /// Sleeps until woken, or for `doze` when given (something is pending).
+    pub fn sleep(&self, doze: Option<Duration>) {
+        let state = if doze.is_some() { DOZING } else { ASLEEP };
+        if self
+            .sleep
+            .compare_exchange(AWAKE, state, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        // A record pushed between the last drain and now would find the
+        // thread not yet asleep: look once more before sleeping.
+        let pending = match self.rings.lock() {
+            Ok(all) => all.iter().any(|r| r.used() > 0),
+            Err(_) => false,
+        };
+        if !pending {
+            futex_wait(&self.sleep, state, doze);
+        }
+        self.sleep.store(AWAKE, Ordering::Release);
+    }
+
+    /// Wakes the capture thread now (a flush).
+    pub fn wake(&self) {
+        if self.sleep.swap(AWAKE, Ordering::AcqRel) != AWAKE {
+            futex_wake(&self.sleep);
+        }
+    }
+
+    /// Rings registered (for tests and diagnostics).
+    pub fn count(&self) -> usize {
+        self.rings.lock().map(|v| v.len()).unwrap_or(0)
+    }
+}
+
+fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+    let ts = timeout.map(|t| libc::timespec {
+        tv_sec: t.as_secs() as libc::time_t,
+        tv_nsec: t.subsec_nanos() as libc::c_long,
+    });
+    let tsp = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: a futex wait on a live atomic, with a valid or null timeout.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            tsp,
+        );
+    }
+}
+
+fn futex_wake(word: &AtomicU32) {
+    // SAFETY: a futex wake on a live atomic.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            1,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(conn: u64, seq: u64) -> Header {
+        Header {
+            conn,
+            seq,
+            kind: kind::DATA,
+            ..Header::default()
+        }
+    }
+
+    #[test]
+    fn records_come_out_in_order_across_the_wrap() {
+        let rings = Rings::new();
+        let mut seen = Vec::new();
+        let mut next = 0u64;
+        for round in 0..200u64 {
+            let len = (round as usize * 37) % 3000;
+            let payload = vec![round as u8; len];
+            for _ in 0..3 {
+                assert!(rings.push(
+                    rec(1, next),
+                    &[&payload[..len / 2], &payload[len / 2..]],
+                    || {}
+                ));
+                next += 1;
+            }
+            rings.drain(|h, p| {
+                assert_eq!(p.len(), (h.seq / 3 * 37 % 3000) as usize);
+                assert!(p.iter().all(|&b| b == (h.seq / 3) as u8));
+                seen.push(h.seq);
+            });
+        }
+        assert_eq!(seen, (0..next).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_full_ring_refuses_and_counts() {
+        let rings = Rings::new();
+        let big = vec![7u8; MAX_PAYLOAD];
+        let mut pushed = 0;
+        while rings.push(rec(1, pushed), &[&big], || {}) {
+            pushed += 1;
+        }
+        assert!(pushed >= (RING_BYTES / (MAX_PAYLOAD + HEADER)) as u64 - 1);
+        assert_eq!(rings.dropped(), 1);
+        assert!(!rings.push(rec(1, 0), &[&vec![0u8; MAX_PAYLOAD + 1]], || {}));
+        let mut n = 0;
+        rings.drain(|_, _| n += 1);
+        assert_eq!(n, pushed);
+        assert!(
+            rings.push(rec(1, pushed), &[&big], || {}),
+            "room again after a drain"
+        );
+    }
+
+    #[test]
+    fn each_thread_has_its_own_ring_and_exited_ones_go() {
+        let rings = Arc::new(Rings::new());
+        let started = Arc::new(AtomicU32::new(0));
+        let mut handles = Vec::new();
+        for t in 0..4u64 {
+            let (rings, started) = (Arc::clone(&rings), Arc::clone(&started));
+            handles.push(std::thread::spawn(move || {
+                for i in 0..10 {
+                    assert!(rings.push(rec(t, i), &[b"x"], || {
+                        started.fetch_add(1, Ordering::Relaxed);
+                    }));
+                }
+            }));
+        }
+        for h in handles {
+            h.join().unwrap();
+        }
+        assert_eq!(started.load(Ordering::Relaxed), 1, "started once");
+        assert_eq!(rings.count(), 4);
+        let mut per_conn = [0; 4];
+        rings.drain(|h, _| per_conn[h.conn as usize] += 1);
+        assert_eq!(per_conn, [10; 4]);
+        rings.drain(|_, _| {});
+        assert_eq!(
+            rings.count(),
+            0,
+            "rings of exited threads are dropped once drained"
+        );
+    }
+
+    #[test]
+    fn a_new_registry_gives_the_thread_a_new_ring() {
+        let a = Rings::new();
+        assert!(a.push(rec(1, 0), &[b"a"], || {}));
+        let b = Rings::new();
+        assert!(b.push(rec(2, 0), &[b"b"], || {}));
+        let mut got = Vec::new();
+        b.drain(|h, p| got.push((h.conn, p.to_vec())));
+        assert_eq!(got, vec![(2, b"b".to_vec())]);
+    }
+
+    #[test]
+    fn a_sleeping_consumer_is_woken_by_a_record() {
+        let rings = Arc::new(Rings::new());
+        let r2 = Arc::clone(&rings);
+        let t = std::thread::spawn(move || {
+            let begun = std::time::Instant::now();
+            r2.sleep(None);
+            begun.elapsed()
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(rings.push(rec(1, 0), &[b"x"], || {}));
+        let slept = t.join().unwrap();
+        assert!(slept < Duration::from_secs(5));
+    }
+}
