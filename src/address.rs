@@ -57,6 +57,22 @@ impl Address {
     pub fn is_unix(&self) -> bool {
         matches!(self, Address::Unix(_))
     }
+
+    /// A peer whose connections are never traced: cloud metadata services,
+    /// as in the Lumigo distributions. That is any IPv4 link-local address
+    /// (169.254.0.0/16: EC2's and GCP's 169.254.169.254, ECS's task
+    /// metadata at 169.254.170.2), also written as an IPv4-mapped IPv6
+    /// address. Native IPv6 addresses (EC2's `fd00:ec2::254`, link-local
+    /// `fe80::/10`) and Unix sockets are traced.
+    pub fn is_excluded_peer(&self) -> bool {
+        match self {
+            Address::Inet(SocketAddr::V4(a)) => a.ip().is_link_local(),
+            Address::Inet(SocketAddr::V6(a)) => {
+                a.ip().to_ipv4_mapped().is_some_and(|v4| v4.is_link_local())
+            }
+            Address::Unix(_) => false,
+        }
+    }
 }
 
 impl From<SocketAddr> for Address {
@@ -95,6 +111,50 @@ mod tests {
         }
         let long = [b'a'; 300];
         assert_eq!(text(&long).map(|t| t.len()), Some(MAX_UNIX_NAME));
+    }
+
+    fn inet(s: &str) -> Address {
+        Address::from(s.parse::<SocketAddr>().unwrap())
+    }
+
+    #[test]
+    fn metadata_services_are_excluded_peers() {
+        for excluded in [
+            "169.254.169.254:80",
+            "169.254.169.254:443",
+            "169.254.170.2:80",
+            "169.254.0.0:1",
+            "169.254.255.255:8080",
+            "[::ffff:169.254.169.254]:80",
+            "[::ffff:169.254.170.2]:80",
+        ] {
+            assert!(inet(excluded).is_excluded_peer(), "{excluded}");
+        }
+        for traced in [
+            "127.0.0.1:80",
+            "10.0.0.1:80",
+            "169.253.255.255:80",
+            "169.255.0.0:80",
+            "0.0.0.0:80",
+            "255.255.255.255:80",
+            "[::1]:80",
+            "[::ffff:127.0.0.1]:80",
+            "[::ffff:10.1.2.3]:80",
+            // IPv4-compatible (not mapped) is not read as IPv4.
+            "[::169.254.169.254]:80",
+            // Native IPv6, link-local or the EC2 IPv6 metadata endpoint:
+            // not excluded (as before this moved here).
+            "[fe80::1]:80",
+            "[fd00:ec2::254]:80",
+        ] {
+            assert!(!inet(traced).is_excluded_peer(), "{traced}");
+        }
+        assert!(!Address::unix(b"/run/metadata.sock")
+            .unwrap()
+            .is_excluded_peer());
+        assert!(!Address::unix(b"\x00169.254.169.254")
+            .unwrap()
+            .is_excluded_peer());
     }
 
     #[test]
