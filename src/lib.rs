@@ -36,17 +36,20 @@ pub mod nats;
 pub mod owned_file;
 pub mod payload;
 pub mod postgres;
+pub mod process;
 pub mod propagation;
 pub mod propagators;
 pub mod protocol;
 pub mod redis;
 pub mod resource;
 pub mod sampling;
+pub mod sharded;
 pub mod span;
 pub mod sql;
 pub mod tags;
 #[cfg(test)]
 pub(crate) mod testkit;
+pub mod tls_write;
 pub mod tracer;
 
 /// Version reported as `lumigo.distro.version` and by `lumigo-run --version`.
