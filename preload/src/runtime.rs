@@ -7,23 +7,23 @@
 //! `catch_unwind` and errno preservation around every piece of tracing work,
 //! so no hook can change what the app sees.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use lumigo_core::address::Address;
 use lumigo_core::capture::Capture;
 use lumigo_core::config::Config;
-use lumigo_core::connection::{Assigned, CloseReason, Connection, Flow, OutboundPlan, Tracer};
+use lumigo_core::connection::{CloseReason, Connection, Flow, OutboundPlan, Tracer};
 use lumigo_core::export::Pipeline;
 use lumigo_core::filter::EndpointFilters;
 use lumigo_core::http::Role;
 use lumigo_core::mask::Masker;
-use lumigo_core::span::{AttrValue, SpanContext, SpanKind, SpanRecord, SpanStatus};
+use lumigo_core::process::{ExitStatus, Lifecycle, ProcessSpan};
+use lumigo_core::sharded::Table;
+use lumigo_core::span::SpanContext;
+use lumigo_core::tls_write::{Combined, PendingWrite};
 use lumigo_core::{guard, lumigo_debug};
 
 use crate::fdtable::{self, Mark};
@@ -35,7 +35,9 @@ static RUNTIME: AtomicPtr<Runtime> = AtomicPtr::new(std::ptr::null_mut());
 
 /// The tracing state of this process.
 pub struct Runtime {
-    pid: u32,
+    /// The process this state is for (a vfork child must not touch it),
+    /// and whether it has shut down.
+    lifecycle: Lifecycle,
     config: Arc<Config>,
     pipeline: Arc<Pipeline>,
     tracer: Tracer,
@@ -44,20 +46,13 @@ pub struct Runtime {
     tls: Table<usize, TlsConn>,
     /// The process span this process reports at exit (`LUMIGO_PROCESS_SPAN`).
     process: Option<ProcessSpan>,
-    shut_down: AtomicBool,
     /// HTTP records on their way to the capture thread.
     capture: Capture,
 }
 
-struct ProcessSpan {
-    who: Assigned,
-    start: SystemTime,
-    name: String,
-}
-
 /// `exit`'s status, for the process span (unknown when `main` returns, as
 /// glibc calls exit internally then).
-static EXIT_STATUS: AtomicI64 = AtomicI64::new(i64::MIN);
+static EXIT_STATUS: ExitStatus = ExitStatus::new();
 
 impl Runtime {
     /// `inherited`: the parent's process span, in a forked child.
@@ -83,30 +78,22 @@ impl Runtime {
                 tracer.adopt_process_span(parent_process);
                 None
             }
-            None if config.process_span => Some(ProcessSpan {
-                who: tracer.start_process_span(),
-                start: SystemTime::now(),
-                name: std::env::args_os()
-                    .next()
-                    .and_then(|a| {
-                        std::path::Path::new(&a)
-                            .file_name()
-                            .map(|n| n.to_string_lossy().into_owned())
-                    })
-                    .unwrap_or_else(|| "process".to_owned()),
-            }),
+            None if config.process_span => Some(ProcessSpan::new(
+                tracer.start_process_span(),
+                SystemTime::now(),
+                std::env::args_os().next().as_deref(),
+            )),
             None => None,
         };
         let prefix = config.payload_prefix_limit();
         Runtime {
-            pid: std::process::id(),
+            lifecycle: Lifecycle::new(),
             tracer,
             pipeline,
             config,
             conns: ConnTable::default(),
             tls: Table::default(),
             process,
-            shut_down: AtomicBool::new(false),
             capture: Capture::new(prefix),
         }
     }
@@ -128,32 +115,7 @@ impl Runtime {
 
 /// Records the status passed to `exit`.
 pub fn record_exit_status(status: i32) {
-    EXIT_STATUS.store(i64::from(status), Ordering::Relaxed);
-}
-
-/// The process span, ended now.
-fn process_span_record(p: &ProcessSpan) -> SpanRecord {
-    let status = EXIT_STATUS.load(Ordering::Relaxed);
-    let mut attributes = Vec::new();
-    let mut span_status = SpanStatus::Unset;
-    if status != i64::MIN {
-        attributes.push(("process.exit.code", AttrValue::Int(status)));
-        if status != 0 {
-            span_status = SpanStatus::Error(format!("exit status {status}"));
-        }
-    }
-    SpanRecord {
-        name: p.name.clone().into(),
-        kind: SpanKind::Internal,
-        context: p.who.context.clone(),
-        parent_span_id: p.who.parent,
-        parent_is_remote: p.who.parent_is_remote,
-        start: p.start,
-        end: SystemTime::now(),
-        status: span_status,
-        attributes,
-        links: Vec::new(),
-    }
+    EXIT_STATUS.record(status);
 }
 
 /// Debug builds only (`LUMIGO_RUN_TEST_PANIC=1`): every piece of tracing
@@ -252,70 +214,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 type Shared = Arc<Mutex<Connection>>;
 
-const SHARDS: usize = 32;
-
-/// One shard: key → shared, separately locked state.
-type Shard<K, V> = Mutex<HashMap<K, Arc<Mutex<V>>, BuildHasherDefault<KeyHasher>>>;
-
-/// A sharded map, so threads working on different connections rarely meet
-/// on a lock.
-struct Table<K, V> {
-    shards: [Shard<K, V>; SHARDS],
-}
-
-impl<K, V> Default for Table<K, V> {
-    fn default() -> Self {
-        Table {
-            shards: std::array::from_fn(|_| Mutex::new(HashMap::default())),
-        }
-    }
-}
-
-/// Keys spread over the shards: pointers without their always-zero low
-/// bits.
-trait ShardKey: Copy + Eq + std::hash::Hash {
-    fn shard(self) -> usize;
-}
-
-impl ShardKey for usize {
-    fn shard(self) -> usize {
-        self >> 4
-    }
-}
-
-impl<K: ShardKey, V> Table<K, V> {
-    fn shard(&self, key: K) -> &Shard<K, V> {
-        &self.shards[key.shard() % SHARDS]
-    }
-
-    fn get(&self, key: K) -> Option<Arc<Mutex<V>>> {
-        lock(self.shard(key)).get(&key).cloned()
-    }
-
-    fn get_or_insert_with(&self, key: K, make: impl FnOnce() -> V) -> Arc<Mutex<V>> {
-        lock(self.shard(key))
-            .entry(key)
-            .or_insert_with(|| Arc::new(Mutex::new(make())))
-            .clone()
-    }
-
-    fn remove(&self, key: K) -> Option<Arc<Mutex<V>>> {
-        lock(self.shard(key)).remove(&key)
-    }
-
-    /// Every entry whose shard is not busy right now (used at exit, where
-    /// waiting on a lock is not an option).
-    fn all(&self) -> Vec<Arc<Mutex<V>>> {
-        let mut out = Vec::new();
-        for shard in &self.shards {
-            if let Ok(map) = shard.try_lock() {
-                out.extend(map.values().cloned());
-            }
-        }
-        out
-    }
-}
-
 /// The plaintext side of one `SSL*`.
 pub struct TlsConn {
     conn: Connection,
@@ -330,39 +228,6 @@ pub struct TlsConn {
     /// A write carrying inserted bytes that OpenSSL has not taken yet: it
     /// must be retried with this very buffer.
     pending: Option<PendingWrite>,
-}
-
-struct PendingWrite {
-    buf: Vec<u8>,
-    plan: OutboundPlan,
-    app_len: usize,
-    /// The app's bytes that a replacement left out of `buf` (all of them
-    /// for a plan of several edits).
-    replaced: Vec<u8>,
-}
-
-/// A buffer to hand to the real SSL_write in place of the app's.
-pub struct Combined {
-    pub ptr: *const u8,
-    pub len: usize,
-    /// Where the inserted bytes are in it, and how many.
-    at: usize,
-    inserted: usize,
-}
-
-impl Combined {
-    /// Of `sent` bytes of this buffer, how many were the app's: the
-    /// fallback should tracing stop between the call and its commit (with
-    /// partial writes, `sent` may be any part of the buffer).
-    pub fn app_count(&self, sent: usize) -> usize {
-        if sent <= self.at {
-            sent
-        } else if sent < self.at + self.inserted {
-            self.at
-        } else {
-            sent - self.inserted
-        }
-    }
 }
 
 /// fd → connection: one slot per fd, indexed like the hot-path fd table
@@ -461,28 +326,6 @@ impl ConnTable {
     }
 }
 
-/// Keys are small integers or pointers: one multiply spreads them well
-/// enough, with no per-map random state (std's needs a thread-local).
-#[derive(Default)]
-struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15)
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8) | u64::from(b);
-        }
-    }
-    fn write_i32(&mut self, i: i32) {
-        self.0 = i as u32 as u64;
-    }
-    fn write_usize(&mut self, i: usize) {
-        self.0 = i as u64;
-    }
-}
-
 // ---- operations called by the hooks (always inside `traced`) ----
 
 /// The app connected (or started connecting) a TCP or Unix stream socket.
@@ -491,7 +334,7 @@ pub fn on_connect(rt: &'static Runtime, fd: i32, peer: Option<Address>, local: O
         // A repeated connect on a non-blocking socket: same connection.
         return;
     }
-    if peer.as_ref().is_some_and(is_excluded_peer) {
+    if peer.as_ref().is_some_and(Address::is_excluded_peer) {
         return;
     }
     let conn = Connection::captured(Role::Client, peer, local, &rt.capture);
@@ -502,17 +345,6 @@ pub fn on_connect(rt: &'static Runtime, fd: i32, peer: Option<Address>, local: O
 pub fn on_accept(rt: &'static Runtime, fd: i32, peer: Option<Address>, local: Option<Address>) {
     let conn = Connection::captured(Role::Server, peer, local, &rt.capture);
     finish(rt, rt.conns.insert(fd, Arc::new(Mutex::new(conn))));
-}
-
-/// Cloud metadata services are never traced, as in the Lumigo distributions.
-fn is_excluded_peer(peer: &Address) -> bool {
-    match peer {
-        Address::Inet(SocketAddr::V4(a)) => a.ip().is_link_local(),
-        Address::Inet(SocketAddr::V6(a)) => {
-            a.ip().to_ipv4_mapped().is_some_and(|v4| v4.is_link_local())
-        }
-        Address::Unix(_) => false,
-    }
 }
 
 /// Which direction bytes went.
@@ -640,10 +472,6 @@ pub fn tls_data(rt: &'static Runtime, lib: &SslLib, ssl: usize, dir: Direction, 
     };
 }
 
-/// The smallest TLS record OpenSSL can be told to send
-/// (`SSL_set_max_send_fragment`'s lower bound).
-const MIN_TLS_RECORD: usize = 512;
-
 /// Before an SSL write: the buffer to write instead of the app's, when
 /// bytes are inserted (or a write with inserted bytes is being retried).
 pub fn tls_before_write(
@@ -655,21 +483,8 @@ pub fn tls_before_write(
     let t = tls_conn(rt, lib, ssl);
     let mut t = lock(&t);
     if let Some(p) = &t.pending {
-        if p.app_len == app.len() {
-            let (at, inserted) = if p.plan.is_single() {
-                (
-                    p.plan.at(),
-                    p.plan.insert().len().saturating_sub(p.plan.replace()),
-                )
-            } else {
-                (0, p.buf.len().saturating_sub(p.app_len))
-            };
-            return Some(Combined {
-                ptr: p.buf.as_ptr(),
-                len: p.buf.len(),
-                at,
-                inserted,
-            });
+        if p.is_retried_by(app) {
+            return Some(p.combined());
         }
         // A different write: the app gave up on the one we changed.
         t.pending = None;
@@ -679,56 +494,9 @@ pub fn tls_before_write(
         return None;
     }
     let plan = t.conn.plan_outbound(&[app], &rt.tracer)?;
-    if !plan.is_single() {
-        // A broker message's rewritten header: all or nothing, which a
-        // write without partial writes is (with them, the message goes as
-        // it is: its span is still made).
-        if t.partial_writes {
-            return None;
-        }
-        let buf = plan.apply(app)?;
-        let combined = Combined {
-            ptr: buf.as_ptr(),
-            len: buf.len(),
-            at: 0,
-            inserted: buf.len().saturating_sub(app.len()),
-        };
-        t.pending = Some(PendingWrite {
-            buf,
-            plan,
-            app_len: app.len(),
-            replaced: app.to_vec(),
-        });
-        return Some(combined);
-    }
-    if t.partial_writes && plan.at() == 0 && plan.insert().len() >= MIN_TLS_RECORD {
-        // With partial writes, OpenSSL may report one record's worth: were
-        // that all inserted bytes, the app would be told 0 (an error). A
-        // record holds at least MIN_TLS_RECORD bytes, so a shorter line
-        // (a traceparent is ~70 bytes) or app bytes before it rule that
-        // out. Otherwise the request goes as it is (the span is still made).
-        return None;
-    }
-    let resume = plan.at() + plan.replace();
-    let replaced = app.get(plan.at()..resume)?.to_vec();
-    let mut buf = Vec::with_capacity(app.len() + plan.insert().len());
-    buf.extend_from_slice(&app[..plan.at()]);
-    buf.extend_from_slice(plan.insert());
-    buf.extend_from_slice(&app[resume..]);
-    let combined = Combined {
-        ptr: buf.as_ptr(),
-        len: buf.len(),
-        at: plan.at(),
-        // A replacement is one for one: no net inserted bytes.
-        inserted: plan.insert().len().saturating_sub(plan.replace()),
-    };
-    t.pending = Some(PendingWrite {
-        buf,
-        plan,
-        app_len: app.len(),
-        replaced,
-    });
-    Some(combined)
+    // None: the write goes as it is (its span is still made).
+    let pending = PendingWrite::new(app, plan, t.partial_writes)?;
+    Some(t.pending.insert(pending).combined())
 }
 
 /// The combined write went out (`sent` bytes of it): the app's count.
@@ -741,25 +509,10 @@ pub fn tls_after_combined(
     let t = tls_conn(rt, lib, ssl);
     let mut t = lock(&t);
     let p = t.pending.take()?;
-    let app = t.conn.commit_outbound(&p.plan, sent);
+    let app = t.conn.commit_outbound(p.plan(), sent);
     let now = SystemTime::now();
-    if !p.plan.is_single() {
-        // `replaced` holds all the app's bytes.
-        let _ = t
-            .conn
-            .on_outbound(&p.replaced[..app.min(p.app_len)], now, &rt.tracer);
-        return Some(app);
-    }
-    let (at, m, r) = (p.plan.at(), p.plan.insert().len(), p.plan.replace());
-    // The app's own bytes, in order: before the plan's bytes, those a
-    // replacement stood in for, after.
-    let before = &p.buf[..at.min(app)];
-    let _ = t.conn.on_outbound(before, now, &rt.tracer);
-    let theirs = &p.replaced[..app.saturating_sub(at).min(r)];
-    let _ = t.conn.on_outbound(theirs, now, &rt.tracer);
-    if app > at + r {
-        let after = &p.buf[at + m..at + m + (app - at - r)];
-        let _ = t.conn.on_outbound(after, now, &rt.tracer);
+    for piece in p.app_bytes(app) {
+        let _ = t.conn.on_outbound(piece, now, &rt.tracer);
     }
     Some(app)
 }
@@ -872,9 +625,7 @@ fn finish(rt: &Runtime, conn: Option<Shared>) {
 }
 
 fn same_process(rt: &Runtime) -> bool {
-    // SAFETY: getpid has no preconditions.
-    let pid = unsafe { libc::getpid() };
-    pid as u32 == rt.pid
+    rt.lifecycle.is_same_process()
 }
 
 // ---- process lifecycle ----
@@ -907,8 +658,8 @@ pub extern "C" fn at_exit() {
 /// (it shares the parent's memory and must not touch its state).
 pub fn at_underscore_exit() {
     traced(|rt| {
-        if same_process(rt) {
-            shut_down(rt);
+        if rt.lifecycle.begin_shut_down_here() {
+            shut_down_now(rt);
         }
     });
 }
@@ -919,9 +670,13 @@ pub fn at_underscore_exit() {
 /// a signal handler calling exit there could otherwise wait on a lock its
 /// own thread holds.
 fn shut_down(rt: &'static Runtime) {
-    if rt.shut_down.swap(true, Ordering::AcqRel) {
-        return;
+    if rt.lifecycle.begin_shut_down() {
+        shut_down_now(rt);
     }
+}
+
+/// The shut-down itself, by the one caller that began it.
+fn shut_down_now(rt: &'static Runtime) {
     end_in_flight(rt);
     rt.capture.drain(&rt.tracer);
     if rt.capture.dropped() > 0 {
@@ -944,7 +699,7 @@ fn shut_down(rt: &'static Runtime) {
 /// [`Pipeline::flush_from_signal`]; no lock, no allocation.
 pub fn flush_for_signal() {
     let Some(rt) = runtime() else { return };
-    if same_process(rt) && !rt.shut_down.load(Ordering::Acquire) {
+    if rt.lifecycle.may_flush_from_signal() {
         rt.pipeline.flush_from_signal(rt.config.flush_timeout);
     }
 }
@@ -953,7 +708,7 @@ pub fn flush_for_signal() {
 /// asked for a flush: requests in flight become spans, as at exit.
 pub fn end_in_flight_for_signal() {
     let Some(rt) = runtime() else { return };
-    if !same_process(rt) || rt.shut_down.swap(true, Ordering::AcqRel) {
+    if !rt.lifecycle.begin_shut_down_here() {
         return;
     }
     let _ = std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -969,21 +724,18 @@ fn end_in_flight(rt: &'static Runtime) {
     let now = SystemTime::now();
     for conn in rt.conns.all() {
         if let Ok(mut c) = conn.try_lock() {
-            if c.in_flight() > 0 {
-                c.on_close(now, CloseReason::ProcessExit, &rt.tracer);
-            }
+            lumigo_core::process::end_in_flight(&mut c, now, &rt.tracer);
         }
     }
     for t in rt.tls.all() {
         if let Ok(mut t) = t.try_lock() {
-            if t.conn.in_flight() > 0 {
-                t.conn.on_close(now, CloseReason::ProcessExit, &rt.tracer);
-            }
+            lumigo_core::process::end_in_flight(&mut t.conn, now, &rt.tracer);
         }
     }
     if let Some(p) = &rt.process {
-        if p.who.context.is_sampled() {
-            rt.pipeline.submit(process_span_record(p));
+        if p.is_sampled() {
+            rt.pipeline
+                .submit(p.record(EXIT_STATUS.get(), SystemTime::now()));
         }
     }
 }
