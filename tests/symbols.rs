@@ -1,10 +1,12 @@
 //! The preload library's exported symbols are exactly the list in
 //! `preload/exported-symbols.txt`: the libc (and libssl) functions it
 //! interposes, all of them code. rustc gives a cdylib a version script that
-//! exports only its `#[no_mangle] extern` items, so what this guards against
-//! is a hook added or lost by accident (a `#[no_mangle]` removed, a cfg that
-//! drops a file of hooks) and anything else that would interpose on the app:
-//! a Rust-internal symbol, a data symbol, the unwinder.
+//! exports only its `#[no_mangle] extern` items (in preload's sources
+//! `#[cfg_attr(not(test), no_mangle)]`, so that its unit-test binary does
+//! not interpose on itself), so what this guards against is a hook added or
+//! lost by accident (a `no_mangle` removed, a cfg that drops a file of
+//! hooks) and anything else that would interpose on the app: a
+//! Rust-internal symbol, a data symbol, the unwinder.
 
 mod support;
 

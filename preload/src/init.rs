@@ -6,6 +6,11 @@ use lumigo_core::{guard, log, lumigo_debug};
 
 use crate::{real, runtime};
 
+/// Not in the unit-test binary: there the library is not loaded by
+/// `LD_PRELOAD`, its hooks are not exported (`cfg_attr(not(test),
+/// no_mangle)`), and the constructor must not take over the test harness's
+/// process (signal handlers, fork and exit handlers, the runtime).
+#[cfg(not(test))]
 #[used]
 #[link_section = ".init_array"]
 static INIT: extern "C" fn() = init;

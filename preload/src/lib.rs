@@ -36,6 +36,17 @@
 //!
 //! The constructor ([`init`]) resolves the real functions, reads the
 //! configuration once and registers the `fork` and exit handlers.
+//!
+//! Unit tests (`cargo test -p lumigo-preload`) build this crate as an
+//! ordinary test binary: there the hooks keep Rust names
+//! (`#[cfg_attr(not(test), no_mangle)]`), so they do not interpose on the
+//! harness's own libc calls, and the constructor is not registered. The
+//! shipped library's exports are checked against `exported-symbols.txt`
+//! (`tests/symbols.rs`).
+
+// In the test binary nothing calls the hooks (they are not exported), so
+// most of the crate is unreachable from it.
+#![cfg_attr(test, allow(dead_code, unused_imports))]
 
 mod custody;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]

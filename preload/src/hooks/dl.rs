@@ -37,7 +37,7 @@ macro_rules! pre_call_trampoline {
     ($name:ident => $pre:ident) => {
         #[cfg(target_arch = "x86_64")]
         #[unsafe(naked)]
-        #[no_mangle]
+        #[cfg_attr(not(test), no_mangle)]
         pub unsafe extern "C" fn $name() {
             // Entry: rsp = 8 mod 16. Two pushes and 8 bytes keep the call
             // aligned; rdi/rsi (both hooks take two arguments) are restored.
@@ -55,7 +55,7 @@ macro_rules! pre_call_trampoline {
         }
         #[cfg(target_arch = "aarch64")]
         #[unsafe(naked)]
-        #[no_mangle]
+        #[cfg_attr(not(test), no_mangle)]
         pub unsafe extern "C" fn $name() {
             // x0/x1 and the link register are saved and restored; x16 is the
             // intra-procedure-call register, free here and allowed by BTI.

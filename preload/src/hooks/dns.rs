@@ -37,7 +37,7 @@ fn question(name: *const c_char) -> Option<String> {
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `getaddrinfo`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn getaddrinfo(
     node: *const c_char,
     service: *const c_char,
@@ -75,7 +75,7 @@ pub unsafe extern "C" fn getaddrinfo(
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `gethostbyname`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn gethostbyname(name: *const c_char) -> *mut hostent {
     let start = SystemTime::now();
     let r = call_real!(real::GETHOSTBYNAME, std::ptr::null_mut(), name);
@@ -97,7 +97,7 @@ pub unsafe extern "C" fn gethostbyname(name: *const c_char) -> *mut hostent {
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `gethostbyname_r`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn gethostbyname_r(
     name: *const c_char,
     ret: *mut hostent,

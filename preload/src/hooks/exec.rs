@@ -75,7 +75,7 @@ unsafe fn with_active_context(envp: *const *const c_char) -> Option<ChildEnv> {
 ///
 /// # Safety
 /// Called by the dynamic linker in place of libc's `exit`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn exit(status: c_int) -> ! {
     crate::runtime::record_exit_status(status);
     match real::EXIT.get() {
@@ -92,7 +92,7 @@ pub unsafe extern "C" fn exit(status: c_int) -> ! {
 ///
 /// # Safety
 /// Called by the dynamic linker in place of libc's `_exit`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn _exit(status: c_int) -> ! {
     crate::runtime::record_exit_status(status);
     crate::runtime::at_underscore_exit();
@@ -109,7 +109,8 @@ pub unsafe extern "C" fn _exit(status: c_int) -> ! {
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `_Exit`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
+#[cfg_attr(test, allow(non_snake_case))]
 pub unsafe extern "C" fn _Exit(status: c_int) -> ! {
     // SAFETY: the same contract as `_exit`.
     unsafe { _exit(status) }
@@ -117,7 +118,7 @@ pub unsafe extern "C" fn _Exit(status: c_int) -> ! {
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `execve`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn execve(
     path: *const c_char,
     argv: *const *const c_char,
@@ -129,7 +130,7 @@ pub unsafe extern "C" fn execve(
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `execv`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn execv(path: *const c_char, argv: *const *const c_char) -> c_int {
     // SAFETY: `environ` is the process's environment array.
     match unsafe { with_active_context(environ) } {
@@ -140,7 +141,7 @@ pub unsafe extern "C" fn execv(path: *const c_char, argv: *const *const c_char) 
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `execvp`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn execvp(file: *const c_char, argv: *const *const c_char) -> c_int {
     // SAFETY: `environ` is the process's environment array.
     match unsafe { with_active_context(environ) } {
@@ -151,7 +152,7 @@ pub unsafe extern "C" fn execvp(file: *const c_char, argv: *const *const c_char)
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `execvpe`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn execvpe(
     file: *const c_char,
     argv: *const *const c_char,
@@ -163,7 +164,7 @@ pub unsafe extern "C" fn execvpe(
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `posix_spawn`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn posix_spawn(
     pid: *mut pid_t,
     path: *const c_char,
@@ -178,7 +179,7 @@ pub unsafe extern "C" fn posix_spawn(
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `posix_spawnp`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn posix_spawnp(
     pid: *mut pid_t,
     file: *const c_char,

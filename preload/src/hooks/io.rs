@@ -158,7 +158,7 @@ fn consumes(flags: c_int) -> bool {
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `read`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t {
     untracked_fast_path!(fd, real::READ, fd, buf, count);
     out_of_line(fd, move || {
@@ -170,7 +170,7 @@ pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, count: size_t) -> ssi
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `__read_chk`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn __read_chk(
     fd: c_int,
     buf: *mut c_void,
@@ -187,7 +187,7 @@ pub unsafe extern "C" fn __read_chk(
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `write`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t {
     // The hint channel's number is never open: it takes the out-of-line
     // path, which the common path (a tail call) does not pay for.
@@ -213,7 +213,7 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, count: size_t) -> 
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `readv`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t {
     untracked_fast_path!(fd, real::READV, fd, iov, count);
     out_of_line(fd, move || {
@@ -225,7 +225,7 @@ pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, count: c_int) -> ss
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `writev`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t {
     untracked_fast_path!(fd, real::WRITEV, fd, iov, count);
     out_of_line(fd, move || {
@@ -245,7 +245,7 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, count: c_int) -> s
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `recv`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
     untracked_fast_path!(fd, real::RECV, fd, buf, len, flags);
     out_of_line(fd, move || {
@@ -259,7 +259,7 @@ pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `__recv_chk`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn __recv_chk(
     fd: c_int,
     buf: *mut c_void,
@@ -279,7 +279,7 @@ pub unsafe extern "C" fn __recv_chk(
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `recvfrom`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn recvfrom(
     fd: c_int,
     buf: *mut c_void,
@@ -300,7 +300,7 @@ pub unsafe extern "C" fn recvfrom(
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `__recvfrom_chk`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn __recvfrom_chk(
     fd: c_int,
     buf: *mut c_void,
@@ -342,7 +342,7 @@ pub unsafe extern "C" fn __recvfrom_chk(
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `recvmsg`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
     untracked_fast_path!(fd, real::RECVMSG, fd, msg, flags);
     out_of_line(fd, move || {
@@ -356,7 +356,7 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `send`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
     untracked_fast_path!(fd, real::SEND, fd, buf, len, flags);
     out_of_line(fd, move || {
@@ -379,7 +379,7 @@ pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags:
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `sendto`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn sendto(
     fd: c_int,
     buf: *const c_void,
@@ -410,7 +410,7 @@ pub unsafe extern "C" fn sendto(
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `sendmsg`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
     untracked_fast_path!(fd, real::SENDMSG, fd, msg, flags);
     out_of_line(fd, move || {
@@ -442,7 +442,7 @@ fn after_sendfile(out_fd: c_int, n: ssize_t) {
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `sendfile`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn sendfile(
     out_fd: c_int,
     in_fd: c_int,
@@ -459,7 +459,7 @@ pub unsafe extern "C" fn sendfile(
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `sendfile64`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn sendfile64(
     out_fd: c_int,
     in_fd: c_int,

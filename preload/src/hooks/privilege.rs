@@ -21,7 +21,7 @@ fn before_id_change() {
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `setuid`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn setuid(uid: uid_t) -> c_int {
     before_id_change();
     call_real!(real::SETUID, -1, uid)
@@ -29,7 +29,7 @@ pub unsafe extern "C" fn setuid(uid: uid_t) -> c_int {
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `seteuid`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn seteuid(uid: uid_t) -> c_int {
     before_id_change();
     call_real!(real::SETEUID, -1, uid)
@@ -37,7 +37,7 @@ pub unsafe extern "C" fn seteuid(uid: uid_t) -> c_int {
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `setreuid`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn setreuid(ruid: uid_t, euid: uid_t) -> c_int {
     before_id_change();
     call_real!(real::SETREUID, -1, ruid, euid)
@@ -45,7 +45,7 @@ pub unsafe extern "C" fn setreuid(ruid: uid_t, euid: uid_t) -> c_int {
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `setresuid`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn setresuid(ruid: uid_t, euid: uid_t, suid: uid_t) -> c_int {
     before_id_change();
     call_real!(real::SETRESUID, -1, ruid, euid, suid)
@@ -53,7 +53,7 @@ pub unsafe extern "C" fn setresuid(ruid: uid_t, euid: uid_t, suid: uid_t) -> c_i
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `setgid`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn setgid(gid: gid_t) -> c_int {
     before_id_change();
     call_real!(real::SETGID, -1, gid)
@@ -61,7 +61,7 @@ pub unsafe extern "C" fn setgid(gid: gid_t) -> c_int {
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `setegid`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn setegid(gid: gid_t) -> c_int {
     before_id_change();
     call_real!(real::SETEGID, -1, gid)
@@ -69,7 +69,7 @@ pub unsafe extern "C" fn setegid(gid: gid_t) -> c_int {
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `setregid`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn setregid(rgid: gid_t, egid: gid_t) -> c_int {
     before_id_change();
     call_real!(real::SETREGID, -1, rgid, egid)
@@ -77,7 +77,7 @@ pub unsafe extern "C" fn setregid(rgid: gid_t, egid: gid_t) -> c_int {
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `setresgid`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn setresgid(rgid: gid_t, egid: gid_t, sgid: gid_t) -> c_int {
     before_id_change();
     call_real!(real::SETRESGID, -1, rgid, egid, sgid)
@@ -85,7 +85,7 @@ pub unsafe extern "C" fn setresgid(rgid: gid_t, egid: gid_t, sgid: gid_t) -> c_i
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `setgroups`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn setgroups(size: size_t, list: *const gid_t) -> c_int {
     before_id_change();
     call_real!(real::SETGROUPS, -1, size, list)
@@ -93,7 +93,7 @@ pub unsafe extern "C" fn setgroups(size: size_t, list: *const gid_t) -> c_int {
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `initgroups`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn initgroups(user: *const c_char, group: gid_t) -> c_int {
     before_id_change();
     call_real!(real::INITGROUPS, -1, user, group)

@@ -233,7 +233,7 @@ unsafe fn managed_sigaction(
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `sigaction`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn sigaction(
     sig: c_int,
     act: *const libc::sigaction,
@@ -288,14 +288,14 @@ fn signal_like(
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `signal`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn signal(sig: c_int, handler: sighandler_t) -> sighandler_t {
     signal_like(&real::SIGNAL, sig, handler, libc::SA_RESTART, true)
 }
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `bsd_signal`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn bsd_signal(sig: c_int, handler: sighandler_t) -> sighandler_t {
     signal_like(&real::BSD_SIGNAL, sig, handler, libc::SA_RESTART, true)
 }
@@ -305,14 +305,14 @@ const SYSV_FLAGS: c_int = libc::SA_RESETHAND | libc::SA_NODEFER;
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `sysv_signal`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn sysv_signal(sig: c_int, handler: sighandler_t) -> sighandler_t {
     signal_like(&real::SYSV_SIGNAL, sig, handler, SYSV_FLAGS, false)
 }
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `__sysv_signal`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn __sysv_signal(sig: c_int, handler: sighandler_t) -> sighandler_t {
     signal_like(&real::SYSV_SIGNAL_INTERNAL, sig, handler, SYSV_FLAGS, false)
 }

@@ -131,7 +131,7 @@ fn is_traced_stream(fd: c_int, name: &SockName) -> bool {
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `connect`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     let r = call_real!(real::CONNECT, -1, fd, addr, len);
     // SAFETY: reading errno of this thread.
@@ -188,7 +188,7 @@ unsafe fn given_len(addr: *mut sockaddr, len: *mut socklen_t) -> socklen_t {
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `accept`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
     // SAFETY: the app's arguments to accept.
     let given = unsafe { given_len(addr, len) };
@@ -201,7 +201,7 @@ pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut sockle
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `accept4`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn accept4(
     fd: c_int,
     addr: *mut sockaddr,
@@ -219,7 +219,7 @@ pub unsafe extern "C" fn accept4(
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `socket`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
     // The app's sockets: a tail call. Our own threads' (the OTLP
     // transport's): moved out of the app's way and marked ours.
@@ -244,7 +244,7 @@ fn socket_slow(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `close`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     if fdtable::is_marked(fd) {
         return close_marked(fd);
@@ -274,7 +274,7 @@ fn close_marked(fd: c_int) -> c_int {
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `close_range`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
     // CLOSE_RANGE_CLOEXEC only marks fds; anything else closes them. Our
     // descriptors in the range are given up first (a call that then fails
@@ -303,7 +303,7 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
 /// Called by the dynamic linker in place of libc's `closefrom` (glibc
 /// 2.34+), which closes through an internal `close_range` our hook never
 /// sees.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn closefrom(first: c_int) {
     let first = first.max(0) as usize;
     let end = fdtable::high_water();
@@ -327,7 +327,7 @@ pub unsafe extern "C" fn closefrom(first: c_int) {
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `dup`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
     let r = call_real!(real::DUP, -1, fd);
     if r >= 0 && fdtable::is_tracked(fd) {
@@ -355,7 +355,7 @@ fn after_dup2(old: c_int, new: c_int, r: c_int) {
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `dup2`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
     before_replacing(old, new);
     let r = call_real!(real::DUP2, -1, old, new);
@@ -365,7 +365,7 @@ pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `dup3`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
     before_replacing(old, new);
     let r = call_real!(real::DUP3, -1, old, new, flags);
@@ -411,7 +411,7 @@ fn our_fcntl(fd: c_int, cmd: c_int, real: impl FnOnce() -> c_int) -> c_int {
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `fcntl`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
     if fdtable::is_marked(fd) && guard::is_internal() {
         return our_fcntl(fd, cmd, || call_real!(real::FCNTL, -1, fd, cmd, arg));
@@ -423,7 +423,7 @@ pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
 
 /// # Safety
 /// Called by the dynamic linker in place of libc's `fcntl64`.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
     if fdtable::is_marked(fd) && guard::is_internal() {
         return our_fcntl(fd, cmd, || call_real!(real::FCNTL64, -1, fd, cmd, arg));

@@ -68,13 +68,13 @@ macro_rules! trampoline {
     ($name:ident => $imp:ident, $x86:literal, $arm:literal) => {
         #[cfg(target_arch = "x86_64")]
         #[unsafe(naked)]
-        #[no_mangle]
+        #[cfg_attr(not(test), no_mangle)]
         pub unsafe extern "C" fn $name() {
             core::arch::naked_asm!(concat!("mov ", $x86, ", [rsp]"), "jmp {imp}", imp = sym $imp)
         }
         #[cfg(target_arch = "aarch64")]
         #[unsafe(naked)]
-        #[no_mangle]
+        #[cfg_attr(not(test), no_mangle)]
         pub unsafe extern "C" fn $name() {
             core::arch::naked_asm!(concat!("mov ", $arm, ", x30"), "b {imp}", imp = sym $imp)
         }
