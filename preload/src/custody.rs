@@ -145,3 +145,80 @@ pub fn install() {
         revocations,
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pipe() -> (c_int, c_int) {
+        let mut fds = [0; 2];
+        // SAFETY: pipe fills the array.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        (fds[0], fds[1])
+    }
+
+    fn is_open(fd: c_int) -> bool {
+        // SAFETY: F_GETFD only reads the descriptor's flags.
+        unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+    }
+
+    #[test]
+    fn our_descriptors_go_high_close_on_exec_and_are_given_up_to_the_app() {
+        let base = high_base();
+        if let Some(b) = base {
+            assert!(
+                (3 * HIGH_ROOM..HIGH_CAP - HIGH_ROOM + 1).contains(&b),
+                "{b}"
+            );
+        }
+        let (r, w) = pipe();
+        let ours = adopt_raw(w, fdtable::SOCKET);
+        assert!(ours >= 0);
+        if let Some(b) = base {
+            assert!(ours >= b, "{ours} below {b}");
+            assert!(!is_open(w), "the low number is closed");
+        }
+        assert!(is_open(ours));
+        // SAFETY: as above.
+        let flags = unsafe { libc::fcntl(ours, libc::F_GETFD) };
+        assert!(base.is_none() || flags & libc::FD_CLOEXEC != 0);
+        assert_eq!(fdtable::get(ours), fdtable::OURS | fdtable::SOCKET);
+
+        // In another process (a vfork child) the app's close changes nothing.
+        OWNER_PID.store(-1, Ordering::Relaxed);
+        app_takes(ours);
+        assert_eq!(fdtable::get(ours), fdtable::OURS | fdtable::SOCKET);
+
+        // Here, the app takes the number: it is lost to us, and the export
+        // side hears of it.
+        after_fork_in_child();
+        let before = revocations();
+        app_takes(ours);
+        assert!(is_lost(ours));
+        assert_eq!(revocations(), before + 1);
+        // Only once.
+        app_takes(ours);
+        assert_eq!(revocations(), before + 1);
+        release_lost(ours);
+        assert_eq!(fdtable::get(ours), 0);
+        // SAFETY: closing the descriptors this test opened.
+        unsafe {
+            libc::close(ours);
+            libc::close(r);
+        }
+    }
+
+    #[test]
+    fn the_apps_own_descriptors_are_not_ours_to_lose() {
+        let (r, w) = pipe();
+        let before = fdtable::get(r);
+        app_takes(r);
+        assert_eq!(fdtable::get(r), before);
+        assert!(!is_lost(r));
+        // SAFETY: closing the descriptors this test opened.
+        unsafe {
+            libc::close(r);
+            libc::close(w);
+        }
+    }
+}

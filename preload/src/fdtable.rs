@@ -143,3 +143,94 @@ pub fn disown(fd: libc::c_int) {
 pub fn release(fd: libc::c_int) {
     update(fd, |b| Some(b & !(LOST | SOCKET)));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The table is the process's: each test uses its own descriptor
+    // numbers (never opened: only the bytes are touched).
+
+    #[test]
+    fn connection_marks() {
+        let fd = 100_001;
+        assert_eq!(get(fd), 0);
+        assert!(!is_marked(fd) && !is_tracked(fd) && !is_client(fd));
+        assert!(set(fd, Mark::Client));
+        assert!(is_marked(fd) && is_tracked(fd) && is_client(fd));
+        assert!(set(fd, Mark::Server));
+        assert!(is_tracked(fd) && !is_client(fd));
+        assert!(set(fd, Mark::Untracked));
+        assert_eq!(get(fd), 0);
+        assert!(high_water() > fd as usize);
+    }
+
+    #[test]
+    fn out_of_range_descriptors_are_never_marked() {
+        for fd in [
+            -1,
+            libc::c_int::MIN,
+            MAX_FDS as libc::c_int,
+            libc::c_int::MAX,
+        ] {
+            assert!(!set(fd, Mark::Client), "{fd}");
+            assert!(!mark_ours(fd, SOCKET));
+            assert_eq!(lose(fd), 0);
+            assert_eq!(get(fd), 0);
+            assert!(!is_marked(fd) && !is_lost(fd));
+        }
+        // The last one in range is.
+        let last = MAX_FDS as libc::c_int - 1;
+        assert!(set(last, Mark::Server));
+        assert!(is_tracked(last));
+        assert_eq!(high_water(), MAX_FDS);
+        set(last, Mark::Untracked);
+    }
+
+    #[test]
+    fn ours_lost_and_released() {
+        let fd = 100_002;
+        assert!(mark_ours(fd, SOCKET));
+        assert_eq!(get(fd), OURS | SOCKET);
+        // Ours is not a connection: the shims' fast path still looks.
+        assert!(is_marked(fd) && !is_tracked(fd) && !is_lost(fd));
+        // The app closes it: lost, and the byte as it was is returned.
+        assert_eq!(lose(fd), OURS | SOCKET);
+        assert!(is_lost(fd));
+        assert_eq!(get(fd), LOST | SOCKET);
+        // A lost number is not ours again until our code lets go of it.
+        assert!(!mark_ours(fd, 0));
+        release(fd);
+        assert_eq!(get(fd), 0);
+        assert!(mark_ours(fd, 0));
+        assert_eq!(get(fd), OURS);
+        disown(fd);
+        assert_eq!(get(fd), 0);
+    }
+
+    #[test]
+    fn losing_what_was_never_ours_changes_nothing() {
+        let fd = 100_003;
+        assert_eq!(lose(fd), 0);
+        assert_eq!(get(fd), 0);
+        set(fd, Mark::Client);
+        assert_eq!(lose(fd), Mark::Client as u8);
+        assert!(is_client(fd) && !is_lost(fd));
+        set(fd, Mark::Untracked);
+    }
+
+    #[test]
+    fn a_connection_mark_keeps_the_ownership_bits() {
+        let fd = 100_004;
+        assert!(mark_ours(fd, 0));
+        // The app reuses a number our code lost: its connection mark and
+        // our LOST bit live side by side.
+        lose(fd);
+        set(fd, Mark::Client);
+        assert!(is_client(fd) && is_lost(fd));
+        set(fd, Mark::Untracked);
+        assert!(is_lost(fd) && !is_tracked(fd));
+        release(fd);
+        assert_eq!(get(fd), 0);
+    }
+}

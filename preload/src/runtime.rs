@@ -739,3 +739,170 @@ fn end_in_flight(rt: &'static Runtime) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The runtime as the hooks drive it, without interposition: the test
+    //! calls what a hook would after the real call. The runtime is the
+    //! process's, so one test installs it and walks through its life in
+    //! order; the connection table's own tests use a table of their own.
+    //! Descriptor numbers are never opened: only tables are touched.
+
+    use super::*;
+
+    fn conn(role: Role) -> Shared {
+        Arc::new(Mutex::new(match role {
+            Role::Client => Connection::client(None, None),
+            Role::Server => Connection::server(None, None),
+        }))
+    }
+
+    #[test]
+    fn the_table_marks_its_fds_and_dups_share_a_connection() {
+        let t = ConnTable::default();
+        let (a, b) = (100_100, 100_101);
+        assert!(t.get(a).is_none());
+        let c = conn(Role::Client);
+        assert!(t.insert(a, c.clone()).is_none());
+        assert!(fdtable::is_client(a));
+        assert!(Arc::ptr_eq(&t.get(a).unwrap(), &c));
+        // dup: the same connection under both numbers.
+        assert!(t.insert(b, t.get(a).unwrap()).is_none());
+        assert!(fdtable::is_client(b));
+        assert_eq!(Arc::strong_count(&c), 3);
+        // A server replaces what the number held, and the mark follows.
+        let s = conn(Role::Server);
+        let old = t.insert(b, s.clone()).expect("the dup's connection");
+        assert!(Arc::ptr_eq(&old, &c));
+        assert!(fdtable::is_tracked(b) && !fdtable::is_client(b));
+        drop(old);
+        assert!(Arc::ptr_eq(&t.remove(a).unwrap(), &c));
+        assert_eq!(fdtable::get(a), 0);
+        assert!(t.get(a).is_none() && t.remove(a).is_none());
+        assert_eq!(Arc::strong_count(&c), 1);
+        t.remove(b);
+        assert_eq!(fdtable::get(b), 0);
+    }
+
+    #[test]
+    fn fds_out_of_range_are_not_tracked() {
+        let t = ConnTable::default();
+        for fd in [-1, fdtable::MAX_FDS as i32, i32::MAX] {
+            assert!(t.insert(fd, conn(Role::Client)).is_none());
+            assert!(t.get(fd).is_none());
+            assert!(t.remove(fd).is_none());
+            assert!(t.with(fd, |_| ()).is_none());
+        }
+    }
+
+    #[test]
+    fn all_skips_busy_slots() {
+        let t = ConnTable::default();
+        let (a, b) = (100_110, 100_111);
+        t.insert(a, conn(Role::Client));
+        t.insert(b, conn(Role::Server));
+        assert_eq!(t.all().len(), 2);
+        // A slot held by a thread interrupted at exit is left out.
+        let slot = &t.slots[a as usize];
+        slot.busy.store(true, Ordering::Release);
+        let all = t.all();
+        assert_eq!(all.len(), 1);
+        assert_eq!(lock(&all[0]).role(), Role::Server);
+        slot.busy.store(false, Ordering::Release);
+        assert_eq!(t.all().len(), 2);
+        t.remove(a);
+        t.remove(b);
+        assert!(t.all().is_empty());
+    }
+
+    #[test]
+    fn a_runtime_through_its_life() {
+        // Before install: hooks do nothing.
+        assert!(!active());
+        assert_eq!(traced_value(|_| Some(1)), None);
+
+        let dump =
+            std::env::temp_dir().join(format!("lumigo-preload-unit-{}.jsonl", std::process::id()));
+        let _ = std::fs::remove_file(&dump);
+        let dump_text = dump.to_string_lossy().into_owned();
+        let config = Config::from_lookup(|k| match k {
+            "LUMIGO_PROCESS_SPAN" => Some("true".into()),
+            "LUMIGO_DEBUG_SPANDUMP" => Some(dump_text.clone()),
+            _ => None,
+        });
+        install(config);
+        assert!(active());
+        assert_eq!(traced_value(|_| Some(1)), Some(1));
+
+        // errno is the app's, whatever the tracing work did to it.
+        set_errno(libc::EAGAIN);
+        traced(|_| set_errno(libc::EBADF));
+        assert_eq!(errno(), libc::EAGAIN);
+        // Our own calls (inside tracing work) are never traced.
+        assert_eq!(traced_value(|_| traced_value(|_| Some(()))), None);
+
+        let inet = |s: &str| Some(Address::Inet(s.parse().unwrap()));
+        // Metadata services are left alone.
+        traced(|rt| on_connect(rt, 100_200, inet("169.254.169.254:80"), None));
+        assert!(!fdtable::is_marked(100_200));
+        traced(|rt| on_connect(rt, 100_200, inet("[::ffff:169.254.170.2]:80"), None));
+        assert!(!fdtable::is_marked(100_200));
+        // A client connection, and a dup of it.
+        traced(|rt| on_connect(rt, 100_201, inet("127.0.0.1:8080"), None));
+        assert!(fdtable::is_client(100_201));
+        traced(|rt| on_dup(rt, 100_201, 100_202));
+        assert!(fdtable::is_client(100_202));
+        traced(|rt| on_close(rt, 100_201));
+        assert!(!fdtable::is_marked(100_201));
+        assert!(fdtable::is_client(100_202));
+        // A client's end of file ends it; a server's does not.
+        traced(|rt| on_eof(rt, 100_202));
+        assert!(!fdtable::is_marked(100_202));
+        traced(|rt| on_accept(rt, 100_203, inet("127.0.0.1:40000"), None));
+        assert!(fdtable::is_tracked(100_203) && !fdtable::is_client(100_203));
+        traced(|rt| on_eof(rt, 100_203));
+        assert!(fdtable::is_tracked(100_203));
+        // Data on a number the runtime does not know clears a stale mark.
+        fdtable::set(100_204, Mark::Client);
+        traced(|rt| {
+            on_data(
+                rt,
+                100_204,
+                Direction::Inbound,
+                &mut std::iter::once(&b"x"[..]),
+            )
+        });
+        assert!(!fdtable::is_marked(100_204));
+        // Nothing planned for a number the runtime does not know.
+        assert!(
+            traced_value(|rt| plan_outbound(rt, 100_204, &[b"GET / HTTP/1.1\r\n\r\n"])).is_none()
+        );
+        traced(|rt| on_close(rt, 100_203));
+        assert!(!fdtable::is_marked(100_203));
+
+        // The process exits with status 3: the process span says so.
+        record_exit_status(3);
+        let rt = runtime().unwrap();
+        assert!(rt.lifecycle.may_flush_from_signal());
+        at_exit();
+        assert!(rt.lifecycle.is_shut_down());
+        assert!(!rt.lifecycle.may_flush_from_signal());
+        let text = std::fs::read_to_string(&dump).expect("the span dump");
+        let _ = std::fs::remove_file(&dump);
+        let process: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("process.exit.code"))
+            .collect();
+        assert_eq!(process.len(), 1, "{text}");
+        assert!(process[0].contains("exit status 3"), "{}", process[0]);
+        // Once: a second exit (or _exit) does nothing.
+        at_exit();
+        at_underscore_exit();
+        end_in_flight_for_signal();
+
+        // A panic in tracing work switches tracing off for the process.
+        traced(|_| panic!("a bug"));
+        assert!(!active());
+        assert_eq!(traced_value(|_| Some(1)), None);
+    }
+}
