@@ -40,7 +40,66 @@ pub const ALWAYS_SECRET_HEADERS: [&str; 4] = [
 #[derive(Clone, Debug, Default)]
 pub struct Masker {
     sources: Vec<String>,
-    compiled: OnceLock<Vec<Matcher>>,
+    compiled: OnceLock<Compiled>,
+}
+
+/// The patterns, compiled. The `.*word.*` ones (up to 64) are found
+/// together in one pass over the name: `first[b]` has bit `i` set when
+/// `words[i]` starts with byte `b`, so each byte of the name is one table
+/// load and a word is compared only where its first byte is.
+#[derive(Clone, Debug)]
+struct Compiled {
+    words: Vec<Box<[u8]>>,
+    first: Box<[u64; 256]>,
+    /// The other patterns (and words past the 64th).
+    others: Vec<Matcher>,
+}
+
+impl Compiled {
+    fn new(patterns: Vec<Matcher>) -> Compiled {
+        let mut words: Vec<Box<[u8]>> = Vec::new();
+        let mut first = Box::new([0u64; 256]);
+        let mut others = Vec::new();
+        for m in patterns {
+            match m {
+                Matcher::Contains(f) if words.len() < 64 => {
+                    let w: Box<[u8]> = f.needle().into();
+                    if let Some(&b) = w.first() {
+                        first[usize::from(b)] |= 1 << words.len();
+                        words.push(w);
+                    }
+                }
+                m => others.push(m),
+            }
+        }
+        Compiled {
+            words,
+            first,
+            others,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.words.is_empty() && self.others.is_empty()
+    }
+
+    /// Whether one of the words occurs in `lower`.
+    fn any_word_in(&self, lower: &[u8]) -> bool {
+        if self.words.is_empty() {
+            return false;
+        }
+        for (i, &b) in lower.iter().enumerate() {
+            let mut bits = self.first[usize::from(b)];
+            while bits != 0 {
+                let w = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                if lower[i..].starts_with(&self.words[w]) {
+                    return true;
+                }
+            }
+        }
+        false
+    }
 }
 
 /// One compiled pattern. The common shapes (Lumigo's defaults are all
@@ -101,12 +160,14 @@ impl Masker {
         }
     }
 
-    fn patterns(&self) -> &[Matcher] {
+    fn patterns(&self) -> &Compiled {
         self.compiled.get_or_init(|| {
-            self.sources
-                .iter()
-                .filter_map(|p| Matcher::new(p))
-                .collect()
+            Compiled::new(
+                self.sources
+                    .iter()
+                    .filter_map(|p| Matcher::new(p))
+                    .collect(),
+            )
         })
     }
 
@@ -151,7 +212,7 @@ impl Masker {
             owned = name.to_ascii_lowercase();
             owned.as_bytes()
         };
-        patterns.iter().any(|m| m.matches(name, lower))
+        patterns.any_word_in(lower) || patterns.others.iter().any(|m| m.matches(name, lower))
     }
 
     /// Masks the values of secret parameters in a query string
@@ -492,6 +553,61 @@ mod tests {
             Matcher::new(".*a.b.*").unwrap(),
             Matcher::Regex(_)
         ));
+    }
+
+    #[test]
+    fn words_found_in_one_pass_match_as_their_regexes_do() {
+        // 70 `.*word.*` patterns (past the table's 64, the rest go the
+        // slow way), words sharing first bytes and overlapping, plus a
+        // regex and a plain name.
+        let mut patterns: Vec<String> = (0..70).map(|i| format!(".*w{i}x.*")).collect();
+        patterns.extend(
+            ["pass", "passphrase", "key", "ke", "token", "aa"]
+                .iter()
+                .map(|w| format!(".*{w}.*")),
+        );
+        patterns.push("sig(nature)?".into());
+        patterns.push("Authorization".into());
+        let m = Masker::new(&patterns);
+        let regexes: Vec<Regex> = patterns
+            .iter()
+            .map(|p| {
+                RegexBuilder::new(&format!("^(?:{p})$"))
+                    .case_insensitive(true)
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        let names = [
+            "w0x",
+            "W69X",
+            "aw65x-",
+            "w64",
+            "w6x",
+            "w7",
+            "pas",
+            "PASS",
+            "x-pass",
+            "kk",
+            "monKey",
+            "k",
+            "tok",
+            "tokEN",
+            "a",
+            "aa",
+            "baaa",
+            "sig",
+            "signature",
+            "x-sig",
+            "authorization",
+            "authorization2",
+            "",
+            "\u{e9}key",
+        ];
+        for n in names {
+            let expected = regexes.iter().any(|r| r.is_match(n));
+            assert_eq!(m.is_secret(n), expected, "{n:?}");
+        }
     }
 
     use super::*;

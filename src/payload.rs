@@ -142,9 +142,11 @@ impl PayloadRules {
         // Secrets the request carried (masked where they were) must not
         // come out elsewhere either: a server that echoes its query or a
         // token in a page or an error message.
-        let secrets = self.request_secrets(&ex.target, &c.request_head);
+        let request_fields = header_fields(&c.request_head);
+        let secrets = self.request_secrets(&ex.target, &request_fields);
         self.push_message(
             attrs,
+            &request_fields,
             Message {
                 head: &c.request_head,
                 body: &c.request_body,
@@ -159,6 +161,7 @@ impl PayloadRules {
         );
         self.push_message(
             attrs,
+            &header_fields(&c.response_head),
             Message {
                 head: &c.response_head,
                 body: &c.response_body,
@@ -178,7 +181,7 @@ impl PayloadRules {
     /// whole value, its credentials after an `Authorization` scheme, each
     /// cookie's value). Values shorter than 4 bytes are left out (masking
     /// every `1` in a page would hide nothing and break everything).
-    fn request_secrets(&self, target: &str, head: &[u8]) -> Vec<String> {
+    fn request_secrets(&self, target: &str, fields: &[Field<'_>]) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         let mut add = |v: &str| {
             let v = v.trim();
@@ -197,11 +200,11 @@ impl PayloadRules {
                 }
             }
         }
-        for (name, value) in header_fields(head) {
-            if !self.request_headers.is_secret_header(&name) {
+        for (name, value) in fields {
+            if !self.request_headers.is_secret_header(name) {
                 continue;
             }
-            add(&value);
+            add(value);
             if name == "authorization" || name == "proxy-authorization" {
                 if let Some((_, credentials)) = value.split_once(' ') {
                     add(credentials);
@@ -218,16 +221,15 @@ impl PayloadRules {
         out
     }
 
-    fn push_message(&self, attrs: &mut Attributes, m: Message<'_>) {
+    fn push_message(&self, attrs: &mut Attributes, fields: &[Field<'_>], m: Message<'_>) {
         if m.head.is_empty() {
             return;
         }
-        let fields = header_fields(m.head);
-        let masked: Vec<(String, Cow<'_, str>)> = fields
+        let masked: Vec<(&str, Cow<'_, str>)> = fields
             .iter()
             .map(|(name, value)| {
                 let value = mask_header(name, value, m.header_masker, &self.query);
-                (name.clone(), value)
+                (name.as_str(), value)
             })
             .collect();
         let json = scrub(headers_json(&masked, self.limit), m.secrets);
@@ -250,7 +252,7 @@ impl PayloadRules {
                 fields
                     .iter()
                     .find(|(name, _)| name == n)
-                    .map(|(_, v)| v.as_str())
+                    .map(|(_, v)| v.as_ref())
             };
             let body = body_text(
                 m.body,
@@ -293,12 +295,16 @@ fn scrub(text: String, secrets: &[String]) -> String {
     text
 }
 
+/// A header field: its name in lower case, its value (borrowed from the
+/// head unless it had to change).
+pub type Field<'h> = (String, Cow<'h, str>);
+
 /// The header fields of a raw head (its first line skipped), names lower
 /// case, values trimmed, in order. A last line cut short by the head cap
 /// is kept if its name is complete; obsolete line folding is joined to the
 /// field before it.
-pub fn header_fields(head: &[u8]) -> Vec<(String, String)> {
-    let mut fields: Vec<(String, String)> = Vec::new();
+pub fn header_fields(head: &[u8]) -> Vec<Field<'_>> {
+    let mut fields: Vec<Field<'_>> = Vec::with_capacity(16);
     let mut lines = head.split(|&b| b == b'\n');
     let _ = lines.next(); // The request or status line.
     for line in lines {
@@ -308,8 +314,9 @@ pub fn header_fields(head: &[u8]) -> Vec<(String, String)> {
         }
         if matches!(line.first(), Some(b' ' | b'\t')) {
             if let Some((_, v)) = fields.last_mut() {
+                let v = v.to_mut();
                 v.push(' ');
-                v.push_str(String::from_utf8_lossy(line.trim_ascii()).as_ref());
+                v.push_str(&text(line.trim_ascii()));
             }
             continue;
         }
@@ -321,12 +328,18 @@ pub fn header_fields(head: &[u8]) -> Vec<(String, String)> {
             continue;
         }
         let value = line.get(colon + 1..).unwrap_or_default().trim_ascii();
-        fields.push((
-            String::from_utf8_lossy(name).to_ascii_lowercase(),
-            String::from_utf8_lossy(value).into_owned(),
-        ));
+        fields.push((text(name).to_ascii_lowercase(), text(value)));
     }
     fields
+}
+
+/// `bytes` as text, invalid UTF-8 replaced (borrowed when valid: the
+/// check is the standard library's word-at-a-time one).
+fn text(bytes: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
 }
 
 /// A header value as it may be shown: `****` for a secret name (or one of
@@ -356,53 +369,94 @@ pub fn mask_header<'v>(
 
 /// The JSON object of header fields (repeated names joined with `, `, in
 /// the order names first appeared). Stops adding fields once past `limit`
-/// bytes: the attribute is cut there anyway.
-pub fn headers_json(fields: &[(String, Cow<'_, str>)], limit: usize) -> String {
-    let mut merged: Vec<(&str, String)> = Vec::with_capacity(fields.len());
-    for (name, value) in fields {
-        match merged.iter_mut().find(|(n, _)| *n == name.as_str()) {
-            Some((_, v)) => {
-                v.push_str(", ");
-                v.push_str(value);
-            }
-            None => merged.push((name.as_str(), value.to_string())),
-        }
-    }
+/// bytes: the attribute is cut there anyway, and the names written, which
+/// every field is compared with, stay few whatever the head holds.
+pub fn headers_json<N: AsRef<str>, V: AsRef<str>>(fields: &[(N, V)], limit: usize) -> String {
     let mut out = String::with_capacity(limit.min(1024));
+    let mut written: Vec<&str> = Vec::new();
     out.push('{');
-    for (i, (name, value)) in merged.iter().enumerate() {
+    for (i, (name, _)) in fields.iter().enumerate() {
+        let name = name.as_ref();
         if out.len() > limit {
             break;
         }
-        if i > 0 {
+        if written.contains(&name) {
+            continue;
+        }
+        written.push(name);
+        if out.len() > 1 {
             out.push(',');
         }
-        push_json_string(&mut out, name);
-        out.push(':');
-        push_json_string(&mut out, value);
+        out.push('"');
+        push_json_escaped(&mut out, name);
+        out.push_str("\":\"");
+        let mut values = fields[i..].iter().filter(|(n, _)| n.as_ref() == name);
+        if let Some((_, v)) = values.next() {
+            push_json_escaped(&mut out, v.as_ref());
+        }
+        for (_, v) in values {
+            if out.len() > limit {
+                break;
+            }
+            out.push_str(", ");
+            push_json_escaped(&mut out, v.as_ref());
+        }
+        out.push('"');
     }
     out.push('}');
     out
 }
 
-/// Appends `s` as a JSON string literal.
-fn push_json_string(out: &mut String, s: &str) {
+/// Appends `s` escaped as the inside of a JSON string literal: runs of
+/// plain text are copied whole.
+fn push_json_escaped(out: &mut String, s: &str) {
     use std::fmt::Write as _;
-    out.push('"');
-    for ch in s.chars() {
-        match ch {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
+    let bytes = s.as_bytes();
+    // Eight bytes at a time while none needs escaping (none below 0x20,
+    // no `"`, no `\\`): the common case for header text.
+    let mut clean = 0;
+    while let Some(chunk) = bytes.get(clean..clean + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        if needs_escape(u64::from_le_bytes(word)) {
+            break;
         }
+        clean += 8;
     }
-    out.push('"');
+    // Copied with what follows (`clean` may fall inside a character).
+    let mut plain = 0;
+    for (i, &b) in bytes.iter().enumerate().skip(clean) {
+        let short = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        // `b` is ASCII, so `i` is a character boundary.
+        out.push_str(&s[plain..i]);
+        if short.is_empty() {
+            let _ = write!(out, "\\u{:04x}", b);
+        } else {
+            out.push_str(short);
+        }
+        plain = i + 1;
+    }
+    out.push_str(&s[plain..]);
+}
+
+/// Whether one of the eight bytes of `w` is below 0x20, `"` or `\\`.
+fn needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGHS;
+    (below_space
+        | zero_byte(w ^ (ONES * u64::from(b'"')))
+        | zero_byte(w ^ (ONES * u64::from(b'\\'))))
+        != 0
 }
 
 /// Raw captured bytes of an exchange, for tests elsewhere.

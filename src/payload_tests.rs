@@ -142,7 +142,7 @@ fn header_fields_and_their_json() {
 Cookie: a=1\r\nAccept: a\r\naccept: b\r\nX-Quote: \"q\"\\\r\nReferer: http://h/p?token=t&x=1#f\r\n\
 X-Folded: one\r\n two\r\n\r\n";
     let fields = header_fields(head);
-    assert_eq!(fields[0], ("host".to_owned(), "h".to_owned()));
+    assert_eq!((fields[0].0.as_str(), fields[0].1.as_ref()), ("host", "h"));
     assert_eq!(fields.last().unwrap().1, "one two");
     let m = Masker::lumigo_defaults();
     let masked: Vec<(String, Cow<'_, str>)> = fields
@@ -459,7 +459,7 @@ fn random_text_never_panics_or_leaks_a_keyed_secret() {
 fn secrets_a_server_echoes_are_masked_too() {
     let rules = PayloadRules::default();
     let head = b"GET /?password=hunter2&q=1 HTTP/1.1\r\nAuthorization: Bearer sekrit-token\r\nCookie: a=cookie-value; b=1\r\n\r\n";
-    let secrets = rules.request_secrets("/?password=hunter2&q=1", head);
+    let secrets = rules.request_secrets("/?password=hunter2&q=1", &header_fields(head));
     for s in ["hunter2", "sekrit-token", "cookie-value"] {
         assert!(secrets.iter().any(|x| x == s), "{s} in {secrets:?}");
     }
@@ -475,4 +475,55 @@ fn secrets_a_server_echoes_are_masked_too() {
         out,
         "<title>Directory listing for /?password=****</title> token ****, ****"
     );
+}
+
+#[test]
+fn header_json_escapes_like_serde_and_joins_repeated_names() {
+    let fields = [
+        ("x-ctl", "a\u{1}b\tc\"d\\e"),
+        ("x-utf8", "caf\u{e9} \u{1f600}"),
+        ("x-ctl", "second"),
+        ("x-empty", ""),
+    ];
+    let json = headers_json(&fields, 2048);
+    let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(parsed["x-ctl"], "a\u{1}b\tc\"d\\e, second");
+    assert_eq!(parsed["x-utf8"], "caf\u{e9} \u{1f600}");
+    assert_eq!(parsed["x-empty"], "");
+    assert_eq!(parsed.as_object().unwrap().len(), 3);
+    assert!(
+        json.starts_with(r#"{"x-ctl":"a\u0001b\tc\"d\\e, second","#),
+        "{json}"
+    );
+}
+
+#[test]
+fn header_json_of_a_hostile_head_stops_at_the_limit() {
+    // 4,000 distinct names then 4,000 repeats of one: written up to the
+    // limit, every name compared only with the few written.
+    let mut fields: Vec<(String, &str)> = (0..4000).map(|i| (format!("n{i}"), "v")).collect();
+    fields.extend((0..4000).map(|_| ("n0".to_owned(), "w")));
+    let json = headers_json(&fields, 256);
+    assert!(json.len() < 256 + 64, "{}", json.len());
+    assert!(json.starts_with(r#"{"n0":"v, w, w"#));
+    assert!(json.ends_with('}'));
+}
+
+#[test]
+fn header_json_escaping_at_every_position_and_across_characters() {
+    // Each byte that needs escaping at every offset of a longer value,
+    // beside multi-byte characters that straddle the eight-byte steps.
+    for special in ['"', '\\', '\n', '\u{1}', '\u{1f}'] {
+        for at in 0..20 {
+            let mut v: String = "\u{e9}x\u{20ac}y".repeat(4);
+            let at = v.char_indices().nth(at).map_or(v.len(), |(i, _)| i);
+            v.insert(at, special);
+            let json = headers_json(&[("n", v.as_str())], 4096);
+            let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
+            assert_eq!(parsed["n"], v.as_str(), "{json}");
+        }
+    }
+    let clean = "\u{e9}".repeat(9);
+    let json = headers_json(&[("n", clean.as_str())], 4096);
+    assert_eq!(json, format!("{{\"n\":\"{clean}\"}}"));
 }
