@@ -59,21 +59,28 @@ impl Address {
     }
 
     /// A peer whose connections are never traced: cloud metadata services,
-    /// as in the Lumigo distributions. That is any IPv4 link-local address
-    /// (169.254.0.0/16: EC2's and GCP's 169.254.169.254, ECS's task
+    /// as in the Lumigo distributions. That is any link-local address:
+    /// IPv4's 169.254.0.0/16 (EC2's and GCP's 169.254.169.254, ECS's task
     /// metadata at 169.254.170.2), also written as an IPv4-mapped IPv6
-    /// address. Native IPv6 addresses (EC2's `fd00:ec2::254`, link-local
-    /// `fe80::/10`) and Unix sockets are traced.
+    /// address, and IPv6's `fe80::/10`; and EC2's IPv6 metadata endpoint,
+    /// `fd00:ec2::254`. Other addresses and Unix sockets are traced.
     pub fn is_excluded_peer(&self) -> bool {
         match self {
             Address::Inet(SocketAddr::V4(a)) => a.ip().is_link_local(),
             Address::Inet(SocketAddr::V6(a)) => {
-                a.ip().to_ipv4_mapped().is_some_and(|v4| v4.is_link_local())
+                let ip = a.ip();
+                ip.to_ipv4_mapped().is_some_and(|v4| v4.is_link_local())
+                    || ip.segments()[0] & 0xffc0 == 0xfe80
+                    || *ip == EC2_METADATA_V6
             }
             Address::Unix(_) => false,
         }
     }
 }
+
+/// EC2's instance metadata service over IPv6 (Nitro instances).
+const EC2_METADATA_V6: std::net::Ipv6Addr =
+    std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
 
 impl From<SocketAddr> for Address {
     fn from(a: SocketAddr) -> Address {
@@ -127,6 +134,10 @@ mod tests {
             "169.254.255.255:8080",
             "[::ffff:169.254.169.254]:80",
             "[::ffff:169.254.170.2]:80",
+            "[fd00:ec2::254]:80",
+            "[fe80::1]:80",
+            "[fe80::a9fe:a9fe%2]:80",
+            "[febf:ffff::1]:80",
         ] {
             assert!(inet(excluded).is_excluded_peer(), "{excluded}");
         }
@@ -142,10 +153,11 @@ mod tests {
             "[::ffff:10.1.2.3]:80",
             // IPv4-compatible (not mapped) is not read as IPv4.
             "[::169.254.169.254]:80",
-            // Native IPv6, link-local or the EC2 IPv6 metadata endpoint:
-            // not excluded (as before this moved here).
-            "[fe80::1]:80",
-            "[fd00:ec2::254]:80",
+            // Beside the link-local range and the EC2 endpoint.
+            "[fec0::1]:80",
+            "[fe7f:ffff::1]:80",
+            "[fd00:ec2::253]:80",
+            "[fd00:ec2::1:254]:80",
         ] {
             assert!(!inet(traced).is_excluded_peer(), "{traced}");
         }
