@@ -7,6 +7,7 @@
 #                                                               loaded when first exporting)
 #   target/dist/lumigo-run/lib/lumigo/node/lumigo-hint.js      (runtime hints for event-loop
 #   target/dist/lumigo-run/lib/lumigo/python/sitecustomize.py   servers: Node.js, asyncio)
+#   target/dist/lumigo-run/lib/lumigo/python/_lumigo_asyncio.py
 #
 # Copy the tree anywhere (e.g. `COPY target/dist/lumigo-run /opt/lumigo-run` in a
 # Dockerfile): the launcher finds the library at ../lib/lumigo beside itself,
@@ -47,7 +48,7 @@ cp target/release/liblumigo_preload.so target/release/liblumigo_transport.so "$D
 # The runtime hint scripts (event-loop parents; README, "Event-loop servers").
 mkdir -p "$DIST/lib/lumigo/node" "$DIST/lib/lumigo/python"
 cp preload/runtimes/node/lumigo-hint.js "$DIST/lib/lumigo/node/"
-cp preload/runtimes/python/sitecustomize.py "$DIST/lib/lumigo/python/"
+cp preload/runtimes/python/sitecustomize.py preload/runtimes/python/_lumigo_asyncio.py "$DIST/lib/lumigo/python/"
 if command -v strip >/dev/null 2>&1; then
   strip --strip-debug "$DIST/bin/lumigo-run" "$DIST/lib/lumigo/liblumigo_preload.so" \
     "$DIST/lib/lumigo/liblumigo_transport.so"

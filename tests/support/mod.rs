@@ -64,7 +64,11 @@ pub fn binaries() -> &'static Binaries {
 /// them from there).
 fn install_hint_scripts(dir: &Path) {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("preload/runtimes");
-    for rel in ["node/lumigo-hint.js", "python/sitecustomize.py"] {
+    for rel in [
+        "node/lumigo-hint.js",
+        "python/sitecustomize.py",
+        "python/_lumigo_asyncio.py",
+    ] {
         let to = dir.join(rel);
         std::fs::create_dir_all(to.parent().expect("a directory")).expect("hint script directory");
         // Written beside, then renamed: a concurrent test binary never sees half a file.
