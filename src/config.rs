@@ -698,7 +698,22 @@ impl Config {
                     }
                 })
             })
-            .or_else(|| grpc.then(|| DEFAULT_GRPC_ENDPOINT.to_owned()));
+            .or_else(|| grpc.then(|| DEFAULT_GRPC_ENDPOINT.to_owned()))
+            .map(|e| {
+                // A gRPC endpoint may come without a scheme (`collector:4317`,
+                // as gRPC clients take it): TLS unless
+                // OTEL_EXPORTER_OTLP_[TRACES_]INSECURE says otherwise.
+                if !grpc || e.contains("://") {
+                    return e;
+                }
+                let (name, insecure) = traces_or_general(&get, "INSECURE");
+                let scheme = if parse_bool(&name, insecure, w) {
+                    "http"
+                } else {
+                    "https"
+                };
+                format!("{scheme}://{e}")
+            });
         if let Some(endpoint) = otlp_endpoint {
             let mut headers = Vec::new();
             for var in [
@@ -1035,6 +1050,45 @@ mod tests {
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/xml"),
         ]);
         assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn a_grpc_endpoint_without_scheme_is_tls_unless_insecure() {
+        let grpc = ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc");
+        let c = config(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317"), grpc]);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert_eq!(c.destinations[0].endpoint, "https://collector:4317");
+        let c = config(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317"),
+            ("OTEL_EXPORTER_OTLP_INSECURE", "true"),
+            grpc,
+        ]);
+        assert_eq!(c.destinations[0].endpoint, "http://collector:4317");
+        // The traces variable wins; a scheme written wins over INSECURE.
+        let c = config(&[
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "[::1]:4317"),
+            ("OTEL_EXPORTER_OTLP_INSECURE", "true"),
+            ("OTEL_EXPORTER_OTLP_TRACES_INSECURE", "false"),
+            grpc,
+        ]);
+        assert_eq!(c.destinations[0].endpoint, "https://[::1]:4317");
+        let c = config(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4317"),
+            ("OTEL_EXPORTER_OTLP_INSECURE", "true"),
+            grpc,
+        ]);
+        assert_eq!(c.destinations[0].endpoint, "https://c:4317");
+        // A broken value is told and read as false.
+        let c = config(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "c:4317"),
+            ("OTEL_EXPORTER_OTLP_INSECURE", "maybe"),
+            grpc,
+        ]);
+        assert_eq!(c.destinations[0].endpoint, "https://c:4317");
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        // Not for OTLP/HTTP, whose endpoint is a URL: still refused.
+        let c = config(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")]);
+        assert!(c.destinations.is_empty());
     }
 
     #[test]

@@ -170,6 +170,23 @@ fn spans_reach_a_grpc_collector_in_cleartext_plain_and_gzipped() {
 }
 
 #[test]
+fn a_grpc_endpoint_without_scheme_is_cleartext_when_insecure() {
+    if !have_grpc() {
+        panic!("python grpcio and opentelemetry-proto are missing: run scripts/install-deps.sh");
+    }
+    let tmp = TempDir::new("otlp-grpc-insecure");
+    let (port, mut server) = http_server();
+    let receiver = GrpcReceiver::start(&tmp, "none", &[]);
+    // As gRPC clients take it: host and port, no scheme.
+    let endpoint = format!("127.0.0.1:{}", receiver.port);
+    let (out, _) = traced_curl(port, &endpoint, &[("OTEL_EXPORTER_OTLP_INSECURE", "true")]);
+    let calls = receiver.wait_calls(1);
+    assert_eq!(calls.len(), 1, "{}", stderr(&out));
+    the_curl_span(&calls[0], port);
+    server.stop();
+}
+
+#[test]
 fn grpc_over_tls_on_a_private_ca_and_with_a_client_certificate() {
     if !have_grpc() {
         panic!("python grpcio and opentelemetry-proto are missing: run scripts/install-deps.sh");
