@@ -6,7 +6,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::protocol::{CloseReason, Flow};
+use crate::protocol::{Carry, CloseReason, Flow, MessageEdit};
 
 /// One call on the connection.
 #[derive(Clone, Debug)]
@@ -325,4 +325,28 @@ pub(crate) mod fixture {
         }
         s
     }
+}
+
+/// The `traceparent` the injection tests carry.
+pub(crate) const TP: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+/// [`TP`] with `tracestate`, as the tracer hands it to an injector.
+pub(crate) fn carry(tracestate: Option<&str>) -> Option<Carry> {
+    Some(Carry {
+        traceparent: TP.to_owned(),
+        tracestate: tracestate.map(str::to_owned),
+    })
+}
+
+/// `data` with `edits` (in order) applied: the bytes the broker receives.
+pub(crate) fn apply_edits(data: &[u8], edits: &[MessageEdit]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    for e in edits {
+        out.extend_from_slice(&data[pos..e.at]);
+        out.extend_from_slice(&e.insert);
+        pos = e.at + e.replace;
+    }
+    out.extend_from_slice(&data[pos..]);
+    out
 }

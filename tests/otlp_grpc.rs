@@ -86,6 +86,17 @@ fn http_server() -> (u16, Server) {
     (port, Server::spawn(cmd, port))
 }
 
+/// What every test starts from: the receiver's Python packages checked, a
+/// temporary directory and the HTTP server curl calls.
+fn start(name: &str) -> (TempDir, u16, Server) {
+    if !have_grpc() {
+        panic!("python grpcio and opentelemetry-proto are missing: run scripts/install-deps.sh");
+    }
+    let tmp = TempDir::new(name);
+    let (port, server) = http_server();
+    (tmp, port, server)
+}
+
 /// `curl http://127.0.0.1:port/len/3` under the launcher with `--debug`,
 /// continuing the trace of [`TRACE_ID`] / [`PARENT_ID`], exporting over
 /// gRPC to `endpoint` with these extra variables.
@@ -141,11 +152,7 @@ fn the_curl_span(call: &Call, port: u16) {
 
 #[test]
 fn spans_reach_a_grpc_collector_in_cleartext_plain_and_gzipped() {
-    if !have_grpc() {
-        panic!("python grpcio and opentelemetry-proto are missing: run scripts/install-deps.sh");
-    }
-    let tmp = TempDir::new("otlp-grpc-h2c");
-    let (port, mut server) = http_server();
+    let (tmp, port, mut server) = start("otlp-grpc-h2c");
     for compression in ["none", "gzip"] {
         let receiver = GrpcReceiver::start(&tmp, compression, &[]);
         let tap = Tap::start(receiver.port);
@@ -171,11 +178,7 @@ fn spans_reach_a_grpc_collector_in_cleartext_plain_and_gzipped() {
 
 #[test]
 fn a_grpc_endpoint_without_scheme_is_cleartext_when_insecure() {
-    if !have_grpc() {
-        panic!("python grpcio and opentelemetry-proto are missing: run scripts/install-deps.sh");
-    }
-    let tmp = TempDir::new("otlp-grpc-insecure");
-    let (port, mut server) = http_server();
+    let (tmp, port, mut server) = start("otlp-grpc-insecure");
     let receiver = GrpcReceiver::start(&tmp, "none", &[]);
     // As gRPC clients take it: host and port, no scheme.
     let endpoint = format!("127.0.0.1:{}", receiver.port);
@@ -188,12 +191,8 @@ fn a_grpc_endpoint_without_scheme_is_cleartext_when_insecure() {
 
 #[test]
 fn grpc_over_tls_on_a_private_ca_and_with_a_client_certificate() {
-    if !have_grpc() {
-        panic!("python grpcio and opentelemetry-proto are missing: run scripts/install-deps.sh");
-    }
-    let tmp = TempDir::new("otlp-grpc-tls");
+    let (tmp, port, mut server) = start("otlp-grpc-tls");
     let ca = private_ca(&tmp);
-    let (port, mut server) = http_server();
     let (cert, key) = (
         ca.server_cert.to_str().unwrap(),
         ca.server_key.to_str().unwrap(),
@@ -278,11 +277,7 @@ fn grpc_over_tls_on_a_private_ca_and_with_a_client_certificate() {
 
 #[test]
 fn unavailable_is_retried_after_a_backoff_and_the_spans_arrive() {
-    if !have_grpc() {
-        panic!("python grpcio and opentelemetry-proto are missing: run scripts/install-deps.sh");
-    }
-    let tmp = TempDir::new("otlp-grpc-retry");
-    let (port, mut server) = http_server();
+    let (tmp, port, mut server) = start("otlp-grpc-retry");
     let receiver = GrpcReceiver::start(&tmp, "unavailable", &["--answers", "UNAVAILABLE"]);
     let endpoint = format!("http://127.0.0.1:{}", receiver.port);
     let (out, _) = traced_curl(port, &endpoint, &[("LUMIGO_FLUSH_TIMEOUT", "5")]);
@@ -301,11 +296,7 @@ fn unavailable_is_retried_after_a_backoff_and_the_spans_arrive() {
 
 #[test]
 fn resource_exhausted_is_retried_only_when_retry_info_says_when() {
-    if !have_grpc() {
-        panic!("python grpcio and opentelemetry-proto are missing: run scripts/install-deps.sh");
-    }
-    let tmp = TempDir::new("otlp-grpc-exhausted");
-    let (port, mut server) = http_server();
+    let (tmp, port, mut server) = start("otlp-grpc-exhausted");
     let receiver = GrpcReceiver::start(
         &tmp,
         "retry-info",
@@ -341,11 +332,7 @@ fn resource_exhausted_is_retried_only_when_retry_info_says_when() {
 
 #[test]
 fn a_grpc_partial_success_is_told_under_debug() {
-    if !have_grpc() {
-        panic!("python grpcio and opentelemetry-proto are missing: run scripts/install-deps.sh");
-    }
-    let tmp = TempDir::new("otlp-grpc-partial");
-    let (port, mut server) = http_server();
+    let (tmp, port, mut server) = start("otlp-grpc-partial");
     let receiver = GrpcReceiver::start(&tmp, "partial", &["--partial", "1"]);
     let endpoint = format!("http://127.0.0.1:{}", receiver.port);
     let (out, _) = traced_curl(port, &endpoint, &[]);
@@ -363,11 +350,7 @@ fn a_grpc_partial_success_is_told_under_debug() {
 
 #[test]
 fn a_slow_grpc_collector_is_given_up_after_the_timeout_it_was_told() {
-    if !have_grpc() {
-        panic!("python grpcio and opentelemetry-proto are missing: run scripts/install-deps.sh");
-    }
-    let tmp = TempDir::new("otlp-grpc-slow");
-    let (port, mut server) = http_server();
+    let (tmp, port, mut server) = start("otlp-grpc-slow");
     let receiver = GrpcReceiver::start(&tmp, "slow", &["--delay-ms", "4000"]);
     let endpoint = format!("http://127.0.0.1:{}", receiver.port);
     let (out, took) = traced_curl(

@@ -193,27 +193,10 @@ mod tests {
     use super::super::tests::{frame, header, publish};
     use super::*;
     use crate::protocol::Flow;
-    use crate::testkit::at;
-
-    const TP: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    use crate::testkit::{apply_edits as apply, at, TP};
 
     fn carry() -> Option<Carry> {
-        Some(Carry {
-            traceparent: TP.to_owned(),
-            tracestate: Some("k=v".to_owned()),
-        })
-    }
-
-    fn apply(data: &[u8], edits: &[MessageEdit]) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut pos = 0;
-        for e in edits {
-            out.extend_from_slice(&data[pos..e.at]);
-            out.extend_from_slice(&e.insert);
-            pos = e.at + e.replace;
-        }
-        out.extend_from_slice(&data[pos..]);
-        out
+        crate::testkit::carry(Some("k=v"))
     }
 
     /// What a broker would read: the received side of the same frames.

@@ -159,15 +159,10 @@ fn encode_varint(out: &mut Vec<u8>, mut v: usize) {
 mod tests {
     use super::*;
     use crate::protocol::Flow;
-    use crate::testkit::at;
-
-    const TP: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    use crate::testkit::{apply_edits as apply, at, TP};
 
     fn carry() -> Option<Carry> {
-        Some(Carry {
-            traceparent: TP.to_owned(),
-            tracestate: None,
-        })
+        crate::testkit::carry(None)
     }
 
     fn connect(level: u8) -> Vec<u8> {
@@ -180,18 +175,6 @@ mod tests {
         let mut p = vec![0x10, body.len() as u8];
         p.extend(body);
         p
-    }
-
-    fn apply(data: &[u8], edits: &[MessageEdit]) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut pos = 0;
-        for e in edits {
-            out.extend_from_slice(&data[pos..e.at]);
-            out.extend_from_slice(&e.insert);
-            pos = e.at + e.replace;
-        }
-        out.extend_from_slice(&data[pos..]);
-        out
     }
 
     /// A QoS 1 PUBLISH to `t` with `props` and a body of `n` bytes.

@@ -153,9 +153,7 @@ fn rewrite(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testkit::at;
-
-    const TP: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    use crate::testkit::{apply_edits as apply, at, TP};
 
     fn ready() -> NatsConnection {
         let mut c = NatsConnection::new();
@@ -170,22 +168,7 @@ mod tests {
     }
 
     fn carry() -> Option<Carry> {
-        Some(Carry {
-            traceparent: TP.to_owned(),
-            tracestate: None,
-        })
-    }
-
-    fn apply(data: &[u8], edits: &[MessageEdit]) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut pos = 0;
-        for e in edits {
-            out.extend_from_slice(&data[pos..e.at]);
-            out.extend_from_slice(&e.insert);
-            pos = e.at + e.replace;
-        }
-        out.extend_from_slice(&data[pos..]);
-        out
+        crate::testkit::carry(None)
     }
 
     #[test]
