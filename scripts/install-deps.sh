@@ -65,14 +65,17 @@ if [ "${#pymods[@]}" -gt 0 ]; then
   python3 -m pip install -q --disable-pip-version-check "${pymods[@]}"
 fi
 
-# The Node.js broker client of tests/brokers.rs (MQTT.js, pinned by its
-# package-lock.json): installed when missing or older than the lock file.
-node_brokers="$(dirname "$0")/../tests/fixtures/node-brokers"
-if [ ! -f "$node_brokers/node_modules/.package-lock.json" ] ||
-  [ "$node_brokers/package-lock.json" -nt "$node_brokers/node_modules/.package-lock.json" ]; then
-  echo "npm ci in tests/fixtures/node-brokers"
-  (cd "$node_brokers" && npm ci --no-audit --no-fund --loglevel=error)
-fi
+# The Node.js packages of the tests, pinned by their package-lock.json
+# files: the broker client of tests/brokers.rs (MQTT.js) and Express for
+# tests/eventloop.rs. Installed when missing or older than the lock file.
+for fixture in node-brokers node-eventloop; do
+  dir="$(dirname "$0")/../tests/fixtures/$fixture"
+  if [ ! -f "$dir/node_modules/.package-lock.json" ] ||
+    [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+    echo "npm ci in tests/fixtures/$fixture"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+done
 
 # cargo-fuzz for scripts/fuzz.sh (the fuzz targets in fuzz/). It builds
 # them with the nightly toolchain where there is one, else with the stable

@@ -166,6 +166,11 @@ fn node_fetch_gives_every_call_its_own_request() {
     node_server("fetch");
 }
 
+#[test]
+fn node_express_gives_every_call_its_own_request() {
+    node_server("express");
+}
+
 /// Regression (issue 16): libuv closes sockets with `syscall(SYS_close)`,
 /// which no `close` hook sees; a new socket then got the old one's number
 /// and was taken for a repeated `connect` of the old connection, whose
