@@ -501,8 +501,12 @@ impl Connection {
         self.assigned.clear();
         self.held.clear();
         self.done.clear();
-        if let Protocol::Http(_) = self.protocol {
-            self.protocol = new_http(self.role);
+        if let Protocol::Http(h) = &mut self.protocol {
+            // Afresh, but capturing payloads as before.
+            let limit = h.payload_limit();
+            let mut fresh = HttpConnection::new(self.role);
+            fresh.capture_payloads(limit);
+            **h = fresh;
         }
     }
 

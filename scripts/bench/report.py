@@ -187,6 +187,12 @@ def report(res):
                  "+%.0f off, +%.0f on: **%+.0f instructions** for payloads | ≤ +500 | %s |" % (
                      cg["app_per_req_nopayload"], cg["export_per_span_nopayload"], cg["app_per_req"],
                      cg["export_per_span"], off, on, on - off, verdict(on - off <= 500)))
+    if cg and cg.get("untraced_per_req") and cg.get("app_per_req_unsampled"):
+        L.append("| 5 | the same with every exchange unsampled (`OTEL_TRACES_SAMPLER=always_off`: framed, not "
+                 "recorded, issue 13) | | app thread %.0f instr/request, other threads %.0f | app thread **%+.0f "
+                 "instructions** per exchange | (explains row 5) | — |" % (
+                     cg["app_per_req_unsampled"], cg["other_threads_unsampled"],
+                     cg["app_per_req_unsampled"] - cg["untraced_per_req"]))
     if cg and cg.get("per_untracked_call") is not None:
         L.append("| 3 | instructions added per read/write on an untracked fd (callgrind, dd bs=1, %d calls) | | | "
                  "**%+.1f instructions** per call | (explains row 3) | — |" % (cg["dd_calls"], cg["per_untracked_call"]))

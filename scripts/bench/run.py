@@ -456,8 +456,9 @@ class Bench:
 
         # "traced": payload capture on (the default); "traced-nopayload":
         # LUMIGO_CAPTURE_PAYLOADS=false (issue 14: at most 500 instructions
-        # apart on the app thread).
-        for variant in ("untraced", "traced", "traced-nopayload"):
+        # apart on the app thread); "traced-unsampled": every exchange
+        # unsampled (OTEL_TRACES_SAMPLER=always_off: framed, not recorded).
+        for variant in ("untraced", "traced", "traced-nopayload", "traced-unsampled"):
             d = os.path.join(self.work, "cg-nginx-%s" % variant)
             os.makedirs(d, exist_ok=True)
             env = clean_env()
@@ -467,6 +468,8 @@ class Bench:
                 env["OTEL_BSP_SCHEDULE_DELAY"] = "200"  # export promptly, inside the counted window
                 if variant == "traced-nopayload":
                     env["LUMIGO_CAPTURE_PAYLOADS"] = "false"
+                if variant == "traced-unsampled":
+                    env["OTEL_TRACES_SAMPLER"] = "always_off"
             vg = ["valgrind", "--tool=callgrind", "--trace-children=yes", "--separate-threads=yes",
                   "--callgrind-out-file=%s/cg.%%p" % d]
             srv = Nginx(self.work, "nginx-cg-%s" % variant, vg, env)
@@ -488,6 +491,10 @@ class Bench:
         if off["threads"]:
             out["app_per_req_nopayload"] = off["threads"][0] / n
             out["export_per_span_nopayload"] = sum(off["threads"][1:]) / n
+        unsampled = out["traced-unsampled"]
+        if unsampled["threads"]:
+            out["app_per_req_unsampled"] = unsampled["threads"][0] / n
+            out["other_threads_unsampled"] = sum(unsampled["threads"][1:]) / n
         if u["total"] and t["threads"]:
             out["untraced_per_req"] = u["total"] / n
             out["app_per_req"] = t["threads"][0] / n

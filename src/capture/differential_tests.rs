@@ -414,3 +414,45 @@ fn records_drained_before_their_connection_opened_wait_for_it() {
         );
     }
 }
+
+/// Unsampled exchanges (the caller's `traceparent` says `-00`) are framed
+/// but not recorded: the sampled ones around them still give the direct
+/// path's spans, and a connection with only unsampled exchanges pushes no
+/// record at all.
+#[test]
+fn unsampled_exchanges_are_not_recorded() {
+    const OFF: &[u8] = b"GET /off HTTP/1.1\r\ntraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00\r\n\r\n";
+    compare(
+        true,
+        &[
+            Step::In(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n"),
+            Step::Out(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"),
+            Step::In(OFF),
+            Step::Out(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            ),
+            Step::In(b"POST /b HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi"),
+            Step::Out(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"),
+            Step::In(OFF),
+            Step::Out(b"HTTP/1.1 204 No Content\r\n\r\n"),
+        ],
+    );
+    let (t, spans) = tracer();
+    let cap: &'static Capture = Box::leak(Box::new(Capture::new(0)));
+    let mut c = Connection::captured(
+        crate::http::Role::Server,
+        addr("127.0.0.1:40000"),
+        addr("127.0.0.1:8000"),
+        cap,
+    );
+    let now = SystemTime::now();
+    for _ in 0..3 {
+        let _ = c.on_inbound(OFF, now, &t);
+        let _ = c.on_outbound(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", now, &t);
+    }
+    c.on_close(now, CloseReason::Closed, &t);
+    crate::context::clear_active_all();
+    assert_eq!(cap.drain(&t), 0, "no record for unsampled exchanges");
+    assert!(spans.0.lock().unwrap().is_empty());
+    assert_eq!(cap.dropped(), 0);
+}

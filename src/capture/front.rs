@@ -239,6 +239,14 @@ impl Recorder {
         }
     }
 
+    /// The exchange starting now is not recorded (unsampled): nothing is
+    /// until the next request head with nothing in flight, which starts
+    /// afresh, as after a loss (but not counted as one).
+    fn skip_exchange(&mut self) {
+        self.lost = true;
+        self.ident_ready = false;
+    }
+
     /// The identity of the request head about to be recorded: it goes
     /// with the head's first DATA record.
     fn identity(&mut self, open: &dyn Fn() -> Opened, time_ns: u64, who: &Assigned) {
@@ -301,6 +309,15 @@ impl Connection {
             content,
             head_start,
         } = f;
+        // An unsampled exchange is not exported, so it is not recorded
+        // either: only framed (issue 13). Skipped only when it starts with
+        // nothing else in flight and is the call's first head, so that no
+        // sampled exchange loses records; recording resumes, afresh, at the
+        // next request head with nothing in flight.
+        let mut may_skip = requests
+            && expect.is_empty()
+            && req_framer.at_head_start()
+            && resp_framer.at_head_start();
         let framer = if requests { req_framer } else { resp_framer };
         let mut consumed = 0usize;
         // Bytes of this call to record, not yet pushed: runs of head and
@@ -341,7 +358,14 @@ impl Connection {
                                 })
                             }
                         };
-                        rec.identity(&open, time, &who);
+                        if std::mem::take(&mut may_skip) && !who.context.is_sampled() {
+                            if run.start != run.end {
+                                rec.data(&open, d, time, &data[std::mem::replace(&mut run, 0..0)]);
+                            }
+                            rec.skip_exchange();
+                        } else {
+                            rec.identity(&open, time, &who);
+                        }
                     }
                 }
                 match std::mem::take(&mut head_start[dir]) {

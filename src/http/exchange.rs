@@ -122,6 +122,11 @@ impl HttpConnection {
         self.capture = body_limit;
     }
 
+    /// The `body_limit` given to [`HttpConnection::capture_payloads`].
+    pub fn payload_limit(&self) -> usize {
+        self.capture
+    }
+
     /// Whether payloads are captured.
     fn capturing(&self) -> bool {
         self.capture > 0
