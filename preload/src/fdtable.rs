@@ -70,6 +70,19 @@ pub fn is_marked(fd: libc::c_int) -> bool {
     get(fd) != 0
 }
 
+/// The shims' fast-path test: false only for a descriptor in the table
+/// with no mark. One unsigned compare covers both ends: a negative number
+/// or one at or above [`MAX_FDS`] (the event-loop hint's private number
+/// among them) is "look", and takes the out-of-line path, where it is
+/// handled (or found to be nothing of ours) and passed on unchanged.
+#[inline(always)]
+pub fn needs_look(fd: libc::c_int) -> bool {
+    match TRACKED.get(fd as u32 as usize) {
+        Some(b) => b.load(Ordering::Relaxed) != 0,
+        None => true,
+    }
+}
+
 /// A tracked connection.
 #[inline(always)]
 pub fn is_tracked(fd: libc::c_int) -> bool {
@@ -163,6 +176,27 @@ mod tests {
         assert!(set(fd, Mark::Untracked));
         assert_eq!(get(fd), 0);
         assert!(high_water() > fd as usize);
+    }
+
+    #[test]
+    fn the_fast_path_looks_at_marked_and_out_of_range_descriptors_only() {
+        let fd = 100_005;
+        assert!(!needs_look(fd) && !needs_look(0));
+        assert!(!needs_look(MAX_FDS as libc::c_int - 1));
+        assert!(set(fd, Mark::Server));
+        assert!(needs_look(fd));
+        assert!(set(fd, Mark::Untracked));
+        assert!(!needs_look(fd));
+        assert!(mark_ours(fd, SOCKET) && needs_look(fd));
+        for out in [
+            -1,
+            libc::c_int::MIN,
+            MAX_FDS as libc::c_int,
+            libc::c_int::MAX,
+        ] {
+            assert!(needs_look(out), "{out}");
+            assert!(!is_marked(out), "{out}");
+        }
     }
 
     #[test]

@@ -23,7 +23,7 @@ use lumigo_core::guard;
 /// function is not resolved yet (the out-of-line path resolves it).
 macro_rules! untracked_fast_path {
     ($fd:expr, $slot:expr, $($arg:expr),* $(,)?) => {
-        if !fdtable::is_marked($fd) {
+        if !fdtable::needs_look($fd) {
             if let Some(real) = $slot.resolved() {
                 // SAFETY: the app's own arguments, unchanged, to the libc
                 // function it meant to call.
@@ -189,11 +189,10 @@ pub unsafe extern "C" fn __read_chk(
 /// Called by the dynamic linker in place of libc's `write`.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t {
-    // The hint channel's number is never open: it takes the out-of-line
-    // path, which the common path (a tail call) does not pay for.
-    if fd != lumigo_core::hint::HINT_FD {
-        untracked_fast_path!(fd, real::WRITE, fd, buf, count);
-    }
+    // The hint channel's number is never open and above the table: it
+    // takes the out-of-line path, which the common path (a tail call) does
+    // not pay for.
+    untracked_fast_path!(fd, real::WRITE, fd, buf, count);
     out_of_line(fd, move || {
         if let Some(n) = super::hint::take(fd, buf, count) {
             return n;
