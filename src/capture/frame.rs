@@ -423,9 +423,11 @@ impl Framer {
     }
 
     /// `n` bytes went by unseen (`sendfile`): fine inside a body of known
-    /// length or one framed by the close. Returns whether the body ended.
+    /// length or one framed by the close, and none at all between messages
+    /// (as the parser takes them). Returns whether the body ended.
     pub fn skip(&mut self, n: u64) -> Result<bool, Stop> {
         match &mut self.state {
+            State::Head if n == 0 => Ok(false),
             State::Body(body) => {
                 let p = body.skip(n).map_err(|_| Stop::BadBody)?;
                 if p.done {
