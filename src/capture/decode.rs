@@ -7,12 +7,13 @@
 //! two rings), and the span identities the app's threads chose. It parses
 //! and builds spans exactly as the app's thread once did.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::ring::{flag, kind, Header};
 use super::{from_ns, Opened};
 use crate::connection::{CloseReason, Connection};
+use crate::sharded::IdMap;
 use crate::tracer::{Assigned, Tracer};
 
 /// Records waiting for an earlier one of their connection, at most.
@@ -29,11 +30,11 @@ const GAP_TIMEOUT: Duration = Duration::from_millis(500);
 
 #[derive(Default)]
 pub struct Decoder {
-    conns: HashMap<u64, Back>,
+    conns: IdMap<u64, Back>,
     /// Records of connections whose OPEN is not in yet: it sits in another
     /// thread's ring, drained later (a connection written on one thread
     /// and read on another). At most [`MAX_WAITING`] records in all.
-    early: HashMap<u64, Early>,
+    early: IdMap<u64, Early>,
     early_records: usize,
     /// Connections given up because records went missing.
     pub gaps: u64,
