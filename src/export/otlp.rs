@@ -87,8 +87,11 @@ pub(crate) struct OtlpExporter {
     resource: Vec<u8>,
     /// `ScopeSpans.scope`, encoded once.
     scope: Vec<u8>,
-    /// The request body, reused from batch to batch.
+    /// The request body, reused from batch to batch: `body[body_start..]`
+    /// (protobuf is written after room for its front; see
+    /// `proto::encode_request_at`).
     body: Vec<u8>,
+    body_start: usize,
     /// Why the last failed export failed.
     failure: Loss,
     /// Shared with the pipeline's exit flush (see `health.rs`).
@@ -138,6 +141,7 @@ impl OtlpExporter {
             resource,
             scope,
             body: Vec::new(),
+            body_start: 0,
             failure: Loss::Transport,
             health,
         };
@@ -182,7 +186,7 @@ impl OtlpExporter {
         const GRPC_OK: u8 = 0;
         let start = Instant::now();
         let body = match self.compression {
-            Compression::None => &self.body,
+            Compression::None => &self.body[self.body_start..],
             Compression::Gzip => &self.compressed,
         };
         let mut backoff = FIRST_BACKOFF;
@@ -273,14 +277,16 @@ impl OtlpExporter {
     fn encode(&mut self, spans: &[SpanRecord]) {
         match self.protocol {
             OtlpProtocol::HttpProtobuf | OtlpProtocol::Grpc => {
-                proto::encode_request(&mut self.body, &self.resource, &self.scope, spans)
+                self.body_start =
+                    proto::encode_request_at(&mut self.body, &self.resource, &self.scope, spans)
             }
             OtlpProtocol::HttpJson => {
-                json::encode_request(&mut self.body, &self.resource, &self.scope, spans)
+                json::encode_request(&mut self.body, &self.resource, &self.scope, spans);
+                self.body_start = 0;
             }
         }
         if self.compression == Compression::Gzip {
-            gzip(&self.body, &mut self.compressed);
+            gzip(&self.body[self.body_start..], &mut self.compressed);
         }
     }
 }

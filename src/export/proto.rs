@@ -16,7 +16,10 @@
 //! Nested messages are written length-first without a sizing pass: one byte
 //! is reserved for the length, and when the body turns out to need a longer
 //! varint the body is moved up by the difference. Small messages
-//! (attributes, status) never move; a span moves once by one or two bytes.
+//! (attributes, status) never move. A span reserves two bytes (spans of 128
+//! bytes to 16 KiB, nearly all, never move), and the request's two outer
+//! messages are written last, in front of the spans, into room left for
+//! them ([`encode_request_at`]): no byte of a batch is copied twice.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -105,6 +108,37 @@ impl<'a> Writer<'a> {
         self.buf.resize(old_end + n - 1, 0);
         self.buf.copy_within(body_start..old_end, at + n);
         self.buf[at..at + n].copy_from_slice(&encoded.bytes[..n]);
+    }
+
+    /// Starts a nested message expected to be 128 bytes to 16 KiB long
+    /// (a span): two bytes are reserved for its length. Close it with
+    /// [`Writer::close_wide`].
+    fn open_wide(&mut self, field: u32) -> Open {
+        self.tag(field, WIRE_LEN);
+        self.buf.extend_from_slice(&[0, 0]);
+        Open(self.buf.len() - 2)
+    }
+
+    /// Ends a message begun with [`Writer::open_wide`]: a two-byte length is
+    /// written in place; a shorter or longer one moves the body.
+    fn close_wide(&mut self, open: Open) {
+        let at = open.0;
+        let len = self.buf.len() - (at + 2);
+        if (0x80..0x4000).contains(&len) {
+            self.buf[at] = (len as u8 & 0x7f) | 0x80;
+            self.buf[at + 1] = (len >> 7) as u8;
+            return;
+        }
+        if len < 0x80 {
+            self.buf[at] = len as u8;
+            self.buf.copy_within(at + 2.., at + 1);
+            self.buf.pop();
+            return;
+        }
+        // Over 16 KiB: one reserved byte becomes the usual one, and
+        // `close` makes room for the rest.
+        self.buf.remove(at + 1);
+        self.close(Open(at));
     }
 
     /// `KeyValue { key = 1; AnyValue value = 2 }` as field `field`. The most
@@ -228,17 +262,44 @@ pub(crate) fn encode_request(
     scope_field: &[u8],
     spans: &[SpanRecord],
 ) {
+    let start = encode_request_at(out, resource_field, scope_field, spans);
+    out.drain(..start);
+}
+
+/// Like [`encode_request`], without moving the spans: the request is
+/// `out[start..]`, where `start` is returned. The spans are written after
+/// room for the longest possible front (`ResourceSpans` and `ScopeSpans`
+/// with their lengths, the resource and the scope), which is written
+/// last, right-aligned against them.
+pub(crate) fn encode_request_at(
+    out: &mut Vec<u8>,
+    resource_field: &[u8],
+    scope_field: &[u8],
+    spans: &[SpanRecord],
+) -> usize {
+    // A tag of one byte and a length of at most five (a request is far
+    // below 4 GiB), twice.
+    let room = 2 * 6 + resource_field.len() + scope_field.len();
     out.clear();
+    out.resize(room, 0);
     let mut w = Writer::new(out);
-    let resource_spans = w.open(1);
-    w.buf.extend_from_slice(resource_field);
-    let scope_spans = w.open(2);
-    w.buf.extend_from_slice(scope_field);
     for span in spans {
         encode_span(&mut w, span);
     }
-    w.close(scope_spans);
-    w.close(resource_spans);
+    let spans_len = out.len() - room;
+    let scope_spans = scope_field.len() + spans_len;
+    let resource_spans = resource_field.len() + 1 + varint_len(scope_spans as u64) + scope_spans;
+    let mut front = Vec::with_capacity(room);
+    let mut w = Writer::new(&mut front);
+    w.tag(1, WIRE_LEN);
+    w.varint(resource_spans as u64);
+    w.buf.extend_from_slice(resource_field);
+    w.tag(2, WIRE_LEN);
+    w.varint(scope_spans as u64);
+    w.buf.extend_from_slice(scope_field);
+    let start = room - front.len();
+    out[start..room].copy_from_slice(&front);
+    start
 }
 
 fn unix_nanos(t: SystemTime) -> u64 {
@@ -249,7 +310,7 @@ fn unix_nanos(t: SystemTime) -> u64 {
 /// One `Span` as field 2 of `ScopeSpans`.
 fn encode_span(w: &mut Writer<'_>, span: &SpanRecord) {
     let ctx = &span.context;
-    let s = w.open(2);
+    let s = w.open_wide(2);
     w.bytes(1, &ctx.trace_id);
     w.bytes(2, &ctx.span_id);
     // Valid by construction: every tracestate comes through
@@ -304,7 +365,7 @@ fn encode_span(w: &mut Writer<'_>, span: &SpanRecord) {
     let flags =
         u32::from(ctx.trace_flags) | FLAG_HAS_IS_REMOTE | if remote { FLAG_IS_REMOTE } else { 0 };
     w.fixed32(16, flags);
-    w.close(s);
+    w.close_wide(s);
 }
 
 /// A link's `flags`: the trace flags, and whether the linked context is
