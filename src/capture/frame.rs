@@ -624,13 +624,9 @@ impl<'a> LineReader<'a> {
         // Framing fields are read by the parser's own rules (`Framing`),
         // so both threads frame every body alike.
         if named(b"content-length") {
-            let _ = info
-                .framing
-                .header(b"content-length", value(b"content-length"));
+            info.framing.content_length(value(b"content-length"));
         } else if named(b"transfer-encoding") {
-            let _ = info
-                .framing
-                .header(b"transfer-encoding", value(b"transfer-encoding"));
+            info.framing.transfer_encoding(value(b"transfer-encoding"));
         } else if named(b"upgrade") {
             info.upgrade = true;
         } else if requests && named(b"traceparent") {
@@ -647,16 +643,19 @@ impl<'a> LineReader<'a> {
 
     fn start_line(&mut self, first: &'a [u8]) -> Option<()> {
         let info = &mut self.info;
+        // Start lines are short: a byte loop finds their spaces sooner than
+        // a call of a SIMD search.
+        let space = |b: &[u8]| b.iter().position(|&c| c == b' ');
         if let Some(rest) = first.strip_prefix(b"HTTP/") {
             // "1.1 200 ...": the three digits after the first space.
-            let sp = memchr::memchr(b' ', rest)?;
+            let sp = space(rest)?;
             let code = rest.get(sp + 1..sp + 4)?;
             if !code.iter().all(u8::is_ascii_digit) {
                 return None;
             }
             info.status = Some(code.iter().fold(0u16, |v, d| v * 10 + u16::from(d - b'0')));
         } else {
-            let sp = memchr::memchr(b' ', first)?;
+            let sp = space(first)?;
             let method = &first[..sp];
             if method.is_empty() || !method.iter().all(|b| b.is_ascii_alphabetic() || *b == b'-') {
                 return None;
@@ -712,22 +711,33 @@ fn scan_fresh(data: &[u8], side: Side) -> Fresh<'_> {
     // says so as the bytes arrive); a bad header line only once the head
     // has ended (where the parser finds it malformed).
     let (mut bad_start, mut bad_line) = (false, false);
+    // Lines are read only where their first byte may matter (see
+    // `read_first`); the others cost a table look.
+    let read_first = match side {
+        _ if reader.tags => &READ_ALL,
+        Side::Requests => &READ_REQUEST,
+        Side::Responses => &READ_RESPONSE,
+    };
+    let mut read = true;
     for_each_lf(&data[start..], |i| {
         let lf = start + i;
-        let line = &data[line_start..lf];
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        line_start = lf + 1;
-        if line.is_empty() {
-            end = Some(lf + 1);
-            return false;
-        }
-        if !bad_line && reader.line(line).is_none() {
-            if reader.first_failed() {
-                bad_start = true;
+        if read {
+            let line = &data[line_start..lf];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.is_empty() {
+                end = Some(lf + 1);
                 return false;
             }
-            bad_line = true;
+            if !bad_line && reader.line(line).is_none() {
+                if reader.first_failed() {
+                    bad_start = true;
+                    return false;
+                }
+                bad_line = true;
+            }
         }
+        line_start = lf + 1;
+        read = data.get(lf + 1).is_none_or(|&b| read_first[usize::from(b)]);
         true
     });
     match end {
@@ -737,6 +747,27 @@ fn scan_fresh(data: &[u8], side: Side) -> Fresh<'_> {
         None => Fresh::Partial(reader),
     }
 }
+
+/// The first bytes of lines [`LineReader::line`] does something with: the
+/// end of the head (CR, LF) and the initials of the names it reads, in
+/// either case (`b` and `x` of other carriers for requests). Every other
+/// line is passed over unread.
+const fn first_bytes(initials: &[u8]) -> [bool; 256] {
+    let mut t = [false; 256];
+    t[b'\r' as usize] = true;
+    t[b'\n' as usize] = true;
+    let mut i = 0;
+    while i < initials.len() {
+        t[initials[i] as usize] = true;
+        t[initials[i].to_ascii_uppercase() as usize] = true;
+        i += 1;
+    }
+    t
+}
+static READ_REQUEST: [bool; 256] = first_bytes(b"ctubx");
+static READ_RESPONSE: [bool; 256] = first_bytes(b"ctu");
+/// With execution tags configured, any line may be one.
+static READ_ALL: [bool; 256] = [true; 256];
 
 /// Calls `f` with the offset of each line feed in `data`, in order, until
 /// it returns false. On x86-64, 16 bytes are compared at a time (SSE2,

@@ -158,6 +158,39 @@ impl<'a> Writer<'a> {
             + varint_len(any_body as u64)
             + any_body;
         self.buf.reserve(kv_body + 6);
+        if kv_body < 0x80 && field < 16 {
+            // Nearly every attribute: all lengths and tags take one byte,
+            // written as four-byte groups with no varint loop.
+            let tag = (field << 3 | WIRE_LEN) as u8;
+            self.buf
+                .extend_from_slice(&[tag, kv_body as u8, 1 << 3 | 2, key.len() as u8]);
+            self.buf.extend_from_slice(key.as_bytes());
+            match value {
+                AttrValue::Str(s) => {
+                    let v = s.as_bytes();
+                    self.buf.extend_from_slice(&[
+                        2 << 3 | 2,
+                        any_body as u8,
+                        1 << 3 | 2,
+                        v.len() as u8,
+                    ]);
+                    self.buf.extend_from_slice(v);
+                }
+                AttrValue::Bool(b) => {
+                    self.buf
+                        .extend_from_slice(&[2 << 3 | 2, any_body as u8, 2 << 3, u8::from(*b)]);
+                }
+                AttrValue::Int(n) => {
+                    let mut head = Scratch::default();
+                    head.varint(u64::from(2 << 3 | WIRE_LEN));
+                    head.varint(any_body as u64);
+                    head.varint(u64::from(3 << 3 | WIRE_VARINT));
+                    head.varint(*n as u64);
+                    head.append_to(self.buf);
+                }
+            }
+            return;
+        }
         // The framing bytes before the key, then before the value, are
         // assembled on the stack and appended at once.
         let mut head = Scratch::default();

@@ -483,25 +483,44 @@ impl Framing {
     /// Records a framing header; false if `name` is not one.
     pub(crate) fn header(&mut self, name: &[u8], value: &[u8]) -> bool {
         if name.eq_ignore_ascii_case(b"content-length") {
-            for part in value.split(|&b| b == b',') {
-                self.length = match (self.length, parse_decimal(part.trim_ascii())) {
-                    (Length::Absent, Some(n)) => Length::Valid(n),
-                    (Length::Valid(m), Some(n)) if m == n => Length::Valid(n),
-                    _ => Length::Invalid,
-                };
-            }
+            self.content_length(value);
             true
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            self.encoded = true;
-            let last = value
-                .split(|&b| b == b',')
-                .map(<[u8]>::trim_ascii)
-                .rfind(|c| !c.is_empty());
-            self.chunked = last.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
+            self.transfer_encoding(value);
             true
         } else {
             false
         }
+    }
+
+    /// Records a `Content-Length` value (trimmed).
+    pub(crate) fn content_length(&mut self, value: &[u8]) {
+        // The usual value, one plain number, without splitting.
+        let one = value.len() <= 19 && !value.is_empty() && value.iter().all(u8::is_ascii_digit);
+        if one && self.length == Length::Absent {
+            let n = value
+                .iter()
+                .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+            self.length = Length::Valid(n);
+            return;
+        }
+        for part in value.split(|&b| b == b',') {
+            self.length = match (self.length, parse_decimal(part.trim_ascii())) {
+                (Length::Absent, Some(n)) => Length::Valid(n),
+                (Length::Valid(m), Some(n)) if m == n => Length::Valid(n),
+                _ => Length::Invalid,
+            };
+        }
+    }
+
+    /// Records a `Transfer-Encoding` value (trimmed).
+    pub(crate) fn transfer_encoding(&mut self, value: &[u8]) {
+        self.encoded = true;
+        let last = value
+            .split(|&b| b == b',')
+            .map(<[u8]>::trim_ascii)
+            .rfind(|c| !c.is_empty());
+        self.chunked = last.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
     }
 
     /// The body of a request (RFC 9112 §6.3): chunked, a length, or none.
