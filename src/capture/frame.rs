@@ -719,27 +719,26 @@ fn scan_fresh(data: &[u8], side: Side) -> Fresh<'_> {
         Side::Responses => &READ_RESPONSE,
     };
     let mut read = true;
-    for_each_lf(&data[start..], |i| {
+    for i in LineFeeds::new(&data[start..]) {
         let lf = start + i;
         if read {
             let line = &data[line_start..lf];
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if line.is_empty() {
                 end = Some(lf + 1);
-                return false;
+                break;
             }
             if !bad_line && reader.line(line).is_none() {
                 if reader.first_failed() {
                     bad_start = true;
-                    return false;
+                    break;
                 }
                 bad_line = true;
             }
         }
         line_start = lf + 1;
         read = data.get(lf + 1).is_none_or(|&b| read_first[usize::from(b)]);
-        true
-    });
+    }
     match end {
         _ if bad_start => Fresh::NotHttp,
         Some(_) if bad_line => Fresh::NotHttp,
@@ -769,36 +768,92 @@ static READ_RESPONSE: [bool; 256] = first_bytes(b"ctu");
 /// With execution tags configured, any line may be one.
 static READ_ALL: [bool; 256] = [true; 256];
 
-/// Calls `f` with the offset of each line feed in `data`, in order, until
-/// it returns false. On x86-64, 16 bytes are compared at a time (SSE2,
-/// part of the baseline), so a head costs a few instructions per line.
-#[inline]
-fn for_each_lf(data: &[u8], mut f: impl FnMut(usize) -> bool) {
-    let mut base = 0;
+/// The offsets of the line feeds in `data`, in order. On x86-64, 16 bytes
+/// are compared at a time (SSE2, part of the baseline), the last block
+/// overlapping the one before it rather than read byte by byte, so a head
+/// costs a few instructions per line; an iterator, so that the caller's
+/// loop body is inlined where it is used.
+struct LineFeeds<'a> {
+    data: &'a [u8],
+    /// Offset of bit 0 of `mask`.
+    base: usize,
+    /// The line feeds of the current block not yet given.
+    mask: u32,
+    /// Where the next block starts.
+    next: usize,
+}
+
+impl<'a> LineFeeds<'a> {
+    fn new(data: &'a [u8]) -> LineFeeds<'a> {
+        LineFeeds {
+            data,
+            base: 0,
+            mask: 0,
+            next: 0,
+        }
+    }
+
+    /// The line feeds among the 16 bytes at `at` (`at + 16 <= len`).
     #[cfg(target_arch = "x86_64")]
-    {
+    #[inline(always)]
+    fn block(&self, at: usize) -> u32 {
         use std::arch::x86_64::{
             _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
         };
-        while base + 16 <= data.len() {
-            // SAFETY: SSE2 is always available on x86-64, and the 16 bytes
-            // at `base` are inside `data` (unaligned loads are allowed).
-            let mut mask = unsafe {
-                let v = _mm_loadu_si128(data.as_ptr().add(base).cast());
-                _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'\n' as i8))) as u32
-            };
-            while mask != 0 {
-                if !f(base + mask.trailing_zeros() as usize) {
-                    return;
-                }
-                mask &= mask - 1;
-            }
-            base += 16;
+        debug_assert!(at + 16 <= self.data.len());
+        // SAFETY: SSE2 is always available on x86-64, and the 16 bytes at
+        // `at` are inside `data` (checked by every caller; unaligned loads
+        // are allowed).
+        unsafe {
+            let v = _mm_loadu_si128(self.data.as_ptr().add(at).cast());
+            _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'\n' as i8))) as u32
         }
     }
-    for (i, &b) in data.iter().enumerate().skip(base) {
-        if b == b'\n' && !f(i) {
-            return;
+
+    #[cfg(not(target_arch = "x86_64"))]
+    #[inline(always)]
+    fn block(&self, at: usize) -> u32 {
+        self.data[at..at + 16]
+            .iter()
+            .enumerate()
+            .fold(0, |m, (i, &b)| m | (u32::from(b == b'\n') << i))
+    }
+}
+
+impl Iterator for LineFeeds<'_> {
+    type Item = usize;
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<usize> {
+        loop {
+            if self.mask != 0 {
+                let i = self.base + self.mask.trailing_zeros() as usize;
+                self.mask &= self.mask - 1;
+                return Some(i);
+            }
+            let len = self.data.len();
+            if self.next >= len {
+                return None;
+            }
+            if self.next + 16 <= len {
+                self.base = self.next;
+                self.mask = self.block(self.next);
+                self.next += 16;
+            } else if len >= 16 {
+                // The last bytes: the final 16, without those already seen.
+                let at = len - 16;
+                let seen = self.next - at;
+                self.base = at;
+                self.mask = self.block(at) >> seen << seen;
+                self.next = len;
+            } else {
+                self.base = self.next;
+                self.mask = self.data[self.next..]
+                    .iter()
+                    .enumerate()
+                    .fold(0, |m, (i, &b)| m | (u32::from(b == b'\n') << i));
+                self.next = len;
+            }
         }
     }
 }

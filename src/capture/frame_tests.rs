@@ -298,3 +298,27 @@ fn requests_with_broken_framing_are_followed_by_ignored_bytes() {
         );
     }
 }
+
+#[test]
+fn line_feeds_are_found_at_every_length_and_position() {
+    // Every length up to three blocks, line feeds at pseudo-random places
+    // (the overlapping last block must give none twice or out of order).
+    let mut seed = 7u32;
+    for len in 0..50usize {
+        for _ in 0..20 {
+            let data: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                    if (seed >> 16).is_multiple_of(4) {
+                        b'\n'
+                    } else {
+                        b'a'
+                    }
+                })
+                .collect();
+            let want: Vec<usize> = (0..len).filter(|&i| data[i] == b'\n').collect();
+            let got: Vec<usize> = LineFeeds::new(&data).collect();
+            assert_eq!(got, want, "{data:?}");
+        }
+    }
+}
