@@ -473,3 +473,18 @@ fn nothing_sent_unseen_during_a_body_framed_by_the_close() {
         panic!("{}", e.message);
     }
 }
+
+/// Found by the `capture_differential` fuzz target: a status line with
+/// many spaces after the version, which the parser allows.
+#[test]
+fn a_status_line_with_spaces_after_the_version() {
+    compare(
+        false,
+        &[
+            Step::Out(b"POST /p HTTP/1.1\r\nContent-Length: 3\r\n\r\n"),
+            Step::Opaque(3),
+            Step::In(b"HTTP/1.1    200 OK\r\nX: 3\r\n\r\nabc"),
+            Step::Out(b"GET  /next  HTTP/1.1\r\n\r\n"),
+        ],
+    );
+}

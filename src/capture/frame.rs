@@ -647,9 +647,12 @@ impl<'a> LineReader<'a> {
         // a call of a SIMD search.
         let space = |b: &[u8]| b.iter().position(|&c| c == b' ');
         if let Some(rest) = first.strip_prefix(b"HTTP/") {
-            // "1.1 200 ...": the three digits after the first space.
+            // "1.1 200 ...": the three digits after the spaces after the
+            // version (several allowed, as the parser allows them).
             let sp = space(rest)?;
-            let code = rest.get(sp + 1..sp + 4)?;
+            let after = &rest[sp + 1..];
+            let at = after.iter().position(|&b| b != b' ')?;
+            let code = after.get(at..at + 3)?;
             if !code.iter().all(u8::is_ascii_digit) {
                 return None;
             }
@@ -666,6 +669,7 @@ impl<'a> LineReader<'a> {
                 _ => Method::Other,
             };
             let target = &first[sp + 1..];
+            let target = &target[target.iter().take_while(|&&b| b == b' ').count()..];
             let end = memchr::memchr(b' ', target).unwrap_or(target.len());
             info.context.target = trim(&target[..end]);
         }
