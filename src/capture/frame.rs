@@ -777,7 +777,7 @@ static READ_ALL: [bool; 256] = [true; 256];
 /// overlapping the one before it rather than read byte by byte, so a head
 /// costs a few instructions per line; an iterator, so that the caller's
 /// loop body is inlined where it is used.
-struct LineFeeds<'a> {
+pub(crate) struct LineFeeds<'a> {
     data: &'a [u8],
     /// Offset of bit 0 of `mask`.
     base: usize,
@@ -788,7 +788,7 @@ struct LineFeeds<'a> {
 }
 
 impl<'a> LineFeeds<'a> {
-    fn new(data: &'a [u8]) -> LineFeeds<'a> {
+    pub(crate) fn new(data: &'a [u8]) -> LineFeeds<'a> {
         LineFeeds {
             data,
             base: 0,

@@ -21,11 +21,11 @@
 //! tests hold both paths to the same answers. Heads that cannot be parsed (too long,
 //! malformed) are salvaged line by line for whatever they tell.
 
-use std::sync::LazyLock;
 use std::time::SystemTime;
 
 use httparse::{Header, ParserConfig, Status, EMPTY_HEADER};
-use memchr::memmem;
+
+use crate::capture::frame::LineFeeds;
 
 use super::body::{Body, Chunked, FramingError};
 use super::detect::{Detect, RequestDetector, ResponseDetector};
@@ -388,11 +388,9 @@ impl HeadReader {
     fn find_end(&mut self, window: &[u8]) -> Option<usize> {
         if self.scan == Scan::Line {
             // The usual case, the rest of the head in one piece: one SIMD
-            // search per terminator instead of a search per line. Otherwise
+            // pass over its line feeds instead of a search per line. Otherwise
             // the line scan below keeps its state for the next piece.
-            let lf_lf = END_LF_LF.find(window).map(|i| i + 2);
-            let lf_crlf = END_LF_CRLF.find(window).map(|i| i + 3);
-            if let Some(end) = lf_lf.into_iter().chain(lf_crlf).min() {
+            if let Some(end) = blank_line_end(window) {
                 return Some(end);
             }
         }
@@ -419,37 +417,14 @@ impl HeadReader {
     }
 }
 
-/// The two ways a head ends: an empty line after a LF or a CRLF.
-static END_LF_LF: LazyLock<memmem::Finder<'static>> =
-    LazyLock::new(|| memmem::Finder::new(b"\n\n"));
-static END_LF_CRLF: LazyLock<memmem::Finder<'static>> =
-    LazyLock::new(|| memmem::Finder::new(b"\n\r\n"));
-
-/// Offset of the first LF in `hay`, eight bytes at a time (header lines are
-/// short: a call of a general SIMD search costs more than the line).
-fn find_lf(hay: &[u8]) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    const LFS: u64 = ONES * b'\n' as u64;
-    let mut chunks = hay.chunks_exact(8);
-    let mut offset = 0;
-    for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let x = u64::from_le_bytes(word) ^ LFS;
-        // A zero byte of x (a LF in the chunk) sets its high bit here; the
-        // lowest set bit is the first LF.
-        let found = x.wrapping_sub(ONES) & !x & HIGHS;
-        if found != 0 {
-            return Some(offset + found.trailing_zeros() as usize / 8);
-        }
-        offset += 8;
-    }
-    chunks
-        .remainder()
-        .iter()
-        .position(|&b| b == b'\n')
-        .map(|i| offset + i)
+/// Just past the first empty line (`\n\n` or `\n\r\n`) in `window`: one
+/// pass over its line feeds (a search per terminator cost more).
+fn blank_line_end(window: &[u8]) -> Option<usize> {
+    LineFeeds::new(window).find_map(|i| match window.get(i + 1..) {
+        Some([b'\n', ..]) => Some(i + 2),
+        Some([b'\r', b'\n', ..]) => Some(i + 3),
+        _ => None,
+    })
 }
 
 /// A head `httparse` rejected.
@@ -747,11 +722,12 @@ fn quick_headers(
     blanks_before_colon: bool,
     mut f: impl FnMut(&'static [u8], &[u8]),
 ) -> Option<()> {
-    let mut rest = head.get(start..)?;
-    while let Some(end) = find_lf(rest) {
-        let line = &rest[..end];
+    let lines = head.get(start..)?;
+    let mut line_start = 0;
+    for lf in LineFeeds::new(lines) {
+        let line = &lines[line_start..lf];
+        line_start = lf + 1;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        rest = &rest[end + 1..];
         let first = match line.first() {
             None => return Some(()),
             Some(b' ' | b'\t') => return None,
