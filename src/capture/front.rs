@@ -592,7 +592,7 @@ fn server_identity(head: &[u8], cx: Context<'_>, tracer: &Tracer) -> Assigned {
         None
     };
     let mut who = tracer.server_span(tp, text(cx.tracestate), carriers.as_deref());
-    let filtered = tracer.server_filtered(std::str::from_utf8(cx.target).unwrap_or(""));
+    let filtered = tracer.server_filtered_bytes(cx.target);
     if filtered {
         who.context.trace_flags &= !1;
     }
