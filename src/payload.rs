@@ -229,7 +229,7 @@ impl PayloadRules {
             .iter()
             .map(|(name, value)| {
                 let value = mask_header(name, value, m.header_masker, &self.query);
-                (name.as_str(), value)
+                (name.as_ref(), value)
             })
             .collect();
         let json = scrub(headers_json(&masked, self.limit), m.secrets);
@@ -297,7 +297,7 @@ fn scrub(text: String, secrets: &[String]) -> String {
 
 /// A header field: its name in lower case, its value (borrowed from the
 /// head unless it had to change).
-pub type Field<'h> = (String, Cow<'h, str>);
+pub type Field<'h> = (Cow<'h, str>, Cow<'h, str>);
 
 /// The header fields of a raw head (its first line skipped), names lower
 /// case, values trimmed, in order. A last line cut short by the head cap
@@ -305,6 +305,40 @@ pub type Field<'h> = (String, Cow<'h, str>);
 /// field before it.
 pub fn header_fields(head: &[u8]) -> Vec<Field<'_>> {
     let mut fields: Vec<Field<'_>> = Vec::with_capacity(16);
+    // A head of valid UTF-8 (nearly all; most are ASCII) is checked once,
+    // not field by field, and names already in lower case are borrowed.
+    if let Ok(head) = std::str::from_utf8(head) {
+        let mut lines = head.split('\n');
+        let _ = lines.next(); // The request or status line.
+        for line in lines {
+            let line = line.strip_suffix('\r').unwrap_or(line);
+            if line.is_empty() {
+                break;
+            }
+            if line.starts_with([' ', '\t']) {
+                if let Some((_, v)) = fields.last_mut() {
+                    let v = v.to_mut();
+                    v.push(' ');
+                    v.push_str(line.trim_ascii());
+                }
+                continue;
+            }
+            let Some((name, value)) = line.split_once(':') else {
+                continue;
+            };
+            let name = name.trim_ascii();
+            if name.is_empty() {
+                continue;
+            }
+            let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+                Cow::Owned(name.to_ascii_lowercase())
+            } else {
+                Cow::Borrowed(name)
+            };
+            fields.push((name, Cow::Borrowed(value.trim_ascii())));
+        }
+        return fields;
+    }
     let mut lines = head.split(|&b| b == b'\n');
     let _ = lines.next(); // The request or status line.
     for line in lines {
@@ -328,7 +362,7 @@ pub fn header_fields(head: &[u8]) -> Vec<Field<'_>> {
             continue;
         }
         let value = line.get(colon + 1..).unwrap_or_default().trim_ascii();
-        fields.push((text(name).to_ascii_lowercase(), text(value)));
+        fields.push((Cow::Owned(text(name).to_ascii_lowercase()), text(value)));
     }
     fields
 }

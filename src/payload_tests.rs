@@ -142,12 +142,12 @@ fn header_fields_and_their_json() {
 Cookie: a=1\r\nAccept: a\r\naccept: b\r\nX-Quote: \"q\"\\\r\nReferer: http://h/p?token=t&x=1#f\r\n\
 X-Folded: one\r\n two\r\n\r\n";
     let fields = header_fields(head);
-    assert_eq!((fields[0].0.as_str(), fields[0].1.as_ref()), ("host", "h"));
+    assert_eq!((fields[0].0.as_ref(), fields[0].1.as_ref()), ("host", "h"));
     assert_eq!(fields.last().unwrap().1, "one two");
     let m = Masker::lumigo_defaults();
     let masked: Vec<(String, Cow<'_, str>)> = fields
         .iter()
-        .map(|(n, v)| (n.clone(), mask_header(n, v, &masker(&["nothing"]), &m)))
+        .map(|(n, v)| (n.to_string(), mask_header(n, v, &masker(&["nothing"]), &m)))
         .collect();
     // Authorization and Cookie whatever the patterns; the referer's query
     // with the query rules.
@@ -157,7 +157,7 @@ X-Folded: one\r\n two\r\n\r\n";
     );
     let masked: Vec<(String, Cow<'_, str>)> = fields
         .iter()
-        .map(|(n, v)| (n.clone(), mask_header(n, v, &m, &m)))
+        .map(|(n, v)| (n.to_string(), mask_header(n, v, &m, &m)))
         .collect();
     let json = headers_json(&masked, 2048);
     assert!(json.contains(r#""x-api-key":"****""#), "{json}");
@@ -168,6 +168,25 @@ X-Folded: one\r\n two\r\n\r\n";
     let cut = header_fields(b"GET / HTTP/1.1\r\nAuthorization: Bea");
     assert_eq!(mask_header(&cut[0].0, &cut[0].1, &masker(&[]), &m), "****");
     assert!(header_fields(b"GET / HTTP/1.1\r\nAuthoriz").is_empty());
+}
+
+#[test]
+fn heads_with_invalid_utf8_give_the_same_fields_with_replacements() {
+    // The same head read whole (valid UTF-8) and with one invalid byte in
+    // a value: the fields agree but for that value.
+    let valid = b"GET / HTTP/1.1\r\nhost: h\r\nX-Name: caf\xc3\xa9\r\n folded\r\n:bad\r\nnocolon\r\nAccept:  a \r\n\r\n";
+    let invalid = b"GET / HTTP/1.1\r\nhost: h\r\nX-Name: caf\xe9\r\n folded\r\n:bad\r\nnocolon\r\nAccept:  a \r\n\r\n";
+    let a = header_fields(valid);
+    let b = header_fields(invalid);
+    let names = |f: &[Field<'_>]| f.iter().map(|(n, _)| n.to_string()).collect::<Vec<_>>();
+    assert_eq!(names(&a), ["host", "x-name", "accept"]);
+    assert_eq!(names(&a), names(&b));
+    assert_eq!(a[1].1, "caf\u{e9} folded");
+    assert_eq!(b[1].1, "caf\u{fffd} folded");
+    assert_eq!((a[2].1.as_ref(), b[2].1.as_ref()), ("a", "a"));
+    // Lower-case names are borrowed from the head, others made.
+    assert!(matches!(a[0].0, Cow::Borrowed(_)));
+    assert!(matches!(a[1].0, Cow::Owned(_)));
 }
 
 fn exchange() -> HttpExchange {
