@@ -488,3 +488,19 @@ fn a_status_line_with_spaces_after_the_version() {
         ],
     );
 }
+
+/// Found by the `capture_differential` fuzz target: bytes that are not a
+/// request after an upgrade request whose (non-`101`) response body is
+/// still arriving: a tunnel to the parser, which ignores them, not the end.
+#[test]
+fn not_a_request_while_an_upgrade_is_answered_with_a_body() {
+    compare(
+        false,
+        &[
+            Step::Out(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"),
+            Step::In(b"HTTP/1.1 340 Not Modified\r\nContent-Length: 10\r\n\r\n"),
+            Step::Out(b"10\r\n\r\n"),
+            Step::In(b"0123456789"),
+        ],
+    );
+}

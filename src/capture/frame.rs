@@ -45,14 +45,23 @@ pub enum ReqKind {
     Upgrade,
 }
 
-/// The requests whose responses have not started yet, oldest first.
+/// The requests whose responses have not started yet, oldest first; and
+/// the one whose response body is arriving.
 #[derive(Debug, Default)]
-pub struct Expect(VecDeque<ReqKind>);
+pub struct Expect(VecDeque<ReqKind>, Option<ReqKind>);
 
 impl Expect {
     /// `n` ordinary requests awaiting their responses (tests and fuzzing).
     pub fn awaiting(n: usize) -> Expect {
-        Expect(std::iter::repeat_n(ReqKind::Normal, n).collect())
+        Expect(std::iter::repeat_n(ReqKind::Normal, n).collect(), None)
+    }
+
+    /// The latest request whose exchange is not over (its response not
+    /// started, or its body still arriving), as the parser's pending
+    /// exchanges: bytes that are not a request after a `CONNECT` or an
+    /// upgrade request may be the tunnel it asked for.
+    fn latest(&self) -> Option<ReqKind> {
+        self.0.back().copied().or(self.1)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -65,6 +74,7 @@ impl Expect {
 
     pub fn clear(&mut self) {
         self.0.clear();
+        self.1 = None;
     }
 }
 
@@ -229,7 +239,7 @@ impl Framer {
         out: &mut impl FnMut(Seg<'_>),
     ) -> Result<(), Stop> {
         let tunnel = self.side == Side::Requests
-            && matches!(expect.0.back(), Some(ReqKind::Connect | ReqKind::Upgrade));
+            && matches!(expect.latest(), Some(ReqKind::Connect | ReqKind::Upgrade));
         if !tunnel {
             return Err(Stop::NotHttp);
         }
@@ -311,6 +321,9 @@ impl Framer {
                     data = rest;
                     if p.done {
                         self.state = State::Head;
+                        if self.side == Side::Responses {
+                            expect.1 = None;
+                        }
                     }
                 }
                 State::Head => {
@@ -425,13 +438,16 @@ impl Framer {
     /// `n` bytes went by unseen (`sendfile`): fine inside a body of known
     /// length or one framed by the close, and none at all between messages
     /// (as the parser takes them). Returns whether the body ended.
-    pub fn skip(&mut self, n: u64) -> Result<bool, Stop> {
+    pub fn skip(&mut self, n: u64, expect: &mut Expect) -> Result<bool, Stop> {
         match &mut self.state {
             State::Head if n == 0 => Ok(false),
             State::Body(body) => {
                 let p = body.skip(n).map_err(|_| Stop::BadBody)?;
                 if p.done {
                     self.state = State::Head;
+                    if self.side == Side::Responses {
+                        expect.1 = None;
+                    }
                 }
                 Ok(p.done)
             }
@@ -539,6 +555,7 @@ fn next_state(side: Side, info: &HeadInfo, expect: &mut Expect) -> Result<(State
                 Ok(Some(body)) => State::Body(body),
                 Err(_) => return Err(Stop::NotHttp),
             };
+            expect.1 = matches!(next, State::Body(_)).then_some(kind);
             Ok((next, false))
         }
     }

@@ -245,10 +245,10 @@ fn unseen_body_bytes_are_skipped() {
         &mut |_| {},
     )
     .unwrap();
-    assert_eq!(f.skip(4), Ok(false));
-    assert_eq!(f.skip(6), Ok(true));
+    assert_eq!(f.skip(4, &mut expect), Ok(false));
+    assert_eq!(f.skip(6, &mut expect), Ok(true));
     assert!(f.at_head_start());
-    assert_eq!(f.skip(1), Err(Stop::NotHttp));
+    assert_eq!(f.skip(1, &mut expect), Err(Stop::NotHttp));
 }
 
 #[test]

@@ -476,7 +476,7 @@ impl Connection {
         } else {
             &mut f.responses
         };
-        let skipped = framer.skip(n as u64);
+        let skipped = framer.skip(n as u64, &mut f.expect);
         let open = || opened(role, ends);
         if skipped.is_err() {
             f.record_partial_heads(rec, role, &open);
