@@ -503,3 +503,19 @@ fn not_a_request_while_an_upgrade_is_answered_with_a_body() {
         ],
     );
 }
+
+/// Found by the `capture_differential` fuzz target: a status line whose
+/// code is not a number, arriving while the request head is unfinished:
+/// the parser's detector accepts `HTTP/1.1`, and the head is judged only
+/// once it ends (here it never does).
+#[test]
+fn a_bad_status_code_in_a_head_that_does_not_end() {
+    compare(
+        false,
+        &[
+            Step::Out(b"GET /ws HTTP/1.1\r\nUpgrade: x\r\nConnection: Upgrade\r\x00\x01\n"),
+            Step::In(b"HTTP/1.1 3ed\r\n\x91\x91HEADclose"),
+            Step::Out(b"\x91\x91Cont\ntoken\r\nHost: h\r\n\r\n"),
+        ],
+    );
+}

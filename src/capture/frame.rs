@@ -409,7 +409,18 @@ impl Framer {
         let both = self.partial.iter().chain(data).copied();
         let start = both.skip_while(|&b| b == b'\r' || b == b'\n');
         match self.side {
-            Side::Responses => start.take(5).zip(*b"HTTP/").all(|(a, b)| a == b),
+            Side::Responses => {
+                // As far as it came, `HTTP/1.` and a digit.
+                let mut n = 0;
+                start.take(8).all(|b| {
+                    let ok = match b"HTTP/1.".get(n) {
+                        Some(&want) => b == want,
+                        None => b.is_ascii_digit(),
+                    };
+                    n += 1;
+                    ok
+                })
+            }
             Side::Requests => {
                 // The method token, then its space; once the whole start
                 // line is in, it must read as one.
@@ -614,8 +625,14 @@ impl<'a> LineReader<'a> {
     #[inline]
     fn line(&mut self, line: &'a [u8]) -> Option<()> {
         if std::mem::take(&mut self.first) {
-            self.start_failed = self.start_line(line).is_none();
-            return (!self.start_failed).then_some(());
+            if self.start_line(line).is_some() {
+                return Some(());
+            }
+            // The parser's detector rejects a status line at once only
+            // when it does not start `HTTP/1.` and a digit; anything else
+            // wrong in it (the code) only once the head has ended.
+            self.start_failed = !(self.side == Side::Responses && status_prefix(line));
+            return None;
         }
         let info = &mut self.info;
         let &c = line.first()?;
@@ -692,6 +709,12 @@ impl<'a> LineReader<'a> {
         }
         Some(())
     }
+}
+
+/// Whether a status line starts as the parser's detector wants it:
+/// `HTTP/1.` and a digit.
+fn status_prefix(line: &[u8]) -> bool {
+    line.starts_with(b"HTTP/1.") && line.get(7).is_some_and(u8::is_ascii_digit)
 }
 
 /// Leading blank lines (CR and LF bytes) of a head.
