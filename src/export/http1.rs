@@ -207,8 +207,11 @@ impl Http1Client {
         Err(last)
     }
 
-    /// One request on `conn`. `Err((error, answered))`: `answered` is true
-    /// once a byte of the response came.
+    /// One request on `conn`. `Err((error, final))`: `final` once a byte
+    /// of the response came, or the deadline passed waiting for one (the
+    /// collector may have the request: sending it again could export the
+    /// batch twice); otherwise the connection failed before any answer
+    /// (a kept one the collector closed) and a new one may be tried.
     fn exchange(
         &self,
         conn: &mut Conn,
@@ -332,7 +335,7 @@ impl Reader<'_> {
         // SAFETY: one valid pollfd; poll only looks at the descriptor.
         let ready = unsafe { libc::poll(&mut pfd, 1, ms) };
         if ready == 0 {
-            return Err(("no response before the timeout".to_owned(), answered));
+            return Err(("no response before the timeout".to_owned(), true));
         }
         let mut chunk = [0u8; 4096];
         match self.stream.read(&mut chunk) {
@@ -573,6 +576,10 @@ mod tests {
             // Third: read, never answered.
             let _ = s.read(&mut buf).unwrap();
             std::thread::sleep(Duration::from_secs(2));
+            // It was not sent again on another connection (the collector
+            // may have it: that would export the batch twice).
+            listener.set_nonblocking(true).unwrap();
+            assert!(listener.accept().is_err(), "the request was sent again");
         });
         let (client, _) = Http1Client::new(&[], Duration::from_millis(500));
         assert_eq!(client.post(&url, b"BODY").map(|a| a.status), Ok(200));
