@@ -519,3 +519,19 @@ fn a_bad_status_code_in_a_head_that_does_not_end() {
         ],
     );
 }
+
+/// Found by the `capture_differential` fuzz target: bytes sent unseen
+/// after a request with broken framing, while the requests are ignored.
+#[test]
+fn unseen_bytes_while_requests_are_ignored() {
+    compare(
+        false,
+        &[
+            Step::Out(b"POST /p HTTP/1.1\r\nContent-Length: h\r\n\r\narc"),
+            Step::In(b"HTTP/1.1 200 OK\r\n\r\n5\r\nhello"),
+            Step::Opaque(0),
+            Step::Opaque(5),
+            Step::In(b"more"),
+        ],
+    );
+}

@@ -447,11 +447,13 @@ impl Framer {
     }
 
     /// `n` bytes went by unseen (`sendfile`): fine inside a body of known
-    /// length or one framed by the close, and none at all between messages
-    /// (as the parser takes them). Returns whether the body ended.
+    /// length or one framed by the close, none at all between messages, and
+    /// any number while requests are ignored (as the parser takes them).
+    /// Returns whether the body ended.
     pub fn skip(&mut self, n: u64, expect: &mut Expect) -> Result<bool, Stop> {
         match &mut self.state {
             State::Head if n == 0 => Ok(false),
+            State::Ignore => Ok(false),
             State::Body(body) => {
                 let p = body.skip(n).map_err(|_| Stop::BadBody)?;
                 if p.done {
