@@ -5,7 +5,7 @@
 #   bash scripts/fuzz.sh --seconds 60     # every target, 60 s each
 #   bash scripts/fuzz.sh --seconds 60 redis http_head
 #   bash scripts/fuzz.sh --build-only     # build them, run nothing
-#   bash scripts/fuzz.sh --skip capture_differential   # all but one (CI)
+#   bash scripts/fuzz.sh --skip capture_differential   # all but one
 #
 # Seeds come from the captured byte streams under tests/fixtures/ (turned
 # into the targets' script format, see fuzz/src/lib.rs) and a few heads and
