@@ -44,6 +44,12 @@ const MAX_DYNAMIC: usize = 4096;
 const MAX_RELOCS: u64 = 1 << 20;
 const MAX_SYMBOLS: u64 = 1 << 20;
 
+/// The address of entry `index` of `size` bytes in a table at `table`, or
+/// `None` past the end of the address space (a hostile table address).
+fn entry(table: u64, index: u64, size: u64) -> Option<u64> {
+    table.checked_add(index.checked_mul(size)?)
+}
+
 /// Readable memory of one object, by address.
 pub trait Image {
     /// `buf.len()` bytes at `addr`, or `None` if any of them is outside the
@@ -134,9 +140,9 @@ impl Dynamic {
             ..Dynamic::default()
         };
         for i in 0..MAX_DYNAMIC as u64 {
-            let at = addr.checked_add(i * 16)?;
+            let at = entry(addr, i, 16)?;
             let tag = image.u64_at(at)? as i64;
-            let val = image.u64_at(at + 8)?;
+            let val = image.u64_at(entry(at, 1, 8)?)?;
             match tag {
                 DT_NULL => return Some(d),
                 DT_STRTAB => d.strtab = abs(val),
@@ -183,8 +189,13 @@ impl Dynamic {
                 continue;
             }
             for i in 0..(size / RELA_SIZE).min(MAX_RELOCS) {
-                let at = start + i * RELA_SIZE;
-                let (Some(offset), Some(info)) = (image.u64_at(at), image.u64_at(at + 8)) else {
+                let Some(at) = entry(start, i, RELA_SIZE) else {
+                    return;
+                };
+                let (Some(offset), Some(info)) = (
+                    image.u64_at(at),
+                    entry(at, 1, 8).and_then(|a| image.u64_at(a)),
+                ) else {
                     return;
                 };
                 let kind = info as u32;
@@ -210,9 +221,11 @@ impl Dynamic {
             return;
         };
         for i in 1..count.min(MAX_SYMBOLS) {
-            let at = self.symtab + i * SYM_SIZE;
             let mut raw = [0u8; SYM_SIZE as usize];
-            if image.read(at, &mut raw).is_none() {
+            if entry(self.symtab, i, SYM_SIZE)
+                .and_then(|at| image.read(at, &mut raw))
+                .is_none()
+            {
                 return;
             }
             let info = raw[4];
@@ -240,7 +253,7 @@ impl Dynamic {
         index: u64,
         buf: &'b mut [u8; MAX_NAME],
     ) -> Option<&'b [u8]> {
-        let st_name = u64::from(image.u32_at(self.symtab.checked_add(index * SYM_SIZE)?)?);
+        let st_name = u64::from(image.u32_at(entry(self.symtab, index, SYM_SIZE)?)?);
         if st_name >= self.strsz {
             return None;
         }
@@ -248,7 +261,7 @@ impl Dynamic {
         let len = ((self.strsz - st_name) as usize).min(MAX_NAME);
         // Read byte by byte: the string table may end before MAX_NAME.
         for (i, b) in buf.iter_mut().enumerate().take(len) {
-            image.read(start + i as u64, std::slice::from_mut(b))?;
+            image.read(entry(start, i as u64, 1)?, std::slice::from_mut(b))?;
             if *b == 0 {
                 return (i > 0).then_some(&buf[..i]);
             }
@@ -260,26 +273,26 @@ impl Dynamic {
     /// dynamic section does not say).
     fn symbol_count(&self, image: &impl Image) -> Option<u64> {
         if self.hash != 0 {
-            return image.u32_at(self.hash + 4).map(u64::from);
+            return image.u32_at(entry(self.hash, 1, 4)?).map(u64::from);
         }
         if self.gnu_hash == 0 {
             return None;
         }
         let h = self.gnu_hash;
         let nbuckets = u64::from(image.u32_at(h)?);
-        let symoffset = u64::from(image.u32_at(h + 4)?);
-        let bloom_size = u64::from(image.u32_at(h + 8)?);
-        let buckets = h + 16 + bloom_size * 8;
+        let symoffset = u64::from(image.u32_at(entry(h, 1, 4)?)?);
+        let bloom_size = u64::from(image.u32_at(entry(h, 2, 4)?)?);
+        let buckets = entry(entry(h, 2, 8)?, bloom_size, 8)?;
         let mut last = 0u64;
         for i in 0..nbuckets.min(MAX_SYMBOLS) {
-            last = last.max(u64::from(image.u32_at(buckets + i * 4)?));
+            last = last.max(u64::from(image.u32_at(entry(buckets, i, 4)?)?));
         }
         if last < symoffset {
             return Some(symoffset);
         }
-        let chains = buckets + nbuckets * 4;
+        let chains = entry(buckets, nbuckets, 4)?;
         while last < MAX_SYMBOLS {
-            if image.u32_at(chains + (last - symoffset) * 4)? & 1 == 1 {
+            if image.u32_at(entry(chains, last - symoffset, 4)?)? & 1 == 1 {
                 return Some(last + 1);
             }
             last += 1;
@@ -523,5 +536,45 @@ mod tests {
             exports.push(String::from_utf8_lossy(n).into_owned())
         });
         assert!(exports.iter().any(|n| n == "curl_easy_perform"));
+    }
+
+    /// Memory that reads as `0xff` bytes at every address, so only the
+    /// address arithmetic can stop a walk.
+    struct Everywhere;
+
+    impl Image for Everywhere {
+        fn read(&self, _: u64, buf: &mut [u8]) -> Option<()> {
+            buf.fill(0xff);
+            Some(())
+        }
+    }
+
+    /// Table addresses at the top of the address space (found by the `elf`
+    /// fuzz target: `at + 8` overflowed): every walk stops where an address
+    /// would pass `u64::MAX`, without a panic or a wrapped read.
+    #[test]
+    fn tables_at_the_end_of_the_address_space_stop_the_walk() {
+        let top = u64::MAX - 7;
+        let d = Dynamic {
+            strtab: top,
+            strsz: u64::MAX,
+            symtab: top,
+            syment: SYM_SIZE,
+            jmprel: top,
+            pltrelsz: 10 * RELA_SIZE,
+            plt_is_rela: true,
+            rela: top - RELA_SIZE,
+            relasz: 10 * RELA_SIZE,
+            relaent: RELA_SIZE,
+            gnu_hash: top,
+            hash: 0,
+        };
+        let mut calls = 0;
+        d.for_each_binding(&Everywhere, 0, CallRelocs::X86_64, |_, _| calls += 1);
+        d.for_each_export(&Everywhere, |_, _| calls += 1);
+        let hashed = Dynamic { hash: top, ..d };
+        hashed.for_each_export(&Everywhere, |_, _| calls += 1);
+        assert_eq!(calls, 0);
+        assert_eq!(Dynamic::read(&Everywhere, 0, top), None);
     }
 }

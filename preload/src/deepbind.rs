@@ -440,9 +440,9 @@ impl LoadedImage {
     }
 
     fn writable(&self, addr: u64) -> bool {
-        self.segments
-            .iter()
-            .any(|&(s, e, f)| addr >= s && addr + 8 <= e && f & PF_W != 0)
+        self.segments.iter().any(|&(s, e, f)| {
+            addr >= s && addr.checked_add(8).is_some_and(|end| end <= e) && f & PF_W != 0
+        })
     }
 }
 
