@@ -17,7 +17,7 @@
 
 use std::borrow::Cow;
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use regex_lite::{Regex, RegexBuilder};
 
@@ -47,12 +47,92 @@ pub struct Masker {
 /// together in one pass over the name: `first[b]` has bit `i` set when
 /// `words[i]` starts with byte `b`, so each byte of the name is one table
 /// load and a word is compared only where its first byte is.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 struct Compiled {
     words: Vec<Box<[u8]>>,
     first: Box<[u64; 256]>,
     /// The other patterns (and words past the 64th).
     others: Vec<Matcher>,
+    /// Verdicts on recent names (the same few header names come in every
+    /// message).
+    memo: Memo,
+}
+
+impl Clone for Compiled {
+    fn clone(&self) -> Compiled {
+        Compiled {
+            words: self.words.clone(),
+            first: self.first.clone(),
+            others: self.others.clone(),
+            memo: Memo::default(),
+        }
+    }
+}
+
+/// Longest name [`Memo`] keeps.
+const MEMO_NAME: usize = 30;
+/// Slots of a [`Memo`] (a power of two).
+const MEMO_SLOTS: usize = 64;
+
+/// A direct-mapped cache of names' verdicts: a name's hash picks its one
+/// slot, and a new name there replaces the old one. Fixed size (no
+/// allocation, whatever names a peer sends), constant time, and never
+/// waited for: a name whose slot table is busy on another thread is
+/// judged afresh.
+#[derive(Debug)]
+struct Memo(Mutex<[MemoSlot; MEMO_SLOTS]>);
+
+/// A name's bytes, its length (0: empty slot), its verdict.
+#[derive(Clone, Copy, Debug)]
+struct MemoSlot {
+    name: [u8; MEMO_NAME],
+    len: u8,
+    secret: bool,
+}
+
+impl Default for Memo {
+    fn default() -> Memo {
+        let empty = MemoSlot {
+            name: [0; MEMO_NAME],
+            len: 0,
+            secret: false,
+        };
+        Memo(Mutex::new([empty; MEMO_SLOTS]))
+    }
+}
+
+impl Memo {
+    fn slot(name: &[u8]) -> usize {
+        let mut h = name.len() as u64;
+        for chunk in name.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            h = (h ^ u64::from_le_bytes(word)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+        (h >> 58) as usize % MEMO_SLOTS
+    }
+
+    /// `name`'s verdict, from the cache or from `judge` (then kept).
+    fn get_or(&self, name: &[u8], judge: impl FnOnce() -> bool) -> bool {
+        if name.is_empty() || name.len() > MEMO_NAME {
+            return judge();
+        }
+        let i = Self::slot(name);
+        if let Ok(slots) = self.0.try_lock() {
+            let s = &slots[i];
+            if usize::from(s.len) == name.len() && &s.name[..name.len()] == name {
+                return s.secret;
+            }
+        }
+        let secret = judge();
+        if let Ok(mut slots) = self.0.try_lock() {
+            let s = &mut slots[i];
+            s.name[..name.len()].copy_from_slice(name);
+            s.len = name.len() as u8;
+            s.secret = secret;
+        }
+        secret
+    }
 }
 
 impl Compiled {
@@ -76,6 +156,7 @@ impl Compiled {
             words,
             first,
             others,
+            memo: Memo::default(),
         }
     }
 
@@ -99,6 +180,22 @@ impl Compiled {
             }
         }
         false
+    }
+
+    /// Whether a pattern matches `name` (not remembered).
+    fn judge(&self, name: &str) -> bool {
+        let mut buf = [0u8; 128];
+        let owned;
+        let lower: &[u8] = if name.len() <= buf.len() {
+            let b = &mut buf[..name.len()];
+            b.copy_from_slice(name.as_bytes());
+            b.make_ascii_lowercase();
+            b
+        } else {
+            owned = name.to_ascii_lowercase();
+            owned.as_bytes()
+        };
+        self.any_word_in(lower) || self.others.iter().any(|m| m.matches(name, lower))
     }
 }
 
@@ -201,18 +298,9 @@ impl Masker {
         if patterns.is_empty() {
             return false;
         }
-        let mut buf = [0u8; 128];
-        let owned;
-        let lower: &[u8] = if name.len() <= buf.len() {
-            let b = &mut buf[..name.len()];
-            b.copy_from_slice(name.as_bytes());
-            b.make_ascii_lowercase();
-            b
-        } else {
-            owned = name.to_ascii_lowercase();
-            owned.as_bytes()
-        };
-        patterns.any_word_in(lower) || patterns.others.iter().any(|m| m.matches(name, lower))
+        patterns
+            .memo
+            .get_or(name.as_bytes(), || patterns.judge(name))
     }
 
     /// Masks the values of secret parameters in a query string
@@ -614,6 +702,47 @@ mod tests {
 
     fn masker(patterns: &[&str]) -> Masker {
         Masker::new(&patterns.iter().map(|p| (*p).to_owned()).collect::<Vec<_>>())
+    }
+
+    /// Remembered verdicts are the verdicts: names asked again and again,
+    /// names that share a slot (many more names than slots), names too
+    /// long to remember, from several threads at once, with custom
+    /// patterns whose verdict differs by name.
+    #[test]
+    fn remembered_verdicts_equal_fresh_ones() {
+        let m = masker(&[".*token.*", "sig", "x-[0-9]+"]);
+        let names: Vec<String> = (0..400)
+            .map(|i| match i % 5 {
+                0 => format!("h{i}"),
+                1 => format!("my_token_{i}"),
+                2 => format!("x-{i}"),
+                3 => "Sig".to_owned(),
+                _ => format!("{}{i}", "n".repeat(40)),
+            })
+            .collect();
+        let fresh: Vec<bool> = names.iter().map(|n| m.patterns().judge(n)).collect();
+        assert!(fresh.iter().any(|&s| s) && fresh.iter().any(|&s| !s));
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    for _ in 0..3 {
+                        for (n, &want) in names.iter().zip(&fresh) {
+                            assert_eq!(m.is_secret(n), want, "{n}");
+                        }
+                    }
+                });
+            }
+        });
+        // Same slot, different names: the later one is judged, not taken
+        // from the earlier one's entry.
+        let slot = Memo::slot(b"my_token");
+        let other = (0..10_000)
+            .map(|i| format!("plain{i}"))
+            .find(|n| Memo::slot(n.as_bytes()) == slot)
+            .expect("a name in the same slot");
+        assert!(m.is_secret("my_token"));
+        assert!(!m.is_secret(&other));
+        assert!(m.is_secret("my_token"));
     }
 
     #[test]

@@ -232,8 +232,9 @@ impl PayloadRules {
                 (name.as_ref(), value)
             })
             .collect();
-        let json = scrub(headers_json(&masked, self.limit), m.secrets);
-        let json = cut_str(&json, self.limit).to_owned();
+        let mut json = scrub(headers_json(&masked, self.limit), m.secrets);
+        let kept = cut_str(&json, self.limit).len();
+        json.truncate(kept);
         attrs.push((m.headers_key, json.into()));
         for (name, key) in m.named {
             let values: Vec<&str> = masked
@@ -307,10 +308,17 @@ pub fn header_fields(head: &[u8]) -> Vec<Field<'_>> {
     let mut fields: Vec<Field<'_>> = Vec::with_capacity(16);
     // A head of valid UTF-8 (nearly all; most are ASCII) is checked once,
     // not field by field, and names already in lower case are borrowed.
-    if let Ok(head) = std::str::from_utf8(head) {
-        let mut lines = head.split('\n');
-        let _ = lines.next(); // The request or status line.
-        for line in lines {
+    if let Ok(text) = std::str::from_utf8(head) {
+        // Lines end at ASCII line feeds, so each is a slice of `text` on
+        // character boundaries.
+        let Some(first_end) = memchr::memchr(b'\n', head) else {
+            return fields; // The request or status line only.
+        };
+        let mut at = first_end + 1;
+        while at < head.len() {
+            let end = memchr::memchr(b'\n', &head[at..]).map_or(head.len(), |i| at + i);
+            let line = &text[at..end];
+            at = end + 1;
             let line = line.strip_suffix('\r').unwrap_or(line);
             if line.is_empty() {
                 break;
@@ -323,19 +331,17 @@ pub fn header_fields(head: &[u8]) -> Vec<Field<'_>> {
                 }
                 continue;
             }
-            let Some((name, value)) = line.split_once(':') else {
+            let Some(colon) = memchr::memchr(b':', line.as_bytes()) else {
                 continue;
             };
-            let name = name.trim_ascii();
+            let name = line[..colon].trim_ascii();
             if name.is_empty() {
                 continue;
             }
-            let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
-                Cow::Owned(name.to_ascii_lowercase())
-            } else {
-                Cow::Borrowed(name)
-            };
-            fields.push((name, Cow::Borrowed(value.trim_ascii())));
+            fields.push((
+                lower_case_name(name),
+                Cow::Borrowed(line[colon + 1..].trim_ascii()),
+            ));
         }
         return fields;
     }
@@ -367,6 +373,52 @@ pub fn header_fields(head: &[u8]) -> Vec<Field<'_>> {
     fields
 }
 
+/// A field name in lower case: borrowed when it already is, a static
+/// string for the common names (no allocation for `Content-Type`), else
+/// lowered into a new string.
+fn lower_case_name(name: &str) -> Cow<'_, str> {
+    if !name.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Cow::Borrowed(name);
+    }
+    let mut buf = [0u8; 32];
+    if let Some(b) = buf.get_mut(..name.len()) {
+        b.copy_from_slice(name.as_bytes());
+        b.make_ascii_lowercase();
+        if let Some(known) = COMMON_FIELDS.iter().find(|k| k.as_bytes() == &*b) {
+            return Cow::Borrowed(known);
+        }
+    }
+    Cow::Owned(name.to_ascii_lowercase())
+}
+
+/// Field names most heads carry (lower case), for [`lower_case_name`].
+const COMMON_FIELDS: [&str; 24] = [
+    "host",
+    "user-agent",
+    "accept",
+    "accept-encoding",
+    "accept-language",
+    "accept-ranges",
+    "connection",
+    "content-type",
+    "content-length",
+    "content-encoding",
+    "transfer-encoding",
+    "date",
+    "server",
+    "etag",
+    "last-modified",
+    "cache-control",
+    "expires",
+    "location",
+    "vary",
+    "traceparent",
+    "tracestate",
+    "keep-alive",
+    "referer",
+    "origin",
+];
+
 /// `bytes` as text, invalid UTF-8 replaced (borrowed when valid: the
 /// check is the standard library's word-at-a-time one).
 fn text(bytes: &[u8]) -> Cow<'_, str> {
@@ -391,7 +443,7 @@ pub fn mask_header<'v>(
         return Cow::Borrowed(MASK);
     }
     // `Referer: https://h/p?token=…`, `Location: /next?code=…`.
-    let Some(q) = value.find('?') else {
+    let Some(q) = memchr::memchr(b'?', value.as_bytes()) else {
         return Cow::Borrowed(value);
     };
     let end = value[q..].find('#').map_or(value.len(), |i| q + i);

@@ -546,3 +546,28 @@ fn header_json_escaping_at_every_position_and_across_characters() {
     let json = headers_json(&[("n", clean.as_str())], 4096);
     assert_eq!(json, format!("{{\"n\":\"{clean}\"}}"));
 }
+
+/// Names are lower case however they came (common ones without a new
+/// string), with CRLF or bare LF line ends, up to the blank line.
+#[test]
+fn field_names_in_lower_case_common_ones_shared() {
+    let head = b"HTTP/1.1 200 OK\nContent-Type: text/html\r\nCONTENT-LENGTH: 5\n\
+X-A-Field-Name-Longer-Than-Thirty-Two: v\r\nx-lower: w\r\nUser-Agent: u\n\nAfter: no";
+    let fields = header_fields(head);
+    let got: Vec<(&str, &str, bool)> = fields
+        .iter()
+        .map(|(n, v)| (n.as_ref(), v.as_ref(), matches!(n, Cow::Borrowed(_))))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("content-type", "text/html", true),
+            ("content-length", "5", true),
+            ("x-a-field-name-longer-than-thirty-two", "v", false),
+            ("x-lower", "w", true),
+            ("user-agent", "u", true),
+        ]
+    );
+    assert!(header_fields(b"HTTP/1.1 200 OK").is_empty());
+    assert!(header_fields(b"HTTP/1.1 200 OK\r\n").is_empty());
+}
