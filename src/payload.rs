@@ -311,12 +311,13 @@ pub fn header_fields(head: &[u8]) -> Vec<Field<'_>> {
     if let Ok(text) = std::str::from_utf8(head) {
         // Lines end at ASCII line feeds, so each is a slice of `text` on
         // character boundaries.
-        let Some(first_end) = memchr::memchr(b'\n', head) else {
+        let mut feeds = crate::capture::frame::LineFeeds::new(head);
+        let Some(first_end) = feeds.next() else {
             return fields; // The request or status line only.
         };
         let mut at = first_end + 1;
         while at < head.len() {
-            let end = memchr::memchr(b'\n', &head[at..]).map_or(head.len(), |i| at + i);
+            let end = feeds.next().unwrap_or(head.len());
             let line = &text[at..end];
             at = end + 1;
             let line = line.strip_suffix('\r').unwrap_or(line);
@@ -331,7 +332,9 @@ pub fn header_fields(head: &[u8]) -> Vec<Field<'_>> {
                 }
                 continue;
             }
-            let Some(colon) = memchr::memchr(b':', line.as_bytes()) else {
+            // Names are short: a plain loop finds the colon sooner than a
+            // vector search is set up.
+            let Some(colon) = line.bytes().position(|b| b == b':') else {
                 continue;
             };
             let name = line[..colon].trim_ascii();
