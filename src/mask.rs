@@ -102,13 +102,17 @@ impl Default for Memo {
 }
 
 impl Memo {
+    /// The slot of a name of 1 to [`MEMO_NAME`] bytes: from its length and
+    /// its first and last eight bytes (the whole name when shorter).
     fn slot(name: &[u8]) -> usize {
-        let mut h = name.len() as u64;
-        for chunk in name.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            h = (h ^ u64::from_le_bytes(word)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
+        let word = |b: &[u8]| b.iter().fold(0u64, |w, &x| (w << 8) | u64::from(x));
+        let n = name.len();
+        let (head, tail) = if n > 8 {
+            (word(&name[..8]), word(&name[n - 8..]))
+        } else {
+            (word(name), 0)
+        };
+        let h = (head ^ tail.rotate_left(29) ^ n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         (h >> 58) as usize % MEMO_SLOTS
     }
 

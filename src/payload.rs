@@ -446,7 +446,12 @@ pub fn mask_header<'v>(
         return Cow::Borrowed(MASK);
     }
     // `Referer: https://h/p?token=…`, `Location: /next?code=…`.
-    let Some(q) = memchr::memchr(b'?', value.as_bytes()) else {
+    let q = if value.len() < 64 {
+        value.bytes().position(|b| b == b'?')
+    } else {
+        memchr::memchr(b'?', value.as_bytes())
+    };
+    let Some(q) = q else {
         return Cow::Borrowed(value);
     };
     let end = value[q..].find('#').map_or(value.len(), |i| q + i);
