@@ -571,3 +571,37 @@ X-A-Field-Name-Longer-Than-Thirty-Two: v\r\nx-lower: w\r\nUser-Agent: u\n\nAfter
     assert!(header_fields(b"HTTP/1.1 200 OK").is_empty());
     assert!(header_fields(b"HTTP/1.1 200 OK\r\n").is_empty());
 }
+
+/// Escaped text reads back as itself, and the block check finds every
+/// byte that needs escaping wherever it falls: each length up to 70,
+/// each such byte at each offset, next to multi-byte characters.
+#[test]
+fn json_escaping_round_trips_at_every_offset_and_length() {
+    let mut checked = 0;
+    for len in 0..70usize {
+        let base: String = "aé-Z0 ".chars().cycle().take(len).collect();
+        let mut cases = vec![base.clone()];
+        for (at, _) in base.char_indices() {
+            for special in ['"', '\\', '\n', '\u{1}', '\u{1f}', '\t'] {
+                let mut s = base.clone();
+                s.insert(at, special);
+                cases.push(s);
+            }
+        }
+        for s in cases {
+            let mut out = String::from("\"");
+            push_json_escaped(&mut out, &s);
+            out.push('"');
+            let back: String = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{out}: {e}"));
+            assert_eq!(back, s);
+            // Nothing is escaped that needs no escaping.
+            let needs = s
+                .bytes()
+                .filter(|&b| b < 0x20 || b == b'"' || b == b'\\')
+                .count();
+            assert_eq!(out.len() == s.len() + 2, needs == 0, "{out}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 10_000);
+}
