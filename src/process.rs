@@ -44,11 +44,13 @@ impl ProcessSpan {
     }
 
     /// The span, ended at `end` by an exit with `status` (`None`: not
-    /// known, as when `main` returns).
+    /// known, as when `main` returns). The code recorded is the one the
+    /// parent sees, the status's low eight bits (`exit(-1)` is 255,
+    /// `exit(256)` a success).
     pub fn record(&self, status: Option<i64>, end: SystemTime) -> SpanRecord {
         let mut attributes = Vec::new();
         let mut span_status = SpanStatus::Unset;
-        if let Some(status) = status {
+        if let Some(status) = status.map(|s| s & 0xff) {
             attributes.push(("process.exit.code", AttrValue::Int(status)));
             if status != 0 {
                 span_status = SpanStatus::Error(format!("exit status {status}"));
@@ -251,10 +253,24 @@ mod tests {
     #[test]
     fn an_exit_with_another_status_is_an_error() {
         let (p, _) = span("app");
-        for status in [1, 2, 127, 255, -1, i64::from(i32::MIN)] {
+        for (status, seen) in [
+            (1, 1),
+            (2, 2),
+            (127, 127),
+            (255, 255),
+            (-1, 255),
+            (-2, 254),
+            (257, 1),
+        ] {
             let r = p.record(Some(status), SystemTime::now());
-            assert_eq!(r.attr("process.exit.code"), Some(&AttrValue::Int(status)));
-            assert_eq!(r.status, SpanStatus::Error(format!("exit status {status}")));
+            assert_eq!(r.attr("process.exit.code"), Some(&AttrValue::Int(seen)));
+            assert_eq!(r.status, SpanStatus::Error(format!("exit status {seen}")));
+        }
+        // What the parent sees as a success is one.
+        for status in [256, i64::from(i32::MIN)] {
+            let r = p.record(Some(status), SystemTime::now());
+            assert_eq!(r.attr("process.exit.code"), Some(&AttrValue::Int(0)));
+            assert_eq!(r.status, SpanStatus::Unset);
         }
     }
 
