@@ -361,8 +361,15 @@ class Nginx:
 
 
 def dropped_from(text):
-    """Spans the library reported dropped at exit (LUMIGO_DEBUG)."""
-    return sum(int(m) for m in re.findall(r"exit: (\d+) spans were dropped", text))
+    """Spans the library reported lost at exit (LUMIGO_DEBUG's summary line,
+    `exit: 12 spans lost: 10 queue full, 2 deadline`)."""
+    return sum(int(m) for m in re.findall(r"exit: (\d+) spans? lost", text))
+
+
+def refused_from(text):
+    """Capture records the library reported refused by full rings at exit
+    (their exchanges were not traced; records, not spans)."""
+    return sum(int(m) for m in re.findall(r"exit: (\d+) capture records refused", text))
 
 
 # --------------------------------------------------------------------------

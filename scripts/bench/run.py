@@ -30,7 +30,7 @@ import tempfile
 import time
 
 from procs import (
-    HERE, MIB, ROOT, Nginx, Sink, clean_env, dropped_from, free_port, log, loadavg, median,
+    HERE, MIB, ROOT, Nginx, Sink, clean_env, dropped_from, free_port, refused_from, log, loadavg, median,
     nginx_binary, proc_cpu_ticks_ns, proc_status, run_rusage, stop, thread_cpu_ns,
     wait_children, wait_http, wrk,
 )
@@ -106,7 +106,9 @@ class Bench:
                 finally:
                     srv.stop()
                 spans = self.sink.settle() - spans0
-                dropped = dropped_from(srv.diagnostics())
+                diagnostics = srv.diagnostics()
+                dropped = dropped_from(diagnostics)
+                refused = refused_from(diagnostics)
                 app_ns = exp_ns = 0
                 for tid, (comm, ns) in cpu1.items():
                     d = ns - cpu0.get(tid, (comm, 0))[1]
@@ -128,6 +130,7 @@ class Bench:
                     requests_made=made,
                     spans_received=spans,
                     dropped_reported=dropped,
+                    records_refused=refused,
                     sink_cpu_ns=(sink1 - sink0) if sink0 is not None and sink1 is not None else None,
                 )
                 r["cpu_ns_per_req"] = r["cpu_ns"] / r["requests"]
@@ -380,7 +383,9 @@ class Bench:
         r["exit_wall_s"] = time.perf_counter() - t0
         r["spans_received"] = sink.settle(timeout=6) - spans0
         with open(errf, errors="replace") as f:
-            r["dropped_reported"] = dropped_from(f.read())
+            text = f.read()
+        r["dropped_reported"] = dropped_from(text)
+        r["records_refused"] = refused_from(text)
         return r
 
     def export_capacity(self):
@@ -397,8 +402,10 @@ class Bench:
             for conns in levels:
                 r = self.traced_wrk(srv.url, self.sink, "paced-%d" % conns, conns=conns, delay_ms=1)
                 r["conns"] = conns
-                log("  paced, %3d connections: %8.0f spans/s offered, received %d, dropped (reported) %d, made %d"
-                    % (conns, r["rps"], r["spans_received"], r["dropped_reported"], r["requests"]))
+                log("  paced, %3d connections: %8.0f spans/s offered, received %d, dropped (reported) %d, "
+                    "records refused %d, made %d"
+                    % (conns, r["rps"], r["spans_received"], r["dropped_reported"], r["records_refused"],
+                       r["requests"]))
                 out["sweep"].append(r)
             for label, sink in (("fast", self.sink), ("slow", slow)):
                 for i in range(self.pairs if label == "fast" else min(self.pairs, 3)):
@@ -409,8 +416,8 @@ class Bench:
                             r = wrk(srv.url, self.duration)
                         log("  %s sink, %-8s %8.0f req/s%s" % (
                             label, variant, r["rps"],
-                            "  spans received %d, dropped (reported) %d, made %d" % (
-                                r["spans_received"], r["dropped_reported"], r["requests"])
+                            "  spans received %d, dropped (reported) %d, records refused %d, made %d" % (
+                                r["spans_received"], r["dropped_reported"], r["records_refused"], r["requests"])
                             if variant == "traced" else ""))
                         out[label][variant].append(r)
         finally:
