@@ -760,24 +760,21 @@ fn quick_headers(
 }
 
 /// True when `line` starts with `name` (lower case: letters, digits, `-`)
-/// in any case. Compares eight bytes at a time with the case bit set (which
-/// leaves digits and `-` alone), then confirms a match byte by byte: the
-/// case bit would also turn a CR into `-`.
+/// in any case. A name of eight bytes or more is first compared as one
+/// word with the case bit set (which leaves digits and `-` alone; fixed
+/// size, so no copy loop), then confirmed byte by byte: the case bit would
+/// also turn a CR into `-`.
 fn starts_with_name(line: &[u8], name: &[u8]) -> bool {
     const CASE: u64 = 0x2020_2020_2020_2020;
     let Some(head) = line.get(..name.len()) else {
         return false;
     };
-    let words = |b: &[u8]| {
-        let mut w = [0u8; 8];
-        w[..b.len()].copy_from_slice(b);
-        u64::from_le_bytes(w)
-    };
-    let quick = head
-        .chunks(8)
-        .zip(name.chunks(8))
-        .all(|(h, n)| words(h) | CASE == words(n) | CASE);
-    quick && head.eq_ignore_ascii_case(name)
+    if let (Some(h), Some(n)) = (head.first_chunk::<8>(), name.first_chunk::<8>()) {
+        if u64::from_le_bytes(*h) | CASE != u64::from_le_bytes(*n) | CASE {
+            return false;
+        }
+    }
+    head.eq_ignore_ascii_case(name)
 }
 
 /// The start line of a head and where the header lines begin.
