@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Regenerates preload/startup-symbols.txt, the order in which the linker
+# places the library's first functions (preload/build.rs passes it to LLD as
+# --symbol-ordering-file). First the functions a traced process runs at
+# start-up and while idle (`sleep`, an idle Python), then those a first
+# traced HTTP exchange adds (curl against a local server, its span exported
+# to a local OTLP sink). Packed together they make a few 64 KiB windows of
+# the library's code resident instead of most of it (BENCHMARKS.md, row 6).
+#
+#   bash scripts/startup-order.sh     # needs valgrind, curl, python3
+#
+# Names come from the packaged library's symbol table (mangled; they do not
+# depend on where the checkout is, except ThinLTO's `.llvm.N` ones, which
+# are left out); a name a later build does not have is skipped by the
+# linker, so a stale list costs resident memory, never a build. Run it again after large changes to the
+# start-up path or a new compiler.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+
+bash scripts/package.sh >/dev/null
+LIB=$PWD/target/dist/lumigo-run/lib/lumigo/liblumigo_preload.so
+PY=$(python3 -c 'import os, sys; print(os.path.realpath(sys.executable))')
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+grind() { # OUT-PREFIX ENV... -- COMMAND...
+  local out=$1; shift
+  valgrind --tool=callgrind --demangle=no --trace-children=yes \
+    --callgrind-out-file="$work/$out.%p" env LD_PRELOAD="$LIB" "$@" >/dev/null 2>&1
+}
+
+grind idle /bin/sleep 0.1
+grind idle "$PY" -c 'import time; time.sleep(0.1)'
+
+mkdir -p "$work/www" && echo hello >"$work/www/index.html"
+python3 -m http.server 0 --bind 127.0.0.1 --directory "$work/www" >"$work/server.log" 2>&1 &
+pids+=($!)
+python3 scripts/bench/otlp_sink.py --port-file "$work/sink.port" >/dev/null 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do
+  [ -s "$work/sink.port" ] && grep -q "port" "$work/server.log" && break
+  sleep 0.05
+done
+port=$(sed -n 's/.*port \([0-9]*\).*/\1/p' "$work/server.log" | head -1)
+grind exchange OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$(cat "$work/sink.port")" \
+  curl -s -o /dev/null "http://127.0.0.1:$port/"
+
+python3 - "$work" >preload/startup-symbols.txt <<'EOF'
+import glob, re, sys
+
+def executed(paths):
+    """Functions of the preload library with a cost in these dumps, in the
+    order callgrind first wrote them."""
+    out = []
+    for path in paths:
+        names, objs, cur = {}, {}, None
+        for line in open(path, errors="replace"):
+            line = line.rstrip("\n")
+            m = re.match(r"^(c?ob)=\((\d+)\)(?: (.*))?$", line)
+            if m:
+                kind, i, name = m.groups()
+                if name:
+                    objs[i] = name
+                if kind == "ob":
+                    cur = objs.get(i)
+                continue
+            m = re.match(r"^(c?fn)=\((\d+)\)(?: (.*))?$", line)
+            if m:
+                kind, i, name = m.groups()
+                if name:
+                    names[i] = name
+                fn = names.get(i)
+                # `.llvm.N` names (functions ThinLTO made visible across
+                # codegen units) carry a hash of the build's paths: another
+                # checkout would not have them.
+                if kind == "fn" and cur and "liblumigo_preload" in cur and fn \
+                        and not fn.startswith("0x") and ".llvm." not in fn and fn not in out:
+                    out.append(fn)
+    return out
+
+work = sys.argv[1]
+idle = executed(sorted(glob.glob(work + "/idle.*")))
+more = [f for f in executed(sorted(glob.glob(work + "/exchange.*"))) if f not in idle]
+if len(idle) < 20 or not more:
+    sys.exit("startup-order: too few functions seen (%d idle, %d more)" % (len(idle), len(more)))
+print("\n".join(idle + more))
+EOF
+echo "preload/startup-symbols.txt: $(wc -l <preload/startup-symbols.txt) functions"
