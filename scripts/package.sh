@@ -68,6 +68,26 @@ if command -v readelf >/dev/null 2>&1; then
   ! readelf -d "$DIST/lib/lumigo/liblumigo_preload.so" | grep -q "libgcc_s" ||
     fail "the preload library needs libgcc_s.so.1"
 fi
+# The functions an idle traced process runs come first in the library's code
+# (preload/build.rs, scripts/startup-order.sh), where the linker is LLD.
+LIBSO="$DIST/lib/lumigo/liblumigo_preload.so"
+if command -v nm >/dev/null 2>&1 && readelf -p .comment "$LIBSO" 2>/dev/null | grep -q "LLD"; then
+  python3 - "$LIBSO" preload/startup-symbols.txt <<'PY' || fail "the start-up functions are not placed first (scripts/startup-order.sh regenerates the list)"
+import subprocess, sys
+lib, listed = sys.argv[1], set(open(sys.argv[2]).read().split())
+syms = []
+for line in subprocess.run(["nm", "--defined-only", lib], capture_output=True, text=True).stdout.splitlines():
+    parts = line.split(None, 2)
+    if len(parts) == 3 and parts[1] in "tT" and parts[2] not in ("_init", "_fini"):
+        syms.append((int(parts[0], 16), parts[2]))
+syms.sort()
+first = [n for _, n in syms[:20]]
+present = len({n for _, n in syms} & listed)
+print("start-up order: %d of the library's first 20 functions are listed; %d of %d listed names present"
+      % (sum(n in listed for n in first), present, len(listed)))
+assert sum(n in listed for n in first) >= 15 and present * 2 >= len(listed)
+PY
+fi
 # No LUMIGO_PRELOAD_PATH: the library must be found through ../lib/lumigo.
 unset LUMIGO_PRELOAD_PATH LD_PRELOAD
 seen=$("$DIST/bin/lumigo-run" -- /bin/sh -c 'echo "$LD_PRELOAD"')
