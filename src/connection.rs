@@ -584,8 +584,7 @@ impl Connection {
 
     /// Fills in addresses learnt after the connection was created.
     pub fn set_addresses(&mut self, peer: Option<Address>, local: Option<Address>) {
-        self.ends.peer = self.ends.peer.take().or(peer);
-        self.ends.local = self.ends.local.take().or(local);
+        self.ends.fill(peer, local);
     }
 
     /// The app sent `data` (bytes the kernel accepted).

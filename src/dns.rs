@@ -74,6 +74,7 @@ pub fn lookup_span(
         status,
         attributes,
         links: Vec::new(),
+        encoded: None,
     }
 }
 

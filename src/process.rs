@@ -67,6 +67,7 @@ impl ProcessSpan {
             status: span_status,
             attributes,
             links: Vec::new(),
+            encoded: None,
         }
     }
 }

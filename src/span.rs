@@ -263,6 +263,21 @@ pub struct SpanRecord {
     /// Empty for most spans; a CONSUMER span's one link names the context
     /// its message carried.
     pub links: Vec<SpanLink>,
+    /// Attributes the span's connection gives every span of it, already
+    /// encoded for OTLP (once per connection, not once per span).
+    pub encoded: Option<EncodedRun>,
+}
+
+/// A run of a span's attributes, `attributes[at..at + count]`, and the same
+/// attributes encoded as OTLP `Span.attributes` fields (field 9). The
+/// attributes stay in the record for everything else that reads them
+/// (filters, the span dump, tests); the OTLP encoder copies `bytes` in
+/// their place. Whoever changes those attributes drops the run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EncodedRun {
+    pub at: usize,
+    pub count: usize,
+    pub bytes: Arc<[u8]>,
 }
 
 impl SpanRecord {

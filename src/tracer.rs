@@ -396,6 +396,7 @@ impl Tracer {
             status: parts.status,
             attributes: parts.attributes,
             links: Vec::new(),
+            encoded: parts.encoded,
         });
     }
 }
@@ -416,6 +417,7 @@ impl Tracer {
             return;
         }
         let mut attributes = op.attributes;
+        let run_at = attributes.len();
         // Over a Unix socket, its name is the server's address; no port.
         if let Some((peer, text)) = ends.peer.as_ref().zip(ends.peer_address()) {
             attributes.push(("server.address", AttrValue::shared(text)));
@@ -430,6 +432,7 @@ impl Tracer {
         if ends.is_unix() {
             attributes.push(("network.transport", AttrValue::from_static("unix")));
         }
+        let encoded = ends.run(http::RunOf::Operation, &attributes, run_at);
         push_parent_tags(&mut attributes, &who, &self.payload);
         self.sink.submit(SpanRecord {
             name: op.name.into(),
@@ -442,6 +445,7 @@ impl Tracer {
             status: op.status,
             attributes,
             links,
+            encoded,
         });
     }
 }

@@ -71,6 +71,7 @@ fn server_span(n: u8) -> SpanRecord {
             ("lumigo.truncated", AttrValue::Bool(false)),
         ],
         links: Vec::new(),
+        encoded: None,
     }
 }
 
@@ -95,6 +96,7 @@ fn client_span(parent: &SpanRecord) -> SpanRecord {
             ("http.response.status_code", AttrValue::Int(503)),
         ],
         links: Vec::new(),
+        encoded: None,
     }
 }
 

@@ -217,6 +217,7 @@ mod tests {
             start: UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789),
             end: UNIX_EPOCH + Duration::from_nanos(1_700_000_001_000_000_001),
             status: SpanStatus::Error("HTTP 503".into()),
+            encoded: None,
             attributes: vec![
                 ("http.request.method", AttrValue::from("POST")),
                 ("server.port", AttrValue::Int(443)),

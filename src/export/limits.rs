@@ -11,6 +11,17 @@ use crate::span::{AttrValue, SpanRecord, Text};
 /// per span (the first ones, as the SDK keeps the first ones set).
 pub(crate) fn apply(spans: &mut [SpanRecord], limits: AttributeLimits) {
     for span in spans {
+        // A cut inside the already encoded run makes it stale.
+        if let Some(run) = &span.encoded {
+            let end = run.at.saturating_add(run.count);
+            let cut_inside = span.attributes.get(run.at..end).is_none_or(|run| {
+                run.iter()
+                    .any(|(_, v)| matches!(v, AttrValue::Str(t) if t.len() > limits.value_length))
+            });
+            if end > limits.count || cut_inside {
+                span.encoded = None;
+            }
+        }
         span.attributes.truncate(limits.count);
         for (_, value) in span.attributes.iter_mut() {
             if let AttrValue::Str(text) = value {
@@ -59,6 +70,7 @@ mod tests {
             status: SpanStatus::Unset,
             attributes,
             links: Vec::new(),
+            encoded: None,
         }
     }
 
@@ -94,6 +106,44 @@ mod tests {
         assert_eq!(text(a.attr("inline").unwrap()), "short ");
         assert_eq!(a.attr("int"), Some(&AttrValue::Int(123_456_789)));
         assert_eq!(text(a.attr("fits").unwrap()), "abc");
+    }
+
+    #[test]
+    fn a_cut_inside_an_encoded_run_drops_the_run() {
+        let attrs = vec![
+            ("a", AttrValue::from("x".repeat(20))),
+            ("b", AttrValue::from("short")),
+            ("c", AttrValue::Int(7)),
+            ("d", AttrValue::from("y".repeat(20))),
+        ];
+        let with_run = |at: usize, count: usize| {
+            let mut s = span(attrs.clone());
+            s.encoded = Some(crate::span::EncodedRun {
+                at,
+                count,
+                bytes: crate::export::encode_attributes(&attrs[at..at + count]),
+            });
+            s
+        };
+        let limits = |value_length, count| AttributeLimits {
+            value_length,
+            count,
+        };
+        // Cuts outside the run: kept.
+        let mut spans = [with_run(1, 2)];
+        apply(&mut spans, limits(10, 128));
+        assert!(spans[0].encoded.is_some());
+        // A value inside the run cut.
+        let mut spans = [with_run(0, 2)];
+        apply(&mut spans, limits(10, 128));
+        assert!(spans[0].encoded.is_none());
+        // The count limit ends inside the run, or right after it.
+        let mut spans = [with_run(1, 2)];
+        apply(&mut spans, limits(100, 2));
+        assert!(spans[0].encoded.is_none());
+        let mut spans = [with_run(1, 2)];
+        apply(&mut spans, limits(100, 3));
+        assert!(spans[0].encoded.is_some());
     }
 
     #[test]

@@ -54,6 +54,7 @@ use loss::Losses;
 
 pub use loss::Loss;
 pub use otlp::{needs_transport_library, SCOPE_NAME};
+pub(crate) use proto::encode_attributes;
 pub use spandump::open_before_privilege_drop;
 pub use transport::{
     encode_headers, set_transport_factory, Answer, FreeFn, NewFn, PostFn, Transport, TransportAbi,
@@ -602,6 +603,7 @@ mod tests {
             status: SpanStatus::Unset,
             attributes: vec![("n", AttrValue::Int(i64::from(i)))],
             links: Vec::new(),
+            encoded: None,
         }
     }
 

@@ -275,6 +275,17 @@ pub(crate) fn resource_field(attrs: &[(String, AttrValue)]) -> Vec<u8> {
     buf
 }
 
+/// Attributes as `Span.attributes` fields (field 9), for an
+/// [`EncodedRun`](crate::span::EncodedRun).
+pub(crate) fn encode_attributes(attrs: &[(&'static str, AttrValue)]) -> std::sync::Arc<[u8]> {
+    let mut buf = Vec::new();
+    let mut w = Writer::new(&mut buf);
+    for (key, value) in attrs {
+        w.key_value(9, key, value);
+    }
+    buf.into()
+}
+
 /// `InstrumentationScope { name = 1; version = 2 }`, encoded as field 1 of
 /// `ScopeSpans`.
 pub(crate) fn scope_field(name: &str, version: &str) -> Vec<u8> {
@@ -365,8 +376,27 @@ fn encode_span(w: &mut Writer<'_>, span: &SpanRecord) {
     w.uint(6, kind);
     w.fixed64(7, unix_nanos(span.start));
     w.fixed64(8, unix_nanos(span.end));
-    for (key, value) in &span.attributes {
-        w.key_value(9, key, value);
+    let attrs = &span.attributes;
+    match span
+        .encoded
+        .as_ref()
+        .and_then(|r| Some((r, attrs.get(r.at..r.at.checked_add(r.count)?)?)))
+    {
+        Some((run, encoded)) => {
+            debug_assert_eq!(*encode_attributes(encoded), *run.bytes);
+            for (key, value) in &attrs[..run.at] {
+                w.key_value(9, key, value);
+            }
+            w.buf.extend_from_slice(&run.bytes);
+            for (key, value) in &attrs[run.at + run.count..] {
+                w.key_value(9, key, value);
+            }
+        }
+        None => {
+            for (key, value) in attrs {
+                w.key_value(9, key, value);
+            }
+        }
     }
     // `Link { trace_id = 1; span_id = 2; trace_state = 3; flags = 6 }`.
     for link in &span.links {
@@ -484,6 +514,7 @@ mod tests {
             start: UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789),
             end: UNIX_EPOCH + Duration::from_nanos(1_700_000_001_000_000_001),
             status: SpanStatus::Error("HTTP 503".into()),
+            encoded: None,
             attributes: attrs,
             links: vec![crate::span::SpanLink {
                 context: SpanContext {
@@ -643,6 +674,42 @@ mod tests {
             assert_eq!(s.span_id, (i as u64).to_be_bytes());
             assert_eq!(value(&s.attributes[0]), Value::IntValue(i as i64));
         }
+    }
+
+    #[test]
+    fn an_encoded_run_writes_the_same_bytes_as_its_attributes() {
+        let attrs = vec![
+            ("http.request.method", AttrValue::from("GET")),
+            ("client.address", AttrValue::from("10.1.2.3")),
+            ("client.port", AttrValue::Int(51000)),
+            ("network.peer.address", AttrValue::from("10.1.2.3")),
+            ("http.response.status_code", AttrValue::Int(200)),
+        ];
+        let plain = record(attrs.clone());
+        for (at, count) in [(1, 3), (0, 5), (4, 1), (0, 1)] {
+            let mut run = record(attrs.clone());
+            run.encoded = Some(crate::span::EncodedRun {
+                at,
+                count,
+                bytes: encode_attributes(&attrs[at..at + count]),
+            });
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            encode_request(&mut a, b"", b"", std::slice::from_ref(&plain));
+            encode_request(&mut b, b"", b"", &[run]);
+            assert_eq!(a, b, "run at {at}, {count} attributes");
+        }
+        // A run that no longer fits the attributes (cut by someone who did
+        // not drop it) is ignored rather than trusted.
+        let mut stale = record(attrs[..2].to_vec());
+        stale.encoded = Some(crate::span::EncodedRun {
+            at: 1,
+            count: 3,
+            bytes: encode_attributes(&attrs[1..4]),
+        });
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        encode_request(&mut a, b"", b"", &[record(attrs[..2].to_vec())]);
+        encode_request(&mut b, b"", b"", &[stale]);
+        assert_eq!(a, b);
     }
 
     #[test]

@@ -222,6 +222,7 @@ fn span(
         status,
         attributes,
         links: Vec::new(),
+        encoded: None,
     }
 }
 

@@ -376,6 +376,7 @@ mod tests {
             start: at(1_700_000_000, 1_000),
             end: at(1_700_000_001, 500_000),
             status: SpanStatus::Error("boom \"quoted\"".into()),
+            encoded: None,
             attributes: vec![
                 ("http.request.method", AttrValue::from("GET")),
                 ("http.response.status_code", AttrValue::Int(500)),

@@ -38,7 +38,7 @@ use std::sync::Arc;
 use super::{HttpExchange, Role};
 use crate::address::Address;
 use crate::mask::Masker;
-use crate::span::{AttrValue, Attributes, SpanKind, SpanStatus, Text};
+use crate::span::{AttrValue, Attributes, EncodedRun, SpanKind, SpanStatus, Text};
 
 /// The two ends of the connection an exchange ran on, and its URL scheme.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,6 +54,18 @@ pub struct Endpoints {
     /// and shared by every later span of the connection.
     peer_text: OnceCell<Arc<str>>,
     local_text: OnceCell<Arc<str>>,
+    /// The attributes the connection gives each of its spans, OTLP-encoded
+    /// by the first span that has them: for server HTTP spans, client HTTP
+    /// spans and operations (see [`EncodedRun`]).
+    runs: [OnceCell<Arc<[u8]>>; 3],
+}
+
+/// Which spans of a connection an [`Endpoints`] run is for.
+#[derive(Clone, Copy)]
+pub(crate) enum RunOf {
+    ServerHttp = 0,
+    ClientHttp = 1,
+    Operation = 2,
 }
 
 impl Endpoints {
@@ -66,7 +78,30 @@ impl Endpoints {
             server_name: None,
             peer_text: OnceCell::new(),
             local_text: OnceCell::new(),
+            runs: Default::default(),
         }
+    }
+
+    /// Fills in addresses not known when the connection was made.
+    pub fn fill(&mut self, peer: Option<Address>, local: Option<Address>) {
+        self.peer = self.peer.take().or(peer);
+        self.local = self.local.take().or(local);
+        self.runs = Default::default();
+    }
+
+    /// `attrs[at..]`, the attributes the connection gives every span of
+    /// kind `of`, as an [`EncodedRun`]: encoded by the first span, shared
+    /// by the rest.
+    pub(crate) fn run(&self, of: RunOf, attrs: &Attributes, at: usize) -> Option<EncodedRun> {
+        let run = attrs.get(at..).filter(|r| !r.is_empty())?;
+        let bytes = self.runs[of as usize]
+            .get_or_init(|| crate::export::encode_attributes(run))
+            .clone();
+        Some(EncodedRun {
+            at,
+            count: run.len(),
+            bytes,
+        })
     }
 
     /// The peer's address as text: its IP (IPv4-mapped IPv6 shown as IPv4)
@@ -141,6 +176,8 @@ pub struct HttpSpanParts {
     pub kind: SpanKind,
     pub status: SpanStatus,
     pub attributes: Attributes,
+    /// The connection's attributes among them, encoded once.
+    pub encoded: Option<EncodedRun>,
 }
 
 /// Builds the span of an exchange seen from `role`, its attributes in
@@ -245,6 +282,9 @@ pub fn span_parts(
         }
     }
 
+    // From here to the protocol version: the same for every span of the
+    // connection.
+    let run_at = attrs.len();
     if let Some((peer, text)) = ends.peer.as_ref().zip(ends.peer_address()) {
         if role == Role::Server {
             attrs.push(("client.address", AttrValue::shared(text)));
@@ -263,6 +303,11 @@ pub fn span_parts(
             attrs.push(("network.local.address", AttrValue::shared(local)));
         }
     }
+    let of = match role {
+        Role::Server => RunOf::ServerHttp,
+        Role::Client => RunOf::ClientHttp,
+    };
+    let encoded = ends.run(of, &attrs, run_at);
     if let Some(version) = ex.protocol_version() {
         attrs.push(("network.protocol.version", AttrValue::from_static(version)));
     }
@@ -306,6 +351,7 @@ pub fn span_parts(
         kind,
         status,
         attributes: attrs,
+        encoded,
     }
 }
 

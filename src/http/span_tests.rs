@@ -402,7 +402,69 @@ fn attributes_per_situation() {
         let n = keys.len();
         keys.dedup();
         assert_eq!(keys.len(), n, "{}: no attribute twice", case.name);
+        // The connection's attributes, and only they, are the encoded run.
+        let in_run: Vec<&str> = match &parts.encoded {
+            Some(run) => {
+                let attrs = &parts.attributes[run.at..run.at + run.count];
+                assert_eq!(
+                    *crate::export::encode_attributes(attrs),
+                    *run.bytes,
+                    "{}",
+                    case.name
+                );
+                attrs.iter().map(|(k, _)| *k).collect()
+            }
+            None => Vec::new(),
+        };
+        let of_connection: Vec<&str> = parts
+            .attributes
+            .iter()
+            .map(|(k, _)| *k)
+            .filter(|k| CONNECTION_KEYS.contains(k))
+            .collect();
+        assert_eq!(in_run, of_connection, "{}", case.name);
     }
+}
+
+/// The attributes that come from the connection alone.
+const CONNECTION_KEYS: [&str; 6] = [
+    "client.address",
+    "client.port",
+    "network.peer.address",
+    "network.peer.port",
+    "network.transport",
+    "network.local.address",
+];
+
+#[test]
+fn a_connection_encodes_its_attributes_once() {
+    let masker = Masker::lumigo_defaults();
+    let mut ends = Endpoints::new(addr("10.1.2.3:5000"), None);
+    let ex = exchange("GET", "/", Some("h"), Some(200));
+    let first = span_parts(&ex, Role::Server, &ends, &masker, Vec::new());
+    let again = span_parts(&ex, Role::Server, &ends, &masker, Vec::new());
+    let (a, b) = (first.encoded.unwrap(), again.encoded.unwrap());
+    assert!(Arc::ptr_eq(&a.bytes, &b.bytes), "shared, not encoded again");
+    // As a client the same connection has other attributes: its own run.
+    let client = span_parts(&ex, Role::Client, &ends, &masker, Vec::new());
+    let c = client.encoded.unwrap();
+    assert_eq!(c.count, 2, "network.peer.address and .port");
+    assert_ne!(c.bytes, a.bytes);
+    // Addresses learnt later make the runs anew.
+    ends.fill(None, unix(b"/run/app.sock"));
+    let after = span_parts(&ex, Role::Server, &ends, &masker, Vec::new());
+    assert_eq!(
+        after.encoded.unwrap().bytes,
+        a.bytes,
+        "no local address shown over TCP"
+    );
+    let mut ends = Endpoints::new(None, None);
+    assert!(span_parts(&ex, Role::Server, &ends, &masker, Vec::new())
+        .encoded
+        .is_none());
+    ends.fill(addr("10.9.9.9:4000"), None);
+    let filled = span_parts(&ex, Role::Server, &ends, &masker, Vec::new());
+    assert_eq!(filled.encoded.unwrap().count, 4);
 }
 
 #[test]
