@@ -85,7 +85,9 @@ first = [n for _, n in syms[:20]]
 present = len({n for _, n in syms} & listed)
 print("start-up order: %d of the library's first 20 functions are listed; %d of %d listed names present"
       % (sum(n in listed for n in first), present, len(listed)))
-assert sum(n in listed for n in first) >= 15 and present * 2 >= len(listed)
+# Names carry no path (Cargo.toml: one code unit for the crates that run at
+# start-up), so a build anywhere has nearly all of them.
+assert sum(n in listed for n in first) >= 15 and present * 10 >= len(listed) * 9
 PY
 fi
 # No LUMIGO_PRELOAD_PATH: the library must be found through ../lib/lumigo.
