@@ -142,38 +142,56 @@ impl PayloadRules {
         // Secrets the request carried (masked where they were) must not
         // come out elsewhere either: a server that echoes its query or a
         // token in a page or an error message.
+        let request = |secrets| Message {
+            head: &c.request_head,
+            body: &c.request_body,
+            size: ex.request_body_size,
+            headers_key: "http.request.headers",
+            body_key: "http.request.body",
+            header_masker: &self.request_headers,
+            body_masker: &self.request_bodies,
+            named: req_named,
+            secrets,
+        };
+        let response = |secrets| Message {
+            head: &c.response_head,
+            body: &c.response_body,
+            size: ex.response_body_size,
+            headers_key: "http.response.headers",
+            body_key: "http.response.body",
+            header_masker: &self.response_headers,
+            body_masker: &self.response_bodies,
+            named: resp_named,
+            secrets,
+        };
+        if req_named.is_empty() && resp_named.is_empty() {
+            // Nearly every exchange: each head read once, straight into its
+            // JSON.
+            let mut secrets = self.query_secrets(&ex.target);
+            let passed = head_pass(
+                &c.request_head,
+                &self.request_headers,
+                &self.query,
+                self.limit,
+                Some(&mut secrets),
+            )
+            .zip(head_pass(
+                &c.response_head,
+                &self.response_headers,
+                &self.query,
+                self.limit,
+                None,
+            ));
+            if let Some((req, resp)) = passed {
+                self.push_passed(attrs, req, request(&secrets));
+                self.push_passed(attrs, resp, response(&secrets));
+                return;
+            }
+        }
         let request_fields = header_fields(&c.request_head);
         let secrets = self.request_secrets(&ex.target, &request_fields);
-        self.push_message(
-            attrs,
-            &request_fields,
-            Message {
-                head: &c.request_head,
-                body: &c.request_body,
-                size: ex.request_body_size,
-                headers_key: "http.request.headers",
-                body_key: "http.request.body",
-                header_masker: &self.request_headers,
-                body_masker: &self.request_bodies,
-                named: req_named,
-                secrets: &secrets,
-            },
-        );
-        self.push_message(
-            attrs,
-            &header_fields(&c.response_head),
-            Message {
-                head: &c.response_head,
-                body: &c.response_body,
-                size: ex.response_body_size,
-                headers_key: "http.response.headers",
-                body_key: "http.response.body",
-                header_masker: &self.response_headers,
-                body_masker: &self.response_bodies,
-                named: resp_named,
-                secrets: &secrets,
-            },
-        );
+        self.push_message(attrs, &request_fields, request(&secrets));
+        self.push_message(attrs, &header_fields(&c.response_head), response(&secrets));
     }
 
     /// The secret values of a request: those of its query's secret
@@ -182,38 +200,26 @@ impl PayloadRules {
     /// cookie's value). Values shorter than 4 bytes are left out (masking
     /// every `1` in a page would hide nothing and break everything).
     fn request_secrets(&self, target: &str, fields: &[Field<'_>]) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
-        let mut add = |v: &str| {
-            let v = v.trim();
-            if v.len() >= MIN_SECRET && !out.iter().any(|o| o == v) {
-                out.push(v.to_owned());
+        let mut out = self.query_secrets(target);
+        for (name, value) in fields {
+            if self.request_headers.is_secret_header(name) {
+                add_header_secrets(&mut out, name, value);
             }
-        };
+        }
+        out
+    }
+
+    /// The secret values of a request's query (see
+    /// [`PayloadRules::request_secrets`]).
+    fn query_secrets(&self, target: &str) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
         if let Some((_, query)) = target.split_once('?') {
             let query = query.split('#').next().unwrap_or_default();
             for param in query.split('&') {
                 if let Some((name, value)) = param.split_once('=') {
                     if self.query.is_secret(&crate::mask::percent_decode(name)) {
-                        add(value);
-                        add(&crate::mask::percent_decode(value));
-                    }
-                }
-            }
-        }
-        for (name, value) in fields {
-            if !self.request_headers.is_secret_header(name) {
-                continue;
-            }
-            add(value);
-            if name == "authorization" || name == "proxy-authorization" {
-                if let Some((_, credentials)) = value.split_once(' ') {
-                    add(credentials);
-                }
-            }
-            if name == "cookie" {
-                for pair in value.split(';') {
-                    if let Some((_, v)) = pair.split_once('=') {
-                        add(v);
+                        add_secret(&mut out, value);
+                        add_secret(&mut out, &crate::mask::percent_decode(value));
                     }
                 }
             }
@@ -232,10 +238,7 @@ impl PayloadRules {
                 (name.as_ref(), value)
             })
             .collect();
-        let mut json = scrub(headers_json(&masked, self.limit), m.secrets);
-        let kept = cut_str(&json, self.limit).len();
-        json.truncate(kept);
-        attrs.push((m.headers_key, json.into()));
+        self.push_headers(attrs, headers_json(&masked, self.limit), &m);
         for (name, key) in m.named {
             let values: Vec<&str> = masked
                 .iter()
@@ -247,19 +250,47 @@ impl PayloadRules {
                 attrs.push((key, cut_str(&joined, self.limit).into()));
             }
         }
+        let field = |n: &str| {
+            fields
+                .iter()
+                .find(|(name, _)| name == n)
+                .map(|(_, v)| v.as_ref())
+        };
+        self.push_body(attrs, field("content-type"), field("content-encoding"), &m);
+    }
+
+    /// [`PayloadRules::push_message`] for a head read by [`head_pass`].
+    fn push_passed(&self, attrs: &mut Attributes, passed: Passed<'_>, m: Message<'_>) {
+        if m.head.is_empty() {
+            return;
+        }
+        self.push_headers(attrs, passed.json, &m);
+        self.push_body(attrs, passed.content_type, passed.content_encoding, &m);
+    }
+
+    /// The headers attribute, from its JSON: secrets scrubbed, cut.
+    fn push_headers(&self, attrs: &mut Attributes, json: String, m: &Message<'_>) {
+        let mut json = scrub(json, m.secrets);
+        let kept = cut_str(&json, self.limit).len();
+        json.truncate(kept);
+        attrs.push((m.headers_key, json.into()));
+    }
+
+    /// The body attribute, if a body was seen.
+    fn push_body(
+        &self,
+        attrs: &mut Attributes,
+        content_type: Option<&str>,
+        content_encoding: Option<&str>,
+        m: &Message<'_>,
+    ) {
         // A body sent unseen (`sendfile`) has a size and nothing to show.
         if m.size > 0 && !m.body.is_empty() {
-            let field = |n: &str| {
-                fields
-                    .iter()
-                    .find(|(name, _)| name == n)
-                    .map(|(_, v)| v.as_ref())
-            };
             let body = body_text(
                 m.body,
                 m.size,
-                field("content-type"),
-                field("content-encoding"),
+                content_type,
+                content_encoding,
                 m.body_masker,
                 self.limit,
             );
@@ -285,6 +316,32 @@ struct Message<'a> {
 /// Shortest secret value masked wherever it appears.
 const MIN_SECRET: usize = 4;
 
+/// Adds a secret value (trimmed) unless it is too short or already known.
+fn add_secret(out: &mut Vec<String>, v: &str) {
+    let v = v.trim();
+    if v.len() >= MIN_SECRET && !out.iter().any(|o| o == v) {
+        out.push(v.to_owned());
+    }
+}
+
+/// Adds the secrets of a secret header field: its value, the credentials
+/// after an `Authorization` scheme, each cookie's value.
+fn add_header_secrets(out: &mut Vec<String>, name: &str, value: &str) {
+    add_secret(out, value);
+    if name == "authorization" || name == "proxy-authorization" {
+        if let Some((_, credentials)) = value.split_once(' ') {
+            add_secret(out, credentials);
+        }
+    }
+    if name == "cookie" {
+        for pair in value.split(';') {
+            if let Some((_, v)) = pair.split_once('=') {
+                add_secret(out, v);
+            }
+        }
+    }
+}
+
 /// `text` with every occurrence of a secret replaced by the mask.
 fn scrub(text: String, secrets: &[String]) -> String {
     let mut text = text;
@@ -294,6 +351,116 @@ fn scrub(text: String, secrets: &[String]) -> String {
         }
     }
     text
+}
+
+/// What [`head_pass`] reads from a head.
+struct Passed<'h> {
+    /// The headers JSON, masked (not yet scrubbed of the request's secrets
+    /// or cut to the limit): what [`headers_json`] makes of the masked
+    /// [`header_fields`].
+    json: String,
+    content_type: Option<&'h str>,
+    content_encoding: Option<&'h str>,
+}
+
+/// Most fields and longest name [`head_pass`] takes.
+const PASS_FIELDS: usize = 48;
+const PASS_NAME: usize = 64;
+
+/// One pass over a head's lines, each field judged, masked and written
+/// into the headers JSON as it is met, with no field list and no string per
+/// name; a secret field's values added to `secrets` (the request's). The
+/// same result as [`header_fields`], [`mask_header`] and [`headers_json`]
+/// (a test compares them), for the heads nearly all exchanges have: `None`,
+/// for the caller to take that way, when the head is not UTF-8, has a folded
+/// line or a name given twice, or over [`PASS_FIELDS`] fields or a name
+/// over [`PASS_NAME`] bytes.
+fn head_pass<'h>(
+    head: &'h [u8],
+    masker: &Masker,
+    query: &Masker,
+    limit: usize,
+    mut secrets: Option<&mut Vec<String>>,
+) -> Option<Passed<'h>> {
+    let text = std::str::from_utf8(head).ok()?;
+    let mut out = Passed {
+        json: String::with_capacity(limit.min(1024)),
+        content_type: None,
+        content_encoding: None,
+    };
+    out.json.push('{');
+    // The names met so far: their first bytes (lower case) with their
+    // length, and where they are in the head.
+    let mut seen = [(0u64, 0usize, 0usize); PASS_FIELDS];
+    let mut count = 0;
+    let mut lower = [0u8; PASS_NAME];
+    let mut feeds = crate::capture::frame::LineFeeds::new(head);
+    let mut at = feeds.next().map_or(head.len(), |first_end| first_end + 1);
+    while at < head.len() {
+        let end = feeds.next().unwrap_or(head.len());
+        let line_at = at;
+        let line = text.get(at..end)?;
+        at = end + 1;
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        if line.starts_with([' ', '\t']) {
+            return None;
+        }
+        let Some(colon) = line.bytes().position(|b| b == b':') else {
+            continue;
+        };
+        let raw = &line[..colon];
+        let name = raw.trim_ascii();
+        if name.is_empty() {
+            continue;
+        }
+        let name_at = line_at + (raw.len() - raw.trim_ascii_start().len());
+        let lowered = lower.get_mut(..name.len())?;
+        lowered.copy_from_slice(name.as_bytes());
+        lowered.make_ascii_lowercase();
+        let mut first = [0u8; 8];
+        let n = lowered.len().min(8);
+        first[..n].copy_from_slice(&lowered[..n]);
+        let key = u64::from_le_bytes(first);
+        for &(k, from, len) in &seen[..count] {
+            if k == key
+                && len == name.len()
+                && head
+                    .get(from..from + len)
+                    .is_some_and(|earlier| earlier.eq_ignore_ascii_case(name.as_bytes()))
+            {
+                return None;
+            }
+        }
+        *seen.get_mut(count)? = (key, name_at, name.len());
+        count += 1;
+        // ASCII lowered in valid UTF-8 stays valid.
+        let name = std::str::from_utf8(lowered).ok()?;
+        let value = line[colon + 1..].trim_ascii();
+        let secret = masker.is_secret_header(name);
+        if let Some(secrets) = secrets.as_deref_mut().filter(|_| secret) {
+            add_header_secrets(secrets, name, value);
+        }
+        match name {
+            "content-type" => out.content_type = Some(value),
+            "content-encoding" => out.content_encoding = Some(value),
+            _ => {}
+        }
+        if out.json.len() <= limit {
+            if out.json.len() > 1 {
+                out.json.push(',');
+            }
+            out.json.push('"');
+            push_json_escaped(&mut out.json, name);
+            out.json.push_str("\":\"");
+            push_json_escaped(&mut out.json, &mask_value(value, secret, query));
+            out.json.push('"');
+        }
+    }
+    out.json.push('}');
+    Some(out)
 }
 
 /// A header field: its name in lower case, its value (borrowed from the
@@ -439,10 +606,16 @@ pub fn mask_header<'v>(
     masker: &Masker,
     query: &Masker,
 ) -> Cow<'v, str> {
+    mask_value(value, masker.is_secret_header(name), query)
+}
+
+/// A header value as it may be shown, its name's verdict known (see
+/// [`mask_header`]).
+fn mask_value<'v>(value: &'v str, secret: bool, query: &Masker) -> Cow<'v, str> {
     if value.is_empty() {
         return Cow::Borrowed(value);
     }
-    if masker.is_secret_header(name) {
+    if secret {
         return Cow::Borrowed(MASK);
     }
     // `Referer: https://h/p?token=…`, `Location: /next?code=…`.

@@ -605,3 +605,172 @@ fn json_escaping_round_trips_at_every_offset_and_length() {
     }
     assert!(checked > 10_000);
 }
+
+/// What the field-by-field way makes of a head: its headers JSON, content
+/// type and encoding, and (as a request's) its secrets.
+fn the_long_way(
+    rules: &PayloadRules,
+    head: &[u8],
+    masker: &Masker,
+) -> (String, Option<String>, Option<String>, Vec<String>) {
+    let fields = header_fields(head);
+    let masked: Vec<(&str, Cow<'_, str>)> = fields
+        .iter()
+        .map(|(n, v)| (n.as_ref(), mask_header(n, v, masker, &rules.query)))
+        .collect();
+    let field = |want: &str| {
+        fields
+            .iter()
+            .find(|(n, _)| n == want)
+            .map(|(_, v)| v.to_string())
+    };
+    (
+        headers_json(&masked, rules.limit),
+        field("content-type"),
+        field("content-encoding"),
+        rules.request_secrets("/", &fields),
+    )
+}
+
+#[test]
+fn one_pass_over_a_head_gives_what_the_field_list_gives() {
+    // Random heads from pieces that matter: secret and ordinary names in
+    // any case, repeated names, folded lines, lines without a colon or a
+    // name, blanks around names and values, quotes, backslashes, control
+    // bytes, non-ASCII text, secret queries in values, long names.
+    let names = [
+        "Host",
+        "host",
+        "Authorization",
+        "COOKIE",
+        "Cookie",
+        "X-Api-Key",
+        "Content-Type",
+        "content-encoding",
+        "Referer",
+        "X-Secret-Thing",
+        "User-Agent",
+        "Set-Cookie",
+        "Proxy-Authorization",
+        "x-é",
+        "",
+        "A-Name-Longer-Than-Sixty-Four-Bytes-Which-The-One-Pass-Leaves-To-The-Rest",
+    ];
+    let values = [
+        "h",
+        "",
+        "Bearer abcdef123",
+        "a=secretvalue; b=other1234",
+        "http://h/p?password=hunter22&x=1#f",
+        "/next?token=abcd",
+        "\"quoted\" \\ back",
+        "tab\there",
+        "ctl\u{1}byte",
+        "café ünïcode",
+        "application/json; charset=utf-8",
+        "gzip",
+        "   padded   ",
+        "x".repeat(70).leak(),
+    ];
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
+    let (mut passed, mut left) = (0, 0);
+    for round in 0..4000 {
+        let limit = if round % 2 == 0 { 1 + next(150) } else { 2048 };
+        let rules = PayloadRules::with_limit(limit);
+        let mut head = String::from("GET /p HTTP/1.1");
+        for _ in 0..next(12) {
+            head.push_str(if next(6) == 0 { "\n" } else { "\r\n" });
+            match next(20) {
+                0 => head.push_str(" folded more"),
+                1 => head.push_str("no colon here"),
+                _ => {
+                    let pad = ["", " ", "\t"][next(3)];
+                    head.push_str(pad);
+                    head.push_str(names[next(names.len())]);
+                    head.push_str(pad);
+                    head.push(':');
+                    head.push_str(["", " ", "  "][next(3)]);
+                    head.push_str(values[next(values.len())]);
+                }
+            }
+        }
+        if next(3) > 0 {
+            head.push_str("\r\n\r\nafter: the head");
+        }
+        for masker in [&rules.request_headers, &rules.response_headers] {
+            let (json, ctype, cenc, secrets) = the_long_way(&rules, head.as_bytes(), masker);
+            let mut got = Vec::new();
+            match head_pass(head.as_bytes(), masker, &rules.query, limit, Some(&mut got)) {
+                Some(p) => {
+                    passed += 1;
+                    assert_eq!(p.json, json, "{head:?} at {limit}");
+                    assert_eq!(p.content_type.map(str::to_owned), ctype, "{head:?}");
+                    assert_eq!(p.content_encoding.map(str::to_owned), cenc, "{head:?}");
+                    if std::ptr::eq(masker, &rules.request_headers) {
+                        assert_eq!(got, secrets, "{head:?}");
+                    }
+                }
+                None => left += 1,
+            }
+        }
+    }
+    // Every limit over a plain head: a field starts where the JSON so far
+    // is exactly at the limit, as the long way starts it.
+    let head = b"GET / HTTP/1.1\r\nHost: h\r\nAccept: */*\r\nX-Id: 12\r\n\r\n";
+    for limit in 1..60 {
+        let rules = PayloadRules::with_limit(limit);
+        let masker = &rules.request_headers;
+        let passed = head_pass(head, masker, &rules.query, limit, None).unwrap();
+        assert_eq!(passed.json, the_long_way(&rules, head, masker).0, "{limit}");
+    }
+    // Both ways were taken, often (random heads repeat names far more
+    // often than real ones).
+    assert!(passed > 800 && left > 800, "{passed} passed, {left} left");
+}
+
+#[test]
+fn both_ways_give_the_same_attributes() {
+    // Through `push_attributes`: a head the one pass takes, and the same
+    // with a header repeated (the field-by-field way).
+    let rules = PayloadRules::default();
+    let mut ex = crate::http::HttpExchange::empty(0, SystemTime::UNIX_EPOCH);
+    ex.target = "/a?password=hunter22".into();
+    ex.request_body_size = 20;
+    ex.response_body_size = 24;
+    let mut attrs_for = |req: &[u8]| {
+        ex.captured = captured(
+            req,
+            b"{\"token\":\"hunter22abc\"}",
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n",
+            b"{\"echo\":\"hunter22\",\"a\":1}",
+        );
+        let mut attrs = Vec::new();
+        rules.push_attributes(&ex, Role::Server, &mut attrs);
+        attrs
+    };
+    let one = attrs_for(b"POST /a HTTP/1.1\r\nHost: h\r\nAuthorization: Basic c2VjcmV0\r\nContent-Type: application/json\r\n\r\n");
+    let two = attrs_for(b"POST /a HTTP/1.1\r\nHost: h\r\nAuthorization: Basic c2VjcmV0\r\nContent-Type: application/json\r\nX-A: 1\r\nx-a: 2\r\n\r\n");
+    assert_eq!(one.len(), 4);
+    for ((k1, v1), (k2, v2)) in one.iter().zip(&two) {
+        assert_eq!(k1, k2);
+        if *k1 != "http.request.headers" {
+            assert_eq!(v1, v2, "{k1}");
+        }
+    }
+    let text = |a: &Attributes, k: &str| match a.iter().find(|(n, _)| *n == k) {
+        Some((_, AttrValue::Str(t))) => t.to_string(),
+        other => panic!("{k}: {other:?}"),
+    };
+    assert_eq!(
+        text(&two, "http.request.headers"),
+        text(&one, "http.request.headers").replace('}', r#","x-a":"1, 2"}"#)
+    );
+    assert!(!format!("{one:?}").contains("hunter22"), "{one:?}");
+    assert!(!format!("{one:?}").contains("c2VjcmV0"), "{one:?}");
+}
