@@ -436,8 +436,9 @@ fn head_pass<'h>(
         }
         *seen.get_mut(count)? = (key, name_at, name.len());
         count += 1;
-        // ASCII lowered in valid UTF-8 stays valid.
-        let name = std::str::from_utf8(lowered).ok()?;
+        // SAFETY: `lowered` is a copy of `name`, a `str`, with only its
+        // ASCII letters changed (to other ASCII letters): still UTF-8.
+        let name = unsafe { std::str::from_utf8_unchecked(lowered) };
         let value = line[colon + 1..].trim_ascii();
         let secret = masker.is_secret_header(name);
         if let Some(secrets) = secrets.as_deref_mut().filter(|_| secret) {
