@@ -447,7 +447,10 @@ import time, urllib.request
 for i in range(6):
     urllib.request.urlopen("http://127.0.0.1:{port}/len/1").read()
     if i == 2:
-        time.sleep(0.5)  # two batches: one before the pause, one at exit
+        # Two batches: one before the pause (a first span leaves ~100 ms
+        # after it is made; the pause leaves room for a loaded machine),
+        # one at exit.
+        time.sleep(1.5)
 "#
     );
     let mut cmd = Command::new(&binaries().launcher);
