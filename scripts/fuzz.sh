@@ -119,6 +119,8 @@ def add(target, data):
     if target == "http_connection":
         seeds.setdefault("capture_differential", []).append(data)
     if target == "http_head":
+        seeds.setdefault("payload_heads", []).append(bytes([255]) + data)
+        seeds.setdefault("payload_heads", []).append(bytes([40]) + data)
         seeds.setdefault("capture_frame", []).append(bytes([0, 3]) + data)
         seeds.setdefault("capture_frame", []).append(bytes([1 | (7 << 1), 1]) + data)
 

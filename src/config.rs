@@ -1005,12 +1005,17 @@ mod tests {
         ];
         Config::from_lookup(|k| {
             names.borrow_mut().push(k.to_owned());
-            on.iter().find(|(n, _)| *n == k).map(|(_, v)| (*v).to_owned())
+            on.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| (*v).to_owned())
         });
         let names = names.into_inner();
         assert!(names.len() > 40, "{names:?}");
         for name in &names {
-            assert!(read_here(name), "{name} would be looked up outside the pass");
+            assert!(
+                read_here(name),
+                "{name} would be looked up outside the pass"
+            );
         }
         // The pass gives what direct lookups give.
         assert_eq!(

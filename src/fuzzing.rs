@@ -126,3 +126,25 @@ pub fn partial_success(answer: &[u8]) -> (PartialSuccess, PartialSuccess) {
         crate::export::json::partial_success(answer),
     )
 }
+
+/// The payload headers of `head` read in one pass and field by field, with
+/// the default masking and a limit of `limit` bytes: `Err` with both
+/// readings where they differ (see `crate::payload`).
+pub fn payload_head_ways(head: &[u8], limit: usize) -> Result<(), String> {
+    crate::payload::PayloadRules::with_limit(limit).compare_head_ways(head)
+}
+
+/// `attrs[at..at + count]` as an encoded run (see [`crate::span::EncodedRun`]),
+/// `None` when out of range.
+pub fn encoded_run(
+    attrs: &[(&'static str, AttrValue)],
+    at: usize,
+    count: usize,
+) -> Option<crate::span::EncodedRun> {
+    let run = attrs.get(at..at.checked_add(count)?)?;
+    Some(crate::span::EncodedRun {
+        at,
+        count,
+        bytes: crate::export::encode_attributes(run),
+    })
+}

@@ -299,6 +299,65 @@ impl PayloadRules {
     }
 }
 
+impl PayloadRules {
+    /// What the field-by-field way makes of a head: its headers JSON,
+    /// content type and encoding, and (as a request's) its secrets. For the
+    /// tests and the fuzz target that compare it with [`head_pass`].
+    fn the_long_way(
+        &self,
+        head: &[u8],
+        masker: &Masker,
+    ) -> (String, Option<String>, Option<String>, Vec<String>) {
+        let fields = header_fields(head);
+        let masked: Vec<(&str, Cow<'_, str>)> = fields
+            .iter()
+            .map(|(n, v)| (n.as_ref(), mask_header(n, v, masker, &self.query)))
+            .collect();
+        let field = |want: &str| {
+            fields
+                .iter()
+                .find(|(n, _)| n == want)
+                .map(|(_, v)| v.to_string())
+        };
+        (
+            headers_json(&masked, self.limit),
+            field("content-type"),
+            field("content-encoding"),
+            self.request_secrets("/", &fields),
+        )
+    }
+
+    /// Both ways over `head`, as a request's and as a response's (with
+    /// these rules' maskers): `Err` with both readings where the one pass
+    /// took the head and read it otherwise. For `crate::fuzzing`.
+    pub(crate) fn compare_head_ways(&self, head: &[u8]) -> Result<(), String> {
+        for (masker, request) in [
+            (&self.request_headers, true),
+            (&self.response_headers, false),
+        ] {
+            let mut secrets = Vec::new();
+            let Some(p) = head_pass(head, masker, &self.query, self.limit, Some(&mut secrets))
+            else {
+                continue;
+            };
+            let long = self.the_long_way(head, masker);
+            let mut short = (
+                p.json,
+                p.content_type.map(str::to_owned),
+                p.content_encoding.map(str::to_owned),
+                secrets,
+            );
+            if !request {
+                short.3 = long.3.clone();
+            }
+            if short != long {
+                return Err(format!("one pass {short:?}\nfield by field {long:?}"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One direction of an exchange, as [`PayloadRules::push_message`] reads it.
 struct Message<'a> {
     head: &'a [u8],

@@ -606,32 +606,6 @@ fn json_escaping_round_trips_at_every_offset_and_length() {
     assert!(checked > 10_000);
 }
 
-/// What the field-by-field way makes of a head: its headers JSON, content
-/// type and encoding, and (as a request's) its secrets.
-fn the_long_way(
-    rules: &PayloadRules,
-    head: &[u8],
-    masker: &Masker,
-) -> (String, Option<String>, Option<String>, Vec<String>) {
-    let fields = header_fields(head);
-    let masked: Vec<(&str, Cow<'_, str>)> = fields
-        .iter()
-        .map(|(n, v)| (n.as_ref(), mask_header(n, v, masker, &rules.query)))
-        .collect();
-    let field = |want: &str| {
-        fields
-            .iter()
-            .find(|(n, _)| n == want)
-            .map(|(_, v)| v.to_string())
-    };
-    (
-        headers_json(&masked, rules.limit),
-        field("content-type"),
-        field("content-encoding"),
-        rules.request_secrets("/", &fields),
-    )
-}
-
 #[test]
 fn one_pass_over_a_head_gives_what_the_field_list_gives() {
     // Random heads from pieces that matter: secret and ordinary names in
@@ -704,7 +678,7 @@ fn one_pass_over_a_head_gives_what_the_field_list_gives() {
             head.push_str("\r\n\r\nafter: the head");
         }
         for masker in [&rules.request_headers, &rules.response_headers] {
-            let (json, ctype, cenc, secrets) = the_long_way(&rules, head.as_bytes(), masker);
+            let (json, ctype, cenc, secrets) = rules.the_long_way(head.as_bytes(), masker);
             let mut got = Vec::new();
             match head_pass(head.as_bytes(), masker, &rules.query, limit, Some(&mut got)) {
                 Some(p) => {
@@ -727,7 +701,7 @@ fn one_pass_over_a_head_gives_what_the_field_list_gives() {
         let rules = PayloadRules::with_limit(limit);
         let masker = &rules.request_headers;
         let passed = head_pass(head, masker, &rules.query, limit, None).unwrap();
-        assert_eq!(passed.json, the_long_way(&rules, head, masker).0, "{limit}");
+        assert_eq!(passed.json, rules.the_long_way(head, masker).0, "{limit}");
     }
     // Both ways were taken, often (random heads repeat names far more
     // often than real ones).
