@@ -94,6 +94,19 @@ fn curl_and_python_server_spans_reach_an_otlp_receiver() {
     assert_eq!(srv.attr("http.response.status_code"), Some("502"));
     assert_eq!(srv.status_code, STATUS_ERROR);
     assert_eq!(srv.attr("server.address"), Some("localhost"));
+    // The connection's attributes, encoded once per connection: each end's
+    // view of the same TCP connection.
+    let peer = client.attr("network.peer.address").expect("peer address");
+    assert!(peer == "127.0.0.1" || peer == "::1", "{peer}");
+    assert_eq!(
+        client.attr("network.peer.port"),
+        Some(port.to_string().as_str())
+    );
+    assert_eq!(srv.attr("client.address"), Some(peer));
+    assert_eq!(srv.attr("network.peer.address"), Some(peer));
+    let client_port = srv.attr("client.port").expect("client port");
+    assert_eq!(srv.attr("network.peer.port"), Some(client_port));
+    assert_ne!(client_port, port.to_string());
 }
 
 #[test]
