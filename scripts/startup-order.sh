@@ -30,6 +30,11 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 CHECK=false
 [ "${1:-}" = "--check" ] && CHECK=true
+for tool in valgrind curl python3; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "startup-order: needs $tool" >&2; exit 1; }
+done
+$CHECK && [ ! -x target/dist/lumigo-run/bin/lumigo-run ] &&
+  { echo "startup-order: no package to check (bash scripts/package.sh first)" >&2; exit 1; }
 $CHECK || bash scripts/package.sh >/dev/null
 RUN=$PWD/target/dist/lumigo-run/bin/lumigo-run
 PY=$(python3 -c 'import os, sys; print(os.path.realpath(sys.executable))')
