@@ -484,16 +484,6 @@ pub struct CaptureHeaders {
     pub client_response: Vec<String>,
 }
 
-/// The variables [`Config::from_env`] reads from its one pass over the
-/// environment.
-fn read_here(name: &str) -> bool {
-    ["LUMIGO_", "OTEL_", "XDG_"]
-        .iter()
-        .any(|p| name.starts_with(p))
-        || name == "TRACEPARENT"
-        || name == "TRACESTATE"
-}
-
 /// A comma-separated list of header names, lower-cased, blanks and
 /// duplicates dropped.
 fn header_list(get: &impl Fn(&str) -> Option<String>, name: &str) -> Vec<String> {
@@ -653,25 +643,7 @@ fn nonempty(v: Option<String>) -> Option<String> {
 impl Config {
     /// Reads the process environment.
     pub fn from_env() -> Config {
-        // One pass over the environment for the variables we read (some
-        // sixty lookups, each a scan of the whole environment otherwise:
-        // a fifth of the library's start-up instructions); any other name
-        // is looked up directly.
-        let ours: Vec<(String, Option<String>)> = std::env::vars_os()
-            .filter_map(|(name, value)| {
-                let name = name.into_string().ok()?;
-                read_here(&name).then(|| (name, value.into_string().ok()))
-            })
-            .collect();
-        Config::from_lookup(|k| {
-            if read_here(k) {
-                ours.iter()
-                    .find(|(n, _)| n == k)
-                    .and_then(|(_, v)| v.clone())
-            } else {
-                std::env::var(k).ok()
-            }
-        })
+        Config::from_lookup(|k| std::env::var(k).ok())
     }
 
     /// Reads configuration through `get`, which returns a variable's value.
@@ -991,37 +963,6 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Config::from_lookup(|k| map.get(k).cloned())
-    }
-
-    #[test]
-    fn the_environment_is_read_in_one_pass_for_every_name_the_config_reads() {
-        // Every name the configuration asks for, with every feature on so
-        // that the names read only then are asked for too.
-        let names = std::cell::RefCell::new(Vec::<String>::new());
-        let on = [
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
-            ("LUMIGO_TRACER_TOKEN", "t_1234567890"),
-            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
-        ];
-        Config::from_lookup(|k| {
-            names.borrow_mut().push(k.to_owned());
-            on.iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| (*v).to_owned())
-        });
-        let names = names.into_inner();
-        assert!(names.len() > 40, "{names:?}");
-        for name in &names {
-            assert!(
-                read_here(name),
-                "{name} would be looked up outside the pass"
-            );
-        }
-        // The pass gives what direct lookups give.
-        assert_eq!(
-            format!("{:?}", Config::from_env()),
-            format!("{:?}", Config::from_lookup(|k| std::env::var(k).ok()))
-        );
     }
 
     #[test]
