@@ -129,21 +129,22 @@ mod tests {
             value_length,
             count,
         };
-        // Cuts outside the run: kept.
-        let mut spans = [with_run(1, 2)];
-        apply(&mut spans, limits(10, 128));
-        assert!(spans[0].encoded.is_some());
-        // A value inside the run cut.
-        let mut spans = [with_run(0, 2)];
-        apply(&mut spans, limits(10, 128));
-        assert!(spans[0].encoded.is_none());
-        // The count limit ends inside the run, or right after it.
-        let mut spans = [with_run(1, 2)];
-        apply(&mut spans, limits(100, 2));
-        assert!(spans[0].encoded.is_none());
-        let mut spans = [with_run(1, 2)];
-        apply(&mut spans, limits(100, 3));
-        assert!(spans[0].encoded.is_some());
+        // (run at, run length, value length limit, count limit, run kept)
+        let cases = [
+            (1, 2, 10, 128, true),  // cuts outside the run
+            (0, 2, 10, 128, false), // a value inside the run cut
+            (1, 2, 100, 2, false),  // the count limit ends inside the run
+            (1, 2, 100, 3, true),   // or right after it
+        ];
+        for (at, count, value_length, limit, kept) in cases {
+            let mut spans = [with_run(at, count)];
+            apply(&mut spans, limits(value_length, limit));
+            assert_eq!(
+                spans[0].encoded.is_some(),
+                kept,
+                "{at} {count} {value_length} {limit}"
+            );
+        }
     }
 
     #[test]
