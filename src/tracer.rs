@@ -417,7 +417,6 @@ impl Tracer {
             return;
         }
         let mut attributes = op.attributes;
-        let run_at = attributes.len();
         // Over a Unix socket, its name is the server's address; no port.
         if let Some((peer, text)) = ends.peer.as_ref().zip(ends.peer_address()) {
             attributes.push(("server.address", AttrValue::shared(text)));
@@ -432,7 +431,6 @@ impl Tracer {
         if ends.is_unix() {
             attributes.push(("network.transport", AttrValue::from_static("unix")));
         }
-        let encoded = ends.run(http::RunOf::Operation, &attributes, run_at);
         push_parent_tags(&mut attributes, &who, &self.payload);
         self.sink.submit(SpanRecord {
             name: op.name.into(),
@@ -445,7 +443,9 @@ impl Tracer {
             status: op.status,
             attributes,
             links,
-            encoded,
+            // Operations are built on the app's thread (their protocols
+            // are parsed there): no encoding is moved onto it.
+            encoded: None,
         });
     }
 }

@@ -50,7 +50,6 @@ use crate::span::Text;
 
 pub use detect::{detect_request, Detect};
 pub use exchange::HttpConnection;
-pub(crate) use span::RunOf;
 pub use span::{span_parts, Endpoints, HttpSpanParts};
 
 /// Most head bytes (request or response line plus headers) buffered per

@@ -55,17 +55,16 @@ pub struct Endpoints {
     peer_text: OnceCell<Arc<str>>,
     local_text: OnceCell<Arc<str>>,
     /// The attributes the connection gives each of its spans, OTLP-encoded
-    /// by the first span that has them: for server HTTP spans, client HTTP
-    /// spans and operations (see [`EncodedRun`]).
-    runs: [OnceCell<Arc<[u8]>>; 3],
+    /// by the first span that has them: for server and client HTTP spans
+    /// (see [`EncodedRun`]).
+    runs: [OnceCell<Arc<[u8]>>; 2],
 }
 
 /// Which spans of a connection an [`Endpoints`] run is for.
 #[derive(Clone, Copy)]
-pub(crate) enum RunOf {
+enum RunOf {
     ServerHttp = 0,
     ClientHttp = 1,
-    Operation = 2,
 }
 
 impl Endpoints {
@@ -92,7 +91,7 @@ impl Endpoints {
     /// `attrs[at..]`, the attributes the connection gives every span of
     /// kind `of`, as an [`EncodedRun`]: encoded by the first span, shared
     /// by the rest.
-    pub(crate) fn run(&self, of: RunOf, attrs: &Attributes, at: usize) -> Option<EncodedRun> {
+    fn run(&self, of: RunOf, attrs: &Attributes, at: usize) -> Option<EncodedRun> {
         let run = attrs.get(at..).filter(|r| !r.is_empty())?;
         let bytes = self.runs[of as usize]
             .get_or_init(|| crate::export::encode_attributes(run))
