@@ -193,7 +193,14 @@ impl Recorder {
     /// Pushes bytes: in records of at most [`MAX_PAYLOAD`], or, when long,
     /// as one boxed record outside the ring (within the capture's budget).
     fn data(&mut self, open: &dyn Fn() -> Opened, dir: u8, time_ns: u64, bytes: &[u8]) {
-        if bytes.len() > BOX_OVER && !self.lost && self.cap.reserve_boxed(bytes.len()) {
+        if self.lost {
+            // Nothing is recorded until the next fresh request head (an
+            // unsampled exchange, or one after a loss), an identity
+            // waiting for these bytes included.
+            self.ident_ready = false;
+            return;
+        }
+        if bytes.len() > BOX_OVER && self.cap.reserve_boxed(bytes.len()) {
             let len = bytes.len();
             let boxed = Box::into_raw(Box::<[u8]>::from(bytes));
             let extra = boxed as *mut u8 as usize as u64;
