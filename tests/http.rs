@@ -391,6 +391,64 @@ fn ld_preload_by_hand_traces_without_the_launcher() {
 
 /// nginx, master + worker (prefork), keep-alive: one span per request, from
 /// the worker process.
+/// A response sent by one `sendmsg` in 5-byte buffers (the head split
+/// mid-line across them): short ones are copied together before they are
+/// followed, longer ones followed buffer by buffer. Both give the SERVER
+/// span its status, body size and body, parented by the caller's
+/// `traceparent`, on one keep-alive connection.
+#[test]
+fn gathered_writes_short_and_long_give_the_same_spans() {
+    let tmp = TempDir::new("gather");
+    let port = free_port();
+    let dump = tmp.path("spans.jsonl");
+    let mut server = python_server(&dump, port);
+    let parent = "00f067aa0ba902b7";
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let base = format!("http://127.0.0.1:{port}");
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-s",
+        "-o",
+        "/dev/null",
+        "-o",
+        "/dev/null",
+        "-o",
+        "/dev/null",
+    ])
+    .args(["-H", &format!("traceparent: 00-{trace}-{parent}-01")])
+    .arg(format!("{base}/gather/20"))
+    .arg(format!("{base}/gather/3000"))
+    .arg(format!("{base}/gather/7"));
+    let out = run(cmd, T);
+    assert!(out.status.success(), "{out:?}");
+    let spans = wait_spans(&dump, T, |s| http_spans(s).len() >= 3);
+    server.stop();
+    let spans = http_spans(&spans);
+    assert_eq!(spans.len(), 3, "{spans:#?}");
+    let text = |n: usize| -> String { (0..n).map(|i| (b'a' + (i % 10) as u8) as char).collect() };
+    for (span, n) in spans.iter().zip([20usize, 3000, 7]) {
+        assert_eq!(str_attr(span, "url.path"), format!("/gather/{n}"));
+        assert_eq!(int_attr(span, "http.response.status_code"), 200);
+        assert_eq!(int_attr(span, "http.response.body.size"), n as i64);
+        assert_eq!(trace_id(span), format!("0x{trace}"), "{span}");
+        assert_eq!(parent_id(span), Some(&*format!("0x{parent}")), "{span}");
+        let body = str_attr(span, "http.response.body");
+        let want = text(n);
+        assert!(
+            !body.is_empty() && want.starts_with(body),
+            "{n}: the body's first bytes, as sent: {body:?}"
+        );
+        if n < 1000 {
+            assert_eq!(body, want);
+        }
+    }
+    let ports: Vec<i64> = spans.iter().map(|s| int_attr(s, "client.port")).collect();
+    assert!(
+        ports.iter().all(|p| *p == ports[0]),
+        "one keep-alive connection"
+    );
+}
+
 #[test]
 fn nginx_keep_alive_requests_each_get_a_span() {
     if !have("nginx") {

@@ -109,6 +109,11 @@ fn feed_buf(fd: c_int, dir: Direction, buf: *const c_void, requested: usize, n: 
     }
 }
 
+/// Gathered transfers of at most this many bytes are copied together
+/// before they are followed (see [`feed_iov`]); a copy this short costs
+/// less than a second pass through the connection.
+const COALESCE: usize = 1024;
+
 /// Feeds the result of a scatter/gather transfer.
 #[inline(always)]
 fn after_iov(fd: c_int, dir: Direction, iov: *const iovec, count: c_int, n: ssize_t) {
@@ -134,7 +139,34 @@ fn feed_iov(fd: c_int, dir: Direction, iov: *const iovec, count: c_int, n: ssize
         Ok(n) if n > 0 => traced(|rt| {
             // SAFETY: the real call moved `n` bytes through these iovecs.
             let mut pieces = unsafe { iov_pieces(iov, count.max(0) as usize, n) };
-            runtime::on_data(rt, fd, dir, &mut pieces);
+            if count > 1 && n <= COALESCE {
+                // A short gathered write (a response head and a small
+                // body) is followed as one run of bytes: one pass through
+                // the connection instead of one per piece, and one record.
+                // Not zeroed first: only the bytes copied in are read.
+                let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); COALESCE];
+                let mut len = 0;
+                for p in pieces {
+                    if len + p.len() > COALESCE {
+                        break;
+                    }
+                    // SAFETY: `len + p.len() <= COALESCE` bytes of `buf`
+                    // are in bounds; `p` and `buf` do not overlap.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            p.as_ptr(),
+                            buf.as_mut_ptr().add(len).cast::<u8>(),
+                            p.len(),
+                        )
+                    };
+                    len += p.len();
+                }
+                // SAFETY: the first `len` bytes of `buf` were written above.
+                let data = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), len) };
+                runtime::on_data(rt, fd, dir, &mut std::iter::once(data));
+            } else {
+                runtime::on_data(rt, fd, dir, &mut pieces);
+            }
         }),
         _ => {}
     }
