@@ -248,16 +248,21 @@ pub fn close_code(reason: CloseReason) -> u64 {
 /// parent id, then `tracestate` and the tags, each with a u16 length, then
 /// the parent candidates (u16, see [`crate::hint`]).
 pub fn encode_identity(who: &Assigned, tags: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(&who.context.trace_id);
-    out.extend_from_slice(&who.context.span_id);
-    out.push(who.context.trace_flags);
-    out.push(u8::from(who.parent.is_some()) | (u8::from(who.parent_is_remote) << 1));
-    out.extend_from_slice(&who.parent.unwrap_or_default());
     let state = who.context.trace_state.as_deref().unwrap_or("").as_bytes();
     let state = &state[..state.len().min(u16::MAX as usize)];
-    out.extend_from_slice(&(state.len() as u16).to_le_bytes());
-    out.extend_from_slice(state);
     let tags = &tags[..tags.len().min(u16::MAX as usize)];
+    // The fixed part is assembled on the stack and copied once (this runs
+    // on the app's thread, for every sampled request head).
+    let mut fixed = [0u8; 36];
+    fixed[..16].copy_from_slice(&who.context.trace_id);
+    fixed[16..24].copy_from_slice(&who.context.span_id);
+    fixed[24] = who.context.trace_flags;
+    fixed[25] = u8::from(who.parent.is_some()) | (u8::from(who.parent_is_remote) << 1);
+    fixed[26..34].copy_from_slice(&who.parent.unwrap_or_default());
+    fixed[34..36].copy_from_slice(&(state.len() as u16).to_le_bytes());
+    out.reserve(36 + state.len() + 2 + tags.len() + 2);
+    out.extend_from_slice(&fixed);
+    out.extend_from_slice(state);
     out.extend_from_slice(&(tags.len() as u16).to_le_bytes());
     out.extend_from_slice(tags);
     let candidates = u16::try_from(who.candidates).unwrap_or(u16::MAX);
