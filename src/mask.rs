@@ -106,9 +106,15 @@ impl Memo {
     /// its first and last eight bytes (the whole name when shorter).
     fn slot(name: &[u8]) -> usize {
         let word = |b: &[u8]| b.iter().fold(0u64, |w, &x| (w << 8) | u64::from(x));
+        // Eight bytes read as one big-endian word: what `word` makes of them.
+        let eight = |b: &[u8], at: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&b[at..at + 8]);
+            u64::from_be_bytes(w)
+        };
         let n = name.len();
         let (head, tail) = if n > 8 {
-            (word(&name[..8]), word(&name[n - 8..]))
+            (eight(name, 0), eight(name, n - 8))
         } else {
             (word(name), 0)
         };

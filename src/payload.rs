@@ -476,13 +476,18 @@ fn head_pass<'h>(
             continue;
         }
         let name_at = line_at + (raw.len() - raw.trim_ascii_start().len());
-        let lowered = lower.get_mut(..name.len())?;
-        lowered.copy_from_slice(name.as_bytes());
-        lowered.make_ascii_lowercase();
-        let mut first = [0u8; 8];
-        let n = lowered.len().min(8);
-        first[..n].copy_from_slice(&lowered[..n]);
-        let key = u64::from_le_bytes(first);
+        for (d, s) in lower.get_mut(..name.len())?.iter_mut().zip(name.as_bytes()) {
+            *d = s.to_ascii_lowercase();
+        }
+        // The first eight lowered bytes (those of this name only).
+        let word = u64::from_le_bytes([
+            lower[0], lower[1], lower[2], lower[3], lower[4], lower[5], lower[6], lower[7],
+        ]);
+        let key = match name.len() {
+            n @ 0..=7 => word & ((1u64 << (8 * n)) - 1),
+            _ => word,
+        };
+        let lowered = &lower[..name.len()];
         for &(k, from, len) in &seen[..count] {
             if k == key
                 && len == name.len()
@@ -515,7 +520,12 @@ fn head_pass<'h>(
             out.json.push('"');
             push_json_escaped(&mut out.json, name);
             out.json.push_str("\":\"");
-            push_json_escaped(&mut out.json, &mask_value(value, secret, query));
+            if !secret && clean_prefix_or(value.as_bytes(), b'?') == value.len() {
+                // Nothing to escape and no query to mask: most values.
+                out.json.push_str(value);
+            } else {
+                push_json_escaped(&mut out.json, &mask_value(value, secret, query));
+            }
             out.json.push('"');
         }
     }
@@ -775,6 +785,12 @@ fn push_json_escaped(out: &mut String, s: &str) {
 /// does (0 for short text). On x86-64 16 bytes are checked at a time
 /// (SSE2), the last block overlapping the one before it.
 fn clean_prefix(b: &[u8]) -> usize {
+    clean_prefix_or(b, b'"')
+}
+
+/// Like [`clean_prefix`], with the byte `also` taken as needing escaping
+/// too (a header value without `?` has no query to mask).
+fn clean_prefix_or(b: &[u8], also: u8) -> usize {
     let n = b.len();
     let word = |at: usize| {
         let mut w = [0u8; 8];
@@ -783,9 +799,10 @@ fn clean_prefix(b: &[u8]) -> usize {
     };
     if n < 16 {
         let clean = if n >= 8 {
-            !needs_escape(word(0)) && !needs_escape(word(n - 8))
+            !needs_escape(word(0), also) && !needs_escape(word(n - 8), also)
         } else {
-            !b.iter().any(|&x| x < 0x20 || x == b'"' || x == b'\\')
+            !b.iter()
+                .any(|&x| x < 0x20 || x == b'"' || x == b'\\' || x == also)
         };
         return if clean { n } else { 0 };
     }
@@ -807,7 +824,9 @@ fn clean_prefix(b: &[u8]) -> usize {
                     _mm_cmpeq_epi8(_mm_subs_epu8(v, _mm_set1_epi8(0x1f)), _mm_setzero_si128());
                 let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
                 let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
-                _mm_movemask_epi8(_mm_or_si128(control, _mm_or_si128(quote, backslash))) as u32
+                let other = _mm_cmpeq_epi8(v, _mm_set1_epi8(also as i8));
+                let special = _mm_or_si128(quote, _mm_or_si128(backslash, other));
+                _mm_movemask_epi8(_mm_or_si128(control, special)) as u32
             }
         };
         let mut at = 0;
@@ -830,27 +849,29 @@ fn clean_prefix(b: &[u8]) -> usize {
     {
         let mut at = 0;
         while at + 8 <= n {
-            if needs_escape(word(at)) {
+            if needs_escape(word(at), also) {
                 return at;
             }
             at += 8;
         }
-        if at < n && needs_escape(word(n - 8)) {
+        if at < n && needs_escape(word(n - 8), also) {
             return at;
         }
         n
     }
 }
 
-/// Whether one of the eight bytes of `w` is below 0x20, `"` or `\\`.
-fn needs_escape(w: u64) -> bool {
+/// Whether one of the eight bytes of `w` is below 0x20, `"`, `\\` or
+/// `also`.
+fn needs_escape(w: u64, also: u8) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
     let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGHS;
     (below_space
         | zero_byte(w ^ (ONES * u64::from(b'"')))
-        | zero_byte(w ^ (ONES * u64::from(b'\\'))))
+        | zero_byte(w ^ (ONES * u64::from(b'\\')))
+        | zero_byte(w ^ (ONES * u64::from(also))))
         != 0
 }
 

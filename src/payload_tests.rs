@@ -748,3 +748,27 @@ fn both_ways_give_the_same_attributes() {
     assert!(!format!("{one:?}").contains("hunter22"), "{one:?}");
     assert!(!format!("{one:?}").contains("c2VjcmV0"), "{one:?}");
 }
+
+#[test]
+fn clean_prefix_finds_every_byte_that_needs_escaping_or_is_asked_for() {
+    // Each length up to 40 (the short, word and 16-byte block ways), a
+    // byte at each offset: the clean prefix may stop early but never past
+    // the first such byte, and covers all of a clean text.
+    let special = |b: u8, also: u8| b < 0x20 || b == b'"' || b == b'\\' || b == also;
+    for also in [b'"', b'?'] {
+        for len in 0..40 {
+            for at in 0..len {
+                for b in [0u8, 0x1f, b' ', b'"', b'\\', b'?', b'a', 0x7f, 0xc3, 0xff] {
+                    let mut text = vec![b'x'; len];
+                    text[at] = b;
+                    let clean = clean_prefix_or(&text, also);
+                    if special(b, also) {
+                        assert!(clean <= at, "{also} {len} {at} {b}: {clean}");
+                    } else {
+                        assert_eq!(clean, len, "{also} {len} {at} {b}");
+                    }
+                }
+            }
+        }
+    }
+}
