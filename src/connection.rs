@@ -24,6 +24,7 @@ use std::collections::VecDeque;
 use std::time::SystemTime;
 
 use crate::address::Address;
+use crate::capture::Stamp;
 use crate::context;
 use crate::http::inject::{scan_head, SentHead, ValueAt};
 use crate::http::{self, Detect, HttpConnection, HttpExchange, Role};
@@ -588,7 +589,8 @@ impl Connection {
     }
 
     /// The app sent `data` (bytes the kernel accepted).
-    pub fn on_outbound(&mut self, data: &[u8], now: SystemTime, tracer: &Tracer) -> Flow {
+    pub fn on_outbound(&mut self, data: &[u8], now: impl Into<Stamp>, tracer: &Tracer) -> Flow {
+        let now = now.into();
         self.out_offset += data.len() as u64;
         self.writing = false;
         let flow = self.feed(data, true, now, tracer);
@@ -607,7 +609,8 @@ impl Connection {
     /// after the real call returns. Response bytes that arrive while a write
     /// is under way and no request awaits them are held back (up to
     /// `MAX_HELD`) until the write is fed, then paired with its request.
-    pub fn on_inbound(&mut self, data: &[u8], now: SystemTime, tracer: &Tracer) -> Flow {
+    pub fn on_inbound(&mut self, data: &[u8], now: impl Into<Stamp>, tracer: &Tracer) -> Flow {
+        let now = now.into();
         if !data.is_empty() && (self.writing || !self.held.is_empty()) && self.must_hold() {
             if self.held.len() + data.len() <= MAX_HELD {
                 self.held.extend_from_slice(data);
@@ -658,7 +661,7 @@ impl Connection {
         if !self.held.is_empty() {
             // The write they waited for never came: they go as they are.
             let held = std::mem::take(&mut self.held);
-            let _ = self.feed(&held, false, now, tracer);
+            let _ = self.feed(&held, false, now.into(), tracer);
         }
         match &mut self.protocol {
             Protocol::Http(h) => h.on_close(now, reason, &mut self.done),
@@ -683,7 +686,7 @@ impl Connection {
         }
     }
 
-    fn feed(&mut self, data: &[u8], outbound: bool, now: SystemTime, tracer: &Tracer) -> Flow {
+    fn feed(&mut self, data: &[u8], outbound: bool, now: Stamp, tracer: &Tracer) -> Flow {
         if data.is_empty() {
             return Flow::Continue;
         }
@@ -752,12 +755,12 @@ impl Connection {
     }
 
     /// Hands bytes to the connection's parser.
-    fn step(&mut self, data: &[u8], outbound: bool, now: SystemTime, tracer: &Tracer) -> Flow {
+    fn step(&mut self, data: &[u8], outbound: bool, now: Stamp, tracer: &Tracer) -> Flow {
         match (&mut self.protocol, outbound) {
-            (Protocol::Http(h), true) => h.on_outbound(data, now, &mut self.done),
-            (Protocol::Http(h), false) => h.on_inbound(data, now, &mut self.done),
-            (Protocol::Db(p), true) => p.outbound(data, now, &mut self.ops),
-            (Protocol::Db(p), false) => p.inbound(data, now, &mut self.ops),
+            (Protocol::Http(h), true) => h.on_outbound(data, now.time, &mut self.done),
+            (Protocol::Http(h), false) => h.on_inbound(data, now.time, &mut self.done),
+            (Protocol::Db(p), true) => p.outbound(data, now.time, &mut self.ops),
+            (Protocol::Db(p), false) => p.inbound(data, now.time, &mut self.ops),
             (Protocol::Framed(_), _) => self.framed_step(data, outbound, now, tracer),
             _ => Flow::Stop,
         }

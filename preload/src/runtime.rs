@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use lumigo_core::address::Address;
-use lumigo_core::capture::Capture;
+use lumigo_core::capture::{Capture, Stamp};
 use lumigo_core::config::Config;
 use lumigo_core::connection::{CloseReason, Connection, Flow, OutboundPlan, Tracer};
 use lumigo_core::export::Pipeline;
@@ -360,7 +360,7 @@ pub fn on_data(rt: &Runtime, fd: i32, dir: Direction, pieces: &mut dyn Iterator<
         fdtable::set(fd, Mark::Untracked);
         return;
     };
-    let now = SystemTime::now();
+    let now = Stamp::now();
     let mut stop = false;
     {
         let _on = lumigo_core::hint::OnFd::enter(fd);
@@ -465,7 +465,7 @@ pub fn tls_data(rt: &'static Runtime, lib: &SslLib, ssl: usize, dir: Direction, 
     let t = tls_conn(rt, lib, ssl);
     let mut t = lock(&t);
     t.seen_data = true;
-    let now = SystemTime::now();
+    let now = Stamp::now();
     let _ = match dir {
         Direction::Outbound => t.conn.on_outbound(data, now, &rt.tracer),
         Direction::Inbound => t.conn.on_inbound(data, now, &rt.tracer),
@@ -510,7 +510,7 @@ pub fn tls_after_combined(
     let mut t = lock(&t);
     let p = t.pending.take()?;
     let app = t.conn.commit_outbound(p.plan(), sent);
-    let now = SystemTime::now();
+    let now = Stamp::now();
     for piece in p.app_bytes(app) {
         let _ = t.conn.on_outbound(piece, now, &rt.tracer);
     }

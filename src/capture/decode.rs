@@ -202,10 +202,10 @@ fn apply(conn: &mut Connection, h: &Header, payload: &[u8], tracer: &Tracer) -> 
     }
     match h.kind {
         kind::DATA if outbound => {
-            let _ = conn.on_outbound(payload, now, tracer);
+            let _ = conn.on_outbound(payload, stamp(h, now), tracer);
         }
         kind::DATA => {
-            let _ = conn.on_inbound(payload, now, tracer);
+            let _ = conn.on_inbound(payload, stamp(h, now), tracer);
         }
         kind::SKIP => {
             let total = payload
@@ -232,6 +232,14 @@ fn apply(conn: &mut Connection, h: &Header, payload: &[u8], tracer: &Tracer) -> 
         _ => {}
     }
     false
+}
+
+/// A record's time in both forms (no conversion back).
+fn stamp(h: &Header, time: std::time::SystemTime) -> super::Stamp {
+    super::Stamp {
+        time,
+        ns: h.time_ns,
+    }
 }
 
 /// The wire form of a close reason.

@@ -6,7 +6,7 @@ use super::*;
 use crate::capture::decode::{close_code, encode_identity};
 use crate::capture::frame::{Context, Expect, Framer, Seg, Side};
 use crate::capture::ring::{flag, kind, Header, MAX_PAYLOAD};
-use crate::capture::{time_ns, Capture, Opened, BOX_OVER};
+use crate::capture::{time_ns, Capture, Opened, Stamp, BOX_OVER};
 use crate::propagators::InboundCarriers;
 
 /// Both directions of a captured HTTP connection.
@@ -278,7 +278,7 @@ impl Connection {
         &mut self,
         data: &[u8],
         outbound: bool,
-        now: SystemTime,
+        now: Stamp,
         tracer: &Tracer,
     ) -> Flow {
         let Connection {
@@ -298,7 +298,7 @@ impl Connection {
         let open = || opened(role, ends);
         let requests = (role == Role::Client) == outbound;
         let dir = usize::from(outbound);
-        let time = time_ns(now);
+        let time = now.ns;
         if rec.lost
             && requests
             && f.requests.at_head_start()
@@ -449,7 +449,7 @@ impl Connection {
         // After a `101` or a tunnel's `2xx`, the connection is another
         // protocol: the parser ends there, and tracing here.
         if result.is_ok() && (tunnel_over || f.responses.switched()) {
-            self.framed_close(now, CloseReason::Closed, None);
+            self.framed_close(now.time, CloseReason::Closed, None);
             return Flow::Stop;
         }
         match result {
@@ -459,7 +459,7 @@ impl Connection {
                 // to its own end with them.
                 let rest = data.get(consumed..).unwrap_or_default();
                 let rest = &rest[..rest.len().min(MAX_PAYLOAD)];
-                self.framed_close(now, CloseReason::Closed, Some((outbound, rest)));
+                self.framed_close(now.time, CloseReason::Closed, Some((outbound, rest)));
                 Flow::Stop
             }
         }

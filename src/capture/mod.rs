@@ -171,6 +171,46 @@ pub struct Opened {
     pub tls: Option<Option<String>>,
 }
 
+/// The time of an app's call, read once: as a `SystemTime` (for parsers
+/// and spans) and as nanoseconds since the epoch (what records carry).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    pub time: SystemTime,
+    pub ns: u64,
+}
+
+impl Stamp {
+    /// Now: one `clock_gettime`, both forms made from it without the
+    /// general `SystemTime` subtraction.
+    pub fn now() -> Stamp {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid, writable timespec.
+        let ok = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) } == 0;
+        match (u64::try_from(ts.tv_sec), u32::try_from(ts.tv_nsec)) {
+            (Ok(sec), Ok(nsec)) if ok && nsec < 1_000_000_000 => Stamp {
+                time: UNIX_EPOCH + Duration::new(sec, nsec),
+                ns: sec
+                    .wrapping_mul(1_000_000_000)
+                    .wrapping_add(u64::from(nsec)),
+            },
+            // A clock before 1970, or no clock: the general way.
+            _ => Stamp::from(SystemTime::now()),
+        }
+    }
+}
+
+impl From<SystemTime> for Stamp {
+    fn from(time: SystemTime) -> Stamp {
+        Stamp {
+            time,
+            ns: time_ns(time),
+        }
+    }
+}
+
 /// A record time.
 pub fn time_ns(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
@@ -185,3 +225,19 @@ pub fn from_ns(ns: u64) -> SystemTime {
 #[cfg(test)]
 #[path = "differential_tests.rs"]
 mod differential_tests;
+
+#[cfg(test)]
+mod stamp_tests {
+    use super::*;
+
+    #[test]
+    fn a_stamp_is_one_time_in_both_forms() {
+        let before = SystemTime::now();
+        let s = Stamp::now();
+        let after = SystemTime::now();
+        assert!(before <= s.time && s.time <= after, "{s:?}");
+        assert_eq!(s.ns, time_ns(s.time));
+        assert_eq!(Stamp::from(s.time), s);
+        assert_eq!(from_ns(s.ns), s.time);
+    }
+}
