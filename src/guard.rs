@@ -9,11 +9,25 @@
 
 use std::cell::Cell;
 
-thread_local! {
-    static INTERNAL: Cell<bool> = const { Cell::new(false) };
+/// This thread's flags, in one thread-local so that a hook reaches both
+/// with one lookup (in a preloaded library each lookup is a call into the
+/// dynamic linker).
+struct Flags {
+    /// The thread runs our code.
+    internal: Cell<bool>,
     /// A fatal signal that arrived while this thread was inside our code
-    /// (0: none): raised again when the thread leaves it. See [`defer_signal`].
-    static DEFERRED_SIGNAL: Cell<i32> = const { Cell::new(0) };
+    /// (0: none): raised again when the thread leaves it. See
+    /// [`defer_signal`].
+    deferred: Cell<i32>,
+}
+
+thread_local! {
+    static FLAGS: Flags = const {
+        Flags {
+            internal: Cell::new(false),
+            deferred: Cell::new(0),
+        }
+    };
 }
 
 /// Called by the preload's fatal-signal handler when the signal interrupted
@@ -23,7 +37,7 @@ thread_local! {
 /// the moment it leaves our code (microseconds later; our code never blocks
 /// on I/O of the app's). Async-signal-safe: a thread-local store.
 pub fn defer_signal(sig: i32) {
-    let _ = DEFERRED_SIGNAL.try_with(|c| c.set(sig));
+    let _ = FLAGS.try_with(|f| f.deferred.set(sig));
 }
 
 /// True while the current thread runs lumigo-run's own code.
@@ -31,7 +45,49 @@ pub fn defer_signal(sig: i32) {
 pub fn is_internal() -> bool {
     // `try_with` cannot fail for a const-initialised value without a
     // destructor, but we still fall back to "internal" (pass through) if it did.
-    INTERNAL.try_with(|c| c.get()).unwrap_or(true)
+    FLAGS.try_with(|f| f.internal.get()).unwrap_or(true)
+}
+
+/// Runs `f` as our code, unless the thread already runs ours (`None`):
+/// what [`is_internal`] and an [`Internal`] guard do together, with one
+/// thread-local lookup. On leaving (`f` returned or unwound), a signal
+/// deferred meanwhile is raised.
+#[inline]
+pub fn run_internal<R>(f: impl FnOnce() -> R) -> Option<R> {
+    FLAGS
+        .try_with(|flags| {
+            if flags.internal.replace(true) {
+                return None;
+            }
+            let _leave = Leave(flags);
+            Some(f())
+        })
+        .ok()
+        .flatten()
+}
+
+/// Marks the thread as no longer ours when dropped (see [`run_internal`]).
+struct Leave<'a>(&'a Flags);
+
+impl Drop for Leave<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.0.internal.set(false);
+        raise_deferred(self.0);
+    }
+}
+
+/// Raises a signal deferred while the thread was inside our code.
+#[inline]
+fn raise_deferred(flags: &Flags) {
+    let sig = flags.deferred.replace(0);
+    if sig != 0 {
+        // SAFETY: raise has no preconditions; the handler it runs is
+        // ours, now outside our code.
+        unsafe {
+            libc::raise(sig);
+        }
+    }
 }
 
 /// Marks the current thread as ours for the lifetime of the returned value.
@@ -44,7 +100,7 @@ pub struct Internal {
 impl Internal {
     #[inline]
     pub fn enter() -> Internal {
-        let was = INTERNAL.try_with(|c| c.replace(true)).unwrap_or(true);
+        let was = FLAGS.try_with(|f| f.internal.replace(true)).unwrap_or(true);
         Internal { was }
     }
 }
@@ -53,23 +109,18 @@ impl Drop for Internal {
     #[inline]
     fn drop(&mut self) {
         let was = self.was;
-        let _ = INTERNAL.try_with(|c| c.set(was));
-        if !was {
-            let sig = DEFERRED_SIGNAL.try_with(|c| c.replace(0)).unwrap_or(0);
-            if sig != 0 {
-                // SAFETY: raise has no preconditions; the handler it runs is
-                // ours, now outside our code.
-                unsafe {
-                    libc::raise(sig);
-                }
+        let _ = FLAGS.try_with(|f| {
+            f.internal.set(was);
+            if !was {
+                raise_deferred(f);
             }
-        }
+        });
     }
 }
 
 /// Marks the current thread as ours for good (the export worker).
 pub fn mark_thread_internal() {
-    let _ = INTERNAL.try_with(|c| c.set(true));
+    let _ = FLAGS.try_with(|f| f.internal.set(true));
 }
 
 #[cfg(test)]
@@ -112,6 +163,39 @@ mod tests {
         let later = DELIVERED.load(std::sync::atomic::Ordering::SeqCst);
         assert_eq!(later, before + 1, "and only once");
     }
+
+    #[test]
+    fn run_internal_runs_once_per_entry_and_raises_a_deferred_signal_on_leaving() {
+        extern "C" fn count_usr1(_: libc::c_int) {
+            DELIVERED_USR1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        // SAFETY: a plain counting handler for SIGUSR1, which nothing else
+        // in this test binary uses.
+        unsafe {
+            let mut act: libc::sigaction = std::mem::zeroed();
+            act.sa_sigaction = count_usr1 as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            assert_eq!(
+                libc::sigaction(libc::SIGUSR1, &act, std::ptr::null_mut()),
+                0
+            );
+        }
+        assert!(!is_internal());
+        let got = run_internal(|| {
+            assert!(is_internal());
+            assert_eq!(run_internal(|| 1), None, "not entered twice");
+            defer_signal(libc::SIGUSR1);
+            assert_eq!(DELIVERED_USR1.load(std::sync::atomic::Ordering::SeqCst), 0);
+            7
+        });
+        assert_eq!(got, Some(7));
+        assert!(!is_internal());
+        assert_eq!(DELIVERED_USR1.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // Under a guard, it runs nothing.
+        let _g = Internal::enter();
+        assert_eq!(run_internal(|| 1), None);
+    }
+
+    static DELIVERED_USR1: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
     #[test]
     fn nested_guards_restore_outer_state() {

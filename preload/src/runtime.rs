@@ -168,24 +168,24 @@ fn start_capture_thread(rt: &'static Runtime) {
 /// the process instead of unwinding into the app.
 #[inline]
 pub fn traced(f: impl FnOnce(&'static Runtime)) {
-    if guard::is_internal() {
-        return;
-    }
     let Some(rt) = runtime() else { return };
-    let saved = errno();
-    let _guard = guard::Internal::enter();
-    let work = || {
-        #[cfg(debug_assertions)]
-        if TEST_PANIC.load(Ordering::Relaxed) {
-            panic!("LUMIGO_RUN_TEST_PANIC is set");
+    // Skipped when the thread already runs our code; a signal deferred
+    // meanwhile is raised on leaving, after errno is restored.
+    let _ = guard::run_internal(|| {
+        let saved = errno();
+        let work = || {
+            #[cfg(debug_assertions)]
+            if TEST_PANIC.load(Ordering::Relaxed) {
+                panic!("LUMIGO_RUN_TEST_PANIC is set");
+            }
+            f(rt)
+        };
+        if std::panic::catch_unwind(AssertUnwindSafe(work)).is_err() {
+            DISABLED.store(true, Ordering::Relaxed);
+            lumigo_debug!("internal error; tracing is switched off for this process");
         }
-        f(rt)
-    };
-    if std::panic::catch_unwind(AssertUnwindSafe(work)).is_err() {
-        DISABLED.store(true, Ordering::Relaxed);
-        lumigo_debug!("internal error; tracing is switched off for this process");
-    }
-    set_errno(saved);
+        set_errno(saved);
+    });
 }
 
 /// Like [`traced`], for work that returns a value (`None` when skipped).
