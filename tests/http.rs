@@ -406,19 +406,13 @@ fn gathered_writes_short_and_long_give_the_same_spans() {
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let base = format!("http://127.0.0.1:{port}");
     let mut cmd = Command::new("curl");
-    cmd.args([
-        "-s",
-        "-o",
-        "/dev/null",
-        "-o",
-        "/dev/null",
-        "-o",
-        "/dev/null",
-    ])
-    .args(["-H", &format!("traceparent: 00-{trace}-{parent}-01")])
-    .arg(format!("{base}/gather/20"))
-    .arg(format!("{base}/gather/3000"))
-    .arg(format!("{base}/gather/7"));
+    // One `-o /dev/null` per URL.
+    cmd.arg("-s")
+        .args(std::iter::repeat_n(["-o", "/dev/null"], 3).flatten())
+        .args(["-H", &format!("traceparent: 00-{trace}-{parent}-01")])
+        .arg(format!("{base}/gather/20"))
+        .arg(format!("{base}/gather/3000"))
+        .arg(format!("{base}/gather/7"));
     let out = run(cmd, T);
     assert!(out.status.success(), "{out:?}");
     let spans = wait_spans(&dump, T, |s| http_spans(s).len() >= 3);
