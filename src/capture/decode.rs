@@ -200,6 +200,13 @@ fn apply(conn: &mut Connection, h: &Header, payload: &[u8], tracer: &Tracer) -> 
         }
         payload = payload.get(2 + n..).unwrap_or_default();
     }
+    // A SKIP riding on a DATA record: its 9 bytes end the payload.
+    let mut skip = None;
+    if h.kind == kind::DATA && h.flags & flag::SKIP_AFTER != 0 {
+        let at = payload.len().saturating_sub(9);
+        skip = Some(&payload[at..]);
+        payload = &payload[..at];
+    }
     match h.kind {
         kind::DATA if outbound => {
             let _ = conn.on_outbound(payload, stamp(h, now), tracer);
@@ -207,14 +214,7 @@ fn apply(conn: &mut Connection, h: &Header, payload: &[u8], tracer: &Tracer) -> 
         kind::DATA => {
             let _ = conn.on_inbound(payload, stamp(h, now), tracer);
         }
-        kind::SKIP => {
-            let total = payload
-                .get(..8)
-                .and_then(|b| b.try_into().ok())
-                .map_or(0, u64::from_le_bytes);
-            let ended = payload.get(8).is_some_and(|&b| b != 0);
-            let _ = conn.on_skipped(outbound, h.extra, total, ended, now, tracer);
-        }
+        kind::SKIP => skip = Some(payload),
         kind::IDENT => {
             if let Some((who, tags)) = decode_identity(payload) {
                 conn.give_identity(who, tags);
@@ -230,6 +230,14 @@ fn apply(conn: &mut Connection, h: &Header, payload: &[u8], tracer: &Tracer) -> 
             return true;
         }
         _ => {}
+    }
+    if let Some(p) = skip {
+        let total = p
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u64::from_le_bytes);
+        let ended = p.get(8).is_some_and(|&b| b != 0);
+        let _ = conn.on_skipped(outbound, h.extra, total, ended, now, tracer);
     }
     false
 }

@@ -246,6 +246,59 @@ impl Recorder {
         }
     }
 
+    /// Pushes bytes followed by skipped ones: as one DATA record carrying
+    /// the SKIP ([`flag::SKIP_AFTER`]) when the bytes fit one record, else
+    /// as the bytes' records and a SKIP record.
+    fn data_then_skip(
+        &mut self,
+        open: &dyn Fn() -> Opened,
+        dir: u8,
+        time_ns: u64,
+        bytes: &[u8],
+        wire: u64,
+        skip: &[u8; 9],
+    ) {
+        if self.lost {
+            self.ident_ready = false;
+            return;
+        }
+        let ident = if self.ident_ready {
+            self.scratch.len() + 2
+        } else {
+            0
+        };
+        if bytes.len() > BOX_OVER || bytes.len() + ident + skip.len() > MAX_PAYLOAD {
+            self.data(open, dir, time_ns, bytes);
+            self.push(open, kind::SKIP, dir, wire, time_ns, &[skip]);
+            return;
+        }
+        if self.ident_ready {
+            self.ident_ready = false;
+            let ident = std::mem::take(&mut self.scratch);
+            let len = (ident.len() as u16).to_le_bytes();
+            self.push_flagged(
+                open,
+                kind::DATA,
+                flag::HAS_IDENT | flag::SKIP_AFTER,
+                dir,
+                wire,
+                time_ns,
+                &[&len, &ident, bytes, skip],
+            );
+            self.scratch = ident;
+        } else {
+            self.push_flagged(
+                open,
+                kind::DATA,
+                flag::SKIP_AFTER,
+                dir,
+                wire,
+                time_ns,
+                &[bytes, skip],
+            );
+        }
+    }
+
     /// The exchange starting now is not recorded (unsampled): nothing is
     /// until the next request head with nothing in flight, which starts
     /// afresh, as after a loss (but not counted as one).
@@ -422,14 +475,17 @@ impl Connection {
                     extend(&mut run, at, at + k, |r| rec.data(&open, d, time, &data[r]));
                 }
                 if k < bytes.len() {
-                    if run.start != run.end {
-                        rec.data(&open, d, time, &data[std::mem::replace(&mut run, 0..0)]);
-                    }
                     let mut p = [0u8; 9];
                     p[..8].copy_from_slice(&content[dir].to_le_bytes());
                     p[8] = u8::from(ended);
                     let wire = (bytes.len() - k) as u64;
-                    rec.push(&open, kind::SKIP, outbound as u8, wire, time, &[&p]);
+                    if run.start != run.end {
+                        // The bytes before and the skip go as one record.
+                        let r = std::mem::replace(&mut run, 0..0);
+                        rec.data_then_skip(&open, d, time, &data[r], wire, &p);
+                    } else {
+                        rec.push(&open, kind::SKIP, outbound as u8, wire, time, &[&p]);
+                    }
                 }
                 if ended && !requests && role == Role::Server {
                     if let Some(id) = serving.pop_front() {

@@ -51,6 +51,11 @@ pub mod flag {
     /// A DATA record whose payload starts with an identity (u16 length,
     /// then `decode::encode_identity`'s bytes) for the head in its bytes.
     pub const HAS_IDENT: u8 = 2;
+    /// A DATA record followed at once by a SKIP: its payload ends with the
+    /// SKIP's (the body's content so far, u64, and whether it ended there,
+    /// u8) and its `extra` is the SKIP's wire bytes. One record instead of
+    /// two for a head and a body not (all) kept.
+    pub const SKIP_AFTER: u8 = 4;
 }
 
 /// The fixed part of a record.
