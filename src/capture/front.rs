@@ -219,28 +219,14 @@ impl Recorder {
             return;
         }
         let mut chunks = bytes.chunks(MAX_PAYLOAD);
-        if self.ident_ready {
-            // The identity rides on the first record, ahead of its bytes.
-            self.ident_ready = false;
-            let ident = std::mem::take(&mut self.scratch);
-            let first = chunks.next().unwrap_or_default();
-            let len = (ident.len() as u16).to_le_bytes();
-            let ok = self.push_flagged(
-                open,
-                kind::DATA,
-                flag::HAS_IDENT,
-                dir,
-                0,
-                time_ns,
-                &[&len, &ident, first],
-            );
-            self.scratch = ident;
-            if !ok {
-                return;
-            }
+        let first = chunks.next().unwrap_or_default();
+        if (!first.is_empty() || self.ident_ready)
+            && !self.push_bytes(open, 0, dir, 0, time_ns, first, &[])
+        {
+            return;
         }
         for chunk in chunks {
-            if !self.push(open, kind::DATA, dir, 0, time_ns, &[chunk]) {
+            if !self.push_bytes(open, 0, dir, 0, time_ns, chunk, &[]) {
                 return;
             }
         }
@@ -258,10 +244,6 @@ impl Recorder {
         wire: u64,
         skip: &[u8; 9],
     ) {
-        if self.lost {
-            self.ident_ready = false;
-            return;
-        }
         let ident = if self.ident_ready {
             self.scratch.len() + 2
         } else {
@@ -270,33 +252,43 @@ impl Recorder {
         if bytes.len() > BOX_OVER || bytes.len() + ident + skip.len() > MAX_PAYLOAD {
             self.data(open, dir, time_ns, bytes);
             self.push(open, kind::SKIP, dir, wire, time_ns, &[skip]);
-            return;
-        }
-        if self.ident_ready {
-            self.ident_ready = false;
-            let ident = std::mem::take(&mut self.scratch);
-            let len = (ident.len() as u16).to_le_bytes();
-            self.push_flagged(
-                open,
-                kind::DATA,
-                flag::HAS_IDENT | flag::SKIP_AFTER,
-                dir,
-                wire,
-                time_ns,
-                &[&len, &ident, bytes, skip],
-            );
-            self.scratch = ident;
         } else {
-            self.push_flagged(
-                open,
-                kind::DATA,
-                flag::SKIP_AFTER,
-                dir,
-                wire,
-                time_ns,
-                &[bytes, skip],
-            );
+            self.push_bytes(open, flag::SKIP_AFTER, dir, wire, time_ns, bytes, skip);
         }
+    }
+
+    /// One DATA record of `bytes` then `trailer`, with `flags`; a waiting
+    /// identity rides on it, ahead of its bytes.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn push_bytes(
+        &mut self,
+        open: &dyn Fn() -> Opened,
+        flags: u8,
+        dir: u8,
+        extra: u64,
+        time_ns: u64,
+        bytes: &[u8],
+        trailer: &[u8],
+    ) -> bool {
+        // A waiting identity rides ahead of the bytes.
+        let riding = std::mem::take(&mut self.ident_ready);
+        let ident = if riding {
+            std::mem::take(&mut self.scratch)
+        } else {
+            Vec::new()
+        };
+        let len = (ident.len() as u16).to_le_bytes();
+        let all = [&len[..], &ident, bytes, trailer];
+        // Only the parts there are: no empty ones to copy.
+        let from = if riding { 0 } else { 2 };
+        let to = if trailer.is_empty() { 3 } else { 4 };
+        let flags = flags | if riding { flag::HAS_IDENT } else { 0 };
+        let ok = self.push_flagged(open, kind::DATA, flags, dir, extra, time_ns, &all[from..to]);
+        if riding {
+            self.scratch = ident;
+        }
+        ok
     }
 
     /// The exchange starting now is not recorded (unsampled): nothing is
