@@ -300,16 +300,37 @@ enum Protocol {
     Framed(Box<front::Framed>),
     /// A database, cache or message broker protocol (client side).
     Db(Box<dyn Wire>),
+    /// A database protocol followed on the app's thread for the capture
+    /// thread to parse (see [`crate::protocol::Compact`]).
+    Compact(Box<front::CompactConn>),
     /// Not ours: the caller should already have stopped feeding us.
     Ignored,
 }
 
 crate::protocol::wire!(crate::redis::RedisConnection);
-crate::protocol::wire!(crate::postgres::PgConnection, tls_accepted);
+crate::protocol::wire!(crate::postgres::PgConnection, tls_accepted, compact);
 crate::protocol::wire!(crate::mysql::MysqlConnection, tls_requested);
 crate::protocol::wire!(crate::amqp::AmqpConnection, none, messages);
 crate::protocol::wire!(crate::mqtt::MqttConnection, none, messages);
 crate::protocol::wire!(crate::nats::NatsConnection, none, messages);
+
+/// Replay: the identity of an operation that started at `start`, from
+/// those given with the app's bytes: the last one given by then (or the
+/// first, if none was), with a span id of its own if an earlier
+/// operation took it. Those given before it are not needed again.
+fn replayed_identity(mode: &mut Mode, start: SystemTime) -> Option<(Assigned, Vec<(u8, String)>)> {
+    let Mode::Replay(given) = mode else {
+        return None;
+    };
+    let i = given.iter().rposition(|g| g.at <= start).unwrap_or(0);
+    given.drain(..i);
+    let g = given.front_mut()?;
+    let mut who = g.who.clone();
+    if std::mem::replace(&mut g.taken, true) {
+        who.context.span_id = crate::ids::span_id();
+    }
+    Some((who, g.tags.clone()))
+}
 
 /// Which protocol a connection's first bytes start, if any is sure yet.
 enum Recognised {
@@ -404,6 +425,11 @@ enum Mode {
 struct Given {
     who: Assigned,
     tags: Vec<(u8, String)>,
+    /// When the app's thread chose it (a database operation started then
+    /// or later takes it).
+    at: SystemTime,
+    /// A database operation took it: the next one gets its own span id.
+    taken: bool,
 }
 
 /// One tracked connection, from connect/accept to close.
@@ -480,8 +506,10 @@ impl Connection {
         c
     }
 
-    /// An identity chosen on the app's thread for the next request head.
-    pub fn give_identity(&mut self, who: Assigned, tags: Vec<(u8, String)>) {
+    /// An identity chosen on the app's thread at `at`: for the next request
+    /// head (HTTP), or for the operations that start from then on (until
+    /// the next is given; databases).
+    pub fn give_identity(&mut self, who: Assigned, tags: Vec<(u8, String)>, at: SystemTime) {
         if let Mode::Replay(given) = &mut self.mode {
             // No more wait than requests a connection keeps in flight: where
             // the parser stopped and the app's thread framed on (bytes the
@@ -489,7 +517,12 @@ impl Connection {
             if given.len() > 2 * http::MAX_IN_FLIGHT {
                 given.pop_front();
             }
-            given.push_back(Given { who, tags });
+            given.push_back(Given {
+                who,
+                tags,
+                at,
+                taken: false,
+            });
         }
     }
 
@@ -648,6 +681,12 @@ impl Connection {
                 self.flush(tracer);
                 flow
             }
+            // Bytes a length-framed protocol cannot do without.
+            Protocol::Compact(_) => {
+                self.compact_close(now, CloseReason::Closed);
+                self.protocol = Protocol::Ignored;
+                Flow::Stop
+            }
             // Invisible bytes before we know the protocol: give up.
             _ => {
                 self.protocol = Protocol::Ignored;
@@ -667,6 +706,7 @@ impl Connection {
             Protocol::Http(h) => h.on_close(now, reason, &mut self.done),
             Protocol::Db(p) => p.close(now, reason, &mut self.ops),
             Protocol::Framed(_) => self.framed_close(now, reason, None),
+            Protocol::Compact(_) => self.compact_close(now, reason),
             _ => {}
         }
         self.flush(tracer);
@@ -682,6 +722,7 @@ impl Connection {
             Protocol::Http(h) => h.in_flight(),
             Protocol::Framed(f) => f.in_flight(),
             Protocol::Db(p) => p.in_flight(),
+            Protocol::Compact(c) => c.in_flight(),
             _ => 0,
         }
     }
@@ -723,6 +764,10 @@ impl Connection {
                         (Protocol::Http(_), Mode::Capture(_)) => Protocol::Framed(Box::new(
                             front::Framed::new(front::prefix(&self.mode)),
                         )),
+                        (Protocol::Db(p), Mode::Capture(_)) => match p.compactor() {
+                            Some(c) => Protocol::Compact(Box::new(front::CompactConn::new(c))),
+                            None => Protocol::Db(p),
+                        },
                         (p, _) => p,
                     };
                     if seen > 0 && self.step(&earlier[..seen], outbound, now, tracer) == Flow::Stop
@@ -735,7 +780,7 @@ impl Connection {
             }
         }
         let mut flow = self.step(data, outbound, now, tracer);
-        if let Protocol::Framed(_) = &self.protocol {
+        if let Protocol::Framed(_) | Protocol::Compact(_) = &self.protocol {
             // Nothing finishes here: spans are made on the capture thread.
             if flow == Flow::Stop {
                 self.protocol = Protocol::Ignored;
@@ -762,6 +807,7 @@ impl Connection {
             (Protocol::Db(p), true) => p.outbound(data, now.time, &mut self.ops),
             (Protocol::Db(p), false) => p.inbound(data, now.time, &mut self.ops),
             (Protocol::Framed(_), _) => self.framed_step(data, outbound, now, tracer),
+            (Protocol::Compact(_), _) => self.compact_step(data, outbound, now, tracer),
             _ => Flow::Stop,
         }
     }
@@ -811,7 +857,14 @@ impl Connection {
                     }),
                     _ => None,
                 };
-                tracer.emit_operation(op, &self.ends, who, Vec::new());
+                let (who, tags) = match who {
+                    Some(who) => (Some(who), None),
+                    None => match replayed_identity(&mut self.mode, op.start) {
+                        Some((who, tags)) => (Some(who), Some(tags)),
+                        None => (None, None),
+                    },
+                };
+                tracer.emit_operation(op, &self.ends, who, Vec::new(), tags.as_deref());
                 continue;
             }
             // A message received: the thread processes it until it reads
@@ -843,7 +896,7 @@ impl Connection {
                 .collect();
             context::set_active(&who.context, None);
             self.consuming = Some(who.context.span_id);
-            tracer.emit_operation(op, &self.ends, Some(who), links);
+            tracer.emit_operation(op, &self.ends, Some(who), links, None);
         }
         let mut done = std::mem::take(&mut self.done);
         for ex in done.drain(..) {
@@ -883,7 +936,7 @@ impl Connection {
             return None;
         }
         self.writing = true;
-        if !tracer.inject {
+        if !tracer.inject || matches!(self.protocol, Protocol::Compact(_)) {
             return None;
         }
         if matches!(self.protocol, Protocol::Db(_)) {

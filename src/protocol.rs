@@ -62,6 +62,37 @@ pub(crate) trait Wire: Send {
     /// The outbound message numbered `ordinal` (from 0) goes out carrying
     /// `traceparent`: its PRODUCER operation's `carried` says so.
     fn stamp(&mut self, _ordinal: u64, _traceparent: String) {}
+    /// On a captured connection, what follows the protocol on the app's
+    /// thread so that this parser can run on the capture thread instead
+    /// (see [`Compact`]); `None`: it runs on the app's thread.
+    fn compactor(&self) -> Option<Box<dyn Compact>> {
+        None
+    }
+}
+
+/// The app's-thread side of a protocol parsed on the capture thread: it
+/// frames each call's bytes by the protocol's own length fields and
+/// hands on what the parser needs of them (message bodies cut to what the
+/// parser keeps), so that the parser, fed that, reports the same
+/// operations at the same times as if fed every byte.
+pub(crate) trait Compact: Send {
+    /// Bytes the app sent (`outbound`) or received: appends what the
+    /// parser needs of them to `out`.
+    fn compact(&mut self, data: &[u8], outbound: bool, out: &mut Vec<u8>) -> Compacted;
+    /// Whether a request may be waiting for its reply (at the process's
+    /// exit, such a connection is closed so that the parser reports it).
+    fn in_flight(&self) -> bool;
+}
+
+/// What [`Compact::compact`] saw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Compacted {
+    /// `Stop`: tracing ends after these bytes (the parser ends there too).
+    pub flow: Flow,
+    /// An outbound message that may start an operation began in these
+    /// bytes: the thread's context goes with them, as the parent of the
+    /// operations they start.
+    pub requests: bool,
 }
 
 /// The context to put into one published message.
@@ -130,6 +161,11 @@ macro_rules! wire {
         }
     };
     (@inject plain) => {};
+    (@inject compact) => {
+        fn compactor(&self) -> Option<Box<dyn $crate::protocol::Compact>> {
+            Some(Box::new(Self::compactor()))
+        }
+    };
     (@inject messages) => {
         fn plan_edits(
             &self,

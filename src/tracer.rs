@@ -411,6 +411,7 @@ impl Tracer {
         ends: &http::Endpoints,
         who: Option<Assigned>,
         links: Vec<SpanLink>,
+        parent_tags: Option<&[(u8, String)]>,
     ) {
         let who = who.unwrap_or_else(|| self.client_identity());
         if !who.context.is_sampled() {
@@ -431,7 +432,14 @@ impl Tracer {
         if ends.is_unix() {
             attributes.push(("network.transport", AttrValue::from_static("unix")));
         }
-        push_parent_tags(&mut attributes, &who, &self.payload);
+        match parent_tags {
+            // Given with the identity (replayed on the capture thread).
+            Some(tags) => {
+                push_candidates(&mut attributes, &who);
+                push_tags(&mut attributes, tags, &self.payload);
+            }
+            None => push_parent_tags(&mut attributes, &who, &self.payload),
+        }
         self.sink.submit(SpanRecord {
             name: op.name.into(),
             kind: op.kind,

@@ -196,7 +196,7 @@ fn apply(conn: &mut Connection, h: &Header, payload: &[u8], tracer: &Tracer) -> 
             .get(..2)
             .map_or(0, |b| usize::from(u16::from_le_bytes([b[0], b[1]])));
         if let Some((who, tags)) = payload.get(2..2 + n).and_then(decode_identity) {
-            conn.give_identity(who, tags);
+            conn.give_identity(who, tags, now);
         }
         payload = payload.get(2 + n..).unwrap_or_default();
     }
@@ -217,7 +217,7 @@ fn apply(conn: &mut Connection, h: &Header, payload: &[u8], tracer: &Tracer) -> 
         kind::SKIP => skip = Some(payload),
         kind::IDENT => {
             if let Some((who, tags)) = decode_identity(payload) {
-                conn.give_identity(who, tags);
+                conn.give_identity(who, tags, now);
             }
         }
         kind::CLOSE => {

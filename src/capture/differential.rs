@@ -85,15 +85,30 @@ fn seen(spans: &[SpanRecord]) -> Vec<Seen> {
 /// Runs `steps` through `c`, `step` bytes per call; returns the bytes put
 /// on the wire for outbound steps, and whether the connection stopped
 /// tracing on bytes (before the script's end).
-fn run(c: &mut Connection, t: &Tracer, steps: &[Step<'_>], step: usize) -> (Vec<u8>, bool) {
+/// `ticking`: each call is a microsecond after the one before (else the
+/// calls of a step share its time).
+fn run(
+    c: &mut Connection,
+    t: &Tracer,
+    steps: &[Step<'_>],
+    step: usize,
+    ticking: bool,
+) -> (Vec<u8>, bool) {
     let base = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     let mut wire = Vec::new();
     let mut stopped = false;
+    let mut calls = 0u64;
     for (i, s) in steps.iter().enumerate() {
-        let now = base + Duration::from_millis(i as u64 * 10);
+        let at = base + Duration::from_millis(i as u64 * 10);
+        let mut now = at;
+        let mut tick = || {
+            calls += u64::from(ticking);
+            at + Duration::from_micros(calls)
+        };
         match *s {
             Step::Out(text) => {
                 for piece in text.chunks(step) {
+                    now = tick();
                     match c.plan_outbound(&[piece], t) {
                         Some(plan) => {
                             let total = piece.len() + plan.insert().len() - plan.replace();
@@ -112,6 +127,7 @@ fn run(c: &mut Connection, t: &Tracer, steps: &[Step<'_>], step: usize) -> (Vec<
             }
             Step::In(text) => {
                 for piece in text.chunks(step) {
+                    now = tick();
                     stopped |= c.on_inbound(piece, now, t) == Flow::Stop;
                 }
             }
@@ -151,6 +167,19 @@ pub fn compare_once(
     step: usize,
     cap: &'static Capture,
 ) -> Result<usize, Mismatch> {
+    compare_calls(server, steps, prefix, step, cap, false)
+}
+
+/// As [`compare_once`]; `ticking`: each call at a time of its own, so that
+/// which call starts or ends an operation is compared too.
+pub fn compare_calls(
+    server: bool,
+    steps: &[Step<'_>],
+    prefix: usize,
+    step: usize,
+    cap: &'static Capture,
+    ticking: bool,
+) -> Result<usize, Mismatch> {
     let make = |c: Option<&'static Capture>| {
         let (peer, local) = (addr("127.0.0.1:40000"), addr("127.0.0.1:8000"));
         let role = if server {
@@ -166,11 +195,11 @@ pub fn compare_once(
     };
     let (t, direct_spans) = tracer_capturing(prefix);
     let mut direct = make(None);
-    let (direct_wire, direct_stopped) = run(&mut direct, &t, steps, step);
+    let (direct_wire, direct_stopped) = run(&mut direct, &t, steps, step, ticking);
     crate::context::clear_active_all();
     let (t2, captured_spans) = tracer_capturing(prefix);
     let mut captured = make(Some(cap));
-    let (captured_wire, _) = run(&mut captured, &t2, steps, step);
+    let (captured_wire, _) = run(&mut captured, &t2, steps, step, ticking);
     crate::context::clear_active_all();
     cap.drain(&t2);
     let (a, b) = (

@@ -599,6 +599,97 @@ impl Connection {
     }
 }
 
+/// A captured connection of a protocol parsed on the capture thread from
+/// what its [`Compact`](crate::protocol::Compact) hands on.
+pub(super) struct CompactConn {
+    inner: Box<dyn crate::protocol::Compact>,
+    /// Reused for each call's bytes to record.
+    out: Vec<u8>,
+}
+
+/// More than this kept between calls is given back.
+const KEEP_OUT: usize = 4 * 1024;
+
+impl CompactConn {
+    pub(super) fn new(inner: Box<dyn crate::protocol::Compact>) -> CompactConn {
+        CompactConn {
+            inner,
+            out: Vec::new(),
+        }
+    }
+
+    pub(super) fn in_flight(&self) -> usize {
+        usize::from(self.inner.in_flight())
+    }
+}
+
+impl Connection {
+    /// Bytes through a captured connection parsed on the capture thread:
+    /// what the parser needs of them goes as one record (with the thread's
+    /// context, when they start requests).
+    pub(super) fn compact_step(
+        &mut self,
+        data: &[u8],
+        outbound: bool,
+        now: Stamp,
+        tracer: &Tracer,
+    ) -> Flow {
+        let Connection {
+            role,
+            protocol,
+            mode,
+            ends,
+            ..
+        } = self;
+        let (Protocol::Compact(c), Mode::Capture(rec)) = (protocol, mode) else {
+            return Flow::Stop;
+        };
+        let role = *role;
+        let open = || opened(role, ends);
+        let mut out = std::mem::take(&mut c.out);
+        out.clear();
+        let seen = c.inner.compact(data, outbound, &mut out);
+        if seen.requests {
+            rec.identity(&open, now.ns, &tracer.client_identity());
+        }
+        if !out.is_empty() {
+            rec.data(&open, u8::from(outbound), now.ns, &out);
+        }
+        if out.capacity() <= KEEP_OUT {
+            c.out = out;
+        }
+        // A record refused leaves a hole the parser cannot read across:
+        // tracing the connection ends.
+        if seen.flow == Flow::Stop || rec.lost {
+            self.compact_close(now.time, CloseReason::Closed);
+            return Flow::Stop;
+        }
+        Flow::Continue
+    }
+
+    /// The connection ends: its CLOSE record.
+    pub(super) fn compact_close(&mut self, now: SystemTime, reason: CloseReason) {
+        let Connection {
+            role,
+            protocol,
+            mode,
+            ends,
+            ..
+        } = self;
+        let (Protocol::Compact(_), Mode::Capture(rec)) = (protocol, mode) else {
+            return;
+        };
+        if rec.opened {
+            let role = *role;
+            let open = || opened(role, ends);
+            rec.lost = false;
+            rec.push(&open, kind::CLOSE, 0, close_code(reason), time_ns(now), &[]);
+        }
+        rec.opened = false;
+        rec.lost = true;
+    }
+}
+
 /// Adds `start..end` of a call's bytes to the run to record, pushing the
 /// run first when the two are not contiguous.
 fn extend(

@@ -11,9 +11,13 @@
 //! the records ([`decode::Decoder`]) into the same parsers that once ran
 //! on the app's thread, which build the spans.
 //!
-//! Databases and message brokers are still parsed on the app's thread:
-//! their replies are framed by each protocol's own length fields, and a
-//! broker's consumer context must be set when the message is read.
+//! PostgreSQL goes the same way, framed by its messages' own lengths
+//! ([`crate::protocol::Compact`]): what its parser keeps of each message
+//! goes as records (a `DataRow` as its header and one byte), with the
+//! thread's context when a write starts queries, which their spans are
+//! children of. MySQL, Redis and the message brokers are still parsed on
+//! the app's thread (a broker's consumer context must be set when the
+//! message is read).
 
 pub mod decode;
 #[doc(hidden)]

@@ -107,6 +107,12 @@ impl PgConnection {
         }
     }
 
+    /// What follows this protocol on the app's thread when the parser runs
+    /// on the capture thread.
+    pub fn compactor() -> super::PgCompactor {
+        super::PgCompactor::new()
+    }
+
     /// Bytes the client sent.
     pub fn on_outbound(
         &mut self,

@@ -170,3 +170,127 @@ fn psycopg_large_row_and_notification() {
         Some(9),
     );
 }
+
+/// The data path's differential test for PostgreSQL: every fixture, fed in
+/// calls of many sizes (each call at a time of its own), gives the same
+/// spans parsed on the app's thread and compacted there (see
+/// [`super::PgCompactor`]) for the capture thread to parse. With no
+/// fixture's spans empty, so the comparison compares something.
+#[test]
+fn every_fixture_gives_the_same_spans_captured() {
+    use crate::capture::differential::{compare_calls, Step};
+    use crate::capture::Capture;
+    let fixtures = [
+        ("psql_simple", fixture!("psql_simple")),
+        ("psql_error", fixture!("psql_error")),
+        ("ssl_refused", fixture!("ssl_refused")),
+        ("ssl_accepted", fixture!("ssl_accepted")),
+        ("psycopg_prepared", fixture!("psycopg_prepared")),
+        ("psycopg_pipeline", fixture!("psycopg_pipeline")),
+        ("psycopg_copy", fixture!("psycopg_copy")),
+        ("psycopg_large", fixture!("psycopg_large")),
+    ];
+    for (name, events) in &fixtures {
+        let steps: Vec<Step<'_>> = events
+            .iter()
+            .map(|e| match e {
+                Ev::Out(b) => Step::Out(b),
+                Ev::In(b) => Step::In(b),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        // The whole conversation once more, cut short: a close with
+        // queries in flight.
+        let cut = &steps[..steps.len() - 2];
+        for steps in [&steps[..], cut] {
+            for step in [1, 2, 3, 5, 7, 64, 1 << 20] {
+                let cap: &'static Capture = Box::leak(Box::new(Capture::new(0)));
+                match compare_calls(false, steps, 0, step, cap, true) {
+                    Ok(n) => assert!(
+                        n > 0 || *name == "ssl_accepted",
+                        "{name}: no spans at step {step}"
+                    ),
+                    Err(e) => panic!("{name}, step {step}: {}", e.message),
+                }
+                assert_eq!(cap.dropped(), 0);
+                assert_eq!(cap.open_connections(), 0, "{name}: its CLOSE was decoded");
+            }
+        }
+    }
+}
+
+/// On the data path, a query's span is a child of the context the thread
+/// had when it wrote the query (carried with the record), not of whatever is active when the reply is read, nor
+/// of anything on the capture thread.
+#[test]
+fn captured_queries_are_children_of_the_context_they_were_written_in() {
+    use crate::capture::differential::tracer_capturing;
+    use crate::capture::Capture;
+    use crate::connection::{CloseReason, Connection};
+    use crate::span::SpanContext;
+    use std::time::{Duration, SystemTime};
+    let events = fixture!("psql_simple");
+    let (t, spans) = tracer_capturing(0);
+    let cap: &'static Capture = Box::leak(Box::new(Capture::new(0)));
+    let peer = Some(crate::address::Address::Inet(
+        "127.0.0.1:5432".parse().unwrap(),
+    ));
+    let mut c = Connection::captured(crate::http::Role::Client, peer, None, cap);
+    let ctx = |n: u8| SpanContext {
+        trace_id: [n; 16],
+        span_id: [n; 8],
+        trace_flags: 1,
+        trace_state: None,
+    };
+    let base = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let mut writes = 0u8;
+    for (i, e) in events.iter().enumerate() {
+        let now = base + Duration::from_millis(i as u64);
+        match e {
+            Ev::Out(b) => {
+                // Each query written under a context of its own (the
+                // startup under none).
+                writes += 1;
+                if writes > 1 {
+                    crate::context::set_active(&ctx(writes), None);
+                }
+                let _ = c.on_outbound(b, now, &t);
+                crate::context::clear_active([writes; 8]);
+            }
+            Ev::In(b) => {
+                // The reply read under another context.
+                crate::context::set_active(&ctx(99), None);
+                let _ = c.on_inbound(b, now, &t);
+                crate::context::clear_active([99; 8]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    c.on_close(base + Duration::from_secs(1), CloseReason::Closed, &t);
+    crate::context::clear_active_all();
+    assert!(
+        spans.0.lock().unwrap().is_empty(),
+        "no span on the app's thread"
+    );
+    cap.drain(&t);
+    let spans = spans.0.lock().unwrap();
+    let parents: Vec<(String, Option<[u8; 8]>, [u8; 16])> = spans
+        .iter()
+        .map(|s| (s.name.to_string(), s.parent_span_id, s.context.trace_id))
+        .collect();
+    // Writes 2 to 6 are the five queries.
+    let want: Vec<(String, Option<[u8; 8]>, [u8; 16])> = [
+        "DROP lumigo_fixture",
+        "CREATE lumigo_fixture",
+        "INSERT lumigo_fixture",
+        "SELECT lumigo_fixture",
+        "DROP lumigo_fixture",
+    ]
+    .iter()
+    .zip(2u8..)
+    .map(|(name, n)| (name.to_string(), Some([n; 8]), [n; 16]))
+    .collect();
+    assert_eq!(parents, want);
+    let ids: std::collections::HashSet<[u8; 8]> = spans.iter().map(|s| s.context.span_id).collect();
+    assert_eq!(ids.len(), spans.len(), "each span its own id");
+}

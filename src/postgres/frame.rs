@@ -130,6 +130,11 @@ impl Framer {
         self.tls = true;
     }
 
+    /// Part of a message has been read, not all.
+    pub(super) fn in_message(&self) -> bool {
+        self.have > 0 || self.step != Step::Header
+    }
+
     /// Bytes held, for bounds checks.
     pub(super) fn buffered(&self) -> usize {
         self.buf.len()
@@ -142,6 +147,33 @@ impl Framer {
 
     /// Reads from `data` (advancing it) up to the end of the next message.
     pub(super) fn next(&mut self, data: &mut &[u8], now: SystemTime) -> Next<'_> {
+        self.advance(data, now, None)
+    }
+
+    /// As [`Framer::next`], for the app's thread (see [`super::capture`]):
+    /// appends to `out` the stream as the parser needs it, each message's
+    /// body cut to what [`Framer::next`] keeps of it, its length field
+    /// rewritten to match, and one filler byte standing for a cut tail,
+    /// written when the tail's last byte passes. Fed to a [`Framer`], that
+    /// stream gives the same frames, with the same bodies, completed by the
+    /// same calls. Only startup packets' bodies are kept in the framer
+    /// (their codes decide the modes); invalid framing goes to `out` as it
+    /// came, so that the parser fails on it too.
+    pub(super) fn compact(
+        &mut self,
+        data: &mut &[u8],
+        now: SystemTime,
+        out: &mut Vec<u8>,
+    ) -> Next<'_> {
+        self.advance(data, now, Some(out))
+    }
+
+    fn advance(
+        &mut self,
+        data: &mut &[u8],
+        now: SystemTime,
+        mut out: Option<&mut Vec<u8>>,
+    ) -> Next<'_> {
         loop {
             match self.step {
                 Step::Header => {
@@ -155,11 +187,19 @@ impl Framer {
                             *data = rest;
                             self.mode = Mode::Typed;
                             self.header[0] = b;
+                            if let Some(out) = out.as_deref_mut() {
+                                out.push(b);
+                            }
                             return Next::Frame(Frame {
                                 tag: b,
                                 body: &[],
                                 started: now,
                             });
+                        }
+                        // A type byte goes out at once: the message
+                        // starts in the call that carried it.
+                        if let (Some(out), Mode::Typed) = (out.as_deref_mut(), self.mode) {
+                            out.push(b);
                         }
                     }
                     let header = &mut self.header;
@@ -184,16 +224,37 @@ impl Framer {
                     if self.have < want {
                         return Next::NeedMore;
                     }
-                    if let Err(()) = self.begin_body() {
+                    let valid = self.begin_body();
+                    if let Some(out) = out.as_deref_mut() {
+                        let from = usize::from(self.mode == Mode::Typed);
+                        match valid {
+                            Ok(()) => {
+                                let cut = usize::from(self.keep < self.body_len);
+                                let len = u32::try_from(4 + self.keep + cut).unwrap_or(u32::MAX);
+                                out.extend_from_slice(&len.to_be_bytes());
+                            }
+                            Err(()) => out.extend_from_slice(&self.header[from..self.have]),
+                        }
+                    }
+                    if let Err(()) = valid {
                         return Next::Invalid;
                     }
                 }
                 Step::TlsRecord | Step::Body => {
                     let take = (self.body_len - self.seen).min(data.len());
                     if self.step == Step::Body {
-                        let room = self.keep.saturating_sub(self.buf.len()).min(take);
-                        self.buf
-                            .extend_from_slice(data.get(..room).unwrap_or_default());
+                        let kept = self.seen.min(self.keep);
+                        let room = (self.keep - kept).min(take);
+                        let bytes = data.get(..room).unwrap_or_default();
+                        match out.as_deref_mut() {
+                            None => self.buf.extend_from_slice(bytes),
+                            Some(out) => {
+                                out.extend_from_slice(bytes);
+                                if self.mode == Mode::Untyped {
+                                    self.buf.extend_from_slice(bytes);
+                                }
+                            }
+                        }
                     }
                     *data = data.get(take..).unwrap_or_default();
                     self.seen += take;
@@ -205,6 +266,11 @@ impl Framer {
                     self.have = 0;
                     if was == Step::TlsRecord {
                         continue;
+                    }
+                    if let Some(out) = out.as_deref_mut() {
+                        if self.keep < self.body_len {
+                            out.push(0); // the cut tail, ended here
+                        }
                     }
                     return Next::Frame(Frame {
                         tag: self.tag,

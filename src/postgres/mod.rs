@@ -54,6 +54,7 @@
 //! name, bounded); `connection` ([`PgConnection`], the state machine);
 //! `report` (the operation's name, status and attributes).
 
+mod capture;
 mod connection;
 mod detect;
 mod frame;
@@ -61,6 +62,7 @@ mod message;
 mod report;
 mod statements;
 
+pub use capture::PgCompactor;
 pub use connection::PgConnection;
 pub use detect::detect;
 use statements::Statement;
