@@ -681,7 +681,14 @@ impl Connection {
                 self.flush(tracer);
                 flow
             }
-            // Bytes a length-framed protocol cannot do without.
+            // Bytes a length-framed protocol cannot do without: it ends
+            // here, what was in flight reported as cut short.
+            Protocol::Db(p) => {
+                p.close(now, CloseReason::Closed, &mut self.ops);
+                self.flush(tracer);
+                self.protocol = Protocol::Ignored;
+                Flow::Stop
+            }
             Protocol::Compact(_) => {
                 self.compact_close(now, CloseReason::Closed);
                 self.protocol = Protocol::Ignored;
