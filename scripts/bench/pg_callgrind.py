@@ -14,6 +14,7 @@ to see how little.
 """
 
 import argparse
+import glob
 import os
 import re
 import subprocess
@@ -36,8 +37,17 @@ def threads(d):
             continue
         with open(os.path.join(d, name)) as f:
             s = re.search(r"^summary: (\d+)", f.read(), re.M)
-        out[int(m.group(2) or 1)] = int(s.group(1)) if s else 0
+        # With --separate-threads, one file per thread (-01 the main one)
+        # and an empty one without a number.
+        if s:
+            out[int(m.group(2) or 1)] = int(s.group(1))
     return out
+
+
+def psql():
+    """The psql binary itself (Debian's `psql` is a Perl wrapper that execs it)."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/psql"))
+    return found[-1] if found else "psql"
 
 
 def count(env, queries, work, tag):
@@ -47,7 +57,7 @@ def count(env, queries, work, tag):
         f.write("SELECT 1;\n" * queries)
     cmd = ["valgrind", "--tool=callgrind", "--separate-threads=yes",
            "--callgrind-out-file=%s/cg.%%p" % d,
-           "psql", "host=127.0.0.1 user=postgres dbname=postgres sslmode=disable",
+           psql(), "host=127.0.0.1 user=postgres dbname=postgres sslmode=disable",
            "-qtA", "-o", "/dev/null", "-f", sql]
     subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
     return threads(d)

@@ -86,13 +86,14 @@ fn seen(spans: &[SpanRecord]) -> Vec<Seen> {
 /// on the wire for outbound steps, and whether the connection stopped
 /// tracing on bytes (before the script's end).
 /// `ticking`: each call is a microsecond after the one before (else the
-/// calls of a step share its time).
+/// calls of a step share its time), and `after` runs after each.
 fn run(
     c: &mut Connection,
     t: &Tracer,
     steps: &[Step<'_>],
     step: usize,
     ticking: bool,
+    after: &dyn Fn(),
 ) -> (Vec<u8>, bool) {
     let base = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     let mut wire = Vec::new();
@@ -102,7 +103,10 @@ fn run(
         let at = base + Duration::from_millis(i as u64 * 10);
         let mut now = at;
         let mut tick = || {
-            calls += u64::from(ticking);
+            if ticking {
+                calls += 1;
+                after();
+            }
             at + Duration::from_micros(calls)
         };
         match *s {
@@ -171,7 +175,9 @@ pub fn compare_once(
 }
 
 /// As [`compare_once`]; `ticking`: each call at a time of its own, so that
-/// which call starts or ends an operation is compared too.
+/// which call starts or ends an operation is compared too, with the
+/// capture thread draining the rings between calls (as it does while they
+/// fill: a script of many one-byte calls would fill them otherwise).
 pub fn compare_calls(
     server: bool,
     steps: &[Step<'_>],
@@ -195,11 +201,13 @@ pub fn compare_calls(
     };
     let (t, direct_spans) = tracer_capturing(prefix);
     let mut direct = make(None);
-    let (direct_wire, direct_stopped) = run(&mut direct, &t, steps, step, ticking);
+    let (direct_wire, direct_stopped) = run(&mut direct, &t, steps, step, ticking, &|| {});
     crate::context::clear_active_all();
     let (t2, captured_spans) = tracer_capturing(prefix);
     let mut captured = make(Some(cap));
-    let (captured_wire, _) = run(&mut captured, &t2, steps, step, ticking);
+    let (captured_wire, _) = run(&mut captured, &t2, steps, step, ticking, &|| {
+        cap.drain(&t2);
+    });
     crate::context::clear_active_all();
     cap.drain(&t2);
     let (a, b) = (
