@@ -535,3 +535,65 @@ fn unseen_bytes_while_requests_are_ignored() {
         ],
     );
 }
+
+/// Found by the `capture_differential` fuzz target: a response whose
+/// `Content-Length` value is a control byte. httparse (set to skip invalid
+/// header lines) ignores that line, so the parser frames the body by the
+/// close; the framer must not read the line either (it stopped there as on
+/// bytes that are not HTTP, ending the span at that call, not at the
+/// close).
+#[test]
+fn a_content_length_with_a_control_byte_is_ignored() {
+    compare(
+        false,
+        &[
+            Step::Out(b"GET /a HTTP/1.1\r\n\r\n"),
+            Step::In(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+            Step::Out(b"GET /b HTTP/1.1\r\n\r\n"),
+            Step::In(b"HTTP/1.1 200 OK\r\nContent-Length: \x13\r\n\r\nuntil the close"),
+        ],
+    );
+    // A byte the parser's trimming would take for a blank (form feed).
+    compare(
+        false,
+        &[
+            Step::Out(b"GET /a HTTP/1.1\r\n\r\n"),
+            Step::In(b"HTTP/1.1 200 OK\r\nContent-Length: \x0c2\r\n\r\nok"),
+            Step::Eof,
+        ],
+    );
+    // A request's: no body.
+    compare(
+        true,
+        &[
+            Step::In(b"POST /a HTTP/1.1\r\nContent-Length: 4\x7f\r\n\r\n"),
+            Step::Out(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+            Step::In(b"GET /b HTTP/1.1\r\n\r\n"),
+            Step::Out(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+        ],
+    );
+}
+
+/// As [`a_content_length_with_a_control_byte_is_ignored`], for
+/// `Transfer-Encoding`: a value with a control byte says nothing.
+#[test]
+fn a_transfer_encoding_with_a_control_byte_is_ignored() {
+    compare(
+        false,
+        &[
+            Step::Out(b"GET /a HTTP/1.1\r\n\r\n"),
+            Step::In(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: \x13\r\nContent-Length: 2\r\n\r\nok"),
+            Step::Out(b"GET /b HTTP/1.1\r\n\r\n"),
+            Step::In(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+        ],
+    );
+    compare(
+        true,
+        &[
+            Step::In(b"GET /b HTTP/1.1\r\nTransfer-Encoding: chunked\x01\r\n\r\n"),
+            Step::Out(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+            Step::In(b"GET /c HTTP/1.1\r\n\r\n"),
+            Step::Out(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+        ],
+    );
+}

@@ -23,7 +23,7 @@
 use std::collections::VecDeque;
 
 use crate::http::body::Body;
-use crate::http::parser::Framing;
+use crate::http::parser::{is_header_value, Framing};
 use crate::http::{MAX_HEAD_BYTES, MAX_IN_FLIGHT};
 
 /// Which messages a framer sees.
@@ -658,13 +658,15 @@ impl<'a> LineReader<'a> {
         let value = |name: &[u8]| trim(&line[name.len() + 1..]);
         let requests = self.side == Side::Requests;
         // Framing fields are read by the parser's own rules (`Framing`),
-        // so both threads frame every body alike.
+        // so both threads frame every body alike; a line httparse skips (a
+        // control byte in its value) is skipped here too.
         if named(b"content-length") {
-            info.framing.content_length(value(b"content-length"));
+            info.framing.content_length_line(value(b"content-length"));
         } else if named(b"transfer-encoding") {
-            info.framing.transfer_encoding(value(b"transfer-encoding"));
+            info.framing
+                .transfer_encoding_line(value(b"transfer-encoding"));
         } else if named(b"upgrade") {
-            info.upgrade = true;
+            info.upgrade |= is_header_value(value(b"upgrade"));
         } else if requests && named(b"traceparent") {
             info.context
                 .traceparent

@@ -299,6 +299,39 @@ fn requests_with_broken_framing_are_followed_by_ignored_bytes() {
     }
 }
 
+/// A header line whose value holds a control byte (but a tab) is one
+/// httparse skips, so the parser never reads it: neither does the framer.
+#[test]
+fn lines_httparse_skips_are_not_read() {
+    for head in [
+        "POST / HTTP/1.1\r\nContent-Length: \x13\r\n\r\n",
+        "POST / HTTP/1.1\r\nContent-Length: 4\x7f\r\n\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\x01\r\n\r\n",
+        "GET /ws HTTP/1.1\r\nUpgrade: websocket\x1b\r\n\r\n",
+    ] {
+        let mut f = Framer::new(Side::Requests);
+        let mut expect = Expect::default();
+        f.feed(head.as_bytes(), &mut expect, &mut |_| {}).unwrap();
+        assert!(f.at_head_start(), "{head:?}: no body");
+        assert_eq!(expect.latest(), Some(ReqKind::Normal), "{head:?}");
+    }
+    for head in [
+        "HTTP/1.1 200 OK\r\nContent-Length: \x13\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: \x0c2\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: \x13\r\nContent-Length: 2\r\n\r\nok",
+    ] {
+        let mut f = Framer::new(Side::Responses);
+        let mut expect = Expect::awaiting(1);
+        let r = f.feed(head.as_bytes(), &mut expect, &mut |_| {});
+        assert_eq!(r, Ok(()), "{head:?}");
+        if head.ends_with("ok") {
+            assert!(f.at_head_start(), "{head:?}: its length is read");
+        } else {
+            assert!(f.until_close(), "{head:?}: framed by the close");
+        }
+    }
+}
+
 #[test]
 fn line_feeds_are_found_at_every_length_and_position() {
     // Every length up to three blocks, line feeds at pseudo-random places

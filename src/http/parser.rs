@@ -470,6 +470,19 @@ impl Framing {
 
     /// Records a `Content-Length` value (trimmed).
     pub(crate) fn content_length(&mut self, value: &[u8]) {
+        self.length(value, false);
+    }
+
+    /// Records the value (trimmed) of a `Content-Length` line that httparse
+    /// has not read: the framer's (`capture::frame`). A value for which
+    /// httparse skips its line (see [`is_header_value`]) is ignored, as the
+    /// parser never sees it.
+    pub(crate) fn content_length_line(&mut self, value: &[u8]) {
+        self.length(value, true);
+    }
+
+    #[inline(always)]
+    fn length(&mut self, value: &[u8], unread: bool) {
         // The usual value, one plain number, without splitting.
         let one = value.len() <= 19 && !value.is_empty() && value.iter().all(u8::is_ascii_digit);
         if one && self.length == Length::Absent {
@@ -477,6 +490,9 @@ impl Framing {
                 .iter()
                 .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
             self.length = Length::Valid(n);
+            return;
+        }
+        if unread && !one && !is_header_value(value) {
             return;
         }
         for part in value.split(|&b| b == b',') {
@@ -490,6 +506,24 @@ impl Framing {
 
     /// Records a `Transfer-Encoding` value (trimmed).
     pub(crate) fn transfer_encoding(&mut self, value: &[u8]) {
+        self.encoding(value, false);
+    }
+
+    /// As [`Framing::content_length_line`], for `Transfer-Encoding`.
+    pub(crate) fn transfer_encoding_line(&mut self, value: &[u8]) {
+        self.encoding(value, true);
+    }
+
+    #[inline(always)]
+    fn encoding(&mut self, value: &[u8], unread: bool) {
+        // The usual value, `chunked` alone, without splitting.
+        if value.eq_ignore_ascii_case(b"chunked") {
+            (self.encoded, self.chunked) = (true, true);
+            return;
+        }
+        if unread && !is_header_value(value) {
+            return;
+        }
         self.encoded = true;
         let last = value
             .split(|&b| b == b',')
@@ -538,6 +572,18 @@ impl Framing {
             Length::Invalid => Err(FramingError),
         }
     }
+}
+
+/// Whether httparse takes `value`, the value of one line, as a header
+/// value: no control byte but a tab. The parser has httparse skip a header
+/// line with any other (see `request_config`, `response_config`). (The
+/// values httparse gives may hold the CR LF of a folded line: they are not
+/// checked again.)
+#[inline]
+pub(crate) fn is_header_value(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
 
 fn parse_decimal(digits: &[u8]) -> Option<u64> {
@@ -748,10 +794,7 @@ fn quick_headers(
             _ => return None,
         };
         let value = &rest[colon + 1..];
-        if !value
-            .iter()
-            .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
-        {
+        if !is_header_value(value) {
             return None;
         }
         f(name, value.trim_ascii());
