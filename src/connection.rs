@@ -723,6 +723,14 @@ impl Connection {
         self.protocol = Protocol::Ignored;
     }
 
+    /// Whether a write may yet have bytes inserted (see
+    /// [`Connection::plan_outbound`]): false once the protocol is one that
+    /// takes none.
+    pub fn may_insert(&self) -> bool {
+        self.role == Role::Client
+            && !matches!(self.protocol, Protocol::Compact(_) | Protocol::Ignored)
+    }
+
     /// Requests still waiting for their response.
     pub fn in_flight(&self) -> usize {
         match &self.protocol {

@@ -45,6 +45,10 @@ pub enum Mark {
     Server = 1,
     /// A connected one: outbound request heads get a `traceparent`.
     Client = 2,
+    /// A connected one whose protocol takes nothing inserted (PostgreSQL,
+    /// followed for the capture thread): its writes skip the insertion
+    /// path.
+    Plain = 3,
 }
 
 #[inline(always)]
@@ -93,6 +97,12 @@ pub fn is_tracked(fd: libc::c_int) -> bool {
 #[inline(always)]
 pub fn is_client(fd: libc::c_int) -> bool {
     get(fd) & CONN == Mark::Client as u8
+}
+
+/// A tracked connection the app accepted.
+#[inline(always)]
+pub fn is_server(fd: libc::c_int) -> bool {
+    get(fd) & CONN == Mark::Server as u8
 }
 
 /// Was ours, and the app closed or replaced it.
@@ -171,8 +181,11 @@ mod tests {
         assert!(!is_marked(fd) && !is_tracked(fd) && !is_client(fd));
         assert!(set(fd, Mark::Client));
         assert!(is_marked(fd) && is_tracked(fd) && is_client(fd));
+        assert!(!is_server(fd));
+        assert!(set(fd, Mark::Plain));
+        assert!(is_tracked(fd) && !is_client(fd) && !is_server(fd));
         assert!(set(fd, Mark::Server));
-        assert!(is_tracked(fd) && !is_client(fd));
+        assert!(is_tracked(fd) && !is_client(fd) && is_server(fd));
         assert!(set(fd, Mark::Untracked));
         assert_eq!(get(fd), 0);
         assert!(high_water() > fd as usize);

@@ -375,6 +375,11 @@ pub fn on_data(rt: &Runtime, fd: i32, dir: Direction, pieces: &mut dyn Iterator<
                 break;
             }
         }
+        if !stop && fdtable::is_client(fd) && !c.may_insert() {
+            // Its protocol is known now, and takes nothing inserted: its
+            // writes need not ask.
+            fdtable::set(fd, Mark::Plain);
+        }
     }
     if stop {
         rt.conns.remove(fd);

@@ -176,6 +176,37 @@ impl Framer {
     ) -> Next<'_> {
         loop {
             match self.step {
+                Step::Header
+                    if self.have == 0
+                        && self.mode == Mode::Typed
+                        && !self.tls
+                        && data.len() >= 5 =>
+                {
+                    // The common case: a whole header in this call, read at
+                    // once (the same as byte by byte below).
+                    let Some(h) = data.get(..5) else {
+                        return Next::NeedMore;
+                    };
+                    self.started = now;
+                    self.buf.clear();
+                    self.header.copy_from_slice(h);
+                    self.have = 5;
+                    *data = data.get(5..).unwrap_or_default();
+                    let valid = self.begin_body();
+                    if let Some(out) = out.as_deref_mut() {
+                        match valid {
+                            Ok(()) => {
+                                let len = self.compact_len();
+                                out.push(self.header[0]);
+                                out.extend_from_slice(&len.to_be_bytes());
+                            }
+                            Err(()) => out.extend_from_slice(&self.header),
+                        }
+                    }
+                    if let Err(()) = valid {
+                        return Next::Invalid;
+                    }
+                }
                 Step::Header => {
                     let Some((&b, rest)) = data.split_first() else {
                         return Next::NeedMore;
@@ -228,11 +259,7 @@ impl Framer {
                     if let Some(out) = out.as_deref_mut() {
                         let from = usize::from(self.mode == Mode::Typed);
                         match valid {
-                            Ok(()) => {
-                                let cut = usize::from(self.keep < self.body_len);
-                                let len = u32::try_from(4 + self.keep + cut).unwrap_or(u32::MAX);
-                                out.extend_from_slice(&len.to_be_bytes());
-                            }
+                            Ok(()) => out.extend_from_slice(&self.compact_len().to_be_bytes()),
                             Err(()) => out.extend_from_slice(&self.header[from..self.have]),
                         }
                     }
@@ -280,6 +307,13 @@ impl Framer {
                 }
             }
         }
+    }
+
+    /// The length field of the current message as compacted: its kept
+    /// body, and one byte for a cut tail.
+    fn compact_len(&self) -> u32 {
+        let cut = usize::from(self.keep < self.body_len);
+        u32::try_from(4 + self.keep + cut).unwrap_or(u32::MAX)
     }
 
     /// A complete header: checks it and starts the body.

@@ -127,7 +127,7 @@ pub fn facts(lib: &SslLib, ssl: *mut c_void) -> SslFacts {
     // passed to an SSL call we are inside of; these are read-only queries.
     let fd = lib.get_fd.map(|f| unsafe { f(ssl) }).filter(|fd| *fd >= 0);
     let server = match fd {
-        Some(fd) if fdtable::is_tracked(fd) => !fdtable::is_client(fd),
+        Some(fd) if fdtable::is_tracked(fd) => fdtable::is_server(fd),
         _ => lib.is_server.is_some_and(|f| unsafe { f(ssl) } == 1),
     };
     let partial_writes = lib.ctrl.is_some_and(
