@@ -597,3 +597,23 @@ fn a_transfer_encoding_with_a_control_byte_is_ignored() {
         ],
     );
 }
+
+/// A response may put blanks between a header's name and its colon (the
+/// parser has httparse allow it there): the framer reads such a
+/// `Content-Length` too, and the next exchange is framed alike.
+#[test]
+fn a_response_framing_name_may_be_followed_by_blanks() {
+    compare(
+        false,
+        &[
+            Step::Out(b"GET /a HTTP/1.1\r\n\r\n"),
+            Step::In(b"HTTP/1.1 200 OK\r\nContent-Length : 2\r\n\r\nok"),
+            Step::Out(b"GET /b HTTP/1.1\r\n\r\n"),
+            Step::In(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding\t \t: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+            ),
+            Step::Out(b"GET /c HTTP/1.1\r\n\r\n"),
+            Step::In(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+        ],
+    );
+}
