@@ -650,41 +650,34 @@ impl<'a> LineReader<'a> {
             }
             _ => return Some(()),
         }
-        let requests = self.side == Side::Requests;
         // A name is matched by its length (where the colon must be) and
         // then its bytes: most lines are rejected by one or two compares.
-        // In a response, blanks may stand between the name and the colon
-        // (the parser lets httparse allow them there). `Some`: where the
-        // value starts.
-        let named = |name: &[u8]| -> Option<usize> {
-            let n = name.len();
-            let colon = match line.get(n) {
-                Some(b':') => n,
-                Some(b' ' | b'\t') if !requests => {
-                    n + line[n..]
-                        .iter()
-                        .take_while(|&&b| b == b' ' || b == b'\t')
-                        .count()
-                }
-                _ => return None,
-            };
-            (line.get(colon) == Some(&b':') && line[..n].eq_ignore_ascii_case(name))
-                .then_some(colon + 1)
+        let named = |name: &[u8]| {
+            line.get(name.len()) == Some(&b':') && line[..name.len()].eq_ignore_ascii_case(name)
         };
-        let value = |at: usize| trim(&line[at..]);
+        let value = |name: &[u8]| trim(&line[name.len() + 1..]);
+        let requests = self.side == Side::Requests;
         // Framing fields are read by the parser's own rules (`Framing`),
         // so both threads frame every body alike; a line httparse skips (a
         // control byte in its value) is skipped here too.
-        if let Some(at) = named(b"content-length") {
-            info.framing.content_length_line(value(at));
-        } else if let Some(at) = named(b"transfer-encoding") {
-            info.framing.transfer_encoding_line(value(at));
-        } else if let Some(at) = named(b"upgrade") {
-            info.upgrade |= is_header_value(value(at));
-        } else if let Some(at) = named(b"traceparent").filter(|_| requests) {
-            info.context.traceparent.get_or_insert(value(at));
-        } else if let Some(at) = named(b"tracestate").filter(|_| requests) {
-            info.context.tracestate.get_or_insert(value(at));
+        if named(b"content-length") {
+            info.framing.content_length_line(value(b"content-length"));
+        } else if named(b"transfer-encoding") {
+            info.framing
+                .transfer_encoding_line(value(b"transfer-encoding"));
+        } else if named(b"upgrade") {
+            info.upgrade |= is_header_value(value(b"upgrade"));
+        } else if requests && named(b"traceparent") {
+            info.context
+                .traceparent
+                .get_or_insert(value(b"traceparent"));
+        } else if requests && named(b"tracestate") {
+            info.context.tracestate.get_or_insert(value(b"tracestate"));
+        } else if !requests && FRAMING_NAMES.iter().any(|n| blank(line.get(n.len()))) {
+            // Blanks where a framing name's colon would be: allowed in a
+            // response (the parser lets httparse allow them), and rare.
+            spaced_framing_line(info, line);
+            info.context.others |= self.tags;
         } else if self.tags {
             info.context.others = true;
         }
@@ -724,6 +717,39 @@ impl<'a> LineReader<'a> {
             info.context.target = trim(&target[..end]);
         }
         Some(())
+    }
+}
+
+/// The framing names of a response.
+const FRAMING_NAMES: [&[u8]; 3] = [b"content-length", b"transfer-encoding", b"upgrade"];
+
+fn blank(b: Option<&u8>) -> bool {
+    matches!(b, Some(b' ' | b'\t'))
+}
+
+/// A response's framing line whose name blanks separate from its colon
+/// (`Content-Length : 2`), read as the parser reads it.
+#[cold]
+#[inline(never)]
+fn spaced_framing_line<'a>(info: &mut HeadInfo<'a>, line: &'a [u8]) {
+    for (i, name) in FRAMING_NAMES.iter().enumerate() {
+        let n = name.len();
+        let colon = n + line
+            .get(n..)
+            .unwrap_or_default()
+            .iter()
+            .take_while(|&&b| b == b' ' || b == b'\t')
+            .count();
+        if colon == n || line.get(colon) != Some(&b':') || !line[..n].eq_ignore_ascii_case(name) {
+            continue;
+        }
+        let value = trim(&line[colon + 1..]);
+        match i {
+            0 => info.framing.content_length_line(value),
+            1 => info.framing.transfer_encoding_line(value),
+            _ => info.upgrade |= is_header_value(value),
+        }
+        return;
     }
 }
 
