@@ -11,7 +11,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use lumigo_core::capture::differential::{compare_calls, Step};
+use lumigo_core::capture::differential::compare_calls;
 use lumigo_core::capture::Capture;
 use lumigo_fuzz::Script;
 
@@ -22,24 +22,7 @@ fn capture() -> &'static Capture {
 
 fuzz_target!(|input: &[u8]| {
     let script = Script::parse(input);
-    let steps: Vec<Step<'_>> = script
-        .records
-        .iter()
-        .map(|r| match (r.outbound, r.opaque) {
-            (true, true) => Step::Opaque(r.data.len()),
-            (true, false) => Step::Out(r.data),
-            (false, _) => Step::In(r.data),
-        })
-        .collect();
-    let longest = steps
-        .iter()
-        .map(|s| match s {
-            Step::Out(d) | Step::In(d) => d.len(),
-            _ => 0,
-        })
-        .max()
-        .unwrap_or(1)
-        .max(1);
+    let (steps, longest) = script.steps();
     let piece = usize::from(script.piece).max(1);
     for step in [longest, piece] {
         if let Err(e) = compare_calls(false, &steps, 0, step, capture(), true) {

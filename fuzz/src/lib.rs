@@ -77,6 +77,30 @@ impl<'a> Script<'a> {
         }
     }
 
+    /// The script as the data path's differential check takes it, and its
+    /// longest seen record (at least 1): the calls of the differential
+    /// targets.
+    pub fn steps(&self) -> (Vec<lumigo_core::capture::differential::Step<'a>>, usize) {
+        use lumigo_core::capture::differential::Step;
+        let steps: Vec<Step<'a>> = self
+            .records
+            .iter()
+            .map(|r| match (r.outbound, r.opaque) {
+                (true, true) => Step::Opaque(r.data.len()),
+                (true, false) => Step::Out(r.data),
+                (false, _) => Step::In(r.data),
+            })
+            .collect();
+        let longest = self
+            .records
+            .iter()
+            .filter(|r| !r.opaque)
+            .map(|r| r.data.len())
+            .max()
+            .unwrap_or(1);
+        (steps, longest.max(1))
+    }
+
     /// Bytes of the records in one direction (unseen ones included).
     pub fn bytes(&self, outbound: bool) -> u64 {
         self.records
