@@ -725,10 +725,15 @@ impl Connection {
 
     /// Whether a write may yet have bytes inserted (see
     /// [`Connection::plan_outbound`]): false once the protocol is one that
-    /// takes none.
+    /// takes none (a database or cache; a message broker takes contexts
+    /// into its messages).
     pub fn may_insert(&self) -> bool {
         self.role == Role::Client
-            && !matches!(self.protocol, Protocol::Compact(_) | Protocol::Ignored)
+            && match &self.protocol {
+                Protocol::Db(p) => p.takes_edits(),
+                Protocol::Compact(_) | Protocol::Ignored => false,
+                _ => true,
+            }
     }
 
     /// Requests still waiting for their response.

@@ -59,6 +59,11 @@ pub(crate) trait Wire: Send {
     ) -> Vec<MessageEdit> {
         Vec::new()
     }
+    /// Whether writes may have messages edited ([`Wire::plan_edits`]):
+    /// false for a protocol that takes nothing inserted.
+    fn takes_edits(&self) -> bool {
+        false
+    }
     /// The outbound message numbered `ordinal` (from 0) goes out carrying
     /// `traceparent`: its PRODUCER operation's `carried` says so.
     fn stamp(&mut self, _ordinal: u64, _traceparent: String) {}
@@ -167,6 +172,9 @@ macro_rules! wire {
         }
     };
     (@inject messages) => {
+        fn takes_edits(&self) -> bool {
+            true
+        }
         fn plan_edits(
             &self,
             d: &[u8],

@@ -45,9 +45,8 @@ pub enum Mark {
     Server = 1,
     /// A connected one: outbound request heads get a `traceparent`.
     Client = 2,
-    /// A connected one whose protocol takes nothing inserted (PostgreSQL,
-    /// followed for the capture thread): its writes skip the insertion
-    /// path.
+    /// A connected one whose protocol takes nothing inserted (a database
+    /// or cache): its writes skip the insertion path.
     Plain = 3,
 }
 

@@ -878,6 +878,34 @@ mod tests {
             )
         });
         assert!(!fdtable::is_marked(100_204));
+        // A client connection whose protocol takes nothing inserted
+        // (PostgreSQL: its startup packet) stops asking before its writes;
+        // an HTTP one goes on asking.
+        traced(|rt| on_connect(rt, 100_205, inet("127.0.0.1:5432"), None));
+        let startup = b"\x00\x00\x00\x10\x00\x03\x00\x00user\x00bob\x00\x00";
+        traced(|rt| {
+            on_data(
+                rt,
+                100_205,
+                Direction::Outbound,
+                &mut std::iter::once(&startup[..]),
+            )
+        });
+        assert!(fdtable::is_tracked(100_205) && !fdtable::is_client(100_205));
+        traced(|rt| on_connect(rt, 100_206, inet("127.0.0.1:8080"), None));
+        let get = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n";
+        traced(|rt| {
+            on_data(
+                rt,
+                100_206,
+                Direction::Outbound,
+                &mut std::iter::once(&get[..]),
+            )
+        });
+        assert!(fdtable::is_client(100_206));
+        traced(|rt| on_close(rt, 100_205));
+        traced(|rt| on_close(rt, 100_206));
+        assert!(!fdtable::is_marked(100_205) && !fdtable::is_marked(100_206));
         // Nothing planned for a number the runtime does not know.
         assert!(
             traced_value(|rt| plan_outbound(rt, 100_204, &[b"GET / HTTP/1.1\r\n\r\n"])).is_none()
