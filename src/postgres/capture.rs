@@ -44,6 +44,9 @@ impl Compact for PgCompactor {
     fn compact(&mut self, mut data: &[u8], outbound: bool, out: &mut Vec<u8>) -> Compacted {
         let mut requests = false;
         if outbound {
+            // Whether the message being framed began in these bytes (not
+            // in an earlier call, whose record carried its context).
+            let mut fresh = !self.front.in_message();
             loop {
                 let typed = self.front.mode() == Mode::Typed;
                 let (tag, startup) = match self.front.compact(&mut data, NO_TIME, out) {
@@ -55,7 +58,7 @@ impl Compact for PgCompactor {
                 match startup {
                     Some(Frontend::Startup { .. }) => {
                         self.front.set_mode(Mode::Typed);
-                        self.owed += 1;
+                        self.owed = self.owed.saturating_add(1);
                     }
                     Some(Frontend::SslRequest | Frontend::GssEncRequest) => {
                         self.back.set_mode(Mode::AnswerByte);
@@ -64,15 +67,17 @@ impl Compact for PgCompactor {
                     // stops there.
                     Some(_) => return stop(requests),
                     None => {
-                        requests |= !matches!(tag, b'S' | b'H' | b'X' | b'd' | b'c' | b'f');
+                        requests |=
+                            fresh && !matches!(tag, b'S' | b'H' | b'X' | b'd' | b'c' | b'f');
                         if matches!(tag, b'Q' | b'S' | b'F') {
                             self.owed = self.owed.saturating_add(1);
                         }
                     }
                 }
+                fresh = true;
             }
             // A message started in these bytes and not yet framed.
-            requests |= self.front.mode() == Mode::Typed && self.front.in_message();
+            requests |= fresh && self.front.mode() == Mode::Typed && self.front.in_message();
         } else {
             loop {
                 let answer = self.back.mode() == Mode::AnswerByte;
