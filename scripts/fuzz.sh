@@ -118,8 +118,8 @@ def add(target, data):
     # The data path's targets start from the HTTP conversations too.
     if target == "http_connection":
         seeds.setdefault("capture_differential", []).append(data)
-    if target == "postgres":
-        seeds.setdefault("pg_differential", []).append(data)
+    if target in ("postgres", "mysql"):
+        seeds.setdefault("db_differential", []).append(data)
     if target == "http_head":
         seeds.setdefault("payload_heads", []).append(bytes([255]) + data)
         seeds.setdefault("payload_heads", []).append(bytes([40]) + data)

@@ -309,7 +309,7 @@ enum Protocol {
 
 crate::protocol::wire!(crate::redis::RedisConnection);
 crate::protocol::wire!(crate::postgres::PgConnection, tls_accepted, compact);
-crate::protocol::wire!(crate::mysql::MysqlConnection, tls_requested);
+crate::protocol::wire!(crate::mysql::MysqlConnection, tls_requested, compact);
 crate::protocol::wire!(crate::amqp::AmqpConnection, none, messages);
 crate::protocol::wire!(crate::mqtt::MqttConnection, none, messages);
 crate::protocol::wire!(crate::nats::NatsConnection, none, messages);
@@ -788,6 +788,10 @@ impl Connection {
                             Some(c) => Protocol::Compact(Box::new(front::CompactConn::new(c))),
                             None => Protocol::Db(p),
                         },
+                        (Protocol::Db(mut p), Mode::Replay(_)) => {
+                            p.read_compacted();
+                            Protocol::Db(p)
+                        }
                         (p, _) => p,
                     };
                     if seen > 0 && self.step(&earlier[..seen], outbound, now, tracer) == Flow::Stop

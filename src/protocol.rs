@@ -73,6 +73,9 @@ pub(crate) trait Wire: Send {
     fn compactor(&self) -> Option<Box<dyn Compact>> {
         None
     }
+    /// On the capture thread: the bytes fed from now on are what the
+    /// [`compactor`](Wire::compactor) handed on.
+    fn read_compacted(&mut self) {}
 }
 
 /// The app's-thread side of a protocol parsed on the capture thread: it
@@ -169,6 +172,9 @@ macro_rules! wire {
     (@inject compact) => {
         fn compactor(&self) -> Option<Box<dyn $crate::protocol::Compact>> {
             Some(Box::new(Self::compactor()))
+        }
+        fn read_compacted(&mut self) {
+            Self::read_compacted(self)
         }
     };
     (@inject messages) => {

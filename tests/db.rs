@@ -286,37 +286,62 @@ fn name_lookups_from_python_and_curl() {
     assert_eq!(bad["status"]["status_code"], "ERROR");
 }
 
+/// A query made while a request is served is a child of that request's
+/// SERVER span, each of two requests its own, for a database parsed on the
+/// app's thread (Redis) and for those parsed on the capture thread from
+/// what the app's thread recorded (MySQL, PostgreSQL), whose connections
+/// were opened before serving.
 #[test]
 fn a_query_made_while_serving_a_request_is_a_child_of_its_server_span() {
-    ensure_service("redis", 6379);
-    let tmp = TempDir::new("served");
-    let dump = tmp.path("served.jsonl");
-    let port = free_port();
-    let args = clients_script("served-redis");
-    let mut cmd = traced("python3");
-    cmd.args(&args)
-        .arg(port.to_string())
-        .env("LUMIGO_DEBUG_SPANDUMP", &dump);
-    let mut server = Server::spawn(cmd, port);
-    let mut curl = Command::new("curl");
-    curl.args(["-s", "-o", "/dev/null"])
-        .arg(format!("http://127.0.0.1:{port}/q"));
-    assert!(run(curl, T).status.success());
-    let spans = wait_spans(&dump, T, |s| {
-        s.iter()
-            .any(|x| x["name"] == "GET" && x["kind"] == "SpanKind.SERVER")
-    });
-    server.stop();
-    let srv = spans
-        .iter()
-        .find(|s| s["kind"] == "SpanKind.SERVER")
-        .expect("server span");
-    let get = spans
-        .iter()
-        .find(|s| a(s, "db.system.name") == "redis" && s["name"] == "GET")
-        .unwrap_or_else(|| panic!("{spans:#?}"));
-    assert_eq!(get["parent_id"], srv["context"]["span_id"]);
-    assert_eq!(get["context"]["trace_id"], srv["context"]["trace_id"]);
+    for (db, service, port, system, name) in [
+        ("redis", "redis", 6379, "redis", "GET"),
+        ("mysql", "mariadb", 3306, "mariadb", "SELECT"),
+        ("pg", "postgresql", 5432, "postgresql", "SELECT"),
+    ] {
+        ensure_service(service, port);
+        let tmp = TempDir::new("served");
+        let dump = tmp.path("served.jsonl");
+        let port = free_port();
+        let args = clients_script(&format!("served-{db}"));
+        let mut cmd = traced("python3");
+        cmd.args(&args)
+            .arg(port.to_string())
+            .env("LUMIGO_DEBUG_SPANDUMP", &dump);
+        let mut server = Server::spawn(cmd, port);
+        for path in ["/a", "/b"] {
+            let mut curl = Command::new("curl");
+            curl.args(["-s", "-o", "/dev/null"])
+                .arg(format!("http://127.0.0.1:{port}{path}"));
+            assert!(run(curl, T).status.success());
+        }
+        let queries = |s: &[Value]| {
+            s.iter()
+                .filter(|x| a(x, "db.system.name") == system && x["name"] == name)
+                .count()
+        };
+        let spans = wait_spans(&dump, T, |s| queries(s) >= 2);
+        server.stop();
+        let servers: Vec<&Value> = spans
+            .iter()
+            .filter(|s| s["kind"] == "SpanKind.SERVER")
+            .collect();
+        let gets: Vec<&Value> = spans
+            .iter()
+            .filter(|s| a(s, "db.system.name") == system && s["name"] == name)
+            .collect();
+        assert_eq!((servers.len(), gets.len()), (2, 2), "{db}: {spans:#?}");
+        for srv in &servers {
+            let children: Vec<&&Value> = gets
+                .iter()
+                .filter(|g| g["parent_id"] == srv["context"]["span_id"])
+                .collect();
+            assert_eq!(children.len(), 1, "{db}: one query per request: {spans:#?}");
+            assert_eq!(
+                children[0]["context"]["trace_id"],
+                srv["context"]["trace_id"]
+            );
+        }
+    }
 }
 
 /// A value no test output may show (issue 14: a duplicate key's value

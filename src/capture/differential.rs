@@ -238,3 +238,70 @@ pub fn compare_calls(
         direct_rejected,
     })
 }
+
+/// A database conversation through a captured client connection, each
+/// write whole or cut into calls of `piece` bytes: write `n` (from 1)
+/// made under a context of trace and span ids all `n` (the first, the
+/// login or startup, under none), each read under another context. The
+/// spans decoded on the capture thread, in order: name, parent span id
+/// and trace id. Panics when a span is made on the app's thread or two
+/// share an id.
+pub fn parents_when_captured(
+    steps: &[Step<'_>],
+    piece: usize,
+) -> Vec<(String, Option<[u8; 8]>, [u8; 16])> {
+    use crate::span::SpanContext;
+    let (t, spans) = tracer_capturing(0);
+    let cap: &'static Capture = Box::leak(Box::new(Capture::new(0)));
+    let mut c = Connection::captured(
+        crate::http::Role::Client,
+        addr("127.0.0.1:40000"),
+        None,
+        cap,
+    );
+    let ctx = |n: u8| SpanContext {
+        trace_id: [n; 16],
+        span_id: [n; 8],
+        trace_flags: 1,
+        trace_state: None,
+    };
+    let base = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let mut writes = 0u8;
+    for (i, step) in steps.iter().enumerate() {
+        let now = base + Duration::from_millis(i as u64);
+        let (bytes, outbound, n) = match *step {
+            Step::Out(b) => {
+                writes += 1;
+                (b, true, writes)
+            }
+            Step::In(b) => (b, false, 99),
+            _ => continue,
+        };
+        if !outbound || writes > 1 {
+            crate::context::set_active(&ctx(n), None);
+        }
+        for (k, part) in bytes.chunks(piece).enumerate() {
+            let at = now + Duration::from_micros(k as u64);
+            let _ = if outbound {
+                c.on_outbound(part, at, &t)
+            } else {
+                c.on_inbound(part, at, &t)
+            };
+        }
+        crate::context::clear_active([n; 8]);
+    }
+    c.on_close(base + Duration::from_secs(1), CloseReason::Closed, &t);
+    crate::context::clear_active_all();
+    assert!(
+        spans.0.lock().unwrap().is_empty(),
+        "no span on the app's thread"
+    );
+    cap.drain(&t);
+    let spans = spans.0.lock().unwrap();
+    let ids: std::collections::HashSet<[u8; 8]> = spans.iter().map(|s| s.context.span_id).collect();
+    assert_eq!(ids.len(), spans.len(), "each span its own id");
+    spans
+        .iter()
+        .map(|s| (s.name.to_string(), s.parent_span_id, s.context.trace_id))
+        .collect()
+}

@@ -244,3 +244,158 @@ fn every_capture_prefix_closes_cleanly() {
         }
     }
 }
+
+/// The data path (see `capture.rs`): every capture, whole, cut short (a
+/// close with commands in flight) and cut into calls of many sizes, each
+/// call at a time of its own, gives the same spans at the same times
+/// through a connection parsed here and one compacted here and parsed on
+/// the capture thread.
+#[test]
+fn every_capture_gives_the_same_spans_captured() {
+    use crate::capture::differential::compare_calls;
+    use crate::capture::Capture;
+    let captures = [
+        (
+            "cli_queries",
+            include_str!("../../tests/fixtures/mysql/cli_queries.txt"),
+        ),
+        (
+            "cli_error",
+            include_str!("../../tests/fixtures/mysql/cli_error.txt"),
+        ),
+        (
+            "cli_init_db",
+            include_str!("../../tests/fixtures/mysql/cli_init_db.txt"),
+        ),
+        (
+            "pymysql_queries",
+            include_str!("../../tests/fixtures/mysql/pymysql_queries.txt"),
+        ),
+        (
+            "pymysql_infile",
+            include_str!("../../tests/fixtures/mysql/pymysql_infile.txt"),
+        ),
+        (
+            "connector_prepared",
+            include_str!("../../tests/fixtures/mysql/connector_prepared.txt"),
+        ),
+        (
+            "node_mariadb_prepared",
+            include_str!("../../tests/fixtures/mysql/node_mariadb_prepared.txt"),
+        ),
+        (
+            "node_mysql2_change_user",
+            include_str!("../../tests/fixtures/mysql/node_mysql2_change_user.txt"),
+        ),
+    ];
+    let mut conversations: Vec<(String, Vec<Ev>)> = captures
+        .iter()
+        .map(|(name, c)| (name.to_string(), merged(&parse(c))))
+        .collect();
+    conversations.push(("long packets".into(), long_packets()));
+    for (name, events) in &conversations {
+        let steps = steps(events);
+        let cut = &steps[..steps.len() - 1];
+        for steps in [&steps[..], cut] {
+            for step in [1, 2, 3, 4, 5, 7, 64, 1 << 20] {
+                let cap: &'static crate::capture::Capture = Box::leak(Box::new(Capture::new(0)));
+                match compare_calls(false, steps, 0, step, cap, true) {
+                    Ok(n) => assert!(n > 0, "{name}: no spans at step {step}"),
+                    Err(e) => panic!("{name}, step {step}: {}", e.message),
+                }
+                assert_eq!(cap.dropped(), 0);
+                assert_eq!(cap.open_connections(), 0, "{name}: its CLOSE was decoded");
+            }
+        }
+    }
+}
+
+/// A conversation whose packets are longer than a compacted stream
+/// carries: a long query, rows of 3000 bytes (and one starting `0x00`),
+/// an ERR with a long message, an OK with a long info string.
+fn long_packets() -> Vec<Ev> {
+    fn packet(seq: u8, payload: &[u8]) -> Vec<u8> {
+        let n = payload.len();
+        let mut p = vec![n as u8, (n >> 8) as u8, (n >> 16) as u8, seq];
+        p.extend_from_slice(payload);
+        p
+    }
+    let events = parse(include_str!("../../tests/fixtures/mysql/cli_queries.txt"));
+    // The greeting, login and its OK of a real capture (before the first
+    // command, sequence id 0 from the client).
+    let login_end = events
+        .iter()
+        .position(|e| matches!(e, Ev::Out(b) if b.get(3) == Some(&0)))
+        .expect("a command");
+    let mut ev = merged(&events[..login_end]);
+    let mut query = b"\x03SELECT '".to_vec();
+    query.extend(std::iter::repeat_n(b'x', 20_000));
+    query.extend_from_slice(b"' AS a, 'password' AS b");
+    ev.push(Ev::Out(packet(0, &query)));
+    let mut reply = packet(1, b"\x02");
+    for (seq, name) in [(2u8, &b"a"[..]), (3, b"b")] {
+        let mut def = b"\x03def\x00\x00\x00".to_vec();
+        def.push(name.len() as u8);
+        def.extend_from_slice(name);
+        def.extend_from_slice(b"\x00\x0c\x21\x00\x00\x10\x00\x00\xfd\x00\x00\x27\x00\x00");
+        reply.extend(packet(seq, &def));
+    }
+    reply.extend(packet(4, b"\xfe\x00\x00\x02\x00"));
+    let mut row = vec![0xfc, 0xb8, 0x0b];
+    row.extend(std::iter::repeat_n(b'y', 3000));
+    row.extend_from_slice(b"\x01z");
+    reply.extend(packet(5, &row));
+    row[0] = 0x00;
+    reply.extend(packet(6, &row));
+    reply.extend(packet(7, b"\xfe\x00\x00\x02\x00"));
+    ev.push(Ev::In(reply));
+    ev.push(Ev::Out(packet(0, b"\x03SELECT * FROM nowhere")));
+    let mut err = b"\xff\x7a\x04#42S02".to_vec();
+    err.extend(std::iter::repeat_n(b'm', 3000));
+    ev.push(Ev::In(packet(1, &err)));
+    ev.push(Ev::Out(packet(0, b"\x03UPDATE t SET a = 1")));
+    let mut ok = b"\x00\x05\x00\x02\x00\x00\x00".to_vec();
+    ok.extend(std::iter::repeat_n(b'i', 3000));
+    ev.push(Ev::In(packet(1, &ok)));
+    ev
+}
+
+fn steps(events: &[Ev]) -> Vec<crate::capture::differential::Step<'_>> {
+    use crate::capture::differential::Step;
+    events
+        .iter()
+        .map(|e| match e {
+            Ev::Out(b) => Step::Out(b),
+            Ev::In(b) => Step::In(b),
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+/// On the data path, a command's span is a child of the context the
+/// thread had when it wrote the command (carried with the record), not of
+/// whatever is active when the response is read, nor of anything on the
+/// capture thread.
+#[test]
+fn captured_commands_are_children_of_the_context_they_were_written_in() {
+    use crate::capture::differential::parents_when_captured;
+    let events = merged(&parse(include_str!(
+        "../../tests/fixtures/mysql/cli_queries.txt"
+    )));
+    // Each write whole, and cut into calls of 1 and 3 bytes (a command's
+    // context goes with the call that starts its header).
+    for piece in [usize::MAX, 3, 1] {
+        let parents = parents_when_captured(&steps(&events), piece);
+        let want: Vec<(String, Option<[u8; 8]>, [u8; 16])> = [
+            "CREATE lumigo_fx_cli",
+            "INSERT lumigo_fx_cli",
+            "SELECT lumigo_fx_cli",
+            "DROP lumigo_fx_cli",
+        ]
+        .iter()
+        .zip(2u8..)
+        .map(|(name, n)| (name.to_string(), Some([n; 8]), [n; 16]))
+        .collect();
+        assert_eq!(parents, want, "{piece} bytes per call");
+    }
+}

@@ -46,6 +46,7 @@
 //! - `span`: a finished command as an [`Operation`], per the stable database
 //!   semantic conventions.
 
+mod capture;
 mod detect;
 mod handshake;
 mod packet;
@@ -53,6 +54,7 @@ mod response;
 mod session;
 mod span;
 
+pub use capture::MysqlCompactor;
 pub use detect::{detect_greeting, MAX_DETECT_BYTES};
 pub use session::MysqlConnection;
 

@@ -68,6 +68,15 @@ pub(super) struct PacketReader {
     keep: usize,
     data: Vec<u8>,
     start: Option<SystemTime>,
+    /// Reading a compacted stream (see [`super::capture`]): how many bytes
+    /// of each physical packet of a logical packet starting with a given
+    /// byte (and whether it is the stream's first) the stream carries;
+    /// `None`: every byte.
+    carried: Option<fn(u8, bool) -> usize>,
+    /// That, for the current logical packet.
+    carry: usize,
+    /// A logical packet has begun before the current one.
+    began_any: bool,
 }
 
 impl PacketReader {
@@ -84,6 +93,19 @@ impl PacketReader {
             keep: 0,
             data: Vec::new(),
             start: None,
+            carried: None,
+            carry: usize::MAX,
+            began_any: false,
+        }
+    }
+
+    /// A reader of a compacted stream: each physical packet of a logical
+    /// packet starting with `first` carries `carried(first, is the first
+    /// to begin)` bytes at most (its header, so its length, unchanged).
+    pub(super) fn compacted(carried: fn(u8, bool) -> usize) -> PacketReader {
+        PacketReader {
+            carried: Some(carried),
+            ..PacketReader::new()
         }
     }
 
@@ -114,7 +136,9 @@ impl PacketReader {
                     self.keep = 0;
                     self.data = Vec::new();
                 }
-                self.left = len;
+                // A compacted stream carries part of a continuation
+                // packet as of the first (`carry` is set at `Begin`).
+                self.left = if self.begun { len.min(self.carry) } else { len };
                 self.continued = len == MAX_PAYLOAD;
                 self.len = self.len.saturating_add(len as u64);
             }
@@ -124,6 +148,11 @@ impl PacketReader {
                 }
                 let &first = data.first()?;
                 self.begun = true;
+                if let Some(carried) = self.carried {
+                    self.carry = carried(first, !self.began_any);
+                    self.left = self.left.min(self.carry);
+                }
+                self.began_any = true;
                 return Some(Event::Begin {
                     first,
                     len: self.left,
@@ -178,7 +207,10 @@ impl PacketReader {
 
     /// Drops what is held (tracing stopped).
     pub(super) fn release(&mut self) {
-        *self = PacketReader::new();
+        *self = PacketReader {
+            carried: self.carried,
+            ..PacketReader::new()
+        };
     }
 
     /// Bytes held, for bounds checks in tests.

@@ -41,7 +41,7 @@ use super::{
 };
 
 /// Command bytes.
-mod com {
+pub(super) mod com {
     pub const QUIT: u8 = 0x01;
     pub const INIT_DB: u8 = 0x02;
     pub const QUERY: u8 = 0x03;
@@ -71,10 +71,10 @@ const LAST_PREPARED: u32 = u32::MAX;
 
 /// Most bytes kept of a login, an authentication or a COM_CHANGE_USER
 /// packet, and of any server packet but rows.
-const MAX_CONTROL_BYTES: usize = 2048;
+pub(super) const MAX_CONTROL_BYTES: usize = 2048;
 
 /// Kept of a COM_QUERY beyond its text: room for MySQL's query attributes.
-const QUERY_ATTRIBUTES_ROOM: usize = 256;
+pub(super) const QUERY_ATTRIBUTES_ROOM: usize = 256;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -179,6 +179,19 @@ impl MysqlConnection {
             statement_bytes: 0,
             last_prepared: None,
         }
+    }
+
+    /// What follows this protocol on the app's thread when the parser runs
+    /// on the capture thread.
+    pub fn compactor() -> super::MysqlCompactor {
+        super::MysqlCompactor::new()
+    }
+
+    /// The bytes fed from now on are what [`super::MysqlCompactor`] hands
+    /// on: packets carry part of their payloads.
+    pub fn read_compacted(&mut self) {
+        self.inbound = PacketReader::compacted(super::capture::carried_inbound);
+        self.outbound = PacketReader::compacted(super::capture::carried_outbound);
     }
 
     /// Bytes the process sent (client to server).

@@ -113,6 +113,10 @@ impl PgConnection {
         super::PgCompactor::new()
     }
 
+    /// The bytes fed from now on are what [`super::PgCompactor`] hands on:
+    /// valid messages (their lengths rewritten), so nothing changes here.
+    pub fn read_compacted(&mut self) {}
+
     /// Bytes the client sent.
     pub fn on_outbound(
         &mut self,

@@ -6,6 +6,8 @@ pg-extended      psycopg 3: a prepared statement executed twice, then an error
 mysql-pymysql    PyMySQL: a query and an error
 mysql-prepared   mysql-connector-python: a server-side prepared statement
 served-redis     an HTTP server (argv[2] = port) that runs a Redis GET per request
+served-mysql     the same with a PyMySQL query (connected before serving)
+served-pg        the same with a psycopg query (connected before serving)
 """
 import sys
 import threading
@@ -71,19 +73,38 @@ elif mode == "mysql-prepared":
     cur.execute("select ? + 1", (41,))
     print(cur.fetchone()[0])
     c.close()
-elif mode == "served-redis":
-    import redis
+elif mode.startswith("served-"):
     from http.server import BaseHTTPRequestHandler, HTTPServer
     import signal
 
-    r = redis.Redis(host="127.0.0.1", port=6379, protocol=2)
+    if mode == "served-redis":
+        import redis
+
+        r = redis.Redis(host="127.0.0.1", port=6379, protocol=2)
+        query = lambda: r.get("lumigo:served")
+    elif mode == "served-mysql":
+        import pymysql
+
+        db = pymysql.connect(host="127.0.0.1", user="root", password="", database="test")
+        db.cursor().execute("set @lumigo_served = 1")
+
+        def query():
+            with db.cursor() as cur:
+                cur.execute("select 1")
+                cur.fetchall()
+    else:
+        import psycopg
+
+        db = psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres sslmode=disable", autocommit=True)
+        db.execute("set application_name = 'served'")
+        query = lambda: db.execute("select 1").fetchall()
 
     class H(BaseHTTPRequestHandler):
         def log_message(self, *a):
             pass
 
         def do_GET(self):
-            r.get("lumigo:served")
+            query()
             self.send_response(200)
             self.send_header("Content-Length", "0")
             self.end_headers()
