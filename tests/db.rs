@@ -246,6 +246,42 @@ fn pymysql_and_a_server_side_prepared_statement() {
     assert_eq!(a(execute, "db.operation.name"), "SELECT");
 }
 
+/// A client that reads a large binary result set a packet at a time (two
+/// reads per row, 600,000 records to the capture thread in about three
+/// seconds, with the server busy on the same two cores) loses no span:
+/// records that find their ring full wait in the spill.
+#[test]
+fn a_large_result_set_read_a_packet_at_a_time_loses_no_span() {
+    ensure_service("mariadb", 3306);
+    assert!(
+        python_has("mysql.connector"),
+        "mysql-connector-python is required"
+    );
+    let tmp = TempDir::new("big");
+    let dump = tmp.path("big.jsonl");
+    let mut cmd = traced("python3");
+    cmd.args(clients_script("mysql-big-binary"))
+        .env("LUMIGO_DEBUG", "true")
+        .env("LUMIGO_DEBUG_SPANDUMP", &dump);
+    let out = run(cmd, T);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "100000\n100000\n42\n");
+    assert!(!stderr.contains("refused"), "{stderr}");
+    let spans = read_spandump(&dump);
+    let big: Vec<&Value> = spans
+        .iter()
+        .filter(|s| s["name"] == "SELECT seq_1_to_100000")
+        .collect();
+    assert_eq!(big.len(), 2, "{spans:#?}");
+    assert!(big.iter().all(|s| s["status"]["status_code"] == "UNSET"));
+    let last = spans
+        .iter()
+        .find(|s| a(s, "db.query.text") == "select ? + ?")
+        .unwrap_or_else(|| panic!("{spans:#?}"));
+    assert_eq!(last["status"]["status_code"], "UNSET");
+}
+
 #[test]
 fn name_lookups_from_python_and_curl() {
     let host = String::from_utf8(Command::new("hostname").output().unwrap().stdout).unwrap();

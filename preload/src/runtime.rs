@@ -684,9 +684,15 @@ fn shut_down(rt: &'static Runtime) {
 fn shut_down_now(rt: &'static Runtime) {
     end_in_flight(rt);
     rt.capture.drain(&rt.tracer);
+    if rt.capture.spilled() > 0 {
+        lumigo_debug!(
+            "exit: {} capture records found their ring full and waited in the spill",
+            rt.capture.spilled()
+        );
+    }
     if rt.capture.dropped() > 0 {
         lumigo_debug!(
-            "exit: {} capture records refused by full rings (their exchanges were not traced)",
+            "exit: {} capture records refused by full rings and spill (their exchanges were not traced)",
             rt.capture.dropped()
         );
     }

@@ -159,9 +159,14 @@ impl Capture {
         self.decoder().open()
     }
 
-    /// Records refused by full rings.
+    /// Records refused by full rings (and a full spill).
     pub fn dropped(&self) -> u64 {
         self.rings.dropped()
+    }
+
+    /// Records that found their ring full and went through the spill.
+    pub fn spilled(&self) -> u64 {
+        self.rings.spilled()
     }
 }
 

@@ -5,8 +5,14 @@
 //! and is its only writer; the capture thread is its only reader. Pushing
 //! a record is a bounds check, a copy and one release store: no lock, no
 //! allocation, no system call, except the single futex wake that rouses a
-//! sleeping capture thread. A full ring refuses the record (the caller
-//! counts it and stops recording that connection until its next head).
+//! sleeping capture thread. A record that finds its ring full goes to the
+//! registry's spill instead (an allocation and a lock tried, not waited
+//! for: the capture thread has fallen behind, as when it gets no CPU for a
+//! while), within [`SPILL_BUDGET`] bytes for the process; only when that
+//! too is full (or its lock busy) is the record refused (the caller counts
+//! it and stops recording that connection until its next head). The
+//! decoder puts each connection's records back in order by their sequence
+//! numbers, wherever they were drained from.
 //!
 //! A record is a fixed [`Header`] and up to [`MAX_PAYLOAD`] bytes, never
 //! split across the ring's end (a padding record fills the gap). Rings are
@@ -14,7 +20,7 @@
 //! the thread until the capture thread has drained it.
 
 use std::cell::{RefCell, UnsafeCell};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,6 +29,9 @@ pub const RING_BYTES: usize = 64 * 1024;
 
 /// Most payload bytes of one record: longer data goes in several.
 pub const MAX_PAYLOAD: usize = 8 * 1024;
+
+/// Most bytes of records (headers included) waiting in the spill.
+pub const SPILL_BUDGET: usize = 4 * 1024 * 1024;
 
 /// A record's kind.
 pub mod kind {
@@ -203,6 +212,8 @@ impl Ring {
             f(&h, payload);
             n += 1;
             tail += padded(HEADER + len) as u64;
+            // Its room is free at once: the producer may be waiting for it.
+            self.tail.store(tail, Ordering::Release);
         }
         self.tail.store(head, Ordering::Release);
         n
@@ -231,9 +242,15 @@ pub struct Rings {
     generation: u64,
     rings: Mutex<Vec<Arc<Ring>>>,
     sleep: AtomicU32,
-    /// Records refused by full rings.
+    /// Records refused by full rings (and a full spill).
     dropped: AtomicU64,
     started: AtomicBool,
+    /// Records that found their ring full, in the order they came.
+    spill: Mutex<Vec<(Header, Box<[u8]>)>>,
+    /// Bytes of the spill's records (at most [`SPILL_BUDGET`]).
+    spilled: AtomicUsize,
+    /// Records that went through the spill.
+    spills: AtomicU64,
 }
 
 static GENERATION: AtomicU64 = AtomicU64::new(1);
@@ -267,6 +284,9 @@ impl Rings {
             sleep: AtomicU32::new(AWAKE),
             dropped: AtomicU64::new(0),
             started: AtomicBool::new(false),
+            spill: Mutex::new(Vec::new()),
+            spilled: AtomicUsize::new(0),
+            spills: AtomicU64::new(0),
         }
     }
 
@@ -303,12 +323,52 @@ impl Rings {
                 self.wake_if_needed(used);
                 true
             }
+            Ok(Some((false, _))) => self.overflow(h, parts),
             _ => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 self.wake_if_needed(RING_BYTES);
                 false
             }
         }
+    }
+
+    /// A record its thread's ring has no room for: into the spill, if the
+    /// spill has room and its lock is free; refused (and counted) if not.
+    #[cold]
+    #[inline(never)]
+    fn overflow(&self, mut h: Header, parts: &[&[u8]]) -> bool {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let cost = HEADER + len;
+        let room = len <= MAX_PAYLOAD
+            && self
+                .spilled
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                    (b + cost <= SPILL_BUDGET).then_some(b + cost)
+                })
+                .is_ok();
+        let spilled = room && {
+            h.len = len as u32;
+            let mut bytes = Vec::with_capacity(len);
+            for p in parts {
+                bytes.extend_from_slice(p);
+            }
+            match self.spill.try_lock() {
+                Ok(mut spill) => {
+                    spill.push((h, bytes.into_boxed_slice()));
+                    self.spills.fetch_add(1, Ordering::Relaxed);
+                    true
+                }
+                Err(_) => {
+                    self.spilled.fetch_sub(cost, Ordering::AcqRel);
+                    false
+                }
+            }
+        };
+        if !spilled {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        self.wake_if_needed(RING_BYTES);
+        spilled
     }
 
     /// Like [`Rings::push`], through `cache`: the ring of the thread that
@@ -333,9 +393,7 @@ impl Rings {
                 self.wake_if_needed(ring.used());
                 return true;
             }
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            self.wake_if_needed(RING_BYTES);
-            return false;
+            return self.overflow(h, parts);
         }
         let ok = self.push(h, parts, start);
         let _ = LOCAL.try_with(|local| {
@@ -367,6 +425,11 @@ impl Rings {
         self.dropped.load(Ordering::Relaxed)
     }
 
+    /// Records that went through the spill so far.
+    pub fn spilled(&self) -> u64 {
+        self.spills.load(Ordering::Relaxed)
+    }
+
     /// Drains every ring, oldest registered first; drops the rings of
     /// exited threads once empty. Returns the number of records.
     pub fn drain(&self, mut f: impl FnMut(&Header, &[u8])) -> usize {
@@ -377,6 +440,21 @@ impl Rings {
         let mut n = 0;
         for r in &rings {
             n += r.drain(&mut f);
+        }
+        // After the rings: a spilled record found its ring full, so it
+        // follows every record of its thread drained above (a record of
+        // the same connection pushed after it waits in the decoder).
+        if self.spilled.load(Ordering::Acquire) > 0 {
+            let spill = match self.spill.lock() {
+                Ok(mut s) => std::mem::take(&mut *s),
+                Err(_) => Vec::new(),
+            };
+            for (h, bytes) in &spill {
+                f(h, bytes);
+                self.spilled
+                    .fetch_sub(HEADER + bytes.len(), Ordering::AcqRel);
+            }
+            n += spill.len();
         }
         if rings.iter().any(|r| r.orphaned.load(Ordering::Acquire)) {
             if let Ok(mut all) = self.rings.lock() {
@@ -398,10 +476,11 @@ impl Rings {
         }
         // A record pushed between the last drain and now would find the
         // thread not yet asleep: look once more before sleeping.
-        let pending = match self.rings.lock() {
-            Ok(all) => all.iter().any(|r| r.used() > 0),
-            Err(_) => false,
-        };
+        let pending = self.spilled.load(Ordering::Acquire) > 0
+            || match self.rings.lock() {
+                Ok(all) => all.iter().any(|r| r.used() > 0),
+                Err(_) => false,
+            };
         if !pending {
             futex_wait(&self.sleep, state, doze);
         }
@@ -492,19 +571,36 @@ mod tests {
     }
 
     #[test]
-    fn a_full_ring_refuses_and_counts() {
+    fn a_full_ring_spills_and_a_full_spill_refuses_and_counts() {
         let rings = Rings::new();
         let big = vec![7u8; MAX_PAYLOAD];
         let mut pushed = 0;
-        while rings.push(rec(1, pushed), &[&big], || {}) {
+        while rings.push(rec(1, pushed), &[&big[..4000], &big[4000..]], || {}) {
             pushed += 1;
         }
-        assert!(pushed >= (RING_BYTES / (MAX_PAYLOAD + HEADER)) as u64 - 1);
+        let each = HEADER + MAX_PAYLOAD;
+        let in_ring = RING_BYTES / padded(each);
+        assert!(pushed as usize >= in_ring - 1 + SPILL_BUDGET / each);
+        assert!(pushed as usize <= in_ring + SPILL_BUDGET / each);
         assert_eq!(rings.dropped(), 1);
         assert!(!rings.push(rec(1, 0), &[&vec![0u8; MAX_PAYLOAD + 1]], || {}));
-        let mut n = 0;
-        rings.drain(|_, _| n += 1);
-        assert_eq!(n, pushed);
+        assert_eq!(rings.dropped(), 2);
+        // The ring's records, then the spilled ones: in the order pushed,
+        // whole.
+        let mut seen = Vec::new();
+        assert_eq!(
+            rings.drain(|h, p| {
+                assert_eq!(p, &big[..]);
+                seen.push(h.seq);
+            }),
+            pushed as usize
+        );
+        assert_eq!(seen, (0..pushed).collect::<Vec<_>>());
+        assert_eq!(
+            rings.spilled.load(Ordering::Relaxed),
+            0,
+            "budget given back"
+        );
         assert!(
             rings.push(rec(1, pushed), &[&big], || {}),
             "room again after a drain"
