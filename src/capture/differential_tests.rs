@@ -618,3 +618,69 @@ fn a_response_framing_name_may_be_followed_by_blanks() {
         ],
     );
 }
+
+/// A response's framing field continued on a folded line (obs-fold, which
+/// the parser has httparse allow in responses): its value is read whole,
+/// CR LF and all, as the parser reads it (not a number, then), not as the
+/// first line alone.
+#[test]
+fn a_folded_content_length_in_a_response() {
+    compare(
+        false,
+        &[
+            Step::Out(b"GET /a HTTP/1.1\r\n\r\n"),
+            Step::In(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n 3\r\n\r\nok"),
+            Step::Out(b"GET /b HTTP/1.1\r\n\r\n"),
+            Step::In(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+            Step::Eof,
+        ],
+    );
+    // Folded twice, with bare line feeds; a folded `Transfer-Encoding`
+    // (not `chunked` then: the body runs to the close); a folded line that
+    // frames nothing.
+    compare(
+        false,
+        &[
+            Step::Out(b"GET /a HTTP/1.1\r\n\r\n"),
+            Step::In(b"HTTP/1.1 200 OK\r\nX-A: 1\r\n\tmore\r\nContent-Length:\n 2\n\t \r\n\r\nok"),
+            Step::Eof,
+        ],
+    );
+    compare(
+        false,
+        &[
+            Step::Out(b"GET /a HTTP/1.1\r\n\r\n"),
+            Step::In(b"HTTP/1.1 200 OK\r\nX-A: 1\r\n\tmore\r\nContent-Length: 2\r\n\r\nok"),
+            Step::Out(b"GET /b HTTP/1.1\r\n\r\n"),
+            Step::In(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n x\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+            ),
+            Step::Eof,
+        ],
+    );
+}
+
+/// Two `traceparent` lines, the first invalid, in a request received and
+/// in one the app sends.
+#[test]
+fn two_traceparent_lines_the_first_invalid() {
+    compare(
+        true,
+        &[
+            Step::In(b"GET / HTTP/1.1\r\ntraceparent: nonsense\r\ntraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n"),
+            Step::Out(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+            Step::In(b"GET / HTTP/1.1\r\ntraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\ntraceparent: nonsense\r\n\r\n"),
+            Step::Out(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+        ],
+    );
+    // An app's own request, as a client: whether a context is inserted.
+    compare(
+        false,
+        &[
+            Step::Out(b"GET / HTTP/1.1\r\ntraceparent: nonsense\r\ntraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n"),
+            Step::In(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+            Step::Out(b"GET / HTTP/1.1\r\ntraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\ntraceparent: nonsense\r\n\r\n"),
+            Step::In(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+        ],
+    );
+}

@@ -684,6 +684,27 @@ impl<'a> LineReader<'a> {
         Some(())
     }
 
+    /// A response's header line with the lines folded onto it (see
+    /// [`folded`]): a framing field's value is read as the parser reads
+    /// it, CR LF and all (a length that is not a number then).
+    #[cold]
+    #[inline(never)]
+    fn folded_line(&mut self, line: &'a [u8]) -> Option<()> {
+        let Some(colon) = memchr::memchr(b':', line) else {
+            return self.line(line);
+        };
+        let name = line[..colon].trim_ascii_end();
+        let value = trim(&line[colon + 1..]);
+        let info = &mut self.info;
+        info.context.others |= self.tags;
+        if name.eq_ignore_ascii_case(b"upgrade") {
+            info.upgrade = true;
+        } else {
+            info.framing.header(name, value);
+        }
+        Some(())
+    }
+
     fn start_line(&mut self, first: &'a [u8]) -> Option<()> {
         let info = &mut self.info;
         // Start lines are short: a byte loop finds their spaces sooner than
@@ -718,6 +739,22 @@ impl<'a> LineReader<'a> {
         }
         Some(())
     }
+}
+
+/// The line at `start` in `data` that ends at the line feed `lf` and the
+/// lines folded onto it (each starting with a blank), without the last
+/// line end: the whole value, CR LF and all, as httparse gives it.
+#[cold]
+#[inline(never)]
+fn folded(data: &[u8], start: usize, mut lf: usize) -> &[u8] {
+    while matches!(data.get(lf + 1), Some(b' ' | b'\t')) {
+        match memchr::memchr(b'\n', &data[lf + 1..]) {
+            Some(i) => lf += 1 + i,
+            None => break,
+        }
+    }
+    let line = &data[start..lf];
+    line.strip_suffix(b"\r").unwrap_or(line)
 }
 
 /// The framing names of a response.
@@ -814,7 +851,18 @@ fn scan_fresh(data: &[u8], side: Side) -> Fresh<'_> {
                 end = Some(lf + 1);
                 break;
             }
-            if !bad_line && reader.line(line).is_none() {
+            // A response's header line folded onto the next (obs-fold,
+            // which the parser has httparse allow in responses only).
+            let fold = side == Side::Responses
+                && matches!(data.get(lf + 1), Some(b' ' | b'\t'))
+                && !reader.first;
+            if !bad_line
+                && match fold {
+                    false => reader.line(line),
+                    true => reader.folded_line(folded(data, line_start, lf)),
+                }
+                .is_none()
+            {
                 if reader.first_failed() {
                     bad_start = true;
                     break;
