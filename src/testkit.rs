@@ -16,6 +16,20 @@ pub(crate) enum Ev {
     Close(CloseReason),
 }
 
+/// A captured conversation as the data path's differential harness takes
+/// it (see `crate::capture::differential`); it has no closes.
+pub(crate) fn steps(events: &[Ev]) -> Vec<crate::capture::differential::Step<'_>> {
+    use crate::capture::differential::Step;
+    events
+        .iter()
+        .map(|e| match e {
+            Ev::Out(b) => Step::Out(b),
+            Ev::In(b) => Step::In(b),
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
 /// How a replay cuts each event's bytes into calls. Whatever the split, a
 /// parser must report the same.
 #[derive(Clone, Copy, Debug)]

@@ -599,6 +599,8 @@ struct LineReader<'a> {
     info: HeadInfo<'a>,
     first: bool,
     start_failed: bool,
+    /// A line starting with a blank was seen (a response's obs-fold).
+    folds: bool,
 }
 
 impl<'a> LineReader<'a> {
@@ -615,6 +617,7 @@ impl<'a> LineReader<'a> {
             },
             first: true,
             start_failed: false,
+            folds: false,
         }
     }
 
@@ -624,7 +627,7 @@ impl<'a> LineReader<'a> {
     }
 
     /// One non-empty line, without its line end. `None`: not HTTP.
-    #[inline]
+    #[inline(always)]
     fn line(&mut self, line: &'a [u8]) -> Option<()> {
         if std::mem::take(&mut self.first) {
             if self.start_line(line).is_some() {
@@ -644,11 +647,14 @@ impl<'a> LineReader<'a> {
                 info.context.others = true;
                 return Some(());
             }
-            _ if self.tags => {
-                info.context.others = true;
+            _ => {
+                info.context.others |= self.tags;
+                // A blank: a line folded onto the one before (a response's,
+                // which the parser has httparse allow): the head is read
+                // again by `scan_folded`.
+                self.folds |= self.side == Side::Responses && matches!(c, b' ' | b'\t');
                 return Some(());
             }
-            _ => return Some(()),
         }
         // A name is matched by its length (where the colon must be) and
         // then its bytes: most lines are rejected by one or two compares.
@@ -685,22 +691,22 @@ impl<'a> LineReader<'a> {
     }
 
     /// A response's header line with the lines folded onto it (see
-    /// [`folded`]): a framing field's value is read as the parser reads
+    /// [`scan_folded`]): a framing field's value is read as the parser reads
     /// it, CR LF and all (a length that is not a number then).
     #[cold]
     #[inline(never)]
     fn folded_line(&mut self, line: &'a [u8]) -> Option<()> {
-        let Some(colon) = memchr::memchr(b':', line) else {
-            return self.line(line);
-        };
-        let name = line[..colon].trim_ascii_end();
-        let value = trim(&line[colon + 1..]);
         let info = &mut self.info;
         info.context.others |= self.tags;
-        if name.eq_ignore_ascii_case(b"upgrade") {
-            info.upgrade = true;
-        } else {
-            info.framing.header(name, value);
+        // A line without a colon httparse skips, as it skips it unfolded.
+        if let Some(colon) = memchr::memchr(b':', line) {
+            let name = line[..colon].trim_ascii_end();
+            let value = trim(&line[colon + 1..]);
+            if name.eq_ignore_ascii_case(b"upgrade") {
+                info.upgrade = true;
+            } else {
+                info.framing.header(name, value);
+            }
         }
         Some(())
     }
@@ -739,22 +745,6 @@ impl<'a> LineReader<'a> {
         }
         Some(())
     }
-}
-
-/// The line at `start` in `data` that ends at the line feed `lf` and the
-/// lines folded onto it (each starting with a blank), without the last
-/// line end: the whole value, CR LF and all, as httparse gives it.
-#[cold]
-#[inline(never)]
-fn folded(data: &[u8], start: usize, mut lf: usize) -> &[u8] {
-    while matches!(data.get(lf + 1), Some(b' ' | b'\t')) {
-        match memchr::memchr(b'\n', &data[lf + 1..]) {
-            Some(i) => lf += 1 + i,
-            None => break,
-        }
-    }
-    let line = &data[start..lf];
-    line.strip_suffix(b"\r").unwrap_or(line)
 }
 
 /// The framing names of a response.
@@ -851,18 +841,7 @@ fn scan_fresh(data: &[u8], side: Side) -> Fresh<'_> {
                 end = Some(lf + 1);
                 break;
             }
-            // A response's header line folded onto the next (obs-fold,
-            // which the parser has httparse allow in responses only).
-            let fold = side == Side::Responses
-                && matches!(data.get(lf + 1), Some(b' ' | b'\t'))
-                && !reader.first;
-            if !bad_line
-                && match fold {
-                    false => reader.line(line),
-                    true => reader.folded_line(folded(data, line_start, lf)),
-                }
-                .is_none()
-            {
+            if !bad_line && reader.line(line).is_none() {
                 if reader.first_failed() {
                     bad_start = true;
                     break;
@@ -875,9 +854,56 @@ fn scan_fresh(data: &[u8], side: Side) -> Fresh<'_> {
     }
     match end {
         _ if bad_start => Fresh::NotHttp,
+        Some(e) if reader.folds => scan_folded(data, start, e, side),
         Some(_) if bad_line => Fresh::NotHttp,
         Some(e) => Fresh::Complete(e, reader.info),
         None => Fresh::Partial(reader),
+    }
+}
+
+/// A complete response head with folded lines (obs-fold: a line starting
+/// with a blank continues the one before), read again line by line: a
+/// header line with those folded onto it is one line, its value CR LF and
+/// all, as httparse gives it (see [`LineReader::folded_line`]).
+#[cold]
+#[inline(never)]
+fn scan_folded(data: &[u8], start: usize, end: usize, side: Side) -> Fresh<'_> {
+    let head = &data[..end];
+    let mut reader = LineReader::new(side);
+    let mut at = start;
+    let mut bad_line = false;
+    while let Some(i) = memchr::memchr(b'\n', &head[at..]) {
+        let mut lf = at + i;
+        let line = &head[at..lf];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        let read = if !reader.first && matches!(head.get(lf + 1), Some(b' ' | b'\t')) {
+            // Through the last line folded onto this one.
+            while matches!(head.get(lf + 1), Some(b' ' | b'\t')) {
+                match memchr::memchr(b'\n', &head[lf + 1..]) {
+                    Some(j) => lf += 1 + j,
+                    None => break,
+                }
+            }
+            let whole = &head[at..lf];
+            reader.folded_line(whole.strip_suffix(b"\r").unwrap_or(whole))
+        } else {
+            reader.line(line)
+        };
+        if !bad_line && read.is_none() {
+            if reader.first_failed() {
+                return Fresh::NotHttp;
+            }
+            bad_line = true;
+        }
+        at = lf + 1;
+    }
+    if bad_line {
+        Fresh::NotHttp
+    } else {
+        Fresh::Complete(end, reader.info)
     }
 }
 
@@ -897,8 +923,14 @@ const fn first_bytes(initials: &[u8]) -> [bool; 256] {
     }
     t
 }
+const fn with_blanks(mut t: [bool; 256]) -> [bool; 256] {
+    t[b' ' as usize] = true;
+    t[b'\t' as usize] = true;
+    t
+}
 static READ_REQUEST: [bool; 256] = first_bytes(b"ctubx");
-static READ_RESPONSE: [bool; 256] = first_bytes(b"ctu");
+/// And blanks: a folded line (see [`scan_folded`]).
+static READ_RESPONSE: [bool; 256] = with_blanks(first_bytes(b"ctu"));
 /// With execution tags configured, any line may be one.
 static READ_ALL: [bool; 256] = [true; 256];
 

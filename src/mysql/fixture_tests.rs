@@ -5,7 +5,7 @@
 
 use super::tests::{run, run_all_splits, summaries};
 use super::*;
-use crate::testkit::{at, Ev, Split};
+use crate::testkit::{at, steps, Ev, Split};
 
 /// Parses a capture: `>` lines are the client's outbound bytes, `<` lines
 /// its inbound bytes, in hex; `#` lines are comments.
@@ -358,18 +358,6 @@ fn long_packets() -> Vec<Ev> {
     ok.extend(std::iter::repeat_n(b'i', 3000));
     ev.push(Ev::In(packet(1, &ok)));
     ev
-}
-
-fn steps(events: &[Ev]) -> Vec<crate::capture::differential::Step<'_>> {
-    use crate::capture::differential::Step;
-    events
-        .iter()
-        .map(|e| match e {
-            Ev::Out(b) => Step::Out(b),
-            Ev::In(b) => Step::In(b),
-            other => panic!("{other:?}"),
-        })
-        .collect()
 }
 
 /// On the data path, a command's span is a child of the context the

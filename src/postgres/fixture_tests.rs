@@ -178,7 +178,7 @@ fn psycopg_large_row_and_notification() {
 /// fixture's spans empty, so the comparison compares something.
 #[test]
 fn every_fixture_gives_the_same_spans_captured() {
-    use crate::capture::differential::{compare_calls, Step};
+    use crate::capture::differential::compare_calls;
     use crate::capture::Capture;
     let fixtures = [
         ("psql_simple", fixture!("psql_simple")),
@@ -191,14 +191,7 @@ fn every_fixture_gives_the_same_spans_captured() {
         ("psycopg_large", fixture!("psycopg_large")),
     ];
     for (name, events) in &fixtures {
-        let steps: Vec<Step<'_>> = events
-            .iter()
-            .map(|e| match e {
-                Ev::Out(b) => Step::Out(b),
-                Ev::In(b) => Step::In(b),
-                other => panic!("{other:?}"),
-            })
-            .collect();
+        let steps = crate::testkit::steps(events);
         // The whole conversation once more, cut short: a close with
         // queries in flight.
         let cut = &steps[..steps.len() - 2];
@@ -224,16 +217,9 @@ fn every_fixture_gives_the_same_spans_captured() {
 /// of anything on the capture thread.
 #[test]
 fn captured_queries_are_children_of_the_context_they_were_written_in() {
-    use crate::capture::differential::{parents_when_captured, Step};
+    use crate::capture::differential::parents_when_captured;
     let events = fixture!("psql_simple");
-    let steps: Vec<Step<'_>> = events
-        .iter()
-        .map(|e| match e {
-            Ev::Out(b) => Step::Out(b),
-            Ev::In(b) => Step::In(b),
-            other => panic!("{other:?}"),
-        })
-        .collect();
+    let steps = crate::testkit::steps(&events);
     // Each write whole, and cut into calls of 7 bytes (a query's context
     // goes with the call that starts it).
     for piece in [usize::MAX, 7] {
