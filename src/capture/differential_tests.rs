@@ -684,3 +684,24 @@ fn two_traceparent_lines_the_first_invalid() {
         ],
     );
 }
+
+/// Found by the `capture_differential` fuzz target: a blank-line byte
+/// after a head, before the next request, does not start that request
+/// (the parser skips it): its span starts with the call that carries its
+/// first byte.
+#[test]
+fn a_stray_line_end_between_requests_does_not_start_the_next() {
+    for tail in [&b"\r"[..], b"\r\n", b"\n\r\n"] {
+        let mut first = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n".to_vec();
+        first.extend_from_slice(tail);
+        compare(
+            false,
+            &[
+                Step::Out(&first),
+                Step::In(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc"),
+                Step::Out(b"GET /b HTTP/1.1\r\nHost: h\r\n\r\n"),
+                Step::In(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc"),
+            ],
+        );
+    }
+}

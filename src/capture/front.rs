@@ -387,8 +387,10 @@ impl Connection {
                 consumed += bytes.len();
                 let Some(whole) = complete else {
                     // A head split over calls is recorded once, whole,
-                    // when it ends (see below).
-                    if head_start[dir] == 0 {
+                    // when it ends (see below), at the time of its first
+                    // byte that is not a blank line's (the parser skips
+                    // those, and starts the exchange at the next byte).
+                    if head_start[dir] == 0 && bytes.iter().any(|&b| b != b'\r' && b != b'\n') {
                         head_start[dir] = time;
                     }
                     return;
