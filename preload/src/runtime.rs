@@ -696,6 +696,12 @@ fn shut_down_now(rt: &'static Runtime) {
             rt.capture.dropped()
         );
     }
+    if rt.capture.gaps() > 0 {
+        lumigo_debug!(
+            "exit: {} connections lost capture records out of order (their exchanges in flight were not traced)",
+            rt.capture.gaps()
+        );
+    }
     // Spans still queued when LUMIGO_FLUSH_TIMEOUT runs out count as
     // "deadline" in the summary.
     let _ = rt.pipeline.flush_at_exit(rt.config.flush_timeout);

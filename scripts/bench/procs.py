@@ -372,5 +372,11 @@ def refused_from(text):
     return sum(int(m) for m in re.findall(r"exit: (\d+) capture records refused", text))
 
 
+def spilled_from(text):
+    """Capture records the library reported at exit as having found their
+    ring full and waited in the spill (traced all the same)."""
+    return sum(int(m) for m in re.findall(r"exit: (\d+) capture records found their ring full", text))
+
+
 # --------------------------------------------------------------------------
 # the benchmarks

@@ -55,10 +55,11 @@ def report(res):
         dropped = sum(t.get("dropped_reported", 0) for t in T)
         runs_dropping = sum(1 for t in T if t.get("dropped_reported", 0) > 0)
         refused = sum(t.get("records_refused", 0) for t in T)
+        spilled = sum(t.get("records_spilled", 0) for t in T)
         L.append("| 1 | nginx, 1 worker, %d-byte file, wrk -t1 -c10 keep-alive, every request a span over OTLP/HTTP | "
                  "%s req/s, p50 %s µs, p99 %s µs | %s req/s, p50 %s µs, p99 %s µs | **%.3f** (%.3f–%.3f); "
                  "p99 added %s µs, p50 added %s µs; spans received/requests %d/%d, lost (reported at exit) %d in %d of %d runs, "
-                 "capture records refused by full rings %d "
+                 "capture records spilled %d, refused by full rings and spill %d "
                  "| ≥ 0.95 | %s |" % (
                      len(SMALL_FILE),
                      fmt(median(u["rps"] for u in U), "%.0f"), fmt(median(u["p50_us"] for u in U), "%.0f"),
@@ -66,7 +67,7 @@ def report(res):
                      fmt(median(t["rps"] for t in T), "%.0f"), fmt(median(t["p50_us"] for t in T), "%.0f"),
                      fmt(median(t["p99_us"] for t in T), "%.0f"),
                      r, lo, hi, fmt(p99_added, "%+.0f"), fmt(p50_added, "%+.0f"), spans, made,
-                     dropped, runs_dropping, len(T), refused, verdict(r >= 0.95)))
+                     dropped, runs_dropping, len(T), spilled, refused, verdict(r >= 0.95)))
         sink = median(t["sink_cpu_ns"] / t["requests"] for t in T if t.get("sink_cpu_ns") is not None)
         if sink is not None:
             notes.append("The OTLP sink (Python, same 2 CPUs) used %.2f µs of CPU per span received during the traced "
@@ -272,6 +273,7 @@ def report(res):
             made = sum(t["requests"] for t in T)
             dropped = sum(t["dropped_reported"] for t in T)
             refused = sum(t.get("records_refused", 0) for t in T)
+            spilled = sum(t.get("records_spilled", 0) for t in T)
             exit_extra = median(t["exit_wall_s"] - t["duration_us"] / 1e6 for t in T)
             if label == "fast":
                 what = ("unpaced (as fast as it goes): traced `wrk -t1 -c10` (client spans) against an untraced "
@@ -289,10 +291,10 @@ def report(res):
                 v = "drops reported by the library: %d; traced req/s %s of the fast-sink traced run" % (
                     dropped, fmt(offered / fast_rps if fast_rps else None, "%.2f×"))
             L.append("| 7 | export capacity: %s | %s req/s | %s req/s | **%.3f** (%.3f–%.3f) req/s ratio; "
-                     "%s; spans received %d of %d requests made; capture records refused by full rings "
-                     "(their exchanges not traced) %d; exit took %+.2f s beyond the run | %s | %s |" % (
+                     "%s; spans received %d of %d requests made; capture records spilled %d, refused by full "
+                     "rings and spill (their exchanges not traced) %d; exit took %+.2f s beyond the run | %s | %s |" % (
                          what, fmt(median(u["rps"] for u in U), "%.0f"), fmt(offered, "%.0f"),
-                         median(ratios), *spread(ratios), v, received, made, refused, exit_extra, tgt,
+                         median(ratios), *spread(ratios), v, received, made, spilled, refused, exit_extra, tgt,
                          verdict(ok) if label == "slow" else ("no drops" if ok else "drops")))
     else:
         L.append("| 7 | export capacity | | | %s | reported | not measured |" % not_run("capacity"))

@@ -30,7 +30,7 @@ import tempfile
 import time
 
 from procs import (
-    HERE, MIB, ROOT, Nginx, Sink, clean_env, dropped_from, free_port, refused_from, log, loadavg, median,
+    HERE, MIB, ROOT, Nginx, Sink, clean_env, dropped_from, free_port, refused_from, spilled_from, log, loadavg, median,
     nginx_binary, proc_cpu_ticks_ns, proc_status, run_rusage, stop, thread_cpu_ns,
     wait_children, wait_http, wrk,
 )
@@ -109,6 +109,7 @@ class Bench:
                 diagnostics = srv.diagnostics()
                 dropped = dropped_from(diagnostics)
                 refused = refused_from(diagnostics)
+                spilled = spilled_from(diagnostics)
                 app_ns = exp_ns = 0
                 for tid, (comm, ns) in cpu1.items():
                     d = ns - cpu0.get(tid, (comm, 0))[1]
@@ -131,6 +132,7 @@ class Bench:
                     spans_received=spans,
                     dropped_reported=dropped,
                     records_refused=refused,
+                    records_spilled=spilled,
                     sink_cpu_ns=(sink1 - sink0) if sink0 is not None and sink1 is not None else None,
                 )
                 r["cpu_ns_per_req"] = r["cpu_ns"] / r["requests"]
@@ -386,6 +388,7 @@ class Bench:
             text = f.read()
         r["dropped_reported"] = dropped_from(text)
         r["records_refused"] = refused_from(text)
+        r["records_spilled"] = spilled_from(text)
         return r
 
     def export_capacity(self):
@@ -403,9 +406,9 @@ class Bench:
                 r = self.traced_wrk(srv.url, self.sink, "paced-%d" % conns, conns=conns, delay_ms=1)
                 r["conns"] = conns
                 log("  paced, %3d connections: %8.0f spans/s offered, received %d, dropped (reported) %d, "
-                    "records refused %d, made %d"
-                    % (conns, r["rps"], r["spans_received"], r["dropped_reported"], r["records_refused"],
-                       r["requests"]))
+                    "records spilled %d, refused %d, made %d"
+                    % (conns, r["rps"], r["spans_received"], r["dropped_reported"], r["records_spilled"],
+                       r["records_refused"], r["requests"]))
                 out["sweep"].append(r)
             for label, sink in (("fast", self.sink), ("slow", slow)):
                 for i in range(self.pairs if label == "fast" else min(self.pairs, 3)):
@@ -416,8 +419,9 @@ class Bench:
                             r = wrk(srv.url, self.duration)
                         log("  %s sink, %-8s %8.0f req/s%s" % (
                             label, variant, r["rps"],
-                            "  spans received %d, dropped (reported) %d, records refused %d, made %d" % (
-                                r["spans_received"], r["dropped_reported"], r["records_refused"], r["requests"])
+                            "  spans received %d, dropped (reported) %d, records spilled %d, refused %d, made %d" % (
+                                r["spans_received"], r["dropped_reported"], r["records_spilled"],
+                                r["records_refused"], r["requests"])
                             if variant == "traced" else ""))
                         out[label][variant].append(r)
         finally:

@@ -168,6 +168,12 @@ impl Capture {
     pub fn spilled(&self) -> u64 {
         self.rings.spilled()
     }
+
+    /// Connections whose records stopped coming in order (a record went
+    /// missing, or too many waited for an earlier one).
+    pub fn gaps(&self) -> u64 {
+        self.decoder().gaps
+    }
 }
 
 /// What the decoder learns of a connection from its first record.

@@ -30,8 +30,19 @@ pub const RING_BYTES: usize = 64 * 1024;
 /// Most payload bytes of one record: longer data goes in several.
 pub const MAX_PAYLOAD: usize = 8 * 1024;
 
-/// Most bytes of records (headers included) waiting in the spill.
+/// Most bytes the records waiting in the spill may take (see
+/// [`spill_cost`]).
 pub const SPILL_BUDGET: usize = 4 * 1024 * 1024;
+
+/// Times a record going to the spill tries its lock again before it is
+/// refused.
+const SPILL_LOCK_TRIES: usize = 64;
+
+/// What a spilled record of `len` payload bytes takes: its entry in the
+/// spill, its bytes, and the allocator's header of their block.
+fn spill_cost(len: usize) -> usize {
+    std::mem::size_of::<Spilled>() + len + 16
+}
 
 /// A record's kind.
 pub mod kind {
@@ -110,6 +121,10 @@ pub struct Ring {
     tail: AtomicU64,
     /// Its thread has exited: once drained, the ring goes.
     orphaned: AtomicBool,
+    /// Its records waiting in the spill: while there are any, the next
+    /// go there too, so that its records are drained in the order they
+    /// were pushed (the decoder holds only so many early ones).
+    spilled: AtomicUsize,
 }
 
 // SAFETY: one producer writes `buf` between `head` and `tail + RING_BYTES`
@@ -125,6 +140,7 @@ impl Ring {
             head: AtomicU64::new(0),
             tail: AtomicU64::new(0),
             orphaned: AtomicBool::new(false),
+            spilled: AtomicUsize::new(0),
         }
     }
 
@@ -142,6 +158,9 @@ impl Ring {
     /// Appends a record (header, then the `parts` one after another).
     /// False, and nothing written, when it does not fit.
     fn push(&self, mut h: Header, parts: &[&[u8]]) -> bool {
+        if self.spilled.load(Ordering::Acquire) > 0 {
+            return false;
+        }
         let len: usize = parts.iter().map(|p| p.len()).sum();
         if len > MAX_PAYLOAD {
             return false;
@@ -245,13 +264,17 @@ pub struct Rings {
     /// Records refused by full rings (and a full spill).
     dropped: AtomicU64,
     started: AtomicBool,
-    /// Records that found their ring full, in the order they came.
-    spill: Mutex<Vec<(Header, Box<[u8]>)>>,
+    /// Records that found their ring full (or its earlier records here),
+    /// in the order they came, with their ring.
+    spill: Mutex<Vec<Spilled>>,
     /// Bytes of the spill's records (at most [`SPILL_BUDGET`]).
     spilled: AtomicUsize,
     /// Records that went through the spill.
     spills: AtomicU64,
 }
+
+/// A record in the spill, and the ring it could not go into.
+type Spilled = (Header, Box<[u8]>, Arc<Ring>);
 
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
@@ -313,17 +336,17 @@ impl Rings {
             }
             let ring = local.1.as_ref()?;
             let ok = ring.push(h, parts);
-            Some((ok, ring.used()))
+            Some((ok, ring.used(), (!ok).then(|| Arc::clone(ring))))
         });
         if !self.started.load(Ordering::Relaxed) && !self.started.swap(true, Ordering::AcqRel) {
             start();
         }
         match pushed {
-            Ok(Some((true, used))) => {
+            Ok(Some((true, used, _))) => {
                 self.wake_if_needed(used);
                 true
             }
-            Ok(Some((false, _))) => self.overflow(h, parts),
+            Ok(Some((false, _, Some(ring)))) => self.overflow(ring, h, parts),
             _ => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 self.wake_if_needed(RING_BYTES);
@@ -332,13 +355,14 @@ impl Rings {
         }
     }
 
-    /// A record its thread's ring has no room for: into the spill, if the
-    /// spill has room and its lock is free; refused (and counted) if not.
+    /// A record its thread's ring has no room for (or whose earlier ones
+    /// wait in the spill): into the spill, if the spill has room and its
+    /// lock is free; refused (and counted) if not.
     #[cold]
     #[inline(never)]
-    fn overflow(&self, mut h: Header, parts: &[&[u8]]) -> bool {
+    fn overflow(&self, ring: Arc<Ring>, mut h: Header, parts: &[&[u8]]) -> bool {
         let len: usize = parts.iter().map(|p| p.len()).sum();
-        let cost = HEADER + len;
+        let cost = spill_cost(len);
         let room = len <= MAX_PAYLOAD
             && self
                 .spilled
@@ -352,9 +376,20 @@ impl Rings {
             for p in parts {
                 bytes.extend_from_slice(p);
             }
-            match self.spill.try_lock() {
+            // The capture thread holds the lock only to take the spill's
+            // records out: a few tries, never a wait.
+            let mut lock = self.spill.try_lock();
+            for _ in 0..SPILL_LOCK_TRIES {
+                if lock.is_ok() {
+                    break;
+                }
+                std::hint::spin_loop();
+                lock = self.spill.try_lock();
+            }
+            match lock {
                 Ok(mut spill) => {
-                    spill.push((h, bytes.into_boxed_slice()));
+                    ring.spilled.fetch_add(1, Ordering::AcqRel);
+                    spill.push((h, bytes.into_boxed_slice(), ring));
                     self.spills.fetch_add(1, Ordering::Relaxed);
                     true
                 }
@@ -393,7 +428,7 @@ impl Rings {
                 self.wake_if_needed(ring.used());
                 return true;
             }
-            return self.overflow(h, parts);
+            return self.overflow(Arc::clone(ring), h, parts);
         }
         let ok = self.push(h, parts, start);
         let _ = LOCAL.try_with(|local| {
@@ -441,18 +476,20 @@ impl Rings {
         for r in &rings {
             n += r.drain(&mut f);
         }
-        // After the rings: a spilled record found its ring full, so it
-        // follows every record of its thread drained above (a record of
-        // the same connection pushed after it waits in the decoder).
+        // After the rings: a spilled record found its ring full (or its
+        // ring's earlier records in the spill), so it follows every record
+        // of its ring drained above, and its ring takes no record until
+        // the spill holds none of its own.
         if self.spilled.load(Ordering::Acquire) > 0 {
             let spill = match self.spill.lock() {
                 Ok(mut s) => std::mem::take(&mut *s),
                 Err(_) => Vec::new(),
             };
-            for (h, bytes) in &spill {
+            for (h, bytes, ring) in &spill {
                 f(h, bytes);
                 self.spilled
-                    .fetch_sub(HEADER + bytes.len(), Ordering::AcqRel);
+                    .fetch_sub(spill_cost(bytes.len()), Ordering::AcqRel);
+                ring.spilled.fetch_sub(1, Ordering::AcqRel);
             }
             n += spill.len();
         }
@@ -578,10 +615,10 @@ mod tests {
         while rings.push(rec(1, pushed), &[&big[..4000], &big[4000..]], || {}) {
             pushed += 1;
         }
-        let each = HEADER + MAX_PAYLOAD;
-        let in_ring = RING_BYTES / padded(each);
-        assert!(pushed as usize >= in_ring - 1 + SPILL_BUDGET / each);
-        assert!(pushed as usize <= in_ring + SPILL_BUDGET / each);
+        let in_ring = RING_BYTES / padded(HEADER + MAX_PAYLOAD);
+        let spilled = SPILL_BUDGET / spill_cost(MAX_PAYLOAD);
+        assert!(pushed as usize >= in_ring - 1 + spilled);
+        assert!(pushed as usize <= in_ring + spilled);
         assert_eq!(rings.dropped(), 1);
         assert!(!rings.push(rec(1, 0), &[&vec![0u8; MAX_PAYLOAD + 1]], || {}));
         assert_eq!(rings.dropped(), 2);
@@ -605,6 +642,45 @@ mod tests {
             rings.push(rec(1, pushed), &[&big], || {}),
             "room again after a drain"
         );
+    }
+
+    /// A producer faster than a consumer that sleeps between drains: once
+    /// a record has spilled, the ring's next ones follow it there until
+    /// the spill is drained, so they come out in the order pushed.
+    #[test]
+    fn records_come_out_in_order_through_ring_and_spill() {
+        let rings = Arc::new(Rings::new());
+        let done = Arc::new(AtomicBool::new(false));
+        let producer = {
+            let (rings, done) = (Arc::clone(&rings), Arc::clone(&done));
+            std::thread::spawn(move || {
+                let payload = [5u8; 300];
+                let mut pushed = Vec::new();
+                for seq in 0..100_000u64 {
+                    let len = (seq as usize * 7) % 300;
+                    if rings.push(rec(1, seq), &[&payload[..len]], || {}) {
+                        pushed.push(seq);
+                    }
+                }
+                done.store(true, Ordering::Release);
+                pushed
+            })
+        };
+        let mut seen = Vec::new();
+        loop {
+            let finished = done.load(Ordering::Acquire);
+            rings.drain(|h, p| {
+                assert_eq!(p.len(), (h.seq as usize * 7) % 300);
+                seen.push(h.seq);
+            });
+            if finished {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(300));
+        }
+        let pushed = producer.join().unwrap();
+        assert!(rings.spilled() > 0, "the consumer fell behind");
+        assert_eq!(seen, pushed, "in the order pushed");
     }
 
     #[test]

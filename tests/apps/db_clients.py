@@ -5,7 +5,7 @@ redis-pubsub     redis-py: subscribe, receive 2 messages published by argv[2]'s 
 pg-extended      psycopg 3: a prepared statement executed twice, then an error
 mysql-pymysql    PyMySQL: a query and an error
 mysql-prepared   mysql-connector-python: a server-side prepared statement
-mysql-big-binary mysql-connector-python: two 100,000-row binary result sets
+mysql-big-binary mysql-connector-python: two 20,000-row binary result sets
                  (a recv per packet header and one per row), then a query
 served-redis     an HTTP server (argv[2] = port) that runs a Redis GET per request
 served-mysql     the same with a PyMySQL query (connected before serving)
@@ -81,7 +81,7 @@ elif mode == "mysql-big-binary":
     c = mysql.connector.connect(host="127.0.0.1", user="root", password="", database="test", use_pure=True)
     cur = c.cursor(prepared=True)
     for _ in range(2):
-        cur.execute("select seq, repeat('x', 200), '' from seq_1_to_100000 where seq > ?", (0,))
+        cur.execute("select seq, repeat('x', 200), '' from seq_1_to_20000 where seq > ?", (0,))
         print(len(cur.fetchall()))
     cur.execute("select ? + 1", (41,))
     print(cur.fetchone()[0])
