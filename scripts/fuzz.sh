@@ -118,7 +118,7 @@ def add(target, data):
     # The data path's targets start from the HTTP conversations too.
     if target == "http_connection":
         seeds.setdefault("capture_differential", []).append(data)
-    if target in ("postgres", "mysql"):
+    if target in ("postgres", "mysql", "redis"):
         seeds.setdefault("db_differential", []).append(data)
     if target == "http_head":
         seeds.setdefault("payload_heads", []).append(bytes([255]) + data)

@@ -307,7 +307,7 @@ enum Protocol {
     Ignored,
 }
 
-crate::protocol::wire!(crate::redis::RedisConnection);
+crate::protocol::wire!(crate::redis::RedisConnection, none, compact);
 crate::protocol::wire!(crate::postgres::PgConnection, tls_accepted, compact);
 crate::protocol::wire!(crate::mysql::MysqlConnection, tls_requested, compact);
 crate::protocol::wire!(crate::amqp::AmqpConnection, none, messages);
@@ -330,6 +330,19 @@ fn replayed_identity(mode: &mut Mode, start: SystemTime) -> Option<(Assigned, Ve
         who.context.span_id = crate::ids::span_id();
     }
     Some((who, g.tags.clone()))
+}
+
+/// On the capture thread: the identity the app's thread chose for a
+/// message received by the call at `at` (see [`Compacted::messages`]), the
+/// first not yet taken.
+///
+/// [`Compacted::messages`]: crate::protocol::Compacted
+fn given_for_message(mode: &mut Mode, at: SystemTime) -> Option<(Assigned, Vec<(u8, String)>)> {
+    let Mode::Replay(given) = mode else {
+        return None;
+    };
+    let i = given.iter().position(|g| g.at == at && !g.taken)?;
+    given.remove(i).map(|g| (g.who, g.tags))
 }
 
 /// Which protocol a connection's first bytes start, if any is sure yet.
@@ -902,9 +915,16 @@ impl Connection {
             let carried = op.carried.as_ref().and_then(|(tp, ts)| {
                 parse_traceparent(tp).map(|parsed| (tp, ts.as_deref(), parsed))
             });
-            let who = match carried {
-                Some((tp, ts, _)) if tracer.inject => tracer.server_span(Some(tp), ts, None),
-                _ => tracer.client_identity(),
+            let given = match carried {
+                None => given_for_message(&mut self.mode, op.start),
+                Some(_) => None,
+            };
+            let (who, tags) = match (carried, given) {
+                (Some((tp, ts, _)), _) if tracer.inject => {
+                    (tracer.server_span(Some(tp), ts, None), None)
+                }
+                (_, Some((who, tags))) => (who, Some(tags)),
+                _ => (tracer.client_identity(), None),
             };
             let links = carried
                 .map(|(_, ts, parsed)| SpanLink {
@@ -918,9 +938,11 @@ impl Connection {
                 })
                 .into_iter()
                 .collect();
-            context::set_active(&who.context, None);
-            self.consuming = Some(who.context.span_id);
-            tracer.emit_operation(op, &self.ends, Some(who), links, None);
+            if matches!(self.mode, Mode::Direct) {
+                context::set_active(&who.context, None);
+                self.consuming = Some(who.context.span_id);
+            }
+            tracer.emit_operation(op, &self.ends, Some(who), links, tags.as_deref());
         }
         let mut done = std::mem::take(&mut self.done);
         for ex in done.drain(..) {

@@ -101,6 +101,10 @@ pub(crate) struct Compacted {
     /// bytes: the thread's context goes with them, as the parent of the
     /// operations they start.
     pub requests: bool,
+    /// Messages received that ended in these bytes (a subscriber's): each
+    /// gets its CONSUMER span's identity here, and the last becomes the
+    /// thread's active context while the app handles it.
+    pub messages: u32,
 }
 
 /// The context to put into one published message.

@@ -124,6 +124,20 @@ fn redis_pubsub_publish_is_a_producer_and_messages_are_consumers() {
         assert_eq!(a(s, "messaging.system"), "redis");
     }
     assert_eq!(named(&spans, "SUBSCRIBE").len(), 1);
+    // What the app does while handling a message is the message's child:
+    // each SET made then, on another connection, by its CONSUMER span's id.
+    let sets = named(&spans, "SET");
+    assert_eq!(sets.len(), 2, "{spans:#?}");
+    let mut parents = Vec::new();
+    for set in &sets {
+        let consumer = consumers
+            .iter()
+            .find(|c| c["context"]["span_id"] == set["parent_id"])
+            .unwrap_or_else(|| panic!("a SET with no CONSUMER parent: {spans:#?}"));
+        assert_eq!(set["context"]["trace_id"], consumer["context"]["trace_id"]);
+        parents.push(&set["parent_id"]);
+    }
+    assert_ne!(parents[0], parents[1], "one SET per message");
 }
 
 #[test]

@@ -1,10 +1,11 @@
 //! The data path's differential target for the databases parsed on the
-//! capture thread (PostgreSQL and MySQL, told apart by their first bytes
-//! as on a real connection): a script of calls (see `fuzz/src/lib.rs`)
-//! through a client connection parsed on the app's thread and through a
-//! captured one (compacted on the app's thread, see
-//! `lumigo_core::postgres::PgCompactor` and
-//! `lumigo_core::mysql::MysqlCompactor`, parsed on the capture thread) must
+//! capture thread (PostgreSQL, MySQL and Redis, told apart by their first
+//! bytes as on a real connection): a script of calls (see
+//! `fuzz/src/lib.rs`) through a client connection parsed on the app's
+//! thread and through a captured one (compacted on the app's thread, see
+//! `lumigo_core::postgres::PgCompactor`,
+//! `lumigo_core::mysql::MysqlCompactor` and
+//! `lumigo_core::redis::RedisCompactor`, parsed on the capture thread) must
 //! give the same spans at the same times, whole and cut into pieces, each
 //! call at a time of its own. Strict: compaction hands the parser what it
 //! reads of every message, so there is no input on which the two may

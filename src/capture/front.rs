@@ -641,6 +641,7 @@ impl Connection {
             protocol,
             mode,
             ends,
+            consuming,
             ..
         } = self;
         let (Protocol::Compact(c), Mode::Capture(rec)) = (protocol, mode) else {
@@ -653,6 +654,17 @@ impl Connection {
         let seen = c.inner.compact(data, outbound, &mut out);
         if seen.requests {
             rec.identity(&open, now.ns, &tracer.client_identity());
+        }
+        for _ in 0..seen.messages {
+            // The app handles a message until it reads the next: its
+            // CONSUMER span is the thread's active context till then.
+            if let Some(previous) = consuming.take() {
+                crate::context::clear_active(previous);
+            }
+            let who = tracer.client_identity();
+            rec.identity(&open, now.ns, &who);
+            crate::context::set_active(&who.context, None);
+            *consuming = Some(who.context.span_id);
         }
         if !out.is_empty() {
             rec.data(&open, u8::from(outbound), now.ns, &out);

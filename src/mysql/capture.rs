@@ -291,6 +291,7 @@ impl Compact for MysqlCompactor {
             return Compacted {
                 flow: Flow::Continue,
                 requests,
+                messages: 0,
             };
         }
         let front = &mut self.front;
@@ -325,6 +326,7 @@ impl Compact for MysqlCompactor {
                             return Compacted {
                                 flow: Flow::Stop,
                                 requests,
+                                messages: 0,
                             };
                         }
                     }
@@ -335,6 +337,7 @@ impl Compact for MysqlCompactor {
         Compacted {
             flow: Flow::Continue,
             requests,
+            messages: 0,
         }
     }
 

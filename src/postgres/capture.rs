@@ -101,6 +101,7 @@ impl Compact for PgCompactor {
         Compacted {
             flow: Flow::Continue,
             requests,
+            messages: 0,
         }
     }
 
@@ -113,5 +114,6 @@ fn stop(requests: bool) -> Compacted {
     Compacted {
         flow: Flow::Stop,
         requests,
+        messages: 0,
     }
 }

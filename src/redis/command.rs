@@ -20,9 +20,15 @@ const MAX_NAME_BYTES: usize = 64;
 /// Most arguments recorded per command; the rest are only counted.
 const MAX_WORDS: usize = 64;
 /// Most bytes of a `*N` or `$N` line: a sign, 19 digits and a CR.
-const LEN_LINE_BYTES: usize = 21;
+pub(super) const LEN_LINE_BYTES: usize = 21;
 /// Most bytes kept of an argument looked at but not shown.
 const PEEK_BYTES: usize = 8;
+// A compacted stream carries every byte kept of an argument.
+const _: () = assert!(
+    MAX_NAME_BYTES <= super::CARRIED
+        && MAX_KEY_BYTES <= super::CARRIED
+        && PEEK_BYTES <= super::CARRIED
+);
 /// Most arguments in one command, as Redis allows.
 const MAX_ARGC: i64 = i32::MAX as i64;
 
@@ -315,6 +321,21 @@ pub(crate) enum Step {
     Malformed,
 }
 
+/// A command's argument count, from its complete `*` line: `Ok(None)` for
+/// an empty or null array (which Redis ignores).
+pub(super) fn argc(line: &Line) -> Result<Option<u64>, ()> {
+    match parse_int(line.content()) {
+        Some(c) if c <= 0 => Ok(None),
+        Some(c) if c <= MAX_ARGC => Ok(Some(c as u64)),
+        _ => Err(()),
+    }
+}
+
+/// An argument's length, from its complete `$` line.
+pub(super) fn arg_len(line: &Line) -> Option<u64> {
+    parse_int(line.content()).and_then(|l| u64::try_from(l).ok())
+}
+
 /// Reads commands from the outbound stream.
 #[derive(Debug)]
 pub(crate) struct CommandReader {
@@ -323,6 +344,9 @@ pub(crate) struct CommandReader {
     building: Option<Building>,
     /// Time of the first byte of the command being read.
     start: SystemTime,
+    /// Most bytes of an argument present in the stream: all of them, or
+    /// [`super::CARRIED`] in a compacted one.
+    carried: u64,
 }
 
 impl CommandReader {
@@ -332,6 +356,16 @@ impl CommandReader {
             line: Line::default(),
             building: None,
             start: SystemTime::UNIX_EPOCH,
+            carried: u64::MAX,
+        }
+    }
+
+    /// Reads a stream compacted by [`super::RedisCompactor`]: each argument
+    /// carries at most [`super::CARRIED`] bytes.
+    pub(crate) fn compacted() -> CommandReader {
+        CommandReader {
+            carried: super::CARRIED as u64,
+            ..CommandReader::new()
         }
     }
 
@@ -360,14 +394,13 @@ impl CommandReader {
                         return Step::Partial;
                     };
                     pos += n;
-                    match parse_int(self.line.content()) {
-                        // Redis ignores empty and null arrays.
-                        Some(c) if c <= 0 => self.state = State::Idle,
-                        Some(c) if c <= MAX_ARGC => {
-                            self.building = Some(Building::new(self.start, c as u64));
+                    match argc(&self.line) {
+                        Ok(None) => self.state = State::Idle,
+                        Ok(Some(c)) => {
+                            self.building = Some(Building::new(self.start, c));
                             self.state = State::ArgStart;
                         }
-                        _ => return Step::Malformed,
+                        Err(()) => return Step::Malformed,
                     }
                 }
                 State::ArgStart => {
@@ -383,15 +416,15 @@ impl CommandReader {
                         return Step::Partial;
                     };
                     pos += n;
-                    let Some(len) =
-                        parse_int(self.line.content()).and_then(|l| u64::try_from(l).ok())
-                    else {
+                    let Some(len) = arg_len(&self.line) else {
                         return Step::Malformed;
                     };
                     if let Some(b) = &mut self.building {
                         b.begin(len);
                     }
-                    self.state = State::ArgBody { left: len };
+                    self.state = State::ArgBody {
+                        left: len.min(self.carried),
+                    };
                 }
                 State::ArgBody { left } => {
                     let take = usize::try_from(left).unwrap_or(usize::MAX).min(rest.len());

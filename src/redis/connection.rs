@@ -124,6 +124,19 @@ impl RedisConnection {
         }
     }
 
+    /// What follows this protocol on the app's thread when the parser runs
+    /// on the capture thread.
+    pub fn compactor() -> super::RedisCompactor {
+        super::RedisCompactor::new()
+    }
+
+    /// The bytes fed from now on are what [`super::RedisCompactor`] hands
+    /// on: strings carry at most [`super::CARRIED`] bytes of content.
+    pub fn read_compacted(&mut self) {
+        self.commands = CommandReader::compacted();
+        self.replies = ReplyReader::compacted();
+    }
+
     /// Bytes the process sent: commands.
     pub fn on_outbound(&mut self, data: &[u8], now: SystemTime, done: &mut Vec<Operation>) -> Flow {
         if self.stopped {

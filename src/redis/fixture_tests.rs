@@ -205,3 +205,207 @@ fn captured_timing() {
     assert!(pipeline.iter().all(|op| op.start == pipeline[0].start));
     assert!(pipeline.windows(2).all(|w| w[0].end <= w[1].end));
 }
+
+const FIXTURES: &[(&str, &str)] = &[
+    ("cli_basic", fixture!("cli_basic.txt")),
+    ("cli_blpop", fixture!("cli_blpop.txt")),
+    ("cli_error", fixture!("cli_error.txt")),
+    ("cli_publish", fixture!("cli_publish.txt")),
+    ("cli_resp3", fixture!("cli_resp3.txt")),
+    ("cli_select", fixture!("cli_select.txt")),
+    ("cli_subscribe", fixture!("cli_subscribe.txt")),
+    ("py_multi", fixture!("py_multi.txt")),
+    ("py_pipeline", fixture!("py_pipeline.txt")),
+    ("py_resp2_pubsub", fixture!("py_resp2_pubsub.txt")),
+    ("py_resp3_psubscribe", fixture!("py_resp3_psubscribe.txt")),
+    ("py_resp3_tracking", fixture!("py_resp3_tracking.txt")),
+    ("py_select", fixture!("py_select.txt")),
+];
+
+/// Every connection of every fixture, as calls.
+fn conversations() -> Vec<(String, Vec<crate::testkit::Ev>)> {
+    use crate::testkit::Ev;
+    let mut all = Vec::new();
+    for (name, text) in FIXTURES {
+        for (i, chunks) in crate::testkit::fixture::parse(text).into_iter().enumerate() {
+            let events = chunks
+                .into_iter()
+                .map(|(out, _, bytes)| if out { Ev::Out(bytes) } else { Ev::In(bytes) })
+                .collect();
+            all.push((format!("{name} #{i}"), events));
+        }
+    }
+    all.push(("long values".into(), long_values()));
+    all
+}
+
+/// Strings longer than a compacted stream carries, both ways: a SET of a
+/// 5,000-byte value and its GET, a key of 300 bytes (longer than is kept),
+/// a subscriber's messages of 3,000 bytes in RESP2 and as RESP3 pushes, a
+/// blob error, a PUBLISH of 5,000 bytes.
+fn long_values() -> Vec<crate::testkit::Ev> {
+    use crate::testkit::Ev;
+    let bulk = |s: &[u8]| {
+        let mut b = format!("${}\r\n", s.len()).into_bytes();
+        b.extend_from_slice(s);
+        b.extend_from_slice(b"\r\n");
+        b
+    };
+    let command = |args: &[&[u8]]| {
+        let mut c = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            c.extend(bulk(a));
+        }
+        c
+    };
+    let value = vec![b'v'; 5000];
+    let key = vec![b'k'; 300];
+    let payload = vec![b'p'; 3000];
+    let mut message = b"*3\r\n".to_vec();
+    message.extend(bulk(b"message"));
+    message.extend(bulk(b"ch"));
+    message.extend(bulk(&payload));
+    let mut push = message.clone();
+    push[0] = b'>';
+    let mut pmessage = b">4\r\n".to_vec();
+    for part in [&b"pmessage"[..], b"c*", &key, &payload] {
+        pmessage.extend(bulk(part));
+    }
+    let mut blob_error = b"!3000\r\n".to_vec();
+    blob_error.extend(vec![b'e'; 3000]);
+    blob_error.extend_from_slice(b"\r\n");
+    vec![
+        Ev::Out(command(&[b"SET", &key, &value])),
+        Ev::In(b"+OK\r\n".to_vec()),
+        Ev::Out(command(&[b"GET", &key])),
+        Ev::In(bulk(&value)),
+        Ev::Out(command(&[b"EVAL", &value, b"0"])),
+        Ev::In(blob_error),
+        Ev::Out(command(&[b"PUBLISH", b"ch", &value])),
+        Ev::In(b":0\r\n".to_vec()),
+        Ev::Out(command(&[b"SUBSCRIBE", b"ch"])),
+        Ev::In(b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n".to_vec()),
+        Ev::In(message.clone()),
+        Ev::In([message.clone(), push, pmessage].concat()),
+    ]
+}
+
+/// The data path (see `capture.rs`): every capture, whole, cut short (a
+/// close with commands in flight) and cut into calls of many sizes, each
+/// call at a time of its own, gives the same spans at the same times
+/// through a connection parsed here and one compacted here and parsed on
+/// the capture thread.
+#[test]
+fn every_capture_gives_the_same_spans_captured() {
+    use crate::capture::differential::compare_calls;
+    use crate::capture::Capture;
+    use crate::testkit::steps;
+    for (name, events) in &conversations() {
+        let steps = steps(events);
+        let cut = &steps[..steps.len() - 1];
+        for steps in [&steps[..], cut] {
+            for step in [1, 2, 3, 4, 5, 7, 64, 1 << 20] {
+                let cap: &'static Capture = Box::leak(Box::new(Capture::new(0)));
+                match compare_calls(false, steps, 0, step, cap, true) {
+                    Ok(n) => assert!(n > 0, "{name}: no spans at step {step}"),
+                    Err(e) => panic!("{name}, step {step}: {}", e.message),
+                }
+                assert_eq!(cap.dropped(), 0);
+                assert_eq!(cap.open_connections(), 0, "{name}: its CLOSE was decoded");
+            }
+        }
+    }
+}
+
+/// On the data path a command's span is a child of the context the thread
+/// had when it wrote the command, and a message's CONSUMER span is the
+/// thread's active context from the call that read it until the next
+/// message: what the app does meanwhile is its child.
+#[test]
+fn captured_commands_and_messages_have_the_contexts_of_the_app_thread() {
+    use crate::capture::differential::parents_when_captured;
+    use crate::testkit::steps;
+    let events = &conversations()
+        .into_iter()
+        .find(|(n, _)| n == "long values")
+        .expect("long values")
+        .1;
+    for piece in [usize::MAX, 3, 1] {
+        let got = parents_when_captured(&steps(events), piece);
+        // Writes are numbered from 1, the first under no context.
+        let commands: Vec<(String, Option<[u8; 8]>)> = got
+            .iter()
+            .filter(|(name, ..)| !name.starts_with("receive"))
+            .map(|(name, parent, _)| (name.clone(), *parent))
+            .collect();
+        assert_eq!(
+            commands,
+            [
+                ("SET".to_string(), None),
+                ("GET".into(), Some([2; 8])),
+                ("EVAL".into(), Some([3; 8])),
+                ("publish ch".into(), Some([4; 8])),
+                ("SUBSCRIBE".into(), Some([5; 8])),
+            ],
+            "{piece} bytes per call"
+        );
+        // Messages are read under context 99: they are its children.
+        let messages: Vec<_> = got
+            .iter()
+            .filter(|(name, ..)| name.starts_with("receive"))
+            .collect();
+        assert_eq!(messages.len(), 4, "{got:?}");
+        assert!(messages
+            .iter()
+            .all(|(_, parent, trace)| *parent == Some([99; 8]) && *trace == [99; 16]));
+    }
+}
+
+/// The CONSUMER span's id is the one the app's thread made active when it
+/// read the message, and the next message replaces it.
+#[test]
+fn a_message_read_on_a_captured_connection_is_the_threads_active_context() {
+    use crate::capture::differential::tracer_capturing;
+    use crate::capture::Capture;
+    use crate::connection::Connection;
+    let (t, spans) = tracer_capturing(0);
+    let cap: &'static Capture = Box::leak(Box::new(Capture::new(0)));
+    let peer = Some(crate::address::Address::Inet(
+        "127.0.0.1:6379".parse().unwrap(),
+    ));
+    let mut c = Connection::captured(crate::http::Role::Client, peer, None, cap);
+    let at = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + s);
+    crate::context::clear_active_all();
+    let _ = c.on_outbound(b"*2\r\n$9\r\nSUBSCRIBE\r\n$2\r\nch\r\n", at(1), &t);
+    let _ = c.on_inbound(b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n", at(2), &t);
+    assert!(
+        crate::context::active().is_none(),
+        "a confirmation is no message"
+    );
+    let mut active = Vec::new();
+    for (i, message) in [
+        &b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$1\r\na\r\n"[..],
+        b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$1\r\nb\r\n",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let _ = c.on_inbound(message, at(3 + i as u64), &t);
+        active.push(
+            crate::context::active()
+                .expect("the message's context")
+                .span_id,
+        );
+    }
+    assert_ne!(active[0], active[1]);
+    c.on_close(at(9), CloseReason::Closed, &t);
+    assert!(crate::context::active().is_none(), "cleared at the close");
+    cap.drain(&t);
+    let spans = spans.0.lock().unwrap();
+    let consumers: Vec<[u8; 8]> = spans
+        .iter()
+        .filter(|s| s.kind == crate::span::SpanKind::Consumer)
+        .map(|s| s.context.span_id)
+        .collect();
+    assert_eq!(consumers, active);
+}

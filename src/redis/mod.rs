@@ -40,6 +40,7 @@
 //!   (pipelining, MULTI/EXEC, SELECT, pub/sub, RESP3 pushes).
 //! - `operation`: the attributes of a finished command or message.
 
+mod capture;
 mod command;
 mod connection;
 mod keys;
@@ -47,6 +48,7 @@ mod line;
 mod operation;
 mod reply;
 
+pub use capture::RedisCompactor;
 pub use connection::RedisConnection;
 
 use crate::protocol::Detect;
@@ -68,6 +70,11 @@ pub const MAX_KEY_BYTES: usize = 256;
 /// Most bytes of `db.query.text`; longer texts are cut at a character
 /// boundary. With [`MAX_IN_FLIGHT`], this bounds what pending commands hold.
 pub const MAX_QUERY_TEXT_BYTES: usize = 512;
+
+/// Most content bytes of a string (a command's argument, a reply's bulk
+/// string) that a compacted stream carries (see [`RedisCompactor`]): no
+/// fewer than the parser keeps of any.
+pub const CARRIED: usize = 256;
 
 /// Most bytes of an error reply kept for the span status description.
 pub const MAX_STATUS_BYTES: usize = 128;

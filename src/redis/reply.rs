@@ -22,8 +22,14 @@ const HEAD_BYTES: usize = 256;
 const MAX_CHILDREN: usize = 4;
 /// Most bytes kept of a short element (a push kind, a count).
 const SHORT_BYTES: usize = 32;
+// A compacted stream carries every byte kept of a string.
+const _: () = assert!(
+    HEAD_BYTES <= super::CARRIED
+        && MAX_KEY_BYTES <= super::CARRIED
+        && SHORT_BYTES <= super::CARRIED
+);
 /// Most bytes of a length or count line.
-const LEN_LINE_BYTES: usize = 21;
+pub(super) const LEN_LINE_BYTES: usize = 21;
 
 /// One direct element of a top-level aggregate.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -92,10 +98,114 @@ enum State {
 
 /// Where the value being read sits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum At {
+pub(super) enum At {
     Top,
     Child,
     Deep,
+}
+
+/// What follows type byte `ty` on its line: a length or count (`true`) or
+/// a scalar's content (`false`); `None`: not a RESP type.
+pub(super) fn counted(ty: u8) -> Option<bool> {
+    match ty {
+        b'$' | b'!' | b'=' | b'*' | b'~' | b'>' | b'%' | b'|' => Some(true),
+        b'+' | b'-' | b':' | b',' | b'#' | b'(' | b'_' => Some(false),
+        _ => None,
+    }
+}
+
+/// The length or count on a complete line after type `ty`: `Ok(None)` for
+/// RESP2's nulls (`$-1`, `*-1`), `Err` for anything else that is no count.
+pub(super) fn count(line: &Line, ty: u8) -> Result<Option<u64>, ()> {
+    match parse_int(line.content()) {
+        Some(n) if line.complete() && n >= 0 => Ok(Some(n as u64)),
+        Some(-1) if line.complete() && matches!(ty, b'$' | b'*') => Ok(None),
+        _ => Err(()),
+    }
+}
+
+/// The nesting of the value being read: the open top-level aggregate's
+/// element count and how many are to come, and below its direct elements
+/// one counter of the values still to come (an aggregate of n adds n, a
+/// map 2n; an attribute adds its 2n values without counting as one).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Shape {
+    top: Option<(u64, u64)>,
+    deep: u64,
+}
+
+impl Shape {
+    pub(super) fn at(&self) -> At {
+        if self.deep > 0 {
+            At::Deep
+        } else if self.top.is_some() {
+            At::Child
+        } else {
+            At::Top
+        }
+    }
+
+    /// Index of the next direct element of the open aggregate.
+    pub(super) fn child_index(&self) -> u64 {
+        self.top.map_or(0, |(n, left)| n - left)
+    }
+
+    /// An aggregate of `n` values (a map's counted twice) begins at `at`;
+    /// true: the top-level value is complete.
+    pub(super) fn aggregate(&mut self, n: u64, at: At) -> bool {
+        match at {
+            At::Deep => {
+                self.deep = (self.deep - 1).saturating_add(n);
+                self.top_complete()
+            }
+            At::Child => {
+                if let Some((_, left)) = &mut self.top {
+                    *left = left.saturating_sub(1);
+                }
+                self.deep = n;
+                self.top_complete()
+            }
+            At::Top => {
+                if n == 0 {
+                    return true;
+                }
+                self.top = Some((n, n));
+                false
+            }
+        }
+    }
+
+    /// An attribute of `n` pairs: they come first, then the value they
+    /// annotate, in the same place.
+    pub(super) fn attribute(&mut self, n: u64) {
+        self.deep = self.deep.saturating_add(n.saturating_mul(2));
+    }
+
+    /// A scalar or string is complete; true: so is the top-level value.
+    pub(super) fn value_done(&mut self) -> bool {
+        if self.deep > 0 {
+            self.deep -= 1;
+            return self.top_complete();
+        }
+        if let Some((_, left)) = &mut self.top {
+            *left = left.saturating_sub(1);
+            return self.top_complete();
+        }
+        true
+    }
+
+    fn top_complete(&mut self) -> bool {
+        if self.deep == 0 && matches!(self.top, Some((_, 0))) {
+            self.top = None;
+            return true;
+        }
+        false
+    }
+
+    /// Inside a top-level aggregate.
+    pub(super) fn open(&self) -> bool {
+        self.top.is_some() || self.deep > 0
+    }
 }
 
 /// What [`ReplyReader::feed`] found.
@@ -115,11 +225,11 @@ pub(crate) enum Step {
 pub(crate) struct ReplyReader {
     state: State,
     line: Line,
-    /// Elements of the open top-level aggregate: how many, how many to come.
-    top: Option<(u64, u64)>,
-    /// Values still to come below the top's direct elements.
-    deep: u64,
+    shape: Shape,
     reply: Reply,
+    /// Most content bytes of a string present in the stream: all of them,
+    /// or [`super::CARRIED`] in a compacted one.
+    carried: u64,
 }
 
 impl ReplyReader {
@@ -127,9 +237,18 @@ impl ReplyReader {
         ReplyReader {
             state: State::Type,
             line: Line::default(),
-            top: None,
-            deep: 0,
+            shape: Shape::default(),
             reply: Reply::default(),
+            carried: u64::MAX,
+        }
+    }
+
+    /// Reads a stream compacted by [`super::RedisCompactor`]: each string
+    /// carries at most [`super::CARRIED`] bytes of its content.
+    pub(crate) fn compacted() -> ReplyReader {
+        ReplyReader {
+            carried: super::CARRIED as u64,
+            ..ReplyReader::new()
         }
     }
 
@@ -141,10 +260,10 @@ impl ReplyReader {
                 State::Type => {
                     let ty = rest.first().copied().unwrap_or_default();
                     pos += 1;
-                    let cap = match ty {
-                        b'$' | b'!' | b'=' | b'*' | b'~' | b'>' | b'%' | b'|' => LEN_LINE_BYTES,
-                        b'+' | b'-' | b':' | b',' | b'#' | b'(' | b'_' => self.scalar_cap(ty),
-                        _ => return Step::Malformed,
+                    let cap = match counted(ty) {
+                        Some(true) => LEN_LINE_BYTES,
+                        Some(false) => self.scalar_cap(ty),
+                        None => return Step::Malformed,
                     };
                     self.line.start(cap);
                     self.state = State::Line(ty);
@@ -204,18 +323,11 @@ impl ReplyReader {
     }
 
     fn at(&self) -> At {
-        if self.deep > 0 {
-            At::Deep
-        } else if self.top.is_some() {
-            At::Child
-        } else {
-            At::Top
-        }
+        self.shape.at()
     }
 
-    /// Index of the next direct element of the open aggregate.
     fn child_index(&self) -> u64 {
-        self.top.map_or(0, |(n, left)| n - left)
+        self.shape.child_index()
     }
 
     /// How much of direct element `i` to keep: the push kind, the channel
@@ -276,15 +388,8 @@ impl ReplyReader {
             return Ok(self.value_done());
         }
         // A length or a count.
-        let n = match parse_int(self.line.content()) {
-            Some(n) if self.line.complete() && n >= -1 => n,
-            _ => return Err(()),
-        };
-        if n == -1 {
+        let Some(n) = count(&self.line, ty)? else {
             // RESP2's null string and null array.
-            if !matches!(ty, b'$' | b'*') {
-                return Err(());
-            }
             match at {
                 At::Top => {
                     self.reply.kind = ty;
@@ -296,8 +401,7 @@ impl ReplyReader {
                 At::Deep => {}
             }
             return Ok(self.value_done());
-        }
-        let n = n as u64;
+        };
         match ty {
             b'$' | b'!' | b'=' => {
                 let (keep, into) = match at {
@@ -320,7 +424,7 @@ impl ReplyReader {
                     At::Deep => (0, Into::Nothing),
                 };
                 self.state = State::Bulk {
-                    left: n,
+                    left: n.min(self.carried),
                     keep,
                     into,
                 };
@@ -328,68 +432,35 @@ impl ReplyReader {
             }
             b'*' | b'~' | b'>' | b'%' => {
                 let n = if ty == b'%' { n.saturating_mul(2) } else { n };
-                Ok(self.aggregate(ty, n, at))
+                match at {
+                    At::Top => self.reply.kind = ty,
+                    At::Child => {
+                        self.push_child(ty, n);
+                    }
+                    At::Deep => {}
+                }
+                Ok(self.shape.aggregate(n, at).then(|| self.take_reply()))
             }
-            b'|' => {
-                // The attribute's pairs come first, then the value they
-                // annotate, in the same place.
-                self.deep = self.deep.saturating_add(n.saturating_mul(2));
+            _ => {
+                self.shape.attribute(n);
                 Ok(None)
-            }
-            _ => Err(()),
-        }
-    }
-
-    fn aggregate(&mut self, ty: u8, n: u64, at: At) -> Option<Reply> {
-        match at {
-            At::Deep => {
-                self.deep = (self.deep - 1).saturating_add(n);
-                self.top_complete()
-            }
-            At::Child => {
-                self.push_child(ty, n);
-                if let Some((_, left)) = &mut self.top {
-                    *left = left.saturating_sub(1);
-                }
-                self.deep = n;
-                self.top_complete()
-            }
-            At::Top => {
-                self.reply.kind = ty;
-                if n == 0 {
-                    return Some(std::mem::take(&mut self.reply));
-                }
-                self.top = Some((n, n));
-                None
             }
         }
     }
 
     /// A scalar or string is complete.
     fn value_done(&mut self) -> Option<Reply> {
-        if self.deep > 0 {
-            self.deep -= 1;
-            return self.top_complete();
-        }
-        if let Some((_, left)) = &mut self.top {
-            *left = left.saturating_sub(1);
-            return self.top_complete();
-        }
-        Some(std::mem::take(&mut self.reply))
+        self.shape.value_done().then(|| self.take_reply())
     }
 
-    fn top_complete(&mut self) -> Option<Reply> {
-        if self.deep == 0 && matches!(self.top, Some((_, 0))) {
-            self.top = None;
-            return Some(std::mem::take(&mut self.reply));
-        }
-        None
+    fn take_reply(&mut self) -> Reply {
+        std::mem::take(&mut self.reply)
     }
 
     /// Whether a value has started and is not complete.
     #[cfg(test)]
     pub(crate) fn mid_value(&self) -> bool {
-        self.state != State::Type || self.top.is_some() || self.deep > 0
+        self.state != State::Type || self.shape.open()
     }
 
     /// Bytes held.
@@ -408,8 +479,7 @@ impl ReplyReader {
     pub(crate) fn release(&mut self) {
         self.line.release();
         self.reply = Reply::default();
-        self.top = None;
-        self.deep = 0;
+        self.shape = Shape::default();
         self.state = State::Type;
     }
 }

@@ -1,7 +1,8 @@
 """Database clients for the tests; one scenario per argv[1].
 
 redis-pipeline   redis-py: a pipeline of 5 commands
-redis-pubsub     redis-py: subscribe, receive 2 messages published by argv[2]'s helper
+redis-pubsub     redis-py: subscribe, receive 2 messages published by a helper
+                 thread, a SET on another connection while handling each
 pg-extended      psycopg 3: a prepared statement executed twice, then an error
 mysql-pymysql    PyMySQL: a query and an error
 mysql-prepared   mysql-connector-python: a server-side prepared statement
@@ -27,6 +28,7 @@ if mode == "redis-pipeline":
 elif mode == "redis-pubsub":
     import redis
 
+    store = redis.Redis(host="127.0.0.1", port=6379, protocol=2)
     sub = redis.Redis(host="127.0.0.1", port=6379, protocol=2).pubsub()
     sub.subscribe("lumigo-chan")
     sub.get_message(timeout=5)  # the subscribe confirmation
@@ -44,6 +46,8 @@ elif mode == "redis-pubsub":
         m = sub.get_message(timeout=1)
         if m and m["type"] == "message":
             got += 1
+            # Handling the message: a command on another connection.
+            store.set("lumigo:t:got", m["data"])
     print("received", got)
 elif mode == "pg-extended":
     import psycopg
