@@ -5,7 +5,8 @@
 
 A database's own command-line client runs N simple queries (one round
 trip and one span each) on one TCP connection to the local server:
-psql `SELECT 1;`, mariadb `SELECT 1;`, redis-cli `PING`; untraced and
+psql `SELECT 1;`, mariadb `SELECT 1;`, redis-cli `PING` (or, with
+--value-bytes, a SET of a value that long); untraced and
 with each LD_PRELOAD library given (exporting over OTLP to
 scripts/bench/otlp_sink.py). Each variant runs twice, with 20 and with
 20+N queries, so that start-up, connection and exit cancel: what is
@@ -28,6 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from procs import Sink, clean_env  # noqa: E402
 
 BASE = 20
+VALUE_BYTES = 0
 
 
 def threads(d):
@@ -63,6 +65,9 @@ def client(db, queries, d):
     if db == "mysql":
         return ["mariadb", "-h", "127.0.0.1", "-u", "root", "--skip-ssl", "--batch",
                 "test"], sql
+    if VALUE_BYTES:
+        return ["redis-cli", "-h", "127.0.0.1", "-r", str(queries), "SET", "lumigo:bench",
+                "v" * VALUE_BYTES], None
     return ["redis-cli", "-h", "127.0.0.1", "-r", str(queries), "PING"], None
 
 
@@ -82,7 +87,11 @@ def main():
     ap.add_argument("libs", nargs="+")
     ap.add_argument("--db", choices=["pg", "mysql", "redis"], default="pg")
     ap.add_argument("--queries", type=int, default=300)
+    ap.add_argument("--value-bytes", type=int, default=0,
+                    help="redis: SET a value of this many bytes instead of PING")
     a = ap.parse_args()
+    global VALUE_BYTES
+    VALUE_BYTES = a.value_bytes
     work = tempfile.mkdtemp(prefix="db-cg-")
     sink = Sink(work)
     n = a.queries

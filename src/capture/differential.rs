@@ -221,7 +221,25 @@ pub fn compare_calls(
         || a.iter().any(|s| {
             matches!(s.status, crate::span::SpanStatus::Error(_)) || s.attr("error.type").is_some()
         });
-    let (a, b) = (seen(&a), seen(&b));
+    let (mut a, mut b) = (seen(&a), seen(&b));
+    // A database command's parent is the thread's context when its reply
+    // is read on the direct path, and when it was written on the data path
+    // (the better answer: a request's query is its child however late the
+    // result comes). They differ when a received message (a Redis
+    // subscriber's), whose CONSUMER span is the thread's context until the
+    // next, comes in between, and on bytes where the app's thread and the
+    // parser disagree on which values are messages (only invalid ones: the
+    // parser follows subscriptions by their counts, the app's thread by
+    // the commands sent). With messages, parents are not compared here;
+    // `parents_when_captured` and the real-program tests check them by ids.
+    if a.iter()
+        .chain(&b)
+        .any(|s| s.kind == crate::span::SpanKind::Consumer)
+    {
+        for s in a.iter_mut().chain(b.iter_mut()) {
+            s.has_parent = false;
+        }
+    }
     let message = if direct_wire.len() != captured_wire.len() {
         format!(
             "{} bytes on the wire direct, {} captured",
