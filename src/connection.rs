@@ -376,6 +376,8 @@ const RECOGNISERS: &[Recogniser] = &[
     on(Role::Client, true, crate::postgres::detect, |_| db(crate::postgres::PgConnection::new())),
     on(Role::Client, true, crate::amqp::detect, |_| db(crate::amqp::AmqpConnection::new())),
     on(Role::Client, true, crate::mqtt::detect, |_| db(crate::mqtt::MqttConnection::new())),
+    // MySQL's plaintext through TLS: the greeting went before, on the socket.
+    on(Role::Client, true, crate::mysql::detect_tls_login, |_| db(crate::mysql::MysqlConnection::after_tls())),
     // The server speaks first.
     on(Role::Client, false, crate::mysql::detect_greeting, |_| db(crate::mysql::MysqlConnection::new())),
     on(Role::Client, false, crate::nats::detect, |_| db(crate::nats::NatsConnection::new())),

@@ -484,3 +484,122 @@ fn database_error_statuses_keep_their_text_but_not_the_values() {
     let text = std::fs::read_to_string(&dump).unwrap();
     assert!(!text.contains(DB_SECRET), "{text}");
 }
+
+/// A MariaDB server of the test's own, with TLS on (this machine's has it
+/// off), on a free port; stopped when dropped.
+struct TlsMariadb {
+    _tmp: TempDir,
+    server: Server,
+}
+
+fn tls_mariadb() -> TlsMariadb {
+    for program in ["mariadbd", "mariadb-install-db", "openssl"] {
+        assert!(have(program), "{program} is required");
+    }
+    let tmp = TempDir::new("mysql-tls");
+    let (cert, key, data) = (tmp.path("cert.pem"), tmp.path("key.pem"), tmp.path("data"));
+    let mut req = Command::new("openssl");
+    req.args([
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+    ])
+    .args(["-subj", "/CN=127.0.0.1", "-keyout"])
+    .arg(&key)
+    .arg("-out")
+    .arg(&cert);
+    assert!(run(req, T).status.success(), "a certificate");
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut install = Command::new("mariadb-install-db");
+    install
+        .arg("--no-defaults")
+        .arg(format!("--datadir={}", data.display()))
+        .arg("--auth-root-authentication-method=normal");
+    if root {
+        install.arg("--user=root");
+    }
+    let out = run(install, T);
+    assert!(out.status.success(), "mariadb-install-db: {out:?}");
+    let port = free_port();
+    let mut cmd = Command::new("mariadbd");
+    cmd.arg("--no-defaults")
+        .arg(format!("--datadir={}", data.display()))
+        .arg(format!("--port={port}"))
+        .arg("--bind-address=127.0.0.1")
+        .arg(format!("--socket={}", tmp.path("sock").display()))
+        .arg(format!("--ssl-cert={}", cert.display()))
+        .arg(format!("--ssl-key={}", key.display()));
+    if root {
+        cmd.arg("--user=root");
+    }
+    let server = Server::spawn(cmd, port);
+    TlsMariadb { _tmp: tmp, server }
+}
+
+/// MySQL through TLS: the plaintext the OpenSSL hooks see starts at the
+/// client's login (the greeting and the TLS request went in the clear), and
+/// gives the same spans as a connection in the clear. The mariadb client's
+/// statements are children of `TRACEPARENT`, by ids; PyMySQL's are made too.
+#[test]
+fn mysql_through_tls_gives_a_span_per_statement() {
+    let mut db = tls_mariadb();
+    let port = db.server.port.to_string();
+    let tmp = TempDir::new("mysql-tls-dump");
+    let dump = tmp.path("spans.jsonl");
+    let (trace, parent) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let mut cli = traced("mariadb");
+    cli.args(["-h127.0.0.1", "-uroot", "-P", &port, "--ssl"])
+        .args([
+            "--ssl-verify-server-cert=0",
+            "--batch",
+            "--skip-column-names",
+        ])
+        .args(["-e", "SELECT 41 + 1; SHOW STATUS LIKE 'Ssl_cipher'"])
+        .env("LUMIGO_DEBUG_SPANDUMP", &dump)
+        .env("TRACEPARENT", format!("00-{trace}-{parent}-01"));
+    let out = run(cli, T);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout.contains("42") && stdout.contains("TLS"), "{stdout}");
+    let script = format!(
+        "import pymysql, ssl\n\
+         ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE\n\
+         c = pymysql.connect(host='127.0.0.1', port={port}, user='root', ssl=ctx)\n\
+         cur = c.cursor(); cur.execute('SELECT 6 * 7'); print(cur.fetchone()[0])\n\
+         cur.execute(\"SHOW STATUS LIKE 'Ssl_cipher'\"); print(cur.fetchone()[1])\n"
+    );
+    let mut py = traced("python3");
+    py.args(["-c", &script]).env("LUMIGO_DEBUG_SPANDUMP", &dump);
+    let out = run(py, T);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("TLS"),
+        "{out:?}"
+    );
+    db.server.stop();
+
+    let spans = read_spandump(&dump);
+    let text = |s: &Value| a(s, "db.query.text").as_str().unwrap_or("").to_owned();
+    let cli: Vec<&Value> = spans
+        .iter()
+        .filter(|s| service(s) == "mariadb")
+        .filter(|s| !text(s).is_empty())
+        .collect();
+    let select = cli
+        .iter()
+        .find(|s| text(s) == "SELECT ? + ?")
+        .unwrap_or_else(|| panic!("the mariadb client's SELECT: {spans:#?}"));
+    assert_eq!(a(select, "db.system.name"), "mariadb");
+    assert_eq!(a(select, "server.port"), db.server.port);
+    assert_eq!(trace_id(select), format!("0x{trace}"));
+    assert_eq!(parent_id(select), Some(format!("0x{parent}").as_str()));
+    assert!(
+        cli.iter().any(|s| text(s).starts_with("SHOW")),
+        "{spans:#?}"
+    );
+    let py = spans
+        .iter()
+        .find(|s| text(s) == "SELECT ? * ?")
+        .unwrap_or_else(|| panic!("PyMySQL's SELECT: {spans:#?}"));
+    assert_eq!(a(py, "server.port"), db.server.port);
+    assert_eq!(py["kind"], "SpanKind.CLIENT");
+}

@@ -7,6 +7,10 @@
 //! an ERR packet instead: `0xff`, a two-byte error code, a message. Either
 //! is decided within [`MAX_DETECT_BYTES`]; anything else is rejected as soon
 //! as a byte does not fit.
+//!
+//! Over TLS the greeting and the client's TLS request went in plain text
+//! on the socket, and the plaintext the TLS hooks see starts with the
+//! client's login: [`detect_tls_login`] recognises that.
 
 use super::Detect;
 
@@ -89,6 +93,48 @@ fn refusal(len: usize, rest: &[u8]) -> Detect {
         None => Detect::NeedMore,
         Some(b) if (0x20..0x7f).contains(b) => Detect::Yes,
         Some(_) => Detect::No,
+    }
+}
+
+/// The fixed part of a login (HandshakeResponse41): capabilities (4),
+/// largest packet (4), character set (1), 19 zero bytes, and 4 more that
+/// are zero, or MariaDB's extended capabilities.
+const LOGIN_FIXED: usize = 32;
+
+/// Decides whether `first_outbound` (the first plaintext a client sent
+/// through TLS) is a MySQL / MariaDB login after a TLS request: a packet
+/// with sequence id 2 (the greeting was 0, the TLS request 1) whose fixed
+/// part says protocol 4.1 and TLS and has its 19 reserved bytes zero.
+/// Decided within 36 bytes.
+///
+/// ```
+/// use lumigo_core::mysql::detect_tls_login;
+/// use lumigo_core::protocol::Detect;
+/// let mut login = vec![0x40, 0x00, 0x00, 0x02, 0x0c, 0xaa, 0x3e, 0x00];
+/// login.extend([0u8; 5]);
+/// assert_eq!(detect_tls_login(&login), Detect::NeedMore);
+/// login.extend([0u8; 23]);
+/// assert_eq!(detect_tls_login(&login), Detect::Yes);
+/// assert_eq!(detect_tls_login(b"GET / HTTP/1.1\r\n\r\n"), Detect::No);
+/// ```
+pub fn detect_tls_login(first_outbound: &[u8]) -> Detect {
+    let Some(header) = first_outbound.get(..4) else {
+        return Detect::NeedMore;
+    };
+    let len = usize::from(header[0]) | usize::from(header[1]) << 8 | usize::from(header[2]) << 16;
+    if header[3] != 2 || len <= LOGIN_FIXED || len > MAX_GREETING_LEN {
+        return Detect::No;
+    }
+    let Some(fixed) = first_outbound.get(4..4 + LOGIN_FIXED) else {
+        return Detect::NeedMore;
+    };
+    let caps = u32::from_le_bytes([fixed[0], fixed[1], fixed[2], fixed[3]]);
+    let (protocol_41, ssl) = (1 << 9, 1 << 11);
+    let reserved_zero = fixed[9..28].iter().all(|&b| b == 0);
+    if caps & protocol_41 != 0 && caps & ssl != 0 && reserved_zero {
+        Detect::Yes
+    } else {
+        Detect::No
     }
 }
 

@@ -387,3 +387,63 @@ fn captured_commands_are_children_of_the_context_they_were_written_in() {
         assert_eq!(parents, want, "{piece} bytes per call");
     }
 }
+
+/// A capture as the TLS hooks would have seen it had the client asked for
+/// TLS: the plaintext starts at the login (sequence id 2, the TLS bit set;
+/// the greeting and the TLS request went before, on the socket), and the
+/// server's answer to it is sequence id 3.
+fn as_tls_plaintext(capture: &str) -> Vec<Ev> {
+    let mut events = merged(&parse(capture));
+    assert!(matches!(events.first(), Some(Ev::In(_))), "the greeting");
+    events.remove(0);
+    if let Some(Ev::Out(login)) = events.first_mut() {
+        assert_eq!(login[3], 1);
+        login[3] = 2;
+        login[5] |= 0x08; // CLIENT_SSL, bit 11 of the capabilities
+    }
+    if let Some(Ev::In(answer)) = events.get_mut(1) {
+        answer[3] += 1;
+    }
+    events
+}
+
+/// MySQL through TLS (`mariadb --ssl`, PyMySQL with `ssl=`): the plaintext
+/// is recognised by its login and gives the same spans as the connection
+/// in the clear, parsed here and on the data path, whole and cut into
+/// calls of many sizes.
+#[test]
+fn a_connection_through_tls_starts_at_the_login() {
+    use crate::capture::differential::compare_calls;
+    use crate::capture::Capture;
+    use crate::protocol::Detect;
+    let capture = include_str!("../../tests/fixtures/mysql/cli_queries.txt");
+    let events = as_tls_plaintext(capture);
+    let Some(Ev::Out(login)) = events.first() else {
+        panic!("a login first");
+    };
+    for n in 0..36 {
+        assert_eq!(detect_tls_login(&login[..n]), Detect::NeedMore, "{n} bytes");
+    }
+    assert_eq!(detect_tls_login(login), Detect::Yes);
+    // In the clear, the same login (sequence id 1) is not recognised.
+    let mut clear = login.clone();
+    clear[3] = 1;
+    assert_eq!(detect_tls_login(&clear), Detect::No);
+    let plain = run(&merged(&parse(capture)), Split::Whole);
+    for split in [Split::Whole, Split::Bytes, Split::Random(7)] {
+        let tls = super::tests::run_from(MysqlConnection::after_tls(), &events, split);
+        assert_eq!(summaries(&tls), summaries(&plain), "{split:?}");
+        assert!(tls
+            .ops
+            .iter()
+            .all(|op| attr(op, "db.system.name") == Some("mariadb")));
+    }
+    let steps = steps(&events);
+    for step in [1, 3, 7, 64, 1 << 20] {
+        let cap: &'static Capture = Box::leak(Box::new(Capture::new(0)));
+        match compare_calls(false, &steps, 0, step, cap, true) {
+            Ok(n) => assert_eq!(n, 4, "step {step}: the four statements"),
+            Err(e) => panic!("step {step}: {}", e.message),
+        }
+    }
+}

@@ -55,7 +55,7 @@ mod session;
 mod span;
 
 pub use capture::MysqlCompactor;
-pub use detect::{detect_greeting, MAX_DETECT_BYTES};
+pub use detect::{detect_greeting, detect_tls_login, MAX_DETECT_BYTES};
 pub use session::MysqlConnection;
 
 pub use crate::protocol::{CloseReason, Detect, Flow, Operation};

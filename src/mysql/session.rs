@@ -133,6 +133,8 @@ pub struct MysqlConnection {
     phase: Phase,
     /// `db.system.name`.
     system: &'static str,
+    /// Over TLS, with no greeting seen: the login tells the server's kind.
+    system_from_login: bool,
     server_caps: u32,
     server_ext_caps: u32,
     /// Capabilities both sides agreed on.
@@ -165,6 +167,7 @@ impl MysqlConnection {
         MysqlConnection {
             phase: Phase::Greeting,
             system: "mysql",
+            system_from_login: false,
             server_caps: 0,
             server_ext_caps: 0,
             caps: 0,
@@ -178,6 +181,22 @@ impl MysqlConnection {
             statements: BTreeMap::new(),
             statement_bytes: 0,
             last_prepared: None,
+        }
+    }
+
+    /// A connection whose plaintext, through TLS, starts with the client's
+    /// login ([`super::detect_tls_login`]): the greeting and the TLS request
+    /// went before, on the socket. Its capabilities are the client's (a
+    /// client asks only for what the server offered), and the server is
+    /// MariaDB when the client cleared `CLIENT_MYSQL` (MariaDB clients do,
+    /// for a MariaDB server, to send its extended capabilities).
+    pub fn after_tls() -> Self {
+        MysqlConnection {
+            phase: Phase::Login,
+            system_from_login: true,
+            server_caps: u32::MAX,
+            server_ext_caps: u32::MAX,
+            ..Self::new()
         }
     }
 
@@ -284,6 +303,13 @@ impl MysqlConnection {
                 let Some(login) = parse_login(&p.data, p.len) else {
                     return self.stop(now, errors::PROTOCOL_ERROR, done);
                 };
+                if std::mem::take(&mut self.system_from_login) {
+                    self.system = if login.caps & caps::CLIENT_MYSQL == 0 {
+                        "mariadb"
+                    } else {
+                        "mysql"
+                    };
+                }
                 self.caps = login.caps & self.server_caps;
                 let ext_caps = login.ext_caps & self.server_ext_caps;
                 self.framing = Framing::new(self.caps, ext_caps);

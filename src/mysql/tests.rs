@@ -21,7 +21,11 @@ pub(super) struct Outcome {
 
 /// Runs the events, event `i` at time [`at`]`(i)`.
 pub(super) fn run(events: &[Ev], split: Split) -> Outcome {
-    let mut conn = MysqlConnection::new();
+    run_from(MysqlConnection::new(), events, split)
+}
+
+/// As [`run`], on a connection made by the caller.
+pub(super) fn run_from(mut conn: MysqlConnection, events: &[Ev], split: Split) -> Outcome {
     let mut done = Vec::new();
     let mut stop = StopWatch::default();
     let mut cutter = split.cutter(12);
