@@ -135,6 +135,19 @@ for proto, pattern in [("redis", "redis/*.txt"), ("mysql", "mysql/*.txt"),
                 add(proto, script([record(o, d) for o, d in conn]))
                 add(proto, script([record(o, d) for o, d in conn], close=2, piece=0))
 
+# MySQL as the TLS hooks see it: from the login (sequence id 2, the TLS
+# bit set) on, the greeting and the TLS request having gone before.
+for path in sorted(glob.glob("../tests/fixtures/mysql/cli_*.txt")):
+    for conn in fixture(path):
+        rest = [list(x) for x in conn[1:]]
+        if not rest or not rest[0][0] or len(rest[0][1]) < 36:
+            continue
+        login = bytearray(rest[0][1])
+        login[3] = 2
+        login[5] |= 0x08
+        rest[0][1] = bytes(login)
+        seeds.setdefault("db_differential", []).append(script([record(o, d) for o, d in rest]))
+
 req = [b"GET /a?b=1&password=x HTTP/1.1\r\nHost: h:8080\r\nUser-Agent: curl/8\r\n"
        b"traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n",
        b"POST /p HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
