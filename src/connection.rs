@@ -940,7 +940,9 @@ impl Connection {
                 })
                 .into_iter()
                 .collect();
-            if matches!(self.mode, Mode::Direct) {
+            // On the capture thread (a replay) the app's thread did this
+            // when it read the message (see `Compacted::messages`).
+            if !matches!(self.mode, Mode::Replay(_)) {
                 context::set_active(&who.context, None);
                 self.consuming = Some(who.context.span_id);
             }
