@@ -32,14 +32,7 @@ enum Out {
     Count,
     ArgStart,
     ArgLen,
-    /// `keep` content bytes go on, then `skip` do not.
-    ArgBody {
-        keep: u64,
-        skip: u64,
-    },
-    ArgEnd {
-        left: u8,
-    },
+    Arg(Body),
     Inline,
 }
 
@@ -48,8 +41,53 @@ enum Out {
 enum In {
     Type,
     Line(u8),
-    Bulk { keep: u64, skip: u64 },
-    BulkEnd { left: u8 },
+    Bulk(Body),
+}
+
+/// A string's content going by, then the two bytes after it (unchecked,
+/// as the parser skips them): `keep` bytes go on, then `skip` do not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Body {
+    keep: u64,
+    skip: u64,
+    end: u8,
+}
+
+impl Body {
+    /// A string of `len` content bytes.
+    fn new(len: u64) -> Body {
+        let keep = len.min(CARRIED as u64);
+        Body {
+            keep,
+            skip: len - keep,
+            end: 2,
+        }
+    }
+
+    /// Takes what it can of `rest`, which starts at `pos` of the call's
+    /// bytes: how many bytes, those of them that go on as content (for a
+    /// look at a name), and whether the string is over.
+    fn take<'a>(
+        &mut self,
+        rest: &'a [u8],
+        pos: usize,
+        runs: &mut Runs<'_, '_>,
+    ) -> (usize, &'a [u8], bool) {
+        if self.keep > 0 {
+            let n = upto(self.keep, rest);
+            self.keep -= n as u64;
+            return (n, rest.get(..n).unwrap_or_default(), false);
+        }
+        if self.skip > 0 {
+            let n = upto(self.skip, rest);
+            runs.cut(pos, n);
+            self.skip -= n as u64;
+            return (n, &[], false);
+        }
+        let n = upto(u64::from(self.end), rest);
+        self.end -= n as u8;
+        (n, &[], self.end == 0)
+    }
 }
 
 /// A few bytes of a string, and its full length.
@@ -155,12 +193,6 @@ impl Runs<'_, '_> {
     }
 }
 
-/// Of a string of `len` content bytes: how many go on, how many do not.
-fn carried(len: u64) -> (u64, u64) {
-    let keep = len.min(CARRIED as u64);
-    (keep, len - keep)
-}
-
 /// Takes up to `want` bytes of `rest`: how many.
 fn upto(want: u64, rest: &[u8]) -> usize {
     usize::try_from(want).unwrap_or(usize::MAX).min(rest.len())
@@ -226,38 +258,16 @@ impl RedisCompactor {
                     if self.args == 0 {
                         self.name.start(len);
                     }
-                    let (keep, skip) = carried(len);
-                    self.out = Out::ArgBody { keep, skip };
+                    self.out = Out::Arg(Body::new(len));
                 }
-                Out::ArgBody { keep, skip } => {
-                    if keep > 0 {
-                        let n = upto(keep, rest);
-                        if self.args == 0 {
-                            self.name.take(rest.get(..n).unwrap_or_default());
-                        }
-                        pos += n;
-                        self.out = Out::ArgBody {
-                            keep: keep - n as u64,
-                            skip,
-                        };
-                    } else if skip > 0 {
-                        let n = upto(skip, rest);
-                        runs.cut(pos, n);
-                        pos += n;
-                        self.out = Out::ArgBody {
-                            keep,
-                            skip: skip - n as u64,
-                        };
-                    } else {
-                        self.out = Out::ArgEnd { left: 2 };
+                Out::Arg(mut body) => {
+                    let (n, content, over) = body.take(rest, pos, runs);
+                    if self.args == 0 {
+                        self.name.take(content);
                     }
-                }
-                Out::ArgEnd { left } => {
-                    let n = upto(u64::from(left), rest);
                     pos += n;
-                    let left = left - n as u8;
-                    if left > 0 {
-                        self.out = Out::ArgEnd { left };
+                    if !over {
+                        self.out = Out::Arg(body);
                         continue;
                     }
                     if self.args == 0 {
@@ -330,35 +340,14 @@ impl RedisCompactor {
                         *messages += u32::from(message);
                     }
                 }
-                In::Bulk { keep, skip } => {
-                    if keep > 0 {
-                        let n = upto(keep, rest);
-                        if self.looks_at_first() {
-                            self.first.take(rest.get(..n).unwrap_or_default());
-                        }
-                        pos += n;
-                        self.inb = In::Bulk {
-                            keep: keep - n as u64,
-                            skip,
-                        };
-                    } else if skip > 0 {
-                        let n = upto(skip, rest);
-                        runs.cut(pos, n);
-                        pos += n;
-                        self.inb = In::Bulk {
-                            keep,
-                            skip: skip - n as u64,
-                        };
-                    } else {
-                        self.inb = In::BulkEnd { left: 2 };
+                In::Bulk(mut body) => {
+                    let (n, content, over) = body.take(rest, pos, runs);
+                    if self.looks_at_first() {
+                        self.first.take(content);
                     }
-                }
-                In::BulkEnd { left } => {
-                    let n = upto(u64::from(left), rest);
                     pos += n;
-                    let left = left - n as u8;
-                    if left > 0 {
-                        self.inb = In::BulkEnd { left };
+                    if !over {
+                        self.inb = In::Bulk(body);
                         continue;
                     }
                     self.inb = In::Type;
@@ -404,8 +393,7 @@ impl RedisCompactor {
                 if self.looks_at_first() {
                     self.first.start(n);
                 }
-                let (keep, skip) = carried(n);
-                self.inb = In::Bulk { keep, skip };
+                self.inb = In::Bulk(Body::new(n));
                 Ok(None)
             }
             b'*' | b'~' | b'>' | b'%' => {
