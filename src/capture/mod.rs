@@ -11,13 +11,17 @@
 //! the records ([`decode::Decoder`]) into the same parsers that once ran
 //! on the app's thread, which build the spans.
 //!
-//! PostgreSQL goes the same way, framed by its messages' own lengths
-//! ([`crate::protocol::Compact`]): what its parser keeps of each message
-//! goes as records (a `DataRow` as its header and one byte), with the
-//! thread's context when a write starts queries, which their spans are
-//! children of. MySQL, Redis and the message brokers are still parsed on
-//! the app's thread (a broker's consumer context must be set when the
-//! message is read).
+//! The databases go the same way ([`crate::protocol::Compact`]):
+//! PostgreSQL framed by its messages' own lengths (a `DataRow` goes as its
+//! header and one byte), MySQL by its packets' headers (each packet cut to
+//! what the parser may read of one starting with that byte), Redis by
+//! RESP's lines, counts and lengths (a string's content past 256 bytes
+//! left out); a write that starts commands carries the thread's context,
+//! which their spans are children of, and a Redis subscriber's message
+//! gets its CONSUMER span's identity on the app's thread, which makes it
+//! the thread's active context. The message brokers are still parsed on
+//! the app's thread (a context is written into each message published,
+//! and a consumer's context is set when its message is read).
 
 pub mod decode;
 #[doc(hidden)]
