@@ -11,8 +11,9 @@
 //! CONSUMER span's identity is chosen here and becomes the thread's active
 //! context while the app handles the message, as on a connection parsed on
 //! the app's thread). A message is a push (`>`) whose first element is
-//! `message`, `pmessage` or `smessage`, or such an array once the
-//! connection has sent a subscribe command.
+//! `message`, `pmessage` or `smessage`, or, in RESP2 (no map or push came
+//! yet), such an array once the connection has sent a subscribe command
+//! (and no RESET since).
 
 use super::command::{arg_len, argc, LEN_LINE_BYTES as ARG_LINE_BYTES};
 use super::line::Line;
@@ -131,6 +132,9 @@ pub struct RedisCompactor {
     name: Peek,
     /// A subscribe command was sent: arrays may be pub/sub messages.
     subscribed: bool,
+    /// A map or a push came: the connection speaks RESP3, where messages
+    /// come only as pushes.
+    resp3: bool,
     inb: In,
     in_line: Line,
     shape: Shape,
@@ -153,6 +157,7 @@ impl RedisCompactor {
             args: 0,
             name: Peek::default(),
             subscribed: false,
+            resp3: false,
             inb: In::Type,
             in_line: Line::default(),
             shape: Shape::default(),
@@ -293,7 +298,8 @@ impl RedisCompactor {
         Ok(())
     }
 
-    /// A command's name is in: a subscribe command lets arrays be messages.
+    /// A command's name is in: a subscribe command lets arrays be messages;
+    /// RESET goes back to RESP2 with no subscription.
     fn saw_name(&mut self, inline: bool) {
         let name = if inline {
             let line = self.out_line.content();
@@ -301,11 +307,16 @@ impl RedisCompactor {
         } else {
             self.name.whole()
         };
-        if let Some(name) = name {
-            self.subscribed |= [&b"SUBSCRIBE"[..], b"PSUBSCRIBE", b"SSUBSCRIBE"]
-                .iter()
-                .any(|s| name.eq_ignore_ascii_case(s));
+        let Some(name) = name else {
+            return;
+        };
+        if name.eq_ignore_ascii_case(b"RESET") {
+            self.subscribed = false;
+            self.resp3 = false;
         }
+        self.subscribed |= [&b"SUBSCRIBE"[..], b"PSUBSCRIBE", b"SSUBSCRIBE"]
+            .iter()
+            .any(|s| name.eq_ignore_ascii_case(s));
     }
 
     /// Replies and pushes: counts in `messages` those that ended in
@@ -418,7 +429,9 @@ impl RedisCompactor {
     /// A top-level value ended: whether it is a pub/sub message.
     fn ended(&mut self) -> bool {
         self.received += 1;
-        let pubsub = self.top == b'>' || (self.top == b'*' && self.subscribed);
+        // HELLO 3 is answered by a map, and only RESP3 has pushes.
+        self.resp3 |= matches!(self.top, b'%' | b'>');
+        let pubsub = self.top == b'>' || (self.top == b'*' && self.subscribed && !self.resp3);
         // As the parser makes a span of one: with a channel, and for a
         // pattern's message the pattern too.
         let message = pubsub
@@ -517,9 +530,6 @@ mod tests {
         let msg = b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nhi\r\n";
         // Not subscribed: an array that looks like one is a reply.
         assert_eq!(compact(&mut c, msg, false, 1).1, 0);
-        // A push is a message whatever was sent.
-        let push = b">3\r\n+message\r\n$2\r\nch\r\n$2\r\nhi\r\n";
-        assert_eq!(compact(&mut c, push, false, 2).1, 1);
         compact(&mut c, b"*2\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n", true, 5);
         let confirm = b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n";
         let mut two = confirm.to_vec();
@@ -529,6 +539,25 @@ mod tests {
         for step in [1, 4, usize::MAX] {
             assert_eq!(compact(&mut c, &two, false, step).1, 2, "step {step}");
         }
+        // RESET: no subscription, an array is a reply again.
+        compact(&mut c, b"*1\r\n$5\r\nreset\r\n", true, 3);
+        compact(&mut c, b"+RESET\r\n", false, 3);
+        assert_eq!(compact(&mut c, msg, false, 1).1, 0);
+
+        // RESP3 (HELLO 3 answered by a map): a push is a message whatever
+        // was sent, an array never is.
+        let mut c = RedisCompactor::new();
+        compact(&mut c, b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n", true, 7);
+        compact(&mut c, b"%1\r\n+proto\r\n:3\r\n", false, 7);
+        let push = b">3\r\n+message\r\n$2\r\nch\r\n$2\r\nhi\r\n";
+        assert_eq!(compact(&mut c, push, false, 2).1, 1);
+        compact(&mut c, b"*2\r\n$9\r\nSUBSCRIBE\r\n$2\r\nch\r\n", true, 5);
+        assert_eq!(
+            compact(&mut c, msg, false, 1).1,
+            0,
+            "an LRANGE's reply, say"
+        );
+        assert_eq!(compact(&mut c, push, false, 3).1, 1);
     }
 
     #[test]
