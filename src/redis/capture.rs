@@ -15,10 +15,10 @@
 //! yet), such an array once the connection has sent a subscribe command
 //! (and no RESET since).
 
-use super::command::{arg_len, argc, LEN_LINE_BYTES as ARG_LINE_BYTES};
+use super::command::{arg_len, argc};
 use super::line::Line;
-use super::reply::{count, counted, At, Shape, LEN_LINE_BYTES};
-use super::CARRIED;
+use super::reply::{count, counted, At, Shape};
+use super::{CARRIED, LEN_LINE_BYTES};
 use crate::protocol::{Compact, Compacted, Flow};
 
 /// Most bytes of a command's name looked at: `PSUBSCRIBE`.
@@ -219,7 +219,7 @@ impl RedisCompactor {
                     b'*' => {
                         pos += 1;
                         *started = true;
-                        self.out_line.start(ARG_LINE_BYTES);
+                        self.out_line.start(LEN_LINE_BYTES);
                         self.out = Out::Count;
                     }
                     b'\r' | b'\n' | b' ' => pos += 1,
@@ -251,7 +251,7 @@ impl RedisCompactor {
                         return Err(());
                     }
                     pos += 1;
-                    self.out_line.start(ARG_LINE_BYTES);
+                    self.out_line.start(LEN_LINE_BYTES);
                     self.out = Out::ArgLen;
                 }
                 Out::ArgLen => {

@@ -13,14 +13,14 @@ use std::time::SystemTime;
 
 use super::keys::{keys_of, Keys};
 use super::line::Line;
-use super::{capped_string, parse_int, MAX_HEAD_BYTES, MAX_KEY_BYTES, MAX_QUERY_TEXT_BYTES};
+use super::{
+    capped_string, parse_int, LEN_LINE_BYTES, MAX_HEAD_BYTES, MAX_KEY_BYTES, MAX_QUERY_TEXT_BYTES,
+};
 
 /// Most bytes kept of a command or subcommand name.
 const MAX_NAME_BYTES: usize = 64;
 /// Most arguments recorded per command; the rest are only counted.
 const MAX_WORDS: usize = 64;
-/// Most bytes of a `*N` or `$N` line: a sign, 19 digits and a CR.
-pub(super) const LEN_LINE_BYTES: usize = 21;
 /// Most bytes kept of an argument looked at but not shown.
 const PEEK_BYTES: usize = 8;
 // A compacted stream carries every byte kept of an argument.

@@ -76,6 +76,10 @@ pub const MAX_QUERY_TEXT_BYTES: usize = 512;
 /// fewer than the parser keeps of any.
 pub const CARRIED: usize = 256;
 
+/// Most bytes of a length or count line (`*N`, `$N`): a sign, 19 digits
+/// and a CR.
+const LEN_LINE_BYTES: usize = 21;
+
 /// Most bytes of an error reply kept for the span status description.
 pub const MAX_STATUS_BYTES: usize = 128;
 

@@ -13,7 +13,7 @@
 //! counting as one).
 
 use super::line::Line;
-use super::{parse_int, MAX_KEY_BYTES};
+use super::{parse_int, LEN_LINE_BYTES, MAX_KEY_BYTES};
 
 /// Most bytes kept of a top-level simple string or error, or of a blob
 /// error (enough for the prefix and the status description).
@@ -28,8 +28,6 @@ const _: () = assert!(
         && MAX_KEY_BYTES <= super::CARRIED
         && SHORT_BYTES <= super::CARRIED
 );
-/// Most bytes of a length or count line.
-pub(super) const LEN_LINE_BYTES: usize = 21;
 
 /// One direct element of a top-level aggregate.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
