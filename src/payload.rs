@@ -29,9 +29,11 @@ use crate::config::{cut_str, Config};
 use crate::http::{HttpExchange, Role};
 use crate::mask::{Masker, MASK};
 use crate::span::Attributes;
+use memo::{Kind, LineMemo};
 
 mod body;
 mod json;
+mod memo;
 
 pub use body::body_text;
 pub use json::mask_json;
@@ -53,6 +55,10 @@ pub struct PayloadRules {
     /// `OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_*`: server request,
     /// server response, client request, client response.
     named: [Named; 4],
+    /// Header lines met before, for the request's masker and the
+    /// response's (see [`memo`]). Taken only when free: a thread that finds
+    /// it in use reads its heads in full.
+    memo: std::sync::Mutex<[LineMemo; 2]>,
 }
 
 impl Default for PayloadRules {
@@ -66,6 +72,7 @@ impl Default for PayloadRules {
             response_bodies: Masker::lumigo_defaults(),
             query: Masker::lumigo_defaults(),
             named: Default::default(),
+            memo: Default::default(),
         }
     }
 }
@@ -97,6 +104,7 @@ impl PayloadRules {
                 keys(&h.client_request, "http.request.header."),
                 keys(&h.client_response, "http.response.header."),
             ],
+            memo: Default::default(),
         }
     }
 
@@ -166,14 +174,20 @@ impl PayloadRules {
         };
         if req_named.is_empty() && resp_named.is_empty() {
             // Nearly every exchange: each head read once, straight into its
-            // JSON.
+            // JSON, its lines met before taken from the memo.
             let mut secrets = self.query_secrets(&ex.target);
+            let mut memo = self.memo.try_lock().ok();
+            let (request_memo, response_memo) = match memo.as_deref_mut() {
+                Some([request, response]) => (Some(request), Some(response)),
+                None => (None, None),
+            };
             let passed = head_pass(
                 &c.request_head,
                 &self.request_headers,
                 &self.query,
                 self.limit,
                 Some(&mut secrets),
+                request_memo,
             )
             .zip(head_pass(
                 &c.response_head,
@@ -181,7 +195,9 @@ impl PayloadRules {
                 &self.query,
                 self.limit,
                 None,
+                response_memo,
             ));
+            drop(memo);
             if let Some((req, resp)) = passed {
                 self.push_passed(attrs, req, request(&secrets));
                 self.push_passed(attrs, resp, response(&secrets));
@@ -335,18 +351,41 @@ impl PayloadRules {
             (&self.request_headers, true),
             (&self.response_headers, false),
         ] {
-            let mut secrets = Vec::new();
-            let Some(p) = head_pass(head, masker, &self.query, self.limit, Some(&mut secrets))
-            else {
+            // Without the memo, then with one twice: as its lines are
+            // kept, and as they are taken from it.
+            let mut memo = LineMemo::default();
+            let pass = |memo: Option<&mut LineMemo>| {
+                let mut secrets = Vec::new();
+                let p = head_pass(
+                    head,
+                    masker,
+                    &self.query,
+                    self.limit,
+                    Some(&mut secrets),
+                    memo,
+                )?;
+                Some((
+                    p.json,
+                    p.content_type.map(str::to_owned),
+                    p.content_encoding.map(str::to_owned),
+                    secrets,
+                ))
+            };
+            let plain = pass(None);
+            for (with_memo, how) in [
+                (pass(Some(&mut memo)), "kept"),
+                (pass(Some(&mut memo)), "taken"),
+            ] {
+                if with_memo != plain {
+                    return Err(format!(
+                        "one pass {plain:?}\nwith the memo ({how}) {with_memo:?}"
+                    ));
+                }
+            }
+            let Some(mut short) = plain else {
                 continue;
             };
             let long = self.the_long_way(head, masker);
-            let mut short = (
-                p.json,
-                p.content_type.map(str::to_owned),
-                p.content_encoding.map(str::to_owned),
-                secrets,
-            );
             if !request {
                 short.3 = long.3.clone();
             }
@@ -440,6 +479,7 @@ fn head_pass<'h>(
     query: &Masker,
     limit: usize,
     mut secrets: Option<&mut Vec<String>>,
+    mut memo: Option<&mut LineMemo>,
 ) -> Option<Passed<'h>> {
     let text = std::str::from_utf8(head).ok()?;
     let mut out = Passed {
@@ -453,6 +493,16 @@ fn head_pass<'h>(
     let mut seen = [(0u64, 0usize, 0usize); PASS_FIELDS];
     let mut count = 0;
     let mut lower = [0u8; PASS_NAME];
+    // Whether a name (its key, length and bytes) was met before.
+    let met = |seen: &[(u64, usize, usize)], key: u64, name: &[u8]| {
+        seen.iter().any(|&(k, from, len)| {
+            k == key
+                && len == name.len()
+                && head
+                    .get(from..from + len)
+                    .is_some_and(|earlier| earlier.eq_ignore_ascii_case(name))
+        })
+    };
     let mut feeds = crate::capture::frame::LineFeeds::new(head);
     let mut at = feeds.next().map_or(head.len(), |first_end| first_end + 1);
     while at < head.len() {
@@ -466,6 +516,35 @@ fn head_pass<'h>(
         }
         if line.starts_with([' ', '\t']) {
             return None;
+        }
+        // A line met before is taken as it was written then.
+        let mut hash = None;
+        if let Some(memo) = memo.as_deref().filter(|_| line.len() <= memo::LINE) {
+            let h = memo::hash(line.as_bytes());
+            if let Some(kept) = memo.find(h, line.as_bytes()) {
+                let (name_at, name_len) = (usize::from(kept.name_at), usize::from(kept.name_len));
+                let name = line.as_bytes().get(name_at..name_at + name_len)?;
+                if met(&seen[..count], kept.key, name) {
+                    return None;
+                }
+                *seen.get_mut(count)? = (kept.key, line_at + name_at, name_len);
+                count += 1;
+                let value_at = usize::from(kept.value_at);
+                let value = line.get(value_at..value_at + usize::from(kept.value_len));
+                match kept.kind {
+                    Kind::ContentType => out.content_type = value,
+                    Kind::ContentEncoding => out.content_encoding = value,
+                    Kind::Other => {}
+                }
+                if out.json.len() <= limit {
+                    if out.json.len() > 1 {
+                        out.json.push(',');
+                    }
+                    out.json.push_str(&kept.fragment);
+                }
+                continue;
+            }
+            hash = Some(h);
         }
         let Some(colon) = line.bytes().position(|b| b == b':') else {
             continue;
@@ -488,15 +567,8 @@ fn head_pass<'h>(
             _ => word,
         };
         let lowered = &lower[..name.len()];
-        for &(k, from, len) in &seen[..count] {
-            if k == key
-                && len == name.len()
-                && head
-                    .get(from..from + len)
-                    .is_some_and(|earlier| earlier.eq_ignore_ascii_case(name.as_bytes()))
-            {
-                return None;
-            }
+        if met(&seen[..count], key, name.as_bytes()) {
+            return None;
         }
         *seen.get_mut(count)? = (key, name_at, name.len());
         count += 1;
@@ -508,25 +580,51 @@ fn head_pass<'h>(
         if let Some(secrets) = secrets.as_deref_mut().filter(|_| secret) {
             add_header_secrets(secrets, name, value);
         }
-        match name {
-            "content-type" => out.content_type = Some(value),
-            "content-encoding" => out.content_encoding = Some(value),
-            _ => {}
+        let kind = match name {
+            "content-type" => Kind::ContentType,
+            "content-encoding" => Kind::ContentEncoding,
+            _ => Kind::Other,
+        };
+        match kind {
+            Kind::ContentType => out.content_type = Some(value),
+            Kind::ContentEncoding => out.content_encoding = Some(value),
+            Kind::Other => {}
         }
         if out.json.len() <= limit {
             if out.json.len() > 1 {
                 out.json.push(',');
             }
+            let start = out.json.len();
             out.json.push('"');
             push_json_escaped(&mut out.json, name);
             out.json.push_str("\":\"");
-            if !secret && clean_prefix_or(value.as_bytes(), b'?') == value.len() {
+            // Whether the value was written as it came (escaped, but
+            // nothing masked): then the line holds no secret and is kept.
+            let plain = if !secret && clean_prefix_or(value.as_bytes(), b'?') == value.len() {
                 // Nothing to escape and no query to mask: most values.
                 out.json.push_str(value);
+                true
             } else {
-                push_json_escaped(&mut out.json, &mask_value(value, secret, query));
-            }
+                let masked = mask_value(value, secret, query);
+                push_json_escaped(&mut out.json, &masked);
+                !secret && matches!(masked, Cow::Borrowed(_))
+            };
             out.json.push('"');
+            if plain {
+                if let (Some(memo), Some(h)) = (memo.as_deref_mut(), hash) {
+                    let value_at = value.as_ptr() as usize - line.as_ptr() as usize;
+                    let written = memo::Written {
+                        fragment: out.json.get(start..).unwrap_or_default(),
+                        key,
+                        name_at: name_at - line_at,
+                        name_len: name.len(),
+                        kind,
+                        value_at,
+                        value_len: value.len(),
+                    };
+                    memo.keep(h, line.as_bytes(), written);
+                }
+            }
         }
     }
     out.json.push('}');

@@ -654,6 +654,7 @@ fn one_pass_over_a_head_gives_what_the_field_list_gives() {
         (state % n as u64) as usize
     };
     let (mut passed, mut left) = (0, 0);
+    let mut memos = [LineMemo::default(), LineMemo::default()];
     for round in 0..4000 {
         let limit = if round % 2 == 0 { 1 + next(150) } else { 2048 };
         let rules = PayloadRules::with_limit(limit);
@@ -677,11 +678,46 @@ fn one_pass_over_a_head_gives_what_the_field_list_gives() {
         if next(3) > 0 {
             head.push_str("\r\n\r\nafter: the head");
         }
-        for masker in [&rules.request_headers, &rules.response_headers] {
+        for (masker, memo) in [&rules.request_headers, &rules.response_headers]
+            .into_iter()
+            .zip(&mut memos)
+        {
             let (json, ctype, cenc, secrets) = rules.the_long_way(head.as_bytes(), masker);
+            // The memo, kept over all rounds, holds lines of earlier heads
+            // (and of this one, the second time).
+            let mut remembered = Vec::new();
+            for _ in 0..2 {
+                let mut got = Vec::new();
+                let p = head_pass(
+                    head.as_bytes(),
+                    masker,
+                    &rules.query,
+                    limit,
+                    Some(&mut got),
+                    Some(memo),
+                );
+                remembered.push(p.map(|p| (p.json, p.content_type, p.content_encoding, got)));
+            }
             let mut got = Vec::new();
-            match head_pass(head.as_bytes(), masker, &rules.query, limit, Some(&mut got)) {
-                Some(p) => {
+            let plain = head_pass(
+                head.as_bytes(),
+                masker,
+                &rules.query,
+                limit,
+                Some(&mut got),
+                None,
+            );
+            let plain = plain.map(|p| (p.json, p.content_type, p.content_encoding, got));
+            for with_memo in remembered {
+                assert_eq!(with_memo, plain, "{head:?} at {limit}");
+            }
+            match plain {
+                Some((json_got, content_type, content_encoding, got)) => {
+                    let p = Passed {
+                        json: json_got,
+                        content_type,
+                        content_encoding,
+                    };
                     passed += 1;
                     assert_eq!(p.json, json, "{head:?} at {limit}");
                     assert_eq!(p.content_type.map(str::to_owned), ctype, "{head:?}");
@@ -700,7 +736,7 @@ fn one_pass_over_a_head_gives_what_the_field_list_gives() {
     for limit in 1..60 {
         let rules = PayloadRules::with_limit(limit);
         let masker = &rules.request_headers;
-        let passed = head_pass(head, masker, &rules.query, limit, None).unwrap();
+        let passed = head_pass(head, masker, &rules.query, limit, None, None).unwrap();
         assert_eq!(passed.json, rules.the_long_way(head, masker).0, "{limit}");
     }
     // Both ways were taken, often (random heads repeat names far more
@@ -771,4 +807,49 @@ fn clean_prefix_finds_every_byte_that_needs_escaping_or_is_asked_for() {
             }
         }
     }
+}
+
+#[test]
+fn the_memo_keeps_plain_lines_and_never_a_secret() {
+    let rules = PayloadRules::default();
+    let head = b"GET / HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer abcdef123\r\nCookie: a=secretvalue\r\nX-Api-Key: k3y-v4lue\r\nReferer: http://h/p?password=hunter22\r\nUser-Agent: \"quoted\"\r\nContent-Type: text/plain\r\n\r\n";
+    let (masker, query) = (&rules.request_headers, &rules.query);
+    let mut memo = LineMemo::default();
+    let mut secrets = Vec::new();
+    let first = head_pass(
+        head,
+        masker,
+        query,
+        2048,
+        Some(&mut secrets),
+        Some(&mut memo),
+    )
+    .unwrap();
+    // Only the lines written as they came (escaped or not): no secret
+    // value, no query masked.
+    let mut kept: Vec<&[u8]> = memo.kept().collect();
+    kept.sort();
+    assert_eq!(
+        kept,
+        [
+            &b"Content-Type: text/plain"[..],
+            b"Host: h",
+            b"User-Agent: \"quoted\""
+        ]
+    );
+    for secret in ["abcdef123", "secretvalue", "k3y-v4lue", "hunter22"] {
+        assert!(!first.json.contains(secret), "{}", first.json);
+    }
+    // The second time, the kept lines are taken from the memo and the rest
+    // judged again: the same JSON, content type and request secrets.
+    let mut again = Vec::new();
+    let second = head_pass(head, masker, query, 2048, Some(&mut again), Some(&mut memo)).unwrap();
+    assert_eq!(second.json, first.json);
+    assert_eq!(second.content_type, Some("text/plain"));
+    assert_eq!(again, secrets);
+    assert!(secrets.iter().any(|s| s == "abcdef123"), "{secrets:?}");
+    // A kept line whose name comes twice in a head still sends the head the
+    // field-by-field way.
+    let twice = b"GET / HTTP/1.1\r\nHost: h\r\nhost: h\r\n\r\n";
+    assert!(head_pass(twice, masker, query, 2048, None, Some(&mut memo)).is_none());
 }
