@@ -13,10 +13,14 @@
 //! one table per masker, and takes a line found there from it.
 //!
 //! Bounded: [`SLOTS`] lines of at most [`LINE`] bytes per table, a slot
-//! taken by the latest line that hashes to it. A secret line is never kept,
-//! so the table holds nothing masking would hide; a line is taken from it
-//! only when its bytes equal the kept ones, so a hash collision (chosen by
-//! a hostile peer or not) costs a miss, never a wrong attribute.
+//! taken by the latest line that hashes to it. A line whose value masking
+//! hides (a secret name, a secret query parameter) is never kept. A value
+//! hidden only because the request carried it elsewhere (a token of its
+//! query echoed in a plain header) can be, as it came: such values are
+//! scrubbed from the whole attribute after the pass, memo or not. A line is
+//! taken from the table only when its bytes equal the kept ones, so a hash
+//! collision (chosen by a hostile peer or not) costs a miss, never a wrong
+//! attribute.
 
 /// Longest line kept (its bytes, without the line end).
 pub(super) const LINE: usize = 200;
