@@ -853,3 +853,37 @@ fn the_memo_keeps_plain_lines_and_never_a_secret() {
     let twice = b"GET / HTTP/1.1\r\nHost: h\r\nhost: h\r\n\r\n";
     assert!(head_pass(twice, masker, query, 2048, None, Some(&mut memo)).is_none());
 }
+
+#[test]
+fn a_kept_line_holding_a_secret_of_the_request_is_still_scrubbed() {
+    // The token of the query comes back in plain header lines (kept by the
+    // memo as they came): each exchange's attributes are scrubbed of it,
+    // the second (lines taken from the memo) as the first.
+    let rules = PayloadRules::default();
+    let mut ex = crate::http::HttpExchange::empty(0, SystemTime::UNIX_EPOCH);
+    ex.target = "/a?password=hunter22".into();
+    ex.captured = captured(
+        b"GET /a HTTP/1.1\r\nHost: h\r\nX-Echo: hunter22\r\n\r\n",
+        b"",
+        b"HTTP/1.1 200 OK\r\nX-Seen: hunter22\r\n\r\n",
+        b"",
+    );
+    for round in 0..2 {
+        let mut attrs = Vec::new();
+        rules.push_attributes(&ex, Role::Server, &mut attrs);
+        let headers: Vec<String> = attrs
+            .iter()
+            .filter(|(k, _)| k.ends_with(".headers"))
+            .map(|(_, v)| format!("{v:?}"))
+            .collect();
+        assert_eq!(headers.len(), 2, "{attrs:?}");
+        for h in &headers {
+            assert!(
+                !h.contains("hunter22") && h.contains("****"),
+                "round {round}: {h}"
+            );
+        }
+    }
+    let memo = rules.memo.lock().unwrap();
+    assert!(memo[0].kept().any(|l| l == b"X-Echo: hunter22"));
+}
