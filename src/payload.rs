@@ -470,7 +470,7 @@ const PASS_NAME: usize = 64;
 /// name; a secret field's values added to `secrets` (the request's). The
 /// same result as [`header_fields`], [`mask_header`] and [`headers_json`]
 /// (a test compares them), for the heads nearly all exchanges have: `None`,
-/// for the caller to take that way, when the head is not UTF-8, has a folded
+/// for the caller to take that way, when a header line is not UTF-8, has a folded
 /// line or a name given twice, or over [`PASS_FIELDS`] fields or a name
 /// over [`PASS_NAME`] bytes.
 fn head_pass<'h>(
@@ -481,7 +481,6 @@ fn head_pass<'h>(
     mut secrets: Option<&mut Vec<String>>,
     mut memo: Option<&mut LineMemo>,
 ) -> Option<Passed<'h>> {
-    let text = std::str::from_utf8(head).ok()?;
     let mut out = Passed {
         json: String::with_capacity(limit.min(1024)),
         content_type: None,
@@ -508,20 +507,23 @@ fn head_pass<'h>(
     while at < head.len() {
         let end = feeds.next().unwrap_or(head.len());
         let line_at = at;
-        let line = text.get(at..end)?;
+        let line = head.get(at..end)?;
         at = end + 1;
-        let line = line.strip_suffix('\r').unwrap_or(line);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
             break;
         }
-        if line.starts_with([' ', '\t']) {
+        if line.starts_with(b" ") || line.starts_with(b"\t") {
             return None;
         }
         // A line met before is taken as it was written then.
         let mut hash = None;
         if let Some(memo) = memo.as_deref().filter(|_| line.len() <= memo::LINE) {
-            let h = memo::hash(line.as_bytes());
-            if let Some(kept) = memo.find(h, line.as_bytes()) {
+            let h = memo::hash(line);
+            if let Some(kept) = memo.find(h, line) {
+                // SAFETY: the kept line's bytes, equal to these, were a
+                // `str` (see the `keep` below).
+                let line = unsafe { std::str::from_utf8_unchecked(line) };
                 let (name_at, name_len) = (usize::from(kept.name_at), usize::from(kept.name_len));
                 let name = line.as_bytes().get(name_at..name_at + name_len)?;
                 if met(&seen[..count], kept.key, name) {
@@ -546,6 +548,9 @@ fn head_pass<'h>(
             }
             hash = Some(h);
         }
+        // Only the header lines need be text: a start line or what
+        // follows the head is not read here.
+        let line = std::str::from_utf8(line).ok()?;
         let Some(colon) = line.bytes().position(|b| b == b':') else {
             continue;
         };

@@ -887,3 +887,23 @@ fn a_kept_line_holding_a_secret_of_the_request_is_still_scrubbed() {
     let memo = rules.memo.lock().unwrap();
     assert!(memo[0].kept().any(|l| l == b"X-Echo: hunter22"));
 }
+
+#[test]
+fn the_one_pass_needs_only_the_header_lines_to_be_text() {
+    let rules = PayloadRules::default();
+    let (masker, query) = (&rules.request_headers, &rules.query);
+    // Bytes that are not UTF-8 in the start line and past the head: the one
+    // pass takes the head, and agrees with the field-by-field way.
+    let head = b"GET /caf\xe9 HTTP/1.1\r\nHost: h\r\nAccept: */*\r\n\r\n\xff";
+    let mut memo = LineMemo::default();
+    for _ in 0..2 {
+        let p = head_pass(head, masker, query, 2048, None, Some(&mut memo)).unwrap();
+        assert_eq!(p.json, rules.the_long_way(head, masker).0);
+        assert_eq!(p.json, r#"{"host":"h","accept":"*/*"}"#);
+    }
+    // In a header line: left to the field-by-field way (which replaces
+    // them), memo or not.
+    let head = b"GET / HTTP/1.1\r\nHost: h\r\nX-Name: caf\xe9\r\n\r\n";
+    assert!(head_pass(head, masker, query, 2048, None, None).is_none());
+    assert!(head_pass(head, masker, query, 2048, None, Some(&mut memo)).is_none());
+}
