@@ -481,11 +481,18 @@ fn head_pass<'h>(
     mut secrets: Option<&mut Vec<String>>,
     mut memo: Option<&mut LineMemo>,
 ) -> Option<Passed<'h>> {
+    // The JSON is written into the memo's buffer, when there is one, and
+    // copied at the end into a string of its own size (see below).
     let mut out = Passed {
-        json: String::with_capacity(limit.min(1024)),
+        json: memo
+            .as_deref_mut()
+            .map(|m| std::mem::take(&mut m.json))
+            .unwrap_or_default(),
         content_type: None,
         content_encoding: None,
     };
+    out.json.clear();
+    out.json.reserve(limit.min(1024));
     out.json.push('{');
     // The names met so far: their first bytes (lower case) with their
     // length, and where they are in the head.
@@ -633,6 +640,16 @@ fn head_pass<'h>(
         }
     }
     out.json.push('}');
+    if let Some(memo) = memo {
+        // The attribute waits in the export queue with its span: a copy of
+        // its own size (the buffer is as long as the limit), and the buffer
+        // kept for the next head, unless a hostile head made it large.
+        let exact = String::from(out.json.as_str());
+        let buffer = std::mem::replace(&mut out.json, exact);
+        if buffer.capacity() <= memo::BUFFER {
+            memo.json = buffer;
+        }
+    }
     Some(out)
 }
 

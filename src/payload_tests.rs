@@ -845,6 +845,10 @@ fn the_memo_keeps_plain_lines_and_never_a_secret() {
     let mut again = Vec::new();
     let second = head_pass(head, masker, query, 2048, Some(&mut again), Some(&mut memo)).unwrap();
     assert_eq!(second.json, first.json);
+    // Each attribute's string is its own size (it waits in the export
+    // queue); the buffer it was written in stays with the memo.
+    assert_eq!(second.json.capacity(), second.json.len());
+    assert!(memo.json.capacity() >= 1024, "{}", memo.json.capacity());
     assert_eq!(second.content_type, Some("text/plain"));
     assert_eq!(again, secrets);
     assert!(secrets.iter().any(|s| s == "abcdef123"), "{secrets:?}");

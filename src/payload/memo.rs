@@ -70,7 +70,13 @@ pub(super) struct Written<'a> {
 #[derive(Debug, Default)]
 pub(crate) struct LineMemo {
     slots: Vec<Slot>,
+    /// The buffer the pass writes a head's JSON into, kept from head to
+    /// head while it is at most [`BUFFER`] bytes.
+    pub(super) json: String,
 }
+
+/// Largest JSON buffer kept.
+pub(super) const BUFFER: usize = 8 << 10;
 
 const _: () = assert!(SLOTS.is_power_of_two() && LINE <= u16::MAX as usize);
 
