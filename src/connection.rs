@@ -949,7 +949,7 @@ impl Connection {
             tracer.emit_operation(op, &self.ends, Some(who), links, tags.as_deref());
         }
         let mut done = std::mem::take(&mut self.done);
-        for ex in done.drain(..) {
+        for mut ex in done.drain(..) {
             let who = match self.assigned.iter().position(|(seq, _)| *seq == ex.seq) {
                 Some(i) => self.assigned.remove(i).map(|(_, who)| who),
                 None => None,
@@ -969,6 +969,9 @@ impl Connection {
                 None => None,
             };
             tracer.emit_http(&ex, self.role, &self.ends, who, tags.as_deref());
+            if let Some(captured) = ex.captured.take() {
+                crate::http::Captured::give_back(captured);
+            }
         }
         self.done = done;
     }

@@ -86,7 +86,7 @@ pub struct HttpConnection {
 enum RequestOutcome {
     Partial,
     /// The head, the input it took, and its raw bytes when captured.
-    Parsed(RequestHead, usize, Vec<u8>),
+    Parsed(RequestHead, usize, Option<Box<Captured>>),
     /// A head that looked like HTTP but failed to parse; what it tells.
     Malformed(RequestHead),
     NotHttp,
@@ -94,7 +94,9 @@ enum RequestOutcome {
 
 enum ResponseOutcome {
     Partial,
-    Parsed(ResponseHead, usize, Vec<u8>),
+    /// The head and the input it took (its raw bytes, when captured, are
+    /// in the exchange's [`Captured`] already).
+    Parsed(ResponseHead, usize),
     Malformed(Option<u16>),
     NotHttp,
 }
@@ -320,7 +322,7 @@ impl HttpConnection {
                 }
                 RequestState::Head => {
                     let capturing = self.capturing();
-                    let raw = |head: &[u8]| if capturing { head.to_vec() } else { Vec::new() };
+                    let raw = |head: &[u8]| capturing.then(|| Captured::with_request_head(head));
                     let outcome = match self.request_head.feed(data, now) {
                         HeadStep::Partial => RequestOutcome::Partial,
                         HeadStep::NotHttp => RequestOutcome::NotHttp,
@@ -413,12 +415,25 @@ impl HttpConnection {
                 }
                 ResponseState::Head => {
                     let capturing = self.capturing();
-                    let raw = |head: &[u8]| if capturing { head.to_vec() } else { Vec::new() };
+                    // A final response's head goes straight into the
+                    // exchange's buffer (an interim one is not kept).
+                    let pending = &mut self.pending;
+                    let mut keep = |head: &[u8], status: u16| {
+                        let interim = (100..200).contains(&status) && status != 101;
+                        let front = pending.front_mut().filter(|_| capturing && !interim);
+                        if let Some(c) = front.and_then(|f| f.captured.as_deref_mut()) {
+                            c.response_head.clear();
+                            c.response_head.extend_from_slice(head);
+                        }
+                    };
                     let outcome = match self.response_head.feed(data, now) {
                         HeadStep::Partial => ResponseOutcome::Partial,
                         HeadStep::NotHttp => ResponseOutcome::NotHttp,
                         HeadStep::Complete { head, consumed } => match parse_response(head) {
-                            Ok(parsed) => ResponseOutcome::Parsed(parsed, consumed, raw(head)),
+                            Ok(parsed) => {
+                                keep(head, parsed.status);
+                                ResponseOutcome::Parsed(parsed, consumed)
+                            }
                             Err(_) => ResponseOutcome::Malformed(salvage_status(head)),
                         },
                         HeadStep::Oversized {
@@ -426,13 +441,16 @@ impl HttpConnection {
                             beyond,
                             consumed,
                         } => match oversized_response(kept, beyond) {
-                            Some(parsed) => ResponseOutcome::Parsed(parsed, consumed, raw(kept)),
+                            Some(parsed) => {
+                                keep(kept, parsed.status);
+                                ResponseOutcome::Parsed(parsed, consumed)
+                            }
                             None => ResponseOutcome::Malformed(None),
                         },
                     };
-                    let (head, consumed, raw) = match outcome {
+                    let (head, consumed) = match outcome {
                         ResponseOutcome::Partial => return Flow::Continue,
-                        ResponseOutcome::Parsed(head, consumed, raw) => (head, consumed, raw),
+                        ResponseOutcome::Parsed(head, consumed) => (head, consumed),
                         ResponseOutcome::NotHttp => {
                             return self.stop(now, errors::PROTOCOL_ERROR, done)
                         }
@@ -451,9 +469,6 @@ impl HttpConnection {
                         continue; // Interim (100 Continue, 103 Early Hints): the final response follows.
                     }
                     front.status = Some(status);
-                    if let Some(c) = front.captured.as_deref_mut() {
-                        c.response_head = raw;
-                    }
                     if status == 101 || (front.method == "CONNECT" && (200..300).contains(&status))
                     {
                         // The connection now carries another protocol.
@@ -479,7 +494,7 @@ impl HttpConnection {
     fn start_exchange(
         &mut self,
         head: RequestHead,
-        raw: Vec<u8>,
+        captured: Option<Box<Captured>>,
         now: SystemTime,
         done: &mut Vec<HttpExchange>,
     ) -> Flow {
@@ -492,10 +507,7 @@ impl HttpConnection {
         self.next_seq += 1;
         let mut ex = head.into_exchange(seq, start);
         if self.capturing() {
-            ex.captured = Some(Box::new(Captured {
-                request_head: raw,
-                ..Captured::default()
-            }));
+            ex.captured = captured;
         }
         self.pending.push_back(ex);
         if self.pending.len() > MAX_IN_FLIGHT {

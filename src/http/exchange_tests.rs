@@ -630,3 +630,32 @@ fn payload_capture_on_a_server_and_an_oversized_head() {
     assert_eq!(c.response_body, b"body");
     assert_eq!(done[0].response_body_size, 16);
 }
+
+#[test]
+fn a_spare_captured_box_comes_back_empty() {
+    // Boxes given back with everything filled (and one with a buffer over
+    // the size kept), then taken again: each holds only its new request
+    // head, whether it was spare or new (other tests share the spares).
+    for i in 0..40 {
+        let mut c = Captured::with_request_head(b"GET /secret?token=abcdef HTTP/1.1\r\n\r\n");
+        c.response_head
+            .extend_from_slice(b"HTTP/1.1 200 OK\r\n\r\n");
+        c.request_body.extend_from_slice(b"password=hunter22");
+        c.response_body.extend_from_slice(b"{\"token\":\"abcdef\"}");
+        if i == 0 {
+            c.response_body.resize(64 << 10, b'x');
+        }
+        Captured::give_back(c);
+    }
+    for _ in 0..40 {
+        let c = Captured::with_request_head(b"GET / HTTP/1.1\r\n\r\n");
+        assert_eq!(
+            *c,
+            Captured {
+                request_head: b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+                ..Captured::default()
+            }
+        );
+        assert!(c.response_body.capacity() <= 4 << 10);
+    }
+}

@@ -181,7 +181,52 @@ pub struct Captured {
     pub response_body: Vec<u8>,
 }
 
+/// Spent [`Captured`] boxes, their buffers emptied but not freed, for the
+/// next exchanges: a span's payload bytes are copied into buffers that
+/// already exist instead of four new allocations and four frees. Shared by
+/// every thread that builds spans and taken only when free. Boxes, not
+/// the structs, since an exchange holds its `Captured` boxed: the box's own
+/// allocation is reused too.
+#[allow(clippy::vec_box)]
+static SPARE: std::sync::Mutex<Vec<Box<Captured>>> = std::sync::Mutex::new(Vec::new());
+
+/// Most boxes kept spare, and the largest buffer a kept box may hold: at
+/// most 32 × 4 × 4 KiB (512 KiB) stay allocated this way.
+const SPARE_BOXES: usize = 32;
+const SPARE_BUFFER: usize = 4 << 10;
+
 impl Captured {
+    /// A box for an exchange whose request head is `head`: a spare one
+    /// when there is one.
+    pub(crate) fn with_request_head(head: &[u8]) -> Box<Captured> {
+        let spare = SPARE.try_lock().ok().and_then(|mut spare| spare.pop());
+        let mut c = spare.unwrap_or_default();
+        c.request_head.extend_from_slice(head);
+        c
+    }
+
+    /// Gives back the box of an exchange whose span was built: emptied,
+    /// and kept if its buffers are small and there is room.
+    pub(crate) fn give_back(mut c: Box<Captured>) {
+        let Captured {
+            request_head,
+            response_head,
+            request_body,
+            response_body,
+        } = &mut *c;
+        for buf in [request_head, response_head, request_body, response_body] {
+            if buf.capacity() > SPARE_BUFFER {
+                return;
+            }
+            buf.clear();
+        }
+        if let Ok(mut spare) = SPARE.try_lock() {
+            if spare.len() < SPARE_BOXES {
+                spare.push(c);
+            }
+        }
+    }
+
     /// Appends `bytes` to `buf`, keeping at most `limit` bytes in all.
     pub(crate) fn keep(buf: &mut Vec<u8>, limit: usize, bytes: &[u8]) {
         let room = limit.saturating_sub(buf.len());
