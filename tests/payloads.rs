@@ -430,3 +430,129 @@ fn a_broken_masking_regex_is_reported_and_the_defaults_mask() {
     );
     assert_no_secret("the span dump", &std::fs::read(&dump).unwrap());
 }
+
+/// Four requests on one keep-alive connection (curl `--next`), header lines
+/// repeated and changed between them, so that the second and later heads'
+/// repeated lines come from the memo of lines met before: each span, on
+/// both sides, still has its own headers, its own content type and
+/// encoding (the bodies are read by them) and its own secret masked.
+#[test]
+fn repeated_header_lines_give_each_exchange_its_own_payloads() {
+    let tmp = TempDir::new("payload-repeat");
+    let dump = tmp.path("spans.jsonl");
+    let mut server = payload_server(&dump, None, None);
+    let url = |path: &str| format!("http://localhost:{}{path}", server.port);
+    let mut cmd = traced("curl");
+    cmd.args([
+        "-s",
+        "-o",
+        "/dev/null",
+        "-H",
+        "X-Same: same",
+        "-H",
+        "X-Step: 1",
+    ])
+    .arg(url("/gzip"));
+    cmd.args([
+        "--next",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-H",
+        "X-Same: same",
+        "-H",
+        "X-Step: 2",
+    ])
+    .args(["-H", &format!("Authorization: Bearer {AUTH_SECRET}")])
+    .arg(url("/chunked"));
+    cmd.args([
+        "--next",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-H",
+        "X-Same: same",
+        "-H",
+        "X-Step: 3",
+    ])
+    .arg(url("/gzip"));
+    cmd.args(["--next", "-s", "-o", "/dev/null", "-H", "X-Step: 2"])
+        .arg(url("/binary"));
+    cmd.env("LUMIGO_DEBUG_SPANDUMP", &dump)
+        .env("OTEL_SERVICE_NAME", "curl");
+    let out = run(cmd, T);
+    assert!(out.status.success(), "{out:?}");
+    let spans = wait_spans(&dump, T, |s| {
+        s.iter()
+            .filter(|s| kind(s) == "SpanKind.SERVER" && !attr(s, "http.response.headers").is_null())
+            .count()
+            >= 4
+    });
+    server.stop();
+    let clients: Vec<&Value> = spans
+        .iter()
+        .filter(|s| kind(s) == "SpanKind.CLIENT" && service(s) == "curl")
+        .collect();
+    assert_eq!(clients.len(), 4, "{spans:#?}");
+    // One connection: the client's spans share its local port.
+    let port = attr(clients[0], "network.local.port");
+    assert!(
+        clients
+            .iter()
+            .all(|c| attr(c, "network.local.port") == port),
+        "{clients:#?}"
+    );
+    let mut steps = Vec::new();
+    for client in clients {
+        let server_span = spans
+            .iter()
+            .find(|s| kind(s) == "SpanKind.SERVER" && parent_id(s) == Some(span_id(client)))
+            .unwrap_or_else(|| panic!("no SERVER span under {client:#}"));
+        assert_eq!(trace_id(server_span), trace_id(client));
+        for span in [client, server_span] {
+            let req = json_attr(span, "http.request.headers");
+            let resp = json_attr(span, "http.response.headers");
+            let step = req["x-step"].as_str().unwrap_or_default().to_owned();
+            let body = str_attr(span, "http.response.body");
+            match (
+                attr(span, "url.path").as_str().unwrap_or_default(),
+                step.as_str(),
+            ) {
+                ("/gzip", "1" | "3") => {
+                    assert_eq!(req["x-same"], "same", "{span:#}");
+                    assert!(req.get("authorization").is_none(), "{span:#}");
+                    assert_eq!(resp["content-encoding"], "gzip", "{span:#}");
+                    // Decoded (by the content encoding), and masked.
+                    let body: Value = serde_json::from_str(body).unwrap();
+                    assert_eq!(body["id_token"], "****", "{span:#}");
+                    assert_eq!(body["n"], 1);
+                }
+                ("/chunked", "2") => {
+                    assert_eq!(req["x-same"], "same", "{span:#}");
+                    assert_eq!(req["authorization"], "****", "{span:#}");
+                    assert_eq!(resp["transfer-encoding"], "chunked", "{span:#}");
+                    let body: Value = serde_json::from_str(body).unwrap();
+                    assert_eq!(body["refresh_token"], "****", "{span:#}");
+                }
+                ("/binary", "2") => {
+                    assert!(req.get("x-same").is_none(), "{span:#}");
+                    assert!(req.get("authorization").is_none(), "{span:#}");
+                    assert_eq!(resp["content-type"], "image/png", "{span:#}");
+                    assert!(body.starts_with("<binary body: "), "{span:#}");
+                }
+                other => panic!("unexpected exchange {other:?}: {span:#}"),
+            }
+        }
+        steps.push(step_of(client));
+    }
+    steps.sort();
+    assert_eq!(steps, ["1", "2", "2", "3"]);
+    assert_no_secret("the span dump", &std::fs::read(&dump).unwrap());
+}
+
+fn step_of(span: &Value) -> String {
+    json_attr(span, "http.request.headers")["x-step"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
