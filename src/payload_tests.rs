@@ -683,10 +683,7 @@ fn one_pass_over_a_head_gives_what_the_field_list_gives() {
             .zip(&mut memos)
         {
             let (json, ctype, cenc, secrets) = rules.the_long_way(head.as_bytes(), masker);
-            // The memo, kept over all rounds, holds lines of earlier heads
-            // (and of this one, the second time).
-            let mut remembered = Vec::new();
-            for _ in 0..2 {
+            let pass = |memo: Option<&mut LineMemo>| {
                 let mut got = Vec::new();
                 let p = head_pass(
                     head.as_bytes(),
@@ -694,22 +691,15 @@ fn one_pass_over_a_head_gives_what_the_field_list_gives() {
                     &rules.query,
                     limit,
                     Some(&mut got),
-                    Some(memo),
+                    memo,
                 );
-                remembered.push(p.map(|p| (p.json, p.content_type, p.content_encoding, got)));
-            }
-            let mut got = Vec::new();
-            let plain = head_pass(
-                head.as_bytes(),
-                masker,
-                &rules.query,
-                limit,
-                Some(&mut got),
-                None,
-            );
-            let plain = plain.map(|p| (p.json, p.content_type, p.content_encoding, got));
-            for with_memo in remembered {
-                assert_eq!(with_memo, plain, "{head:?} at {limit}");
+                p.map(|p| (p.json, p.content_type, p.content_encoding, got))
+            };
+            // The memo, kept over all rounds, holds lines of earlier heads
+            // (and of this one, the second time).
+            let plain = pass(None);
+            for _ in 0..2 {
+                assert_eq!(pass(Some(&mut *memo)), plain, "{head:?} at {limit}");
             }
             match plain {
                 Some((json_got, content_type, content_encoding, got)) => {

@@ -442,42 +442,24 @@ fn repeated_header_lines_give_each_exchange_its_own_payloads() {
     let dump = tmp.path("spans.jsonl");
     let mut server = payload_server(&dump, None, None);
     let url = |path: &str| format!("http://localhost:{}{path}", server.port);
+    let auth = format!("Authorization: Bearer {AUTH_SECRET}");
+    let requests: [(&[&str], &str); 4] = [
+        (&["X-Same: same", "X-Step: 1"], "/gzip"),
+        (&["X-Same: same", "X-Step: 2", &auth], "/chunked"),
+        (&["X-Same: same", "X-Step: 3"], "/gzip"),
+        (&["X-Step: 2"], "/binary"),
+    ];
     let mut cmd = traced("curl");
-    cmd.args([
-        "-s",
-        "-o",
-        "/dev/null",
-        "-H",
-        "X-Same: same",
-        "-H",
-        "X-Step: 1",
-    ])
-    .arg(url("/gzip"));
-    cmd.args([
-        "--next",
-        "-s",
-        "-o",
-        "/dev/null",
-        "-H",
-        "X-Same: same",
-        "-H",
-        "X-Step: 2",
-    ])
-    .args(["-H", &format!("Authorization: Bearer {AUTH_SECRET}")])
-    .arg(url("/chunked"));
-    cmd.args([
-        "--next",
-        "-s",
-        "-o",
-        "/dev/null",
-        "-H",
-        "X-Same: same",
-        "-H",
-        "X-Step: 3",
-    ])
-    .arg(url("/gzip"));
-    cmd.args(["--next", "-s", "-o", "/dev/null", "-H", "X-Step: 2"])
-        .arg(url("/binary"));
+    for (i, (headers, path)) in requests.iter().enumerate() {
+        if i > 0 {
+            cmd.arg("--next");
+        }
+        cmd.args(["-s", "-o", "/dev/null"]);
+        for h in *headers {
+            cmd.args(["-H", h]);
+        }
+        cmd.arg(url(path));
+    }
     cmd.env("LUMIGO_DEBUG_SPANDUMP", &dump)
         .env("OTEL_SERVICE_NAME", "curl");
     let out = run(cmd, T);
