@@ -510,7 +510,8 @@ class Bench:
             out["untraced_per_req"] = u["total"] / n
             out["app_per_req"] = t["threads"][0] / n
             out["export_per_span"] = sum(t["threads"][1:]) / n
-            log("  nginx: untraced %.0f instr/request; traced app thread %.0f (+%.0f), export thread %.0f per span"
+            out["threads_per_span"] = [x / n for x in t["threads"][1:]]
+            log("  nginx: untraced %.0f instr/request; traced app thread %.0f (+%.0f), our threads %.0f per span"
                 % (out["untraced_per_req"], out["app_per_req"], out["app_per_req"] - out["untraced_per_req"],
                    out["export_per_span"]))
 
