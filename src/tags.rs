@@ -28,6 +28,8 @@ struct Installed {
     keys: Vec<&'static str>,
     /// The request parser's header names, then these.
     wanted: &'static [&'static [u8]],
+    /// Their first bytes (`crate::http::initials`).
+    initials: u64,
 }
 
 static INSTALLED: OnceLock<Installed> = OnceLock::new();
@@ -92,6 +94,7 @@ pub fn install(names: &[String]) {
     let _ = INSTALLED.set(Installed {
         names,
         keys,
+        initials: crate::http::initials(&wanted),
         wanted: Box::leak(wanted.into_boxed_slice()),
     });
 }
@@ -99,6 +102,12 @@ pub fn install(names: &[String]) {
 /// The request parser's header names with the tag headers, if installed.
 pub fn wanted(parser_wanted: &'static [&'static [u8]]) -> &'static [&'static [u8]] {
     INSTALLED.get().map_or(parser_wanted, |i| i.wanted)
+}
+
+/// The first bytes of [`wanted`]'s names: `parser_initials`, those of
+/// the request parser's, with the tag headers' if installed.
+pub fn wanted_initials(parser_initials: u64) -> u64 {
+    INSTALLED.get().map_or(parser_initials, |i| i.initials)
 }
 
 /// The index of tag header `name` (any case), if it is one.

@@ -482,7 +482,7 @@ fn execution_tags_from_headers_reach_the_spans_made_while_serving() {
         down_port,
         &[(
             "LUMIGO_EXECUTION_TAG_HEADERS",
-            r#"["x-tenant", "X-Long", "x-absent", "x-api-key"]"#,
+            r#"["x-tenant", "X-Long", "x-absent", "x-api-key", "Region"]"#,
         )],
     );
     let long = "L".repeat(80);
@@ -494,6 +494,8 @@ fn execution_tags_from_headers_reach_the_spans_made_while_serving() {
             ("X-Tenant", "acme-corp"),
             ("x-long", &long),
             ("X-Api-Key", "tag-QsecretQ-3131"),
+            // A name whose first byte no span header's has.
+            ("region", "eu-west-9"),
         ],
     );
     untraced_requests(mid_port, "/plain", 1, &[]);
@@ -526,6 +528,7 @@ fn execution_tags_from_headers_reach_the_spans_made_while_serving() {
         assert_eq!(attr(s, "lumigo.execution_tags.x-long"), &"L".repeat(70));
         // A secret header's value is masked, as in `http.request.headers`.
         assert_eq!(attr(s, "lumigo.execution_tags.x-api-key"), "****");
+        assert_eq!(attr(s, "lumigo.execution_tags.region"), "eu-west-9");
         assert!(attr(s, "lumigo.execution_tags.x-absent").is_null());
     }
     for s in [*plain, child_of(plain)] {

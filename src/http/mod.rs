@@ -41,7 +41,7 @@ mod detect;
 mod exchange;
 pub mod inject;
 pub(crate) mod parser;
-pub(crate) use parser::REQUEST_HEADERS;
+pub(crate) use parser::{initials, REQUEST_HEADERS};
 pub mod span;
 
 use std::time::SystemTime;

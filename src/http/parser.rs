@@ -753,6 +753,35 @@ pub(crate) const REQUEST_HEADERS: &[&[u8]] = &[
 /// Header names a response's framing uses (lower case).
 const RESPONSE_HEADERS: &[&[u8]] = &[b"content-length", b"transfer-encoding"];
 
+/// The first bytes of [`REQUEST_HEADERS`] and of [`RESPONSE_HEADERS`] (see
+/// [`initials`]).
+pub(crate) const REQUEST_INITIALS: u64 = initials(REQUEST_HEADERS);
+const RESPONSE_INITIALS: u64 = initials(RESPONSE_HEADERS);
+
+/// The first bytes of `names` as a set of their six low bits (bit `b & 63`
+/// for byte `b`): a header line whose first byte is not in it is none of
+/// them, known by one test instead of a comparison with each name. Bytes
+/// that share their low bits (`p` and `0`) share a bit: the set may let
+/// through a line it could have refused, never the other way.
+pub(crate) const fn initials(names: &[&[u8]]) -> u64 {
+    let mut set = 0u64;
+    let mut i = 0;
+    while i < names.len() {
+        if let Some(&b) = names[i].first() {
+            set |= 1 << (b & 63);
+        }
+        i += 1;
+    }
+    set
+}
+
+/// Whether a name starting with `first` (lower case) may be one of the
+/// names whose [`initials`] are `set`.
+#[inline(always)]
+fn may_be_wanted(set: u64, first: u8) -> bool {
+    (set >> (first & 63)) & 1 != 0
+}
+
 /// The quick path's scan of the header lines of a complete head, from
 /// `start` (just past the start line): calls `f(name, value)` for each line
 /// whose name is one of `wanted`, in order, with the value trimmed; every
@@ -765,6 +794,7 @@ fn quick_headers(
     head: &[u8],
     start: usize,
     wanted: &[&'static [u8]],
+    initials: u64,
     blanks_before_colon: bool,
     mut f: impl FnMut(&'static [u8], &[u8]),
 ) -> Option<()> {
@@ -779,6 +809,9 @@ fn quick_headers(
             Some(b' ' | b'\t') => return None,
             Some(&b) => b.to_ascii_lowercase(),
         };
+        if !may_be_wanted(initials, first) {
+            continue;
+        }
         let Some(name) = wanted
             .iter()
             .copied()
@@ -802,11 +835,11 @@ fn quick_headers(
     None
 }
 
-/// True when `line` starts with `name` (lower case: letters, digits, `-`)
-/// in any case. A name of eight bytes or more is first compared as one
-/// word with the case bit set (which leaves digits and `-` alone; fixed
-/// size, so no copy loop), then confirmed byte by byte: the case bit would
-/// also turn a CR into `-`.
+/// True when `line` starts with `name` (lower case) in any case. A name
+/// of eight bytes or more is first compared as one word with the case bit
+/// set (which leaves digits and `-` alone; fixed size, so no copy loop),
+/// then confirmed byte by byte, only the line's bytes lowered (the name's
+/// are): the case bit would also turn a CR into `-`.
 fn starts_with_name(line: &[u8], name: &[u8]) -> bool {
     const CASE: u64 = 0x2020_2020_2020_2020;
     let Some(head) = line.get(..name.len()) else {
@@ -817,7 +850,9 @@ fn starts_with_name(line: &[u8], name: &[u8]) -> bool {
             return false;
         }
     }
-    head.eq_ignore_ascii_case(name)
+    head.iter()
+        .zip(name)
+        .all(|(h, n)| h.to_ascii_lowercase() == *n)
 }
 
 /// The start line of a head and where the header lines begin.
@@ -855,7 +890,8 @@ pub(crate) fn quick_request(head: &[u8]) -> Option<RequestHead> {
         ..RequestHead::default()
     };
     let wanted = crate::tags::wanted(REQUEST_HEADERS);
-    quick_headers(head, start, wanted, false, |name, value| {
+    let initials = crate::tags::wanted_initials(REQUEST_INITIALS);
+    quick_headers(head, start, wanted, initials, false, |name, value| {
         out.header(name, value)
     })?;
     Some(out)
@@ -881,9 +917,17 @@ pub(crate) fn quick_response(head: &[u8]) -> Option<ResponseHead> {
     }
     let status = code.iter().fold(0u16, |n, &d| n * 10 + u16::from(d - b'0'));
     let mut framing = Framing::default();
-    quick_headers(head, start, RESPONSE_HEADERS, true, |name, value| {
-        framing.header(name, value);
-    })?;
+    let wanted = RESPONSE_HEADERS;
+    quick_headers(
+        head,
+        start,
+        wanted,
+        RESPONSE_INITIALS,
+        true,
+        |name, value| {
+            framing.header(name, value);
+        },
+    )?;
     Some(ResponseHead { status, framing })
 }
 

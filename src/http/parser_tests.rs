@@ -641,3 +641,26 @@ fn header_names_match_in_any_case_and_nothing_else() {
         );
     }
 }
+
+/// The first-byte set a header line is checked against before the names:
+/// it holds each name's initial, and other bytes only where they share its
+/// six low bits.
+#[test]
+fn the_initials_set_lets_each_first_byte_through() {
+    let set = initials(&[b"content-length", b"host", b"x-b3-flags", b"", b"\xc3x"]);
+    for b in 0..=255u8 {
+        let want = [b'c', b'h', b'x', 0xc3].iter().any(|i| i & 63 == b & 63);
+        assert_eq!(may_be_wanted(set, b), want, "{b}");
+    }
+    assert!(!may_be_wanted(set, b'a') && !may_be_wanted(set, b's'));
+    for name in REQUEST_HEADERS {
+        assert!(may_be_wanted(REQUEST_INITIALS, name[0]), "{name:?}");
+    }
+    // A request line whose name is wanted but whose initial was left out
+    // of the set would be skipped: the quick path must still read them all.
+    let head =
+        b"GET / HTTP/1.1\r\nX-B3-Sampled: 1\r\nUser-Agent: ua\r\nHost: h\r\nbaggage: k=v\r\n\r\n";
+    let quick = quick_request(head).unwrap();
+    assert_eq!(quick.user_agent.as_deref(), Some("ua"));
+    assert_eq!(quick.host.as_deref(), Some("h"));
+}
