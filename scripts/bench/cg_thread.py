@@ -34,9 +34,15 @@ def exclusive(path, names):
     after `calls=`, which is the callee's inclusive cost."""
     counts = collections.Counter()
     fn, after_call = None, False
+    # One position (line) or, with `--dump-instr=yes`, two (instr line):
+    # the cost follows them.
+    at = 1
     with open(path, errors="replace") as f:
         for line in f:
             line = line.rstrip("\n")
+            if line.startswith("positions:"):
+                at = len(line.split()) - 1
+                continue
             m = NAME.match(line)
             if m:
                 if m.group(1) == "fn":
@@ -47,12 +53,12 @@ def exclusive(path, names):
                 continue
             if line[:1].isdigit() or line[:1] in "+-*":
                 parts = line.split()
-                if len(parts) < 2:
+                if len(parts) <= at:
                     continue
                 if after_call:
                     after_call = False
                 elif fn is not None:
-                    counts[fn] += int(parts[1])
+                    counts[fn] += int(parts[at])
     return counts
 
 
