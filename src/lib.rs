@@ -45,6 +45,7 @@ pub mod resource;
 pub mod sampling;
 pub mod sharded;
 pub mod span;
+pub mod spare;
 pub mod sql;
 pub mod tags;
 #[cfg(test)]

@@ -641,10 +641,11 @@ fn head_pass<'h>(
     }
     out.json.push('}');
     if let Some(memo) = memo {
-        // The attribute waits in the export queue with its span: a copy of
-        // its own size (the buffer is as long as the limit), and the buffer
-        // kept for the next head, unless a hostile head made it large.
-        let exact = String::from(out.json.as_str());
+        // The attribute waits in the export queue with its span: a copy
+        // (into a string the export thread gave back, when one fits; see
+        // `crate::spare`), and the buffer, as long as the limit, kept for
+        // the next head, unless a hostile head made it large.
+        let exact = crate::spare::copy(&out.json);
         let buffer = std::mem::replace(&mut out.json, exact);
         if buffer.capacity() <= memo::BUFFER {
             memo.json = buffer;

@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::lumigo_debug;
-use crate::span::{Attributes, SpanRecord, ATTRIBUTES_CAPACITY};
+use crate::span::{AttrValue, Attributes, SpanRecord, Text, ATTRIBUTES_CAPACITY};
 use health::EndpointHealth;
 use loss::Losses;
 
@@ -462,11 +462,20 @@ impl Shared {
     /// Drops the exported spans of `batch`, keeping their attribute vectors
     /// (emptied) as spares where there is room. Vectors that grew past the
     /// usual size are freed, so the pool holds at most `MAX_SPARE` vectors.
-    fn recycle(&self, batch: &mut Vec<SpanRecord>) {
-        // The values are freed before the lock is taken, not under it.
+    fn recycle(&self, batch: &mut Vec<SpanRecord>, strings: &mut Vec<String>) {
+        // The values are freed before the lock is taken, not under it; the
+        // longer strings go back to the threads that build spans.
         for span in batch.iter_mut() {
+            for (_, value) in span.attributes.iter_mut() {
+                if let AttrValue::Str(Text::Owned(s)) = value {
+                    if s.capacity() >= crate::spare::MIN_CAPACITY {
+                        strings.push(std::mem::take(s));
+                    }
+                }
+            }
             span.attributes.clear();
         }
+        crate::spare::give_back(strings);
         if let Ok(mut spare) = self.spare.try_lock() {
             for span in batch.iter_mut() {
                 if spare.len() >= MAX_SPARE {

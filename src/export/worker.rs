@@ -36,6 +36,7 @@ pub(super) fn run_worker(shared: Arc<Shared>, config: Arc<Config>) {
             said_failure: vec![false; exporters.len()],
             exporters,
             batch: Vec::new(),
+            strings: Vec::new(),
             last_export: None,
         }
         .run();
@@ -80,6 +81,9 @@ struct Worker<'a> {
     exporters: Vec<Box<dyn Exporter>>,
     /// The batch being exported; its allocation is kept for the next one.
     batch: Vec<SpanRecord>,
+    /// The strings of the last batch on their way back (`crate::spare`);
+    /// its allocation is kept too.
+    strings: Vec<String>,
     /// When the last export started.
     last_export: Option<Instant>,
     /// Per exporter: its first failure was reported.
@@ -115,7 +119,7 @@ impl Worker<'_> {
             limits::apply(&mut batch, self.config.attribute_limits);
             self.export(&batch);
             self.batch = batch;
-            self.shared.recycle(&mut self.batch);
+            self.shared.recycle(&mut self.batch, &mut self.strings);
             let mut queue = lock(&self.shared.queue);
             queue.in_flight = 0;
             if queue.spans.is_empty() && flush_target > queue.flush_done {

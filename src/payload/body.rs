@@ -67,7 +67,7 @@ pub fn body_text(
     } else {
         masker.mask_query(text)
     };
-    cut_str(&masked, limit).to_owned()
+    crate::spare::copy(cut_str(&masked, limit))
 }
 
 /// The `boundary` parameter of a multipart media type, as written.
