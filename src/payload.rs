@@ -229,7 +229,8 @@ impl PayloadRules {
     /// [`PayloadRules::request_secrets`]).
     fn query_secrets(&self, target: &str) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
-        if let Some((_, query)) = target.split_once('?') {
+        let mark = target.as_bytes().iter().position(|&b| b == b'?');
+        if let Some(query) = mark.map(|i| &target[i + 1..]) {
             let query = query.split('#').next().unwrap_or_default();
             for param in query.split('&') {
                 if let Some((name, value)) = param.split_once('=') {
