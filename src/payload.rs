@@ -500,6 +500,13 @@ fn head_pass<'h>(
     let mut seen = [(0u64, 0usize, 0usize); PASS_FIELDS];
     let mut count = 0;
     let mut lower = [0u8; PASS_NAME];
+    // One bit per name met, from its key and length: a name whose bit is
+    // not set was not met, known without reading the names (nearly every
+    // line); one whose bit is set is looked for among them.
+    let mut met_bits = 0u64;
+    let bit = |key: u64, len: usize| {
+        1u64 << ((key ^ len as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58)
+    };
     // Whether a name (its key, length and bytes) was met before.
     let met = |seen: &[(u64, usize, usize)], key: u64, name: &[u8]| {
         seen.iter().any(|&(k, from, len)| {
@@ -534,9 +541,11 @@ fn head_pass<'h>(
                 let line = unsafe { std::str::from_utf8_unchecked(line) };
                 let (name_at, name_len) = (usize::from(kept.name_at), usize::from(kept.name_len));
                 let name = line.as_bytes().get(name_at..name_at + name_len)?;
-                if met(&seen[..count], kept.key, name) {
+                let b = bit(kept.key, name_len);
+                if met_bits & b != 0 && met(&seen[..count], kept.key, name) {
                     return None;
                 }
+                met_bits |= b;
                 *seen.get_mut(count)? = (kept.key, line_at + name_at, name_len);
                 count += 1;
                 let value_at = usize::from(kept.value_at);
@@ -580,9 +589,11 @@ fn head_pass<'h>(
             _ => word,
         };
         let lowered = &lower[..name.len()];
-        if met(&seen[..count], key, name.as_bytes()) {
+        let b = bit(key, name.len());
+        if met_bits & b != 0 && met(&seen[..count], key, name.as_bytes()) {
             return None;
         }
+        met_bits |= b;
         *seen.get_mut(count)? = (key, name_at, name.len());
         count += 1;
         // SAFETY: `lowered` is a copy of `name`, a `str`, with only its
