@@ -199,13 +199,31 @@ impl PayloadRules {
             ));
             drop(memo);
             if let Some((req, resp)) = passed {
+                self.body_secrets(
+                    &c.request_body,
+                    req.content_type,
+                    req.content_encoding,
+                    &mut secrets,
+                );
                 self.push_passed(attrs, req, request(&secrets));
                 self.push_passed(attrs, resp, response(&secrets));
                 return;
             }
         }
         let request_fields = header_fields(&c.request_head);
-        let secrets = self.request_secrets(&ex.target, &request_fields);
+        let mut secrets = self.request_secrets(&ex.target, &request_fields);
+        let field = |name: &str| {
+            request_fields
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_ref())
+        };
+        self.body_secrets(
+            &c.request_body,
+            field("content-type"),
+            field("content-encoding"),
+            &mut secrets,
+        );
         self.push_message(attrs, &request_fields, request(&secrets));
         self.push_message(attrs, &header_fields(&c.response_head), response(&secrets));
     }
@@ -232,16 +250,36 @@ impl PayloadRules {
         let mark = target.as_bytes().iter().position(|&b| b == b'?');
         if let Some(query) = mark.map(|i| &target[i + 1..]) {
             let query = query.split('#').next().unwrap_or_default();
-            for param in query.split('&') {
-                if let Some((name, value)) = param.split_once('=') {
-                    if self.query.is_secret(&crate::mask::percent_decode(name)) {
-                        add_secret(&mut out, value);
-                        add_secret(&mut out, &crate::mask::percent_decode(value));
-                    }
-                }
-            }
+            form_secrets(query, &self.query, &mut out);
         }
         out
+    }
+
+    /// Adds the values a request's body masks (JSON values of secret keys,
+    /// form fields of secret names) to its secrets, so that a server
+    /// echoing them (a form shown again, a validation error) does not send
+    /// them out in its response's attributes. A compressed body is not
+    /// read for them.
+    fn body_secrets(
+        &self,
+        body: &[u8],
+        content_type: Option<&str>,
+        content_encoding: Option<&str>,
+        out: &mut Vec<String>,
+    ) {
+        let encoded = content_encoding
+            .map(str::trim)
+            .is_some_and(|e| !e.is_empty() && !e.eq_ignore_ascii_case("identity"));
+        if body.is_empty() || encoded || self.request_bodies.masks_everything() {
+            return;
+        }
+        let text = String::from_utf8_lossy(body);
+        let kind = content_type.unwrap_or_default().to_ascii_lowercase();
+        if kind.contains("json") || text.trim_start().starts_with(['{', '[']) {
+            json::json_secrets(&text, &self.request_bodies, out);
+        } else if memchr::memchr(b'=', body).is_some() {
+            form_secrets(&text, &self.request_bodies, out);
+        }
     }
 
     fn push_message(&self, attrs: &mut Attributes, fields: &[Field<'_>], m: Message<'_>) {
@@ -416,6 +454,19 @@ struct Message<'a> {
 const MIN_SECRET: usize = 4;
 
 /// Adds a secret value (trimmed) unless it is too short or already known.
+/// Adds the values of the secret names of `name=value&…` pairs (a query,
+/// a form body), as written and decoded.
+fn form_secrets(pairs: &str, masker: &Masker, out: &mut Vec<String>) {
+    for param in pairs.split('&') {
+        if let Some((name, value)) = param.split_once('=') {
+            if masker.is_secret(&crate::mask::percent_decode(name)) {
+                add_secret(out, value);
+                add_secret(out, &crate::mask::percent_decode(value));
+            }
+        }
+    }
+}
+
 fn add_secret(out: &mut Vec<String>, v: &str) {
     let v = v.trim();
     if v.len() >= MIN_SECRET && !out.iter().any(|o| o == v) {

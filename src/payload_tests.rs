@@ -496,6 +496,82 @@ fn secrets_a_server_echoes_are_masked_too() {
     );
 }
 
+/// Tried as a user: curl POSTed `{"password":"p4ss…"}` to a server that
+/// echoes what it got; the request body's attribute masked the password,
+/// the response body's showed it. The values a request's body masks are
+/// now secrets of the exchange too, JSON or form, in either way of reading
+/// the heads.
+#[test]
+fn secrets_of_a_request_body_a_server_echoes_are_masked_too() {
+    let m = Masker::lumigo_defaults();
+    let mut found = Vec::new();
+    json::json_secrets(
+        r#"{"user":{"password":"hunter22"},"n":1,"api_key":123456,"token":{"a":"inner-tok"},"secret":"q\"uoted","pin":"12"}"#,
+        &m,
+        &mut found,
+    );
+    for s in [
+        "hunter22",
+        "123456",
+        "inner-tok",
+        r#"q\"uoted"#,
+        r#"q"uoted"#,
+    ] {
+        assert!(found.iter().any(|x| x == s), "{s} in {found:?}");
+    }
+    assert!(
+        !found.iter().any(|x| x == "12"),
+        "short values are not secrets"
+    );
+
+    let get =
+        |a: &[(&str, String)], k: &str| a.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
+    for (content_type, body) in [
+        (
+            "application/json",
+            &br#"{"user":"bob","password":"p4ss-word-9"}"#[..],
+        ),
+        (
+            "application/x-www-form-urlencoded",
+            b"user=bob&password=p4ss-word-9",
+        ),
+    ] {
+        for named in [false, true] {
+            let mut ex = HttpExchange::empty(0, SystemTime::UNIX_EPOCH);
+            // A header named for an attribute of its own takes the heads
+            // the field-by-field way.
+            let rules = if named {
+                PayloadRules::from_config(&config(&[(
+                    "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST",
+                    "X-Request-Id",
+                )]))
+            } else {
+                PayloadRules::default()
+            };
+            let echo = br#"{"echo":"user=bob, password p4ss-word-9"}"#;
+            ex.captured = captured(
+                format!("POST /f HTTP/1.1\r\nHost: h\r\nX-Request-Id: r\r\nContent-Type: {content_type}\r\n\r\n").as_bytes(),
+                body,
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n",
+                echo,
+            );
+            ex.request_body_size = body.len() as u64;
+            ex.response_body_size = echo.len() as u64;
+            let a = attrs(&rules, &ex, Role::Server);
+            let text = format!("{a:?}");
+            assert!(
+                !text.contains("p4ss-word-9"),
+                "{content_type} {named}: {a:#?}"
+            );
+            assert_eq!(
+                get(&a, "http.response.body").unwrap(),
+                r#"{"echo":"user=bob, password ****"}"#,
+                "{content_type} {named}"
+            );
+        }
+    }
+}
+
 #[test]
 fn header_json_escapes_like_serde_and_joins_repeated_names() {
     let fields = [

@@ -193,6 +193,59 @@ fn json_post_secrets_are_masked_on_both_sides_in_both_outputs() {
     }
 }
 
+/// Tried as a user: a server that shows back what it was sent (here
+/// `/echo/...` answers `{"received": <the request body>}`) put the
+/// password of a JSON body, masked in `http.request.body`, in clear in
+/// `http.response.body`. A JSON and a form body's secret values are now
+/// masked wherever they come back, on both sides (the CLIENT span and the
+/// SERVER span under it, by ids).
+#[test]
+fn request_body_secrets_a_server_echoes_are_masked() {
+    let tmp = TempDir::new("payload-echo");
+    let dump = tmp.path("spans.jsonl");
+    let mut server = payload_server(&dump, None, None);
+    let base = format!("http://127.0.0.1:{}", server.port);
+    let json = format!(r#"{{"user":"bob","password":"{BODY_SECRET}"}}"#);
+    let form = format!("user=bob&password={BODY_SECRET}");
+    let mut cmd = traced("curl");
+    cmd.args([
+        "-s",
+        "-o",
+        "/dev/null",
+        "-H",
+        "Content-Type: application/json",
+    ])
+    .args(["--data", &json, &format!("{base}/echo/json"), "--next"])
+    .args(["-s", "-o", "/dev/null", "--data", &form])
+    .arg(format!("{base}/echo/form"))
+    .env("LUMIGO_DEBUG_SPANDUMP", &dump)
+    .env("OTEL_SERVICE_NAME", "curl");
+    let out = run(cmd, T);
+    assert!(out.status.success(), "{out:?}");
+    let spans = wait_spans(&dump, T, |s| {
+        s.iter()
+            .filter(|s| !attr(s, "http.response.body").is_null())
+            .count()
+            >= 4
+    });
+    server.stop();
+    for (path, received) in [
+        ("/echo/json", r#"{"user":"bob","password":"****"}"#),
+        ("/echo/form", "user=bob&password=****"),
+    ] {
+        let (client, server_span) = pair(&spans, "curl", path);
+        for span in [client, server_span] {
+            let body = json_attr(span, "http.response.body");
+            assert_eq!(body["received"], received, "{span:#}");
+            assert!(
+                str_attr(span, "http.request.body").contains("****"),
+                "{span:#}"
+            );
+        }
+    }
+    assert_no_secret("the span dump", &std::fs::read(&dump).unwrap());
+}
+
 /// The same exchange over TLS (curl https → traced Python TLS server).
 #[test]
 fn https_payloads_are_captured_and_masked() {

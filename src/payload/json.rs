@@ -11,6 +11,50 @@ use crate::mask::Masker;
 /// JSON (an unquoted value runs to the next `,`, `}` or `]`), is masked as
 /// far as it goes. Borrows when nothing is secret.
 pub fn mask_json<'a>(text: &'a str, masker: &Masker) -> Cow<'a, str> {
+    mask_json_noting(text, masker, &mut |_| {})
+}
+
+/// The values [`mask_json`] masks in `text`, as they would read if echoed:
+/// a string's content (as written, and with its escapes decoded), a bare
+/// token as it stands. A secret object or array gives its string values.
+pub fn json_secrets(text: &str, masker: &Masker, out: &mut Vec<String>) {
+    let _ = mask_json_noting(text, masker, &mut |value| {
+        let b = value.as_bytes();
+        match b.first() {
+            Some(b'{' | b'[') => {
+                let mut i = 0;
+                while i < b.len() {
+                    if b[i] == b'"' {
+                        let end = string_end(b, i);
+                        note_string(value, i, end, out);
+                        i = end;
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            Some(b'"') => note_string(value, 0, b.len(), out),
+            _ => super::add_secret(out, value),
+        }
+    });
+}
+
+/// The string literal `text[start..end]`: its content as written and
+/// decoded.
+fn note_string(text: &str, start: usize, end: usize, out: &mut Vec<String>) {
+    let literal = text.get(start..end).unwrap_or_default();
+    let inner = literal.strip_prefix('"').unwrap_or(literal);
+    super::add_secret(out, inner.strip_suffix('"').unwrap_or(inner));
+    super::add_secret(out, &json_key(text, start, end));
+}
+
+/// [`mask_json`], telling `noted` each value it masks (as it stands in the
+/// text).
+fn mask_json_noting<'a>(
+    text: &'a str,
+    masker: &Masker,
+    noted: &mut dyn FnMut(&str),
+) -> Cow<'a, str> {
     let b = text.as_bytes();
     let mut out: Option<String> = None;
     let mut copied = 0;
@@ -54,6 +98,7 @@ pub fn mask_json<'a>(text: &'a str, masker: &Masker) -> Cow<'a, str> {
                 j = skip_blanks(b, j + 1);
                 if j < b.len() && masker.is_secret(&json_key(text, i, end)) {
                     let value_end = value_end(b, j);
+                    noted(text.get(j..value_end).unwrap_or_default());
                     let out = out.get_or_insert_with(|| String::with_capacity(text.len()));
                     out.push_str(text.get(copied..j).unwrap_or_default());
                     out.push_str("\"****\"");

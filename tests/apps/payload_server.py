@@ -2,6 +2,8 @@
 
 POST /login    reads the body (Content-Length or chunked), answers JSON
                with a nested token and a Set-Cookie header
+POST /echo/... answers JSON holding the request body as text (a server
+               that shows back what it got)
 GET /chunked   a JSON body sent in small chunks
 GET /binary    bytes of a PNG-like image
 GET /big       a JSON body of about 6000 bytes, secrets throughout
@@ -45,7 +47,11 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_POST(self):
-        self.body()
+        got = self.body()
+        if self.path.startswith("/echo"):
+            answer = {"received": got.decode("utf-8", "replace")}
+            self.send(200, "application/json", json.dumps(answer).encode())
+            return
         answer = {"ok": True, "session": {"id": 7, "access_token": RESP_SECRET}}
         self.send(
             200,
