@@ -127,6 +127,16 @@ fn check_login(client: &Value, server: &Value) {
     }
 }
 
+/// The spans in `dump` once `n` of them carry a response body.
+fn wait_bodies(dump: &Path, n: usize) -> Vec<Value> {
+    wait_spans(dump, T, |s| {
+        s.iter()
+            .filter(|s| !attr(s, "http.response.body").is_null())
+            .count()
+            >= n
+    })
+}
+
 fn assert_no_secret(what: &str, bytes: &[u8]) {
     for secret in SECRETS {
         if let Some(at) = bytes
@@ -152,12 +162,7 @@ fn json_post_secrets_are_masked_on_both_sides_in_both_outputs() {
     cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.base_url());
     let out = run(cmd, T);
     assert!(out.status.success(), "{out:?}");
-    let spans = wait_spans(&dump, T, |s| {
-        s.iter()
-            .filter(|s| !attr(s, "http.response.body").is_null())
-            .count()
-            >= 2
-    });
+    let spans = wait_bodies(&dump, 2);
     let otlp = receiver.wait_for(
         |s| {
             s.iter()
@@ -222,12 +227,7 @@ fn request_body_secrets_a_server_echoes_are_masked() {
     .env("OTEL_SERVICE_NAME", "curl");
     let out = run(cmd, T);
     assert!(out.status.success(), "{out:?}");
-    let spans = wait_spans(&dump, T, |s| {
-        s.iter()
-            .filter(|s| !attr(s, "http.response.body").is_null())
-            .count()
-            >= 4
-    });
+    let spans = wait_bodies(&dump, 4);
     server.stop();
     for (path, received) in [
         ("/echo/json", r#"{"user":"bob","password":"****"}"#),
@@ -254,12 +254,7 @@ fn https_payloads_are_captured_and_masked() {
     let mut server = payload_server(&dump, None, Some(&tmp));
     let out = run(curl_login(server.port, "https", &dump), T);
     assert!(out.status.success(), "{out:?}");
-    let spans = wait_spans(&dump, T, |s| {
-        s.iter()
-            .filter(|s| !attr(s, "http.response.body").is_null())
-            .count()
-            >= 2
-    });
+    let spans = wait_bodies(&dump, 2);
     server.stop();
     let (client, server_span) = pair(&spans, "curl", "/login");
     assert_eq!(attr(client, "url.scheme"), "https");
