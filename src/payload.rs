@@ -258,8 +258,8 @@ impl PayloadRules {
     /// Adds the values a request's body masks (JSON values of secret keys,
     /// form fields of secret names) to its secrets, so that a server
     /// echoing them (a form shown again, a validation error) does not send
-    /// them out in its response's attributes. A compressed body is not
-    /// read for them.
+    /// them out in its response's attributes. A compressed or multipart
+    /// body is not read for them.
     fn body_secrets(
         &self,
         body: &[u8],
@@ -273,9 +273,13 @@ impl PayloadRules {
         if body.is_empty() || encoded || self.request_bodies.masks_everything() {
             return;
         }
-        let text = String::from_utf8_lossy(body);
         let kind = content_type.unwrap_or_default().to_ascii_lowercase();
-        if kind.contains("json") || text.trim_start().starts_with(['{', '[']) {
+        if kind.starts_with("multipart/") {
+            return;
+        }
+        // JSON or a form, as `body_text` tells them apart.
+        let text = String::from_utf8_lossy(body);
+        if body::names_json(&kind) || text.trim_start().starts_with(['{', '[']) {
             json::json_secrets(&text, &self.request_bodies, out);
         } else if memchr::memchr(b'=', body).is_some() {
             form_secrets(&text, &self.request_bodies, out);

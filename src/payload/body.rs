@@ -72,7 +72,7 @@ pub fn body_text(
 
 /// Whether a (lower-case) media type says `json` anywhere: compared as
 /// bytes, which costs less than a substring search on a type this short.
-fn names_json(kind: &str) -> bool {
+pub(super) fn names_json(kind: &str) -> bool {
     kind.as_bytes()
         .windows(4)
         .any(|w| matches!(w, [b'j', b's', b'o', b'n']))
