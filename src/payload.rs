@@ -256,10 +256,9 @@ impl PayloadRules {
     }
 
     /// Adds the values a request's body masks (JSON values of secret keys,
-    /// form fields of secret names) to its secrets, so that a server
-    /// echoing them (a form shown again, a validation error) does not send
-    /// them out in its response's attributes. A compressed or multipart
-    /// body is not read for them.
+    /// form fields and multipart parts of secret names) to its secrets, so
+    /// that a server echoing them (a form shown again, a validation error)
+    /// does not send them out in its response's attributes.
     fn body_secrets(
         &self,
         body: &[u8],
@@ -267,23 +266,14 @@ impl PayloadRules {
         content_encoding: Option<&str>,
         out: &mut Vec<String>,
     ) {
-        let encoded = content_encoding
-            .map(str::trim)
-            .is_some_and(|e| !e.is_empty() && !e.eq_ignore_ascii_case("identity"));
-        if body.is_empty() || encoded || self.request_bodies.masks_everything() {
-            return;
-        }
-        let kind = content_type.unwrap_or_default().to_ascii_lowercase();
-        if kind.starts_with("multipart/") {
-            return;
-        }
-        // JSON or a form, as `body_text` tells them apart.
-        let text = String::from_utf8_lossy(body);
-        if body::names_json(&kind) || text.trim_start().starts_with(['{', '[']) {
-            json::json_secrets(&text, &self.request_bodies, out);
-        } else if memchr::memchr(b'=', body).is_some() {
-            form_secrets(&text, &self.request_bodies, out);
-        }
+        body::body_secrets(
+            body,
+            content_type,
+            content_encoding,
+            &self.request_bodies,
+            self.limit,
+            out,
+        );
     }
 
     fn push_message(&self, attrs: &mut Attributes, fields: &[Field<'_>], m: Message<'_>) {

@@ -526,6 +526,13 @@ fn secrets_of_a_request_body_a_server_echoes_are_masked_too() {
 
     let get =
         |a: &[(&str, String)], k: &str| a.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
+    let gzipped = {
+        use std::io::Write;
+        let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        z.write_all(br#"{"password":"p4ss-word-9"}"#).unwrap();
+        z.finish().unwrap()
+    };
+    let multipart = b"--XyZ\r\nContent-Disposition: form-data; name=\"user\"\r\n\r\nbob\r\n--XyZ\r\nContent-Disposition: form-data; name=\"password\"\r\n\r\np4ss-word-9\r\n--XyZ--\r\n";
     for (content_type, body) in [
         (
             "application/json",
@@ -535,6 +542,8 @@ fn secrets_of_a_request_body_a_server_echoes_are_masked_too() {
             "application/x-www-form-urlencoded",
             b"user=bob&password=p4ss-word-9",
         ),
+        ("multipart/form-data; boundary=XyZ", multipart),
+        ("application/json\r\nContent-Encoding: gzip", &gzipped),
     ] {
         for named in [false, true] {
             let mut ex = HttpExchange::empty(0, SystemTime::UNIX_EPOCH);

@@ -70,9 +70,55 @@ pub fn body_text(
     crate::spare::copy(cut_str(&masked, limit))
 }
 
+/// Adds to `out` the values [`body_text`] masks in a body (with the same
+/// masker): JSON values of secret keys, form fields and multipart parts of
+/// secret names, decoded first as `body_text` decodes it. Nothing for a
+/// body it shows whole as text (no secret to find) or summarises.
+pub(super) fn body_secrets(
+    kept: &[u8],
+    content_type: Option<&str>,
+    content_encoding: Option<&str>,
+    masker: &Masker,
+    limit: usize,
+    out: &mut Vec<String>,
+) {
+    if kept.is_empty() || masker.masks_everything() {
+        return;
+    }
+    let kind = content_type.unwrap_or_default().to_ascii_lowercase();
+    let encoding = content_encoding
+        .map(str::trim)
+        .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("identity"));
+    let inflated;
+    let bytes = match encoding {
+        None => kept,
+        Some(encoding) => match inflate(kept, encoding, limit) {
+            Some((text, _)) => {
+                inflated = text;
+                &inflated[..]
+            }
+            None => return,
+        },
+    };
+    let text = String::from_utf8_lossy(bytes);
+    let boundary = kind
+        .starts_with("multipart/")
+        .then(|| multipart_boundary(content_type.unwrap_or_default()))
+        .flatten();
+    if let Some(boundary) = boundary {
+        let _ = mask_multipart_noting(&text, boundary, masker, &mut |value| {
+            super::add_secret(out, value)
+        });
+    } else if names_json(&kind) || text.trim_start().starts_with(['{', '[']) {
+        super::json::json_secrets(&text, masker, out);
+    } else if memchr::memchr(b'=', bytes).is_some() {
+        super::form_secrets(&text, masker, out);
+    }
+}
+
 /// Whether a (lower-case) media type says `json` anywhere: compared as
 /// bytes, which costs less than a substring search on a type this short.
-pub(super) fn names_json(kind: &str) -> bool {
+fn names_json(kind: &str) -> bool {
     kind.as_bytes()
         .windows(4)
         .any(|w| matches!(w, [b'j', b's', b'o', b'n']))
@@ -93,6 +139,16 @@ fn multipart_boundary(content_type: &str) -> Option<&str> {
 /// (`Content-Disposition: form-data; name="…"`) is secret; a part the
 /// text cuts short is masked too if its name is. Everything else is kept.
 fn mask_multipart<'a>(text: &'a str, boundary: &str, masker: &Masker) -> Cow<'a, str> {
+    mask_multipart_noting(text, boundary, masker, &mut |_| {})
+}
+
+/// [`mask_multipart`], telling `noted` the content of each part it masks.
+fn mask_multipart_noting<'a>(
+    text: &'a str,
+    boundary: &str,
+    masker: &Masker,
+    noted: &mut dyn FnMut(&str),
+) -> Cow<'a, str> {
     let delimiter = format!("--{boundary}");
     let mut out: Option<String> = None;
     let mut copied = 0;
@@ -126,6 +182,7 @@ fn mask_multipart<'a>(text: &'a str, boundary: &str, masker: &Masker) -> Cow<'a,
                     body_start + before.trim_end_matches(['\r', '\n']).len()
                 };
                 if body_end > body_start {
+                    noted(text.get(body_start..body_end).unwrap_or_default());
                     let out = out.get_or_insert_with(|| String::with_capacity(text.len()));
                     out.push_str(text.get(copied..body_start).unwrap_or_default());
                     out.push_str(MASK);
