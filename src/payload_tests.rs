@@ -523,6 +523,15 @@ fn secrets_of_a_request_body_a_server_echoes_are_masked_too() {
         !found.iter().any(|x| x == "12"),
         "short values are not secrets"
     );
+    // The keys of a secret object, and literals, are not secrets: they
+    // would mask every `"username"` or `null` in the response.
+    let mut found = Vec::new();
+    json::json_secrets(
+        r#"{"credentials":{"username":"bob-the-user"},"password":null,"token":true}"#,
+        &m,
+        &mut found,
+    );
+    assert_eq!(found, ["bob-the-user"]);
 
     let get =
         |a: &[(&str, String)], k: &str| a.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());

@@ -16,7 +16,8 @@ pub fn mask_json<'a>(text: &'a str, masker: &Masker) -> Cow<'a, str> {
 
 /// The values [`mask_json`] masks in `text`, as they would read if echoed:
 /// a string's content (as written, and with its escapes decoded), a bare
-/// token as it stands. A secret object or array gives its string values.
+/// token as it stands (but `true`, `false` and `null`, which say nothing).
+/// A secret object or array gives its string values, not its keys.
 pub fn json_secrets(text: &str, masker: &Masker, out: &mut Vec<String>) {
     let _ = mask_json_noting(text, masker, &mut |value| {
         let b = value.as_bytes();
@@ -26,7 +27,9 @@ pub fn json_secrets(text: &str, masker: &Masker, out: &mut Vec<String>) {
                 while i < b.len() {
                     if b[i] == b'"' {
                         let end = string_end(b, i);
-                        note_string(value, i, end, out);
+                        if b.get(skip_blanks(b, end)) != Some(&b':') {
+                            note_string(value, i, end, out);
+                        }
                         i = end;
                     } else {
                         i += 1;
@@ -34,6 +37,7 @@ pub fn json_secrets(text: &str, masker: &Masker, out: &mut Vec<String>) {
                 }
             }
             Some(b'"') => note_string(value, 0, b.len(), out),
+            _ if matches!(value.trim(), "true" | "false" | "null") => {}
             _ => super::add_secret(out, value),
         }
     });
