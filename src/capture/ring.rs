@@ -113,19 +113,51 @@ fn zeroed(n: usize) -> Box<[UnsafeCell<u8>]> {
 }
 
 /// One thread's ring.
+///
+/// The producer's and the consumer's positions are on cache lines of
+/// their own (two lines each: the prefetcher pulls lines in pairs), so
+/// that the consumer draining one record does not take from the app's
+/// thread the line it writes on its next push. The producer reads the
+/// consumer's position only when its last reading says a record may not
+/// fit (or the ring looks half full, see [`Ring::push`]); the consumer
+/// publishes its position every [`RELEASE_EVERY`] bytes and when done.
 pub struct Ring {
     buf: Box<[UnsafeCell<u8>]>,
-    /// Bytes ever written (producer).
-    head: AtomicU64,
-    /// Bytes ever consumed (consumer).
-    tail: AtomicU64,
     /// Its thread has exited: once drained, the ring goes.
     orphaned: AtomicBool,
+    producer: Line<Producer>,
+    /// Bytes ever consumed (written by the consumer only).
+    tail: Line<AtomicU64>,
+}
+
+/// A value alone on its two cache lines.
+#[repr(align(128))]
+struct Line<T>(T);
+
+impl<T> std::ops::Deref for Line<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// What the producer writes (and the consumer reads once per drain).
+struct Producer {
+    /// Bytes ever written.
+    head: AtomicU64,
+    /// The consumer's `tail` as the producer last read it: at most the
+    /// true one, so what it says is free is free. The producer's alone.
+    tail_seen: AtomicU64,
     /// Its records waiting in the spill: while there are any, the next
     /// go there too, so that its records are drained in the order they
     /// were pushed (the decoder holds only so many early ones).
     spilled: AtomicUsize,
 }
+
+/// How many bytes the consumer takes before it tells the producer (and
+/// once more when a drain ends): a store on the producer's side each
+/// time, instead of one per record.
+const RELEASE_EVERY: u64 = (RING_BYTES / 8) as u64;
 
 // SAFETY: one producer writes `buf` between `head` and `tail + RING_BYTES`
 // only; one consumer reads between `tail` and `head` only; the atomics'
@@ -137,10 +169,13 @@ impl Ring {
     fn new() -> Ring {
         Ring {
             buf: zeroed(RING_BYTES),
-            head: AtomicU64::new(0),
-            tail: AtomicU64::new(0),
             orphaned: AtomicBool::new(false),
-            spilled: AtomicUsize::new(0),
+            producer: Line(Producer {
+                head: AtomicU64::new(0),
+                tail_seen: AtomicU64::new(0),
+                spilled: AtomicUsize::new(0),
+            }),
+            tail: Line(AtomicU64::new(0)),
         }
     }
 
@@ -150,37 +185,51 @@ impl Ring {
 
     /// Bytes waiting for the consumer.
     pub fn used(&self) -> usize {
-        let head = self.head.load(Ordering::Relaxed);
+        let head = self.producer.head.load(Ordering::Relaxed);
         let tail = self.tail.load(Ordering::Acquire);
         (head - tail) as usize
     }
 
-    /// Appends a record (header, then the `parts` one after another).
-    /// False, and nothing written, when it does not fit.
-    fn push(&self, mut h: Header, parts: &[&[u8]]) -> bool {
-        if self.spilled.load(Ordering::Acquire) > 0 {
-            return false;
+    /// Appends a record (header, then the `parts` one after another) and
+    /// returns the bytes then waiting (an upper bound while the ring is
+    /// less than half full); `None`, and nothing written, when it does not
+    /// fit.
+    fn push(&self, mut h: Header, parts: &[&[u8]]) -> Option<usize> {
+        let p = &self.producer;
+        if p.spilled.load(Ordering::Acquire) > 0 {
+            return None;
         }
         let len: usize = parts.iter().map(|p| p.len()).sum();
         if len > MAX_PAYLOAD {
-            return false;
+            return None;
         }
         h.len = len as u32;
         let need = padded(HEADER + len);
-        let head = self.head.load(Ordering::Relaxed);
-        let tail = self.tail.load(Ordering::Acquire);
+        let head = p.head.load(Ordering::Relaxed);
         let at = (head as usize) % RING_BYTES;
         let gap = if at + need > RING_BYTES {
             RING_BYTES - at
         } else {
             0
         };
-        if (head - tail) as usize + gap + need > RING_BYTES {
-            return false;
+        let after = |tail: u64| (head - tail) as usize + gap + need;
+        let mut tail = p.tail_seen.load(Ordering::Relaxed);
+        // The consumer's position is read again (a cache line from its
+        // core) only when the last reading says this may not fit, or that
+        // the ring is half full (when a dozing consumer is woken, see
+        // `Rings::wake_if_needed`, which must not be told so wrongly).
+        if after(tail) >= RING_BYTES / 2 {
+            tail = self.tail.load(Ordering::Acquire);
+            p.tail_seen.store(tail, Ordering::Relaxed);
+        }
+        if after(tail) > RING_BYTES {
+            return None;
         }
         let mut at = at;
-        // SAFETY: [head, head + gap + need) is free (checked above), and
-        // only this thread writes there; records never cross the end.
+        // SAFETY: [head, head + gap + need) is free (checked above against
+        // a position the consumer published, with acquire: it has read
+        // those bytes), and only this thread writes there; records never
+        // cross the end.
         unsafe {
             if gap > 0 {
                 // A gap shorter than a header is skipped by position.
@@ -201,15 +250,15 @@ impl Ring {
                 p += part.len();
             }
         }
-        self.head
-            .store(head + (gap + need) as u64, Ordering::Release);
-        true
+        p.head.store(head + (gap + need) as u64, Ordering::Release);
+        Some(after(tail))
     }
 
     /// Hands every record written so far to `f`, then frees their room.
     pub fn drain(&self, mut f: impl FnMut(&Header, &[u8])) -> usize {
-        let head = self.head.load(Ordering::Acquire);
+        let head = self.producer.head.load(Ordering::Acquire);
         let mut tail = self.tail.load(Ordering::Relaxed);
+        let mut told = tail;
         let mut n = 0;
         while tail < head {
             let at = (tail as usize) % RING_BYTES;
@@ -231,8 +280,12 @@ impl Ring {
             f(&h, payload);
             n += 1;
             tail += padded(HEADER + len) as u64;
-            // Its room is free at once: the producer may be waiting for it.
-            self.tail.store(tail, Ordering::Release);
+            // Room is given back as the drain goes, in steps: a long drain
+            // leaves the producer room, without a store per record.
+            if tail - told >= RELEASE_EVERY {
+                self.tail.store(tail, Ordering::Release);
+                told = tail;
+            }
         }
         self.tail.store(head, Ordering::Release);
         n
@@ -335,18 +388,18 @@ impl Rings {
                 local.0 = self.generation;
             }
             let ring = local.1.as_ref()?;
-            let ok = ring.push(h, parts);
-            Some((ok, ring.used(), (!ok).then(|| Arc::clone(ring))))
+            let used = ring.push(h, parts);
+            Some((used, used.is_none().then(|| Arc::clone(ring))))
         });
         if !self.started.load(Ordering::Relaxed) && !self.started.swap(true, Ordering::AcqRel) {
             start();
         }
         match pushed {
-            Ok(Some((true, used, _))) => {
+            Ok(Some((Some(used), _))) => {
                 self.wake_if_needed(used);
                 true
             }
-            Ok(Some((false, _, Some(ring)))) => self.overflow(ring, h, parts),
+            Ok(Some((None, Some(ring)))) => self.overflow(ring, h, parts),
             _ => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 self.wake_if_needed(RING_BYTES);
@@ -388,7 +441,7 @@ impl Rings {
             }
             match lock {
                 Ok(mut spill) => {
-                    ring.spilled.fetch_add(1, Ordering::AcqRel);
+                    ring.producer.spilled.fetch_add(1, Ordering::AcqRel);
                     spill.push((h, bytes.into_boxed_slice(), ring));
                     self.spills.fetch_add(1, Ordering::Relaxed);
                     true
@@ -424,8 +477,8 @@ impl Rings {
                 && cache.generation == self.generation
                 && !r.orphaned.load(Ordering::Acquire)
         }) {
-            if ring.push(h, parts) {
-                self.wake_if_needed(ring.used());
+            if let Some(used) = ring.push(h, parts) {
+                self.wake_if_needed(used);
                 return true;
             }
             return self.overflow(Arc::clone(ring), h, parts);
@@ -489,7 +542,7 @@ impl Rings {
                 f(h, bytes);
                 self.spilled
                     .fetch_sub(spill_cost(bytes.len()), Ordering::AcqRel);
-                ring.spilled.fetch_sub(1, Ordering::AcqRel);
+                ring.producer.spilled.fetch_sub(1, Ordering::AcqRel);
             }
             n += spill.len();
         }
@@ -580,6 +633,59 @@ mod tests {
             kind: kind::DATA,
             ..Header::default()
         }
+    }
+
+    #[test]
+    fn the_two_sides_write_on_lines_of_their_own() {
+        let r = Ring::new();
+        let at = |p: *const u8| p as usize;
+        let head = at((&r.producer.head as *const AtomicU64).cast());
+        let spilled = at((&r.producer.spilled as *const AtomicUsize).cast());
+        let tail = at((&*r.tail as *const AtomicU64).cast());
+        let orphaned = at((&r.orphaned as *const AtomicBool).cast());
+        // Which pair of 64-byte lines each is on.
+        let pair = |a: usize| a / 128;
+        for producer in [head, spilled] {
+            assert_ne!(pair(tail), pair(producer), "{tail:#x} {producer:#x}");
+            assert_ne!(pair(orphaned), pair(producer));
+        }
+        assert_ne!(pair(orphaned), pair(tail));
+    }
+
+    #[test]
+    fn a_push_past_half_full_reads_the_room_drained_since() {
+        let r = Ring::new();
+        let bytes = [7u8; 1000];
+        let mut used = 0;
+        while used < RING_BYTES * 3 / 4 {
+            used = r.push(rec(1, 0), &[&bytes]).unwrap();
+        }
+        assert!(r.drain(|_, _| {}) > 0);
+        // The producer's last reading of the consumer's position is from
+        // before the drain; a push that would take the ring past half full
+        // by it reads it again: the ring is nearly empty, and a dozing
+        // capture thread is not woken for nothing.
+        let after = r.push(rec(1, 0), &[&bytes]).unwrap();
+        assert_eq!(after, padded(HEADER + bytes.len()));
+        // Filled again without a drain: room runs out where it should.
+        let mut pushed = 1;
+        while r.push(rec(1, 0), &[&bytes]).is_some() {
+            pushed += 1;
+        }
+        assert_eq!(pushed, RING_BYTES / padded(HEADER + bytes.len()));
+    }
+
+    #[test]
+    fn a_long_drain_gives_room_back_as_it_goes() {
+        let r = Ring::new();
+        let bytes = [1u8; 2000];
+        while r.push(rec(1, 0), &[&bytes]).is_some() {}
+        let mut seen = Vec::new();
+        r.drain(|_, _| seen.push(r.tail.load(Ordering::Acquire)));
+        // The position was published during the drain, in steps.
+        let steps: std::collections::BTreeSet<u64> = seen.into_iter().collect();
+        assert!(steps.len() >= 4, "{steps:?}");
+        assert_eq!(r.used(), 0);
     }
 
     #[test]
