@@ -198,6 +198,91 @@ fn sigint_sighup_sigquit_with_default_disposition_lose_queued_spans() {
     }
 }
 
+/// A collector that takes the request and never answers: the OTLP post
+/// of the first batch hangs until its timeout. The span dump was written
+/// after it, so a SIGTERM meanwhile (the flush gives up after 1 s) lost
+/// the dump's lines too (0 of 5). The dump is written first now.
+#[test]
+fn a_hung_collector_does_not_hold_back_the_span_dump() {
+    let collector = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", collector.local_addr().unwrap());
+    // Accepts and holds every connection, answering nothing.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in collector.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    let tmp = TempDir::new("hung-collector");
+    let dump = tmp.path("spans.jsonl");
+    let port = free_port();
+    let child = python_http_server(
+        port,
+        &dump,
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())],
+    );
+    // Within the ~100 ms the first span of a quiet spell waits for
+    // company: one batch.
+    for _ in 0..5 {
+        assert!(get(port, "/"));
+    }
+    // The batch of the five is taken and its post hangs.
+    std::thread::sleep(Duration::from_millis(500));
+    let start = Instant::now();
+    let out = kill_and_wait(child, libc::SIGTERM);
+    let took = start.elapsed();
+    assert_eq!(out.status.signal(), Some(libc::SIGTERM), "{out:?}");
+    assert!(took < Duration::from_secs(5), "SIGTERM to exit: {took:?}");
+    let spans = read_spandump(&dump);
+    assert_eq!(of_kind(&spans, "SpanKind.SERVER").len(), 5, "{spans:#?}");
+}
+
+/// Node.js puts its own one-shot handlers on SIGINT and SIGTERM (they
+/// restore the terminal and raise the signal again): those replaced ours,
+/// and every queued span was lost (0 of 3 with SIGTERM). Now Node's handler
+/// runs once, as the kernel would run it, and the signal it raises again
+/// flushes: every span is in the dump, and the process dies of the signal
+/// with the wait status and output the untraced one has.
+#[test]
+fn node_exit_handlers_still_flush_on_sigterm_and_sigint() {
+    if !have("node") {
+        eprintln!("skipped: no node");
+        return;
+    }
+    for (sig, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")] {
+        let tmp = TempDir::new("node-signal");
+        let dump = tmp.path("spans.jsonl");
+        let run = |traced_into: Option<&Path>, requests: usize| {
+            let port = free_port();
+            let mut cmd = match traced_into {
+                Some(dump) => {
+                    let mut c = traced("node");
+                    c.env_remove("OTEL_BSP_SCHEDULE_DELAY")
+                        .env("LUMIGO_DEBUG_SPANDUMP", dump);
+                    c
+                }
+                None => Command::new("node"),
+            };
+            cmd.arg(app("node_plain_server.js")).arg(port.to_string());
+            let child = spawn_listening(cmd, port);
+            for i in 0..requests {
+                assert!(get(port, &format!("/r?n={i}")));
+            }
+            kill_and_wait(child, sig)
+        };
+        let traced_out = run(Some(&dump), 3);
+        let untraced = run(None, 0);
+        assert_eq!(untraced.status.signal(), Some(sig), "{untraced:?}");
+        assert_eq!(
+            traced_out.status.into_raw(),
+            untraced.status.into_raw(),
+            "{name}: {traced_out:?}"
+        );
+        assert_eq!(traced_out.stdout, untraced.stdout, "{name}");
+        assert_server_spans(&dump, 3, name);
+    }
+}
+
 /// An app with its own SIGTERM handler gets exactly its own behaviour: the
 /// handler runs (it exits with 7), `signal.getsignal` reports what it set,
 /// and its spans leave through the normal exit path.

@@ -17,10 +17,18 @@
 //! signals. An app handler (or `SIG_IGN`) replaces ours for real; setting
 //! `SIG_DFL` puts ours back; and what the app reads back is what the kernel
 //! and glibc would report for what it set (`SIG_DFL` with its flags and
-//! mask, or the inherited action if it never set one). `sigset`, `sigvec`
-//! and raw `rt_sigaction` system calls are not interposed, and an app
-//! handler set with `SA_RESETHAND` (`sysv_signal`) falls back to the
-//! kernel's default after its first signal, not to ours.
+//! mask, or the inherited action if it never set one).
+//!
+//! A one-shot app handler (`SA_RESETHAND`, as `sysv_signal` sets, and as
+//! Node.js sets for SIGINT and SIGTERM: it restores the terminal, then
+//! raises the signal again to die of it) is kept by us instead: our handler
+//! goes in with the app's flags (without `SA_RESETHAND`, plus `SA_SIGINFO`)
+//! and mask, calls the app's handler at the first signal, exactly once, as
+//! the kernel would, and from then on stands in for the default the kernel
+//! would have reset it to: the signal the app raises again flushes and
+//! kills. The app reads back its own action until then, `SIG_DFL` after.
+//! `sigset`, `sigvec` and raw `rt_sigaction` system calls are not
+//! interposed.
 //!
 //! If the signal interrupts a thread holding the export queue's lock, the
 //! export thread cannot take it and the handler gives up after the flush
@@ -48,6 +56,9 @@ const KERNEL_FLAGS: c_int = libc::SA_NOCLDSTOP
     | 0x0000_0800 // SA_EXPOSE_TAGBITS
     | 0x0400_0000; // SA_RESTORER
 
+/// glibc adds it (with its own restorer) to every action it sets.
+const SA_RESTORER: c_int = 0x0400_0000;
+
 /// Bytes of `sa_mask` the kernel keeps (64 signals). glibc copies a whole
 /// `sigset_t` back, the rest of it from its own uninitialised stack; we
 /// copy only the defined part.
@@ -55,8 +66,14 @@ const KERNEL_MASK_BYTES: usize = 8;
 
 /// One managed signal.
 struct Slot {
-    /// Our handler is in the kernel, standing in for the app's `SIG_DFL`.
+    /// Our handler is in the kernel, standing in for the app's `SIG_DFL`
+    /// (or for its one-shot handler, see `oneshot`).
     ours: AtomicBool,
+    /// While `ours`: the app's one-shot (`SA_RESETHAND`) handler, not yet
+    /// called (0: none). Our handler takes it (swaps in 0) and calls it.
+    oneshot: AtomicUsize,
+    /// The one-shot handler takes three arguments (`SA_SIGINFO`).
+    oneshot_siginfo: AtomicBool,
     /// What the app is told the action is while `ours` is set. Only
     /// touched under [`LOCK`].
     view: UnsafeCell<libc::sigaction>,
@@ -68,6 +85,8 @@ unsafe impl Sync for Slot {}
 #[allow(clippy::declare_interior_mutable_const)] // ok: only used to build SLOTS
 const EMPTY: Slot = Slot {
     ours: AtomicBool::new(false),
+    oneshot: AtomicUsize::new(0),
+    oneshot_siginfo: AtomicBool::new(false),
     // SAFETY: an all-zero sigaction is valid (SIG_DFL, no flags, empty
     // mask, no restorer).
     view: UnsafeCell::new(unsafe { std::mem::zeroed() }),
@@ -126,8 +145,8 @@ fn real_sigaction(sig: c_int, act: *const libc::sigaction, old: *mut libc::sigac
 fn our_action() -> libc::sigaction {
     // SAFETY: all-zero is a valid sigaction; the set functions write into it.
     let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
-    act.sa_sigaction = on_fatal_signal as extern "C" fn(c_int) as sighandler_t;
-    act.sa_flags = libc::SA_RESTART;
+    act.sa_sigaction = HANDLER as sighandler_t;
+    act.sa_flags = libc::SA_RESTART | libc::SA_SIGINFO;
     // SAFETY: `sa_mask` is a valid sigset_t.
     unsafe {
         libc::sigemptyset(&mut act.sa_mask);
@@ -177,6 +196,40 @@ unsafe fn copy_out(from: &libc::sigaction, to: *mut libc::sigaction) {
     }
 }
 
+/// Whether `a` is a one-shot handler of the app's (see the module docs).
+fn is_oneshot(a: &libc::sigaction) -> bool {
+    a.sa_flags & libc::SA_RESETHAND != 0
+        && a.sa_sigaction != SIG_DFL
+        && a.sa_sigaction != libc::SIG_IGN
+}
+
+/// Our handler in the kernel for the app's one-shot action `a`: its flags
+/// and mask, without `SA_RESETHAND` (we do the reset), with `SA_SIGINFO`
+/// (for the app's handler's arguments).
+fn oneshot_action(a: &libc::sigaction) -> libc::sigaction {
+    let mut act = *a;
+    act.sa_sigaction = HANDLER as sighandler_t;
+    act.sa_flags = (a.sa_flags & !libc::SA_RESETHAND & !SA_RESTORER) | libc::SA_SIGINFO;
+    act
+}
+
+/// What the app is told while our handler is in: its one-shot action
+/// until our handler took it, the default the kernel would have reset it
+/// to after that. With [`LOCK`] held.
+///
+/// # Safety
+/// LOCK is held.
+unsafe fn settled_view(slot: &Slot) -> libc::sigaction {
+    // SAFETY: LOCK is held (the caller's contract).
+    let view = unsafe { &mut *slot.view.get() };
+    if view.sa_sigaction != SIG_DFL && slot.oneshot.load(Ordering::Acquire) == 0 {
+        // The kernel resets only the handler of a one-shot action.
+        view.sa_sigaction = SIG_DFL;
+        view.sa_flags &= !libc::SA_SIGINFO;
+    }
+    *view
+}
+
 /// `sigaction` for a managed signal, with [`LOCK`] held.
 ///
 /// # Safety
@@ -189,18 +242,38 @@ unsafe fn managed_sigaction(
 ) -> c_int {
     // SAFETY: `act` is null or valid (the caller's contract).
     let wanted = unsafe { act.as_ref() }.copied();
-    // SAFETY: LOCK is held (the caller's contract).
-    let view = unsafe { &mut *slot.view.get() };
     if slot.ours.load(Ordering::Relaxed) {
-        let told = *view;
+        // SAFETY: LOCK is held (the caller's contract).
+        let told = unsafe { settled_view(slot) };
+        // SAFETY: as above.
+        let view = unsafe { &mut *slot.view.get() };
         match wanted {
-            Some(a) if a.sa_sigaction == SIG_DFL => *view = view_of(&a),
+            Some(a) if a.sa_sigaction == SIG_DFL => {
+                // Our plain action (in place of a one-shot's, if it was).
+                let r = real_sigaction(sig, &our_action(), std::ptr::null_mut());
+                if r != 0 {
+                    return r;
+                }
+                slot.oneshot.store(0, Ordering::Release);
+                *view = view_of(&a);
+            }
+            Some(a) if is_oneshot(&a) => {
+                let r = real_sigaction(sig, &oneshot_action(&a), std::ptr::null_mut());
+                if r != 0 {
+                    return r;
+                }
+                slot.oneshot_siginfo
+                    .store(a.sa_flags & libc::SA_SIGINFO != 0, Ordering::Relaxed);
+                slot.oneshot.store(a.sa_sigaction, Ordering::Release);
+                *view = view_of(&a);
+            }
             Some(_) => {
                 // The app's own handler (or SIG_IGN) replaces ours.
                 let r = real_sigaction(sig, act, std::ptr::null_mut());
                 if r != 0 {
                     return r;
                 }
+                slot.oneshot.store(0, Ordering::Release);
                 slot.ours.store(false, Ordering::Relaxed);
             }
             None => {}
@@ -211,24 +284,36 @@ unsafe fn managed_sigaction(
         }
         return 0;
     }
-    match wanted {
-        Some(a) if a.sa_sigaction == SIG_DFL => {
-            // Back to the default: ours stands in for it.
-            // SAFETY: all-zero is a valid sigaction, filled by libc.
-            let mut previous: libc::sigaction = unsafe { std::mem::zeroed() };
-            if real_sigaction(sig, &our_action(), &mut previous) != 0 {
-                return real_sigaction(sig, act, oldact);
-            }
-            *view = view_of(&a);
-            slot.ours.store(true, Ordering::Relaxed);
-            if !oldact.is_null() {
-                // SAFETY: non-null, valid by the caller's contract.
-                unsafe { copy_out(&previous, oldact) };
-            }
-            0
-        }
-        _ => real_sigaction(sig, act, oldact),
+    // SAFETY: LOCK is held (the caller's contract).
+    let view = unsafe { &mut *slot.view.get() };
+    let ours = match wanted {
+        Some(a) if a.sa_sigaction == SIG_DFL => our_action(),
+        Some(a) if is_oneshot(&a) => oneshot_action(&a),
+        _ => return real_sigaction(sig, act, oldact),
+    };
+    let Some(a) = wanted else {
+        return real_sigaction(sig, act, oldact);
+    };
+    // Back to the default, or a one-shot handler: ours stands in.
+    // SAFETY: all-zero is a valid sigaction, filled by libc.
+    let mut previous: libc::sigaction = unsafe { std::mem::zeroed() };
+    if real_sigaction(sig, &ours, &mut previous) != 0 {
+        return real_sigaction(sig, act, oldact);
     }
+    *view = view_of(&a);
+    if is_oneshot(&a) {
+        slot.oneshot_siginfo
+            .store(a.sa_flags & libc::SA_SIGINFO != 0, Ordering::Relaxed);
+        slot.oneshot.store(a.sa_sigaction, Ordering::Release);
+    } else {
+        slot.oneshot.store(0, Ordering::Release);
+    }
+    slot.ours.store(true, Ordering::Relaxed);
+    if !oldact.is_null() {
+        // SAFETY: non-null, valid by the caller's contract.
+        unsafe { copy_out(&previous, oldact) };
+    }
+    0
 }
 
 /// # Safety
@@ -260,10 +345,10 @@ fn signal_like(
         return call_real!(real_fn, SIG_ERR, sig, handler);
     };
     locked(|| {
-        if handler == SIG_DFL {
+        if handler == SIG_DFL || (flags & libc::SA_RESETHAND != 0 && handler != libc::SIG_IGN) {
             // SAFETY: all-zero is a valid sigaction.
             let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
-            act.sa_sigaction = SIG_DFL;
+            act.sa_sigaction = handler;
             act.sa_flags = flags;
             if mask_self {
                 // SAFETY: a valid sigset_t.
@@ -277,10 +362,15 @@ fn signal_like(
                 _ => SIG_ERR,
             };
         }
+        // SAFETY: LOCK is held.
+        let told = slot
+            .ours
+            .load(Ordering::Relaxed)
+            .then(|| unsafe { settled_view(slot) });
         let previous = call_real!(real_fn, SIG_ERR, sig, handler);
         if previous != SIG_ERR && slot.ours.swap(false, Ordering::Relaxed) {
-            // SAFETY: LOCK is held.
-            return unsafe { (*slot.view.get()).sa_sigaction };
+            slot.oneshot.store(0, Ordering::Release);
+            return told.map_or(previous, |t| t.sa_sigaction);
         }
         previous
     })
@@ -350,10 +440,37 @@ pub fn install() {
     });
 }
 
+type Handler = extern "C" fn(c_int, *mut libc::siginfo_t, *mut libc::c_void);
+/// Our handler, as the kernel gets it.
+const HANDLER: Handler = on_managed_signal;
+
 /// Our handler. Async-signal-safe: it only reads atomics, waits on a futex
-/// with a deadline and makes plain system calls. Never returns in practice:
-/// the re-raised signal kills the process.
-extern "C" fn on_fatal_signal(sig: c_int) {
+/// with a deadline and makes plain system calls. Calls the app's one-shot
+/// handler when one waits (and returns); otherwise never returns in
+/// practice: the re-raised signal kills the process.
+extern "C" fn on_managed_signal(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    if let Some(slot) = MANAGED.iter().position(|&s| s == sig).map(|i| &SLOTS[i]) {
+        let app = slot.oneshot.swap(0, Ordering::AcqRel);
+        if app != 0 && app != SIG_DFL && app != libc::SIG_IGN {
+            if slot.oneshot_siginfo.load(Ordering::Relaxed) {
+                // SAFETY: the app set this address as an SA_SIGINFO
+                // handler; it gets the kernel's own arguments.
+                let f: Handler = unsafe { std::mem::transmute::<usize, Handler>(app) };
+                f(sig, info, ctx);
+            } else {
+                // SAFETY: the app set this address as a plain handler.
+                let f: extern "C" fn(c_int) =
+                    unsafe { std::mem::transmute::<usize, extern "C" fn(c_int)>(app) };
+                f(sig);
+            }
+            return;
+        }
+    }
+    on_fatal_signal(sig);
+}
+
+/// Our stand-in for the default action: flush, then die of `sig`.
+fn on_fatal_signal(sig: c_int) {
     // SAFETY: __errno_location is valid for this thread.
     let saved_errno = unsafe { *libc::__errno_location() };
     if lumigo_core::guard::is_internal() {
