@@ -50,6 +50,12 @@ pub(super) fn run_worker(shared: Arc<Shared>, config: Arc<Config>) {
 fn build_exporters(config: &Config, shared: &Shared) -> Vec<Box<dyn Exporter>> {
     let attrs = resource::detect(config);
     let mut exporters: Vec<Box<dyn Exporter>> = Vec::new();
+    // The span dump first: a local write, done before an OTLP post that a
+    // slow collector may hold for seconds, so that a batch's lines are in
+    // the dump even if the process is killed meanwhile.
+    if let Some(path) = &config.spandump {
+        exporters.push(Box::new(spandump::SpanDump::new(path.clone(), &attrs)));
+    }
     if !config.destinations.is_empty() {
         for (destination, health) in config.destinations.iter().zip(&shared.endpoints) {
             match otlp::OtlpExporter::new(destination, &config.batch, &attrs, Arc::clone(health)) {
@@ -65,9 +71,6 @@ fn build_exporters(config: &Config, shared: &Shared) -> Vec<Box<dyn Exporter>> {
                 ),
             }
         }
-    }
-    if let Some(path) = &config.spandump {
-        exporters.push(Box::new(spandump::SpanDump::new(path.clone(), &attrs)));
     }
     for e in &exporters {
         lumigo_debug!("exporting spans to {}", e.describe());
