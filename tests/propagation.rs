@@ -382,6 +382,46 @@ fn process_span_wraps_a_run_and_its_children() {
     assert!(spans.iter().all(|x| trace_id(x) == trace_id(sh)));
 }
 
+/// A process that `exec`s another program: its image, queue and process
+/// span used to vanish, and the new program's spans named a parent no one
+/// exported (every `psql` run with `--process-span`: Debian's `psql` is a
+/// Perl script that execs the real one). The process span ends and is
+/// exported at the exec, as at exit; the new image's is its child.
+#[test]
+fn a_process_that_execs_exports_its_process_span_first() {
+    let tmp = TempDir::new("process-span-exec");
+    let dump = tmp.path("ps.jsonl");
+    let port = free_port();
+    let mut down = Command::new("python3");
+    down.arg(app("http11_server.py")).arg(port.to_string());
+    let mut down = Server::spawn(down, port);
+    let mut cmd = Command::new(&binaries().launcher);
+    cmd.args(["--process-span", "--spandump"])
+        .arg(&dump)
+        .args(["--", "sh", "-c"])
+        .arg(format!(
+            "exec curl -s -o /dev/null http://127.0.0.1:{port}/len/1"
+        ))
+        .env_remove("LD_PRELOAD")
+        .env_remove("TRACEPARENT");
+    let out = run(cmd, T);
+    down.stop();
+    assert_eq!(out.status.code(), Some(0));
+    let spans = read_spandump(&dump);
+    assert_eq!(spans.len(), 3, "{spans:#?}");
+    let by_name = |n: &str| {
+        spans
+            .iter()
+            .find(|x| s(x, "name") == n)
+            .unwrap_or_else(|| panic!("{n}: {spans:#?}"))
+    };
+    let (sh, curl, get) = (by_name("sh"), by_name("curl"), by_name("GET"));
+    assert_eq!(parent_id(sh), None);
+    assert_eq!(parent_id(curl), Some(span_id(sh)));
+    assert_eq!(parent_id(get), Some(span_id(curl)));
+    assert!(spans.iter().all(|x| trace_id(x) == trace_id(sh)));
+}
+
 /// `OTEL_PROPAGATORS=none`: requests go out exactly as the app wrote them.
 #[test]
 fn propagation_off_sends_the_apps_bytes_untouched() {

@@ -669,6 +669,17 @@ pub fn at_underscore_exit() {
     });
 }
 
+/// The process replaces its image (`execve` and the like): what it queued
+/// would die with the image, and its process span would never end (the
+/// new image's, a child of it, would name a parent no one exported). As
+/// at `_exit`: requests in flight and the process span end, and the queue
+/// gets `LUMIGO_FLUSH_TIMEOUT` to leave. Not in a `vfork` child (whose
+/// memory is its parent's). Should the exec fail, the process goes on
+/// traced, but its exit no longer waits for the last spans.
+pub fn before_exec() {
+    at_underscore_exit();
+}
+
 /// The process is ending: requests still in flight become spans, the
 /// process span ends, and the pipeline gets a bounded time to export. Runs
 /// once. Never from inside our own code on this thread (`traced` checks):

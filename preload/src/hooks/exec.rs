@@ -133,7 +133,9 @@ pub unsafe extern "C" fn execve(
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn execv(path: *const c_char, argv: *const *const c_char) -> c_int {
     // SAFETY: `environ` is the process's environment array.
-    match unsafe { with_active_context(environ) } {
+    let env = unsafe { with_active_context(environ) };
+    crate::runtime::before_exec();
+    match env {
         Some(env) => call_real!(real::EXECVE, -1, path, argv, env.ptrs.as_ptr()),
         None => call_real!(real::EXECV, -1, path, argv),
     }
@@ -144,7 +146,9 @@ pub unsafe extern "C" fn execv(path: *const c_char, argv: *const *const c_char) 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn execvp(file: *const c_char, argv: *const *const c_char) -> c_int {
     // SAFETY: `environ` is the process's environment array.
-    match unsafe { with_active_context(environ) } {
+    let env = unsafe { with_active_context(environ) };
+    crate::runtime::before_exec();
+    match env {
         Some(env) => call_real!(real::EXECVPE, -1, file, argv, env.ptrs.as_ptr()),
         None => call_real!(real::EXECVP, -1, file, argv),
     }
@@ -205,6 +209,7 @@ unsafe fn exec_with(
     // SAFETY: the app's environment array.
     let env = unsafe { with_active_context(envp) };
     let envp = env.as_ref().map_or(envp, |e| e.ptrs.as_ptr());
+    crate::runtime::before_exec();
     call_real!(real, -1, file, argv, envp)
 }
 
