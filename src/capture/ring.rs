@@ -155,7 +155,8 @@ struct Producer {
 }
 
 /// How many bytes the consumer takes before it tells the producer (and
-/// once more when a drain ends): a store on the producer's side each
+/// once more when a drain ends, and after every record while more than
+/// half the ring is still to drain): a store on the producer's side each
 /// time, instead of one per record.
 const RELEASE_EVERY: u64 = (RING_BYTES / 8) as u64;
 
@@ -280,9 +281,10 @@ impl Ring {
             f(&h, payload);
             n += 1;
             tail += padded(HEADER + len) as u64;
-            // Room is given back as the drain goes, in steps: a long drain
-            // leaves the producer room, without a store per record.
-            if tail - told >= RELEASE_EVERY {
+            // Room is given back as the drain goes: in steps (no store per
+            // record), or at once while the ring is more than half full
+            // (the producer may be about to find it full).
+            if tail - told >= RELEASE_EVERY || head - tail >= (RING_BYTES / 2) as u64 {
                 self.tail.store(tail, Ordering::Release);
                 told = tail;
             }
@@ -677,14 +679,30 @@ mod tests {
 
     #[test]
     fn a_long_drain_gives_room_back_as_it_goes() {
+        let distinct = |seen: &[u64]| seen.iter().collect::<std::collections::BTreeSet<_>>().len();
+        // Less than half full: in steps of RELEASE_EVERY bytes.
         let r = Ring::new();
-        let bytes = [1u8; 2000];
-        while r.push(rec(1, 0), &[&bytes]).is_some() {}
+        let small = [1u8; 136];
+        let mut records = 0;
+        while r.used() < RING_BYTES / 2 - 2 * (HEADER + small.len()) {
+            r.push(rec(1, 0), &[&small]).unwrap();
+            records += 1;
+        }
         let mut seen = Vec::new();
         r.drain(|_, _| seen.push(r.tail.load(Ordering::Acquire)));
-        // The position was published during the drain, in steps.
-        let steps: std::collections::BTreeSet<u64> = seen.into_iter().collect();
-        assert!(steps.len() >= 4, "{steps:?}");
+        assert_eq!(seen.len(), records);
+        let steps = RING_BYTES / 2 / RELEASE_EVERY as usize;
+        assert!((2..=steps + 1).contains(&distinct(&seen)), "{seen:?}");
+        assert_eq!(r.used(), 0);
+        // Full: every record while more than half is left, then in steps.
+        let r = Ring::new();
+        let big = [1u8; 2000];
+        while r.push(rec(1, 0), &[&big]).is_some() {}
+        let mut seen = Vec::new();
+        r.drain(|_, _| seen.push(r.tail.load(Ordering::Acquire)));
+        let half = seen.len() / 2;
+        assert_eq!(distinct(&seen[..half]), half, "{seen:?}");
+        assert!(distinct(&seen[half..]) < seen.len() - half, "{seen:?}");
         assert_eq!(r.used(), 0);
     }
 
