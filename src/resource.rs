@@ -483,6 +483,37 @@ mod tests {
         );
     }
 
+    /// The values a user trial found verbatim in `process.command_line`.
+    #[test]
+    fn program_credentials_leave_no_trace_in_the_command_line() {
+        let m = Masker::lumigo_defaults();
+        let cases: [(&[u8], &str); 5] = [
+            (
+                b"redis-cli\0-a\0redispw6666\0--no-auth-warning\0HSET\0hk\0password\0hsetpw1010\0",
+                "redis-cli -a **** --no-auth-warning HSET hk ? ?",
+            ),
+            (
+                b"curl\0-u\0eve:curlpw1\0-b\0session=cookieval8765\0-H\0X-Custom: Bearer bearer5454\0-d\0{\"password\" : \"spacedpw3333\"}\0",
+                r#"curl -u eve:**** -b session=**** -H X-Custom: Bearer **** -d {"password" : "****"}"#,
+            ),
+            (
+                b"psql\0-p\x005432\0-c\0create role tmprole password 'rolepw2222'\0",
+                "psql -p 5432 -c create role tmprole password ?",
+            ),
+            (
+                b"sh\0-c\0curl -u eve:shpw1111 --data-urlencode 'password=enc pw&4444' h; true\0",
+                "sh -c curl -u eve:**** --data-urlencode 'password=****' h; true",
+            ),
+            (
+                b"mysql\0-pmysqlpw1\0-e\0select 'x'\0",
+                "mysql -p**** -e select ?",
+            ),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(command_line(raw, &m), want);
+        }
+    }
+
     #[test]
     fn service_name_is_the_command_as_run() {
         // `sh` runs dash; python3 runs python3.11: the name typed wins.
