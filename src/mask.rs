@@ -1050,7 +1050,7 @@ fn redis_command<'a>(args: &[&'a str]) -> Vec<Cow<'a, str>> {
 
 /// The length of an authentication scheme and its blank at the start of a
 /// header's value (`Bearer `, `Basic `…), if credentials follow.
-fn auth_scheme_len(value: &str) -> Option<usize> {
+pub(crate) fn auth_scheme_len(value: &str) -> Option<usize> {
     const SCHEMES: [&str; 6] = ["bearer", "basic", "token", "digest", "negotiate", "ntlm"];
     let (scheme, rest) = value.split_once(' ')?;
     let blanks = rest.len() - rest.trim_start().len();

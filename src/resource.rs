@@ -149,6 +149,10 @@ fn environ_json(raw: &[u8], masker: &Masker) -> String {
         // `OPTS=a=1&token=T`) is masked as on a command line.
         let value = if masker.is_secret(&name) {
             crate::mask::MASK.to_owned()
+        } else if let Some(n) = crate::mask::auth_scheme_len(&value) {
+            // Credentials after an authentication scheme, whatever the
+            // name (`MY_AUTH=Bearer …`).
+            format!("{}{}", &value[..n], crate::mask::MASK)
         } else {
             masker.mask_argument(&value).into_owned()
         };
@@ -563,7 +567,8 @@ mod tests {
         let facts = ProcessFacts {
             environ: Some(
                 b"PATH=/usr/bin\0DB_PASSWORD=hunter2\0LUMIGO_TRACER_TOKEN=t_1\0EMPTY=\0ODD\0\
-                  DATABASE_URL=postgres://app:hunter3@db:5432/x\0OPTS=a=1&token=hunter4\0"
+                  DATABASE_URL=postgres://app:hunter3@db:5432/x\0OPTS=a=1&token=hunter4\0\
+                  MY_AUTH=Bearer hunter5\0UPSTREAM_AUTH=basic  aHVudGVyNg==\0"
                     .to_vec(),
             ),
             ..facts()
@@ -580,7 +585,12 @@ mod tests {
         assert_eq!(v["ODD"], "");
         assert_eq!(v["DATABASE_URL"], "postgres://app:****@db:5432/x");
         assert_eq!(v["OPTS"], "a=1&token=****");
-        assert!(!json.contains("hunter"));
+        assert_eq!(v["MY_AUTH"], "Bearer ****");
+        assert_eq!(v["UPSTREAM_AUTH"], "basic  ****");
+        assert!(
+            !json.contains("hunter") && !json.contains("aHVudGVy"),
+            "{json}"
+        );
         // The environment's own patterns, else the general ones.
         let c = config(&[
             ("LUMIGO_SECRET_MASKING_REGEX", r#"["path"]"#),
