@@ -641,9 +641,18 @@ fn nonempty(v: Option<String>) -> Option<String> {
 }
 
 impl Config {
-    /// Reads the process environment.
+    /// Reads the process environment (the preload's constructor does, in
+    /// the traced process). A span dump on the process's own standard
+    /// output or error (`/dev/stderr`…) takes its copy of that stream now,
+    /// before the program can close or redirect it.
     pub fn from_env() -> Config {
-        Config::from_lookup(|k| std::env::var(k).ok())
+        let config = Config::from_lookup(|k| std::env::var(k).ok());
+        if let Some(dump) = config.spandump.as_deref() {
+            if !config.switch_off && crate::owned_file::named_descriptor(dump).is_some() {
+                crate::export::open_before_privilege_drop(dump);
+            }
+        }
+        config
     }
 
     /// Reads configuration through `get`, which returns a variable's value.

@@ -11,8 +11,9 @@
 //! [`install`]. Without them (unit tests, the launcher) nothing is moved,
 //! nothing is ever lost, and there are no revocations.
 
-use std::os::fd::{OwnedFd, RawFd};
-use std::sync::OnceLock;
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 /// The preload library's side.
 #[derive(Clone, Copy)]
@@ -30,9 +31,54 @@ pub struct Custody {
 
 static CUSTODY: OnceLock<Custody> = OnceLock::new();
 
-/// Installs the preload's functions; the first call wins.
+/// Slots given to [`adopt_into`] before the custody was installed: each
+/// holds a descriptor not adopted yet.
+static EARLY: Mutex<Vec<&'static AtomicI32>> = Mutex::new(Vec::new());
+
+/// Installs the preload's functions; the first call wins. Descriptors
+/// [`adopt_into`] took before are adopted now, their slots updated (the
+/// preload's constructor installs the custody before the program runs, so
+/// nothing uses those slots meanwhile).
 pub fn install(custody: Custody) {
     let _ = CUSTODY.set(custody);
+    let Some(c) = CUSTODY.get() else { return };
+    let early = std::mem::take(&mut *EARLY.lock().unwrap_or_else(|e| e.into_inner()));
+    for slot in early {
+        let fd = slot.swap(-1, Ordering::AcqRel);
+        if fd < 0 {
+            continue;
+        }
+        // SAFETY: the descriptor `adopt_into` stored, ours alone.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        if let Ok(adopted) = (c.adopt)(fd) {
+            slot.store(adopted.into_raw_fd(), Ordering::Release);
+        }
+    }
+}
+
+/// Adopts `fd` (see [`Custody::adopt`]) and stores its number in `slot`,
+/// which must hold -1 (else `fd` is closed). Before the custody is
+/// installed (while the preload's constructor reads the configuration) the
+/// number is stored as it is and adopted by [`install`], which may move it.
+pub fn adopt_into(fd: OwnedFd, slot: &'static AtomicI32) -> std::io::Result<()> {
+    let mut early = EARLY.lock().unwrap_or_else(|e| e.into_inner());
+    let (fd, waiting) = match CUSTODY.get() {
+        Some(c) => ((c.adopt)(fd)?, false),
+        None => (fd, true),
+    };
+    let raw = fd.into_raw_fd();
+    if slot
+        .compare_exchange(-1, raw, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        // SAFETY: `raw` is ours alone, not stored anywhere.
+        drop(unsafe { OwnedFd::from_raw_fd(raw) });
+        return Ok(());
+    }
+    if waiting {
+        early.push(slot);
+    }
+    Ok(())
 }
 
 /// Registers a descriptor we just opened (see [`Custody::adopt`]).

@@ -55,6 +55,8 @@ pub fn flag_vars(flags: &Flags, cwd: &Path) -> Vec<(&'static str, OsString)> {
 }
 
 /// `path` if absolute (or empty), else `cwd/path` without `.` components.
+/// A standard stream's name (`/dev/stderr`, `/proc/self/fd/2`…) is kept
+/// exactly as it is: it names the command's own descriptor, not a file.
 pub fn absolute(path: &Path, cwd: &Path) -> PathBuf {
     if path.is_absolute() || path.as_os_str().is_empty() {
         return path.to_path_buf();
@@ -338,6 +340,25 @@ mod tests {
             get(&after, "LUMIGO_DEBUG_SPANDUMP"),
             Some("/home/app/../f.jsonl")
         );
+    }
+
+    #[test]
+    fn standard_stream_spandump_is_kept_as_named() {
+        for name in ["/dev/stderr", "/dev/stdout", "/dev/fd/2", "/proc/self/fd/1"] {
+            let flags = Flags {
+                spandump: Some(name.into()),
+                ..Flags::default()
+            };
+            let after = child_env(env(&[]), &flags, cwd(), &preload());
+            assert_eq!(
+                get(&after, "LUMIGO_DEBUG_SPANDUMP"),
+                Some(name),
+                "--spandump"
+            );
+            let before = env(&[("LUMIGO_DEBUG_SPANDUMP", name)]);
+            let after = child_env(before, &Flags::default(), cwd(), &preload());
+            assert_eq!(get(&after, "LUMIGO_DEBUG_SPANDUMP"), Some(name), "variable");
+        }
     }
 
     #[test]

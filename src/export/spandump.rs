@@ -10,8 +10,9 @@
 //!
 //! The file is opened under the rules of [`crate::owned_file`] (no symbolic
 //! link, a regular file of the effective user that others cannot write,
-//! one link, or a new 0600 file); a refusal is said once under
-//! `LUMIGO_DEBUG` and the spans are dropped.
+//! one link, no directory link planted by another user, or a new 0600
+//! file); a refusal is said once under `LUMIGO_DEBUG` and the spans are
+//! dropped.
 //!
 //! One descriptor serves the whole process and its forked children: it is
 //! opened at the first export, or earlier, just before the process drops
@@ -20,6 +21,21 @@
 //! open themselves. The descriptor is in the custody of the preload
 //! ([`crate::fd_custody`]): if the app closes or replaces it, the number is
 //! forgotten, never touched again, and the file is reopened.
+//!
+//! The dump may be the process's own standard output or error
+//! (`/dev/stderr`, `/dev/stdout`, `/dev/fd/1`, `/proc/self/fd/2`…, see
+//! [`owned_file::named_descriptor`]). Then nothing is opened: a
+//! close-on-exec duplicate of that descriptor is taken once per process,
+//! in the library's constructor (when the configuration is read, see
+//! `Config::from_env`), while it is still the stream the process was
+//! started with, and kept in the same custody. A closed stream or a socket
+//! is refused (said once under `LUMIGO_DEBUG`). The stream is never
+//! duplicated again: if the app closes our copy, the spans are dropped,
+//! since by then descriptor 1 or 2 may be anything of the app's. Each batch
+//! is still one `write(2)` (retried on a short write, waiting if the app
+//! made the stream non-blocking), so lines stay whole. The export thread
+//! blocks every signal: a reader gone from a pipe gives it `EPIPE`, never a
+//! `SIGPIPE` that would end the program.
 
 use std::fs::File;
 use std::io::Write;
@@ -34,9 +50,27 @@ use super::Exporter;
 use crate::span::{hex, AttrValue, SpanRecord, SpanStatus};
 use crate::{fd_custody, owned_file};
 
-/// The open span dump of this process (and of its forked children, which
-/// inherit it), or -1; for the path in [`DUMP_PATH`].
-static DUMP_FD: AtomicI32 = AtomicI32::new(-1);
+/// Where a span dump's descriptor is kept.
+struct Slot {
+    /// The open descriptor, or -1.
+    fd: AtomicI32,
+    /// For a standard stream: set when it was examined, once (`Ok`: its
+    /// copy was taken; `Err`: why not). Never examined again.
+    stream: OnceLock<Result<(), String>>,
+}
+
+impl Slot {
+    const fn new() -> Slot {
+        Slot {
+            fd: AtomicI32::new(-1),
+            stream: OnceLock::new(),
+        }
+    }
+}
+
+/// The span dump of this process (and of its forked children, which
+/// inherit it), for the path in [`DUMP_PATH`].
+static DUMP: Slot = Slot::new();
 /// The process's span dump path: the first one asked for (the
 /// configuration's; unit tests use several, each beyond the first gets its
 /// own descriptor in its `SpanDump`).
@@ -45,67 +79,146 @@ static DUMP_PATH: OnceLock<PathBuf> = OnceLock::new();
 static SAID_OPEN_FAILED: AtomicBool = AtomicBool::new(false);
 
 /// The descriptor slot for `path`: the process's, or `own`.
-fn slot_for<'a>(path: &Path, own: &'a AtomicI32) -> &'a AtomicI32 {
+fn slot_for<'a>(path: &Path, own: &'a Slot) -> &'a Slot {
     if DUMP_PATH.get_or_init(|| path.to_path_buf()) == path {
-        &DUMP_FD
+        &DUMP
     } else {
         own
     }
 }
 
+/// Says `msg` once per process under `LUMIGO_DEBUG` (not before debug
+/// output is switched on: a refusal found while the configuration is read
+/// is said at the first export).
+fn say_once(msg: &str) {
+    if crate::log::debug_enabled() && !SAID_OPEN_FAILED.swap(true, Ordering::Relaxed) {
+        crate::lumigo_debug!("{msg}");
+    }
+}
+
 /// The span dump's descriptor in `slot`, opening `path` if it is not open
 /// (or was lost to the app).
-fn dump_fd(slot: &AtomicI32, path: &Path) -> Result<RawFd, String> {
-    let fd = slot.load(Ordering::Acquire);
+fn dump_fd(slot: &Slot, path: &Path) -> Result<RawFd, String> {
+    let fd = slot.fd.load(Ordering::Acquire);
     if fd >= 0 {
         if !fd_custody::is_lost(fd) {
             return Ok(fd);
         }
         // The app closed or replaced it: the number is the app's now.
         if slot
+            .fd
             .compare_exchange(fd, -1, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
             fd_custody::release_lost(fd);
         }
     }
+    if let Some(stream) = owned_file::named_descriptor(path) {
+        return stream_fd(slot, path, stream);
+    }
     let file = owned_file::open_owned_append(path).map_err(|refusal| {
         let msg = format!("the span dump {} is not written: {refusal}", path.display());
-        if !SAID_OPEN_FAILED.swap(true, Ordering::Relaxed) {
-            crate::lumigo_debug!("{msg}");
-        }
+        say_once(&msg);
         msg
     })?;
     let owned = fd_custody::adopt(OwnedFd::from(file))
         .map_err(|e| format!("cannot keep the span dump {} open: {e}", path.display()))?;
-    let fd = owned.into_raw_fd();
-    match slot.compare_exchange(-1, fd, Ordering::AcqRel, Ordering::Acquire) {
-        Ok(_) => Ok(fd),
+    Ok(store(slot, owned.into_raw_fd()))
+}
+
+/// Puts our new descriptor `fd` in `slot`, unless another thread was first:
+/// the descriptor in the slot.
+fn store(slot: &Slot, fd: RawFd) -> RawFd {
+    match slot
+        .fd
+        .compare_exchange(-1, fd, Ordering::AcqRel, Ordering::Acquire)
+    {
+        Ok(_) => fd,
         Err(theirs) => {
-            // Another thread opened it meanwhile: use theirs.
             // SAFETY: `fd` is ours alone, just opened and not shared.
             drop(unsafe { OwnedFd::from_raw_fd(fd) });
-            Ok(theirs)
+            theirs
         }
     }
+}
+
+/// The copy of standard stream `stream` in `slot`, taken now if it was
+/// never examined (else it was taken early, refused, or lost).
+fn stream_fd(slot: &Slot, path: &Path, stream: RawFd) -> Result<RawFd, String> {
+    let mut taken = None;
+    let state = slot.stream.get_or_init(|| {
+        let dup = take_stream(path, stream)?;
+        let dup = fd_custody::adopt(dup)
+            .map_err(|e| format!("cannot keep the span dump {} open: {e}", path.display()))?;
+        taken = Some(dup.into_raw_fd());
+        Ok(())
+    });
+    if let Err(msg) = state {
+        say_once(msg);
+        return Err(msg.clone());
+    }
+    if let Some(fd) = taken {
+        return Ok(store(slot, fd));
+    }
+    match slot.fd.load(Ordering::Acquire) {
+        fd if fd >= 0 => Ok(fd),
+        _ => {
+            let msg = format!(
+                "the span dump {} is not written: the program closed our copy of it",
+                path.display()
+            );
+            say_once(&msg);
+            Err(msg)
+        }
+    }
+}
+
+/// A checked duplicate of standard stream `stream` (see
+/// [`owned_file::dup_stream`]), or the refusal in words.
+fn take_stream(path: &Path, stream: RawFd) -> Result<OwnedFd, String> {
+    owned_file::dup_stream(stream)
+        .map_err(|refusal| format!("the span dump {} is not written: {refusal}", path.display()))
 }
 
 /// Opens the span dump now, while the process still has the privileges it
 /// started with, if it is not open yet: called just before the process
 /// changes its user or group ids. A refusal is reported as at export.
+///
+/// For a standard stream (`/dev/stderr`…) this takes its copy, once:
+/// `Config::from_env` calls it while the library's constructor reads the
+/// configuration, before the program can close or redirect the stream.
+/// The copy is adopted by the descriptor custody when the preload installs
+/// it, moments later in the same constructor.
 pub fn open_before_privilege_drop(path: &Path) {
-    let own = AtomicI32::new(-1);
+    let own = Slot::new();
     let slot = slot_for(path, &own);
-    if std::ptr::eq(slot, &DUMP_FD) {
+    if !std::ptr::eq(slot, &DUMP) {
+        return;
+    }
+    let Some(stream) = owned_file::named_descriptor(path) else {
         let _ = dump_fd(slot, path);
+        return;
+    };
+    let state = DUMP.stream.get_or_init(|| {
+        let dup = take_stream(path, stream)?;
+        fd_custody::adopt_into(dup, &DUMP.fd)
+            .map_err(|e| format!("cannot keep the span dump {} open: {e}", path.display()))
+    });
+    if let Err(msg) = state {
+        say_once(msg);
     }
 }
+
+/// How long a batch waits for a non-blocking stream to take it, at most:
+/// `MAX_WAITS` times `WAIT_MS` milliseconds.
+const MAX_WAITS: u32 = 50;
+const WAIT_MS: libc::c_int = 100;
 
 /// Appends JSON lines to the span dump file, opened at the first export.
 pub(crate) struct SpanDump {
     path: PathBuf,
     /// The descriptor when `path` is not the process's span dump path.
-    own_fd: AtomicI32,
+    own: Slot,
     /// The `"resource":{…}` member, rendered once.
     resource_json: String,
 }
@@ -120,7 +233,7 @@ impl SpanDump {
         resource_json.push_str(",\"schema_url\":\"\"}");
         SpanDump {
             path,
-            own_fd: AtomicI32::new(-1),
+            own: Slot::new(),
             resource_json,
         }
     }
@@ -128,7 +241,7 @@ impl SpanDump {
 
 impl Drop for SpanDump {
     fn drop(&mut self) {
-        let fd = self.own_fd.swap(-1, Ordering::AcqRel);
+        let fd = self.own.fd.swap(-1, Ordering::AcqRel);
         if fd >= 0 && !fd_custody::is_lost(fd) {
             // SAFETY: a descriptor this SpanDump opened and still owns.
             drop(unsafe { OwnedFd::from_raw_fd(fd) });
@@ -142,10 +255,11 @@ impl Exporter for SpanDump {
         for span in spans {
             write_line(&mut buf, span, &self.resource_json);
         }
-        let slot = slot_for(&self.path, &self.own_fd);
+        let slot = slot_for(&self.path, &self.own);
         let mut fd = dump_fd(slot, &self.path)?;
         let mut left = buf.as_bytes();
         let mut reopened = false;
+        let mut waits = 0;
         // One buffer per batch keeps each line whole with respect to other
         // appenders; short writes and EINTR are retried.
         while !left.is_empty() {
@@ -156,6 +270,19 @@ impl Exporter for SpanDump {
                 Ok(0) => return Err(format!("cannot write span dump {}", self.path.display())),
                 Ok(n) => left = &left[n..],
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // A standard stream the app made non-blocking (the copy
+                // shares its flags, which are the app's to set): wait for
+                // room, a while, so that the batch goes out whole.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && waits < MAX_WAITS => {
+                    waits += 1;
+                    let mut pfd = libc::pollfd {
+                        fd,
+                        events: libc::POLLOUT,
+                        revents: 0,
+                    };
+                    // SAFETY: one valid pollfd for the duration of the call.
+                    unsafe { libc::poll(&mut pfd, 1, WAIT_MS) };
+                }
                 // Closed behind our back (a raw system call no hook sees):
                 // the number is forgotten, never touched again, and the
                 // file reopened, once, if nothing of this batch went out.
@@ -165,7 +292,9 @@ impl Exporter for SpanDump {
                         && left.len() == buf.len() =>
                 {
                     reopened = true;
-                    let _ = slot.compare_exchange(fd, -1, Ordering::AcqRel, Ordering::Acquire);
+                    let _ = slot
+                        .fd
+                        .compare_exchange(fd, -1, Ordering::AcqRel, Ordering::Acquire);
                     fd = dump_fd(slot, &self.path)?;
                 }
                 Err(e) => {
@@ -543,5 +672,68 @@ mod tests {
         let mut dump = SpanDump::new(PathBuf::from("/nonexistent-dir/x/spans.jsonl"), &[]);
         assert!(dump.export(&[sample()]).is_err());
         assert!(dump.export(&[sample()]).is_err());
+    }
+
+    /// A SpanDump on a standard stream name, with its own slot holding
+    /// `fd` as the stream's copy (the process's own stream is left alone).
+    fn stream_dump(name: &str, fd: Option<RawFd>) -> SpanDump {
+        let _ = DUMP_PATH.get_or_init(|| PathBuf::from("/lumigo-unit-first-dump"));
+        let dump = SpanDump::new(PathBuf::from(name), &[]);
+        assert!(!std::ptr::eq(slot_for(&dump.path, &dump.own), &DUMP));
+        dump.own.stream.set(Ok(())).unwrap();
+        if let Some(fd) = fd {
+            dump.own.fd.store(fd, Ordering::Release);
+        }
+        dump
+    }
+
+    #[test]
+    fn a_stream_copy_gets_whole_batches_even_when_non_blocking() {
+        let mut p = [0; 2];
+        // SAFETY: pipe2 fills the array; F_SETFL makes the write end (only)
+        // non-blocking, as an app may make its stderr.
+        unsafe {
+            assert_eq!(libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC), 0);
+            assert_eq!(libc::fcntl(p[1], libc::F_SETFL, libc::O_NONBLOCK), 0);
+        }
+        let mut dump = stream_dump("/dev/stderr", Some(p[1]));
+        // More than a pipe holds: the writer must wait for the reader.
+        let batch: Vec<SpanRecord> = (0..200).map(|_| sample()).collect();
+        let reader = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            // SAFETY: our read end, owned from here on.
+            let mut r = unsafe { File::from_raw_fd(p[0]) };
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut r, &mut text).unwrap();
+            text
+        });
+        dump.export(&batch).unwrap();
+        drop(dump); // closes the write end (the own slot's)
+        let text = reader.join().unwrap();
+        assert_eq!(text.lines().count(), 200);
+        for line in text.lines() {
+            serde_json::from_str::<serde_json::Value>(line).expect("whole lines");
+        }
+    }
+
+    #[test]
+    fn a_stream_is_never_duplicated_twice() {
+        // Taken once and then lost: nothing is written anywhere, and
+        // descriptor 2 (perhaps the app's own file by now) is not copied.
+        let mut dump = stream_dump("/dev/stderr", None);
+        let err = dump.export(&[sample()]).unwrap_err();
+        assert!(err.contains("closed our copy"), "{err}");
+        assert_eq!(dump.own.fd.load(Ordering::Acquire), -1);
+        // Refused when examined: refused for good.
+        let mut refused = SpanDump::new(PathBuf::from("/dev/stdout"), &[]);
+        let _ = DUMP_PATH.get_or_init(|| PathBuf::from("/lumigo-unit-first-dump"));
+        refused
+            .own
+            .stream
+            .set(Err("descriptor 1 is a socket".into()))
+            .unwrap();
+        let err = refused.export(&[sample()]).unwrap_err();
+        assert!(err.contains("socket"), "{err}");
+        assert_eq!(refused.own.fd.load(Ordering::Acquire), -1);
     }
 }
