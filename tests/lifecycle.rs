@@ -101,19 +101,36 @@ fn kill_and_wait(child: Child, sig: i32) -> Output {
 /// `tests/apps/signal_server.py` in `mode`, traced into `dump` (or not):
 /// `requests` GETs, then `sig`. Returns how it ended.
 fn serve_then_signal(mode: &str, dump: Option<&Path>, requests: usize, sig: i32) -> Output {
+    let script = app("signal_server.py");
+    run_then_signal("python3", dump, requests, sig, |port| {
+        vec![
+            script.display().to_string(),
+            port.to_string(),
+            mode.to_owned(),
+        ]
+    })
+}
+
+/// `program` with `args(port)`, a server on `port`, traced into `dump` (or
+/// not): `requests` GETs `/r?n=I`, then `sig`. Returns how it ended.
+fn run_then_signal(
+    program: &str,
+    dump: Option<&Path>,
+    requests: usize,
+    sig: i32,
+    args: impl Fn(u16) -> Vec<String>,
+) -> Output {
     let port = free_port();
     let mut cmd = match dump {
         Some(dump) => {
-            let mut c = traced("python3");
+            let mut c = traced(program);
             c.env_remove("OTEL_BSP_SCHEDULE_DELAY")
                 .env("LUMIGO_DEBUG_SPANDUMP", dump);
             c
         }
-        None => Command::new("python3"),
+        None => Command::new(program),
     };
-    cmd.arg(app("signal_server.py"))
-        .arg(port.to_string())
-        .arg(mode);
+    cmd.args(args(port));
     let child = spawn_listening(cmd, port);
     for i in 0..requests {
         assert!(get(port, &format!("/r?n={i}")));
@@ -252,23 +269,15 @@ fn node_exit_handlers_still_flush_on_sigterm_and_sigint() {
     for (sig, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")] {
         let tmp = TempDir::new("node-signal");
         let dump = tmp.path("spans.jsonl");
+        let script = app("node_service.js");
         let run = |traced_into: Option<&Path>, requests: usize| {
-            let port = free_port();
-            let mut cmd = match traced_into {
-                Some(dump) => {
-                    let mut c = traced("node");
-                    c.env_remove("OTEL_BSP_SCHEDULE_DELAY")
-                        .env("LUMIGO_DEBUG_SPANDUMP", dump);
-                    c
-                }
-                None => Command::new("node"),
-            };
-            cmd.arg(app("node_plain_server.js")).arg(port.to_string());
-            let child = spawn_listening(cmd, port);
-            for i in 0..requests {
-                assert!(get(port, &format!("/r?n={i}")));
-            }
-            kill_and_wait(child, sig)
+            run_then_signal("node", traced_into, requests, sig, |port| {
+                vec![
+                    script.display().to_string(),
+                    port.to_string(),
+                    "no-handlers".to_owned(),
+                ]
+            })
         };
         let traced_out = run(Some(&dump), 3);
         let untraced = run(None, 0);

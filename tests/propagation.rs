@@ -341,11 +341,11 @@ fn subprocess_started_while_serving_joins_the_trace() {
     assert_eq!(parent_id(child), Some(span_id(server)));
 }
 
-/// `--process-span` wraps a run in an INTERNAL span that ends at exit with
-/// the exit status; programs it starts join it. The shell ends through
-/// `_exit`, which must still export.
-#[test]
-fn process_span_wraps_a_run_and_its_children() {
+/// `lumigo-run --process-span sh -c SCRIPT`, with `{url}` in SCRIPT a
+/// local server's URL: the exit code and the `sh`, `curl` and `GET` spans
+/// (checked to be the only ones, in one trace, each the child of the one
+/// before).
+fn process_span_run(script: &str) -> (Option<i32>, [Value; 3]) {
     let tmp = TempDir::new("process-span");
     let dump = tmp.path("ps.jsonl");
     let port = free_port();
@@ -356,30 +356,38 @@ fn process_span_wraps_a_run_and_its_children() {
     cmd.args(["--process-span", "--spandump"])
         .arg(&dump)
         .args(["--", "sh", "-c"])
-        .arg(format!(
-            "curl -s -o /dev/null http://127.0.0.1:{port}/len/1; exit 3"
-        ))
+        .arg(script.replace("{url}", &format!("http://127.0.0.1:{port}/len/1")))
         .env_remove("LD_PRELOAD")
         .env_remove("TRACEPARENT");
     let out = run(cmd, T);
     down.stop();
-    assert_eq!(out.status.code(), Some(3));
     let spans = read_spandump(&dump);
     assert_eq!(spans.len(), 3, "{spans:#?}");
     let by_name = |n: &str| {
         spans
             .iter()
             .find(|x| s(x, "name") == n)
-            .unwrap_or_else(|| panic!("{n}"))
+            .cloned()
+            .unwrap_or_else(|| panic!("{n}: {spans:#?}"))
     };
     let (sh, curl, get) = (by_name("sh"), by_name("curl"), by_name("GET"));
-    assert_eq!(s(sh, "kind"), "SpanKind.INTERNAL");
+    assert_eq!(parent_id(&sh), None);
+    assert_eq!(parent_id(&curl), Some(span_id(&sh)));
+    assert_eq!(parent_id(&get), Some(span_id(&curl)));
+    assert!(spans.iter().all(|x| trace_id(x) == trace_id(&sh)));
+    (out.status.code(), [sh, curl, get])
+}
+
+/// `--process-span` wraps a run in an INTERNAL span that ends at exit with
+/// the exit status; programs it starts join it. The shell ends through
+/// `_exit`, which must still export.
+#[test]
+fn process_span_wraps_a_run_and_its_children() {
+    let (code, [sh, _, _]) = process_span_run("curl -s -o /dev/null {url}; exit 3");
+    assert_eq!(code, Some(3));
+    assert_eq!(s(&sh, "kind"), "SpanKind.INTERNAL");
     assert_eq!(sh["status"]["status_code"], "ERROR");
     assert_eq!(sh["attributes"]["process.exit.code"], 3);
-    assert_eq!(parent_id(sh), None);
-    assert_eq!(parent_id(curl), Some(span_id(sh)));
-    assert_eq!(parent_id(get), Some(span_id(curl)));
-    assert!(spans.iter().all(|x| trace_id(x) == trace_id(sh)));
 }
 
 /// A process that `exec`s another program: its image, queue and process
@@ -389,37 +397,8 @@ fn process_span_wraps_a_run_and_its_children() {
 /// exported at the exec, as at exit; the new image's is its child.
 #[test]
 fn a_process_that_execs_exports_its_process_span_first() {
-    let tmp = TempDir::new("process-span-exec");
-    let dump = tmp.path("ps.jsonl");
-    let port = free_port();
-    let mut down = Command::new("python3");
-    down.arg(app("http11_server.py")).arg(port.to_string());
-    let mut down = Server::spawn(down, port);
-    let mut cmd = Command::new(&binaries().launcher);
-    cmd.args(["--process-span", "--spandump"])
-        .arg(&dump)
-        .args(["--", "sh", "-c"])
-        .arg(format!(
-            "exec curl -s -o /dev/null http://127.0.0.1:{port}/len/1"
-        ))
-        .env_remove("LD_PRELOAD")
-        .env_remove("TRACEPARENT");
-    let out = run(cmd, T);
-    down.stop();
-    assert_eq!(out.status.code(), Some(0));
-    let spans = read_spandump(&dump);
-    assert_eq!(spans.len(), 3, "{spans:#?}");
-    let by_name = |n: &str| {
-        spans
-            .iter()
-            .find(|x| s(x, "name") == n)
-            .unwrap_or_else(|| panic!("{n}: {spans:#?}"))
-    };
-    let (sh, curl, get) = (by_name("sh"), by_name("curl"), by_name("GET"));
-    assert_eq!(parent_id(sh), None);
-    assert_eq!(parent_id(curl), Some(span_id(sh)));
-    assert_eq!(parent_id(get), Some(span_id(curl)));
-    assert!(spans.iter().all(|x| trace_id(x) == trace_id(sh)));
+    let (code, _) = process_span_run("exec curl -s -o /dev/null {url}");
+    assert_eq!(code, Some(0));
 }
 
 /// `OTEL_PROPAGATORS=none`: requests go out exactly as the app wrote them.

@@ -48,12 +48,18 @@ fuzz_target!(|input: &[u8]| {
         assert_eq!(defaults.mask_argument(&arg), format!("--password={MASK}"));
     }
 
-    // Command lines: one argument per line.
+    // Command lines: one argument per line. A changed argument shows a
+    // mask, or (the SQL of `psql -c`/`mysql -e`, a `redis-cli` command)
+    // the `?` the database spans put in place of literals, or is shorter
+    // (the SQL's comments dropped, which can carry values too).
     let args: Vec<&str> = text.split('\n').collect();
     let masked = masker.mask_args(&args);
     assert_eq!(masked.len(), args.len());
     for (a, m) in args.iter().zip(&masked) {
-        assert!(*a == m.as_ref() || m.contains(MASK), "{a:?} -> {m:?}");
+        assert!(
+            *a == m.as_ref() || m.contains(MASK) || m.contains('?') || m.len() < a.len(),
+            "{a:?} -> {m:?}"
+        );
     }
     for a in &args {
         let m = masker.mask_argument(a);

@@ -1,5 +1,8 @@
 // A Node.js HTTP service: answers every request with a short body.
-// argv: PORT
+// argv: PORT [no-handlers]
+// With `no-handlers` it sets no signal handler of its own: Node itself
+// puts one-shot (SA_RESETHAND) handlers on SIGINT and SIGTERM that restore
+// the terminal and raise the signal again.
 const http = require("http");
 const port = Number(process.argv[2]);
 http
@@ -11,4 +14,6 @@ http
     });
   })
   .listen(port, "127.0.0.1");
-process.on("SIGTERM", () => process.exit(0));
+if (process.argv[3] !== "no-handlers") {
+  process.on("SIGTERM", () => process.exit(0));
+}
