@@ -138,6 +138,18 @@ fn run_then_signal(
     kill_and_wait(child, sig)
 }
 
+/// The traced run ended as the untraced one: killed by `sig`, with the
+/// same wait status and output.
+fn assert_dies_as_untraced(traced_out: &Output, untraced: &Output, sig: i32, name: &str) {
+    assert_eq!(untraced.status.signal(), Some(sig), "{untraced:?}");
+    assert_eq!(
+        traced_out.status.into_raw(),
+        untraced.status.into_raw(),
+        "{name}: {traced_out:?}"
+    );
+    assert_eq!(traced_out.stdout, untraced.stdout, "{name}");
+}
+
 /// The SERVER spans of a dump: one per request `0..n`, each its own trace.
 fn assert_server_spans(dump: &Path, n: usize, context: &str) {
     let spans = read_spandump(dump);
@@ -204,13 +216,7 @@ fn sigint_sighup_sigquit_with_default_disposition_lose_queued_spans() {
         let dump = tmp.path("spans.jsonl");
         let traced_out = serve_then_signal("default", Some(&dump), 3, sig);
         let untraced = serve_then_signal("default", None, 0, sig);
-        assert_eq!(untraced.status.signal(), Some(sig), "{untraced:?}");
-        assert_eq!(
-            traced_out.status.into_raw(),
-            untraced.status.into_raw(),
-            "{name}: {traced_out:?}"
-        );
-        assert_eq!(traced_out.stdout, untraced.stdout, "{name}");
+        assert_dies_as_untraced(&traced_out, &untraced, sig, name);
         assert_server_spans(&dump, 3, name);
     }
 }
@@ -281,13 +287,7 @@ fn node_exit_handlers_still_flush_on_sigterm_and_sigint() {
         };
         let traced_out = run(Some(&dump), 3);
         let untraced = run(None, 0);
-        assert_eq!(untraced.status.signal(), Some(sig), "{untraced:?}");
-        assert_eq!(
-            traced_out.status.into_raw(),
-            untraced.status.into_raw(),
-            "{name}: {traced_out:?}"
-        );
-        assert_eq!(traced_out.stdout, untraced.stdout, "{name}");
+        assert_dies_as_untraced(&traced_out, &untraced, sig, name);
         assert_server_spans(&dump, 3, name);
     }
 }

@@ -18,21 +18,6 @@ use std::time::Duration;
 use support::*;
 
 const T: Duration = Duration::from_secs(60);
-const NOBODY: u32 = 65534;
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// An untraced HTTP/1.1 server for traced clients to call.
-fn http_server() -> Server {
-    let port = free_port();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps/http11_server.py");
-    let mut cmd = Command::new("python3");
-    cmd.arg(script).arg(port.to_string());
-    Server::spawn(cmd, port)
-}
 
 /// Runs `sh -c script` as user `nobody`.
 fn as_nobody(script: &str) {

@@ -7,7 +7,6 @@ mod support;
 
 use std::ffi::OsStr;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -15,21 +14,6 @@ use serde_json::Value;
 use support::*;
 
 const T: Duration = Duration::from_secs(60);
-const NOBODY: u32 = 65534;
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// An untraced HTTP/1.1 server for traced clients to call.
-fn http_server() -> Server {
-    let port = free_port();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps/http11_server.py");
-    let mut cmd = Command::new("python3");
-    cmd.arg(script).arg(port.to_string());
-    Server::spawn(cmd, port)
-}
 
 fn untraced_curl(url: &str) -> std::process::Output {
     Command::new("curl")
@@ -116,7 +100,7 @@ fn span_dump_on_a_socket_stderr_is_refused() {
     let child = cmd.spawn().unwrap();
     drop(cmd); // our copy of the socket's other end
     let out = wait_output(child, T);
-    assert!(out.status.success());
+    assert!(out.status.success(), "{out:?}");
     assert_eq!(out.stdout, untraced_curl(&url).stdout);
     ours.set_read_timeout(Some(T)).unwrap();
     let mut got = String::new();

@@ -580,3 +580,21 @@ pub fn nginx_config(tmp: &TempDir, servers: &str) -> PathBuf {
     .expect("write nginx.conf");
     conf
 }
+
+/// The uid of `nobody`, for tests that run a program as another user.
+pub const NOBODY: u32 = 65534;
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// An untraced HTTP/1.1 server (`tests/apps/http11_server.py`) for traced
+/// clients to call.
+pub fn http_server() -> Server {
+    let port = free_port();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps/http11_server.py");
+    let mut cmd = Command::new("python3");
+    cmd.arg(script).arg(port.to_string());
+    Server::spawn(cmd, port)
+}
