@@ -242,29 +242,18 @@ unsafe fn managed_sigaction(
 ) -> c_int {
     // SAFETY: `act` is null or valid (the caller's contract).
     let wanted = unsafe { act.as_ref() }.copied();
+    let stands_in = |a: &libc::sigaction| a.sa_sigaction == SIG_DFL || is_oneshot(a);
     if slot.ours.load(Ordering::Relaxed) {
         // SAFETY: LOCK is held (the caller's contract).
         let told = unsafe { settled_view(slot) };
         // SAFETY: as above.
         let view = unsafe { &mut *slot.view.get() };
         match wanted {
-            Some(a) if a.sa_sigaction == SIG_DFL => {
-                // Our plain action (in place of a one-shot's, if it was).
-                let r = real_sigaction(sig, &our_action(), std::ptr::null_mut());
+            Some(a) if stands_in(&a) => {
+                let r = stand_in(slot, sig, &a, std::ptr::null_mut());
                 if r != 0 {
                     return r;
                 }
-                slot.oneshot.store(0, Ordering::Release);
-                *view = view_of(&a);
-            }
-            Some(a) if is_oneshot(&a) => {
-                let r = real_sigaction(sig, &oneshot_action(&a), std::ptr::null_mut());
-                if r != 0 {
-                    return r;
-                }
-                slot.oneshot_siginfo
-                    .store(a.sa_flags & libc::SA_SIGINFO != 0, Ordering::Relaxed);
-                slot.oneshot.store(a.sa_sigaction, Ordering::Release);
                 *view = view_of(&a);
             }
             Some(_) => {
@@ -284,36 +273,47 @@ unsafe fn managed_sigaction(
         }
         return 0;
     }
-    // SAFETY: LOCK is held (the caller's contract).
-    let view = unsafe { &mut *slot.view.get() };
-    let ours = match wanted {
-        Some(a) if a.sa_sigaction == SIG_DFL => our_action(),
-        Some(a) if is_oneshot(&a) => oneshot_action(&a),
-        _ => return real_sigaction(sig, act, oldact),
-    };
-    let Some(a) = wanted else {
+    let Some(a) = wanted.filter(stands_in) else {
         return real_sigaction(sig, act, oldact);
     };
     // Back to the default, or a one-shot handler: ours stands in.
     // SAFETY: all-zero is a valid sigaction, filled by libc.
     let mut previous: libc::sigaction = unsafe { std::mem::zeroed() };
-    if real_sigaction(sig, &ours, &mut previous) != 0 {
+    if stand_in(slot, sig, &a, &mut previous) != 0 {
         return real_sigaction(sig, act, oldact);
     }
-    *view = view_of(&a);
-    if is_oneshot(&a) {
-        slot.oneshot_siginfo
-            .store(a.sa_flags & libc::SA_SIGINFO != 0, Ordering::Relaxed);
-        slot.oneshot.store(a.sa_sigaction, Ordering::Release);
-    } else {
-        slot.oneshot.store(0, Ordering::Release);
-    }
+    // SAFETY: LOCK is held (the caller's contract).
+    unsafe { *slot.view.get() = view_of(&a) };
     slot.ours.store(true, Ordering::Relaxed);
     if !oldact.is_null() {
         // SAFETY: non-null, valid by the caller's contract.
         unsafe { copy_out(&previous, oldact) };
     }
     0
+}
+
+/// Puts our handler in the kernel for the app's `a` (`SIG_DFL`, or a
+/// one-shot handler), `old` as for `sigaction`. The one-shot handler is
+/// noted before the kernel gets our action, so that a signal in between
+/// finds what the app asked for; put back if the kernel refuses.
+fn stand_in(slot: &Slot, sig: c_int, a: &libc::sigaction, old: *mut libc::sigaction) -> c_int {
+    let (kernel, handler) = if is_oneshot(a) {
+        (oneshot_action(a), a.sa_sigaction)
+    } else {
+        (our_action(), 0)
+    };
+    let before = slot.oneshot.load(Ordering::Acquire);
+    let before_siginfo = slot.oneshot_siginfo.load(Ordering::Relaxed);
+    slot.oneshot_siginfo
+        .store(a.sa_flags & libc::SA_SIGINFO != 0, Ordering::Relaxed);
+    slot.oneshot.store(handler, Ordering::Release);
+    let r = real_sigaction(sig, &kernel, old);
+    if r != 0 {
+        slot.oneshot_siginfo
+            .store(before_siginfo, Ordering::Relaxed);
+        slot.oneshot.store(before, Ordering::Release);
+    }
+    r
 }
 
 /// # Safety
