@@ -115,6 +115,9 @@ impl Default for ExitStatus {
 pub struct Lifecycle {
     pid: u32,
     shut_down: AtomicBool,
+    /// The process span was submitted (at most once, even when an `exec`
+    /// that ended it failed and the process shuts down again later).
+    process_span_ended: AtomicBool,
 }
 
 impl Lifecycle {
@@ -128,6 +131,7 @@ impl Lifecycle {
         Lifecycle {
             pid,
             shut_down: AtomicBool::new(false),
+            process_span_ended: AtomicBool::new(false),
         }
     }
 
@@ -166,6 +170,19 @@ impl Lifecycle {
 
     pub fn is_shut_down(&self) -> bool {
         self.shut_down.load(Ordering::Acquire)
+    }
+
+    /// An `exec` whose shut-down began here failed: the process goes on in
+    /// its old image, and its own exit (or a later `exec`) shuts down again.
+    /// Only the caller that began the shut-down may call it.
+    pub fn resume_after_failed_exec(&self) {
+        self.shut_down.store(false, Ordering::Release);
+    }
+
+    /// True the first time only: the process span ends once, at the first
+    /// shut-down (an `exec` that then failed ended it already).
+    pub fn end_process_span(&self) -> bool {
+        !self.process_span_ended.swap(true, Ordering::AcqRel)
     }
 }
 
@@ -311,6 +328,22 @@ mod tests {
 
         let l = Lifecycle::new();
         assert!(l.begin_shut_down_here());
+        assert!(!l.begin_shut_down());
+    }
+
+    #[test]
+    fn a_failed_exec_lets_the_process_shut_down_again_but_ends_its_span_once() {
+        let l = Lifecycle::new();
+        // The exec's shut-down: the process span ends with it.
+        assert!(l.begin_shut_down_here());
+        assert!(l.end_process_span());
+        // The exec failed: the process goes on, and its exit shuts down
+        // again, without a second process span.
+        l.resume_after_failed_exec();
+        assert!(!l.is_shut_down());
+        assert!(l.may_flush_from_signal());
+        assert!(l.begin_shut_down());
+        assert!(!l.end_process_span());
         assert!(!l.begin_shut_down());
     }
 

@@ -365,6 +365,51 @@ fn traced_curl_loop(port: u16, endpoint: &str, state: &Path) -> Duration {
     took
 }
 
+/// `execv` tried on several paths that fail (as `os.execvp` does through
+/// each directory of `PATH`) with a collector that never answers and a
+/// span dump (so the memory of a down collector does not shorten the
+/// wait): each try shuts down and flushes, and only the first may wait the
+/// whole `LUMIGO_FLUSH_TIMEOUT`; the others wait at most 100 ms.
+#[test]
+fn failed_execs_behind_a_hung_collector_wait_the_flush_timeout_once() {
+    let collector = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", collector.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in collector.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    let (mut server, port) = http11_server();
+    let tmp = TempDir::new("failed-execs");
+    let dump = tmp.path("spans.jsonl");
+    let script = "import os, sys, urllib.request\n\
+                  urllib.request.urlopen(sys.argv[1]).read()\n\
+                  for d in 'abcd':\n\
+                  \x20   try:\n\
+                  \x20       os.execv('/nonexistent/' + d + '/x', ['x'])\n\
+                  \x20   except OSError:\n\
+                  \x20       pass\n";
+    let mut cmd = traced("python3");
+    cmd.args(["-c", script])
+        .arg(format!("http://127.0.0.1:{port}/len/1"))
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .env("LUMIGO_FLUSH_TIMEOUT", "1")
+        .env("LUMIGO_DEBUG_SPANDUMP", &dump)
+        .env("XDG_RUNTIME_DIR", &tmp.0);
+    let start = Instant::now();
+    let out = run(cmd, Duration::from_secs(60));
+    let took = start.elapsed();
+    server.stop();
+    assert!(out.status.success(), "{out:?}");
+    // Five shut-downs (four execs, the exit): 1 s + 4 × 0.1 s, where each
+    // waited 1 s before.
+    eprintln!("failed execs, then exit: {took:?}");
+    assert!(took < Duration::from_millis(3500), "took {took:?}");
+    let spans = read_spandump(&dump);
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+}
+
 /// The mark file of `endpoint` (as `src/export/health.rs` names it).
 fn mark_file(state: &Path, endpoint: &str) -> PathBuf {
     let hash = endpoint.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {

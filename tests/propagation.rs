@@ -401,6 +401,58 @@ fn a_process_that_execs_exports_its_process_span_first() {
     assert_eq!(code, Some(0));
 }
 
+/// An `exec` that fails (`execv` of a path that does not exist) shut the
+/// tracing down for nothing: the process goes on, and what it does next
+/// is exported at its own exit. Its process span ends once, at the failed
+/// exec; the app sees the exec's errno as it would untraced.
+#[test]
+fn a_failed_exec_leaves_the_process_traced_to_its_exit() {
+    let tmp = TempDir::new("failed-exec");
+    let dump = tmp.path("fx.jsonl");
+    let port = free_port();
+    let mut down = Command::new("python3");
+    down.arg(app("http11_server.py")).arg(port.to_string());
+    let mut down = Server::spawn(down, port);
+    let script = "import os, sys, urllib.request\n\
+                  u = sys.argv[1]\n\
+                  urllib.request.urlopen(u + '/len/1').read()\n\
+                  try:\n    os.execv('/nonexistent/lumigo-run-test', ['x'])\n\
+                  except OSError as e:\n    print('errno', e.errno)\n\
+                  urllib.request.urlopen(u + '/len/2').read()\n";
+    let mut cmd = Command::new(&binaries().launcher);
+    cmd.args(["--process-span", "--spandump"])
+        .arg(&dump)
+        .args(["--", "python3", "-c", script])
+        .arg(format!("http://127.0.0.1:{port}"))
+        .env_remove("LD_PRELOAD")
+        .env_remove("TRACEPARENT");
+    let out = run(cmd, T);
+    down.stop();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "errno 2");
+    let spans = read_spandump(&dump);
+    let process: Vec<&Value> = spans.iter().filter(|x| s(x, "name") == "python3").collect();
+    assert_eq!(process.len(), 1, "one process span: {spans:#?}");
+    let gets: Vec<&Value> = spans.iter().filter(|x| s(x, "name") == "GET").collect();
+    let targets: Vec<&str> = gets
+        .iter()
+        .map(|g| g["attributes"]["url.full"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        gets.len(),
+        2,
+        "the request after the failed exec too: {spans:#?}"
+    );
+    assert!(
+        targets[0].ends_with("/len/1") && targets[1].ends_with("/len/2"),
+        "{targets:?}"
+    );
+    for g in gets {
+        assert_eq!(parent_id(g), Some(span_id(process[0])));
+        assert_eq!(trace_id(g), trace_id(process[0]));
+    }
+}
+
 /// `OTEL_PROPAGATORS=none`: requests go out exactly as the app wrote them.
 #[test]
 fn propagation_off_sends_the_apps_bytes_untouched() {

@@ -674,10 +674,26 @@ pub fn at_underscore_exit() {
 /// new image's, a child of it, would name a parent no one exported). As
 /// at `_exit`: requests in flight and the process span end, and the queue
 /// gets `LUMIGO_FLUSH_TIMEOUT` to leave. Not in a `vfork` child (whose
-/// memory is its parent's). Should the exec fail, the process goes on
-/// traced, but its exit no longer waits for the last spans.
-pub fn before_exec() {
-    at_underscore_exit();
+/// memory is its parent's). True when this call shut down: should the
+/// exec fail, [`after_failed_exec`] lets the process's own exit do it again.
+pub fn before_exec() -> bool {
+    traced_value(|rt| {
+        let began = rt.lifecycle.begin_shut_down_here();
+        if began {
+            shut_down_now(rt);
+        }
+        Some(began)
+    })
+    .unwrap_or(false)
+}
+
+/// The exec that [`before_exec`] shut down for failed (`began`): the
+/// process goes on traced, and its exit or next exec flushes what it makes
+/// from now on. The process span already ended, at the failed exec.
+pub fn after_failed_exec(began: bool) {
+    if began {
+        traced(|rt| rt.lifecycle.resume_after_failed_exec());
+    }
 }
 
 /// The process is ending: requests still in flight become spans, the
@@ -761,7 +777,7 @@ fn end_in_flight(rt: &'static Runtime) {
         }
     }
     if let Some(p) = &rt.process {
-        if p.is_sampled() {
+        if p.is_sampled() && rt.lifecycle.end_process_span() {
             rt.pipeline
                 .submit(p.record(EXIT_STATUS.get(), SystemTime::now()));
         }

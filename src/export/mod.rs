@@ -135,6 +135,9 @@ struct Shared {
     endpoints: Vec<Arc<EndpointHealth>>,
     said_no_destination: AtomicBool,
     said_queue_full: AtomicBool,
+    /// An exit flush ran out of time (an `exec` that then failed): the next
+    /// waits at most [`health::DOWN_WAIT`].
+    exit_gave_up: AtomicBool,
     /// Emptied attribute vectors of exported spans, for new spans: a span
     /// then costs its app thread no allocation for them, and the export
     /// thread no free. Only ever `try_lock`ed, by both sides: a busy or
@@ -190,6 +193,7 @@ impl Pipeline {
                 endpoints,
                 said_no_destination: AtomicBool::new(false),
                 said_queue_full: AtomicBool::new(false),
+                exit_gave_up: AtomicBool::new(false),
                 spare: Mutex::new(Vec::new()),
             }),
         }
@@ -309,8 +313,10 @@ impl Pipeline {
     /// The flush of a process that is exiting: [`flush`](Self::flush) with
     /// `timeout`, or with at most [`health::DOWN_WAIT`] when every
     /// destination is an OTLP endpoint that failed within the last minute
-    /// (for any process of this user). An endpoint still busy when the
-    /// wait ends is remembered as down (see `health.rs`).
+    /// (for any process of this user), or when an earlier exit flush of
+    /// this pipeline ran out of time (an `exec` that failed, then another
+    /// try: `execvp` through each directory of `PATH`). An endpoint still
+    /// busy when the wait ends is remembered as down (see `health.rs`).
     pub fn flush_at_exit(&self, timeout: Duration) -> bool {
         let idle = {
             let queue = lock(&self.shared.queue);
@@ -323,7 +329,7 @@ impl Pipeline {
         let all_down = self.config.spandump.is_none()
             && !endpoints.is_empty()
             && endpoints.iter().all(|e| e.recently_down());
-        let wait = if all_down {
+        let wait = if all_down || self.shared.exit_gave_up.load(Ordering::Acquire) {
             timeout.min(health::DOWN_WAIT)
         } else {
             timeout
@@ -333,6 +339,7 @@ impl Pipeline {
         }
         let flushed = self.flush(wait);
         if !flushed {
+            self.shared.exit_gave_up.store(true, Ordering::Release);
             for e in endpoints {
                 if e.busy.load(Ordering::Acquire) {
                     e.mark_down();

@@ -134,11 +134,13 @@ pub unsafe extern "C" fn execve(
 pub unsafe extern "C" fn execv(path: *const c_char, argv: *const *const c_char) -> c_int {
     // SAFETY: `environ` is the process's environment array.
     let env = unsafe { with_active_context(environ) };
-    crate::runtime::before_exec();
-    match env {
+    let began = crate::runtime::before_exec();
+    let r = match env {
         Some(env) => call_real!(real::EXECVE, -1, path, argv, env.ptrs.as_ptr()),
         None => call_real!(real::EXECV, -1, path, argv),
-    }
+    };
+    crate::runtime::after_failed_exec(began);
+    r
 }
 
 /// # Safety
@@ -147,11 +149,13 @@ pub unsafe extern "C" fn execv(path: *const c_char, argv: *const *const c_char) 
 pub unsafe extern "C" fn execvp(file: *const c_char, argv: *const *const c_char) -> c_int {
     // SAFETY: `environ` is the process's environment array.
     let env = unsafe { with_active_context(environ) };
-    crate::runtime::before_exec();
-    match env {
+    let began = crate::runtime::before_exec();
+    let r = match env {
         Some(env) => call_real!(real::EXECVPE, -1, file, argv, env.ptrs.as_ptr()),
         None => call_real!(real::EXECVP, -1, file, argv),
-    }
+    };
+    crate::runtime::after_failed_exec(began);
+    r
 }
 
 /// # Safety
@@ -209,8 +213,10 @@ unsafe fn exec_with(
     // SAFETY: the app's environment array.
     let env = unsafe { with_active_context(envp) };
     let envp = env.as_ref().map_or(envp, |e| e.ptrs.as_ptr());
-    crate::runtime::before_exec();
-    call_real!(real, -1, file, argv, envp)
+    let began = crate::runtime::before_exec();
+    let r = call_real!(real, -1, file, argv, envp);
+    crate::runtime::after_failed_exec(began);
+    r
 }
 
 /// `posix_spawn`/`posix_spawnp` with the active context added to `envp`.
