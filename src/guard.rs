@@ -19,6 +19,10 @@ struct Flags {
     /// (0: none): raised again when the thread leaves it. See
     /// [`defer_signal`].
     deferred: Cell<i32>,
+    /// The fd whose bytes the thread's hook is handling (-1: none): what
+    /// `hint` keys a request in flight by. Set with the flag, in the same
+    /// lookup, and cleared with it.
+    on_fd: Cell<i32>,
 }
 
 thread_local! {
@@ -26,6 +30,7 @@ thread_local! {
         Flags {
             internal: Cell::new(false),
             deferred: Cell::new(0),
+            on_fd: Cell::new(-1),
         }
     };
 }
@@ -54,16 +59,34 @@ pub fn is_internal() -> bool {
 /// deferred meanwhile is raised.
 #[inline]
 pub fn run_internal<R>(f: impl FnOnce() -> R) -> Option<R> {
+    run_internal_on(-1, f)
+}
+
+/// [`run_internal`] for a hook handling the bytes of `fd`: [`on_fd`] is
+/// `fd` until `f` returns.
+#[inline]
+pub fn run_internal_on<R>(fd: i32, f: impl FnOnce() -> R) -> Option<R> {
     FLAGS
         .try_with(|flags| {
             if flags.internal.replace(true) {
                 return None;
             }
+            flags.on_fd.set(fd);
             let _leave = Leave(flags);
             Some(f())
         })
         .ok()
         .flatten()
+}
+
+/// The fd whose bytes the calling thread's hook is handling, or -1.
+pub fn on_fd() -> i32 {
+    FLAGS.try_with(|f| f.on_fd.get()).unwrap_or(-1)
+}
+
+/// Sets [`on_fd`]; returns the value it replaces.
+pub fn set_on_fd(fd: i32) -> i32 {
+    FLAGS.try_with(|f| f.on_fd.replace(fd)).unwrap_or(-1)
 }
 
 /// Marks the thread as no longer ours when dropped (see [`run_internal`]).
@@ -73,6 +96,7 @@ impl Drop for Leave<'_> {
     #[inline]
     fn drop(&mut self) {
         self.0.internal.set(false);
+        self.0.on_fd.set(-1);
         raise_deferred(self.0);
     }
 }
@@ -131,6 +155,19 @@ mod tests {
 
     extern "C" fn count(_: libc::c_int) {
         DELIVERED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    #[test]
+    fn a_hooks_fd_is_known_inside_its_run_and_cleared_after() {
+        assert_eq!(on_fd(), -1);
+        let inside = run_internal_on(17, || {
+            // A nested run (our own code calling a hooked function) is
+            // skipped and leaves the fd as it is.
+            assert_eq!(run_internal_on(18, on_fd), None);
+            on_fd()
+        });
+        assert_eq!(inside, Some(17));
+        assert_eq!(on_fd(), -1);
     }
 
     #[test]

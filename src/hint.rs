@@ -28,7 +28,7 @@
 //! Everything here is a `const`-initialised thread-local with no destructor
 //! and fixed-size tables: usable during thread teardown, never allocating.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 
 use crate::span::SpanContext;
 
@@ -86,8 +86,6 @@ thread_local! {
     static HINTS: RefCell<Hints> = const {
         RefCell::new(Hints { next: 0, slots: [(-1, EMPTY); MAX_HINTS] })
     };
-    /// The fd whose bytes the library is handling on this thread, or -1.
-    static ON_FD: Cell<i32> = const { Cell::new(-1) };
 }
 
 /// While alive, the calling thread is handling bytes of `fd` (a request
@@ -97,18 +95,18 @@ pub struct OnFd(i32);
 
 impl OnFd {
     pub fn enter(fd: i32) -> OnFd {
-        OnFd(ON_FD.try_with(|c| c.replace(fd)).unwrap_or(-1))
+        OnFd(crate::guard::set_on_fd(fd))
     }
 }
 
 impl Drop for OnFd {
     fn drop(&mut self) {
-        let _ = ON_FD.try_with(|c| c.set(self.0));
+        crate::guard::set_on_fd(self.0);
     }
 }
 
 fn current_fd() -> i32 {
-    ON_FD.try_with(Cell::get).unwrap_or(-1)
+    crate::guard::on_fd()
 }
 
 /// A request became the thread's active context ([`crate::context::set_active`]).

@@ -168,10 +168,18 @@ fn start_capture_thread(rt: &'static Runtime) {
 /// the process instead of unwinding into the app.
 #[inline]
 pub fn traced(f: impl FnOnce(&'static Runtime)) {
+    traced_on(-1, f);
+}
+
+/// [`traced`] for a hook handling the bytes of `fd` ([`on_data`],
+/// [`plan_outbound`]): the thread's hint code keys its request by `fd`,
+/// set in the same thread-local lookup as the reentrancy flag.
+#[inline]
+pub fn traced_on(fd: i32, f: impl FnOnce(&'static Runtime)) {
     let Some(rt) = runtime() else { return };
     // Skipped when the thread already runs our code; a signal deferred
     // meanwhile is raised on leaving, after errno is restored.
-    let _ = guard::run_internal(|| {
+    let _ = guard::run_internal_on(fd, || {
         let saved = errno();
         let work = || {
             #[cfg(debug_assertions)]
@@ -191,8 +199,14 @@ pub fn traced(f: impl FnOnce(&'static Runtime)) {
 /// Like [`traced`], for work that returns a value (`None` when skipped).
 #[inline]
 pub fn traced_value<R>(f: impl FnOnce(&'static Runtime) -> Option<R>) -> Option<R> {
+    traced_value_on(-1, f)
+}
+
+/// Like [`traced_on`], for work that returns a value.
+#[inline]
+pub fn traced_value_on<R>(fd: i32, f: impl FnOnce(&'static Runtime) -> Option<R>) -> Option<R> {
     let mut out = None;
-    traced(|rt| out = f(rt));
+    traced_on(fd, |rt| out = f(rt));
     out
 }
 
@@ -354,7 +368,8 @@ pub enum Direction {
     Inbound,
 }
 
-/// The app moved `data` over a tracked fd. Called once per contiguous piece.
+/// The app moved `data` over a tracked fd. Called once per contiguous piece,
+/// inside [`traced_on`] for `fd`.
 pub fn on_data(rt: &Runtime, fd: i32, dir: Direction, pieces: &mut dyn Iterator<Item = &[u8]>) {
     let Some(conn) = rt.conns.get(fd) else {
         fdtable::set(fd, Mark::Untracked);
@@ -363,7 +378,6 @@ pub fn on_data(rt: &Runtime, fd: i32, dir: Direction, pieces: &mut dyn Iterator<
     let now = Stamp::now();
     let mut stop = false;
     {
-        let _on = lumigo_core::hint::OnFd::enter(fd);
         let mut c = lock(&conn);
         for data in pieces {
             let flow = match dir {
@@ -544,10 +558,10 @@ pub fn tls_end(rt: &Runtime, ssl: usize) {
     }
 }
 
-/// Before a write on a tracked fd: bytes to insert into it, if any.
+/// Before a write on a tracked fd: bytes to insert into it, if any. Inside
+/// [`traced_value_on`] for `fd`.
 pub fn plan_outbound(rt: &Runtime, fd: i32, pieces: &[&[u8]]) -> Option<OutboundPlan> {
     let conn = rt.conns.get(fd)?;
-    let _on = lumigo_core::hint::OnFd::enter(fd);
     let plan = lock(&conn).plan_outbound(pieces, &rt.tracer);
     plan
 }
@@ -908,7 +922,7 @@ mod tests {
         assert!(fdtable::is_tracked(100_203));
         // Data on a number the runtime does not know clears a stale mark.
         fdtable::set(100_204, Mark::Client);
-        traced(|rt| {
+        traced_on(100_204, |rt| {
             on_data(
                 rt,
                 100_204,
@@ -922,7 +936,7 @@ mod tests {
         // an HTTP one goes on asking.
         traced(|rt| on_connect(rt, 100_205, inet("127.0.0.1:5432"), None));
         let startup = b"\x00\x00\x00\x10\x00\x03\x00\x00user\x00bob\x00\x00";
-        traced(|rt| {
+        traced_on(100_205, |rt| {
             on_data(
                 rt,
                 100_205,
@@ -933,7 +947,7 @@ mod tests {
         assert!(fdtable::is_tracked(100_205) && !fdtable::is_client(100_205));
         traced(|rt| on_connect(rt, 100_206, inet("127.0.0.1:8080"), None));
         let get = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n";
-        traced(|rt| {
+        traced_on(100_206, |rt| {
             on_data(
                 rt,
                 100_206,
@@ -946,9 +960,12 @@ mod tests {
         traced(|rt| on_close(rt, 100_206));
         assert!(!fdtable::is_marked(100_205) && !fdtable::is_marked(100_206));
         // Nothing planned for a number the runtime does not know.
-        assert!(
-            traced_value(|rt| plan_outbound(rt, 100_204, &[b"GET / HTTP/1.1\r\n\r\n"])).is_none()
-        );
+        assert!(traced_value_on(100_204, |rt| plan_outbound(
+            rt,
+            100_204,
+            &[b"GET / HTTP/1.1\r\n\r\n"]
+        ))
+        .is_none());
         traced(|rt| on_close(rt, 100_203));
         assert!(!fdtable::is_marked(100_203));
 

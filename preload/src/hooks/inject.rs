@@ -22,7 +22,7 @@ use libc::{c_int, c_void, iovec, msghdr, ssize_t};
 
 use super::call_real;
 use crate::real;
-use crate::runtime::{self, traced, traced_value, Direction};
+use crate::runtime::{self, traced, traced_on, traced_value_on, Direction};
 use lumigo_core::connection::OutboundPlan;
 
 /// The most iovecs one call may take (`IOV_MAX` on Linux).
@@ -64,7 +64,7 @@ pub unsafe fn write_with_insertion(fd: c_int, iovs: &[iovec], how: Sender) -> Op
     }
     // SAFETY: guaranteed by the caller.
     let pieces = unsafe { pieces(iovs) };
-    let mut plan = traced_value(|rt| runtime::plan_outbound(rt, fd, &pieces))?;
+    let mut plan = traced_value_on(fd, |rt| runtime::plan_outbound(rt, fd, &pieces))?;
     if !plan.is_single() {
         return write_with_edits(fd, &pieces, plan, how);
     }
@@ -76,7 +76,7 @@ pub unsafe fn write_with_insertion(fd: c_int, iovs: &[iovec], how: Sender) -> Op
             return Some(r);
         }
         traced(|rt| runtime::commit_outbound(rt, fd, &plan, r as usize));
-        match traced_value(|rt| runtime::plan_outbound(rt, fd, &pieces)) {
+        match traced_value_on(fd, |rt| runtime::plan_outbound(rt, fd, &pieces)) {
             Some(next) => plan = next,
             None => return None,
         }
@@ -124,7 +124,7 @@ pub unsafe fn write_with_insertion(fd: c_int, iovs: &[iovec], how: Sender) -> Op
         return Some(r);
     }
     let (app, _) = plan.split_sent(r as usize);
-    traced(|rt| {
+    traced_on(fd, |rt| {
         runtime::commit_outbound(rt, fd, &plan, r as usize);
         let mut remaining = app;
         let mut fed = pieces.iter().map_while(|p| {
@@ -180,7 +180,7 @@ fn write_with_edits(
         }
         let sent = r as usize;
         let accounted = plan.account(sent);
-        traced(|rt| {
+        traced_on(fd, |rt| {
             runtime::commit_outbound(rt, fd, &plan, sent);
             let mut remaining = accounted.app;
             let mut fed = rest.iter().map_while(|p| {

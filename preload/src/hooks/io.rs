@@ -14,7 +14,7 @@ use super::call_real;
 use super::inject::{write_with_insertion, Sender};
 use crate::fdtable;
 use crate::real;
-use crate::runtime::{self, traced, Direction};
+use crate::runtime::{self, traced, traced_on, Direction};
 use lumigo_core::guard;
 
 /// The common path of every shim: for an fd that is not a tracked
@@ -99,7 +99,7 @@ fn feed_buf(fd: c_int, dir: Direction, buf: *const c_void, requested: usize, n: 
         Ok(0) if requested > 0 && matches!(dir, Direction::Inbound) => {
             traced(|rt| runtime::on_eof(rt, fd));
         }
-        Ok(n) if n > 0 && !buf.is_null() => traced(|rt| {
+        Ok(n) if n > 0 && !buf.is_null() => traced_on(fd, |rt| {
             // SAFETY: the real call transferred `n` bytes to/from `buf`,
             // and `n` never exceeds the length the app gave.
             let data = unsafe { std::slice::from_raw_parts(buf as *const u8, n.min(requested)) };
@@ -136,7 +136,7 @@ fn feed_iov(fd: c_int, dir: Direction, iov: *const iovec, count: c_int, n: ssize
         Ok(0) if total > 0 && matches!(dir, Direction::Inbound) => {
             traced(|rt| runtime::on_eof(rt, fd));
         }
-        Ok(n) if n > 0 => traced(|rt| {
+        Ok(n) if n > 0 => traced_on(fd, |rt| {
             // SAFETY: the real call moved `n` bytes through these iovecs.
             let mut pieces = unsafe { iov_pieces(iov, count.max(0) as usize, n) };
             if count > 1 && n <= COALESCE {
