@@ -841,10 +841,10 @@ impl Connection {
     /// Hands bytes to the connection's parser.
     fn step(&mut self, data: &[u8], outbound: bool, now: Stamp, tracer: &Tracer) -> Flow {
         match (&mut self.protocol, outbound) {
-            (Protocol::Http(h), true) => h.on_outbound(data, now.time, &mut self.done),
-            (Protocol::Http(h), false) => h.on_inbound(data, now.time, &mut self.done),
-            (Protocol::Db(p), true) => p.outbound(data, now.time, &mut self.ops),
-            (Protocol::Db(p), false) => p.inbound(data, now.time, &mut self.ops),
+            (Protocol::Http(h), true) => h.on_outbound(data, now.time(), &mut self.done),
+            (Protocol::Http(h), false) => h.on_inbound(data, now.time(), &mut self.done),
+            (Protocol::Db(p), true) => p.outbound(data, now.time(), &mut self.ops),
+            (Protocol::Db(p), false) => p.inbound(data, now.time(), &mut self.ops),
             (Protocol::Framed(_), _) => self.framed_step(data, outbound, now, tracer),
             (Protocol::Compact(_), _) => self.compact_step(data, outbound, now, tracer),
             _ => Flow::Stop,

@@ -138,9 +138,9 @@ impl Tracer {
 
     /// [`Tracer::server_filtered`] for a target not yet read as text: the
     /// bytes are checked only when a server filter is configured.
-    pub(crate) fn server_filtered_bytes(&self, target: &[u8]) -> bool {
+    pub(crate) fn server_filtered_bytes<'a>(&self, target: impl FnOnce() -> &'a [u8]) -> bool {
         self.filters.filters_servers()
-            && self.server_filtered(std::str::from_utf8(target).unwrap_or(""))
+            && self.server_filtered(std::str::from_utf8(target()).unwrap_or(""))
     }
 
     /// Sets the sampler deciding which new spans are sampled.

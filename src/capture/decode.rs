@@ -209,10 +209,10 @@ fn apply(conn: &mut Connection, h: &Header, payload: &[u8], tracer: &Tracer) -> 
     }
     match h.kind {
         kind::DATA if outbound => {
-            let _ = conn.on_outbound(payload, stamp(h, now), tracer);
+            let _ = conn.on_outbound(payload, stamp(h), tracer);
         }
         kind::DATA => {
-            let _ = conn.on_inbound(payload, stamp(h, now), tracer);
+            let _ = conn.on_inbound(payload, stamp(h), tracer);
         }
         kind::SKIP => skip = Some(payload),
         kind::IDENT => {
@@ -242,12 +242,9 @@ fn apply(conn: &mut Connection, h: &Header, payload: &[u8], tracer: &Tracer) -> 
     false
 }
 
-/// A record's time in both forms (no conversion back).
-fn stamp(h: &Header, time: std::time::SystemTime) -> super::Stamp {
-    super::Stamp {
-        time,
-        ns: h.time_ns,
-    }
+/// A record's time, as the app's call read it.
+fn stamp(h: &Header) -> super::Stamp {
+    super::Stamp { ns: h.time_ns }
 }
 
 /// The wire form of a close reason.

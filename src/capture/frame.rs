@@ -112,8 +112,10 @@ pub enum Seg<'a> {
 /// same pass as its framing fields.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Context<'a> {
-    /// The request target.
-    pub target: &'a [u8],
+    /// The request line after the method's space: the target and version,
+    /// read out only when asked for ([`Context::target`]; only a server
+    /// filter needs it on the app's thread).
+    after_method: &'a [u8],
     /// The first `traceparent` and `tracestate` values, trimmed.
     pub traceparent: Option<&'a [u8]>,
     pub tracestate: Option<&'a [u8]>,
@@ -121,6 +123,16 @@ pub struct Context<'a> {
     /// or `x`, or any name when execution tags are configured): the head
     /// must be read for them.
     pub others: bool,
+}
+
+impl<'a> Context<'a> {
+    /// The request target (blanks before it skipped, as the parser does).
+    pub fn target(&self) -> &'a [u8] {
+        let rest = self.after_method;
+        let rest = &rest[rest.iter().take_while(|&&b| b == b' ').count()..];
+        let end = memchr::memchr(b' ', rest).unwrap_or(rest.len());
+        trim(&rest[..end])
+    }
 }
 
 /// Framing can no longer follow the bytes.
@@ -738,10 +750,7 @@ impl<'a> LineReader<'a> {
                 b"CONNECT" => Method::Connect,
                 _ => Method::Other,
             };
-            let target = &first[sp + 1..];
-            let target = &target[target.iter().take_while(|&&b| b == b' ').count()..];
-            let end = memchr::memchr(b' ', target).unwrap_or(target.len());
-            info.context.target = trim(&target[..end]);
+            info.context.after_method = &first[sp + 1..];
         }
         Some(())
     }

@@ -499,7 +499,7 @@ impl Connection {
         // After a `101` or a tunnel's `2xx`, the connection is another
         // protocol: the parser ends there, and tracing here.
         if result.is_ok() && (tunnel_over || f.responses.switched()) {
-            self.framed_close(now.time, CloseReason::Closed, None);
+            self.framed_close(now.time(), CloseReason::Closed, None);
             return Flow::Stop;
         }
         match result {
@@ -509,7 +509,7 @@ impl Connection {
                 // to its own end with them.
                 let rest = data.get(consumed..).unwrap_or_default();
                 let rest = &rest[..rest.len().min(MAX_PAYLOAD)];
-                self.framed_close(now.time, CloseReason::Closed, Some((outbound, rest)));
+                self.framed_close(now.time(), CloseReason::Closed, Some((outbound, rest)));
                 Flow::Stop
             }
         }
@@ -675,7 +675,7 @@ impl Connection {
         // A record refused leaves a hole the parser cannot read across:
         // tracing the connection ends.
         if seen.flow == Flow::Stop || rec.lost {
-            self.compact_close(now.time, CloseReason::Closed);
+            self.compact_close(now.time(), CloseReason::Closed);
             return Flow::Stop;
         }
         Flow::Continue
@@ -752,7 +752,7 @@ fn server_identity(head: &[u8], cx: Context<'_>, tracer: &Tracer) -> Assigned {
         None
     };
     let mut who = tracer.server_span(tp, text(cx.tracestate), carriers.as_deref());
-    let filtered = tracer.server_filtered_bytes(cx.target);
+    let filtered = tracer.server_filtered_bytes(|| cx.target());
     if filtered {
         who.context.trace_flags &= !1;
     }

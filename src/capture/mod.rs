@@ -190,17 +190,17 @@ pub struct Opened {
     pub tls: Option<Option<String>>,
 }
 
-/// The time of an app's call, read once: as a `SystemTime` (for parsers
-/// and spans) and as nanoseconds since the epoch (what records carry).
+/// The time of an app's call, read once, as nanoseconds since the epoch
+/// (what records carry); [`Stamp::time`] gives it as a `SystemTime` (for
+/// parsers and spans) only where one is needed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stamp {
-    pub time: SystemTime,
     pub ns: u64,
 }
 
 impl Stamp {
-    /// Now: one `clock_gettime`, both forms made from it without the
-    /// general `SystemTime` subtraction.
+    /// Now: one `clock_gettime`, without the general `SystemTime`
+    /// subtraction.
     pub fn now() -> Stamp {
         let mut ts = libc::timespec {
             tv_sec: 0,
@@ -208,25 +208,25 @@ impl Stamp {
         };
         // SAFETY: `ts` is a valid, writable timespec.
         let ok = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) } == 0;
-        match (u64::try_from(ts.tv_sec), u32::try_from(ts.tv_nsec)) {
+        match (u64::try_from(ts.tv_sec), u64::try_from(ts.tv_nsec)) {
             (Ok(sec), Ok(nsec)) if ok && nsec < 1_000_000_000 => Stamp {
-                time: UNIX_EPOCH + Duration::new(sec, nsec),
-                ns: sec
-                    .wrapping_mul(1_000_000_000)
-                    .wrapping_add(u64::from(nsec)),
+                ns: sec.wrapping_mul(1_000_000_000).wrapping_add(nsec),
             },
             // A clock before 1970, or no clock: the general way.
             _ => Stamp::from(SystemTime::now()),
         }
     }
+
+    /// The time as a `SystemTime` (a time before 1970 reads as 1970, as
+    /// records carry it).
+    pub fn time(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_nanos(self.ns)
+    }
 }
 
 impl From<SystemTime> for Stamp {
     fn from(time: SystemTime) -> Stamp {
-        Stamp {
-            time,
-            ns: time_ns(time),
-        }
+        Stamp { ns: time_ns(time) }
     }
 }
 
@@ -254,9 +254,9 @@ mod stamp_tests {
         let before = SystemTime::now();
         let s = Stamp::now();
         let after = SystemTime::now();
-        assert!(before <= s.time && s.time <= after, "{s:?}");
-        assert_eq!(s.ns, time_ns(s.time));
-        assert_eq!(Stamp::from(s.time), s);
-        assert_eq!(from_ns(s.ns), s.time);
+        assert!(before <= s.time() && s.time() <= after, "{s:?}");
+        assert_eq!(s.ns, time_ns(s.time()));
+        assert_eq!(Stamp::from(s.time()), s);
+        assert_eq!(from_ns(s.ns), s.time());
     }
 }
