@@ -271,22 +271,29 @@ fn binary_type(kind: &str) -> bool {
 /// end of a `cut` prefix is dropped) without control bytes other than
 /// blanks.
 fn text_of(bytes: &[u8], cut: bool) -> Option<&str> {
-    let text = match std::str::from_utf8(bytes) {
-        Ok(t) => t,
+    let (control, ascii) = scan_text(bytes);
+    if control {
+        return None;
+    }
+    if ascii {
+        // SAFETY: every byte is below 0x80, and ASCII is valid UTF-8.
+        return Some(unsafe { std::str::from_utf8_unchecked(bytes) });
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(t) => Some(t),
         // An incomplete last character of a cut prefix.
         Err(e) if cut && e.error_len().is_none() => {
-            std::str::from_utf8(bytes.get(..e.valid_up_to()).unwrap_or_default()).ok()?
+            std::str::from_utf8(bytes.get(..e.valid_up_to()).unwrap_or_default()).ok()
         }
-        Err(_) => return None,
-    };
-    let control = has_control(text.as_bytes());
-    (!control).then_some(text)
+        Err(_) => None,
+    }
 }
 
 /// Whether `b` holds a control byte other than a blank (tab, line feed,
-/// form feed, carriage return). On x86-64 16 bytes are checked at a time
-/// (SSE2), the last block overlapping the one before it.
-fn has_control(b: &[u8]) -> bool {
+/// form feed, carriage return), and whether all of it is ASCII (then it
+/// is text without a UTF-8 check), in one pass. On x86-64 16 bytes are
+/// checked at a time (SSE2), the last block overlapping the one before it.
+fn scan_text(b: &[u8]) -> (bool, bool) {
     let control = |x: u8| (x < 0x20 && !matches!(x, b'\t' | b'\n' | b'\r' | 0x0c)) || x == 0x7f;
     #[cfg(target_arch = "x86_64")]
     if b.len() >= 16 {
@@ -294,7 +301,8 @@ fn has_control(b: &[u8]) -> bool {
             _mm_andnot_si128, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128,
             _mm_set1_epi8, _mm_setzero_si128, _mm_subs_epu8,
         };
-        let block = |at: usize| -> bool {
+        // (control bytes, bytes of 0x80 and above) among the 16 at `at`.
+        let block = |at: usize| -> (i32, i32) {
             debug_assert!(at + 16 <= b.len());
             // SAFETY: SSE2 is part of x86-64; the 16 bytes at `at` are in
             // `b` (the loop keeps `at + 16 <= len`); unaligned loads are
@@ -309,19 +317,31 @@ fn has_control(b: &[u8]) -> bool {
                     _mm_or_si128(eq(b'\t'), eq(b'\n')),
                     _mm_or_si128(eq(b'\r'), eq(0x0c)),
                 );
-                _mm_movemask_epi8(_mm_or_si128(_mm_andnot_si128(blank, low), eq(0x7f))) != 0
+                (
+                    _mm_movemask_epi8(_mm_or_si128(_mm_andnot_si128(blank, low), eq(0x7f))),
+                    _mm_movemask_epi8(v),
+                )
             }
         };
-        let mut at = 0;
+        let (mut at, mut high) = (0, 0);
         while at + 16 <= b.len() {
-            if block(at) {
-                return true;
+            let (c, h) = block(at);
+            if c != 0 {
+                return (true, false);
             }
+            high |= h;
             at += 16;
         }
-        return at < b.len() && block(b.len() - 16);
+        if at < b.len() {
+            let (c, h) = block(b.len() - 16);
+            if c != 0 {
+                return (true, false);
+            }
+            high |= h;
+        }
+        return (false, high == 0);
     }
-    b.iter().any(|&x| control(x))
+    (b.iter().any(|&x| control(x)), b.is_ascii())
 }
 
 #[cfg(test)]
@@ -345,19 +365,45 @@ mod tests {
     }
 
     #[test]
-    fn control_bytes_are_found_at_every_offset_and_length() {
+    fn control_and_non_ascii_bytes_are_found_at_every_offset_and_length() {
         let plain =
             |x: u8| !((x < 0x20 && !matches!(x, b'\t' | b'\n' | b'\r' | 0x0c)) || x == 0x7f);
         for len in 0..70 {
             let text = vec![b'a'; len];
-            assert!(!has_control(&text), "{len}");
+            assert_eq!(scan_text(&text), (false, true), "{len}");
             for at in 0..len {
-                for byte in (0..=0x7f).chain([0x80, 0xc3, 0xff]) {
+                for byte in (0..=0xff).step_by(1) {
                     let mut t = text.clone();
                     t[at] = byte;
-                    assert_eq!(has_control(&t), !plain(byte), "{byte:#x} at {at} of {len}");
+                    let (control, ascii) = scan_text(&t);
+                    assert_eq!(control, !plain(byte), "{byte:#x} at {at} of {len}");
+                    if !control {
+                        assert_eq!(ascii, byte < 0x80, "{byte:#x} at {at} of {len}");
+                    }
                 }
             }
         }
+    }
+
+    #[test]
+    fn text_is_ascii_or_checked_utf8() {
+        assert_eq!(
+            text_of(b"plain ascii text, longer than sixteen", false),
+            Some("plain ascii text, longer than sixteen")
+        );
+        let e_acute = "caf\u{e9} au lait, then some more";
+        assert_eq!(text_of(e_acute.as_bytes(), false), Some(e_acute));
+        // Not UTF-8, past the SIMD blocks' first one and in a short tail.
+        assert_eq!(text_of(b"0123456789abcdef\xff and more", false), None);
+        assert_eq!(text_of(b"short \xc3", false), None);
+        // A character cut by the prefix's end: the text before it.
+        assert_eq!(
+            text_of(
+                "abcdefghijklmnop\u{e9}".as_bytes().split_last().unwrap().1,
+                true
+            ),
+            Some("abcdefghijklmnop")
+        );
+        assert_eq!(text_of(b"a control \x01 byte in it here", false), None);
     }
 }
