@@ -341,15 +341,18 @@ impl Framer {
                 State::Head => {
                     // A head starting in these bytes: one pass finds its end
                     // and reads it.
-                    let mut fresh_info = None;
+                    // What the pass read is left in `fresh` (not moved out:
+                    // the head's facts are a hundred bytes).
+                    let mut fresh = LineReader::new(self.side);
+                    let mut read_fresh = false;
                     let found = if self.tail == Tail::Start && self.partial.is_empty() {
-                        match scan_fresh(data, self.side) {
-                            Fresh::Complete(end, info) => {
-                                fresh_info = Some(info);
+                        match scan_fresh(data, &mut fresh) {
+                            Fresh::Complete(end) => {
+                                read_fresh = true;
                                 Some(end)
                             }
                             Fresh::NotHttp => return self.not_http(data, expect, out),
-                            Fresh::Partial(_) => self.find_end(data),
+                            Fresh::Partial => self.find_end(data),
                         }
                     } else {
                         self.find_end(data)
@@ -380,19 +383,20 @@ impl Framer {
                         self.partial.extend_from_slice(bytes);
                         &self.partial
                     };
-                    let info = match fresh_info {
-                        Some(info) => info,
-                        None => match read_head(whole, self.side) {
-                            Some(info) => info,
-                            None => {
-                                // Those bytes are given again, with the rest.
-                                let before = self.partial.len().saturating_sub(bytes.len());
-                                self.partial.truncate(before);
-                                return self.not_http(data, expect, out);
-                            }
-                        },
+                    let mut reread;
+                    let info = if read_fresh {
+                        &fresh.info
+                    } else {
+                        reread = LineReader::new(self.side);
+                        if !read_head(whole, &mut reread) {
+                            // Those bytes are given again, with the rest.
+                            let before = self.partial.len().saturating_sub(bytes.len());
+                            self.partial.truncate(before);
+                            return self.not_http(data, expect, out);
+                        }
+                        &reread.info
                     };
-                    let (next, interim) = next_state(self.side, &info, expect)?;
+                    let (next, interim) = next_state(self.side, info, expect)?;
                     out(Seg::Head {
                         bytes,
                         complete: Some(whole),
@@ -802,31 +806,30 @@ fn blank_prefix(data: &[u8]) -> usize {
         .unwrap_or(data.len())
 }
 
-/// Reads a complete head's start line and framing fields; `None` if the
-/// start line is neither a request line nor a status line.
-fn read_head(head: &[u8], side: Side) -> Option<HeadInfo<'_>> {
-    match scan_fresh(head, side) {
-        Fresh::Complete(_, info) => Some(info),
-        Fresh::NotHttp => None,
-        // No empty line: a head cut short (the bytes at a close).
-        Fresh::Partial(r) => Some(r.info),
-    }
+/// Reads a complete head's start line and framing fields into `reader`
+/// (new); false if the start line is neither a request line nor a status
+/// line.
+fn read_head<'a>(head: &'a [u8], reader: &mut LineReader<'a>) -> bool {
+    // No empty line (`Partial`): a head cut short (the bytes at a close).
+    !matches!(scan_fresh(head, reader), Fresh::NotHttp)
 }
 
-/// What one pass over bytes that start a head found.
-enum Fresh<'a> {
+/// What one pass over bytes that start a head found; what it read is in
+/// the reader it was given.
+enum Fresh {
     /// The head ends at this offset (just past its empty line).
-    Complete(usize, HeadInfo<'a>),
+    Complete(usize),
     /// Its start line is not HTTP.
     NotHttp,
     /// It does not end in these bytes.
-    Partial(LineReader<'a>),
+    Partial,
 }
 
-/// One pass over bytes that start a head: where it ends, and what it says.
-fn scan_fresh(data: &[u8], side: Side) -> Fresh<'_> {
+/// One pass over bytes that start a head, with `reader` new: where it
+/// ends, and (in `reader`) what it says.
+fn scan_fresh<'a>(data: &'a [u8], reader: &mut LineReader<'a>) -> Fresh {
+    let side = reader.side;
     let start = blank_prefix(data);
-    let mut reader = LineReader::new(side);
     let mut line_start = start;
     let mut end = None;
     // A start line that is not HTTP is known at once (the parser's detector
@@ -863,10 +866,10 @@ fn scan_fresh(data: &[u8], side: Side) -> Fresh<'_> {
     }
     match end {
         _ if bad_start => Fresh::NotHttp,
-        Some(e) if reader.folds => scan_folded(data, start, e, side),
+        Some(e) if reader.folds => scan_folded(data, start, e, reader),
         Some(_) if bad_line => Fresh::NotHttp,
-        Some(e) => Fresh::Complete(e, reader.info),
-        None => Fresh::Partial(reader),
+        Some(e) => Fresh::Complete(e),
+        None => Fresh::Partial,
     }
 }
 
@@ -876,9 +879,9 @@ fn scan_fresh(data: &[u8], side: Side) -> Fresh<'_> {
 /// all, as httparse gives it (see [`LineReader::folded_line`]).
 #[cold]
 #[inline(never)]
-fn scan_folded(data: &[u8], start: usize, end: usize, side: Side) -> Fresh<'_> {
+fn scan_folded<'a>(data: &'a [u8], start: usize, end: usize, reader: &mut LineReader<'a>) -> Fresh {
     let head = &data[..end];
-    let mut reader = LineReader::new(side);
+    *reader = LineReader::new(reader.side);
     let mut at = start;
     let mut bad_line = false;
     while let Some(i) = memchr::memchr(b'\n', &head[at..]) {
@@ -912,7 +915,7 @@ fn scan_folded(data: &[u8], start: usize, end: usize, side: Side) -> Fresh<'_> {
     if bad_line {
         Fresh::NotHttp
     } else {
-        Fresh::Complete(end, reader.info)
+        Fresh::Complete(end)
     }
 }
 
