@@ -32,8 +32,11 @@ pub fn request_head(head: &[u8]) -> RequestReadings {
     let mut carriers = Vec::new();
     let mut note = |h: &RequestHead| {
         fields.extend([h.method.len(), h.target.len()]);
-        for s in [&h.host, &h.user_agent, &h.traceparent, &h.tracestate] {
-            fields.extend(s.as_ref().map(String::len));
+        for s in [&h.host, &h.user_agent] {
+            fields.extend(s.as_deref().map(str::len));
+        }
+        for s in [&h.traceparent, &h.tracestate] {
+            fields.extend(s.as_deref().map(str::len));
         }
         if let Some(c) = &h.carriers {
             let b3 = &c.b3;

@@ -46,7 +46,7 @@ pub mod span;
 
 use std::time::SystemTime;
 
-use crate::span::Text;
+use crate::span::{InlineText, Text};
 
 pub use detect::{detect_request, Detect};
 pub use exchange::HttpConnection;
@@ -131,13 +131,13 @@ pub struct HttpExchange {
     pub method: Text,
     /// Request-target as sent: origin form (`/a?b`), absolute form
     /// (`http://host/a`), authority form (`host:443`) or `*`.
-    pub target: String,
+    pub target: Text,
     /// Minor HTTP version of the request (`0` or `1`), if known.
     pub version: Option<u8>,
     /// The `Host` header.
-    pub host: Option<String>,
+    pub host: Option<Text>,
     /// The `User-Agent` header.
-    pub user_agent: Option<String>,
+    pub user_agent: Option<Text>,
     /// The first `traceparent` header (any case).
     pub traceparent: Option<String>,
     /// The first `tracestate` header (any case).
@@ -251,7 +251,7 @@ impl HttpExchange {
         HttpExchange {
             seq,
             method: Text::default(),
-            target: String::new(),
+            target: Text::default(),
             version: None,
             host: None,
             user_agent: None,
@@ -268,6 +268,20 @@ impl HttpExchange {
             captured: None,
         }
     }
+}
+
+/// [`capped_string`] as a [`Text`]: short ASCII (nearly every target,
+/// host and user agent that fits [`InlineText::CAPACITY`]) is held in
+/// place, with no allocation to make and free per request.
+pub(crate) fn capped_text(bytes: &[u8]) -> Text {
+    if bytes.len() <= InlineText::CAPACITY && bytes.is_ascii() {
+        // SAFETY: ASCII is UTF-8.
+        let s = unsafe { std::str::from_utf8_unchecked(bytes) };
+        if let Some(inline) = InlineText::new(s) {
+            return Text::Inline(inline);
+        }
+    }
+    Text::Owned(capped_string(bytes))
 }
 
 /// Converts wire bytes to a string, lossily, keeping at most
@@ -304,6 +318,24 @@ pub(crate) fn capped_string(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_short_ascii_field_is_held_in_place_and_the_rest_as_capped_strings() {
+        assert!(matches!(capped_text(b"/index.html"), Text::Inline(_)));
+        assert!(matches!(
+            capped_text(&[b'a'; InlineText::CAPACITY]),
+            Text::Inline(_)
+        ));
+        let long = vec![b'a'; InlineText::CAPACITY + 1];
+        assert!(matches!(capped_text(&long), Text::Owned(_)));
+        for input in [
+            &b"caf\xc3\xa9"[..],
+            b"\xff\xfe",
+            &[b'x'; MAX_FIELD_BYTES + 9],
+        ] {
+            assert_eq!(capped_text(input).as_str(), capped_string(input));
+        }
+    }
 
     #[test]
     fn capped_string_cuts_at_char_boundaries() {

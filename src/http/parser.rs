@@ -30,7 +30,7 @@ use crate::capture::frame::LineFeeds;
 use super::body::{Body, Chunked, FramingError};
 use super::detect::{Detect, RequestDetector, ResponseDetector};
 use super::inject::SentHead;
-use super::{capped_string, HttpExchange, MAX_FIELD_BYTES, MAX_HEAD_BYTES};
+use super::{capped_string, capped_text, HttpExchange, MAX_FIELD_BYTES, MAX_HEAD_BYTES};
 use crate::span::Text;
 
 /// Buffer capacity kept between heads; larger buffers are given back.
@@ -618,10 +618,10 @@ pub(crate) fn is_standard_method(method: &str) -> bool {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct RequestHead {
     pub method: Text,
-    pub target: String,
+    pub target: Text,
     pub version: Option<u8>,
-    pub host: Option<String>,
-    pub user_agent: Option<String>,
+    pub host: Option<Text>,
+    pub user_agent: Option<Text>,
     pub traceparent: Option<String>,
     pub tracestate: Option<String>,
     /// B3 and baggage headers, when there are any.
@@ -638,6 +638,12 @@ fn set_first(slot: &mut Option<String>, value: &[u8]) {
     }
 }
 
+fn set_first_text(slot: &mut Option<Text>, value: &[u8]) {
+    if slot.is_none() {
+        *slot = Some(capped_text(value));
+    }
+}
+
 impl RequestHead {
     fn header(&mut self, name: &[u8], value: &[u8]) {
         if self.framing.header(name, value) {
@@ -645,9 +651,9 @@ impl RequestHead {
         }
         let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
         if is(b"host") {
-            set_first(&mut self.host, value);
+            set_first_text(&mut self.host, value);
         } else if is(b"user-agent") {
-            set_first(&mut self.user_agent, value);
+            set_first_text(&mut self.user_agent, value);
         } else if is(b"traceparent") {
             set_first(&mut self.traceparent, value);
         } else if is(b"tracestate") {
@@ -885,7 +891,7 @@ pub(crate) fn quick_request(head: &[u8]) -> Option<RequestHead> {
     }
     let mut out = RequestHead {
         method: method_text(method),
-        target: capped_string(target),
+        target: capped_text(target),
         version: Some(version),
         ..RequestHead::default()
     };
@@ -946,7 +952,7 @@ pub(crate) fn parse_request_httparse(head: &[u8]) -> Result<RequestHead, Invalid
         check(request_config().parse_request(&mut req, head))?;
         let mut out = RequestHead {
             method: method_text(req.method.unwrap_or_default().as_bytes()),
-            target: capped_string(req.path.unwrap_or_default().as_bytes()),
+            target: capped_text(req.path.unwrap_or_default().as_bytes()),
             version: req.version,
             ..RequestHead::default()
         };
@@ -1007,7 +1013,7 @@ pub(crate) fn salvage_request(head: &[u8]) -> RequestHead {
     };
     let mut out = RequestHead {
         method: method_text(method.unwrap_or_default()),
-        target: capped_string(target.unwrap_or_default()),
+        target: capped_text(target.unwrap_or_default()),
         version,
         ..RequestHead::default()
     };

@@ -314,7 +314,7 @@ pub fn span_parts(
         attrs.push(("http.response.status_code", status.into()));
     }
     if let Some(ua) = &ex.user_agent {
-        attrs.push(("user_agent.original", ua.as_str().into()));
+        attrs.push(("user_agent.original", AttrValue::Str(ua.clone())));
     }
     if ex.request_body_size > 0 {
         attrs.push(("http.request.body.size", ex.request_body_size.into()));

@@ -8,9 +8,9 @@ use super::*;
 fn exchange(method: &str, target: &str, host: Option<&str>, status: Option<u16>) -> HttpExchange {
     HttpExchange {
         method: Text::Owned(method.to_owned()),
-        target: target.to_owned(),
+        target: Text::copy(target),
         version: Some(1),
-        host: host.map(str::to_owned),
+        host: host.map(Text::copy),
         status,
         ..HttpExchange::empty(0, SystemTime::UNIX_EPOCH)
     }
@@ -356,7 +356,7 @@ fn cases() -> Vec<Case> {
                 request_body_size: 3,
                 response_body_size: 5,
                 version: Some(0),
-                user_agent: Some("curl/8.5".to_owned()),
+                user_agent: Some("curl/8.5".into()),
                 ..exchange("POST", "/", Some("h"), Some(200))
             },
             role: Role::Server,
