@@ -405,9 +405,14 @@ impl PayloadRules {
                 ))
             };
             let plain = pass(None);
+            let kept = pass(Some(&mut memo));
+            let taken = pass(Some(&mut memo));
+            memo.forget_head();
+            let lines_taken = pass(Some(&mut memo));
             for (with_memo, how) in [
-                (pass(Some(&mut memo)), "kept"),
-                (pass(Some(&mut memo)), "taken"),
+                (kept, "kept"),
+                (taken, "taken"),
+                (lines_taken, "lines taken"),
             ] {
                 if with_memo != plain {
                     return Err(format!(
@@ -527,6 +532,23 @@ fn head_pass<'h>(
     mut secrets: Option<&mut Vec<String>>,
     mut memo: Option<&mut LineMemo>,
 ) -> Option<Passed<'h>> {
+    // A head met before, whole: what the pass made of it then.
+    if let Some(kept) = memo.as_deref().and_then(|m| m.head(head)) {
+        // The same bytes as then: the values are where they were, and
+        // text.
+        let at = |r: Option<(u32, u32)>| {
+            r.and_then(|(a, l)| head.get(a as usize..(a as usize).checked_add(l as usize)?))
+                .and_then(|v| std::str::from_utf8(v).ok())
+        };
+        return Some(Passed {
+            json: crate::spare::copy(&kept.json),
+            content_type: at(kept.content_type),
+            content_encoding: at(kept.content_encoding),
+        });
+    }
+    // Whether a field was secret: its values went into `secrets`, so the
+    // head is not kept whole (each time it comes they must go there again).
+    let mut any_secret = false;
     // The JSON is written into the memo's buffer, when there is one, and
     // copied at the end into a string of its own size (see below).
     let mut out = Passed {
@@ -646,6 +668,7 @@ fn head_pass<'h>(
         let name = unsafe { std::str::from_utf8_unchecked(lowered) };
         let value = line[colon + 1..].trim_ascii();
         let secret = masker.is_secret_header(name);
+        any_secret |= secret;
         if let Some(secrets) = secrets.as_deref_mut().filter(|_| secret) {
             add_header_secrets(secrets, name, value);
         }
@@ -698,6 +721,22 @@ fn head_pass<'h>(
     }
     out.json.push('}');
     if let Some(memo) = memo {
+        if !any_secret {
+            let offset = |v: Option<&str>| {
+                v.map(|v| {
+                    (
+                        (v.as_ptr() as usize - head.as_ptr() as usize) as u32,
+                        v.len() as u32,
+                    )
+                })
+            };
+            memo.keep_head(
+                head,
+                &out.json,
+                offset(out.content_type),
+                offset(out.content_encoding),
+            );
+        }
         // The attribute waits in the export queue with its span: a copy
         // (into a string the export thread gave back, when one fits; see
         // `crate::spare`), and the buffer, as long as the limit, kept for

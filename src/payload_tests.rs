@@ -995,3 +995,54 @@ fn the_one_pass_needs_only_the_header_lines_to_be_text() {
     assert!(head_pass(head, masker, query, 2048, None, None).is_none());
     assert!(head_pass(head, masker, query, 2048, None, Some(&mut memo)).is_none());
 }
+
+#[test]
+fn a_head_met_before_whole_is_taken_whole_unless_it_had_a_secret() {
+    let rules = PayloadRules::default();
+    let (masker, query) = (&rules.response_headers, &rules.query);
+    let head = b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: text/html\r\nContent-Encoding: identity\r\nReferer: http://h/p?password=hunter22\r\n\r\n";
+    let mut memo = LineMemo::default();
+    let first = head_pass(head, masker, query, 2048, None, Some(&mut memo)).unwrap();
+    assert!(memo.head(head).is_some(), "kept whole");
+    // A head one byte apart is not it.
+    let mut other = head.to_vec();
+    other[9] = b'3';
+    assert!(memo.head(&other).is_none());
+    let second = head_pass(head, masker, query, 2048, None, Some(&mut memo)).unwrap();
+    assert_eq!(second.json, first.json);
+    assert!(!second.json.contains("hunter22"), "{}", second.json);
+    assert_eq!(second.json.capacity(), second.json.len());
+    assert_eq!(
+        (second.content_type, second.content_encoding),
+        (Some("text/html"), Some("identity"))
+    );
+    // Its values are read from the head given, not from the one kept.
+    assert_eq!(
+        second.content_type.map(|t| t.as_ptr()),
+        Some(head[46..].as_ptr())
+    );
+    // A head with a secret field is not kept whole: its secrets go to the
+    // request's list each time.
+    let secret = b"GET / HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer abcdef123\r\n\r\n";
+    let mut memo = LineMemo::default();
+    for _ in 0..2 {
+        let mut secrets = Vec::new();
+        head_pass(
+            secret,
+            masker,
+            query,
+            2048,
+            Some(&mut secrets),
+            Some(&mut memo),
+        )
+        .unwrap();
+        assert!(secrets.iter().any(|s| s == "abcdef123"), "{secrets:?}");
+        assert!(memo.head(secret).is_none());
+    }
+    // A head over the cap is not kept whole.
+    let mut long = b"HTTP/1.1 200 OK\r\nX-Long: ".to_vec();
+    long.extend(std::iter::repeat_n(b'a', memo::HEAD));
+    long.extend_from_slice(b"\r\n\r\n");
+    head_pass(&long, masker, query, 1 << 20, None, Some(&mut memo)).unwrap();
+    assert!(memo.head(&long).is_none());
+}

@@ -196,6 +196,14 @@ def report(res):
                  "+%.0f off, +%.0f on: **%+.0f instructions** for payloads | ≤ +500 | %s |" % (
                      cg["app_per_req_nopayload"], cg["export_per_span_nopayload"], cg["app_per_req"],
                      cg["export_per_span"], off, on, on - off, verdict(on - off <= 500)))
+    if cg and cg.get("untraced_per_req_varied") and cg.get("app_per_req_varied"):
+        app_v = cg["app_per_req_varied"] - cg["untraced_per_req_varied"]
+        L.append("| 5 | the same with a request id of its own on each request (`X-Request-Id`: no request head "
+                 "repeats, so the memos of whole heads never serve it) | %.0f instr/request | app thread %.0f "
+                 "instr/request + our threads %.0f instr/span | **+%.0f instructions** per exchange: +%.0f on the "
+                 "app thread, +%.0f on our threads | (explains row 5) | — |" % (
+                     cg["untraced_per_req_varied"], cg["app_per_req_varied"], cg["export_per_span_varied"],
+                     app_v + cg["export_per_span_varied"], app_v, cg["export_per_span_varied"]))
     if cg and cg.get("untraced_per_req") and cg.get("app_per_req_unsampled"):
         L.append("| 5 | the same with every exchange unsampled (`OTEL_TRACES_SAMPLER=always_off`: framed, not "
                  "recorded, issue 13) | | app thread %.0f instr/request, other threads %.0f | app thread **%+.0f "

@@ -446,11 +446,15 @@ class Bench:
         log("5/7 instruction counts (callgrind): nginx worker over %d keep-alive requests; dd; process start" % n)
         out = {"requests": n}
 
-        def keepalive_requests(port, count):
+        def keepalive_requests(port, count, varied=False):
             import http.client
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            for _ in range(count):
-                c.request("GET", "/index.html")
+            for i in range(count):
+                # "varied": a request id of its own on every request (as a
+                # proxy or a traced client adds), so no request head repeats
+                # and the memos of whole heads never serve.
+                headers = {"X-Request-Id": "%016x" % (i * 0x9e3779b97f4a7c15 % (1 << 64))} if varied else {}
+                c.request("GET", "/index.html", headers=headers)
                 c.getresponse().read()
             c.close()
 
@@ -468,12 +472,17 @@ class Bench:
         # "traced": payload capture on (the default); "traced-nopayload":
         # LUMIGO_CAPTURE_PAYLOADS=false (issue 14: at most 500 instructions
         # apart on the app thread); "traced-unsampled": every exchange
-        # unsampled (OTEL_TRACES_SAMPLER=always_off: framed, not recorded).
-        for variant in ("untraced", "traced", "traced-nopayload", "traced-unsampled"):
+        # unsampled (OTEL_TRACES_SAMPLER=always_off: framed, not recorded);
+        # "traced-varied": as "traced", each request head with an id of its
+        # own (so is its answer's, by its Date, once a second), and
+        # "untraced-varied" its baseline.
+        for variant in ("untraced", "traced", "traced-nopayload", "traced-unsampled",
+                        "untraced-varied", "traced-varied"):
             d = os.path.join(self.work, "cg-nginx-%s" % variant)
             os.makedirs(d, exist_ok=True)
             env = clean_env()
-            if variant != "untraced":
+            varied = variant.endswith("-varied")
+            if variant.startswith("traced"):
                 env = self.traced_env("bench-nginx")
                 env["LD_PRELOAD"] = self.lib  # what lumigo-run sets; valgrind keeps it for its client
                 env["OTEL_BSP_SCHEDULE_DELAY"] = "200"  # export promptly, inside the counted window
@@ -485,11 +494,11 @@ class Bench:
                   "--callgrind-out-file=%s/cg.%%p" % d]
             srv = Nginx(self.work, "nginx-cg-%s" % variant, vg, env)
             try:
-                keepalive_requests(srv.port, 100)
+                keepalive_requests(srv.port, 100, varied)
                 time.sleep(1.5)  # the warm-up's spans exported before counting starts
                 subprocess.run(["callgrind_control", "-z", str(srv.worker)], env=clean_env(),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
-                keepalive_requests(srv.port, n)
+                keepalive_requests(srv.port, n, varied)
                 time.sleep(1.5)  # their export is part of their cost
                 subprocess.run(["callgrind_control", "-d", str(srv.worker)], env=clean_env(),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
@@ -502,6 +511,11 @@ class Bench:
         if off["threads"]:
             out["app_per_req_nopayload"] = off["threads"][0] / n
             out["export_per_span_nopayload"] = sum(off["threads"][1:]) / n
+        uv, tv = out["untraced-varied"], out["traced-varied"]
+        if uv["total"] and tv["threads"]:
+            out["untraced_per_req_varied"] = uv["total"] / n
+            out["app_per_req_varied"] = tv["threads"][0] / n
+            out["export_per_span_varied"] = sum(tv["threads"][1:]) / n
         unsampled = out["traced-unsampled"]
         if unsampled["threads"]:
             out["app_per_req_unsampled"] = unsampled["threads"][0] / n

@@ -83,7 +83,27 @@ pub(crate) struct LineMemo {
     /// The buffer the pass writes a head's JSON into, kept from head to
     /// head while it is at most [`BUFFER`] bytes.
     pub(super) json: String,
+    /// The last head passed with no secret field, whole, and what the pass
+    /// made of it.
+    whole: KeptHead,
 }
+
+/// A head met before, whole: a server that answers every request alike
+/// (within a second: its `Date`), a client that repeats its request. Taken
+/// only when the bytes are equal, so what it gives is what the pass would.
+#[derive(Debug, Default)]
+pub(super) struct KeptHead {
+    bytes: Vec<u8>,
+    /// The JSON the pass wrote.
+    pub json: String,
+    /// Where the content type and encoding values are in the head, and
+    /// their lengths.
+    pub content_type: Option<(u32, u32)>,
+    pub content_encoding: Option<(u32, u32)>,
+}
+
+/// Longest head kept whole.
+pub(super) const HEAD: usize = 2 << 10;
 
 /// Largest JSON buffer kept.
 pub(super) const BUFFER: usize = 8 << 10;
@@ -136,6 +156,38 @@ impl LineMemo {
         slot.kind = w.kind;
         slot.value_at = w.value_at as u16;
         slot.value_len = w.value_len as u16;
+    }
+
+    /// The head kept whole, if its bytes are `head`'s.
+    pub(super) fn head(&self, head: &[u8]) -> Option<&KeptHead> {
+        (!self.whole.bytes.is_empty() && self.whole.bytes.as_slice() == head).then_some(&self.whole)
+    }
+
+    /// Keeps `head` (at most [`HEAD`] bytes, with no secret field) whole,
+    /// with the JSON the pass wrote for it and where its content type and
+    /// encoding are; in place of the one kept before.
+    pub(super) fn keep_head(
+        &mut self,
+        head: &[u8],
+        json: &str,
+        content_type: Option<(u32, u32)>,
+        content_encoding: Option<(u32, u32)>,
+    ) {
+        let w = &mut self.whole;
+        w.bytes.clear();
+        w.json.clear();
+        if head.len() > HEAD || json.len() > BUFFER {
+            return;
+        }
+        w.bytes.extend_from_slice(head);
+        w.json.push_str(json);
+        w.content_type = content_type;
+        w.content_encoding = content_encoding;
+    }
+
+    /// Forgets the head kept whole (its lines stay kept).
+    pub(super) fn forget_head(&mut self) {
+        self.whole.bytes.clear();
     }
 
     /// How many lines are kept (for the tests).
