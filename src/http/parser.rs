@@ -939,9 +939,76 @@ pub(crate) fn quick_response(head: &[u8]) -> Option<ResponseHead> {
 
 /// Parses a complete request head: the quick path, or httparse.
 pub(crate) fn parse_request(head: &[u8]) -> Result<RequestHead, InvalidHead> {
-    match quick_request(head) {
-        Some(out) => Ok(out),
-        None => parse_request_httparse(head),
+    LAST_REQUEST.with_memo(
+        head,
+        |h| match quick_request(h) {
+            Some(out) => Ok(out),
+            None => parse_request_httparse(h),
+        },
+        // A head with a `traceparent` is its request's alone: not kept.
+        |parsed| parsed.traceparent.is_none(),
+    )
+}
+
+/// The last head of each kind parsed on a thread (the capture thread, which
+/// parses every captured connection's), whole, and what it was parsed to: a
+/// client that sends the same request again, a server that answers alike
+/// (within a second, by its `Date`), are parsed once. A parse depends on
+/// the head's bytes only, and the memo serves only bytes equal to the kept
+/// ones. Heads over [`MEMO_HEAD`] bytes are not kept.
+struct LastHead<T>(std::cell::RefCell<(Vec<u8>, Option<T>)>);
+
+thread_local! {
+    static LAST_REQUEST: LastHead<RequestHead> =
+        const { LastHead(std::cell::RefCell::new((Vec::new(), None))) };
+    static LAST_RESPONSE: LastHead<ResponseHead> =
+        const { LastHead(std::cell::RefCell::new((Vec::new(), None))) };
+}
+
+/// Longest head kept by [`LastHead`].
+const MEMO_HEAD: usize = 2 << 10;
+
+trait WithMemo<T> {
+    fn with_memo(
+        &'static self,
+        head: &[u8],
+        parse: impl FnOnce(&[u8]) -> Result<T, InvalidHead>,
+        keep: impl FnOnce(&T) -> bool,
+    ) -> Result<T, InvalidHead>;
+}
+
+impl<T: Clone + 'static> WithMemo<T> for std::thread::LocalKey<LastHead<T>> {
+    fn with_memo(
+        &'static self,
+        head: &[u8],
+        parse: impl FnOnce(&[u8]) -> Result<T, InvalidHead>,
+        keep: impl FnOnce(&T) -> bool,
+    ) -> Result<T, InvalidHead> {
+        if head.len() > MEMO_HEAD {
+            return parse(head);
+        }
+        let kept = self
+            .try_with(|m| {
+                let m = m.0.try_borrow().ok()?;
+                (m.0.as_slice() == head).then(|| m.1.clone()).flatten()
+            })
+            .ok()
+            .flatten();
+        if let Some(parsed) = kept {
+            return Ok(parsed);
+        }
+        let parsed = parse(head)?;
+        let _ = self.try_with(|m| {
+            if let Ok(mut m) = m.0.try_borrow_mut() {
+                m.0.clear();
+                m.1 = None;
+                if keep(&parsed) {
+                    m.0.extend_from_slice(head);
+                    m.1 = Some(parsed.clone());
+                }
+            }
+        });
+        Ok(parsed)
     }
 }
 
@@ -965,10 +1032,14 @@ pub(crate) fn parse_request_httparse(head: &[u8]) -> Result<RequestHead, Invalid
 
 /// Parses a complete response head: the quick path, or httparse.
 pub(crate) fn parse_response(head: &[u8]) -> Result<ResponseHead, InvalidHead> {
-    match quick_response(head) {
-        Some(out) => Ok(out),
-        None => parse_response_httparse(head),
-    }
+    LAST_RESPONSE.with_memo(
+        head,
+        |h| match quick_response(h) {
+            Some(out) => Ok(out),
+            None => parse_response_httparse(h),
+        },
+        |_| true,
+    )
 }
 
 /// Parses a complete response head with httparse.

@@ -664,3 +664,39 @@ fn the_initials_set_lets_each_first_byte_through() {
     assert_eq!(quick.user_agent.as_deref(), Some("ua"));
     assert_eq!(quick.host.as_deref(), Some("h"));
 }
+
+#[test]
+fn a_head_parsed_again_is_taken_from_the_last_and_equals_a_fresh_parse() {
+    let kept = |memo: &'static std::thread::LocalKey<LastHead<RequestHead>>| {
+        memo.with(|m| m.0.borrow().0.clone())
+    };
+    let a = b"GET /a HTTP/1.1\r\nHost: h\r\nUser-Agent: curl/8\r\nContent-Length: 3\r\n\r\n";
+    let b = b"POST /b HTTP/1.1\r\nHost: other\r\nTransfer-Encoding: chunked\r\n\r\n";
+    for head in [&a[..], b, a, a, b] {
+        let parsed = parse_request(head).unwrap();
+        assert_eq!(kept(&LAST_REQUEST), head);
+        assert_eq!(Some(parsed), quick_request(head));
+    }
+    // A head with a traceparent is its request's alone: parsed, not kept.
+    let traced = b"GET /a HTTP/1.1\r\nHost: h\r\ntraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n";
+    for _ in 0..2 {
+        let parsed = parse_request(traced).unwrap();
+        assert!(parsed.traceparent.is_some());
+        assert_eq!(Some(parsed), quick_request(traced));
+        assert!(kept(&LAST_REQUEST).is_empty());
+    }
+    // A head that does not parse leaves the memo as it was.
+    parse_request(a).unwrap();
+    assert!(parse_request(b"\x01\x02 nonsense\r\n\r\n").is_err());
+    assert_eq!(kept(&LAST_REQUEST), a);
+    // Responses too; a head over the cap is parsed, not kept.
+    let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n";
+    let first = parse_response(ok).unwrap();
+    assert_eq!(parse_response(ok).unwrap(), first);
+    assert_eq!(LAST_RESPONSE.with(|m| m.0.borrow().0.clone()), ok);
+    let mut long = b"HTTP/1.1 204 No Content\r\nX-Long: ".to_vec();
+    long.extend(std::iter::repeat_n(b'a', MEMO_HEAD));
+    long.extend_from_slice(b"\r\n\r\n");
+    assert_eq!(parse_response(&long).unwrap().status, 204);
+    assert_eq!(LAST_RESPONSE.with(|m| m.0.borrow().0.clone()), ok);
+}
