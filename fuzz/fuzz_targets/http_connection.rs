@@ -77,10 +77,14 @@ fuzz_target!(|input: &[u8]| {
     let masker = Masker::lumigo_defaults();
     let mut last_seq = None;
     for ex in &done {
-        for s in [Some(&*ex.target), ex.host.as_deref(), ex.user_agent.as_deref()]
-            .into_iter()
-            .chain([ex.traceparent.as_deref(), ex.tracestate.as_deref()])
-            .flatten()
+        for s in [
+            Some(&*ex.target),
+            ex.host.as_deref(),
+            ex.user_agent.as_deref(),
+        ]
+        .into_iter()
+        .chain([ex.traceparent.as_deref(), ex.tracestate.as_deref()])
+        .flatten()
         {
             assert!(s.len() <= MAX_FIELD_BYTES, "a field of {} bytes", s.len());
         }
