@@ -221,21 +221,27 @@ fn sigint_sighup_sigquit_with_default_disposition_lose_queued_spans() {
     }
 }
 
-/// A collector that takes the request and never answers: the OTLP post
-/// of the first batch hangs until its timeout. The span dump was written
-/// after it, so a SIGTERM meanwhile (the flush gives up after 1 s) lost
-/// the dump's lines too (0 of 5). The dump is written first now.
-#[test]
-fn a_hung_collector_does_not_hold_back_the_span_dump() {
+/// The endpoint of a collector that accepts every connection and holds it,
+/// answering nothing (for the test's lifetime).
+fn hung_collector() -> String {
     let collector = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("http://{}", collector.local_addr().unwrap());
-    // Accepts and holds every connection, answering nothing.
     std::thread::spawn(move || {
         let mut held = Vec::new();
         for c in collector.incoming().flatten() {
             held.push(c);
         }
     });
+    endpoint
+}
+
+/// A collector that takes the request and never answers: the OTLP post
+/// of the first batch hangs until its timeout. The span dump was written
+/// after it, so a SIGTERM meanwhile (the flush gives up after 1 s) lost
+/// the dump's lines too (0 of 5). The dump is written first now.
+#[test]
+fn a_hung_collector_does_not_hold_back_the_span_dump() {
+    let endpoint = hung_collector();
     let tmp = TempDir::new("hung-collector");
     let dump = tmp.path("spans.jsonl");
     let port = free_port();
@@ -372,14 +378,7 @@ fn traced_curl_loop(port: u16, endpoint: &str, state: &Path) -> Duration {
 /// whole `LUMIGO_FLUSH_TIMEOUT`; the others wait at most 100 ms.
 #[test]
 fn failed_execs_behind_a_hung_collector_wait_the_flush_timeout_once() {
-    let collector = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let endpoint = format!("http://{}", collector.local_addr().unwrap());
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for c in collector.incoming().flatten() {
-            held.push(c);
-        }
-    });
+    let endpoint = hung_collector();
     let (mut server, port) = http11_server();
     let tmp = TempDir::new("failed-execs");
     let dump = tmp.path("spans.jsonl");
