@@ -84,8 +84,9 @@ pub fn on_fd() -> i32 {
     FLAGS.try_with(|f| f.on_fd.get()).unwrap_or(-1)
 }
 
-/// Sets [`on_fd`]; returns the value it replaces.
-pub fn set_on_fd(fd: i32) -> i32 {
+/// Sets [`on_fd`]; returns the value it replaces (tests of the hints).
+#[cfg(test)]
+pub(crate) fn set_on_fd(fd: i32) -> i32 {
     FLAGS.try_with(|f| f.on_fd.replace(fd)).unwrap_or(-1)
 }
 

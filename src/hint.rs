@@ -90,15 +90,19 @@ thread_local! {
 
 /// While alive, the calling thread is handling bytes of `fd` (a request
 /// head read there is in flight on that fd; a head written there takes its
-/// hint). Restores the previous value when dropped.
-pub struct OnFd(i32);
+/// hint). Restores the previous value when dropped. The hooks set the fd
+/// with their reentrancy flag instead (`guard::run_internal_on`).
+#[cfg(test)]
+struct OnFd(i32);
 
+#[cfg(test)]
 impl OnFd {
     pub fn enter(fd: i32) -> OnFd {
         OnFd(crate::guard::set_on_fd(fd))
     }
 }
 
+#[cfg(test)]
 impl Drop for OnFd {
     fn drop(&mut self) {
         crate::guard::set_on_fd(self.0);
