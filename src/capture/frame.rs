@@ -660,7 +660,10 @@ impl<'a> LineReader<'a> {
         match c | 0x20 {
             b'c' | b't' | b'u' => {}
             b'b' | b'x' if self.side == Side::Requests => {
-                info.context.others = true;
+                // Another carrier's line (`b3`, `baggage`, `X-B3-*`): the
+                // head is read for them. Not any `X-` line: proxies add
+                // `X-Forwarded-For` or `X-Request-Id` to most requests.
+                info.context.others |= self.tags || may_be_carrier(line);
                 return Some(());
             }
             _ => {
@@ -758,6 +761,17 @@ impl<'a> LineReader<'a> {
         }
         Some(())
     }
+}
+
+/// Whether a request's header line starting with `b` or `x` may be one of
+/// the other carriers `InboundCarriers::header` reads (`b3`, `baggage`,
+/// `x-b3-*`, in any case): its name starts as theirs do.
+fn may_be_carrier(line: &[u8]) -> bool {
+    let starts = |p: &[u8]| {
+        line.get(..p.len())
+            .is_some_and(|l| l.eq_ignore_ascii_case(p))
+    };
+    starts(b"x-b3-") || starts(b"b3") || starts(b"baggage")
 }
 
 /// The framing names of a response.

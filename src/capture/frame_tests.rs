@@ -355,3 +355,45 @@ fn line_feeds_are_found_at_every_length_and_position() {
         }
     }
 }
+
+/// A request head is read for other carriers (B3, `baggage`) on the app's
+/// thread only when a line may be one: not for every `X-` line a proxy adds.
+#[test]
+fn only_lines_that_may_be_carriers_send_the_head_to_be_read_for_them() {
+    let others = |line: &str| {
+        let head = format!("GET / HTTP/1.1\r\nHost: h\r\n{line}\r\n\r\n");
+        let mut f = Framer::new(Side::Requests);
+        let mut seen = None;
+        f.feed(head.as_bytes(), &mut Expect::default(), &mut |seg| {
+            if let Seg::Head {
+                context: Some(cx), ..
+            } = seg
+            {
+                seen = Some(cx.others);
+            }
+        })
+        .unwrap();
+        seen.expect("a complete head")
+    };
+    for line in [
+        "X-B3-TraceId: 463ac35c9f6413ad48485a3953bb6124",
+        "x-b3-spanid: a2fb4a1d1a96d312",
+        "X-B3-Sampled: 1",
+        "X-B3-Flags: 1",
+        "b3: 463ac35c9f6413ad48485a3953bb6124-a2fb4a1d1a96d312-1",
+        "B3: 0",
+        "baggage: k=v",
+        "Baggage: k=v",
+    ] {
+        assert!(others(line), "{line}");
+    }
+    for line in [
+        "X-Forwarded-For: 10.0.0.1",
+        "X-Request-Id: 1234",
+        "x-b3: 1",
+        "Bar: 1",
+        "Accept: */*",
+    ] {
+        assert!(!others(line), "{line}");
+    }
+}
