@@ -315,21 +315,31 @@ impl Pipeline {
     /// destination is an OTLP endpoint that failed within the last minute
     /// (for any process of this user), or when an earlier exit flush of
     /// this pipeline ran out of time (an `exec` that failed, then another
-    /// try: `execvp` through each directory of `PATH`). An endpoint still
-    /// busy when the wait ends is remembered as down (see `health.rs`).
+    /// try: `execvp` through each directory of `PATH`); not at all, then,
+    /// when no span was queued since. An endpoint still busy when the wait
+    /// ends is remembered as down (see `health.rs`).
     pub fn flush_at_exit(&self, timeout: Duration) -> bool {
-        let idle = {
+        let (idle, queued) = {
             let queue = lock(&self.shared.queue);
-            queue.spans.is_empty() && queue.in_flight == 0
+            (
+                queue.spans.is_empty() && queue.in_flight == 0,
+                !queue.spans.is_empty(),
+            )
         };
         if idle || self.shared.worker.load(Ordering::Acquire) != RUNNING {
             return self.flush(timeout);
+        }
+        let gave_up = self.shared.exit_gave_up.load(Ordering::Acquire);
+        if gave_up && !queued {
+            // All that is left is the batch whose export held back that
+            // flush: waiting again would get nothing out.
+            return false;
         }
         let endpoints = &self.shared.endpoints;
         let all_down = self.config.spandump.is_none()
             && !endpoints.is_empty()
             && endpoints.iter().all(|e| e.recently_down());
-        let wait = if all_down || self.shared.exit_gave_up.load(Ordering::Acquire) {
+        let wait = if all_down || gave_up {
             timeout.min(health::DOWN_WAIT)
         } else {
             timeout
