@@ -705,3 +705,22 @@ fn a_stray_line_end_between_requests_does_not_start_the_next() {
         );
     }
 }
+
+/// Found by the `capture_differential` fuzz target: after a request asking
+/// to upgrade, the client wrote the start of bytes that are no request (a
+/// lower-case word) at the end of the head's call. The framer took them as
+/// a request head starting and inserted a `traceparent` into the next call;
+/// the parser, whose detector wants an upper-case method, took them as the
+/// tunnel.
+#[test]
+fn a_lower_case_word_after_an_upgrade_request_is_no_head() {
+    compare(
+        false,
+        &[
+            Step::Out(b"GET /a HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\na"),
+            Step::Out(b"bc1-01\r\n\r\n"),
+            Step::In(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc"),
+            Step::Eof,
+        ],
+    );
+}

@@ -23,6 +23,7 @@
 use std::collections::VecDeque;
 
 use crate::http::body::Body;
+use crate::http::detect::MAX_METHOD_LEN;
 use crate::http::parser::{is_header_value, Framing};
 use crate::http::{MAX_HEAD_BYTES, MAX_IN_FLIGHT};
 
@@ -452,7 +453,8 @@ impl Framer {
                             return false;
                         }
                         token = false;
-                    } else if token && !(b.is_ascii_alphabetic() || b == b'-') {
+                    } else if token && (line.len() >= MAX_METHOD_LEN || !method_byte(line.len(), b))
+                    {
                         return false;
                     }
                     line.push(b);
@@ -749,7 +751,9 @@ impl<'a> LineReader<'a> {
         } else {
             let sp = space(first)?;
             let method = &first[..sp];
-            if method.is_empty() || !method.iter().all(|b| b.is_ascii_alphabetic() || *b == b'-') {
+            if !(1..=MAX_METHOD_LEN).contains(&method.len())
+                || !method.iter().enumerate().all(|(i, &b)| method_byte(i, b))
+            {
                 return None;
             }
             info.method = match method {
@@ -761,6 +765,14 @@ impl<'a> LineReader<'a> {
         }
         Some(())
     }
+}
+
+/// Whether `b` may be the byte at `i` of a request method (of at most
+/// `MAX_METHOD_LEN`), by the parser's detector's rule: upper-case letters, and `-` or `_` after the first. A
+/// head the framer took and the parser refused (`get /`) was framed on and
+/// had a `traceparent` inserted that the parser's path would not have.
+fn method_byte(i: usize, b: u8) -> bool {
+    b.is_ascii_uppercase() || (i > 0 && (b == b'-' || b == b'_'))
 }
 
 /// Whether a request's header line starting with `b` or `x` may be one of

@@ -397,3 +397,42 @@ fn only_lines_that_may_be_carriers_send_the_head_to_be_read_for_them() {
         assert!(!others(line), "{line}");
     }
 }
+
+/// A request line's method is taken by the parser's detector's rule
+/// (upper-case letters, `-` or `_` after the first, at most 20): a head the
+/// parser refuses is not framed as a request, in one call or over many.
+#[test]
+fn a_method_is_read_by_the_parsers_rule() {
+    for (method, ok) in [
+        ("GET", true),
+        ("M-SEARCH", true),
+        ("X_CUSTOM", true),
+        ("ABCDEFGHIJKLMNOPQRST", true),
+        ("get", false),
+        ("Get", false),
+        ("-GET", false),
+        ("_GET", false),
+        ("ABCDEFGHIJKLMNOPQRSTU", false),
+        ("GE1", false),
+    ] {
+        let head = format!("{method} / HTTP/1.1\r\nHost: h\r\n\r\n");
+        for step in [1, 2, 5, head.len()] {
+            let mut f = Framer::new(Side::Requests);
+            let mut expect = Expect::default();
+            let mut r = Ok(());
+            for piece in head.as_bytes().chunks(step) {
+                r = f.feed(piece, &mut expect, &mut |_| {});
+                if r.is_err() {
+                    break;
+                }
+            }
+            assert_eq!(r.is_ok(), ok, "{method}, {step} bytes per call: {r:?}");
+            assert_eq!(
+                crate::http::detect::detect_request(head.as_bytes())
+                    == crate::http::detect::Detect::Yes,
+                ok,
+                "{method}: the detector"
+            );
+        }
+    }
+}

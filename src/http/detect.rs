@@ -60,7 +60,7 @@ const KNOWN_METHODS: &[&[u8]] = &[
 ];
 
 /// Longest method token accepted (`VERSION-CONTROL` is 15).
-const MAX_METHOD_LEN: usize = 20;
+pub(crate) const MAX_METHOD_LEN: usize = 20;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Step {

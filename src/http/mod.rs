@@ -37,7 +37,7 @@
 //!   semantic conventions.
 
 pub(crate) mod body;
-mod detect;
+pub(crate) mod detect;
 mod exchange;
 pub mod inject;
 pub(crate) mod parser;
