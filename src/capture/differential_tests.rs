@@ -717,7 +717,9 @@ fn a_lower_case_word_after_an_upgrade_request_is_no_head() {
     compare(
         false,
         &[
-            Step::Out(b"GET /a HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\na"),
+            Step::Out(
+                b"GET /a HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\na",
+            ),
             Step::Out(b"bc1-01\r\n\r\n"),
             Step::In(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc"),
             Step::Eof,
