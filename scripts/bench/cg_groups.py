@@ -15,7 +15,7 @@ import sys
 
 GROUPS = [
     ("propagation", r"server_span|root_span|ids::next|activate_server|set_active|clear_active|context::|hint::started|Tracer::"),
-    ("framing", r"scan_fresh|LineReader|next_state|Framing::|Body::|memchr|Framer|frame::|Connection::step"),
+    ("framing", r"scan_fresh|scan_remembered|__memcmp|LineReader|next_state|Framing::|Body::|memchr|Framer|frame::|Connection::step"),
     ("recording", r"Capture::push|Recorder|encode_identity|memcpy|framed_step|ring::"),
     ("hooks and the connection", r"out_of_line|feed_iov|feed_buf|on_data|Connection::feed|on_outbound|on_inbound|tls_get_addr|OnFd|Timespec|SystemTime|Stamp::now|clock_gettime|errno|^recv$|^writev$|^close$|^pread$|^open$|Once<|FilterMap|fdtable|traced|guard"),
     ("glibc in a process with threads", r"asynccancel|malloc|_int_free|^free$|unlink_chunk|systrim|epoll_wait|pthread_self|memset"),

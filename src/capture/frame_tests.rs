@@ -436,3 +436,106 @@ fn a_method_is_read_by_the_parsers_rule() {
         }
     }
 }
+
+/// What one pass over `data` said, against `data`'s own bytes.
+fn said(data: &[u8], side: Side, memo: bool) -> String {
+    let mut reader = LineReader::new(side);
+    let fresh = if memo {
+        scan_remembered(data, &mut reader)
+    } else {
+        scan_fresh(data, &mut reader)
+    };
+    let fresh = match fresh {
+        Fresh::Complete(end) => format!("complete at {end}"),
+        Fresh::NotHttp => "not HTTP".into(),
+        Fresh::Partial => "partial".into(),
+    };
+    format!(
+        "{fresh}: {:?}, target {:?}",
+        reader.info,
+        reader.info.context.target()
+    )
+}
+
+/// The head this thread keeps for `side`, if any.
+fn kept(side: Side) -> Option<Vec<u8>> {
+    MEMO.with(|m| {
+        let m = m.borrow();
+        let k = &m.as_ref()?[usize::from(side == Side::Responses)];
+        k.facts.as_ref().map(|_| k.bytes[..k.len].to_vec())
+    })
+}
+
+/// A head met again on the same thread is taken from the memo: what it says
+/// is what reading it says, read against the new bytes (its target, what
+/// follows it), and a head that only starts like the kept one is read.
+#[test]
+fn a_head_met_again_says_what_reading_it_says() {
+    // A thread of its own: its memo starts empty.
+    std::thread::spawn(|| {
+        let req = |s: &str| (Side::Requests, s.to_owned());
+        let resp = |s: &str| (Side::Responses, s.to_owned());
+        let long = format!("GET /long HTTP/1.1\r\nX-Pad: {}\r\n\r\n", "p".repeat(600));
+        let heads = [
+            req("GET /a?q=1 HTTP/1.1\r\nHost: h\r\nUser-Agent: curl/8\r\n\r\n"),
+            req("GET /a?q=1 HTTP/1.1\r\nHost: h\r\nUser-Agent: curl/8\r\nX: 1\r\n\r\n"),
+            req("\r\nPOST /b HTTP/1.1\r\nContent-Length: 5\r\n\r\n"),
+            req("POST /b HTTP/1.1\r\nContent-Length: 50\r\n\r\n"),
+            req("POST /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            req("HEAD /c HTTP/1.1\r\n\r\n"),
+            req("CONNECT h:443 HTTP/1.1\r\n\r\n"),
+            req("GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"),
+            req("GET /d HTTP/1.1\r\nb3: 1\r\n\r\n"),
+            req("GET /e HTTP/1.1\r\ntraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n"),
+            req("GET /e HTTP/1.1\r\ntraceparent: 00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01\r\n\r\n"),
+            req("GET /f HTTP/1.1\r\ntracestate: k=v\r\n\r\n"),
+            req("get /g HTTP/1.1\r\n\r\n"),
+            req("GET /h HTTP/1.1\r\nHost: h\r\n"),
+            (Side::Requests, long),
+            resp("HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 139\r\nConnection: keep-alive\r\n\r\n"),
+            resp("HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 1390\r\nConnection: keep-alive\r\n\r\n"),
+            resp("HTTP/1.1 204 No Content\r\n\r\n"),
+            resp("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"),
+            resp("HTTP/1.1 200 OK\r\nX-Folded: a\r\n b\r\nContent-Length: 2\r\n\r\n"),
+        ];
+        let tails: [&[u8]; 3] = [b"", b"hello", b"GET /next HTTP/1.1\r\n\r\n"];
+        let mut hits = 0;
+        // Each head after each other one, twice, with what follows it
+        // varied: the memo never changes what a pass says.
+        for round in 0..2 {
+            for (i, (side, head)) in heads.iter().enumerate() {
+                for tail in tails {
+                    let mut data = head.as_bytes().to_vec();
+                    data.extend_from_slice(tail);
+                    let before = kept(*side);
+                    hits += usize::from(before.as_deref().is_some_and(|k| data.starts_with(k)));
+                    assert_eq!(
+                        said(&data, *side, true),
+                        said(&data, *side, false),
+                        "round {round}, head {i} {head:?}, then {tail:?}"
+                    );
+                }
+            }
+        }
+        assert!(hits >= 30, "the memo served {hits} passes");
+        // What is kept, and what is not.
+        let kept_after = |side, head: &str| {
+            said(head.as_bytes(), side, true);
+            kept(side)
+        };
+        let plain = "GET /p HTTP/1.1\r\n\r\n";
+        assert_eq!(kept_after(Side::Requests, plain).as_deref(), Some(plain.as_bytes()));
+        for head in [&heads[9].1, &heads[11].1, &heads[14].1, &heads[13].1, &heads[12].1] {
+            assert_eq!(
+                kept_after(Side::Requests, head).as_deref(),
+                Some(plain.as_bytes()),
+                "{head:?} is not kept"
+            );
+        }
+        let folded = &heads[19].1;
+        let before = kept(Side::Responses);
+        assert_eq!(kept_after(Side::Responses, folded), before, "folded lines are not kept");
+    })
+    .join()
+    .unwrap();
+}
