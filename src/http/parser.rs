@@ -261,7 +261,8 @@ impl HeadReader {
     /// Takes head bytes from the front of `data`.
     pub(crate) fn feed<'a>(&'a mut self, data: &'a [u8], now: SystemTime) -> HeadStep<'a> {
         let mut skipped = 0;
-        if self.scan == Scan::Leading {
+        let starting = self.scan == Scan::Leading;
+        if starting {
             skipped = data
                 .iter()
                 .position(|&b| b != b'\r' && b != b'\n')
@@ -273,6 +274,18 @@ impl HeadReader {
             self.started = Some(now);
         }
         let data = data.get(skipped..).unwrap_or_default();
+        if starting {
+            // A head starting here (nothing of it buffered, nothing pushed
+            // to the detector): if it is the last one of its kind this
+            // thread parsed, where it ends is known (see `LastHead`).
+            if let Some(end) = remembered_head(self.kind, data) {
+                self.verified = true;
+                return HeadStep::Complete {
+                    head: &data[..end],
+                    consumed: skipped + end,
+                };
+            }
+        }
         if !self.verified {
             let verdict = match &mut self.detector {
                 Detector::Request(d) => d.push(data),
@@ -947,6 +960,7 @@ pub(crate) fn parse_request(head: &[u8]) -> Result<RequestHead, InvalidHead> {
         },
         // A head with a `traceparent` is its request's alone: not kept.
         |parsed| parsed.traceparent.is_none(),
+        |h| whole_head(HeadKind::Request, h),
     )
 }
 
@@ -956,13 +970,68 @@ pub(crate) fn parse_request(head: &[u8]) -> Result<RequestHead, InvalidHead> {
 /// (within a second, by its `Date`), are parsed once. A parse depends on
 /// the head's bytes only, and the memo serves only bytes equal to the kept
 /// ones. Heads over [`MEMO_HEAD`] bytes are not kept.
-struct LastHead<T>(std::cell::RefCell<(Vec<u8>, Option<T>)>);
+///
+/// `whole`: the kept bytes are a head as [`HeadReader::feed`] finds one:
+/// they start with no blank line, the detector takes them as HTTP by
+/// themselves, they are within [`MAX_HEAD_BYTES`], and their first empty
+/// line is their last. Bytes that start with such a head then end a head
+/// there, whatever follows (the detector decides on a prefix, and the end
+/// is the first empty line): the reader takes them without pushing them to
+/// the detector or looking for their end ([`remembered_head`]).
+struct LastHead<T>(std::cell::RefCell<Kept<T>>);
+
+struct Kept<T> {
+    head: Vec<u8>,
+    parsed: Option<T>,
+    whole: bool,
+}
+
+impl<T> Kept<T> {
+    const NONE: Kept<T> = Kept {
+        head: Vec::new(),
+        parsed: None,
+        whole: false,
+    };
+}
 
 thread_local! {
     static LAST_REQUEST: LastHead<RequestHead> =
-        const { LastHead(std::cell::RefCell::new((Vec::new(), None))) };
+        const { LastHead(std::cell::RefCell::new(Kept::NONE)) };
     static LAST_RESPONSE: LastHead<ResponseHead> =
-        const { LastHead(std::cell::RefCell::new((Vec::new(), None))) };
+        const { LastHead(std::cell::RefCell::new(Kept::NONE)) };
+}
+
+/// Where the head that starts `data` ends, if it is the whole head kept by
+/// this thread's [`LastHead`] of `kind`.
+fn remembered_head(kind: HeadKind, data: &[u8]) -> Option<usize> {
+    fn check<T: 'static>(
+        memo: &'static std::thread::LocalKey<LastHead<T>>,
+        data: &[u8],
+    ) -> Option<usize> {
+        memo.try_with(|m| {
+            let m = m.0.try_borrow().ok()?;
+            (m.whole && m.parsed.is_some() && data.starts_with(&m.head)).then_some(m.head.len())
+        })
+        .ok()
+        .flatten()
+    }
+    match kind {
+        HeadKind::Request => check(&LAST_REQUEST, data),
+        HeadKind::Response => check(&LAST_RESPONSE, data),
+    }
+}
+
+/// Whether `head` is a head as [`HeadReader::feed`] finds one (see
+/// [`LastHead`]).
+fn whole_head(kind: HeadKind, head: &[u8]) -> bool {
+    let detected = match kind {
+        HeadKind::Request => RequestDetector::new().push(head),
+        HeadKind::Response => ResponseDetector::new().push(head),
+    };
+    !matches!(head.first(), None | Some(b'\r' | b'\n'))
+        && head.len() <= MAX_HEAD_BYTES
+        && detected == Detect::Yes
+        && blank_line_end(head) == Some(head.len())
 }
 
 /// Longest head kept by [`LastHead`].
@@ -974,6 +1043,7 @@ trait WithMemo<T> {
         head: &[u8],
         parse: impl FnOnce(&[u8]) -> Result<T, InvalidHead>,
         keep: impl FnOnce(&T) -> bool,
+        whole: impl FnOnce(&[u8]) -> bool,
     ) -> Result<T, InvalidHead>;
 }
 
@@ -983,6 +1053,7 @@ impl<T: Clone + 'static> WithMemo<T> for std::thread::LocalKey<LastHead<T>> {
         head: &[u8],
         parse: impl FnOnce(&[u8]) -> Result<T, InvalidHead>,
         keep: impl FnOnce(&T) -> bool,
+        whole: impl FnOnce(&[u8]) -> bool,
     ) -> Result<T, InvalidHead> {
         if head.len() > MEMO_HEAD {
             return parse(head);
@@ -990,7 +1061,9 @@ impl<T: Clone + 'static> WithMemo<T> for std::thread::LocalKey<LastHead<T>> {
         let kept = self
             .try_with(|m| {
                 let m = m.0.try_borrow().ok()?;
-                (m.0.as_slice() == head).then(|| m.1.clone()).flatten()
+                (m.head.as_slice() == head)
+                    .then(|| m.parsed.clone())
+                    .flatten()
             })
             .ok()
             .flatten();
@@ -1000,11 +1073,13 @@ impl<T: Clone + 'static> WithMemo<T> for std::thread::LocalKey<LastHead<T>> {
         let parsed = parse(head)?;
         let _ = self.try_with(|m| {
             if let Ok(mut m) = m.0.try_borrow_mut() {
-                m.0.clear();
-                m.1 = None;
+                m.head.clear();
+                m.parsed = None;
+                m.whole = false;
                 if keep(&parsed) {
-                    m.0.extend_from_slice(head);
-                    m.1 = Some(parsed.clone());
+                    m.head.extend_from_slice(head);
+                    m.parsed = Some(parsed.clone());
+                    m.whole = whole(head);
                 }
             }
         });
@@ -1039,6 +1114,7 @@ pub(crate) fn parse_response(head: &[u8]) -> Result<ResponseHead, InvalidHead> {
             None => parse_response_httparse(h),
         },
         |_| true,
+        |h| whole_head(HeadKind::Response, h),
     )
 }
 

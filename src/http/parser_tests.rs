@@ -668,7 +668,7 @@ fn the_initials_set_lets_each_first_byte_through() {
 #[test]
 fn a_head_parsed_again_is_taken_from_the_last_and_equals_a_fresh_parse() {
     let kept = |memo: &'static std::thread::LocalKey<LastHead<RequestHead>>| {
-        memo.with(|m| m.0.borrow().0.clone())
+        memo.with(|m| m.0.borrow().head.clone())
     };
     let a = b"GET /a HTTP/1.1\r\nHost: h\r\nUser-Agent: curl/8\r\nContent-Length: 3\r\n\r\n";
     let b = b"POST /b HTTP/1.1\r\nHost: other\r\nTransfer-Encoding: chunked\r\n\r\n";
@@ -693,10 +693,93 @@ fn a_head_parsed_again_is_taken_from_the_last_and_equals_a_fresh_parse() {
     let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n";
     let first = parse_response(ok).unwrap();
     assert_eq!(parse_response(ok).unwrap(), first);
-    assert_eq!(LAST_RESPONSE.with(|m| m.0.borrow().0.clone()), ok);
+    assert_eq!(LAST_RESPONSE.with(|m| m.0.borrow().head.clone()), ok);
     let mut long = b"HTTP/1.1 204 No Content\r\nX-Long: ".to_vec();
     long.extend(std::iter::repeat_n(b'a', MEMO_HEAD));
     long.extend_from_slice(b"\r\n\r\n");
     assert_eq!(parse_response(&long).unwrap().status, 204);
-    assert_eq!(LAST_RESPONSE.with(|m| m.0.borrow().0.clone()), ok);
+    assert_eq!(LAST_RESPONSE.with(|m| m.0.borrow().head.clone()), ok);
+}
+
+/// Forgets this thread's kept heads (see `LastHead`).
+fn forget_kept_heads() {
+    LAST_REQUEST.with(|m| *m.0.borrow_mut() = Kept::NONE);
+    LAST_RESPONSE.with(|m| *m.0.borrow_mut() = Kept::NONE);
+}
+
+/// A head that starts with the last head of its kind parsed on the thread
+/// ends where that one did, without the detector or a search for its end;
+/// what the reader gives is what it gives with nothing kept, for heads kept
+/// by a reader's parse and for bytes parsed directly that a reader would
+/// not take as one head (an empty line inside, a method the detector
+/// refuses, leading blank lines, over the cap).
+#[test]
+fn a_kept_head_ends_where_reading_would_end_it() {
+    std::thread::spawn(|| {
+        let req = HeadKind::Request;
+        let resp = HeadKind::Response;
+        let big = format!(
+            "GET / HTTP/1.1\r\nX: {}\r\n\r\n",
+            "x".repeat(MAX_HEAD_BYTES)
+        );
+        let cases: Vec<(HeadKind, Vec<u8>)> = [
+            (req, "GET /a HTTP/1.1\r\nHost: h\r\n\r\n"),
+            (req, "GET /a HTTP/1.1\nHost: h\n\n"),
+            (req, "GET /a HTTP/1.1\r\nHost: h\r\n\r\nX: 1\r\n\r\n"),
+            (req, "get /a HTTP/1.1\r\nHost: h\r\n\r\n"),
+            (req, "\r\nGET /a HTTP/1.1\r\nHost: h\r\n\r\n"),
+            (req, big.as_str()),
+            (resp, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"),
+            (resp, "HTTP/1.1 200 OK\r\n\r\nContent-Length: 2\r\n\r\n"),
+            (resp, "HTTP/1.0 204 No Content\r\n\r\n"),
+        ]
+        .into_iter()
+        .map(|(k, s)| (k, s.as_bytes().to_vec()))
+        .collect();
+        let tails: [&[u8]; 3] = [b"", b"ok", b"GET /b HTTP/1.1\r\n\r\n"];
+        let mut served = 0;
+        for (kind, kept) in &cases {
+            for (_, input) in cases.iter().filter(|(k, _)| k == kind) {
+                for tail in tails {
+                    let mut input = input.clone();
+                    input.extend_from_slice(tail);
+                    for step in [input.len(), 7] {
+                        forget_kept_heads();
+                        let want = read(*kind, &input, step);
+                        // Kept by a parse of those bytes (a reader's head,
+                        // or bytes given directly).
+                        let _ = match kind {
+                            HeadKind::Request => parse_request(kept).map(|_| ()),
+                            HeadKind::Response => parse_response(kept).map(|_| ()),
+                        };
+                        served += usize::from(remembered_head(*kind, &input).is_some());
+                        assert_eq!(
+                            read(*kind, &input, step),
+                            want,
+                            "kept {:?}, read {:?} in pieces of {step}",
+                            String::from_utf8_lossy(kept),
+                            String::from_utf8_lossy(&input)
+                        );
+                    }
+                }
+            }
+        }
+        assert!(served >= 20, "the kept head served {served} reads");
+        // Those a reader would not take as one head are not taken.
+        for (kind, odd) in [&cases[2], &cases[3], &cases[4], &cases[5], &cases[7]] {
+            forget_kept_heads();
+            let _ = match kind {
+                HeadKind::Request => parse_request(odd).map(|_| ()),
+                HeadKind::Response => parse_response(odd).map(|_| ()),
+            };
+            assert_eq!(
+                remembered_head(*kind, odd),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(odd)
+            );
+        }
+    })
+    .join()
+    .unwrap();
 }
