@@ -199,7 +199,7 @@ def report(res):
     if cg and cg.get("untraced_per_req_varied") and cg.get("app_per_req_varied"):
         app_v = cg["app_per_req_varied"] - cg["untraced_per_req_varied"]
         L.append("| 5 | the same with a request id of its own on each request (`X-Request-Id`: no request head "
-                 "repeats, so the memos of whole heads never serve it) | %.0f instr/request | app thread %.0f "
+                 "repeats, so the memos of whole heads serve only the responses) | %.0f instr/request | app thread %.0f "
                  "instr/request + our threads %.0f instr/span | **+%.0f instructions** per exchange: +%.0f on the "
                  "app thread, +%.0f on our threads | (explains row 5) | — |" % (
                      cg["untraced_per_req_varied"], cg["app_per_req_varied"], cg["export_per_span_varied"],

@@ -452,7 +452,7 @@ class Bench:
             for i in range(count):
                 # "varied": a request id of its own on every request (as a
                 # proxy or a traced client adds), so no request head repeats
-                # and the memos of whole heads never serve.
+                # and the memos of whole heads serve only the responses.
                 headers = {"X-Request-Id": "%016x" % (i * 0x9e3779b97f4a7c15 % (1 << 64))} if varied else {}
                 c.request("GET", "/index.html", headers=headers)
                 c.getresponse().read()
