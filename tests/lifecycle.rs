@@ -410,6 +410,57 @@ fn failed_execs_behind_a_hung_collector_wait_the_flush_timeout_once() {
     assert_eq!(spans.len(), 1, "{spans:#?}");
 }
 
+/// A process that exits while an OTLP post hangs: the worker wrote the
+/// first batch to the span dump before its post, but the spans queued
+/// behind that post never reached the dump (1 of 6 requests' spans). The
+/// exit now writes them to the dump itself.
+#[test]
+fn spans_queued_behind_a_hung_post_reach_the_span_dump_at_exit() {
+    let endpoint = hung_collector();
+    let (mut server, port) = http11_server();
+    let tmp = TempDir::new("hung-post-exit");
+    let dump = tmp.path("spans.jsonl");
+    // One request, a pause for its batch to be taken and posted (the post
+    // hangs), then five more.
+    let script = "import sys, time, urllib.request\n\
+                  urllib.request.urlopen(sys.argv[1]).read()\n\
+                  time.sleep(0.5)\n\
+                  for _ in range(5):\n\
+                  \x20   urllib.request.urlopen(sys.argv[1]).read()\n";
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller = "00f067aa0ba902b7";
+    let mut cmd = traced("python3");
+    cmd.args(["-c", script])
+        .arg(format!("http://127.0.0.1:{port}/len/1"))
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .env("TRACEPARENT", format!("00-{trace}-{caller}-01"))
+        .env("LUMIGO_FLUSH_TIMEOUT", "1")
+        .env("LUMIGO_DEBUG", "true")
+        .env("LUMIGO_DEBUG_SPANDUMP", &dump)
+        .env("XDG_RUNTIME_DIR", &tmp.0);
+    let start = Instant::now();
+    let out = run(cmd, Duration::from_secs(60));
+    eprintln!("exit behind a hung post: {:?}", start.elapsed());
+    server.stop();
+    assert!(out.status.success(), "{out:?}");
+    let spans = read_spandump(&dump);
+    let clients = of_kind(&spans, "SpanKind.CLIENT");
+    assert_eq!(clients.len(), 6, "{spans:#?}");
+    let mut ids: Vec<&str> = clients.iter().map(|s| span_id(s)).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 6, "six distinct spans: {spans:#?}");
+    for c in clients {
+        assert_eq!(trace_id(c), format!("0x{trace}"), "{c:#}");
+        assert_eq!(parent_id(c), Some(format!("0x{caller}").as_str()), "{c:#}");
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("written to the span dump only"),
+        "the exit says so: {stderr}"
+    );
+}
+
 /// The mark file of `endpoint` (as `src/export/health.rs` names it).
 fn mark_file(state: &Path, endpoint: &str) -> PathBuf {
     let hash = endpoint.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {

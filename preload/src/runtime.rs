@@ -678,7 +678,7 @@ pub extern "C" fn at_exit() {
 pub fn at_underscore_exit() {
     traced(|rt| {
         if rt.lifecycle.begin_shut_down_here() {
-            shut_down_now(rt);
+            shut_down_now(rt, true);
         }
     });
 }
@@ -694,7 +694,7 @@ pub fn before_exec() -> bool {
     traced_value(|rt| {
         let began = rt.lifecycle.begin_shut_down_here();
         if began {
-            shut_down_now(rt);
+            shut_down_now(rt, false);
         }
         Some(began)
     })
@@ -717,12 +717,12 @@ pub fn after_failed_exec(began: bool) {
 /// own thread holds.
 fn shut_down(rt: &'static Runtime) {
     if rt.lifecycle.begin_shut_down() {
-        shut_down_now(rt);
+        shut_down_now(rt, true);
     }
 }
 
 /// The shut-down itself, by the one caller that began it.
-fn shut_down_now(rt: &'static Runtime) {
+fn shut_down_now(rt: &'static Runtime, exiting: bool) {
     end_in_flight(rt);
     rt.capture.drain(&rt.tracer);
     if rt.capture.spilled() > 0 {
@@ -744,8 +744,17 @@ fn shut_down_now(rt: &'static Runtime) {
         );
     }
     // Spans still queued when LUMIGO_FLUSH_TIMEOUT runs out count as
-    // "deadline" in the summary.
-    let _ = rt.pipeline.flush_at_exit(rt.config.flush_timeout);
+    // "deadline" in the summary; a process that exits (not one that execs,
+    // which may fail and go on, its queue still to be sent) writes them to
+    // the span dump itself.
+    if !rt.pipeline.flush_at_exit(rt.config.flush_timeout) && exiting {
+        let n = rt.pipeline.dump_queued();
+        if n > 0 {
+            lumigo_debug!(
+                "exit: {n} spans queued behind an unfinished export written to the span dump only"
+            );
+        }
+    }
     if let Some(lost) = rt.pipeline.loss_summary() {
         lumigo_debug!("exit: {lost}");
     }

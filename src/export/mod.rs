@@ -143,6 +143,9 @@ struct Shared {
     /// thread no free. Only ever `try_lock`ed, by both sides: a busy or
     /// poisoned pool means allocating (or freeing) as usual, never waiting.
     spare: Mutex<Vec<Attributes>>,
+    /// The span dump's `"resource"` member, once the worker has built the
+    /// dump: what [`Pipeline::dump_queued`] writes lines with.
+    dump_resource: OnceLock<String>,
 }
 
 /// Spare attribute vectors kept at most: one default batch's worth, 384
@@ -195,6 +198,7 @@ impl Pipeline {
                 said_queue_full: AtomicBool::new(false),
                 exit_gave_up: AtomicBool::new(false),
                 spare: Mutex::new(Vec::new()),
+                dump_resource: OnceLock::new(),
             }),
         }
     }
@@ -357,6 +361,38 @@ impl Pipeline {
             }
         }
         flushed
+    }
+
+    /// For a process that is exiting after [`flush_at_exit`](Self::flush_at_exit)
+    /// ran out of time: the spans still queued (behind an OTLP post that
+    /// hangs) are written to the span dump from this thread, so that the
+    /// dump has every span even when a collector does not answer (the
+    /// worker writes the dump before each post, but is held in the post).
+    /// They stay lost to the OTLP destinations. Returns how many were
+    /// written; none without a span dump, or before the worker built it.
+    pub fn dump_queued(&self) -> usize {
+        let Some(path) = &self.config.spandump else {
+            return 0;
+        };
+        let Some(resource_json) = self.shared.dump_resource.get() else {
+            return 0;
+        };
+        let mut spans: Vec<SpanRecord> = lock(&self.shared.queue).spans.drain(..).collect();
+        if spans.is_empty() {
+            return 0;
+        }
+        limits::apply(&mut spans, self.config.attribute_limits);
+        let mut dump = spandump::SpanDump::with_resource_json(path.clone(), resource_json.clone());
+        match dump.export(&spans) {
+            Ok(()) => spans.len(),
+            Err(e) => {
+                lumigo_debug!(
+                    "exit: {} queued spans not written to the span dump: {e}",
+                    spans.len()
+                );
+                0
+            }
+        }
     }
 
     /// For a signal handler about to let the process die: asks the worker to

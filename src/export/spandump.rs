@@ -231,11 +231,23 @@ impl SpanDump {
             resource.iter().map(|(k, v)| (k.as_str(), v)),
         );
         resource_json.push_str(",\"schema_url\":\"\"}");
+        SpanDump::with_resource_json(path, resource_json)
+    }
+
+    /// A dump whose lines carry `resource_json` (another dump's
+    /// [`resource_json`](Self::resource_json)); the process's span dump
+    /// path shares that dump's descriptor.
+    pub(crate) fn with_resource_json(path: PathBuf, resource_json: String) -> SpanDump {
         SpanDump {
             path,
             own: Slot::new(),
             resource_json,
         }
+    }
+
+    /// The `"resource"` member of each line.
+    pub(crate) fn resource_json(&self) -> &str {
+        &self.resource_json
     }
 }
 

@@ -54,7 +54,9 @@ fn build_exporters(config: &Config, shared: &Shared) -> Vec<Box<dyn Exporter>> {
     // slow collector may hold for seconds, so that a batch's lines are in
     // the dump even if the process is killed meanwhile.
     if let Some(path) = &config.spandump {
-        exporters.push(Box::new(spandump::SpanDump::new(path.clone(), &attrs)));
+        let dump = spandump::SpanDump::new(path.clone(), &attrs);
+        let _ = shared.dump_resource.set(dump.resource_json().to_owned());
+        exporters.push(Box::new(dump));
     }
     if !config.destinations.is_empty() {
         for (destination, health) in config.destinations.iter().zip(&shared.endpoints) {
