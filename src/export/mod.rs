@@ -369,7 +369,9 @@ impl Pipeline {
     /// dump has every span even when a collector does not answer (the
     /// worker writes the dump before each post, but is held in the post).
     /// They stay lost to the OTLP destinations. Returns how many were
-    /// written; none without a span dump, or before the worker built it.
+    /// written; none without a span dump, before the worker built it, or
+    /// when the dump is a standard stream (a pipe whose reader stalls
+    /// could hold the exit past its wait).
     pub fn dump_queued(&self) -> usize {
         let Some(path) = &self.config.spandump else {
             return 0;
@@ -377,12 +379,15 @@ impl Pipeline {
         let Some(resource_json) = self.shared.dump_resource.get() else {
             return 0;
         };
+        let mut dump = spandump::SpanDump::with_resource_json(path.clone(), resource_json.clone());
+        if dump.to_a_stream() {
+            return 0;
+        }
         let mut spans: Vec<SpanRecord> = lock(&self.shared.queue).spans.drain(..).collect();
         if spans.is_empty() {
             return 0;
         }
         limits::apply(&mut spans, self.config.attribute_limits);
-        let mut dump = spandump::SpanDump::with_resource_json(path.clone(), resource_json.clone());
         match dump.export(&spans) {
             Ok(()) => spans.len(),
             Err(e) => {
@@ -675,6 +680,36 @@ mod tests {
         let path = dir.join(name);
         let _ = std::fs::remove_file(&path);
         path
+    }
+
+    /// Spans still queued at an exit whose wait ran out go to the span dump
+    /// from the exiting thread (written once, and no longer queued); not to
+    /// a standard stream, whose reader could stall the exit.
+    #[test]
+    fn queued_spans_go_to_a_dump_file_at_exit_not_to_a_stream() {
+        let path = temp_path("queued.jsonl");
+        // No worker runs: the queue is filled by hand.
+        let file = Pipeline::new(config(&[("LUMIGO_DEBUG_SPANDUMP", path.to_str().unwrap())]));
+        let stream = Pipeline::new(config(&[("LUMIGO_DEBUG_SPANDUMP", "/dev/stdout")]));
+        for p in [&file, &stream] {
+            assert_eq!(
+                p.dump_queued(),
+                0,
+                "nothing before the worker built the dump"
+            );
+            p.shared.dump_resource.set("{}".to_owned()).unwrap();
+            lock(&p.shared.queue)
+                .spans
+                .extend([span(1), span(2), span(3)]);
+        }
+        assert_eq!(file.dump_queued(), 3);
+        assert!(lock(&file.shared.queue).spans.is_empty());
+        assert_eq!(file.dump_queued(), 0, "written once");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 3, "{text}");
+        assert!(text.contains("\"name\":\"GET 2\""), "{text}");
+        assert_eq!(stream.dump_queued(), 0);
+        assert_eq!(lock(&stream.shared.queue).spans.len(), 3, "left queued");
     }
 
     #[test]

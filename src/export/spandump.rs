@@ -249,6 +249,12 @@ impl SpanDump {
     pub(crate) fn resource_json(&self) -> &str {
         &self.resource_json
     }
+
+    /// The dump is the process's standard output or error, whose reader
+    /// may stall a write for as long as it likes.
+    pub(crate) fn to_a_stream(&self) -> bool {
+        owned_file::named_descriptor(&self.path).is_some()
+    }
 }
 
 impl Drop for SpanDump {
