@@ -429,20 +429,23 @@ fn spans_queued_behind_a_hung_post_reach_the_span_dump_at_exit() {
                   \x20   urllib.request.urlopen(sys.argv[1]).read()\n";
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let caller = "00f067aa0ba902b7";
-    let mut cmd = traced("python3");
-    cmd.args(["-c", script])
-        .arg(format!("http://127.0.0.1:{port}/len/1"))
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
-        .env("TRACEPARENT", format!("00-{trace}-{caller}-01"))
-        .env("LUMIGO_FLUSH_TIMEOUT", "1")
-        .env("LUMIGO_DEBUG", "true")
-        .env("LUMIGO_DEBUG_SPANDUMP", &dump)
-        .env("XDG_RUNTIME_DIR", &tmp.0);
-    let start = Instant::now();
-    let out = run(cmd, Duration::from_secs(60));
-    eprintln!("exit behind a hung post: {:?}", start.elapsed());
-    server.stop();
-    assert!(out.status.success(), "{out:?}");
+    let app = |dump: &Path| {
+        let mut cmd = traced("python3");
+        cmd.args(["-c", script])
+            .arg(format!("http://127.0.0.1:{port}/len/1"))
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+            .env("TRACEPARENT", format!("00-{trace}-{caller}-01"))
+            .env("LUMIGO_FLUSH_TIMEOUT", "1")
+            .env("LUMIGO_DEBUG", "true")
+            .env("LUMIGO_DEBUG_SPANDUMP", dump)
+            .env("XDG_RUNTIME_DIR", &tmp.0);
+        let start = Instant::now();
+        let out = run(cmd, Duration::from_secs(60));
+        eprintln!("exit behind a hung post: {:?}", start.elapsed());
+        assert!(out.status.success(), "{out:?}");
+        out
+    };
+    let out = app(&dump);
     let spans = read_spandump(&dump);
     let clients = of_kind(&spans, "SpanKind.CLIENT");
     assert_eq!(clients.len(), 6, "{spans:#?}");
@@ -456,7 +459,18 @@ fn spans_queued_behind_a_hung_post_reach_the_span_dump_at_exit() {
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("written to the span dump only"),
+        stderr.contains("5 spans queued behind an unfinished export written to the span dump only"),
+        "the exit says so: {stderr}"
+    );
+    // A dump on standard output is left alone (its reader could stall the
+    // exit), and the exit says what it did not write.
+    let out = app(Path::new("/dev/stdout"));
+    server.stop();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.matches("\"trace_id\"").count(), 1, "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("5 spans queued behind an unfinished export are not written to the span dump /dev/stdout"),
         "the exit says so: {stderr}"
     );
 }

@@ -748,11 +748,12 @@ fn shut_down_now(rt: &'static Runtime, exiting: bool) {
     // which may fail and go on, its queue still to be sent) writes them to
     // the span dump itself.
     if !rt.pipeline.flush_at_exit(rt.config.flush_timeout) && exiting {
-        let n = rt.pipeline.dump_queued();
-        if n > 0 {
-            lumigo_debug!(
-                "exit: {n} spans queued behind an unfinished export written to the span dump only"
-            );
+        match rt.pipeline.dump_queued() {
+            Ok(0) => {}
+            Ok(n) => lumigo_debug!(
+                "exit: {n} spans queued behind an unfinished export written to the span dump only (the collector did not get them)"
+            ),
+            Err(why) => lumigo_debug!("exit: {why}"),
         }
     }
     if let Some(lost) = rt.pipeline.loss_summary() {

@@ -368,36 +368,41 @@ impl Pipeline {
     /// hangs) are written to the span dump from this thread, so that the
     /// dump has every span even when a collector does not answer (the
     /// worker writes the dump before each post, but is held in the post).
-    /// They stay lost to the OTLP destinations. Returns how many were
-    /// written; none without a span dump, before the worker built it, or
-    /// when the dump is a standard stream (a pipe whose reader stalls
-    /// could hold the exit past its wait).
-    pub fn dump_queued(&self) -> usize {
+    /// They stay lost to the OTLP destinations. `Ok`: how many were written
+    /// (none without a span dump, with nothing queued, or before the worker
+    /// built the dump). `Err`: what was not written and why, to be said:
+    /// a write that failed, or a dump that is a standard stream, left
+    /// alone (a pipe whose reader stalls could hold the exit past its
+    /// wait).
+    pub fn dump_queued(&self) -> Result<usize, String> {
         let Some(path) = &self.config.spandump else {
-            return 0;
+            return Ok(0);
         };
         let Some(resource_json) = self.shared.dump_resource.get() else {
-            return 0;
+            return Ok(0);
         };
         let mut dump = spandump::SpanDump::with_resource_json(path.clone(), resource_json.clone());
         if dump.to_a_stream() {
-            return 0;
+            let n = lock(&self.shared.queue).spans.len();
+            if n == 0 {
+                return Ok(0);
+            }
+            return Err(format!(
+                "{n} spans queued behind an unfinished export are not written to the span dump {}: a standard stream's reader could hold the exit",
+                path.display()
+            ));
         }
         let mut spans: Vec<SpanRecord> = lock(&self.shared.queue).spans.drain(..).collect();
         if spans.is_empty() {
-            return 0;
+            return Ok(0);
         }
         limits::apply(&mut spans, self.config.attribute_limits);
-        match dump.export(&spans) {
-            Ok(()) => spans.len(),
-            Err(e) => {
-                lumigo_debug!(
-                    "exit: {} queued spans not written to the span dump: {e}",
-                    spans.len()
-                );
-                0
-            }
-        }
+        dump.export(&spans).map(|()| spans.len()).map_err(|e| {
+            format!(
+                "{} queued spans not written to the span dump: {e}",
+                spans.len()
+            )
+        })
     }
 
     /// For a signal handler about to let the process die: asks the worker to
@@ -694,7 +699,7 @@ mod tests {
         for p in [&file, &stream] {
             assert_eq!(
                 p.dump_queued(),
-                0,
+                Ok(0),
                 "nothing before the worker built the dump"
             );
             p.shared.dump_resource.set("{}".to_owned()).unwrap();
@@ -702,13 +707,15 @@ mod tests {
                 .spans
                 .extend([span(1), span(2), span(3)]);
         }
-        assert_eq!(file.dump_queued(), 3);
+        assert_eq!(file.dump_queued(), Ok(3));
         assert!(lock(&file.shared.queue).spans.is_empty());
-        assert_eq!(file.dump_queued(), 0, "written once");
+        assert_eq!(file.dump_queued(), Ok(0), "written once");
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 3, "{text}");
         assert!(text.contains("\"name\":\"GET 2\""), "{text}");
-        assert_eq!(stream.dump_queued(), 0);
+        let said = stream.dump_queued().unwrap_err();
+        assert!(said.starts_with("3 spans queued"), "{said}");
+        assert!(said.contains("/dev/stdout"), "{said}");
         assert_eq!(lock(&stream.shared.queue).spans.len(), 3, "left queued");
     }
 
