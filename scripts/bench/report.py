@@ -216,6 +216,22 @@ def report(res):
         L.append("| 4 | instructions added to every process start by the library (callgrind, `dd count=0`) | | | "
                  "**%+d instructions** | (explains row 4) | — |" % cg["per_process_start"])
 
+    split = res.get("split")
+    if split and split.get("untraced") and split.get("traced"):
+        names = (("[kernel.kallsyms]", "kernel"), ("nginx", "nginx"), ("libc.so.6", "libc"),
+                 ("liblumigo_preload.so", "our library"))
+
+        def shares(d):
+            return ", ".join("%s %.1f %%" % (label, d.get(key, 0.0)) for key, label in names
+                             if key in d or label == "our library")
+        ours = split["traced"].get("liblumigo_preload.so", 0.0)
+        L.append("| 5 | where the nginx worker's thread spends its time under `wrk -t1 -c10` (perf cpu-clock samples "
+                 "of that thread alone, by object) | %s | %s | **%.1f %%** of the traced worker's time in the library "
+                 "| (explains rows 1 and 5) | — |" % (shares(split["untraced"]), shares(split["traced"]), ours))
+    elif "split" in errors or res.get("split_skipped"):
+        L.append("| 5 | where the nginx worker's thread spends its time | | | %s | (explains rows 1 and 5) | — |"
+                 % (res.get("split_skipped") or not_run("split")))
+
     cap = res.get("capacity")
     if cap and cap["fast"]["traced"] and cap["fast"]["untraced"]:
         U, T = cap["fast"]["untraced"], cap["fast"]["traced"]

@@ -549,6 +549,51 @@ class Bench:
             % (out["per_untracked_call"], out["per_process_start"]))
         self.results["callgrind"] = out
 
+    # ---------------------------------------------------------------- 5 (time split)
+    def time_split(self):
+        """Where the nginx worker's thread spends its time under wrk, untraced
+        and traced: perf's cpu-clock samples of that thread alone, by object
+        (the kernel, nginx, libc, our library). Callgrind counts user-space
+        instructions only; this says how much of the worker's time they are."""
+        # Not every machine lets perf sample (no perf, perf_event_paranoid,
+        # a container): said in the table, not a failure of the run.
+        if not shutil.which("perf"):
+            self.results["split_skipped"] = "perf not found"
+            log("5/7 where the nginx worker's time goes: perf not found, skipped")
+            return
+        log("5/7 where the nginx worker's time goes: perf record -e cpu-clock on its thread under wrk -t1 -c10")
+        out = {}
+        for variant in ("untraced", "traced"):
+            traced = variant == "traced"
+            prefix = [self.run_bin] if traced else []
+            env = self.traced_env("bench-nginx") if traced else clean_env()
+            srv = Nginx(self.work, "nginx-split-%s" % variant, prefix, env)
+            data = os.path.join(self.work, "perf-split-%s.data" % variant)
+            try:
+                wrk(srv.url, self.warmup)
+                perf = subprocess.Popen(
+                    ["perf", "record", "-e", "cpu-clock", "-F", "4999", "-t", str(srv.worker), "-o", data,
+                     "--", "sleep", str(self.duration)],
+                    env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                wrk(srv.url, self.duration)
+                perf.wait()
+            finally:
+                srv.stop()
+            rep = subprocess.run(["perf", "report", "-i", data, "--no-children", "--stdio", "--sort", "dso"],
+                                 env=clean_env(), capture_output=True, text=True)
+            shares = {}
+            for line in rep.stdout.splitlines():
+                m = re.match(r"\s*([0-9.]+)%\s+(\S+)", line)
+                if m:
+                    shares[m.group(2)] = float(m.group(1))
+            if not shares:
+                self.results["split_skipped"] = "perf recorded no sample of the worker (perf_event_paranoid?)"
+                log("  %s" % self.results["split_skipped"])
+                return
+            log("  %-8s %s" % (variant, ", ".join("%s %.1f%%" % kv for kv in sorted(shares.items(), key=lambda kv: -kv[1])[:4])))
+            out[variant] = shares
+        self.results["split"] = out
+
     # ---------------------------------------------------------------- profile
     def profile(self):
         if not shutil.which("perf"):
@@ -588,8 +633,8 @@ class Bench:
         try:
             steps = {
                 "nginx": self.nginx, "flask": self.flask, "io": self.io_loops,
-                "startup": self.startup, "callgrind": self.callgrind, "idle": self.idle_memory,
-                "capacity": self.export_capacity,
+                "startup": self.startup, "callgrind": self.callgrind, "split": self.time_split,
+                "idle": self.idle_memory, "capacity": self.export_capacity,
             }
             only = [x for x in self.args.only.split(",") if x in steps] if self.args.only is not None else list(steps)
             for name in only:
@@ -658,7 +703,7 @@ def main():
     p.add_argument("--smoke", action="store_true", help="seconds-long run: 1 pair, 1 s wrk runs")
     p.add_argument("--pairs", type=int, help="untraced/traced pairs per comparison (default 5, smoke 1)")
     p.add_argument("--duration", type=int, help="seconds per measured wrk run (default 5, smoke 1)")
-    p.add_argument("--only", help="comma-separated steps: nginx,flask,io,startup,callgrind,idle,capacity")
+    p.add_argument("--only", help="comma-separated steps: nginx,flask,io,startup,callgrind,split,idle,capacity")
     p.add_argument("--profile", action="store_true", help="also perf-record the traced nginx worker")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, configs)")
     p.add_argument("--target", default=os.path.join(ROOT, "target", "release"))
