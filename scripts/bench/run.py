@@ -549,6 +549,15 @@ class Bench:
             % (out["per_untracked_call"], out["per_process_start"]))
         self.results["callgrind"] = out
 
+    def perf_under_wrk(self, srv, data, options):
+        """`perf record OPTIONS` into `data` while wrk drives nginx `srv` for the
+        run's duration, after a warm-up."""
+        wrk(srv.url, self.warmup)
+        perf = subprocess.Popen(["perf", "record"] + options + ["-o", data, "--", "sleep", str(self.duration)],
+                                env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wrk(srv.url, self.duration)
+        perf.wait()
+
     # ---------------------------------------------------------------- 5 (time split)
     def time_split(self):
         """Where the nginx worker's thread spends its time under wrk, untraced
@@ -570,13 +579,7 @@ class Bench:
             srv = Nginx(self.work, "nginx-split-%s" % variant, prefix, env)
             data = os.path.join(self.work, "perf-split-%s.data" % variant)
             try:
-                wrk(srv.url, self.warmup)
-                perf = subprocess.Popen(
-                    ["perf", "record", "-e", "cpu-clock", "-F", "4999", "-t", str(srv.worker), "-o", data,
-                     "--", "sleep", str(self.duration)],
-                    env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                wrk(srv.url, self.duration)
-                perf.wait()
+                self.perf_under_wrk(srv, data, ["-e", "cpu-clock", "-F", "4999", "-t", str(srv.worker)])
             finally:
                 srv.stop()
             rep = subprocess.run(["perf", "report", "-i", data, "--no-children", "--stdio", "--sort", "dso"],
@@ -603,14 +606,8 @@ class Bench:
         srv = Nginx(self.work, "nginx-profile", [self.run_bin], self.traced_env("bench-nginx"))
         data = os.path.join(self.args.outdir, "perf-nginx.data")
         try:
-            wrk(srv.url, self.warmup)
-            perf = subprocess.Popen(
-                ["perf", "record", "-e", "cpu-clock", "-F", "1999", "--call-graph", "dwarf,16384",
-                 "-p", str(srv.worker), "-o", data,
-                 "--", "sleep", str(self.duration)],
-                env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            wrk(srv.url, self.duration)
-            perf.wait()
+            self.perf_under_wrk(srv, data, ["-e", "cpu-clock", "-F", "1999", "--call-graph", "dwarf,16384",
+                                            "-p", str(srv.worker)])
         finally:
             srv.stop()
         for name, extra in (("perf-nginx-dso.txt", ["--sort", "dso"]),
